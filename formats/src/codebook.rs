@@ -1,0 +1,166 @@
+//! A codebook: the 2^bits values a code can stand for, in code order, and nearest-value encoding.
+
+use crate::FormatError;
+
+/// The values of a k-bit format in code order (`values()[c]` is what code `c` decodes to).
+///
+/// Encoding is round-to-nearest. **Tie rule:** a value exactly halfway between two neighbouring
+/// table values goes to the one whose code is even. For the E2M1 family this is exactly OCP's
+/// round-to-nearest-even (0.25 -> 0, 0.75 -> 1, 2.5 -> 2, 5 -> 4), and it is defined for any
+/// table. Where two codes hold the same value (E2M1's -0 at `0b1000`, INT4's unused code), the
+/// encoder only ever emits the smaller code. NaN encodes to the code of the value nearest zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codebook {
+    values: Vec<f32>,
+    /// Distinct values, ascending, each with the code the encoder emits for it.
+    sorted: Vec<(f32, u8)>,
+    /// `midpoints[i]` lies between `sorted[i]` and `sorted[i + 1]`.
+    midpoints: Vec<f32>,
+    zero_code: u8,
+}
+
+impl Codebook {
+    /// Builds a codebook from its values in code order; 2, 4, 8 or 16 finite values.
+    pub fn new(values: Vec<f32>) -> Result<Self, FormatError> {
+        let n = values.len();
+        if !matches!(n, 2 | 4 | 8 | 16) {
+            return Err(FormatError::Codebook(format!(
+                "a codebook needs 2, 4, 8 or 16 values (1 to 4 bits), got {n}"
+            )));
+        }
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            return Err(FormatError::Codebook(format!(
+                "codebook values must be finite, got {v}"
+            )));
+        }
+        if values.iter().all(|&v| v == 0.0) {
+            return Err(FormatError::Codebook(
+                "a codebook needs at least one non-zero value".into(),
+            ));
+        }
+        let mut sorted: Vec<(f32, u8)> = values
+            .iter()
+            .enumerate()
+            .map(|(c, &v)| (if v == 0.0 { 0.0 } else { v }, c as u8))
+            .collect();
+        // Ascending by value, and for equal values the smallest code first, which we keep.
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        sorted.dedup_by(|later, kept| later.0 == kept.0);
+        let midpoints = sorted
+            .windows(2)
+            .map(|w| w[0].0 + (w[1].0 - w[0].0) * 0.5)
+            .collect();
+        let zero_code = sorted
+            .iter()
+            .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then(a.1.cmp(&b.1)))
+            .map(|p| p.1)
+            .unwrap_or(0);
+        Ok(Self {
+            values,
+            sorted,
+            midpoints,
+            zero_code,
+        })
+    }
+
+    /// The values in code order.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Bits per code: log2 of the number of values.
+    pub fn bits(&self) -> u32 {
+        self.values.len().trailing_zeros()
+    }
+
+    /// The value of `code`. Panics if `code >= 2^bits`; use [`Codebook::try_decode`] on untrusted codes.
+    pub fn decode(&self, code: u8) -> f32 {
+        self.values[code as usize]
+    }
+
+    /// The value of `code`, or `None` when the code is out of range.
+    pub fn try_decode(&self, code: u8) -> Option<f32> {
+        self.values.get(code as usize).copied()
+    }
+
+    /// The largest magnitude in the table: the scale rule maps a block's absmax onto it.
+    pub fn max_abs(&self) -> f32 {
+        self.values.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+
+    /// Distinct values in ascending order, each with the code the encoder emits for it.
+    pub fn sorted(&self) -> &[(f32, u8)] {
+        &self.sorted
+    }
+
+    /// The decision thresholds between neighbouring distinct values, ascending.
+    pub fn midpoints(&self) -> &[f32] {
+        &self.midpoints
+    }
+
+    /// The code of the value nearest `x` (see the type's tie rule).
+    #[inline]
+    pub fn encode(&self, x: f32) -> u8 {
+        if x.is_nan() {
+            return self.zero_code;
+        }
+        // Number of thresholds strictly below x: the index of the nearest value.
+        let i = self.midpoints.partition_point(|&m| m < x);
+        if i < self.midpoints.len() && self.midpoints[i] == x {
+            let (lo, hi) = (self.sorted[i].1, self.sorted[i + 1].1);
+            return if lo % 2 == 0 || hi % 2 != 0 { lo } else { hi };
+        }
+        self.sorted[i].1
+    }
+
+    /// The value nearest `x`: `decode(encode(x))`.
+    #[inline]
+    pub fn round(&self, x: f32) -> f32 {
+        self.decode(self.encode(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e2m1() -> Codebook {
+        Codebook::new(vec![
+            0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn ties_go_to_the_even_code_like_ocp_round_to_nearest_even() {
+        let cb = e2m1();
+        for (x, want) in [
+            (0.25, 0.0),
+            (0.75, 1.0),
+            (1.25, 1.0),
+            (1.75, 2.0),
+            (2.5, 2.0),
+            (3.5, 4.0),
+            (5.0, 4.0),
+            (-0.75, -1.0),
+            (-5.0, -4.0),
+        ] {
+            assert_eq!(cb.round(x), want, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn negative_zero_code_is_never_emitted() {
+        let cb = e2m1();
+        for x in [0.0f32, -0.0, 1e-30, -1e-30, -0.2] {
+            assert_eq!(cb.encode(x), 0, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_tables() {
+        assert!(Codebook::new(vec![0.0; 5]).is_err());
+        assert!(Codebook::new(vec![0.0; 16]).is_err());
+        assert!(Codebook::new(vec![f32::NAN, 1.0]).is_err());
+    }
+}

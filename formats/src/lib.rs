@@ -1,0 +1,29 @@
+//! tquant-formats: 4-bit (and 3-bit) weight formats as data.
+//!
+//! Every format is a [`Codebook`] (its values in code order) plus the block-scaling rule of
+//! [`BlockQuantizer`]. [`Format`] is the catalog of named formats of Dotzel et al. (ICML 2024) and
+//! their peers; [`pack`] defines tquant's nibble order. Pure: no I/O, no `unsafe`.
+#![forbid(unsafe_code)]
+
+pub mod block;
+pub mod catalog;
+pub mod codebook;
+pub mod generate;
+pub mod pack;
+pub mod scale;
+
+pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix};
+pub use catalog::Format;
+pub use codebook::Codebook;
+pub use scale::ScaleDtype;
+
+/// Errors of the format layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormatError {
+    #[error("invalid codebook: {0}")]
+    Codebook(String),
+    #[error("{0}")]
+    Parse(String),
+    #[error("shape: {0}")]
+    Shape(String),
+}

@@ -1,0 +1,151 @@
+//! Scale dtypes: how a block's scale is rounded and stored.
+
+use crate::FormatError;
+use half::{bf16, f16};
+use std::fmt;
+use std::str::FromStr;
+
+/// How per-block scales are stored. Bytes are little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScaleDtype {
+    F32,
+    F16,
+    Bf16,
+    /// OCP MX E8M0: a biased power-of-two exponent in one byte, `2^(byte - 127)`; 255 is NaN.
+    E8m0,
+}
+
+impl ScaleDtype {
+    pub const ALL: [ScaleDtype; 4] = [Self::F32, Self::F16, Self::Bf16, Self::E8m0];
+
+    /// Bytes one scale takes.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+            Self::E8m0 => 1,
+        }
+    }
+
+    /// Lowercase name, as on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+            Self::E8m0 => "e8m0",
+        }
+    }
+
+    /// Rounds an ideal scale (`absmax / max|values|`, positive and finite) to this dtype.
+    ///
+    /// f16 and bf16 round to nearest even and saturate at their largest finite value. E8M0
+    /// follows OCP MX: `2^(floor(log2(absmax)) - emax)` with `emax = floor(log2(max|values|))`,
+    /// so pass `absmax` and the codebook's `max_abs` through [`ScaleDtype::e8m0_exponent`] instead.
+    pub fn round(self, scale: f32) -> f32 {
+        match self {
+            Self::F32 => scale,
+            Self::F16 => f16::from_f32(scale).min(f16::MAX).to_f32(),
+            Self::Bf16 => bf16::from_f32(scale).min(bf16::MAX).to_f32(),
+            Self::E8m0 => {
+                if scale <= 0.0 || !scale.is_finite() {
+                    return e8m0_to_f32(0);
+                }
+                e8m0_to_f32(((scale.log2().floor() as i32) + 127).clamp(0, 254) as u8)
+            }
+        }
+    }
+
+    /// Appends the stored bytes of `scale` (already rounded by [`ScaleDtype::round`]).
+    pub fn push_bytes(self, scale: f32, out: &mut Vec<u8>) {
+        match self {
+            Self::F32 => out.extend_from_slice(&scale.to_le_bytes()),
+            Self::F16 => out.extend_from_slice(&f16::from_f32(scale).to_le_bytes()),
+            Self::Bf16 => out.extend_from_slice(&bf16::from_f32(scale).to_le_bytes()),
+            Self::E8m0 => out.push(f32_to_e8m0(scale)),
+        }
+    }
+
+    /// Reads scale `i` from stored bytes. Panics if `bytes` is too short; readers check lengths first.
+    #[inline]
+    pub fn read(self, bytes: &[u8], i: usize) -> f32 {
+        match self {
+            Self::F32 => f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()),
+            Self::F16 => f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+            Self::Bf16 => bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+            Self::E8m0 => e8m0_to_f32(bytes[i]),
+        }
+    }
+
+    /// OCP MX shared exponent for a block: `floor(log2(absmax)) - floor(log2(max_abs))`.
+    pub fn e8m0_exponent(absmax: f32, max_abs: f32) -> i32 {
+        let e = absmax.log2().floor() as i32 - max_abs.log2().floor() as i32;
+        e.clamp(-127, 127)
+    }
+}
+
+/// `2^(byte - 127)`; 255 is NaN (OCP MX).
+#[inline]
+pub fn e8m0_to_f32(byte: u8) -> f32 {
+    match byte {
+        255 => f32::NAN,
+        0 => f32::from_bits(1 << 22), // 2^-127 is an f32 subnormal
+        b => f32::from_bits((b as u32) << 23),
+    }
+}
+
+/// The E8M0 byte of a power of two (the exponent of `x`, truncated toward zero).
+pub fn f32_to_e8m0(x: f32) -> u8 {
+    if x.is_nan() {
+        return 255;
+    }
+    if x <= e8m0_to_f32(0) {
+        return 0;
+    }
+    ((x.log2().floor() as i32) + 127).clamp(0, 254) as u8
+}
+
+impl fmt::Display for ScaleDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ScaleDtype {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                FormatError::Parse(format!("unknown scale dtype '{s}' (f32, f16, bf16, e8m0)"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e8m0_round_trips_every_finite_byte() {
+        for b in 0..=254u8 {
+            let x = e8m0_to_f32(b);
+            assert!(x > 0.0 && x.is_finite());
+            assert_eq!(f32_to_e8m0(x), b);
+        }
+        assert!(e8m0_to_f32(255).is_nan());
+    }
+
+    #[test]
+    fn stored_bytes_read_back() {
+        for d in ScaleDtype::ALL {
+            let s = d.round(0.3);
+            let mut v = Vec::new();
+            d.push_bytes(s, &mut v);
+            d.push_bytes(s, &mut v);
+            assert_eq!(v.len(), 2 * d.size());
+            assert_eq!(d.read(&v, 1), s);
+        }
+    }
+}

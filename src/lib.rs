@@ -1,0 +1,6 @@
+//! tquant: 4-bit weight formats for LLMs on the CPU. A thin facade over the workspace crates.
+
+pub use tquant_convert as convert;
+pub use tquant_formats as formats;
+pub use tquant_kernels as kernels;
+pub use tquant_model as model;
