@@ -20,12 +20,36 @@ struct Cli {
 enum Command {
     /// List every format with its values in code order.
     Formats(cmd::formats::Args),
+    /// Quantize a safetensors checkpoint into a self-describing quantized checkpoint.
+    Convert(cmd::convert::Args),
+    /// Show every tensor of a checkpoint: format, block, scale dtype, bits per weight, nu.
+    Inspect(cmd::inspect::Args),
+    /// Compare a quantized checkpoint with its original, tensor by tensor.
+    Verify(cmd::verify::Args),
+    /// Print a model's logits for a list of token ids, as JSON.
+    Logits(cmd::logits::Args),
+    /// Bits per byte (or perplexity) of a model on a text.
+    Eval(cmd::eval::Args),
+    /// Generate text from a prompt.
+    Run(cmd::run::Args),
+    /// Accuracy-vs-area report across formats.
+    Report(cmd::report::Args),
+    /// Measure the dequant-matmul kernels against the f32 path and memory bandwidth.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Formats(a) => cmd::formats::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,3 +1,11 @@
-//! One module per subcommand.
+//! One module per subcommand; each owns its arguments (`Args`) and its `run` function.
 
+pub mod bench;
+pub mod convert;
+pub mod eval;
 pub mod formats;
+pub mod inspect;
+pub mod logits;
+pub mod report;
+pub mod run;
+pub mod verify;

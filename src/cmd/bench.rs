@@ -1,0 +1,10 @@
+//! `tquant bench`.
+
+use anyhow::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    anyhow::bail!("`tquant bench` is not available in this build yet")
+}

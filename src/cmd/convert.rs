@@ -1,0 +1,10 @@
+//! `tquant convert`.
+
+use anyhow::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    anyhow::bail!("`tquant convert` is not available in this build yet")
+}

@@ -1,0 +1,10 @@
+//! `tquant report`.
+
+use anyhow::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    anyhow::bail!("`tquant report` is not available in this build yet")
+}
