@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod codebook;
 pub mod generate;
 pub mod pack;
+pub mod sample;
 pub mod scale;
 
 pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix};
