@@ -8,6 +8,7 @@
 pub mod block;
 pub mod catalog;
 pub mod codebook;
+pub mod fit;
 pub mod generate;
 pub mod pack;
 pub mod sample;
@@ -16,6 +17,7 @@ pub mod scale;
 pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix};
 pub use catalog::Format;
 pub use codebook::Codebook;
+pub use fit::{fit_block_standardized, fit_student_t, TFit};
 pub use scale::ScaleDtype;
 
 /// Errors of the format layer.
