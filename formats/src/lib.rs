@@ -5,6 +5,7 @@
 //! their peers; [`pack`] defines tquant's nibble order. Pure: no I/O, no `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod area;
 pub mod block;
 pub mod catalog;
 pub mod codebook;
