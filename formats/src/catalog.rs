@@ -110,8 +110,11 @@ impl Format {
         };
         let name = if nu == DEFAULT_NU {
             base.to_string()
-        } else {
+        } else if (1e-3..1e6).contains(&nu) {
             format!("{base}:nu={nu}")
+        } else {
+            // Shortest round-trip digits with an exponent: `sf4:nu=1e300`, not 301 digits.
+            format!("{base}:nu={nu:e}")
         };
         Ok(Format {
             name,
