@@ -1,0 +1,243 @@
+//! Activation preparation, done once per call and shared by all weight rows: the fast mode's
+//! int8 quantization, and the element orders the SIMD paths read.
+//!
+//! SIMD element orders (both put the nibbles of a byte run where their activations are):
+//! - fast, per 128-element chunk: the 64 even elements, then the 64 odd ones. The low nibbles of
+//!   the chunk's 64 code bytes then meet the first half, the high nibbles the second, and int32
+//!   lane `L` of a dot product over them holds elements `8L..8L + 8` of the chunk.
+//! - exact, per 32-element group: the 16 even elements, then the 16 odd ones.
+//!
+//! Elements past the last whole chunk (group) stay in natural order.
+
+use crate::ACT_BLOCK;
+
+/// A piece of a row that shares one int8 activation scale: `ACT_BLOCK` elements (fewer at the
+/// end of a weight block) inside one weight block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub start: usize,
+    pub len: usize,
+    pub block: usize,
+}
+
+/// Elements per fast SIMD chunk and per exact SIMD group.
+pub(crate) const CHUNK: usize = 128;
+pub(crate) const GROUP: usize = 32;
+/// int32 lanes per fast chunk (each covers 8 elements).
+pub(crate) const LANES: usize = CHUNK / 8;
+
+/// The pieces of a row of `cols` elements with weight blocks of `block`.
+pub(crate) fn pieces(cols: usize, block: usize) -> Vec<Piece> {
+    let mut out = Vec::with_capacity(cols.div_ceil(ACT_BLOCK.min(block)) + 1);
+    let mut b0 = 0;
+    let mut b = 0;
+    while b0 < cols {
+        let b1 = (b0 + block).min(cols);
+        let mut s = b0;
+        while s < b1 {
+            let len = ACT_BLOCK.min(b1 - s);
+            out.push(Piece {
+                start: s,
+                len,
+                block: b,
+            });
+            s += len;
+        }
+        b0 = b1;
+        b += 1;
+    }
+    out
+}
+
+/// Activations quantized for the fast mode, `n` rows.
+#[derive(Debug)]
+pub(crate) struct FastActs {
+    pub cols: usize,
+    /// Elements of each row in SIMD chunk order (a multiple of `CHUNK`, or 0).
+    pub main: usize,
+    pub pieces: Vec<Piece>,
+    /// int8 values, `[n, cols]`, the first `main` of each row in chunk order.
+    pub xq: Vec<i8>,
+    /// Scale of each piece, `[n, pieces.len()]`.
+    pub piece_scale: Vec<f32>,
+    /// Scale of each int32 lane of the chunks, `[n, main / 8]`.
+    pub lane_scale: Vec<f32>,
+    /// `-128 *` the sum of each lane's 8 int8 values, `[n, main / 8]`: starting a lane's
+    /// accumulator there turns a dot with `table_i8 + 128` (unsigned) into one with `table_i8`.
+    pub lane_ncorr: Vec<i32>,
+    /// Block index of each lane minus its chunk's first block, `[main / 8]` (same for all rows).
+    pub lane_block: Vec<i32>,
+    /// First block of each chunk, `[main / CHUNK]`.
+    pub chunk_block: Vec<usize>,
+}
+
+impl FastActs {
+    /// Quantizes `x` (`[n, cols]`); `simd` asks for the chunk order over the longest prefix of
+    /// whole chunks (the caller checks the block shape allows it).
+    pub fn new(x: &[f32], n: usize, cols: usize, block: usize, simd: bool) -> Self {
+        let pieces = pieces(cols, block);
+        let main = if simd { cols / CHUNK * CHUNK } else { 0 };
+        let np = pieces.len();
+        let nl = main / 8;
+        let mut xq = vec![0i8; n * cols];
+        let mut piece_scale = vec![0.0f32; n * np];
+        let mut lane_scale = vec![0.0f32; n * nl];
+        let mut lane_ncorr = vec![0i32; n * nl];
+        let mut natural = vec![0i8; main];
+        for j in 0..n {
+            let xr = &x[j * cols..(j + 1) * cols];
+            let qr = &mut xq[j * cols..(j + 1) * cols];
+            let ps = &mut piece_scale[j * np..(j + 1) * np];
+            for (p, s) in pieces.iter().zip(ps.iter_mut()) {
+                *s = quantize_piece(
+                    &xr[p.start..p.start + p.len],
+                    &mut qr[p.start..p.start + p.len],
+                );
+            }
+            if main == 0 {
+                continue;
+            }
+            let ls = &mut lane_scale[j * nl..(j + 1) * nl];
+            let lc = &mut lane_ncorr[j * nl..(j + 1) * nl];
+            // Pieces are ACT_BLOCK (or 16) long and start at multiples of 8 inside `main`, so
+            // each lane of 8 elements lies in one piece.
+            for (p, &s) in pieces
+                .iter()
+                .zip(ps.iter())
+                .take_while(|(p, _)| p.start < main)
+            {
+                ls[p.start / 8..(p.start + p.len) / 8].fill(s);
+            }
+            natural.copy_from_slice(&qr[..main]);
+            for (c, (src, dst)) in natural
+                .chunks_exact(CHUNK)
+                .zip(qr[..main].chunks_exact_mut(CHUNK))
+                .enumerate()
+            {
+                for (e, &v) in src.iter().enumerate() {
+                    dst[(e & 1) * (CHUNK / 2) + e / 2] = v;
+                }
+                for (l, corr) in lc[c * LANES..(c + 1) * LANES].iter_mut().enumerate() {
+                    let sum: i32 = src[8 * l..8 * l + 8].iter().map(|&v| v as i32).sum();
+                    *corr = -128 * sum;
+                }
+            }
+        }
+        let mut lane_block = vec![0i32; nl];
+        let mut chunk_block = vec![0usize; main / CHUNK];
+        for (c, base) in chunk_block.iter_mut().enumerate() {
+            *base = c * CHUNK / block;
+            for l in 0..LANES {
+                lane_block[c * LANES + l] = ((c * CHUNK + 8 * l) / block - *base) as i32;
+            }
+        }
+        FastActs {
+            cols,
+            main,
+            pieces,
+            xq,
+            piece_scale,
+            lane_scale,
+            lane_ncorr,
+            lane_block,
+            chunk_block,
+        }
+    }
+
+    pub fn row_xq(&self, j: usize) -> &[i8] {
+        &self.xq[j * self.cols..(j + 1) * self.cols]
+    }
+    pub fn row_piece_scale(&self, j: usize) -> &[f32] {
+        let np = self.pieces.len();
+        &self.piece_scale[j * np..(j + 1) * np]
+    }
+    pub fn row_lane_scale(&self, j: usize) -> &[f32] {
+        let nl = self.main / 8;
+        &self.lane_scale[j * nl..(j + 1) * nl]
+    }
+    pub fn row_lane_ncorr(&self, j: usize) -> &[i32] {
+        let nl = self.main / 8;
+        &self.lane_ncorr[j * nl..(j + 1) * nl]
+    }
+    /// Index of the first piece past `main`.
+    pub fn first_tail_piece(&self) -> usize {
+        self.pieces.partition_point(|p| p.start < self.main)
+    }
+}
+
+/// Quantizes one piece to int8 (`round_ties_even(x * 127 / amax)`) and returns its scale
+/// `amax / 127`. The reference repeats this arithmetic.
+#[inline]
+pub(crate) fn quantize_piece(x: &[f32], out: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        out.fill(0);
+        return 0.0;
+    }
+    let inv = 127.0f32 / amax;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
+/// `x` (`[n, cols]`) with the first `cols / GROUP * GROUP` elements of each row in the exact
+/// SIMD group order.
+pub(crate) fn exact_order(x: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    let main = cols / GROUP * GROUP;
+    let mut out = x[..n * cols].to_vec();
+    for j in 0..n {
+        let src = &x[j * cols..j * cols + main];
+        let dst = &mut out[j * cols..j * cols + main];
+        for (s, d) in src.chunks_exact(GROUP).zip(dst.chunks_exact_mut(GROUP)) {
+            for (e, &v) in s.iter().enumerate() {
+                d[(e & 1) * (GROUP / 2) + e / 2] = v;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_row_inside_blocks() {
+        for (cols, block) in [(100, 32), (100, 48), (70, 16), (5, 64), (200, 200), (0, 32)] {
+            let p = pieces(cols, block);
+            let mut next = 0;
+            for q in &p {
+                assert_eq!(q.start, next);
+                assert!(q.len >= 1 && q.len <= ACT_BLOCK);
+                assert_eq!(q.block, q.start / block);
+                assert_eq!((q.start + q.len - 1) / block, q.block);
+                next += q.len;
+            }
+            assert_eq!(next, cols);
+        }
+    }
+
+    #[test]
+    fn lane_scales_follow_their_pieces() {
+        let cols = 300;
+        let x: Vec<f32> = (0..2 * cols)
+            .map(|i| (i as f32 * 0.37).sin() * (1 + i % 7) as f32)
+            .collect();
+        for block in [16, 32, 64, 128, 300] {
+            let a = FastActs::new(&x, 2, cols, block, true);
+            assert_eq!(a.main, 256);
+            for j in 0..2 {
+                for l in 0..a.main / 8 {
+                    let e = l * 8;
+                    let pi = a
+                        .pieces
+                        .iter()
+                        .position(|p| p.start <= e && e < p.start + p.len)
+                        .unwrap();
+                    assert_eq!(a.row_lane_scale(j)[l], a.row_piece_scale(j)[pi]);
+                }
+            }
+        }
+    }
+}

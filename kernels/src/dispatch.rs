@@ -1,0 +1,298 @@
+//! CPU feature detection (once), the choice of a path (once per call) and the split of output
+//! rows over rayon's threads.
+
+use crate::act::{exact_order, FastActs};
+use crate::{reference, scalar, KernelError, Mode, QMatrix};
+use rayon::prelude::*;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// Below this many multiply-adds (`rows * cols * n`) a product stays on the calling thread.
+pub const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// An implementation of the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isa {
+    /// The oracle: plain loops, f64 sums. Single-threaded and slow.
+    Reference,
+    /// Portable Rust, vectorized by the compiler for the build target.
+    Scalar,
+    /// AVX2 + FMA + F16C (x86-64).
+    Avx2,
+    /// AVX-512 F + BW + VL + VNNI (x86-64).
+    Avx512,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Features {
+    avx2: bool,
+    avx512: bool,
+}
+
+fn features() -> Features {
+    static F: OnceLock<Features> = OnceLock::new();
+    *F.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c");
+            let avx512 = avx2
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni");
+            Features {
+                avx2: avx2 && crate::x86_64::AVX2_READY,
+                avx512: avx512 && crate::x86_64::AVX512_READY,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Features {
+            avx2: false,
+            avx512: false,
+        }
+    })
+}
+
+impl Isa {
+    /// Every path, slowest first.
+    pub const ALL: [Isa; 4] = [Isa::Reference, Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Reference => "reference",
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU runs this path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Reference | Isa::Scalar => true,
+            Isa::Avx2 => features().avx2,
+            Isa::Avx512 => features().avx512,
+        }
+    }
+
+    /// Every path this CPU runs, slowest first (the reference and scalar always).
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    /// The path [`matmul`] uses: the fastest available, or the one named by the environment
+    /// variable `TQUANT_ISA` when it is available. Decided once per process.
+    pub fn detect() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("TQUANT_ISA")
+                .ok()
+                .and_then(|s| s.parse::<Isa>().ok())
+                .filter(|i| i.is_available());
+            forced.unwrap_or_else(|| *Isa::available().last().unwrap_or(&Isa::Scalar))
+        })
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Isa {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Isa::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| {
+            KernelError::Parse(format!(
+                "unknown ISA '{s}' (reference, scalar, avx2, avx512)"
+            ))
+        })
+    }
+}
+
+/// Activations prepared for one call.
+pub(crate) enum Acts<'x> {
+    Exact(std::borrow::Cow<'x, [f32]>),
+    Fast(FastActs),
+}
+
+/// A row kernel: rows `r0..r0 + out.len() / n` into `out` (`[row][j]`). Unsafe because SIMD
+/// kernels may only run where their ISA is available.
+type QRows = unsafe fn(&QMatrix, &Acts, usize, usize, &mut [f32]);
+type F32Rows = unsafe fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
+
+/// `y = x W^T` on the best available path. `x: [n, cols]`, `y: [n, rows]`, row-major.
+pub fn matmul(
+    q: &QMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    matmul_with(Isa::detect(), q, x, n, y, mode)
+}
+
+fn check_len(what: &'static str, got: usize, a: usize, b: usize) -> Result<(), KernelError> {
+    let want = a
+        .checked_mul(b)
+        .ok_or(KernelError::Overflow { rows: a, cols: b })?;
+    if got != want {
+        return Err(KernelError::Length { what, got, want });
+    }
+    Ok(())
+}
+
+/// `y = x W^T` on a chosen path; an error if the CPU lacks it or a length does not match.
+pub fn matmul_with(
+    isa: Isa,
+    q: &QMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::Unavailable { isa });
+    }
+    check_len("activations x [n, cols]", x.len(), n, q.cols())?;
+    check_len("output y [n, rows]", y.len(), n, q.rows())?;
+    if isa == Isa::Reference {
+        reference::matmul(q, x, n, y, mode);
+        return Ok(());
+    }
+    // Shapes whose blocks do not line up with vector lanes use the portable path.
+    let isa = if q.simd_regular() { isa } else { Isa::Scalar };
+    let (acts, kernel): (Acts, QRows) = match (isa, mode) {
+        (Isa::Scalar | Isa::Reference, Mode::Exact) => (Acts::Exact(x.into()), scalar_exact),
+        (Isa::Scalar | Isa::Reference, Mode::Fast) => (
+            Acts::Fast(FastActs::new(x, n, q.cols(), q.block(), false)),
+            scalar_fast,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        (simd, Mode::Exact) => (
+            Acts::Exact(exact_order(x, n, q.cols()).into()),
+            crate::x86_64::exact_kernel(simd),
+        ),
+        #[cfg(target_arch = "x86_64")]
+        (simd, Mode::Fast) => (
+            Acts::Fast(FastActs::new(x, n, q.cols(), q.block(), true)),
+            crate::x86_64::fast_kernel(simd),
+        ),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no SIMD path is available off x86-64"),
+    };
+    let work = q.rows().saturating_mul(q.cols()).saturating_mul(n);
+    run_rows(q.rows(), n, work, y, |r0, out| {
+        // SAFETY: `kernel` belongs to `isa`, which `is_available` confirmed on this CPU (or
+        // is the portable path); `out` holds whole rows `r0..` of the output.
+        unsafe { kernel(q, &acts, n, r0, out) }
+    });
+    Ok(())
+}
+
+// The portable kernels under the common signature.
+unsafe fn scalar_exact(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Exact(x) = a {
+        scalar::qrows_exact(q, x, n, r0, out)
+    }
+}
+unsafe fn scalar_fast(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Fast(f) = a {
+        scalar::qrows_fast(q, f, n, r0, out)
+    }
+}
+unsafe fn scalar_f32(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    scalar::f32_rows(w, cols, x, n, r0, out)
+}
+
+/// Dense `y = x W^T` for f32 `w: [rows, cols]` on the best available path.
+pub fn matmul_f32(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_f32_with(Isa::detect(), w, rows, cols, x, n, y)
+}
+
+/// Dense `y = x W^T` on a chosen path.
+pub fn matmul_f32_with(
+    isa: Isa,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::Unavailable { isa });
+    }
+    check_len("weights w [rows, cols]", w.len(), rows, cols)?;
+    check_len("activations x [n, cols]", x.len(), n, cols)?;
+    check_len("output y [n, rows]", y.len(), n, rows)?;
+    let kernel: F32Rows = match isa {
+        Isa::Reference => {
+            reference::matmul_f32(w, rows, cols, x, n, y);
+            return Ok(());
+        }
+        Isa::Scalar => scalar_f32,
+        #[cfg(target_arch = "x86_64")]
+        simd => crate::x86_64::f32_kernel(simd),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no SIMD path is available off x86-64"),
+    };
+    let work = rows.saturating_mul(cols).saturating_mul(n);
+    run_rows(rows, n, work, y, |r0, out| {
+        // SAFETY: `kernel` belongs to an available ISA (checked above); `out` holds whole rows.
+        unsafe { kernel(w, cols, x, n, r0, out) }
+    });
+    Ok(())
+}
+
+/// Rows per task are a multiple of this (the SIMD kernels' row tile).
+const ROW_TILE: usize = 4;
+
+/// Runs `f(r0, out)` over tasks of whole output rows, in parallel when the work is large, and
+/// writes `y` (`[n, rows]`) from the `[row][j]` results.
+fn run_rows(
+    rows: usize,
+    n: usize,
+    work: usize,
+    y: &mut [f32],
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let run = |yt: &mut [f32]| {
+        if threads <= 1 || work < PARALLEL_MIN_WORK {
+            f(0, yt);
+        } else {
+            let tasks = 4 * threads;
+            let per = rows.div_ceil(tasks).div_ceil(ROW_TILE) * ROW_TILE;
+            yt.par_chunks_mut(per * n)
+                .enumerate()
+                .for_each(|(t, out)| f(t * per, out));
+        }
+    };
+    if n == 1 {
+        // One activation row: `[row][j]` is `y` itself.
+        run(y);
+        return;
+    }
+    let mut yt = vec![0.0f32; rows * n];
+    run(&mut yt);
+    for (r, v) in yt.chunks_exact(n).enumerate() {
+        for (j, &val) in v.iter().enumerate() {
+            y[j * rows + r] = val;
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The borrowed view of a quantized matrix, validated once.
+
+use crate::{KernelError, ScaleDtype};
+use tquant_formats::pack::row_bytes;
+
+/// A quantized weight matrix `[rows, cols]` (out x in) in tquant's layout, borrowed.
+///
+/// - `codes`: each row in `ceil(cols / 2)` bytes, element `2j` in the low nibble of byte `j`.
+/// - `scales`: row-major `[rows, ceil(cols / block)]`, `scale_dtype` little-endian bytes; the last
+///   block of a row is short when `cols % block != 0`.
+/// - `table`: the codebook in code order, 1 to 16 values; codes past its end decode to 0.
+///
+/// Element `(r, c)` is `table[code(r, c)] * scale(r, c / block)`.
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    rows: usize,
+    cols: usize,
+    block: usize,
+    codes: &'a [u8],
+    scales: &'a [u8],
+    scale_dtype: ScaleDtype,
+    table: [f32; 16],
+    table_len: usize,
+    table_i8: [i8; 16],
+    table_step: f32,
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks every length against the shape (overflow-safe) and the table; copies nothing but
+    /// the table.
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        block: usize,
+        codes: &'a [u8],
+        scales: &'a [u8],
+        scale_dtype: ScaleDtype,
+        table: &[f32],
+    ) -> Result<Self, KernelError> {
+        if block == 0 {
+            return Err(KernelError::ZeroBlock);
+        }
+        if table.is_empty() || table.len() > 16 {
+            return Err(KernelError::TableSize(table.len()));
+        }
+        if let Some((index, &value)) = table.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(KernelError::TableValue { index, value });
+        }
+        let overflow = KernelError::Overflow { rows, cols };
+        let want_codes = rows.checked_mul(row_bytes(cols)).ok_or(overflow.clone())?;
+        if codes.len() != want_codes {
+            return Err(KernelError::CodesLength {
+                rows,
+                cols,
+                got: codes.len(),
+                want: want_codes,
+            });
+        }
+        let blocks = cols.div_ceil(block);
+        let want_scales = rows
+            .checked_mul(blocks)
+            .and_then(|v| v.checked_mul(scale_dtype.size()))
+            .ok_or(overflow.clone())?;
+        // Every element index must fit an i32-free usize product later on.
+        rows.checked_mul(cols).ok_or(overflow)?;
+        if scales.len() != want_scales {
+            return Err(KernelError::ScalesLength {
+                rows,
+                blocks,
+                dtype: scale_dtype,
+                got: scales.len(),
+                want: want_scales,
+            });
+        }
+        let mut padded = [0.0f32; 16];
+        padded[..table.len()].copy_from_slice(table);
+        let (table_i8, table_step) = int8_table(&padded);
+        Ok(Self {
+            rows,
+            cols,
+            block,
+            codes,
+            scales,
+            scale_dtype,
+            table: padded,
+            table_len: table.len(),
+            table_i8,
+            table_step,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Block length in elements.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+    /// Blocks (scales) per row.
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols.div_ceil(self.block)
+    }
+    pub fn codes(&self) -> &'a [u8] {
+        self.codes
+    }
+    pub fn scales(&self) -> &'a [u8] {
+        self.scales
+    }
+    pub fn scale_dtype(&self) -> ScaleDtype {
+        self.scale_dtype
+    }
+    /// The table padded to 16 entries with zeros.
+    pub fn table(&self) -> &[f32; 16] {
+        &self.table
+    }
+    /// How many table entries the caller gave.
+    pub fn table_len(&self) -> usize {
+        self.table_len
+    }
+    /// The fast mode's int8 table: `table[c] ~= table_i8[c] * table_step`.
+    pub fn table_i8(&self) -> &[i8; 16] {
+        &self.table_i8
+    }
+    pub fn table_step(&self) -> f32 {
+        self.table_step
+    }
+    /// Whether the int8 table equals the f32 table exactly (up to f32 rounding of the step).
+    pub fn table_i8_is_exact(&self) -> bool {
+        self.table
+            .iter()
+            .zip(&self.table_i8)
+            .all(|(&v, &q)| (v - q as f32 * self.table_step).abs() <= v.abs() * 1e-6)
+    }
+
+    /// Packed codes of row `r`.
+    #[inline]
+    pub(crate) fn row_codes(&self, r: usize) -> &'a [u8] {
+        let rb = row_bytes(self.cols);
+        &self.codes[r * rb..(r + 1) * rb]
+    }
+
+    /// Scale bytes of row `r`.
+    #[inline]
+    pub(crate) fn row_scales(&self, r: usize) -> &'a [u8] {
+        let n = self.blocks_per_row() * self.scale_dtype.size();
+        &self.scales[r * n..(r + 1) * n]
+    }
+
+    /// Scale of block `b` of row `r`.
+    #[inline]
+    pub fn scale(&self, r: usize, b: usize) -> f32 {
+        self.scale_dtype
+            .read(self.scales, r * self.blocks_per_row() + b)
+    }
+
+    /// Whether the SIMD paths can run this shape: the 32-element pieces of every block line up
+    /// with vector lanes (block 16, a multiple of 32, or one block per row).
+    pub(crate) fn simd_regular(&self) -> bool {
+        self.block == 16 || self.block.is_multiple_of(32) || self.blocks_per_row() == 1
+    }
+}
+
+/// The int8 image of a table: exact when every value is an integer multiple (up to 127) of one
+/// step, else `round(v * 127 / max|v|)`.
+fn int8_table(t: &[f32; 16]) -> ([i8; 16], f32) {
+    let max_abs = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max_abs == 0.0 {
+        return ([0; 16], 1.0);
+    }
+    let min_nz = t
+        .iter()
+        .filter(|v| **v != 0.0)
+        .fold(f32::INFINITY, |m, v| m.min(v.abs()));
+    for k in 1..=16u32 {
+        let step = min_nz / k as f32;
+        if max_abs / step > 127.5 {
+            break;
+        }
+        let fits = t.iter().all(|&v| {
+            let m = v / step;
+            (m - m.round()).abs() <= 1e-4 * m.abs().max(1.0)
+        });
+        if fits {
+            return (t.map(|v| (v / step).round() as i8), step);
+        }
+    }
+    let step = max_abs / 127.0;
+    (
+        t.map(|v| (v / step).round().clamp(-127.0, 127.0) as i8),
+        step,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tquant_formats::Format;
+
+    #[test]
+    fn integer_like_tables_are_exact_in_int8() {
+        for name in [
+            "int4",
+            "int4_full",
+            "e2m1",
+            "e2m1_sr",
+            "e2m1_sp",
+            "e3m0",
+            "apot4",
+            "apot4_sp",
+            "int3",
+            "e2m0",
+        ] {
+            let f: Format = name.parse().unwrap();
+            let (q, step) = int8_table(&pad(f.codebook().values()));
+            for (v, q) in f.codebook().values().iter().zip(q) {
+                assert!((v - q as f32 * step).abs() <= v.abs() * 1e-6, "{name}: {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_tables_use_127_steps() {
+        let f: Format = "nf4".parse().unwrap();
+        let (q, step) = int8_table(&pad(f.codebook().values()));
+        assert_eq!(step, 1.0 / 127.0);
+        assert_eq!(q[0], -127);
+        assert_eq!(q[15], 127);
+        for (v, q) in f.codebook().values().iter().zip(q) {
+            assert!((v - q as f32 * step).abs() <= 0.5 * step + 1e-7);
+        }
+    }
+
+    fn pad(v: &[f32]) -> [f32; 16] {
+        let mut t = [0.0; 16];
+        t[..v.len()].copy_from_slice(v);
+        t
+    }
+
+    #[test]
+    fn bad_views_are_errors() {
+        let t = [1.0f32; 16];
+        let codes = [0u8; 6];
+        let scales = [0u8; 8];
+        assert!(QMatrix::new(2, 5, 4, &codes, &scales, ScaleDtype::F16, &t).is_ok());
+        assert!(matches!(
+            QMatrix::new(2, 5, 4, &codes[..5], &scales, ScaleDtype::F16, &t),
+            Err(KernelError::CodesLength { want: 6, .. })
+        ));
+        assert!(matches!(
+            QMatrix::new(2, 5, 4, &codes, &scales, ScaleDtype::F32, &t),
+            Err(KernelError::ScalesLength { want: 16, .. })
+        ));
+        assert!(matches!(
+            QMatrix::new(2, 5, 0, &codes, &scales, ScaleDtype::F16, &t),
+            Err(KernelError::ZeroBlock)
+        ));
+        assert!(matches!(
+            QMatrix::new(2, 5, 4, &codes, &scales, ScaleDtype::F16, &[1.0; 17]),
+            Err(KernelError::TableSize(17))
+        ));
+        assert!(matches!(
+            QMatrix::new(2, 5, 4, &codes, &scales, ScaleDtype::F16, &[]),
+            Err(KernelError::TableSize(0))
+        ));
+        assert!(matches!(
+            QMatrix::new(2, 5, 4, &codes, &scales, ScaleDtype::F16, &[f32::NAN, 1.0]),
+            Err(KernelError::TableValue { index: 0, .. })
+        ));
+        assert!(matches!(
+            QMatrix::new(usize::MAX, 5, 4, &codes, &scales, ScaleDtype::F16, &t),
+            Err(KernelError::Overflow { .. })
+        ));
+    }
+}

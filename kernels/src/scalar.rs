@@ -1,0 +1,142 @@
+//! The portable path: plain Rust written so the compiler vectorizes it for any target. Each
+//! weight row is decoded once into a small buffer (f32 values or int8 codes through a 256-entry
+//! table of byte pairs) and then dotted with every activation row.
+//!
+//! Also the tails the SIMD paths leave: elements past their last whole chunk.
+
+use crate::act::FastActs;
+use crate::QMatrix;
+use tquant_formats::pack::code_at;
+
+/// Exact mode, rows `r0..r0 + out.len() / n`; `out` is `[row][j]`.
+pub(crate) fn qrows_exact(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    let cols = q.cols();
+    let lut = pair_lut(q.table());
+    let mut w = vec![0.0f32; 2 * cols.div_ceil(2)];
+    let mut scales = vec![0.0f32; q.blocks_per_row()];
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        let r = r0 + i;
+        for (pair, &b) in w.chunks_exact_mut(2).zip(q.row_codes(r)) {
+            pair.copy_from_slice(&lut[b as usize]);
+        }
+        row_scales(q, r, &mut scales);
+        for (wb, &s) in w[..cols].chunks_mut(q.block()).zip(&scales) {
+            wb.iter_mut().for_each(|v| *v *= s);
+        }
+        for (j, y) in o.iter_mut().enumerate() {
+            *y = dot_f32(&w[..cols], &x[j * cols..(j + 1) * cols]);
+        }
+    }
+}
+
+/// Fast mode, rows `r0..r0 + out.len() / n`; `out` is `[row][j]`.
+pub(crate) fn qrows_fast(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32]) {
+    let cols = q.cols();
+    let mut lut = [[0i8; 2]; 256];
+    for (b, e) in lut.iter_mut().enumerate() {
+        *e = [q.table_i8()[b & 15], q.table_i8()[b >> 4]];
+    }
+    let mut w = vec![0i8; 2 * cols.div_ceil(2)];
+    let mut scales = vec![0.0f32; q.blocks_per_row()];
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        let r = r0 + i;
+        for (pair, &b) in w.chunks_exact_mut(2).zip(q.row_codes(r)) {
+            pair.copy_from_slice(&lut[b as usize]);
+        }
+        row_scales(q, r, &mut scales);
+        for (j, y) in o.iter_mut().enumerate() {
+            let xq = a.row_xq(j);
+            let ps = a.row_piece_scale(j);
+            let mut acc = 0.0f32;
+            for (p, &xs) in a.pieces.iter().zip(ps) {
+                let d = dot_i8(&w[p.start..p.start + p.len], &xq[p.start..p.start + p.len]);
+                acc += d as f32 * (xs * scales[p.block]);
+            }
+            *y = acc * q.table_step();
+        }
+    }
+}
+
+/// The scales of row `r` as f32.
+pub(crate) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
+    let bytes = q.row_scales(r);
+    for (b, s) in out.iter_mut().enumerate() {
+        *s = q.scale_dtype().read(bytes, b);
+    }
+}
+
+/// `[table[lo], table[hi]]` for every byte.
+fn pair_lut(t: &[f32; 16]) -> [[f32; 2]; 256] {
+    let mut lut = [[0.0f32; 2]; 256];
+    for (b, e) in lut.iter_mut().enumerate() {
+        *e = [t[b & 15], t[b >> 4]];
+    }
+    lut
+}
+
+/// f32 dot product with 16 independent accumulators (vectorizes without reassociation).
+#[inline]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b[..a.len()].as_chunks::<16>();
+    for (x, y) in ac.iter().zip(bc) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in at.iter().zip(bt) {
+        tail += x * y;
+    }
+    let mut w = 8;
+    while w > 0 {
+        for k in 0..w {
+            acc[k] += acc[k + w];
+        }
+        w /= 2;
+    }
+    acc[0] + tail
+}
+
+#[inline]
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// Exact-mode sum over elements `from..cols` of row `r` (natural order `x`), for SIMD tails.
+pub(crate) fn tail_exact(q: &QMatrix, r: usize, scales: &[f32], x: &[f32], from: usize) -> f32 {
+    let codes = q.row_codes(r);
+    let t = q.table();
+    (from..q.cols())
+        .map(|c| t[code_at(codes, c) as usize] * scales[c / q.block()] * x[c])
+        .sum()
+}
+
+/// Fast-mode sum over the pieces past `a.main` of row `r` for activation row `j` (without the
+/// table step), for SIMD tails.
+pub(crate) fn tail_fast(q: &QMatrix, r: usize, scales: &[f32], a: &FastActs, j: usize) -> f32 {
+    let codes = q.row_codes(r);
+    let t = q.table_i8();
+    let xq = a.row_xq(j);
+    let ps = a.row_piece_scale(j);
+    let first = a.first_tail_piece();
+    let mut acc = 0.0f32;
+    for (p, &xs) in a.pieces[first..].iter().zip(&ps[first..]) {
+        let d: i32 = (p.start..p.start + p.len)
+            .map(|c| t[code_at(codes, c) as usize] as i32 * xq[c] as i32)
+            .sum();
+        acc += d as f32 * (xs * scales[p.block]);
+    }
+    acc
+}
+
+/// Dense f32 rows `r0..r0 + out.len() / n`; `out` is `[row][j]`.
+pub(crate) fn f32_rows(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        let wr = &w[(r0 + i) * cols..(r0 + i + 1) * cols];
+        for (j, y) in o.iter_mut().enumerate() {
+            *y = dot_f32(wr, &x[j * cols..(j + 1) * cols]);
+        }
+    }
+}

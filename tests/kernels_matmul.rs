@@ -1,0 +1,356 @@
+//! Every available kernel path against the reference: every catalog format, both modes, every
+//! scale dtype, ragged shapes (rows and columns off the vector width, short tail blocks, block
+//! sizes 16/32/64/128/odd/row) and batches of 1 to 17 activation rows.
+
+use tquant_formats::sample::Rng;
+use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
+use tquant_kernels::{
+    matmul_f32_with, matmul_with, reference, Isa, KernelError, Mode, QMatrix, EXACT_BUDGET,
+    FAST_BUDGET, FAST_RMS_BUDGET,
+};
+
+/// A real quantized matrix: Student-t(5) weights with a few outlier rows, block-quantized.
+fn quantized(
+    f: &Format,
+    rows: usize,
+    cols: usize,
+    block: BlockSize,
+    dtype: ScaleDtype,
+    rng: &mut Rng,
+) -> QuantizedMatrix {
+    let mut w = rng.student_t_vec(rows * cols, 5.0);
+    for (i, v) in w.iter_mut().enumerate() {
+        // Rows of different magnitude, so scales span a few octaves.
+        *v *= 0.02 * (1 + (i / cols.max(1)) % 5) as f32;
+    }
+    BlockQuantizer {
+        block,
+        scale_dtype: dtype,
+    }
+    .quantize(f.codebook(), &w, rows, cols)
+    .unwrap()
+}
+
+fn view<'a>(m: &'a QuantizedMatrix, f: &Format) -> QMatrix<'a> {
+    QMatrix::new(
+        m.rows,
+        m.cols,
+        m.block,
+        &m.codes,
+        &m.scales,
+        m.scale_dtype,
+        f.codebook().values(),
+    )
+    .unwrap()
+}
+
+/// Checks one product on `isa` in both modes against the reference, within the budgets.
+fn check(isa: Isa, q: &QMatrix, x: &[f32], n: usize, what: &str) {
+    let (rows, cols) = (q.rows(), q.cols());
+    let mut exact_ref = vec![0.0f32; n * rows];
+    let mut fast_ref = vec![0.0f32; n * rows];
+    reference::matmul(q, x, n, &mut exact_ref, Mode::Exact);
+    reference::matmul(q, x, n, &mut fast_ref, Mode::Fast);
+    for mode in Mode::ALL {
+        let mut y = vec![f32::NAN; n * rows];
+        matmul_with(isa, q, x, n, &mut y, mode).unwrap();
+        for j in 0..n {
+            let xr = &x[j * cols..(j + 1) * cols];
+            for r in 0..rows {
+                let got = y[j * rows + r] as f64;
+                let mag = reference::magnitude(q, xr, r);
+                let (want, budget) = match mode {
+                    Mode::Exact => (exact_ref[j * rows + r] as f64, EXACT_BUDGET * mag),
+                    Mode::Fast => (fast_ref[j * rows + r] as f64, FAST_BUDGET * mag),
+                };
+                // The reference's own f32 rounding of its result.
+                let slack = budget + want.abs() * 1e-7 + 1e-30;
+                assert!(
+                    (got - want).abs() <= slack,
+                    "{isa} {mode} {what}: y[{j},{r}] = {got}, reference {want}, budget {slack}"
+                );
+                if mode == Mode::Fast {
+                    let exact = exact_ref[j * rows + r] as f64;
+                    let bound = reference::fast_error_bound(q, xr, r) * 1.0001
+                        + EXACT_BUDGET * mag
+                        + exact.abs() * 1e-7
+                        + 1e-30;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{isa} fast vs exact {what}: y[{j},{r}] = {got}, exact {exact}, bound {bound}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+const COLS: [usize; 14] = [1, 7, 16, 31, 32, 33, 100, 127, 128, 129, 255, 256, 300, 513];
+const ROWS: [usize; 6] = [1, 2, 3, 5, 17, 33];
+
+fn blocks() -> Vec<BlockSize> {
+    let mut b: Vec<BlockSize> = [16, 32, 64, 128, 48]
+        .into_iter()
+        .map(|n| BlockSize::new(n).unwrap())
+        .collect();
+    b.push(BlockSize::Row);
+    b
+}
+
+/// Every format x scale dtype, with shapes, blocks and batch sizes cycling through the lists.
+fn every_format_and_dtype(isa: Isa) {
+    if !isa.is_available() {
+        eprintln!("skipped: this CPU has no {isa}");
+        return;
+    }
+    let mut rng = Rng::new(0x6b65726e656c73);
+    let blocks = blocks();
+    let mut case = 0usize;
+    for f in Format::all() {
+        for dtype in ScaleDtype::ALL {
+            for _ in 0..3 {
+                let rows = ROWS[case % ROWS.len()];
+                let cols = COLS[(case * 7) % COLS.len()];
+                let block = blocks[(case * 5) % blocks.len()];
+                let n = 1 + case % 17;
+                case += 1;
+                let m = quantized(&f, rows, cols, block, dtype, &mut rng);
+                let x = rng.normal_vec(n * cols);
+                let what = format!("{f} {dtype} [{rows}x{cols}] block {block} n {n}");
+                check(isa, &view(&m, &f), &x, n, &what);
+            }
+        }
+    }
+}
+
+/// Every shape x block for two formats (one with an exact int8 table, one without).
+fn every_shape(isa: Isa) {
+    if !isa.is_available() {
+        eprintln!("skipped: this CPU has no {isa}");
+        return;
+    }
+    let mut rng = Rng::new(17);
+    for (k, name) in ["nf4", "e2m1"].into_iter().enumerate() {
+        let f: Format = name.parse().unwrap();
+        for &cols in &COLS {
+            for (bi, &block) in blocks().iter().enumerate() {
+                let rows = ROWS[(cols + bi + k) % ROWS.len()];
+                let n = 1 + (cols + 3 * bi + k) % 17;
+                let dtype = ScaleDtype::ALL[(bi + k) % 4];
+                let m = quantized(&f, rows, cols, block, dtype, &mut rng);
+                let x = rng.normal_vec(n * cols);
+                let what = format!("{f} {dtype} [{rows}x{cols}] block {block} n {n}");
+                check(isa, &view(&m, &f), &x, n, &what);
+            }
+        }
+    }
+}
+
+/// Batches 1..=17 on a shape with several whole SIMD chunks and a ragged tail.
+fn every_batch(isa: Isa) {
+    if !isa.is_available() {
+        eprintln!("skipped: this CPU has no {isa}");
+        return;
+    }
+    let mut rng = Rng::new(99);
+    let f: Format = "sf4".parse().unwrap();
+    let m = quantized(
+        &f,
+        13,
+        416,
+        BlockSize::new(32).unwrap(),
+        ScaleDtype::F16,
+        &mut rng,
+    );
+    for n in 1..=17 {
+        let x = rng.normal_vec(n * 416);
+        check(isa, &view(&m, &f), &x, n, &format!("sf4 [13x416] n {n}"));
+    }
+}
+
+fn f32_matches_reference(isa: Isa) {
+    if !isa.is_available() {
+        eprintln!("skipped: this CPU has no {isa}");
+        return;
+    }
+    let mut rng = Rng::new(5);
+    for (rows, cols, n) in [
+        (1, 1, 1),
+        (3, 7, 2),
+        (17, 33, 5),
+        (33, 129, 17),
+        (9, 300, 8),
+        (64, 1024, 3),
+    ] {
+        let w = rng.normal_vec(rows * cols);
+        let x = rng.normal_vec(n * cols);
+        let mut want = vec![0.0f32; n * rows];
+        let mut got = vec![f32::NAN; n * rows];
+        matmul_f32_with(Isa::Reference, &w, rows, cols, &x, n, &mut want).unwrap();
+        matmul_f32_with(isa, &w, rows, cols, &x, n, &mut got).unwrap();
+        for j in 0..n {
+            for r in 0..rows {
+                let mag: f64 = (0..cols)
+                    .map(|c| (w[r * cols + c] as f64 * x[j * cols + c] as f64).abs())
+                    .sum();
+                let (g, e) = (got[j * rows + r] as f64, want[j * rows + r] as f64);
+                assert!(
+                    (g - e).abs() <= EXACT_BUDGET * mag + e.abs() * 1e-7,
+                    "{isa} f32 [{rows}x{cols}] n {n}: y[{j},{r}] = {g}, reference {e}"
+                );
+            }
+        }
+    }
+}
+
+macro_rules! isa_tests {
+    ($isa:expr, $formats:ident, $shapes:ident, $batches:ident, $f32:ident) => {
+        #[test]
+        fn $formats() {
+            every_format_and_dtype($isa);
+        }
+        #[test]
+        fn $shapes() {
+            every_shape($isa);
+        }
+        #[test]
+        fn $batches() {
+            every_batch($isa);
+        }
+        #[test]
+        fn $f32() {
+            f32_matches_reference($isa);
+        }
+    };
+}
+
+isa_tests!(
+    Isa::Scalar,
+    scalar_matches_reference_every_format,
+    scalar_matches_reference_every_shape,
+    scalar_matches_reference_every_batch,
+    scalar_f32_matches_reference
+);
+isa_tests!(
+    Isa::Avx2,
+    avx2_matches_reference_every_format,
+    avx2_matches_reference_every_shape,
+    avx2_matches_reference_every_batch,
+    avx2_f32_matches_reference
+);
+isa_tests!(
+    Isa::Avx512,
+    avx512_matches_reference_every_format,
+    avx512_matches_reference_every_shape,
+    avx512_matches_reference_every_batch,
+    avx512_f32_matches_reference
+);
+
+#[test]
+fn fast_mode_rms_error_is_within_budget_on_gaussian_data() {
+    let mut rng = Rng::new(3);
+    let (rows, cols, n) = (64, 1024, 4);
+    for name in ["nf4", "sf4", "int4", "e2m1", "apot4"] {
+        let f: Format = name.parse().unwrap();
+        let w = rng.normal_vec(rows * cols);
+        let m = BlockQuantizer {
+            block: BlockSize::new(64).unwrap(),
+            scale_dtype: ScaleDtype::F16,
+        }
+        .quantize(f.codebook(), &w, rows, cols)
+        .unwrap();
+        let q = view(&m, &f);
+        let x = rng.normal_vec(n * cols);
+        let mut exact = vec![0.0f32; n * rows];
+        let mut fast = vec![0.0f32; n * rows];
+        matmul_with(Isa::detect(), &q, &x, n, &mut exact, Mode::Exact).unwrap();
+        matmul_with(Isa::detect(), &q, &x, n, &mut fast, Mode::Fast).unwrap();
+        let err: f64 = exact
+            .iter()
+            .zip(&fast)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let norm: f64 = exact.iter().map(|a| (*a as f64).powi(2)).sum();
+        let rel = (err / norm).sqrt();
+        eprintln!("{name}: fast-mode relative RMS error {rel:.5}");
+        assert!(rel <= FAST_RMS_BUDGET, "{name}: {rel}");
+        assert!(
+            rel > 0.0,
+            "{name}: the fast mode should quantize the activations"
+        );
+    }
+}
+
+#[test]
+fn threads_give_the_same_result_as_one_thread() {
+    let mut rng = Rng::new(11);
+    let f: Format = "nf4".parse().unwrap();
+    let m = quantized(
+        &f,
+        300,
+        1000,
+        BlockSize::new(64).unwrap(),
+        ScaleDtype::Bf16,
+        &mut rng,
+    );
+    let q = view(&m, &f);
+    for n in [1, 5] {
+        let x = rng.normal_vec(n * 1000);
+        for mode in Mode::ALL {
+            let mut one = vec![0.0f32; n * 300];
+            let mut two = vec![0.0f32; n * 300];
+            let pool = |t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            };
+            pool(1).install(|| tquant_kernels::matmul(&q, &x, n, &mut one, mode).unwrap());
+            pool(2).install(|| tquant_kernels::matmul(&q, &x, n, &mut two, mode).unwrap());
+            assert_eq!(one, two, "{mode} n {n}");
+        }
+    }
+}
+
+#[test]
+fn wrong_lengths_are_errors_not_panics() {
+    let f: Format = "nf4".parse().unwrap();
+    let m = quantized(
+        &f,
+        4,
+        40,
+        BlockSize::new(16).unwrap(),
+        ScaleDtype::F32,
+        &mut Rng::new(1),
+    );
+    let q = view(&m, &f);
+    let mut y = vec![0.0f32; 8];
+    for isa in Isa::available() {
+        for mode in Mode::ALL {
+            let e = matmul_with(isa, &q, &[0.0; 79], 2, &mut y, mode).unwrap_err();
+            assert!(matches!(e, KernelError::Length { want: 80, .. }), "{e}");
+            let e = matmul_with(isa, &q, &[0.0; 80], 2, &mut y[..7], mode).unwrap_err();
+            assert!(matches!(e, KernelError::Length { want: 8, .. }), "{e}");
+        }
+        let e = matmul_f32_with(isa, &[0.0; 159], 4, 40, &[0.0; 40], 1, &mut y[..4]).unwrap_err();
+        assert!(matches!(e, KernelError::Length { want: 160, .. }), "{e}");
+    }
+    for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
+        let e = matmul_with(isa, &q, &[0.0; 80], 2, &mut y, Mode::Exact).unwrap_err();
+        assert!(matches!(e, KernelError::Unavailable { .. }));
+    }
+}
+
+#[test]
+fn empty_shapes_are_fine() {
+    let q = QMatrix::new(0, 10, 16, &[], &[], ScaleDtype::F32, &[1.0, -1.0]).unwrap();
+    for isa in Isa::available() {
+        matmul_with(isa, &q, &[0.0; 20], 2, &mut [], Mode::Fast).unwrap();
+    }
+    let q = QMatrix::new(3, 0, 16, &[], &[], ScaleDtype::F32, &[1.0, -1.0]).unwrap();
+    for isa in Isa::available() {
+        let mut y = [f32::NAN; 6];
+        matmul_with(isa, &q, &[], 2, &mut y, Mode::Exact).unwrap();
+        assert_eq!(y, [0.0; 6], "{isa}");
+    }
+}
