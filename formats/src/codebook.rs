@@ -14,8 +14,8 @@ pub struct Codebook {
     values: Vec<f32>,
     /// Distinct values, ascending, each with the code the encoder emits for it.
     sorted: Vec<(f32, u8)>,
-    /// `midpoints[i]` lies between `sorted[i]` and `sorted[i + 1]`.
-    midpoints: Vec<f32>,
+    /// `thresholds[i]`: the largest f32 that encodes to `sorted[i]` rather than `sorted[i + 1]`.
+    thresholds: Vec<f32>,
     zero_code: u8,
 }
 
@@ -46,10 +46,7 @@ impl Codebook {
         // Ascending by value, and for equal values the smallest code first, which we keep.
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         sorted.dedup_by(|later, kept| later.0 == kept.0);
-        let midpoints = sorted
-            .windows(2)
-            .map(|w| w[0].0 + (w[1].0 - w[0].0) * 0.5)
-            .collect();
+        let thresholds = sorted.windows(2).map(|w| lower_max(w[0], w[1])).collect();
         let zero_code = sorted
             .iter()
             .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then(a.1.cmp(&b.1)))
@@ -58,7 +55,7 @@ impl Codebook {
         Ok(Self {
             values,
             sorted,
-            midpoints,
+            thresholds,
             zero_code,
         })
     }
@@ -88,14 +85,42 @@ impl Codebook {
         self.values.iter().fold(0.0f32, |m, v| m.max(v.abs()))
     }
 
+    /// The value of largest magnitude; the positive one when both signs have it.
+    pub fn extreme(&self) -> f32 {
+        let m = self.max_abs();
+        if self.values.contains(&m) {
+            m
+        } else {
+            -m
+        }
+    }
+
+    /// True when the largest magnitude exists on one side only (`int4_full`'s -8, `e2m1_sr`'s +8):
+    /// the scale rule then maps each block's extreme onto it with a signed scale.
+    pub fn needs_signed_scale(&self) -> bool {
+        let m = self.max_abs();
+        !(self.values.contains(&m) && self.values.contains(&-m))
+    }
+
+    /// True when the set of values is closed under negation (E2M1, INT4, APoT4; not NF4 or SF4,
+    /// which have one more positive value than negative ones).
+    pub fn is_symmetric(&self) -> bool {
+        self.sorted
+            .iter()
+            .all(|&(v, _)| self.sorted.iter().any(|&(w, _)| w == -v))
+    }
+
     /// Distinct values in ascending order, each with the code the encoder emits for it.
     pub fn sorted(&self) -> &[(f32, u8)] {
         &self.sorted
     }
 
-    /// The decision thresholds between neighbouring distinct values, ascending.
-    pub fn midpoints(&self) -> &[f32] {
-        &self.midpoints
+    /// Decision thresholds, ascending: `thresholds()[i]` is the largest f32 that encodes to
+    /// `sorted()[i]` rather than `sorted()[i + 1]`, with the exact midpoint and the tie rule
+    /// already applied. So `encode(x)` is `sorted()[k].1` with `k` the number of thresholds
+    /// strictly below `x` (for non-NaN `x`), which is how a vector encoder can do it too.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
     }
 
     /// The code of the value nearest `x` (see the type's tie rule).
@@ -104,19 +129,40 @@ impl Codebook {
         if x.is_nan() {
             return self.zero_code;
         }
-        // Number of thresholds strictly below x: the index of the nearest value.
-        let i = self.midpoints.partition_point(|&m| m < x);
-        if i < self.midpoints.len() && self.midpoints[i] == x {
-            let (lo, hi) = (self.sorted[i].1, self.sorted[i + 1].1);
-            return if lo % 2 == 0 || hi % 2 != 0 { lo } else { hi };
-        }
-        self.sorted[i].1
+        // Branch-free count of the thresholds below x: at most 15 compares, no mispredictions.
+        let k: usize = self.thresholds.iter().map(|&t| (t < x) as usize).sum();
+        self.sorted[k].1
     }
 
     /// The value nearest `x`: `decode(encode(x))`.
     #[inline]
     pub fn round(&self, x: f32) -> f32 {
         self.decode(self.encode(x))
+    }
+}
+
+/// The largest f32 that is nearer `lo` than `hi` (or equally near, when the tie rule picks `lo`).
+/// The exact midpoint is computed in f64 (exact for two f32), since its f32 rounding can fall on
+/// either side of it.
+fn lower_max(lo: (f32, u8), hi: (f32, u8)) -> f32 {
+    let mid = (lo.0 as f64 + hi.0 as f64) * 0.5;
+    let m = mid as f32;
+    let lo_wins_tie = lo.1 % 2 == 0 || hi.1 % 2 != 0;
+    if (m as f64) < mid || ((m as f64) == mid && lo_wins_tie) {
+        m
+    } else {
+        next_down(m)
+    }
+}
+
+/// The next f32 towards minus infinity (`f32::next_down`, stable only from Rust 1.86).
+fn next_down(x: f32) -> f32 {
+    if x == 0.0 {
+        -f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else {
+        f32::from_bits(x.to_bits() + 1)
     }
 }
 
