@@ -1,1 +1,67 @@
-//! tquant-model.
+//! tquant-model: a DeepSeek-V2 (MLA + DeepSeekMoE) forward pass on the CPU over float or
+//! block-quantized weights, with generation and bits-per-byte evaluation.
+//!
+//! Tensors come only through a [`TensorSource`] (a checkpoint read by tquant-convert, or tensors
+//! quantized in memory); every weight product goes through tquant-kernels.
+//!
+//! ```no_run
+//! use tquant_model::{Model, Options, Logits};
+//! let model = Model::open("examples/tiny-lite".as_ref(), Options::default())?;
+//! let mut cache = model.new_cache();
+//! let logits = model.forward(&[104, 105], &mut cache, Logits::Last)?;
+//! # Ok::<(), tquant_model::ModelError>(())
+//! ```
+
+pub mod attention;
+pub mod config;
+pub mod eval;
+pub mod generate;
+mod kernels;
+pub mod linear;
+pub mod model;
+pub mod moe;
+pub mod rope;
+mod st_source;
+pub mod weights;
+
+pub use attention::AttentionPath;
+pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
+pub use kernels::Mode;
+pub use linear::{Linear, Packed};
+pub use model::{KvCache, Logits, Model, Options};
+pub use weights::{MemorySource, QuantTensor, TensorData, TensorSource};
+
+use std::path::Path;
+
+/// Errors of the model crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("config {origin}: {msg}")]
+    Config { origin: String, msg: String },
+    #[error("tensor `{name}`: {msg}")]
+    Tensor { name: String, msg: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+impl ModelError {
+    pub(crate) fn tensor(name: &str, msg: impl Into<String>) -> Self {
+        Self::Tensor {
+            name: name.to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+impl Model {
+    /// Opens a checkpoint directory (original or tquant-quantized; `config.json` beside it).
+    pub fn open(path: &Path, opts: Options) -> Result<Self, ModelError> {
+        let config = Config::from_path(path)?;
+        let src = st_source::StSource::open(path)?;
+        Self::from_source(config, &src, opts)
+    }
+}

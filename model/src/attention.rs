@@ -1,0 +1,326 @@
+//! Multi-head latent attention (MLA) with the compressed KV cache.
+//!
+//! Per token and layer the cache holds `kv_lora_rank + qk_rope_head_dim` values: the normalised
+//! latent `c` and the roped shared key `k_pe`. Two equivalent ways to attend:
+//! - naive (prefill): expand every cached latent to per-head keys and values with `kv_b_proj`,
+//!   then ordinary attention with qk width `nope + rope` and v width `v_head_dim`;
+//! - absorbed (decode): fold the key up-projection into the query (`q_abs = W_UK^T q_nope`),
+//!   attend over the 576-wide latents directly (one shared KV head), and apply the value
+//!   up-projection `W_UV` to the attended latent.
+
+use crate::config::Config;
+use crate::kernels::{self, Mode};
+use crate::linear::Linear;
+use crate::rope::Rope;
+use crate::weights::Loader;
+use crate::ModelError;
+use rayon::prelude::*;
+
+/// Which attention algorithm to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionPath {
+    /// Naive for blocks of several tokens (prefill), absorbed for single tokens (decode).
+    #[default]
+    Auto,
+    Naive,
+    Absorbed,
+}
+
+/// Query projection: plain (V2-Lite) or low-rank with a norm in between (V2).
+#[derive(Debug)]
+enum QueryProj {
+    Plain(Linear),
+    LowRank {
+        a: Linear,
+        norm: Vec<f32>,
+        b: Linear,
+    },
+}
+
+/// One layer's attention weights.
+#[derive(Debug)]
+pub struct Attention {
+    q: QueryProj,
+    kv_a: Linear,
+    kv_a_norm: Vec<f32>,
+    kv_b: Linear,
+    /// Per head `W_UK[h]^T` as a dense `[kv_lora_rank, qk_nope]` matrix, for the absorbed path
+    /// (a transposed product the kernels do not do; dequantized if `kv_b_proj` is packed).
+    w_uk_t: Vec<Vec<f32>>,
+    /// Per head `W_UV[h]`: rows of `kv_b_proj`, `[v_head_dim, kv_lora_rank]`, no copy.
+    w_uv: Vec<Linear>,
+    o: Linear,
+}
+
+/// Shapes and constants shared by every layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Dims {
+    pub heads: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub v: usize,
+    pub lora: usize,
+    pub eps: f32,
+    pub scale: f32,
+    pub rope_table: Rope,
+}
+
+impl Dims {
+    pub fn new(c: &Config) -> Self {
+        Self {
+            heads: c.num_attention_heads,
+            nope: c.qk_nope_head_dim,
+            rope: c.qk_rope_head_dim,
+            v: c.v_head_dim,
+            lora: c.kv_lora_rank,
+            eps: c.rms_norm_eps,
+            scale: c.softmax_scale(),
+            rope_table: Rope::new(&c.rope, c.qk_rope_head_dim),
+        }
+    }
+    fn qk(&self) -> usize {
+        self.nope + self.rope
+    }
+    fn width(&self) -> usize {
+        self.lora + self.rope
+    }
+}
+
+/// RMSNorm in place: `w * x / sqrt(mean(x^2) + eps)`, accumulated in f64 for stability.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / ((ms as f32) + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = g * (*v * inv);
+    }
+}
+
+/// Softmax of `s` in place (max subtracted).
+fn softmax(s: &mut [f32]) {
+    let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0.0f32;
+    for v in s.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    s.iter_mut().for_each(|v| *v *= inv);
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl Attention {
+    pub(crate) fn load(ld: &Loader<'_>, c: &Config, i: usize) -> Result<Self, ModelError> {
+        let p = format!("model.layers.{i}.self_attn");
+        let (h, n) = (c.hidden_size, c.num_attention_heads);
+        let qk = c.qk_head_dim();
+        let q = match c.q_lora_rank {
+            None => QueryProj::Plain(ld.matrix(&format!("{p}.q_proj.weight"), n * qk, h)?),
+            Some(r) => QueryProj::LowRank {
+                a: ld.matrix(&format!("{p}.q_a_proj.weight"), r, h)?,
+                norm: ld.vector(&format!("{p}.q_a_layernorm.weight"), r)?,
+                b: ld.matrix(&format!("{p}.q_b_proj.weight"), n * qk, r)?,
+            },
+        };
+        let (lora, nope, v) = (c.kv_lora_rank, c.qk_nope_head_dim, c.v_head_dim);
+        let kv_a = ld.matrix(
+            &format!("{p}.kv_a_proj_with_mqa.weight"),
+            lora + c.qk_rope_head_dim,
+            h,
+        )?;
+        let kv_a_norm = ld.vector(&format!("{p}.kv_a_layernorm.weight"), lora)?;
+        let kv_b = ld.matrix(&format!("{p}.kv_b_proj.weight"), n * (nope + v), lora)?;
+        // kv_b rows are head-major, each head [k_nope (nope) | v (v)].
+        let mut row = vec![0.0f32; lora];
+        let w_uk_t = (0..n)
+            .map(|hd| {
+                let mut t = vec![0.0f32; lora * nope];
+                for j in 0..nope {
+                    kv_b.row(hd * (nope + v) + j, &mut row);
+                    for (ci, &x) in row.iter().enumerate() {
+                        t[ci * nope + j] = x;
+                    }
+                }
+                t
+            })
+            .collect();
+        let w_uv = (0..n)
+            .map(|hd| kv_b.row_range(hd * (nope + v) + nope, v))
+            .collect();
+        let o = ld.matrix(&format!("{p}.o_proj.weight"), h, n * v)?;
+        Ok(Self {
+            q,
+            kv_a,
+            kv_a_norm,
+            kv_b,
+            w_uk_t,
+            w_uv,
+            o,
+        })
+    }
+
+    /// Linear layers of this attention, for byte counts.
+    pub(crate) fn linears(&self) -> Vec<&Linear> {
+        let mut v = match &self.q {
+            QueryProj::Plain(q) => vec![q],
+            QueryProj::LowRank { a, b, .. } => vec![a, b],
+        };
+        v.extend([&self.kv_a, &self.kv_b, &self.o]);
+        v
+    }
+
+    /// Attention of `n` new tokens (normalised hidden states `x`, `[n, hidden]`) at positions
+    /// `cache.len() / width ..`; appends their latents to `cache` and returns `[n, hidden]`.
+    pub(crate) fn forward(
+        &self,
+        d: &Dims,
+        x: &[f32],
+        n: usize,
+        cache: &mut Vec<f32>,
+        path: AttentionPath,
+        mode: Mode,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (heads, qk, w) = (d.heads, d.qk(), d.width());
+        let pos0 = cache.len() / w;
+        let mut q = match &self.q {
+            QueryProj::Plain(l) => l.apply(x, n, mode)?,
+            QueryProj::LowRank { a, norm, b } => {
+                let mut qa = a.apply(x, n, mode)?;
+                qa.chunks_exact_mut(a.rows())
+                    .for_each(|r| rms_norm(r, norm, d.eps));
+                b.apply(&qa, n, mode)?
+            }
+        };
+        let mut ckv = self.kv_a.apply(x, n, mode)?;
+        let mut cs = vec![0.0f32; d.rope];
+        for (t, (qt, kt)) in q
+            .chunks_exact_mut(heads * qk)
+            .zip(ckv.chunks_exact_mut(w))
+            .enumerate()
+        {
+            d.rope_table.cos_sin(pos0 + t, &mut cs);
+            rms_norm(&mut kt[..d.lora], &self.kv_a_norm, d.eps);
+            Rope::apply(&cs, &mut kt[d.lora..]);
+            for head in qt.chunks_exact_mut(qk) {
+                Rope::apply(&cs, &mut head[d.nope..]);
+            }
+        }
+        cache.extend_from_slice(&ckv);
+        let absorbed = match path {
+            AttentionPath::Auto => n == 1,
+            AttentionPath::Naive => false,
+            AttentionPath::Absorbed => true,
+        };
+        let attn = if absorbed {
+            self.attend_absorbed(d, &q, n, cache, pos0, mode)?
+        } else {
+            self.attend_naive(d, &q, n, cache, pos0, mode)?
+        };
+        self.o.apply(&attn, n, mode)
+    }
+
+    /// Expands every cached latent into keys and values, then attends head by head.
+    fn attend_naive(
+        &self,
+        d: &Dims,
+        q: &[f32],
+        n: usize,
+        cache: &[f32],
+        pos0: usize,
+        mode: Mode,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (heads, qk, w, kvw) = (d.heads, d.qk(), d.width(), d.nope + d.v);
+        let total = cache.len() / w;
+        let latents: Vec<f32> = cache
+            .chunks_exact(w)
+            .flat_map(|r| r[..d.lora].iter().copied())
+            .collect();
+        let kv = self.kv_b.apply(&latents, total, mode)?; // [total, heads * (nope + v)]
+        let mut out = vec![0.0f32; n * heads * d.v];
+        // One task per (token, head); each writes its own v-wide slice.
+        out.par_chunks_mut(d.v).enumerate().for_each(|(th, o)| {
+            let (t, h) = (th / heads, th % heads);
+            let qh = &q[t * heads * qk + h * qk..][..qk];
+            let visible = pos0 + t + 1;
+            let mut s: Vec<f32> = (0..visible)
+                .map(|j| {
+                    let k = &kv[j * heads * kvw + h * kvw..][..d.nope];
+                    let kpe = &cache[j * w + d.lora..][..d.rope];
+                    d.scale * (dot(&qh[..d.nope], k) + dot(&qh[d.nope..], kpe))
+                })
+                .collect();
+            softmax(&mut s);
+            o.fill(0.0);
+            for (j, &p) in s.iter().enumerate() {
+                let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
+                o.iter_mut().zip(v).for_each(|(a, &b)| *a += p * b);
+            }
+        });
+        Ok(out)
+    }
+
+    /// Attends over the latents directly, with `W_UK` folded into the query and `W_UV` applied
+    /// to the attended latent.
+    fn attend_absorbed(
+        &self,
+        d: &Dims,
+        q: &[f32],
+        n: usize,
+        cache: &[f32],
+        pos0: usize,
+        mode: Mode,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (heads, qk, w) = (d.heads, d.qk(), d.width());
+        let total = cache.len() / w;
+        // Queries as [n, heads, lora + rope]: q_abs = W_UK^T q_nope, then the roped q_pe.
+        let mut qcat = vec![0.0f32; n * heads * w];
+        let mut qn = vec![0.0f32; n * d.nope];
+        let mut qa = vec![0.0f32; n * d.lora];
+        for h in 0..heads {
+            for t in 0..n {
+                let src = &q[t * heads * qk + h * qk..][..qk];
+                qn[t * d.nope..][..d.nope].copy_from_slice(&src[..d.nope]);
+                qcat[(t * heads + h) * w + d.lora..][..d.rope].copy_from_slice(&src[d.nope..]);
+            }
+            kernels::matmul_f32(&self.w_uk_t[h], d.lora, d.nope, &qn, n, &mut qa);
+            for t in 0..n {
+                qcat[(t * heads + h) * w..][..d.lora].copy_from_slice(&qa[t * d.lora..][..d.lora]);
+            }
+        }
+        // Scores of every query against every cached latent: one product with the cache as W.
+        let mut scores = vec![0.0f32; n * heads * total];
+        kernels::matmul_f32(cache, total, w, &qcat, n * heads, &mut scores);
+        let mut lat = vec![0.0f32; n * heads * d.lora];
+        lat.par_chunks_mut(d.lora)
+            .zip(scores.par_chunks_mut(total))
+            .enumerate()
+            .for_each(|(th, (o, s))| {
+                let visible = pos0 + th / heads + 1;
+                let s = &mut s[..visible];
+                s.iter_mut().for_each(|v| *v *= d.scale);
+                softmax(s);
+                o.fill(0.0);
+                for (j, &p) in s.iter().enumerate() {
+                    let c = &cache[j * w..][..d.lora];
+                    o.iter_mut().zip(c).for_each(|(a, &b)| *a += p * b);
+                }
+            });
+        // Value up-projection per head: [n, lora] -> [n, v].
+        let mut out = vec![0.0f32; n * heads * d.v];
+        let mut lh = vec![0.0f32; n * d.lora];
+        let mut vh = vec![0.0f32; n * d.v];
+        for h in 0..heads {
+            for t in 0..n {
+                lh[t * d.lora..][..d.lora]
+                    .copy_from_slice(&lat[(t * heads + h) * d.lora..][..d.lora]);
+            }
+            self.w_uv[h].forward(&lh, n, &mut vh, mode)?;
+            for t in 0..n {
+                out[(t * heads + h) * d.v..][..d.v].copy_from_slice(&vh[t * d.v..][..d.v]);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,487 @@
+//! DeepSeek-V2 `config.json`: both rope spellings (the hub's `rope_theta` + `rope_scaling`, and
+//! transformers v5's `rope_parameters`), plain or low-rank queries, routing options.
+//!
+//! `head_dim` is deliberately ignored: transformers v5 writes `head_dim = qk_rope_head_dim`, which
+//! is not the attention head width of MLA.
+
+use crate::ModelError;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// How the router picks experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopkMethod {
+    /// Top-k of all routed experts (V2-Lite).
+    Greedy,
+    /// Top-k among the experts of the `topk_group` groups with the largest maximum score (V2).
+    GroupLimitedGreedy,
+}
+
+/// Rotary embedding of the decoupled rope part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+/// Rope scaling variants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// YaRN (Peng et al. 2023) as DeepSeek's code and transformers implement it.
+    Yarn(Yarn),
+}
+
+/// YaRN parameters; absent optional fields keep transformers' meaning of "absent".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yarn {
+    pub factor: f64,
+    pub original_max_position_embeddings: f64,
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    pub mscale: Option<f64>,
+    pub mscale_all_dim: Option<f64>,
+    pub attention_factor: Option<f64>,
+    pub truncate: bool,
+}
+
+/// `yarn_get_mscale` of DeepSeek's code: `0.1 * m * ln(s) + 1` for `s > 1`, else 1.
+pub fn yarn_mscale(scale: f64, m: f64) -> f64 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * m * scale.ln() + 1.0
+    }
+}
+
+impl Yarn {
+    /// The factor cos and sin are multiplied by (transformers' `attention_factor`; 1.0 for V2).
+    pub fn rope_factor(&self) -> f64 {
+        if let Some(a) = self.attention_factor {
+            return a;
+        }
+        match (self.mscale, self.mscale_all_dim) {
+            (Some(m), Some(a)) if m != 0.0 && a != 0.0 => {
+                yarn_mscale(self.factor, m) / yarn_mscale(self.factor, a)
+            }
+            _ => yarn_mscale(self.factor, 1.0),
+        }
+    }
+}
+
+/// The model configuration (only what the forward pass needs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub moe_intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// `None`: queries come from `q_proj` (V2-Lite); `Some(r)`: `q_b_proj(norm(q_a_proj(x)))`.
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    /// `None`: no MoE layers at all.
+    pub n_routed_experts: Option<usize>,
+    pub n_shared_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub first_k_dense_replace: usize,
+    pub moe_layer_freq: usize,
+    pub topk_method: TopkMethod,
+    pub n_group: usize,
+    pub topk_group: usize,
+    pub norm_topk_prob: bool,
+    pub routed_scaling_factor: f32,
+    pub rms_norm_eps: f32,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+    pub rope: RopeConfig,
+}
+
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    origin: &'a str,
+}
+
+impl Fields<'_> {
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Config {
+            origin: self.origin.to_string(),
+            msg,
+        }
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                self.err(format!("`{key}` must be a non-negative integer, got {v}"))
+            }),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(format!("`{key}` is missing")))
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
+        Ok(self.opt_usize(key)?.unwrap_or(default))
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
+        opt_f64_in(self.map, key).map_err(|m| self.err(m))
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(self.err(format!("`{key}` must be true or false, got {v}"))),
+        }
+    }
+
+    fn str_or<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::String(s)) => Ok(s),
+            Some(v) => Err(self.err(format!("`{key}` must be a string, got {v}"))),
+        }
+    }
+}
+
+fn opt_f64_in(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` must be a number, got {v}")),
+    }
+}
+
+impl Config {
+    /// Reads `dir/config.json` (or the file itself when `path` is a file).
+    pub fn from_path(path: &Path) -> Result<Self, ModelError> {
+        let file = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| ModelError::Config {
+            origin: file.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        Self::from_json(&text, &file.display().to_string())
+    }
+
+    /// Parses the text of a `config.json`; `origin` names it in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self, ModelError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
+            origin: origin.to_string(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        Self::from_value(&value, origin)
+    }
+
+    /// Parses a `config.json` already read as JSON.
+    pub fn from_value(value: &Value, origin: &str) -> Result<Self, ModelError> {
+        let map = value.as_object().ok_or_else(|| ModelError::Config {
+            origin: origin.to_string(),
+            msg: "the top level is not a JSON object".into(),
+        })?;
+        let f = Fields { map, origin };
+        if let Some(t) = map.get("model_type").and_then(Value::as_str) {
+            if t != "deepseek_v2" {
+                return Err(f.err(format!(
+                    "model_type `{t}` is not supported (only deepseek_v2)"
+                )));
+            }
+        }
+        let act = f.str_or("hidden_act", "silu")?;
+        if act != "silu" {
+            return Err(f.err(format!("hidden_act `{act}` is not supported (only silu)")));
+        }
+        let scoring = f.str_or("scoring_func", "softmax")?;
+        if scoring != "softmax" {
+            return Err(f.err(format!(
+                "scoring_func `{scoring}` is not supported (DeepSeek-V2 uses softmax)"
+            )));
+        }
+        let topk_method = match f.str_or("topk_method", "greedy")? {
+            "greedy" => TopkMethod::Greedy,
+            "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
+            other => {
+                return Err(f.err(format!(
+                    "topk_method `{other}` is not supported (greedy, group_limited_greedy)"
+                )))
+            }
+        };
+        let max_position_embeddings = f.usize_or("max_position_embeddings", 2048)?;
+        let c = Config {
+            vocab_size: f.usize("vocab_size")?,
+            hidden_size: f.usize("hidden_size")?,
+            intermediate_size: f.usize("intermediate_size")?,
+            moe_intermediate_size: f.usize_or("moe_intermediate_size", 0)?,
+            num_hidden_layers: f.usize("num_hidden_layers")?,
+            num_attention_heads: f.usize("num_attention_heads")?,
+            q_lora_rank: f.opt_usize("q_lora_rank")?,
+            kv_lora_rank: f.usize("kv_lora_rank")?,
+            qk_nope_head_dim: f.usize("qk_nope_head_dim")?,
+            qk_rope_head_dim: f.usize("qk_rope_head_dim")?,
+            v_head_dim: f.usize("v_head_dim")?,
+            n_routed_experts: f.opt_usize("n_routed_experts")?,
+            n_shared_experts: f.usize_or("n_shared_experts", 0)?,
+            num_experts_per_tok: f.usize_or("num_experts_per_tok", 0)?,
+            first_k_dense_replace: f.usize_or("first_k_dense_replace", 0)?,
+            moe_layer_freq: f.usize_or("moe_layer_freq", 1)?,
+            topk_method,
+            n_group: f.usize_or("n_group", 1)?,
+            topk_group: f.usize_or("topk_group", 1)?,
+            norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
+            routed_scaling_factor: f.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+            rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+            tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+            max_position_embeddings,
+            rope: parse_rope(&f, max_position_embeddings)?,
+        };
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ModelError> {
+        let err = |msg: String| ModelError::Config {
+            origin: origin.to_string(),
+            msg,
+        };
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("v_head_dim", self.v_head_dim),
+            ("moe_layer_freq", self.moe_layer_freq),
+        ];
+        for (k, v) in positive {
+            if v == 0 {
+                return Err(err(format!("`{k}` must be positive")));
+            }
+        }
+        if self.qk_rope_head_dim % 2 != 0 {
+            return Err(err(format!(
+                "qk_rope_head_dim {} is odd: rope rotates pairs",
+                self.qk_rope_head_dim
+            )));
+        }
+        if self.q_lora_rank == Some(0) {
+            return Err(err("`q_lora_rank` is 0 (use null for plain q_proj)".into()));
+        }
+        if let Some(e) = self.n_routed_experts {
+            if self.has_moe_layers() {
+                let k = self.num_experts_per_tok;
+                if k == 0 || k > e {
+                    return Err(err(format!(
+                        "num_experts_per_tok {k} must be in 1..={e} (n_routed_experts)"
+                    )));
+                }
+                if self.moe_intermediate_size == 0 {
+                    return Err(err("`moe_intermediate_size` is missing or 0".into()));
+                }
+                if self.n_group == 0 || e % self.n_group != 0 {
+                    return Err(err(format!(
+                        "n_group {} does not divide n_routed_experts {e}",
+                        self.n_group
+                    )));
+                }
+                if self.topk_method == TopkMethod::GroupLimitedGreedy
+                    && (self.topk_group == 0
+                        || self.topk_group > self.n_group
+                        || self.topk_group * (e / self.n_group) < k)
+                {
+                    return Err(err(format!(
+                        "topk_group {} of n_group {} leaves fewer than {k} experts",
+                        self.topk_group, self.n_group
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of one query/key head: nope + rope.
+    pub fn qk_head_dim(&self) -> usize {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// Values cached per token and layer: the normalised latent and the roped shared key.
+    pub fn kv_cache_width(&self) -> usize {
+        self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    /// Layer `i` is MoE iff there are routed experts, `i >= first_k_dense_replace` and
+    /// `i % moe_layer_freq == 0` (DeepSeek's modeling code).
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.n_routed_experts.is_some_and(|e| e > 0)
+            && i >= self.first_k_dense_replace
+            && i % self.moe_layer_freq == 0
+    }
+
+    fn has_moe_layers(&self) -> bool {
+        (0..self.num_hidden_layers).any(|i| self.is_moe_layer(i))
+    }
+
+    /// Softmax scale: `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)^2` under YaRN.
+    pub fn softmax_scale(&self) -> f32 {
+        let mut s = (self.qk_head_dim() as f64).powf(-0.5);
+        if let RopeScaling::Yarn(y) = &self.rope.scaling {
+            if let Some(a) = y.mscale_all_dim.filter(|&a| a != 0.0) {
+                let m = yarn_mscale(y.factor, a);
+                s *= m * m;
+            }
+        }
+        s as f32
+    }
+}
+
+fn parse_rope(f: &Fields<'_>, max_pos: usize) -> Result<RopeConfig, ModelError> {
+    let top_theta = f.opt_f64("rope_theta")?;
+    // transformers v5 folds theta and the scaling into `rope_parameters`; the hub keeps them apart.
+    let params = match f.map.get("rope_parameters") {
+        Some(Value::Object(m)) => Some(m),
+        None | Some(Value::Null) => match f.map.get("rope_scaling") {
+            Some(Value::Object(m)) => Some(m),
+            None | Some(Value::Null) => None,
+            Some(v) => return Err(f.err(format!("`rope_scaling` must be an object, got {v}"))),
+        },
+        Some(v) => return Err(f.err(format!("`rope_parameters` must be an object, got {v}"))),
+    };
+    let Some(p) = params else {
+        return Ok(RopeConfig {
+            theta: top_theta.unwrap_or(10000.0),
+            scaling: RopeScaling::None,
+        });
+    };
+    let num = |k: &str| opt_f64_in(p, k).map_err(|m| f.err(format!("rope: {m}")));
+    let theta = num("rope_theta")?.or(top_theta).unwrap_or(10000.0);
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?.ok_or_else(|| f.err("linear rope needs `factor`".into()))?,
+        },
+        "yarn" => {
+            let factor = num("factor")?.ok_or_else(|| f.err("yarn rope needs `factor`".into()))?;
+            let orig = num("original_max_position_embeddings")?
+                .or(f.opt_f64("original_max_position_embeddings")?)
+                .unwrap_or(max_pos as f64);
+            // transformers: `get("beta_fast") or 32`, so 0 means the default too.
+            let or_default = |v: Option<f64>, d: f64| v.filter(|&x| x != 0.0).unwrap_or(d);
+            RopeScaling::Yarn(Yarn {
+                factor,
+                original_max_position_embeddings: orig,
+                beta_fast: or_default(num("beta_fast")?, 32.0),
+                beta_slow: or_default(num("beta_slow")?, 1.0),
+                mscale: num("mscale")?,
+                mscale_all_dim: num("mscale_all_dim")?,
+                attention_factor: num("attention_factor")?,
+                truncate: p.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+            })
+        }
+        other => {
+            return Err(f.err(format!(
+                "rope type `{other}` is not supported (default, linear, yarn)"
+            )))
+        }
+    };
+    if theta <= 0.0 || !theta.is_finite() {
+        return Err(f.err(format!("rope theta {theta} must be positive")));
+    }
+    Ok(RopeConfig { theta, scaling })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LITE_V5: &str = r#"{"model_type":"deepseek_v2","vocab_size":256,"hidden_size":192,
+        "intermediate_size":512,"moe_intermediate_size":96,"num_hidden_layers":3,
+        "num_attention_heads":6,"q_lora_rank":null,"kv_lora_rank":48,"qk_nope_head_dim":32,
+        "qk_rope_head_dim":16,"v_head_dim":32,"head_dim":16,"n_routed_experts":8,
+        "n_shared_experts":2,"num_experts_per_tok":2,"first_k_dense_replace":1,
+        "n_group":1,"topk_group":1,"topk_method":"greedy","routed_scaling_factor":1.0,
+        "rope_parameters":{"rope_theta":10000.0,"rope_type":"default"}}"#;
+
+    fn v2_hub() -> String {
+        r#"{"model_type":"deepseek_v2","vocab_size":102400,"hidden_size":5120,
+        "intermediate_size":12288,"moe_intermediate_size":1536,"num_hidden_layers":60,
+        "num_attention_heads":128,"q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,
+        "qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":160,"n_shared_experts":2,
+        "num_experts_per_tok":6,"first_k_dense_replace":1,"moe_layer_freq":1,
+        "topk_method":"group_limited_greedy","n_group":8,"topk_group":3,
+        "routed_scaling_factor":16.0,"norm_topk_prob":false,"max_position_embeddings":163840,
+        "rope_theta":10000,"rope_scaling":{"type":"yarn","factor":40,
+        "original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":0.707,
+        "mscale_all_dim":0.707}}"#
+            .to_string()
+    }
+
+    #[test]
+    fn parses_v5_rope_parameters_and_ignores_head_dim() {
+        let c = Config::from_json(LITE_V5, "lite").unwrap();
+        assert_eq!(c.q_lora_rank, None);
+        assert_eq!(c.qk_head_dim(), 48);
+        assert_eq!(c.rope.theta, 10000.0);
+        assert_eq!(c.rope.scaling, RopeScaling::None);
+        assert!(!c.is_moe_layer(0) && c.is_moe_layer(1) && c.is_moe_layer(2));
+        assert!((c.softmax_scale() - 48f32.powf(-0.5)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn parses_hub_rope_scaling_with_yarn_softmax_factor() {
+        let c = Config::from_json(&v2_hub(), "v2").unwrap();
+        assert_eq!(c.q_lora_rank, Some(1536));
+        assert_eq!(c.topk_method, TopkMethod::GroupLimitedGreedy);
+        let RopeScaling::Yarn(y) = &c.rope.scaling else {
+            panic!("yarn expected")
+        };
+        assert_eq!(y.original_max_position_embeddings, 4096.0);
+        assert!((y.rope_factor() - 1.0).abs() < 1e-12);
+        // reference/deepseek.md section 3.4: 192^-0.5 * 1.589626 = 0.1147214
+        assert!((c.softmax_scale() - 0.1147214).abs() < 1e-6);
+    }
+
+    #[test]
+    fn moe_layer_frequency_follows_deepseek_rule() {
+        let text = v2_hub().replace("\"moe_layer_freq\":1", "\"moe_layer_freq\":2");
+        let c = Config::from_json(&text, "v2").unwrap();
+        let moe: Vec<bool> = (0..5).map(|i| c.is_moe_layer(i)).collect();
+        assert_eq!(moe, [false, false, true, false, true]);
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_the_origin_named() {
+        let bad = LITE_V5.replace("\"num_experts_per_tok\":2", "\"num_experts_per_tok\":9");
+        let e = Config::from_json(&bad, "cfg.json").unwrap_err().to_string();
+        assert!(
+            e.contains("cfg.json") && e.contains("num_experts_per_tok"),
+            "{e}"
+        );
+        let bad = LITE_V5.replace("\"kv_lora_rank\":48", "\"kv_lora_rank\":\"x\"");
+        assert!(Config::from_json(&bad, "c").is_err());
+        let bad = LITE_V5.replace("\"rope_type\":\"default\"", "\"rope_type\":\"llama3\"");
+        assert!(Config::from_json(&bad, "c").is_err());
+        assert!(Config::from_json("[1]", "c").is_err());
+    }
+}

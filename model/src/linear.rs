@@ -1,0 +1,247 @@
+//! Linear layers `y = x W^T` over float or packed 4-bit weights; every product goes through the
+//! kernels crate.
+//!
+//! A quantized matrix holds its packed codes and scales through [`Packed`]: either bytes owned in
+//! memory (a model quantized on the fly) or a handle to a mapped checkpoint, from which a kernel
+//! view is built per call, so weights read from a file are never copied or dequantized.
+
+use crate::kernels::{self, Mode, QMatrix};
+use crate::ModelError;
+use std::sync::Arc;
+use tquant_formats::pack::{code_at, row_bytes};
+use tquant_formats::ScaleDtype;
+
+/// Where packed codes and scales live.
+#[derive(Debug, Clone)]
+pub enum Packed {
+    /// In memory (e.g. quantized by `tquant report`).
+    Owned { codes: Arc<[u8]>, scales: Arc<[u8]> },
+}
+
+impl Packed {
+    pub fn owned(codes: Vec<u8>, scales: Vec<u8>) -> Self {
+        Self::Owned {
+            codes: codes.into(),
+            scales: scales.into(),
+        }
+    }
+
+    /// Calls `f` with the whole tensor's codes and scales.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
+        match self {
+            Self::Owned { codes, scales } => f(codes, scales),
+        }
+    }
+}
+
+/// A float matrix, possibly a row range of a larger shared buffer (one expert of a fused tensor).
+#[derive(Debug, Clone)]
+pub struct DenseMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    data: Arc<[f32]>,
+    offset: usize,
+}
+
+impl DenseMatrix {
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        debug_assert_eq!(data.len(), rows * cols);
+        Self {
+            rows,
+            cols,
+            data: data.into(),
+            offset: 0,
+        }
+    }
+
+    /// The row-major values.
+    pub fn values(&self) -> &[f32] {
+        &self.data[self.offset..self.offset + self.rows * self.cols]
+    }
+}
+
+/// A block-quantized matrix: `rows` rows starting at `row0` of a packed tensor of `cols` columns.
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub block: usize,
+    pub scale_dtype: ScaleDtype,
+    packed: Packed,
+    row0: usize,
+    /// The codebook values in code order.
+    table: Arc<[f32]>,
+}
+
+impl QuantMatrix {
+    /// Checks the byte lengths once; later views are built per call without copying.
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        block: usize,
+        scale_dtype: ScaleDtype,
+        packed: Packed,
+        row0: usize,
+        table: Arc<[f32]>,
+    ) -> Result<Self, String> {
+        let m = Self {
+            rows,
+            cols,
+            block,
+            scale_dtype,
+            packed,
+            row0,
+            table,
+        };
+        m.view(|q| q.map(|_| ()))?;
+        Ok(m)
+    }
+
+    fn scale_bytes_per_row(&self) -> usize {
+        self.cols.div_ceil(self.block) * self.scale_dtype.size()
+    }
+
+    /// Builds the kernels' view of this matrix and calls `f` with it.
+    fn view<R>(&self, f: impl FnOnce(Result<QMatrix<'_>, String>) -> R) -> R {
+        let (rb, sb) = (row_bytes(self.cols), self.scale_bytes_per_row());
+        self.packed.with(|codes, scales| {
+            let c = codes.get(self.row0 * rb..(self.row0 + self.rows) * rb);
+            let s = scales.get(self.row0 * sb..(self.row0 + self.rows) * sb);
+            let q = match (c, s) {
+                (Some(c), Some(s)) => QMatrix::new(
+                    self.rows,
+                    self.cols,
+                    self.block,
+                    c,
+                    s,
+                    self.scale_dtype,
+                    &self.table,
+                )
+                .map_err(|e| e.to_string()),
+                _ => Err(format!(
+                    "rows {}..{} of {} columns need {} code and {} scale bytes, the tensor has {} and {}",
+                    self.row0,
+                    self.row0 + self.rows,
+                    self.cols,
+                    (self.row0 + self.rows) * rb,
+                    (self.row0 + self.rows) * sb,
+                    codes.len(),
+                    scales.len()
+                )),
+            };
+            f(q)
+        })
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values): for embedding lookups and the absorbed
+    /// attention's transposed key projection, never for products.
+    pub fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let (rb, sb) = (row_bytes(self.cols), self.scale_bytes_per_row());
+        let row = self.row0 + r;
+        self.packed.with(|codes, scales| {
+            let packed = &codes[row * rb..(row + 1) * rb];
+            let sc = &scales[row * sb..(row + 1) * sb];
+            for (c, o) in out.iter_mut().enumerate().take(self.cols) {
+                let s = self.scale_dtype.read(sc, c / self.block);
+                *o = self.table[code_at(packed, c) as usize] * s;
+            }
+        })
+    }
+
+    /// Bytes of codes and scales this matrix reads per product.
+    pub fn bytes(&self) -> usize {
+        self.rows * (row_bytes(self.cols) + self.scale_bytes_per_row())
+    }
+}
+
+/// A weight matrix `[rows, cols]` (PyTorch `[out, in]`), applied as `y = x W^T`.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    Dense(DenseMatrix),
+    Quant(QuantMatrix),
+}
+
+impl Linear {
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Dense(d) => d.rows,
+            Self::Quant(q) => q.rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::Dense(d) => d.cols,
+            Self::Quant(q) => q.cols,
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Self::Quant(_))
+    }
+
+    /// Rows `r0..r0 + rows` as their own matrix (shares the storage).
+    pub fn row_range(&self, r0: usize, rows: usize) -> Self {
+        assert!(r0 + rows <= self.rows(), "row range outside the matrix");
+        match self {
+            Self::Dense(d) => Self::Dense(DenseMatrix {
+                rows,
+                cols: d.cols,
+                data: d.data.clone(),
+                offset: d.offset + r0 * d.cols,
+            }),
+            Self::Quant(q) => Self::Quant(QuantMatrix {
+                rows,
+                row0: q.row0 + r0,
+                ..q.clone()
+            }),
+        }
+    }
+
+    /// `y[n, rows] = x[n, cols] W^T`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        mode: Mode,
+    ) -> Result<(), ModelError> {
+        debug_assert_eq!(x.len(), n * self.cols());
+        debug_assert_eq!(y.len(), n * self.rows());
+        match self {
+            Self::Dense(d) => {
+                kernels::matmul_f32(d.values(), d.rows, d.cols, x, n, y);
+                Ok(())
+            }
+            Self::Quant(q) => q.view(|m| {
+                let m = m.map_err(ModelError::Kernel)?;
+                kernels::matmul(&m, x, n, y, mode);
+                Ok(())
+            }),
+        }
+    }
+
+    /// Allocating variant of [`Linear::forward`].
+    pub fn apply(&self, x: &[f32], n: usize, mode: Mode) -> Result<Vec<f32>, ModelError> {
+        let mut y = vec![0.0; n * self.rows()];
+        self.forward(x, n, &mut y, mode)?;
+        Ok(y)
+    }
+
+    /// Row `r` as floats (dequantized if packed).
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        match self {
+            Self::Dense(d) => out.copy_from_slice(&d.values()[r * d.cols..(r + 1) * d.cols]),
+            Self::Quant(q) => q.decode_row(r, out),
+        }
+    }
+
+    /// Bytes of weights one product reads.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(d) => d.rows * d.cols * 4,
+            Self::Quant(q) => q.bytes(),
+        }
+    }
+}

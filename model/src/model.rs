@@ -1,0 +1,298 @@
+//! The DeepSeek-V2 decoder: embedding, layers of MLA + (dense MLP or DeepSeekMoE), final norm and
+//! LM head; prefill of many tokens at once and single-token decode over a [`KvCache`].
+
+use crate::attention::{rms_norm, Attention, AttentionPath, Dims};
+use crate::config::Config;
+use crate::kernels::Mode;
+use crate::linear::Linear;
+use crate::moe::{Mlp, Moe};
+use crate::weights::{Loader, TensorSource};
+use crate::ModelError;
+use std::sync::Arc;
+
+/// Run-time options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Worker threads (0: rayon's default, one per core).
+    pub threads: usize,
+    /// Kernel accuracy mode for quantized products.
+    pub mode: Mode,
+    pub attention: AttentionPath,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            mode: Mode::Exact,
+            attention: AttentionPath::Auto,
+        }
+    }
+}
+
+/// Which positions to compute logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+}
+
+#[derive(Debug)]
+enum Ffn {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    attn: Attention,
+    ffn_norm: Vec<f32>,
+    ffn: Ffn,
+}
+
+/// The compressed KV cache: per layer, `kv_lora_rank + qk_rope_head_dim` values per token.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Vec<f32>>,
+    width: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything after the first `len` tokens.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.layers
+                .iter_mut()
+                .for_each(|l| l.truncate(len * self.width));
+            self.len = len;
+        }
+    }
+
+    /// Values stored per token and layer.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Bytes the cache holds (f32 values).
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.len() * 4).sum()
+    }
+}
+
+/// A loaded model.
+#[derive(Debug)]
+pub struct Model {
+    config: Config,
+    dims: Dims,
+    embed: Linear,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    lm_head: Linear,
+    opts: Options,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Model {
+    /// Builds a model from any tensor source.
+    pub fn from_source(
+        config: Config,
+        src: &dyn TensorSource,
+        opts: Options,
+    ) -> Result<Self, ModelError> {
+        let ld = Loader { src };
+        let c = &config;
+        let h = c.hidden_size;
+        let embed = ld.matrix("model.embed_tokens.weight", c.vocab_size, h)?;
+        let lm_head = if src.contains("lm_head.weight") || !c.tie_word_embeddings {
+            ld.matrix("lm_head.weight", c.vocab_size, h)?
+        } else {
+            embed.clone()
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                let ffn = if c.is_moe_layer(i) {
+                    Ffn::Moe(Moe::load(&ld, c, i)?)
+                } else {
+                    Ffn::Dense(Mlp::load(&ld, &format!("{p}.mlp"), c.intermediate_size, h)?)
+                };
+                Ok(Layer {
+                    attn_norm: ld.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                    attn: Attention::load(&ld, c, i)?,
+                    ffn_norm: ld.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                    ffn,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Self {
+            dims: Dims::new(c),
+            embed,
+            layers,
+            norm: ld.vector("model.norm.weight", h)?,
+            lm_head,
+            pool: Arc::new(build_pool(opts.threads)?),
+            opts,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn options(&self) -> Options {
+        self.opts
+    }
+
+    /// Changes the options (a new thread count builds a new pool).
+    pub fn set_options(&mut self, opts: Options) -> Result<(), ModelError> {
+        if opts.threads != self.opts.threads {
+            self.pool = Arc::new(build_pool(opts.threads)?);
+        }
+        self.opts = opts;
+        Ok(())
+    }
+
+    /// Threads the model runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs `f` on the model's thread pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// An empty cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![Vec::new(); self.layers.len()],
+            width: self.config.kv_cache_width(),
+            len: 0,
+        }
+    }
+
+    /// Whether any linear layer is quantized.
+    pub fn is_quantized(&self) -> bool {
+        self.linears().any(|l| l.is_quantized())
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                let mut v = l.attn.linears();
+                match &l.ffn {
+                    Ffn::Dense(m) => v.extend(m.linears()),
+                    Ffn::Moe(m) => v.extend(m.linears()),
+                }
+                v
+            })
+            .chain([&self.lm_head])
+    }
+
+    /// Bytes of weights one decoded token reads (attention, active experts, LM head).
+    pub fn active_weight_bytes(&self) -> usize {
+        let mut b = self.lm_head.bytes();
+        for l in &self.layers {
+            b += l.attn.linears().iter().map(|x| x.bytes()).sum::<usize>();
+            b += match &l.ffn {
+                Ffn::Dense(m) => m.linears().iter().map(|x| x.bytes()).sum(),
+                Ffn::Moe(m) => m.active_bytes(),
+            };
+        }
+        b
+    }
+
+    /// Runs `tokens` (positions `cache.len()..`) through the model, appending them to `cache`.
+    /// Returns logits `[positions, vocab]` for all tokens or only the last.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.pool
+            .install(|| self.forward_here(tokens, cache, which))
+    }
+
+    /// [`Model::forward`] on the calling thread's pool (for callers already inside
+    /// [`Model::install`], e.g. evaluating chunks in parallel).
+    pub fn forward_here(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        let n = tokens.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if cache.layers.len() != self.layers.len() || cache.width != self.config.kv_cache_width() {
+            return Err(ModelError::Input(
+                "the KV cache was made for another model".into(),
+            ));
+        }
+        let (h, vocab, mode) = (
+            self.config.hidden_size,
+            self.config.vocab_size,
+            self.opts.mode,
+        );
+        let mut x = vec![0.0f32; n * h];
+        for (t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
+            if *t as usize >= vocab {
+                return Err(ModelError::Input(format!(
+                    "token id {t} is outside the vocabulary (size {vocab})"
+                )));
+            }
+            self.embed.row(*t as usize, row);
+        }
+        let eps = self.config.rms_norm_eps;
+        let mut normed = vec![0.0f32; n * h];
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            normed.copy_from_slice(&x);
+            normed
+                .chunks_exact_mut(h)
+                .for_each(|r| rms_norm(r, &layer.attn_norm, eps));
+            let a = layer
+                .attn
+                .forward(&self.dims, &normed, n, kv, self.opts.attention, mode)?;
+            x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
+            normed.copy_from_slice(&x);
+            normed
+                .chunks_exact_mut(h)
+                .for_each(|r| rms_norm(r, &layer.ffn_norm, eps));
+            let f = match &layer.ffn {
+                Ffn::Dense(m) => m.forward(&normed, n, mode)?,
+                Ffn::Moe(m) => m.forward(&normed, n, mode)?,
+            };
+            x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+        }
+        cache.len += n;
+        let (rows, m) = match which {
+            Logits::All => (&mut x[..], n),
+            Logits::Last => (&mut x[(n - 1) * h..], 1),
+        };
+        rows.chunks_exact_mut(h)
+            .for_each(|r| rms_norm(r, &self.norm, eps));
+        self.lm_head.apply(rows, m, mode)
+    }
+}
+
+fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| ModelError::Input(format!("cannot start {threads} threads: {e}")))
+}

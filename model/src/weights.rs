@@ -1,0 +1,205 @@
+//! Where the model's tensors come from: a [`TensorSource`] hands out float or quantized tensors by
+//! checkpoint name; [`Loader`] checks names and shapes and builds [`Linear`] layers from them.
+
+use crate::linear::{DenseMatrix, Linear, Packed, QuantMatrix};
+use crate::ModelError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tquant_formats::ScaleDtype;
+
+/// A block-quantized tensor: 2-D `[rows, cols]`, or 3-D `[experts, rows, cols]` (fused experts,
+/// each expert's rows consecutive, one codebook per expert).
+#[derive(Debug, Clone)]
+pub struct QuantTensor {
+    pub shape: Vec<usize>,
+    pub block: usize,
+    pub scale_dtype: ScaleDtype,
+    pub packed: Packed,
+    /// Codebook values in code order: one table, or one per expert of a 3-D tensor.
+    pub tables: Vec<Arc<[f32]>>,
+}
+
+/// One tensor as a source hands it out.
+#[derive(Debug, Clone)]
+pub enum TensorData {
+    /// Float values (any stored float dtype, widened to f32), row-major.
+    Dense {
+        shape: Vec<usize>,
+        values: Vec<f32>,
+    },
+    Quantized(QuantTensor),
+}
+
+impl TensorData {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Self::Dense { shape, .. } => shape,
+            Self::Quantized(q) => &q.shape,
+        }
+    }
+}
+
+/// Tensors by checkpoint name.
+pub trait TensorSource: Sync {
+    /// Whether the source holds `name`.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor `name`; an error names the file and the tensor.
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError>;
+}
+
+/// Tensors held in memory, optionally in front of another source (e.g. a checkpoint whose
+/// matrices were quantized in memory): names found here win.
+#[derive(Default)]
+pub struct MemorySource<'a> {
+    tensors: HashMap<String, TensorData>,
+    fallback: Option<&'a dyn TensorSource>,
+}
+
+impl std::fmt::Debug for MemorySource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySource")
+            .field("tensors", &self.tensors.len())
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+impl<'a> MemorySource<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// In front of `fallback`: names not inserted here are read from it.
+    pub fn over(fallback: &'a dyn TensorSource) -> Self {
+        Self {
+            tensors: HashMap::new(),
+            fallback: Some(fallback),
+        }
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, t: TensorData) {
+        self.tensors.insert(name.into(), t);
+    }
+}
+
+impl TensorSource for MemorySource<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.fallback.is_some_and(|f| f.contains(name))
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        match (self.tensors.get(name), self.fallback) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => f.tensor(name),
+            (None, None) => Err(ModelError::tensor(name, "missing")),
+        }
+    }
+}
+
+/// Reads tensors with the shapes the config implies.
+pub(crate) struct Loader<'a> {
+    pub src: &'a dyn TensorSource,
+}
+
+impl Loader<'_> {
+    fn get(&self, name: &str) -> Result<TensorData, ModelError> {
+        if !self.src.contains(name) {
+            return Err(ModelError::tensor(name, "missing from the checkpoint"));
+        }
+        self.src.tensor(name)
+    }
+
+    /// A 1-D float vector (norm weights).
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        match self.get(name)? {
+            TensorData::Dense { shape, values } if shape == [len] => Ok(values),
+            TensorData::Dense { shape, .. } => Err(ModelError::tensor(
+                name,
+                format!("shape {shape:?}, expected [{len}]"),
+            )),
+            TensorData::Quantized(_) => Err(ModelError::tensor(
+                name,
+                "is quantized; norm weights must be stored as floats",
+            )),
+        }
+    }
+
+    /// A `[rows, cols]` matrix.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Linear, ModelError> {
+        let t = self.get(name)?;
+        if t.shape() != [rows, cols] {
+            return Err(ModelError::tensor(
+                name,
+                format!("shape {:?}, expected [{rows}, {cols}]", t.shape()),
+            ));
+        }
+        let mut v = to_linears(name, t, 1, rows, cols)?;
+        Ok(v.remove(0))
+    }
+
+    /// A fused `[experts, rows, cols]` tensor, one matrix per expert.
+    pub fn stacked(
+        &self,
+        name: &str,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Linear>, ModelError> {
+        let t = self.get(name)?;
+        if t.shape() != [experts, rows, cols] {
+            return Err(ModelError::tensor(
+                name,
+                format!(
+                    "shape {:?}, expected [{experts}, {rows}, {cols}]",
+                    t.shape()
+                ),
+            ));
+        }
+        to_linears(name, t, experts, rows, cols)
+    }
+}
+
+/// Splits a tensor of `experts * rows` rows into `experts` matrices sharing its storage.
+fn to_linears(
+    name: &str,
+    t: TensorData,
+    experts: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Linear>, ModelError> {
+    match t {
+        TensorData::Dense { values, .. } => {
+            let whole = Linear::Dense(DenseMatrix::new(experts * rows, cols, values));
+            Ok((0..experts)
+                .map(|e| whole.row_range(e * rows, rows))
+                .collect())
+        }
+        TensorData::Quantized(q) => {
+            if q.tables.len() != 1 && q.tables.len() != experts {
+                return Err(ModelError::tensor(
+                    name,
+                    format!(
+                        "{} codebooks for {experts} experts (need 1 or one per expert)",
+                        q.tables.len()
+                    ),
+                ));
+            }
+            (0..experts)
+                .map(|e| {
+                    let table = q.tables[e.min(q.tables.len() - 1)].clone();
+                    QuantMatrix::new(
+                        rows,
+                        cols,
+                        q.block,
+                        q.scale_dtype,
+                        q.packed.clone(),
+                        e * rows,
+                        table,
+                    )
+                    .map(Linear::Quant)
+                    .map_err(|m| ModelError::tensor(name, m))
+                })
+                .collect()
+        }
+    }
+}
