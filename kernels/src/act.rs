@@ -69,6 +69,10 @@ pub(crate) struct FastActs {
     pub lane_block: Vec<i32>,
     /// First block of each chunk, `[main / CHUNK]`.
     pub chunk_block: Vec<usize>,
+    /// For 8-lane vectors: block index of each lane minus its half chunk's first block
+    /// (`[main / 8]`), and the first block of each half chunk (`[main / 64]`).
+    pub lane_block8: Vec<i32>,
+    pub half_block: Vec<usize>,
 }
 
 impl FastActs {
@@ -131,7 +135,13 @@ impl FastActs {
                 lane_block[c * LANES + l] = ((c * CHUNK + 8 * l) / block - *base) as i32;
             }
         }
+        let half_block: Vec<usize> = (0..main / 64).map(|h| h * 64 / block).collect();
+        let lane_block8 = (0..nl)
+            .map(|l| (8 * l / block - half_block[l / 8]) as i32)
+            .collect();
         FastActs {
+            lane_block8,
+            half_block,
             cols,
             main,
             pieces,

@@ -117,7 +117,7 @@ impl FromStr for Isa {
 /// Activations prepared for one call.
 pub(crate) enum Acts<'x> {
     Exact(std::borrow::Cow<'x, [f32]>),
-    Fast(FastActs),
+    Fast(Box<FastActs>),
 }
 
 /// A row kernel: rows `r0..r0 + out.len() / n` into `out` (`[row][j]`). Unsafe because SIMD
@@ -169,7 +169,7 @@ pub fn matmul_with(
     let (acts, kernel): (Acts, QRows) = match (isa, mode) {
         (Isa::Scalar | Isa::Reference, Mode::Exact) => (Acts::Exact(x.into()), scalar_exact),
         (Isa::Scalar | Isa::Reference, Mode::Fast) => (
-            Acts::Fast(FastActs::new(x, n, q.cols(), q.block(), false)),
+            Acts::Fast(Box::new(FastActs::new(x, n, q.cols(), q.block(), false))),
             scalar_fast,
         ),
         #[cfg(target_arch = "x86_64")]
@@ -179,7 +179,7 @@ pub fn matmul_with(
         ),
         #[cfg(target_arch = "x86_64")]
         (simd, Mode::Fast) => (
-            Acts::Fast(FastActs::new(x, n, q.cols(), q.block(), true)),
+            Acts::Fast(Box::new(FastActs::new(x, n, q.cols(), q.block(), true))),
             crate::x86_64::fast_kernel(simd),
         ),
         #[cfg(not(target_arch = "x86_64"))]

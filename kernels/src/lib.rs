@@ -38,13 +38,11 @@
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
 
-#[allow(dead_code)] // the SIMD paths use the chunk order; they arrive next
 mod act;
 mod dispatch;
 pub mod ffi;
 mod qmatrix;
 pub mod reference;
-#[allow(dead_code)]
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

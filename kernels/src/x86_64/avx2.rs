@@ -1,0 +1,375 @@
+//! AVX2 + FMA + F16C kernels (the same structure as `avx512`, in 256-bit vectors).
+//!
+//! - fast: the int8 table in each 128-bit lane for `vpshufb`; without VNNI the int8 dot is
+//!   ggml's `vpmaddubsw(|w|, sign(x, w))` + `vpmaddwd(.., 1)` (no saturation: `|w|, |x| <= 127`).
+//! - exact: a 16-entry f32 table does not fit one ymm: two `vpermps` over its halves and a
+//!   `vblendvps` on code bit 3.
+
+// Tiles index several small arrays (rows x activation rows) with the same loop variables.
+#![allow(clippy::needless_range_loop)]
+use super::{tiles, F32Tile, Tile};
+use crate::act::{FastActs, CHUNK, GROUP, LANES};
+use crate::dispatch::Acts;
+use crate::{scalar, QMatrix, ScaleDtype};
+use std::arch::x86_64::*;
+
+/// The fast kernel. Safety: the CPU must have AVX2, FMA and F16C; `out` holds whole rows.
+pub(crate) unsafe fn fast_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Fast(a) = a {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { fast_rows_impl(q, a, n, r0, out) }
+    }
+}
+
+/// The exact kernel. Safety: as [`fast_rows`].
+pub(crate) unsafe fn exact_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Exact(x) = a {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { exact_rows_impl(q, x, n, r0, out) }
+    }
+}
+
+/// The dense f32 kernel. Safety: as [`fast_rows`].
+pub(crate) unsafe fn f32_rows(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller checked the CPU features.
+    unsafe { f32_rows_impl(w, cols, x, n, r0, out) }
+}
+
+/// Converts the scales of row `r` to f32 into `out[..blocks]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
+    let bytes = q.row_scales(r);
+    let nb = q.blocks_per_row();
+    let mut b = 0;
+    while b + 8 <= nb {
+        let v = match q.scale_dtype() {
+            // SAFETY (all four loads): blocks b..b + 8 exist, so the row holds at least
+            // (b + 8) * size bytes.
+            ScaleDtype::F32 => unsafe { _mm256_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
+            ScaleDtype::F16 => {
+                let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
+                _mm256_cvtph_ps(h)
+            }
+            ScaleDtype::Bf16 => {
+                let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            }
+            ScaleDtype::E8m0 => {
+                let e = unsafe { _mm_loadl_epi64(bytes.as_ptr().add(b).cast()) };
+                let e = _mm256_cvtepu8_epi32(e);
+                let v = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+                // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
+                let zero = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+                let nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
+                let v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(1 << 22)), zero);
+                _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc0_0000)), nan)
+            }
+        };
+        // SAFETY: `out` has room for `blocks_per_row` values.
+        unsafe { _mm256_storeu_ps(out[b..b + 8].as_mut_ptr(), v) };
+        b += 8;
+    }
+    for (i, o) in out[b..nb].iter_mut().enumerate() {
+        *o = q.scale_dtype().read(bytes, b + i);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    let stride = q.blocks_per_row() + 16;
+    let mut sc = vec![0.0f32; 4 * stride];
+    for (r, mr, j, nb) in tiles(rows, n) {
+        if j == 0 {
+            for m in 0..mr {
+                row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+            }
+        }
+        let t = Tile {
+            q,
+            r0,
+            r: r0 + r,
+            j0: j,
+            n,
+            sc: &sc,
+            stride,
+        };
+        // SAFETY: features enabled here; tile shapes are in range (tiles).
+        unsafe {
+            match (mr, nb) {
+                (4, _) => fast_tile::<4, 1>(&t, a, out),
+                (2, 4) => fast_tile::<2, 4>(&t, a, out),
+                (2, 3) => fast_tile::<2, 3>(&t, a, out),
+                (2, 2) => fast_tile::<2, 2>(&t, a, out),
+                (2, _) => fast_tile::<2, 1>(&t, a, out),
+                (_, 4) => fast_tile::<1, 4>(&t, a, out),
+                (_, 3) => fast_tile::<1, 3>(&t, a, out),
+                (_, 2) => fast_tile::<1, 2>(&t, a, out),
+                _ => fast_tile::<1, 1>(&t, a, out),
+            }
+        }
+    }
+}
+
+/// Safety: AVX2/FMA; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB` exist; `a`
+/// has the chunk order over `a.main` elements; `t.sc` holds MR rows of padded scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
+    let q = t.q;
+    let mask = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the int8 table is 16 bytes.
+    let tbl = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.table_i8().as_ptr().cast()) });
+    let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
+    let xq: [*const i8; NB] = std::array::from_fn(|j| a.row_xq(t.j0 + j).as_ptr());
+    let xs: [*const f32; NB] = std::array::from_fn(|j| a.row_lane_scale(t.j0 + j).as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); NB]; MR];
+    for h in 0..a.main / (CHUNK / 2) {
+        let (c, half) = (h / 2, h % 2);
+        let base = a.half_block[h];
+        // SAFETY: half chunk h < main / 64: each code row has >= 32 (h + 1) bytes, each xq row
+        // >= 128 (c + 1) values, each lane array >= 8 (h + 1) values; the lane block indices
+        // are < 8 and `base + 8 <= blocks + 16`, inside the padded scale rows.
+        unsafe {
+            let idx = _mm256_loadu_si256(a.lane_block8.as_ptr().add(8 * h).cast());
+            let mut wlo = [_mm256_setzero_si256(); MR];
+            let mut whi = [_mm256_setzero_si256(); MR];
+            let mut ws = [_mm256_setzero_ps(); MR];
+            for m in 0..MR {
+                let v = _mm256_loadu_si256(codes[m].add(32 * h).cast());
+                let lo = _mm256_and_si256(v, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                wlo[m] = _mm256_shuffle_epi8(tbl, lo);
+                whi[m] = _mm256_shuffle_epi8(tbl, hi);
+                ws[m] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(scp[m].add(base)), idx);
+            }
+            let alo: [__m256i; MR] = std::array::from_fn(|m| _mm256_abs_epi8(wlo[m]));
+            let ahi: [__m256i; MR] = std::array::from_fn(|m| _mm256_abs_epi8(whi[m]));
+            for j in 0..NB {
+                let xl = _mm256_loadu_si256(xq[j].add(c * CHUNK + 32 * half).cast());
+                let xh = _mm256_loadu_si256(xq[j].add(c * CHUNK + CHUNK / 2 + 32 * half).cast());
+                let s = _mm256_loadu_ps(xs[j].add(c * LANES + 8 * half));
+                for m in 0..MR {
+                    let pl = _mm256_maddubs_epi16(alo[m], _mm256_sign_epi8(xl, wlo[m]));
+                    let ph = _mm256_maddubs_epi16(ahi[m], _mm256_sign_epi8(xh, whi[m]));
+                    let d =
+                        _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones));
+                    let f = _mm256_cvtepi32_ps(d);
+                    acc[m][j] = _mm256_fmadd_ps(f, _mm256_mul_ps(s, ws[m]), acc[m][j]);
+                }
+            }
+        }
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let tail = scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j);
+            out[t.out_index(m, j)] = (hsum(acc[m][j]) + tail) * q.table_step();
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    let stride = q.blocks_per_row() + 16;
+    let mut sc = vec![0.0f32; 4 * stride];
+    for (r, mr, j, nb) in tiles(rows, n) {
+        if j == 0 {
+            for m in 0..mr {
+                row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+            }
+        }
+        let t = Tile {
+            q,
+            r0,
+            r: r0 + r,
+            j0: j,
+            n,
+            sc: &sc,
+            stride,
+        };
+        // SAFETY: features enabled here; tile shapes are in range (tiles).
+        unsafe {
+            match (mr, nb) {
+                (4, _) => exact_tile::<4, 1>(&t, x, out),
+                (2, 4) => exact_tile::<2, 4>(&t, x, out),
+                (2, 3) => exact_tile::<2, 3>(&t, x, out),
+                (2, 2) => exact_tile::<2, 2>(&t, x, out),
+                (2, _) => exact_tile::<2, 1>(&t, x, out),
+                (_, 4) => exact_tile::<1, 4>(&t, x, out),
+                (_, 3) => exact_tile::<1, 3>(&t, x, out),
+                (_, 2) => exact_tile::<1, 2>(&t, x, out),
+                _ => exact_tile::<1, 1>(&t, x, out),
+            }
+        }
+    }
+}
+
+/// Decodes 8 codes (the low nibble of each 32-bit lane of `idx`) with a table split in halves.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn decode8(lo: __m256, hi: __m256, idx: __m256i) -> __m256 {
+    let a = _mm256_permutevar8x32_ps(lo, idx);
+    let b = _mm256_permutevar8x32_ps(hi, idx);
+    _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)))
+}
+
+/// Safety: AVX2/FMA; rows and activation rows of the tile exist; `x` is in the exact group
+/// order over `cols / 32 * 32` elements of each row; the shape is SIMD-regular.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out: &mut [f32]) {
+    let q = t.q;
+    let cols = q.cols();
+    let main = cols / GROUP * GROUP;
+    // SAFETY: the table has 16 values.
+    let (tlo, thi) = unsafe {
+        (
+            _mm256_loadu_ps(q.table().as_ptr()),
+            _mm256_loadu_ps(q.table().as_ptr().add(8)),
+        )
+    };
+    let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    let xp: [*const f32; NB] = std::array::from_fn(|j| x[(t.j0 + j) * cols..].as_ptr());
+    let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
+    // Each half group (8 code bytes, 16 elements) lies in one block (block 16 or >= 32).
+    let mut tables = [[(tlo, thi); 2]; MR];
+    let mut table_block = [usize::MAX; 2];
+    for g in 0..main / GROUP {
+        for (u, tb) in table_block.iter_mut().enumerate() {
+            let b = (g * GROUP + 16 * u) / q.block();
+            if b != *tb {
+                *tb = b;
+                for (m, tm) in tables.iter_mut().enumerate() {
+                    let s = _mm256_set1_ps(t.scales(m)[b]);
+                    tm[u] = (_mm256_mul_ps(tlo, s), _mm256_mul_ps(thi, s));
+                }
+            }
+        }
+        let mut w = [[_mm256_setzero_ps(); 4]; MR];
+        for m in 0..MR {
+            for u in 0..2 {
+                // SAFETY: group g < cols / 32, so the row has >= 16 (g + 1) code bytes.
+                let bytes = unsafe { _mm_loadl_epi64(codes[m].add(g * 16 + 8 * u).cast()) };
+                let idx = _mm256_cvtepu8_epi32(bytes);
+                let (lo, hi) = tables[m][u];
+                w[m][u] = decode8(lo, hi, idx);
+                w[m][2 + u] = decode8(lo, hi, _mm256_srli_epi32(idx, 4));
+            }
+        }
+        for j in 0..NB {
+            // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
+            let xv: [__m256; 4] =
+                std::array::from_fn(|k| unsafe { _mm256_loadu_ps(xp[j].add(g * GROUP + 8 * k)) });
+            for m in 0..MR {
+                let e = _mm256_fmadd_ps(w[m][0], xv[0], acc[m][j][0]);
+                acc[m][j][0] = _mm256_fmadd_ps(w[m][1], xv[1], e);
+                let o = _mm256_fmadd_ps(w[m][2], xv[2], acc[m][j][1]);
+                acc[m][j][1] = _mm256_fmadd_ps(w[m][3], xv[3], o);
+            }
+        }
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let xr = &x[(t.j0 + j) * cols..(t.j0 + j + 1) * cols];
+            let tail = scalar::tail_exact(q, t.r + m, t.scales(m), xr, main);
+            out[t.out_index(m, j)] = hsum(_mm256_add_ps(acc[m][j][0], acc[m][j][1])) + tail;
+        }
+    }
+}
+
+/// Columns per panel of the f32 GEMM.
+const F32_PANEL: usize = 2048;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    out.fill(0.0);
+    let mut k0 = 0;
+    loop {
+        let k1 = (k0 + F32_PANEL).min(cols);
+        for (r, mr, j, nb) in tiles(rows, n) {
+            let p = F32Tile {
+                w,
+                x,
+                cols,
+                r: r0 + r,
+                r0,
+                j0: j,
+                n,
+                k0,
+                k1,
+            };
+            // SAFETY: features enabled here; tile shapes are in range (tiles).
+            unsafe {
+                match (mr, nb) {
+                    (4, _) => f32_tile::<4, 1>(&p, out),
+                    (2, 4) => f32_tile::<2, 4>(&p, out),
+                    (2, 3) => f32_tile::<2, 3>(&p, out),
+                    (2, 2) => f32_tile::<2, 2>(&p, out),
+                    (2, _) => f32_tile::<2, 1>(&p, out),
+                    (_, 4) => f32_tile::<1, 4>(&p, out),
+                    (_, 3) => f32_tile::<1, 3>(&p, out),
+                    (_, 2) => f32_tile::<1, 2>(&p, out),
+                    _ => f32_tile::<1, 1>(&p, out),
+                }
+            }
+        }
+        if k1 >= cols {
+            break;
+        }
+        k0 = k1;
+    }
+}
+
+/// Adds the panel `k0..k1` of rows `r..r + MR` times activation rows `j0..j0 + NB` to `out`.
+/// Safety: AVX2/FMA; the rows exist and `k1 <= cols`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32]) {
+    let wr: [&[f32]; MR] =
+        std::array::from_fn(|m| &p.w[(p.r + m) * p.cols..(p.r + m + 1) * p.cols]);
+    let xr: [&[f32]; NB] =
+        std::array::from_fn(|j| &p.x[(p.j0 + j) * p.cols..(p.j0 + j + 1) * p.cols]);
+    let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
+    let mut k = p.k0;
+    while k + 16 <= p.k1 {
+        for half in 0..2 {
+            let kk = k + 8 * half;
+            // SAFETY: elements kk..kk + 8 <= k1 <= cols of every row exist.
+            unsafe {
+                let xv: [__m256; NB] =
+                    std::array::from_fn(|j| _mm256_loadu_ps(xr[j].as_ptr().add(kk)));
+                for m in 0..MR {
+                    let wv = _mm256_loadu_ps(wr[m].as_ptr().add(kk));
+                    for j in 0..NB {
+                        acc[m][j][half] = _mm256_fmadd_ps(wv, xv[j], acc[m][j][half]);
+                    }
+                }
+            }
+        }
+        k += 16;
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let i = (p.r + m - p.r0) * p.n + p.j0 + j;
+            let tail: f32 = (k..p.k1).map(|c| wr[m][c] * xr[j][c]).sum();
+            out[i] += hsum(_mm256_add_ps(acc[m][j][0], acc[m][j][1])) + tail;
+        }
+    }
+}

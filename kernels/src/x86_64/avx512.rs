@@ -1,0 +1,410 @@
+//! AVX-512 (F, BW, VL, VNNI) kernels.
+//!
+//! - fast: a 16-entry int8 table (shifted by +128 to be unsigned) sits in each 128-bit lane of a
+//!   zmm; `vpshufb` decodes 128 codes (64 bytes) into two zmm of table values, `vpdpbusd` dots
+//!   them with the activations (stored in chunk order, see `act`), each int32 lane starting at
+//!   `-128 * sum(x)` to undo the shift; one `vcvtdq2ps` + `vfmadd` per chunk applies the
+//!   activation and weight scales of the lane's piece.
+//! - exact: the 16-entry f32 table, pre-multiplied by the block scale, sits in one zmm;
+//!   `vpermps` decodes 16 codes at a time (the low nibble of a zero-extended byte is the even
+//!   element; shifted right by 4, the odd one).
+//! - f32: register-blocked dot products, masked loads for the tails.
+//!
+//! GEMV uses tiles of 4 weight rows; GEMM tiles of 2 weight rows x 4 activation rows reuse each
+//! decoded chunk 4 times.
+
+// Tiles index several small arrays (rows x activation rows) with the same loop variables.
+#![allow(clippy::needless_range_loop)]
+use super::{tiles, F32Tile, Tile};
+use crate::act::{FastActs, CHUNK, GROUP, LANES};
+use crate::dispatch::Acts;
+use crate::{scalar, QMatrix, ScaleDtype};
+use std::arch::x86_64::*;
+
+/// The fast kernel. Safety: the CPU must have AVX-512 F/BW/VL/VNNI; `out` holds whole rows.
+pub(crate) unsafe fn fast_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Fast(a) = a {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { fast_rows_impl(q, a, n, r0, out) }
+    }
+}
+
+/// The exact kernel. Safety: as [`fast_rows`].
+pub(crate) unsafe fn exact_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
+    if let Acts::Exact(x) = a {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { exact_rows_impl(q, x, n, r0, out) }
+    }
+}
+
+/// The dense f32 kernel. Safety: as [`fast_rows`].
+pub(crate) unsafe fn f32_rows(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller checked the CPU features.
+    unsafe { f32_rows_impl(w, cols, x, n, r0, out) }
+}
+
+/// Converts the scales of row `r` to f32 into `out[..blocks]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
+    let bytes = q.row_scales(r);
+    let nb = q.blocks_per_row();
+    let mut b = 0;
+    while b + 16 <= nb {
+        let v = match q.scale_dtype() {
+            // SAFETY (all four loads): blocks b..b + 16 exist, so the row holds at least
+            // (b + 16) * size bytes.
+            ScaleDtype::F32 => unsafe { _mm512_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
+            ScaleDtype::F16 => {
+                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                _mm512_cvtph_ps(h)
+            }
+            ScaleDtype::Bf16 => {
+                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+            }
+            ScaleDtype::E8m0 => {
+                let e = unsafe { _mm_loadu_si128(bytes.as_ptr().add(b).cast()) };
+                let e = _mm512_cvtepu8_epi32(e);
+                let v = _mm512_slli_epi32(e, 23);
+                // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
+                let zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+                let nan = _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255));
+                let v = _mm512_mask_mov_epi32(v, zero, _mm512_set1_epi32(1 << 22));
+                let v = _mm512_mask_mov_epi32(v, nan, _mm512_set1_epi32(0x7fc0_0000));
+                _mm512_castsi512_ps(v)
+            }
+        };
+        // SAFETY: `out` has room for `blocks_per_row` values (checked by the caller's sizing).
+        unsafe { _mm512_storeu_ps(out[b..b + 16].as_mut_ptr(), v) };
+        b += 16;
+    }
+    for (i, o) in out[b..nb].iter_mut().enumerate() {
+        *o = q.scale_dtype().read(bytes, b + i);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    // Room for 4 rows of scales, each padded by 16 so a 16-float window never runs past it.
+    let stride = q.blocks_per_row() + 16;
+    let mut sc = vec![0.0f32; 4 * stride];
+    for (r, mr, j, nb) in tiles(rows, n) {
+        if j == 0 {
+            for m in 0..mr {
+                row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+            }
+        }
+        let t = Tile {
+            q,
+            r0,
+            r: r0 + r,
+            j0: j,
+            n,
+            sc: &sc,
+            stride,
+        };
+        // SAFETY: features enabled here; tile shapes are in range (tile_loop).
+        unsafe {
+            match (mr, nb) {
+                (4, _) => fast_tile::<4, 1>(&t, a, out),
+                (2, 4) => fast_tile::<2, 4>(&t, a, out),
+                (2, 3) => fast_tile::<2, 3>(&t, a, out),
+                (2, 2) => fast_tile::<2, 2>(&t, a, out),
+                (2, _) => fast_tile::<2, 1>(&t, a, out),
+                (_, 4) => fast_tile::<1, 4>(&t, a, out),
+                (_, 3) => fast_tile::<1, 3>(&t, a, out),
+                (_, 2) => fast_tile::<1, 2>(&t, a, out),
+                _ => fast_tile::<1, 1>(&t, a, out),
+            }
+        }
+    }
+}
+
+/// Safety: AVX-512 F/BW/VL/VNNI; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB`
+/// exist; `a` has the chunk order over `a.main` elements; `t.sc` holds MR rows of scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
+    let q = t.q;
+    let mask = _mm512_set1_epi8(0x0f);
+    let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
+    // SAFETY: `shifted` is 16 bytes.
+    let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
+    let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
+    let xq: [*const i8; NB] = std::array::from_fn(|j| a.row_xq(t.j0 + j).as_ptr());
+    let xs: [*const f32; NB] = std::array::from_fn(|j| a.row_lane_scale(t.j0 + j).as_ptr());
+    let nc: [*const i32; NB] = std::array::from_fn(|j| a.row_lane_ncorr(t.j0 + j).as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+    for (c, &base) in a.chunk_block.iter().enumerate() {
+        // SAFETY: chunk c < main / 128: each code row has >= 64 (c + 1) bytes, each xq row
+        // >= 128 (c + 1) values, each lane array >= 16 (c + 1) values; the lane block indices
+        // are < 16 and `base + 16 <= blocks + 16`, inside the padded scale rows.
+        unsafe {
+            let idx = _mm512_loadu_si512(a.lane_block.as_ptr().add(c * LANES).cast());
+            let mut wlo = [_mm512_setzero_si512(); MR];
+            let mut whi = [_mm512_setzero_si512(); MR];
+            let mut ws = [_mm512_setzero_ps(); MR];
+            for m in 0..MR {
+                let v = _mm512_loadu_si512(codes[m].add(c * CHUNK / 2).cast());
+                let lo = _mm512_and_si512(v, mask);
+                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+                wlo[m] = _mm512_shuffle_epi8(tbl, lo);
+                whi[m] = _mm512_shuffle_epi8(tbl, hi);
+                ws[m] = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(scp[m].add(base)));
+            }
+            for j in 0..NB {
+                let xl = _mm512_loadu_si512(xq[j].add(c * CHUNK).cast());
+                let xh = _mm512_loadu_si512(xq[j].add(c * CHUNK + CHUNK / 2).cast());
+                let corr = _mm512_loadu_si512(nc[j].add(c * LANES).cast());
+                let s = _mm512_loadu_ps(xs[j].add(c * LANES));
+                for m in 0..MR {
+                    let d = _mm512_dpbusd_epi32(corr, wlo[m], xl);
+                    let d = _mm512_dpbusd_epi32(d, whi[m], xh);
+                    let f = _mm512_cvtepi32_ps(d);
+                    acc[m][j] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, ws[m]), acc[m][j]);
+                }
+            }
+        }
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let tail = scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j);
+            out[t.out_index(m, j)] = (_mm512_reduce_add_ps(acc[m][j]) + tail) * q.table_step();
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    let stride = q.blocks_per_row() + 16;
+    let mut sc = vec![0.0f32; 4 * stride];
+    for (r, mr, j, nb) in tiles(rows, n) {
+        if j == 0 {
+            for m in 0..mr {
+                row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+            }
+        }
+        let t = Tile {
+            q,
+            r0,
+            r: r0 + r,
+            j0: j,
+            n,
+            sc: &sc,
+            stride,
+        };
+        // SAFETY: features enabled here; tile shapes are in range (tile_loop).
+        unsafe {
+            match (mr, nb) {
+                (4, _) => exact_tile::<4, 1>(&t, x, out),
+                (2, 4) => exact_tile::<2, 4>(&t, x, out),
+                (2, 3) => exact_tile::<2, 3>(&t, x, out),
+                (2, 2) => exact_tile::<2, 2>(&t, x, out),
+                (2, _) => exact_tile::<2, 1>(&t, x, out),
+                (_, 4) => exact_tile::<1, 4>(&t, x, out),
+                (_, 3) => exact_tile::<1, 3>(&t, x, out),
+                (_, 2) => exact_tile::<1, 2>(&t, x, out),
+                _ => exact_tile::<1, 1>(&t, x, out),
+            }
+        }
+    }
+}
+
+/// Safety: AVX-512 F/BW/VL; rows and activation rows of the tile exist; `x` is in the exact
+/// group order over `cols / 32 * 32` elements of each row; the shape is SIMD-regular.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out: &mut [f32]) {
+    let q = t.q;
+    let cols = q.cols();
+    let main = cols / GROUP * GROUP;
+    let ngroups = main / GROUP;
+    // SAFETY: the table has 16 values.
+    let table = unsafe { _mm512_loadu_ps(q.table().as_ptr()) };
+    let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    let xp: [*const f32; NB] = std::array::from_fn(|j| x[(t.j0 + j) * cols..].as_ptr());
+    let mut acc = [[[_mm512_setzero_ps(); 2]; NB]; MR];
+    // SAFETY (code loads below): group g < cols / 32, so each row has >= 16 (g + 1) code bytes.
+    let load_idx = |m: usize, g: usize| unsafe { _mm_loadu_si128(codes[m].add(g * 16).cast()) };
+    if q.block() == 16 {
+        // Two blocks per group: lanes 0-7 (even elements 0..16) use the first block's table,
+        // lanes 8-15 the second's; permutex2var picks the table with index bit 4.
+        let second = _mm512_set_epi32(16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0);
+        let low4 = _mm512_set1_epi32(15);
+        for g in 0..ngroups {
+            let mut we = [_mm512_setzero_ps(); MR];
+            let mut wo = [_mm512_setzero_ps(); MR];
+            for m in 0..MR {
+                let s = t.scales(m);
+                let ta = _mm512_mul_ps(table, _mm512_set1_ps(s[2 * g]));
+                let tb = _mm512_mul_ps(table, _mm512_set1_ps(s[2 * g + 1]));
+                let idx = _mm512_cvtepu8_epi32(load_idx(m, g));
+                let ie = _mm512_or_si512(_mm512_and_si512(idx, low4), second);
+                let io = _mm512_or_si512(_mm512_srli_epi32(idx, 4), second);
+                we[m] = _mm512_permutex2var_ps(ta, ie, tb);
+                wo[m] = _mm512_permutex2var_ps(ta, io, tb);
+            }
+            // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
+            unsafe { exact_fma::<MR, NB>(&mut acc, &we, &wo, &xp, g) };
+        }
+    } else {
+        for b in 0..q.blocks_per_row() {
+            let g0 = b * q.block() / GROUP;
+            let g1 = ((b + 1) * q.block()).min(main) / GROUP;
+            if g0 >= g1 {
+                break;
+            }
+            let tables: [__m512; MR] =
+                std::array::from_fn(|m| _mm512_mul_ps(table, _mm512_set1_ps(t.scales(m)[b])));
+            for g in g0..g1 {
+                let mut we = [_mm512_setzero_ps(); MR];
+                let mut wo = [_mm512_setzero_ps(); MR];
+                for m in 0..MR {
+                    let idx = _mm512_cvtepu8_epi32(load_idx(m, g));
+                    we[m] = _mm512_permutexvar_ps(idx, tables[m]);
+                    wo[m] = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), tables[m]);
+                }
+                // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
+                unsafe { exact_fma::<MR, NB>(&mut acc, &we, &wo, &xp, g) };
+            }
+        }
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let xr = &x[(t.j0 + j) * cols..(t.j0 + j + 1) * cols];
+            let tail = scalar::tail_exact(q, t.r + m, t.scales(m), xr, main);
+            let sum = _mm512_add_ps(acc[m][j][0], acc[m][j][1]);
+            out[t.out_index(m, j)] = _mm512_reduce_add_ps(sum) + tail;
+        }
+    }
+}
+
+/// Multiplies the decoded group `g` (even and odd elements of MR rows) with NB activation rows.
+/// Safety: AVX-512 F; each `xp[j]` points at a row of at least `32 (g + 1)` values.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn exact_fma<const MR: usize, const NB: usize>(
+    acc: &mut [[[__m512; 2]; NB]; MR],
+    we: &[__m512; MR],
+    wo: &[__m512; MR],
+    xp: &[*const f32; NB],
+    g: usize,
+) {
+    for j in 0..NB {
+        // SAFETY: see the function's contract.
+        let (xe, xo) = unsafe {
+            (
+                _mm512_loadu_ps(xp[j].add(g * GROUP)),
+                _mm512_loadu_ps(xp[j].add(g * GROUP + 16)),
+            )
+        };
+        for m in 0..MR {
+            acc[m][j][0] = _mm512_fmadd_ps(we[m], xe, acc[m][j][0]);
+            acc[m][j][1] = _mm512_fmadd_ps(wo[m], xo, acc[m][j][1]);
+        }
+    }
+}
+
+/// Columns per panel of the f32 GEMM: 4 activation rows of a panel stay in L1, all of them in L2.
+const F32_PANEL: usize = 2048;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    let rows = out.len() / n;
+    out.fill(0.0);
+    let mut k0 = 0;
+    while k0 < cols || k0 == 0 {
+        let k1 = (k0 + F32_PANEL).min(cols);
+        for (r, mr, j, nb) in tiles(rows, n) {
+            let p = F32Tile {
+                w,
+                x,
+                cols,
+                r: r0 + r,
+                r0,
+                j0: j,
+                n,
+                k0,
+                k1,
+            };
+            // SAFETY: features enabled here; tile shapes are in range (tile_loop).
+            unsafe {
+                match (mr, nb) {
+                    (4, _) => f32_tile::<4, 1>(&p, out),
+                    (2, 4) => f32_tile::<2, 4>(&p, out),
+                    (2, 3) => f32_tile::<2, 3>(&p, out),
+                    (2, 2) => f32_tile::<2, 2>(&p, out),
+                    (2, _) => f32_tile::<2, 1>(&p, out),
+                    (_, 4) => f32_tile::<1, 4>(&p, out),
+                    (_, 3) => f32_tile::<1, 3>(&p, out),
+                    (_, 2) => f32_tile::<1, 2>(&p, out),
+                    _ => f32_tile::<1, 1>(&p, out),
+                }
+            }
+        }
+        if k1 >= cols {
+            break;
+        }
+        k0 = k1;
+    }
+}
+
+/// Adds the panel `k0..k1` of rows `r..r + MR` times activation rows `j0..j0 + NB` to `out`.
+/// Safety: AVX-512 F; the rows exist and `k1 <= cols`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32]) {
+    let wp: [*const f32; MR] = std::array::from_fn(|m| p.w[(p.r + m) * p.cols..].as_ptr());
+    let xp: [*const f32; NB] = std::array::from_fn(|j| p.x[(p.j0 + j) * p.cols..].as_ptr());
+    // Two accumulators per pair hide the FMA latency when the tile is small.
+    let mut acc = [[[_mm512_setzero_ps(); 2]; NB]; MR];
+    let mut k = p.k0;
+    while k + 32 <= p.k1 {
+        // SAFETY (all three): the loads touch elements k..k + 32 <= k1 <= cols.
+        unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k, 0, !0) };
+        unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k + 16, 1, !0) };
+        k += 32;
+    }
+    while k < p.k1 {
+        let left = (p.k1 - k).min(16);
+        unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k, 0, ((1u32 << left) - 1) as __mmask16) };
+        k += left;
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            let i = (p.r + m - p.r0) * p.n + p.j0 + j;
+            out[i] += _mm512_reduce_add_ps(_mm512_add_ps(acc[m][j][0], acc[m][j][1]));
+        }
+    }
+}
+
+/// One 16-column step of an f32 tile, masked to `lanes`.
+/// Safety: AVX-512 F; elements `k..k + popcount(lanes)` of every row exist.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn f32_step<const MR: usize, const NB: usize>(
+    acc: &mut [[[__m512; 2]; NB]; MR],
+    wp: &[*const f32; MR],
+    xp: &[*const f32; NB],
+    k: usize,
+    half: usize,
+    lanes: __mmask16,
+) {
+    // SAFETY: see the function's contract; masked-off lanes are not read.
+    unsafe {
+        let xv: [__m512; NB] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(lanes, xp[j].add(k)));
+        for m in 0..MR {
+            let wv = _mm512_maskz_loadu_ps(lanes, wp[m].add(k));
+            for j in 0..NB {
+                acc[m][j][half] = _mm512_fmadd_ps(wv, xv[j], acc[m][j][half]);
+            }
+        }
+    }
+}
