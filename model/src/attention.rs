@@ -284,14 +284,14 @@ impl Attention {
                 qn[t * d.nope..][..d.nope].copy_from_slice(&src[..d.nope]);
                 qcat[(t * heads + h) * w + d.lora..][..d.rope].copy_from_slice(&src[d.nope..]);
             }
-            kernels::matmul_f32(&self.w_uk_t[h], d.lora, d.nope, &qn, n, &mut qa);
+            kernels::matmul_f32(&self.w_uk_t[h], d.lora, d.nope, &qn, n, &mut qa)?;
             for t in 0..n {
                 qcat[(t * heads + h) * w..][..d.lora].copy_from_slice(&qa[t * d.lora..][..d.lora]);
             }
         }
         // Scores of every query against every cached latent: one product with the cache as W.
         let mut scores = vec![0.0f32; n * heads * total];
-        kernels::matmul_f32(cache, total, w, &qcat, n * heads, &mut scores);
+        kernels::matmul_f32(cache, total, w, &qcat, n * heads, &mut scores)?;
         let mut lat = vec![0.0f32; n * heads * d.lora];
         lat.par_chunks_mut(d.lora)
             .zip(scores.par_chunks_mut(total))

@@ -16,7 +16,6 @@ pub mod attention;
 pub mod config;
 pub mod eval;
 pub mod generate;
-mod kernels;
 pub mod linear;
 pub mod model;
 pub mod moe;
@@ -26,9 +25,11 @@ pub mod weights;
 
 pub use attention::AttentionPath;
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
-pub use kernels::Mode;
+pub use tquant_kernels::Mode;
+
 pub use linear::{Linear, Packed};
 pub use model::{KvCache, Logits, Model, Options};
+pub(crate) use tquant_kernels as kernels;
 pub use weights::{MemorySource, QuantTensor, TensorData, TensorSource};
 
 use std::path::Path;
@@ -43,7 +44,7 @@ pub enum ModelError {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error("kernel: {0}")]
-    Kernel(String),
+    Kernel(#[from] tquant_kernels::KernelError),
     #[error("{0}")]
     Input(String),
 }

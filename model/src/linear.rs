@@ -84,7 +84,7 @@ impl QuantMatrix {
         packed: Packed,
         row0: usize,
         table: Arc<[f32]>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ModelError> {
         let m = Self {
             rows,
             cols,
@@ -103,7 +103,7 @@ impl QuantMatrix {
     }
 
     /// Builds the kernels' view of this matrix and calls `f` with it.
-    fn view<R>(&self, f: impl FnOnce(Result<QMatrix<'_>, String>) -> R) -> R {
+    fn view<R>(&self, f: impl FnOnce(Result<QMatrix<'_>, ModelError>) -> R) -> R {
         let (rb, sb) = (row_bytes(self.cols), self.scale_bytes_per_row());
         self.packed.with(|codes, scales| {
             let c = codes.get(self.row0 * rb..(self.row0 + self.rows) * rb);
@@ -118,8 +118,8 @@ impl QuantMatrix {
                     self.scale_dtype,
                     &self.table,
                 )
-                .map_err(|e| e.to_string()),
-                _ => Err(format!(
+                .map_err(ModelError::from),
+                _ => Err(ModelError::Checkpoint(format!(
                     "rows {}..{} of {} columns need {} code and {} scale bytes, the tensor has {} and {}",
                     self.row0,
                     self.row0 + self.rows,
@@ -128,7 +128,7 @@ impl QuantMatrix {
                     (self.row0 + self.rows) * sb,
                     codes.len(),
                     scales.len()
-                )),
+                ))),
             };
             f(q)
         })
@@ -210,15 +210,8 @@ impl Linear {
         debug_assert_eq!(x.len(), n * self.cols());
         debug_assert_eq!(y.len(), n * self.rows());
         match self {
-            Self::Dense(d) => {
-                kernels::matmul_f32(d.values(), d.rows, d.cols, x, n, y);
-                Ok(())
-            }
-            Self::Quant(q) => q.view(|m| {
-                let m = m.map_err(ModelError::Kernel)?;
-                kernels::matmul(&m, x, n, y, mode);
-                Ok(())
-            }),
+            Self::Dense(d) => Ok(kernels::matmul_f32(d.values(), d.rows, d.cols, x, n, y)?),
+            Self::Quant(q) => q.view(|m| Ok(kernels::matmul(&m?, x, n, y, mode)?)),
         }
     }
 

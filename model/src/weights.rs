@@ -197,7 +197,7 @@ fn to_linears(
                         table,
                     )
                     .map(Linear::Quant)
-                    .map_err(|m| ModelError::tensor(name, m))
+                    .map_err(|e| ModelError::tensor(name, e.to_string()))
                 })
                 .collect()
         }
