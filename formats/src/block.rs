@@ -78,6 +78,59 @@ pub struct QuantizedMatrix {
     pub scales: Vec<u8>,
 }
 
+/// How each block's scale is chosen.
+///
+/// The base rule maps the block's largest magnitude onto the table's largest magnitude. For a
+/// table whose largest magnitude exists on one side only (`int4_full`: -8 but no +8; `e2m1_sr`:
+/// +8 but no -8, see [`Codebook::needs_signed_scale`]) the scale is **signed**: the block's
+/// extreme element maps exactly onto that one-sided extreme, and the sign of the scale flips when
+/// the two have opposite signs (the paper code's full-range INT4 rule, `scale = -absmax / 8` when
+/// the block's extreme is positive). So no block ever clips its own extreme. Symmetric-extreme
+/// tables keep `scale = absmax / max|values| > 0`, the paper's rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ScaleRule {
+    /// The base rule above; one scale per block, no search.
+    #[default]
+    Absmax,
+    /// Per block, the scale with the least squared error among a fixed grid: the base scale times
+    /// 0.70, 0.71, ..., 1.10, each rounded to the scale dtype, and for tables that are not
+    /// symmetric about zero (NF4, SF4, the supernormal types) the same with the sign flipped,
+    /// which moves the finer half of the table to the other side. E8M0 tries the OCP exponent
+    /// and its two neighbours. The base scale is tried first and only a strictly smaller error
+    /// replaces it, so the result is deterministic and never worse than [`ScaleRule::Absmax`].
+    Search,
+}
+
+impl ScaleRule {
+    pub const ALL: [ScaleRule; 2] = [Self::Absmax, Self::Search];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Absmax => "absmax",
+            Self::Search => "search",
+        }
+    }
+}
+
+impl fmt::Display for ScaleRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ScaleRule {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| FormatError::Parse(format!("unknown scale rule '{s}' (absmax, search)")))
+    }
+}
+
+/// The multipliers of the base scale that [`ScaleRule::Search`] tries, in hundredths.
+const SEARCH_PERCENT: std::ops::RangeInclusive<u32> = 70..=110;
+
 /// Options of the block quantizer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockQuantizer {
@@ -86,10 +139,26 @@ pub struct BlockQuantizer {
 }
 
 impl BlockQuantizer {
-    /// The paper's rule: `scale = absmax / max|values|`, rounded to the scale dtype.
+    /// The base rule's scale of one block (see [`ScaleRule`]), rounded to the scale dtype; 0 for
+    /// an all-zero block (it then encodes to zeros). Non-finite elements do not count towards the
+    /// scale: NaN encodes to the zero code, infinities to the table's extremes.
+    ///
+    /// E8M0 follows OCP MX: `2^(floor(log2(absmax)) - floor(log2(max|values|)))`, always positive
+    /// (E8M0 has no sign bit; [`BlockQuantizer::check`] rejects tables that need a signed scale).
+    /// For E2M1 this is the MX rule; for tables whose largest value is a power of two (NF4 and
+    /// SF4's 1.0, APoT4, E3M0) it lets blocks overflow the table by up to 2x, which
+    /// [`ScaleRule::Search`] repairs.
     pub fn block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
-        let absmax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if absmax == 0.0 || !absmax.is_finite() {
+        let mut absmax = 0.0f32;
+        let mut extreme = 0.0f32; // signed element of largest magnitude, positive on ties
+        for &v in block.iter().filter(|v| v.is_finite()) {
+            let a = v.abs();
+            if a > absmax || (a == absmax && v > extreme) {
+                absmax = a;
+                extreme = v;
+            }
+        }
+        if absmax == 0.0 {
             return 0.0;
         }
         match self.scale_dtype {
@@ -97,11 +166,68 @@ impl BlockQuantizer {
                 let e = ScaleDtype::e8m0_exponent(absmax, cb.max_abs());
                 crate::scale::e8m0_to_f32((e + 127).clamp(0, 254) as u8)
             }
+            d if cb.needs_signed_scale() => d.round(extreme / cb.extreme()),
             d => d.round(absmax / cb.max_abs()),
         }
     }
 
-    /// Quantizes a row-major `[rows, cols]` matrix.
+    /// The scale [`ScaleRule::Search`] picks for one block.
+    pub fn searched_block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
+        let base = self.block_scale(cb, block);
+        if base == 0.0 {
+            return 0.0;
+        }
+        let mut best = (block_sq_err(cb, block, base), base);
+        let mut consider = |s: f32| {
+            // Only scales the dtype stores exactly, so the stored scale is the one evaluated.
+            if s != 0.0 && s.is_finite() && s != best.1 && self.scale_dtype.round(s) == s {
+                let e = block_sq_err(cb, block, s);
+                if e < best.0 {
+                    best = (e, s);
+                }
+            }
+        };
+        if self.scale_dtype == ScaleDtype::E8m0 {
+            for k in [-1, 1] {
+                consider(base * 2f32.powi(k));
+            }
+        } else {
+            let flip = !cb.is_symmetric();
+            for sign in [1.0f32, -1.0] {
+                if sign < 0.0 && !flip {
+                    break;
+                }
+                for pct in SEARCH_PERCENT {
+                    consider(self.scale_dtype.round(sign * base * (pct as f32 / 100.0)));
+                }
+            }
+        }
+        best.1
+    }
+
+    /// The scale of one block under `rule`.
+    pub fn scale_for(&self, cb: &Codebook, block: &[f32], rule: ScaleRule) -> f32 {
+        match rule {
+            ScaleRule::Absmax => self.block_scale(cb, block),
+            ScaleRule::Search => self.searched_block_scale(cb, block),
+        }
+    }
+
+    /// Whether this codebook can be stored with these options: E8M0 has no sign bit, so tables
+    /// that need a signed scale ([`Codebook::needs_signed_scale`]) are refused rather than
+    /// quantized with a scale that clips half of every block.
+    pub fn check(&self, cb: &Codebook) -> Result<(), FormatError> {
+        if self.scale_dtype == ScaleDtype::E8m0 && cb.needs_signed_scale() {
+            return Err(FormatError::Codebook(format!(
+                "this table's largest magnitude ({}) has no counterpart of the other sign, so its \
+                 blocks need signed scales, which e8m0 cannot store; use f32, f16 or bf16 scales",
+                cb.extreme()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Quantizes a row-major `[rows, cols]` matrix with the base rule ([`ScaleRule::Absmax`]).
     pub fn quantize(
         &self,
         cb: &Codebook,
@@ -109,12 +235,25 @@ impl BlockQuantizer {
         rows: usize,
         cols: usize,
     ) -> Result<QuantizedMatrix, FormatError> {
+        self.quantize_with(cb, w, rows, cols, ScaleRule::Absmax)
+    }
+
+    /// Quantizes a row-major `[rows, cols]` matrix, choosing each block's scale by `rule`.
+    pub fn quantize_with(
+        &self,
+        cb: &Codebook,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        rule: ScaleRule,
+    ) -> Result<QuantizedMatrix, FormatError> {
         if rows.checked_mul(cols) != Some(w.len()) {
             return Err(FormatError::Shape(format!(
                 "{} values do not make a [{rows}, {cols}] matrix",
                 w.len()
             )));
         }
+        self.check(cb)?;
         let block = self.block.len_for(cols);
         let nb = blocks_per_row(cols, block);
         let rb = row_bytes(cols);
@@ -124,7 +263,7 @@ impl BlockQuantizer {
         for r in 0..rows {
             let row = &w[r * cols..(r + 1) * cols];
             for (b, chunk) in row.chunks(block).enumerate() {
-                let s = self.block_scale(cb, chunk);
+                let s = self.scale_for(cb, chunk, rule);
                 self.scale_dtype.push_bytes(s, &mut scales);
                 encode_block(
                     cb,
@@ -146,15 +285,32 @@ impl BlockQuantizer {
     }
 }
 
+/// Squared error of one block encoded with `scale` and decoded as the kernels do
+/// (`values[code] * scale` in f32), summed in f64.
+pub fn block_sq_err(cb: &Codebook, block: &[f32], scale: f32) -> f64 {
+    let mut err = 0.0f64;
+    for &x in block {
+        let q = if scale == 0.0 {
+            0.0
+        } else {
+            cb.decode(cb.encode(x / scale)) * scale
+        };
+        let d = x as f64 - q as f64;
+        err += d * d;
+    }
+    err
+}
+
 /// Encodes one block with a given (already rounded) scale. A zero scale gives the zero code.
 pub fn encode_block(cb: &Codebook, block: &[f32], scale: f32, out: &mut [u8]) {
     if scale == 0.0 || !scale.is_finite() {
         out.fill(cb.encode(0.0));
         return;
     }
-    let inv = 1.0 / scale;
+    // Divide, as every reference does (`w / scale`): `x * (1 / scale)` can differ in the last bit
+    // next to a threshold, and 1 / scale overflows for subnormal scales.
     for (o, &x) in out.iter_mut().zip(block) {
-        *o = cb.encode(x * inv);
+        *o = cb.encode(x / scale);
     }
 }
 

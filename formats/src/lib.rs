@@ -15,7 +15,7 @@ pub mod pack;
 pub mod sample;
 pub mod scale;
 
-pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix};
+pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix, ScaleRule};
 pub use catalog::Format;
 pub use codebook::Codebook;
 pub use fit::{fit_block_standardized, fit_student_t, TFit};

@@ -37,16 +37,17 @@ impl ScaleDtype {
         }
     }
 
-    /// Rounds an ideal scale (`absmax / max|values|`, positive and finite) to this dtype.
+    /// Rounds an ideal scale (finite; negative for tables with a one-sided extreme) to this dtype.
     ///
-    /// f16 and bf16 round to nearest even and saturate at their largest finite value. E8M0
+    /// f16 and bf16 round to nearest even and saturate at their largest finite magnitude. E8M0
+    /// has no sign: it takes positive scales only. E8M0
     /// follows OCP MX: `2^(floor(log2(absmax)) - emax)` with `emax = floor(log2(max|values|))`,
     /// so pass `absmax` and the codebook's `max_abs` through [`ScaleDtype::e8m0_exponent`] instead.
     pub fn round(self, scale: f32) -> f32 {
         match self {
             Self::F32 => scale,
-            Self::F16 => f16::from_f32(scale).min(f16::MAX).to_f32(),
-            Self::Bf16 => bf16::from_f32(scale).min(bf16::MAX).to_f32(),
+            Self::F16 => f16::from_f32(scale).clamp(f16::MIN, f16::MAX).to_f32(),
+            Self::Bf16 => bf16::from_f32(scale).clamp(bf16::MIN, bf16::MAX).to_f32(),
             Self::E8m0 => {
                 if scale <= 0.0 || !scale.is_finite() {
                     return e8m0_to_f32(0);
