@@ -30,7 +30,7 @@ pub use tquant_kernels::Mode;
 pub use linear::{Linear, Packed};
 pub use model::{KvCache, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;
-pub use weights::{MemorySource, QuantTensor, TensorData, TensorSource};
+pub use weights::{MemorySource, QuantTensor, QuantizeOnLoad, TensorData, TensorSource};
 
 use std::path::Path;
 
@@ -64,5 +64,24 @@ impl Model {
         let config = Config::from_path(path)?;
         let src = st_source::StSource::open(path)?;
         Self::from_source(config, &src, opts)
+    }
+
+    /// Opens a checkpoint and quantizes its float matrices in memory as they load: `quantize`
+    /// gets each 2-D or 3-D float tensor (name, shape, values) and returns its quantized form,
+    /// or `None` to keep it as floats.
+    pub fn open_quantized<F>(path: &Path, opts: Options, quantize: F) -> Result<Self, ModelError>
+    where
+        F: Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync,
+    {
+        let config = Config::from_path(path)?;
+        let src = st_source::StSource::open(path)?;
+        Self::from_source(
+            config,
+            &QuantizeOnLoad {
+                inner: &src,
+                quantize,
+            },
+            opts,
+        )
     }
 }

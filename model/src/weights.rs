@@ -203,3 +203,85 @@ fn to_linears(
         }
     }
 }
+
+/// Hands out `inner`'s tensors, passing every float matrix (2-D or 3-D) through `quantize`
+/// first: a model quantized in memory as it loads (`None` keeps the tensor as floats).
+pub struct QuantizeOnLoad<'a, F> {
+    pub inner: &'a dyn TensorSource,
+    pub quantize: F,
+}
+
+impl<F> std::fmt::Debug for QuantizeOnLoad<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuantizeOnLoad")
+    }
+}
+
+impl<F> TensorSource for QuantizeOnLoad<'_, F>
+where
+    F: Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync,
+{
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        let t = self.inner.tensor(name)?;
+        match &t {
+            TensorData::Dense { shape, values } if shape.len() >= 2 => {
+                Ok(match (self.quantize)(name, shape, values)? {
+                    Some(q) if q.shape == *shape => TensorData::Quantized(q),
+                    Some(q) => {
+                        return Err(ModelError::tensor(
+                            name,
+                            format!("quantized to shape {:?}, not {shape:?}", q.shape),
+                        ))
+                    }
+                    None => t,
+                })
+            }
+            _ => Ok(t),
+        }
+    }
+}
+
+impl QuantTensor {
+    /// Stacks matrices quantized by `tquant_formats::BlockQuantizer` (one per expert, or a
+    /// single 2-D matrix), each with its codebook values.
+    pub fn from_matrices(
+        parts: Vec<(tquant_formats::QuantizedMatrix, Vec<f32>)>,
+    ) -> Result<Self, ModelError> {
+        let Some((first, _)) = parts.first() else {
+            return Err(ModelError::Input("no matrices to stack".into()));
+        };
+        let (rows, cols, block, sd) = (first.rows, first.cols, first.block, first.scale_dtype);
+        if parts
+            .iter()
+            .any(|(m, _)| (m.rows, m.cols, m.block, m.scale_dtype) != (rows, cols, block, sd))
+        {
+            return Err(ModelError::Input(
+                "stacked matrices differ in shape, block or scale dtype".into(),
+            ));
+        }
+        let shape = if parts.len() == 1 {
+            vec![rows, cols]
+        } else {
+            vec![parts.len(), rows, cols]
+        };
+        let mut codes = Vec::new();
+        let mut scales = Vec::new();
+        let mut tables = Vec::new();
+        for (m, t) in parts {
+            codes.extend_from_slice(&m.codes);
+            scales.extend_from_slice(&m.scales);
+            tables.push(Arc::from(t));
+        }
+        Ok(Self {
+            shape,
+            block,
+            scale_dtype: sd,
+            packed: Packed::owned(codes, scales),
+            tables,
+        })
+    }
+}
