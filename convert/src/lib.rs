@@ -1,1 +1,33 @@
-//! tquant-convert.
+//! tquant-convert: reads safetensors checkpoints (one file or shards, memory-mapped, every header
+//! validated before any data is touched), quantizes them tensor by tensor into self-describing
+//! quantized checkpoints written atomically and streamed, and reads those back.
+//!
+//! - [`Checkpoint`]: one reader for original and quantized checkpoints; [`Weight`] is either a
+//!   dense [`TensorView`] or a [`QuantizedView`] whose [`QuantizedView::matrix`] is ready for the
+//!   kernels.
+//! - [`quantize_tensor`]: the in-memory quantization of one tensor (fit, codebook, blocks).
+//! - [`convert()`]: the streaming converter behind `tquant convert`.
+#![deny(unsafe_code)]
+
+pub mod checkpoint;
+pub mod convert;
+pub mod detect;
+pub mod dtype;
+mod error;
+pub mod header;
+pub mod inspect;
+pub mod layouts;
+mod mmap;
+pub mod policy;
+pub mod quantize;
+pub mod quantized;
+pub mod stats;
+mod writer;
+
+pub use checkpoint::{Checkpoint, TensorView, Weight};
+pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
+pub use error::ConvertError;
+pub use policy::{Action, Policy};
+pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
+pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
+pub use safetensors::Dtype;

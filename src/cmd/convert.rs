@@ -1,10 +1,165 @@
-//! `tquant convert`.
+//! `tquant convert`: quantize a safetensors checkpoint into a self-describing quantized one.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use tquant_convert::convert::{NoProgress, Progress, RunOptions};
+use tquant_convert::{ConvertOptions, ConvertSummary, Layout, Policy};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A .safetensors file, or a directory with model.safetensors or shards and their index.
+    pub input: PathBuf,
+    /// Output directory (written atomically; refused if it exists unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Format (sf4, nf4, int4, e2m1, sf4:nu=3.5, ...; see `tquant formats`). Default: sf4
+    /// (nf4 for --layout bnb, e2m1 for --layout mxfp4).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
+    #[arg(long)]
+    pub block: Option<String>,
+    /// Scale dtype: f32, f16, bf16, e8m0. Default: f16 (f32 for bnb, e8m0 for mxfp4).
+    #[arg(long)]
+    pub scale_dtype: Option<String>,
+    /// Student Float degrees of freedom: a number, or `fit` (per tensor and per expert,
+    /// fitted on block-standardised values). Default: fit.
+    #[arg(long)]
+    pub nu: Option<String>,
+    /// On-disk layout: tquant, bnb (bitsandbytes NF4 as transformers saves it), mxfp4
+    /// (OCP MXFP4 as Hugging Face stores it).
+    #[arg(long, default_value = "tquant")]
+    pub layout: String,
+    /// Also quantize tensors matching this glob (`*` and `?`); repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Keep tensors matching this glob unquantized; repeatable; wins over --include.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("`tquant convert` is not available in this build yet")
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total_bytes: u64) {
+        self.0.set_length(total_bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let layout: Layout = args.layout.parse().map_err(anyhow::Error::msg)?;
+    let opts = ConvertOptions::from_args(
+        args.format.as_deref(),
+        args.nu.as_deref(),
+        args.block.as_deref(),
+        args.scale_dtype.as_deref(),
+        layout,
+        Policy {
+            include: args.include.clone(),
+            exclude: args.exclude.clone(),
+        },
+    )?;
+    let run = RunOptions {
+        force: args.force,
+        threads: args.threads,
+    };
+    let summary = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        let bar = Bar(bar);
+        let s = tquant_convert::convert(&args.input, &args.output, &opts, &run, &bar);
+        bar.0.finish_and_clear();
+        s
+    } else {
+        tquant_convert::convert(&args.input, &args.output, &opts, &run, &NoProgress)
+    }
+    .with_context(|| format!("converting {}", args.input.display()))?;
+    let mut out = String::new();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+    } else {
+        write_text(&mut out, &summary)?;
+    }
+    emit(&out)
+}
+
+/// Prints command output; a closed pipe (`| head`) is not an error.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{} -> {} ({} layout, {} nu={} block {} {} scales)",
+        s.input.display(),
+        s.output.display(),
+        s.layout,
+        s.format,
+        s.nu,
+        s.block,
+        s.scale_dtype
+    )?;
+    writeln!(
+        out,
+        "{} tensors: {} quantized, {} kept, {} skipped; {:.1} of {:.1} M parameters quantized",
+        s.tensors.len(),
+        s.quantized,
+        s.kept,
+        s.skipped,
+        s.params_quantized as f64 / 1e6,
+        s.params as f64 / 1e6
+    )?;
+    let mut nus: Vec<f64> = s
+        .tensors
+        .iter()
+        .flat_map(|t| t.nu.iter().flatten().copied())
+        .collect();
+    if !nus.is_empty() && s.nu == "fit" {
+        nus.sort_by(f64::total_cmp);
+        writeln!(
+            out,
+            "fitted nu over {} matrices: min {:.3}, median {:.3}, max {:.3}",
+            nus.len(),
+            nus[0],
+            nus[nus.len() / 2],
+            nus[nus.len() - 1]
+        )?;
+    }
+    writeln!(
+        out,
+        "{:.1} MB -> {:.1} MB ({:.3} bits per weight overall) in {:.2} s ({:.1} MB/s, {} threads)",
+        s.input_bytes as f64 / 1e6,
+        s.output_bytes as f64 / 1e6,
+        s.bits_per_weight,
+        s.seconds,
+        s.mb_per_s,
+        s.threads
+    )
 }

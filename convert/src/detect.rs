@@ -1,0 +1,340 @@
+//! Finding the quantized tensors of an opened checkpoint, in any of the three layouts, and
+//! checking that their stored parts agree with their description before anything reads them.
+
+use crate::checkpoint::{Checkpoint, QuantSlot};
+use crate::dtype::from_torch_name;
+use crate::header::dtype_name;
+use crate::quantized::{
+    Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION, META_PREFIX,
+    META_VERSION, SCALES_SUFFIX,
+};
+use crate::ConvertError;
+use safetensors::Dtype;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tquant_formats::pack::row_bytes;
+use tquant_formats::{Format, ScaleDtype};
+
+/// Suffix of bitsandbytes' serialized quant state (`<weight>.quant_state.bitsandbytes__nf4`).
+pub const BNB_STATE_SUFFIXES: [&str; 2] = [
+    ".quant_state.bitsandbytes__nf4",
+    ".quant_state.bitsandbytes__fp4",
+];
+/// Hugging Face MXFP4 part suffixes.
+pub const MXFP4_BLOCKS: &str = "_blocks";
+pub const MXFP4_SCALES: &str = "_scales";
+/// Elements per MXFP4 block (OCP MX).
+pub const MXFP4_BLOCK: usize = 32;
+
+/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8).
+pub fn scale_storage_dtype(d: ScaleDtype) -> Dtype {
+    match d {
+        ScaleDtype::F32 => Dtype::F32,
+        ScaleDtype::F16 => Dtype::F16,
+        ScaleDtype::Bf16 => Dtype::BF16,
+        ScaleDtype::E8m0 => Dtype::U8,
+    }
+}
+
+pub(crate) fn detect_quantized(
+    ckpt: &Checkpoint,
+) -> Result<BTreeMap<String, QuantSlot>, ConvertError> {
+    let mut out = BTreeMap::new();
+    for shard in ckpt.shards() {
+        for (key, value) in &shard.header.metadata {
+            if key == META_VERSION || !key.starts_with(META_PREFIX) {
+                continue;
+            }
+            let name = &key[META_PREFIX.len()..];
+            let slot = tquant_slot(ckpt, shard.path.clone(), name, value)?;
+            out.insert(name.to_string(), slot);
+        }
+    }
+    for name in ckpt.raw_names() {
+        if let Some(base) = BNB_STATE_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)) {
+            out.insert(base.to_string(), bnb_slot(ckpt, base, name)?);
+        } else if let Some(base) = name.strip_suffix(MXFP4_BLOCKS) {
+            let scales = format!("{base}{MXFP4_SCALES}");
+            if ckpt.locate(&scales).is_some() {
+                out.insert(base.to_string(), mxfp4_slot(ckpt, base, name, &scales)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn path_of(ckpt: &Checkpoint, name: &str) -> PathBuf {
+    ckpt.locate(name)
+        .map(|(s, _)| s.path.clone())
+        .unwrap_or_else(|| ckpt.root().to_path_buf())
+}
+
+/// A stored part must exist with this dtype and shape.
+fn expect_part(
+    ckpt: &Checkpoint,
+    owner: &str,
+    part: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<(), ConvertError> {
+    let Some((shard, entry)) = ckpt.locate(part) else {
+        return Err(ConvertError::tensor(
+            path_of(ckpt, owner),
+            owner,
+            format!("quantized tensor lacks its part '{part}'"),
+        ));
+    };
+    if entry.dtype != dtype || entry.shape != shape {
+        return Err(ConvertError::tensor(
+            &shard.path,
+            part,
+            format!(
+                "expected {} {shape:?}, found {} {:?}",
+                dtype_name(dtype),
+                dtype_name(entry.dtype),
+                entry.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `lead` followed by `tail`: the shape of a per-matrix part of a 2-D or 3-D tensor.
+fn part_shape(info: &QuantInfo, tail: &[usize]) -> Vec<usize> {
+    let mut s = if info.shape.len() == 3 {
+        vec![info.shape[0]]
+    } else {
+        Vec::new()
+    };
+    s.extend_from_slice(tail);
+    s
+}
+
+fn check_shape(shape: &[usize]) -> Result<(), String> {
+    if !(2..=3).contains(&shape.len()) || shape.contains(&0) {
+        return Err(format!(
+            "shape {shape:?}: a quantized tensor is 2-D or 3-D with no empty dimension"
+        ));
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .map(|_| ())
+        .ok_or_else(|| format!("shape {shape:?} overflows"))
+}
+
+/// Reads and checks codebooks (`[experts?, 2^bits]` F32, finite).
+fn read_codebooks(
+    ckpt: &Checkpoint,
+    name: &str,
+    experts: usize,
+    len: usize,
+) -> Result<Vec<Vec<f32>>, ConvertError> {
+    let values = ckpt.read_f32(name)?;
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(ConvertError::tensor(
+            path_of(ckpt, name),
+            name,
+            format!("codebook value {bad} is not finite"),
+        ));
+    }
+    Ok(values
+        .chunks(len)
+        .take(experts)
+        .map(<[f32]>::to_vec)
+        .collect())
+}
+
+fn tquant_slot(
+    ckpt: &Checkpoint,
+    path: PathBuf,
+    name: &str,
+    json: &str,
+) -> Result<QuantSlot, ConvertError> {
+    let bad = |reason: String| ConvertError::tensor(&path, name, reason);
+    let mut info: QuantInfo = serde_json::from_str(json)
+        .map_err(|e| bad(format!("tquant metadata is not valid: {e}")))?;
+    if info.version == 0 || info.version > FORMAT_VERSION {
+        return Err(bad(format!(
+            "tquant format version {} is not supported (this build reads up to {FORMAT_VERSION})",
+            info.version
+        )));
+    }
+    if info.layout != Layout::Tquant {
+        return Err(bad(format!(
+            "metadata layout '{}' is not tquant's",
+            info.layout.name()
+        )));
+    }
+    check_shape(&info.shape).map_err(bad)?;
+    if !(1..=4).contains(&info.bits) || info.block == 0 {
+        return Err(bad(format!(
+            "bits {} / block {} out of range",
+            info.bits, info.block
+        )));
+    }
+    let experts = info.experts();
+    if info.matrices.len() != experts {
+        return Err(bad(format!(
+            "metadata describes {} matrices for {experts} experts",
+            info.matrices.len()
+        )));
+    }
+    let (rows, cols) = (info.rows(), info.cols());
+    let codes = format!("{name}{CODES_SUFFIX}");
+    let scales = format!("{name}{SCALES_SUFFIX}");
+    let codebook = format!("{name}{CODEBOOK_SUFFIX}");
+    let table_len = 1usize << info.bits;
+    expect_part(
+        ckpt,
+        name,
+        &codes,
+        Dtype::U8,
+        &part_shape(&info, &[rows, row_bytes(cols)]),
+    )?;
+    expect_part(
+        ckpt,
+        name,
+        &scales,
+        scale_storage_dtype(info.scale_dtype),
+        &part_shape(&info, &[rows, info.blocks_per_row()]),
+    )?;
+    expect_part(
+        ckpt,
+        name,
+        &codebook,
+        Dtype::F32,
+        &part_shape(&info, &[table_len]),
+    )?;
+    for (m, values) in info
+        .matrices
+        .iter_mut()
+        .zip(read_codebooks(ckpt, &codebook, experts, table_len)?)
+    {
+        m.codebook = values;
+    }
+    Ok(QuantSlot {
+        info,
+        codes: codes.clone(),
+        scales: scales.clone(),
+        parts: vec![codes, scales, codebook],
+    })
+}
+
+fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot, ConvertError> {
+    let path = path_of(ckpt, state_name);
+    let bad = |reason: String| ConvertError::tensor(&path, base, reason);
+    let state = ckpt.raw(state_name)?;
+    let state: Value = serde_json::from_slice(state.bytes)
+        .map_err(|e| bad(format!("bitsandbytes quant_state is not JSON: {e}")))?;
+    let quant_type = state["quant_type"].as_str().unwrap_or("");
+    let block = state["blocksize"]
+        .as_u64()
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|&b| b > 0)
+        .ok_or_else(|| bad("quant_state has no valid blocksize".into()))?;
+    let shape: Vec<usize> = state["shape"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64().map(|d| d as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    check_shape(&shape).map_err(bad)?;
+    let dtype = state["dtype"]
+        .as_str()
+        .and_then(from_torch_name)
+        .ok_or_else(|| {
+            bad(format!(
+                "quant_state dtype {} is not a float dtype",
+                state["dtype"]
+            ))
+        })?;
+    if state.get("nested_blocksize").is_some() {
+        return Err(bad(
+            "nested (double-quantized) bitsandbytes absmax is not supported".into(),
+        ));
+    }
+    let numel: usize = shape.iter().product();
+    let absmax = format!("{base}.absmax");
+    let quant_map = format!("{base}.quant_map");
+    expect_part(ckpt, base, base, Dtype::U8, &[numel.div_ceil(2), 1])?;
+    expect_part(ckpt, base, &absmax, Dtype::F32, &[numel.div_ceil(block)])?;
+    expect_part(ckpt, base, &quant_map, Dtype::F32, &[16])?;
+    let codebook = read_codebooks(ckpt, &quant_map, 1, 16)?.remove(0);
+    let info = QuantInfo {
+        version: FORMAT_VERSION,
+        layout: Layout::Bnb,
+        format: quant_type.to_string(),
+        bits: 4,
+        shape,
+        dtype: dtype_name(dtype),
+        block,
+        scale_dtype: ScaleDtype::F32,
+        matrices: vec![MatrixInfo {
+            format: format!("bnb_{quant_type}"),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            codebook,
+        }],
+    };
+    Ok(QuantSlot {
+        info,
+        codes: base.to_string(),
+        scales: absmax.clone(),
+        parts: vec![base.to_string(), absmax, quant_map, state_name.to_string()],
+    })
+}
+
+fn mxfp4_slot(
+    ckpt: &Checkpoint,
+    base: &str,
+    blocks: &str,
+    scales: &str,
+) -> Result<QuantSlot, ConvertError> {
+    let path = path_of(ckpt, blocks);
+    let bad = |reason: String| ConvertError::tensor(&path, base, reason);
+    let b = ckpt.raw(blocks)?;
+    let n = b.shape.len();
+    if b.dtype != Dtype::U8 || !(3..=4).contains(&n) || b.shape[n - 1] != MXFP4_BLOCK / 2 {
+        return Err(bad(format!(
+            "MXFP4 blocks must be U8 [.., rows, groups, 16], found {} {:?}",
+            b.dtype, b.shape
+        )));
+    }
+    let mut shape = b.shape[..n - 1].to_vec();
+    shape[n - 2] *= MXFP4_BLOCK;
+    check_shape(&shape).map_err(bad)?;
+    expect_part(ckpt, base, scales, Dtype::U8, &b.shape[..n - 1])?;
+    let e2m1: Format = "e2m1".parse().expect("e2m1 is in the catalog");
+    let experts = if shape.len() == 3 { shape[0] } else { 1 };
+    let info = QuantInfo {
+        version: FORMAT_VERSION,
+        layout: Layout::Mxfp4,
+        format: "mxfp4".into(),
+        bits: 4,
+        shape,
+        dtype: "BF16".into(),
+        block: MXFP4_BLOCK,
+        scale_dtype: ScaleDtype::E8m0,
+        matrices: vec![
+            MatrixInfo {
+                format: "e2m1".into(),
+                nu: None,
+                fit: None,
+                fit_tensor: None,
+                codebook: e2m1.codebook().values().to_vec(),
+            };
+            experts
+        ],
+    };
+    Ok(QuantSlot {
+        info,
+        codes: blocks.to_string(),
+        scales: scales.to_string(),
+        parts: vec![blocks.to_string(), scales.to_string()],
+    })
+}

@@ -1,0 +1,225 @@
+//! Which tensors are quantized: by name globs and shape, so that DeepSeek, Llama, Mixtral,
+//! Qwen-MoE and BERT-style checkpoints all convert with the same default.
+
+use crate::dtype::is_float;
+use safetensors::Dtype;
+
+/// What the converter does with one tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Quantize (a 2-D matrix, or a fused 3-D `[experts, rows, cols]` tensor per expert).
+    Quantize,
+    /// Copy unchanged in its own dtype.
+    Keep,
+    /// Leave out of the output (derived buffers such as `rotary_emb.inv_freq`).
+    Skip,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Quantize => "quantize",
+            Action::Keep => "keep",
+            Action::Skip => "skip",
+        }
+    }
+}
+
+/// Tensors never written: buffers recomputed by every runtime.
+pub const SKIP_GLOBS: [&str; 1] = ["*rotary_emb.inv_freq"];
+
+/// Routers and gates that stay in full precision (vLLM and llama.cpp never quantize them).
+pub const ROUTER_GLOBS: [&str; 5] = [
+    "*.mlp.gate.weight",
+    "*.block_sparse_moe.gate.weight",
+    "*.shared_expert_gate.weight",
+    "*.router.weight",
+    "*.mlp.router.*",
+];
+
+/// The tensor policy: defaults plus the user's `--include` / `--exclude` globs.
+///
+/// Default: quantize float matrices inside repeated blocks (`layers.N.`, `layer.N.`, `h.N.`,
+/// `blocks.N.`): attention projections, dense MLPs, shared experts, routed experts (per expert,
+/// or fused 3-D tensors whose name mentions `experts`). Keep embeddings, `lm_head`, routers,
+/// norms and every 1-D tensor. `--exclude` wins over `--include`, which wins over the default;
+/// an included tensor is still only quantized when it is a float matrix (2-D or 3-D).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Policy {
+    pub fn decide(&self, name: &str, shape: &[usize], dtype: Dtype) -> Action {
+        if SKIP_GLOBS.iter().any(|g| glob_match(g, name)) {
+            return Action::Skip;
+        }
+        let quantizable = is_float(dtype) && (2..=3).contains(&shape.len()) && !shape.contains(&0);
+        if !quantizable || self.exclude.iter().any(|g| glob_match(g, name)) {
+            return Action::Keep;
+        }
+        if self.include.iter().any(|g| glob_match(g, name)) {
+            return Action::Quantize;
+        }
+        if default_quantizes(name, shape) {
+            Action::Quantize
+        } else {
+            Action::Keep
+        }
+    }
+}
+
+fn default_quantizes(name: &str, shape: &[usize]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if !in_repeated_block(name)
+        || lower.contains("norm")
+        || lower.contains("embed")
+        || ROUTER_GLOBS.iter().any(|g| glob_match(g, name))
+    {
+        return false;
+    }
+    match shape.len() {
+        2 => name.ends_with("weight"),
+        3 => name.contains("experts"),
+        _ => false,
+    }
+}
+
+/// True when some segment of the dotted name is a number following a word (`layers.3`).
+fn in_repeated_block(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).any(|w| {
+        !w[1].is_empty()
+            && w[1].bytes().all(|b| b.is_ascii_digit())
+            && matches!(w[0], "layers" | "layer" | "h" | "blocks" | "block")
+    })
+}
+
+/// Shell-style glob over the whole name: `*` matches any run of characters (dots included),
+/// `?` any one character; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and the text position it was tried at, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match(
+            "*.mlp.gate.weight",
+            "model.layers.1.mlp.gate.weight"
+        ));
+        assert!(!glob_match(
+            "*.mlp.gate.weight",
+            "model.layers.1.mlp.gate_proj.weight"
+        ));
+        assert!(glob_match(
+            "model.layers.?.*",
+            "model.layers.3.self_attn.q_proj.weight"
+        ));
+        assert!(!glob_match("model.layers.?.*", "model.layers.13.x"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYbc"));
+        assert!(!glob_match("a*b*c", "aXXbYYb"));
+    }
+
+    #[test]
+    fn default_policy_quantizes_decoder_matrices_only() {
+        let p = Policy::default();
+        let q = |n: &str, s: &[usize]| p.decide(n, s, Dtype::BF16);
+        for n in [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.kv_b_proj.weight",
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.1.mlp.experts.7.up_proj.weight",
+            "model.layers.1.mlp.shared_experts.gate_proj.weight",
+            "model.layers.1.block_sparse_moe.experts.0.w1.weight",
+            "encoder.layer.0.attention.self.query.weight",
+        ] {
+            assert_eq!(q(n, &[8, 16]), Action::Quantize, "{n}");
+        }
+        assert_eq!(
+            q("model.layers.1.mlp.experts.gate_up_proj", &[4, 8, 16]),
+            Action::Quantize
+        );
+        for n in [
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.layers.1.mlp.gate.weight",
+            "model.layers.1.block_sparse_moe.gate.weight",
+            "model.layers.1.mlp.shared_expert_gate.weight",
+            "model.layers.0.input_layernorm.weight",
+            "encoder.layer.0.attention.output.LayerNorm.weight",
+        ] {
+            assert_eq!(q(n, &[8, 16]), Action::Keep, "{n}");
+        }
+        assert_eq!(
+            q("model.layers.0.input_layernorm.weight", &[16]),
+            Action::Keep
+        );
+        assert_eq!(
+            q("model.layers.0.self_attn.rotary_emb.inv_freq", &[8]),
+            Action::Skip
+        );
+        assert_eq!(
+            p.decide(
+                "model.layers.0.self_attn.q_proj.weight",
+                &[8, 16],
+                Dtype::I32
+            ),
+            Action::Keep
+        );
+    }
+
+    #[test]
+    fn exclude_beats_include_beats_default() {
+        let p = Policy {
+            include: vec!["lm_head.weight".into(), "*.q_proj.*".into()],
+            exclude: vec!["*.layers.0.*".into()],
+        };
+        assert_eq!(
+            p.decide("lm_head.weight", &[8, 16], Dtype::F32),
+            Action::Quantize
+        );
+        assert_eq!(
+            p.decide(
+                "model.layers.0.self_attn.q_proj.weight",
+                &[8, 16],
+                Dtype::F32
+            ),
+            Action::Keep
+        );
+        assert_eq!(
+            p.decide(
+                "model.layers.1.self_attn.q_proj.weight",
+                &[8, 16],
+                Dtype::F32
+            ),
+            Action::Quantize
+        );
+        // An included vector still cannot be quantized.
+        assert_eq!(p.decide("lm_head.weight", &[16], Dtype::F32), Action::Keep);
+    }
+}

@@ -1,0 +1,322 @@
+//! Quantizing one tensor in memory: Student-t fit, the codebook it selects, block quantization
+//! and packing in the chosen layout. The converter calls this per matrix; `tquant report` calls
+//! [`quantize_tensor`] to quantize a model without files.
+
+use crate::detect::MXFP4_BLOCK;
+use crate::dtype::count_non_finite;
+use crate::layouts;
+use crate::policy::{Action, Policy};
+use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo, QuantizedTensor, FORMAT_VERSION};
+use crate::ConvertError;
+use rayon::prelude::*;
+use safetensors::Dtype;
+use tquant_formats::{
+    fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
+    ScaleDtype,
+};
+
+/// How the degrees of freedom of a Student Float codebook are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NuChoice {
+    /// Per tensor (per expert): maximum-likelihood fit on block-standardised values.
+    Fit,
+    Fixed(f64),
+}
+
+/// Everything that decides how a checkpoint is converted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertOptions {
+    /// The format; for Student Float with [`NuChoice::Fit`] only its bit width matters.
+    pub format: Format,
+    /// `Some` exactly for Student Float formats.
+    pub nu: Option<NuChoice>,
+    pub block: BlockSize,
+    pub scale_dtype: ScaleDtype,
+    pub layout: Layout,
+    pub policy: Policy,
+}
+
+impl Default for ConvertOptions {
+    /// sf4 with fitted nu, blocks of 64, f16 scales, tquant's layout, the default policy.
+    fn default() -> Self {
+        Self {
+            format: "sf4".parse().expect("sf4 is in the catalog"),
+            nu: Some(NuChoice::Fit),
+            block: BlockSize::Elements(64),
+            scale_dtype: ScaleDtype::F16,
+            layout: Layout::Tquant,
+            policy: Policy::default(),
+        }
+    }
+}
+
+fn opt_err(e: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Options(e.to_string())
+}
+
+impl ConvertOptions {
+    /// Options from command-line strings; `None` takes the layout's default: sf4 / fitted nu /
+    /// block 64 / f16 for tquant, nf4 / 64 / f32 absmax for bnb, e2m1 / 32 / e8m0 for mxfp4.
+    /// A `nu` for a format that has none, or settings a layout cannot store, are errors.
+    pub fn from_args(
+        format: Option<&str>,
+        nu: Option<&str>,
+        block: Option<&str>,
+        scale_dtype: Option<&str>,
+        layout: Layout,
+        policy: Policy,
+    ) -> Result<Self, ConvertError> {
+        let (def_format, def_block, def_scale) = match layout {
+            Layout::Tquant => ("sf4", "64", "f16"),
+            Layout::Bnb => ("nf4", "64", "f32"),
+            Layout::Mxfp4 => ("e2m1", "32", "e8m0"),
+        };
+        let format_str = format.unwrap_or(def_format);
+        let format: Format = format_str.parse().map_err(opt_err)?;
+        let block: BlockSize = block.unwrap_or(def_block).parse().map_err(opt_err)?;
+        let scale_dtype: ScaleDtype = scale_dtype.unwrap_or(def_scale).parse().map_err(opt_err)?;
+        let nu = match (format.nu(), nu) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(opt_err(format!(
+                    "--nu applies to Student Float formats (sf4, sf3), not '{format}'"
+                )))
+            }
+            // "sf4:nu=3.5" fixes nu; plain "sf4" fits it unless --nu says otherwise.
+            (Some(named), None) if format_str.contains(':') => Some(NuChoice::Fixed(named)),
+            (Some(_), None) => Some(NuChoice::Fit),
+            (Some(_), Some(_)) if format_str.contains(':') => {
+                return Err(opt_err(format!(
+                    "'{format_str}' already fixes nu; drop --nu or write the format as sf{}",
+                    format.bits()
+                )))
+            }
+            (Some(_), Some("fit")) => Some(NuChoice::Fit),
+            (Some(_), Some(v)) => {
+                let nu: f64 = v
+                    .parse()
+                    .map_err(|_| opt_err(format!("--nu '{v}' is not a number or 'fit'")))?;
+                Format::student_float(format.bits(), nu).map_err(opt_err)?;
+                Some(NuChoice::Fixed(nu))
+            }
+        };
+        let format = match nu {
+            Some(NuChoice::Fixed(v)) => Format::student_float(format.bits(), v).map_err(opt_err)?,
+            _ => format,
+        };
+        let opts = Self {
+            format,
+            nu,
+            block,
+            scale_dtype,
+            layout,
+            policy,
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    /// Checks that the layout can store this format, block and scale dtype.
+    pub fn validate(&self) -> Result<(), ConvertError> {
+        match self.layout {
+            Layout::Tquant => Ok(()),
+            Layout::Bnb => {
+                let ok_block = matches!(self.block, BlockSize::Elements(n) if layouts::BNB_BLOCKS.contains(&n));
+                if self.format.name() != "nf4" || self.scale_dtype != ScaleDtype::F32 || !ok_block {
+                    return Err(opt_err(format!(
+                        "--layout bnb stores nf4 with f32 absmax scales and blocks of {:?}, not {} / {} / block {}",
+                        layouts::BNB_BLOCKS, self.format, self.scale_dtype, self.block
+                    )));
+                }
+                Ok(())
+            }
+            Layout::Mxfp4 => {
+                if self.format.name() != "e2m1"
+                    || self.scale_dtype != ScaleDtype::E8m0
+                    || self.block != BlockSize::Elements(MXFP4_BLOCK)
+                {
+                    return Err(opt_err(format!(
+                        "--layout mxfp4 stores e2m1 with e8m0 scales and blocks of {MXFP4_BLOCK}, not {} / {} / block {}",
+                        self.format, self.scale_dtype, self.block
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Bits per code of the chosen format.
+    pub fn bits(&self) -> u32 {
+        self.format.bits()
+    }
+}
+
+/// Rounds a fitted nu to 3 decimals so the format name (`sf4:nu=4.237`) rebuilds the exact
+/// codebook stored in the file.
+pub fn round_nu(nu: f64) -> f64 {
+    (nu * 1000.0).round() / 1000.0
+}
+
+/// One quantized matrix: its description and bytes in the options' layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedMatrixOut {
+    pub info: MatrixInfo,
+    pub codes: Vec<u8>,
+    pub scales: Vec<u8>,
+}
+
+/// Fits (when asked), picks the codebook and quantizes one row-major `[rows, cols]` matrix.
+pub fn quantize_matrix(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+) -> Result<QuantizedMatrixOut, FormatError> {
+    let block_len = opts.block.len_for(cols);
+    let (format, fit, fit_tensor) = match opts.nu {
+        Some(NuChoice::Fit) => {
+            let fit = fit_block_standardized(values, block_len);
+            let whole = fit_student_t(values);
+            let format = Format::student_float(opts.format.bits(), round_nu(fit.nu))?;
+            (format, Some(FitInfo::from(fit)), Some(FitInfo::from(whole)))
+        }
+        _ => (opts.format.clone(), None, None),
+    };
+    let cb = format.codebook();
+    let (codes, scales) = match opts.layout {
+        Layout::Tquant | Layout::Mxfp4 => {
+            let q = BlockQuantizer {
+                block: opts.block,
+                scale_dtype: opts.scale_dtype,
+            }
+            .quantize(cb, values, rows, cols)?;
+            (q.codes, q.scales)
+        }
+        Layout::Bnb => layouts::bnb_quantize(values, block_len)?,
+    };
+    Ok(QuantizedMatrixOut {
+        info: MatrixInfo {
+            format: format.name().to_string(),
+            nu: format.nu(),
+            fit,
+            fit_tensor,
+            codebook: cb.values().to_vec(),
+        },
+        codes,
+        scales,
+    })
+}
+
+/// The description of a tensor of `shape` quantized with `opts`, before its matrices exist.
+pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantInfo {
+    let cols = shape[shape.len() - 1];
+    let experts = if shape.len() == 3 { shape[0] } else { 1 };
+    let matrices = if opts.layout == Layout::Bnb {
+        1
+    } else {
+        experts
+    };
+    QuantInfo {
+        version: FORMAT_VERSION,
+        layout: opts.layout,
+        format: match opts.nu {
+            Some(NuChoice::Fit) => format!("sf{}", opts.bits()),
+            _ => opts.format.name().to_string(),
+        },
+        bits: opts.bits(),
+        shape: shape.to_vec(),
+        dtype: dtype.to_string(),
+        block: opts.block.len_for(cols),
+        scale_dtype: opts.scale_dtype,
+        matrices: vec![
+            MatrixInfo {
+                format: opts.format.name().to_string(),
+                nu: opts.format.nu(),
+                fit: None,
+                fit_tensor: None,
+                codebook: opts.format.codebook().values().to_vec(),
+            };
+            matrices
+        ],
+    }
+}
+
+/// Policy decision for a tensor under these options.
+pub fn decide(name: &str, shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> Action {
+    opts.policy.decide(name, shape, dtype)
+}
+
+/// Quantizes one tensor (2-D, or 3-D `[experts, rows, cols]` with each expert on its own
+/// scales and fitted codebook), whatever the policy says: callers decide with [`decide`].
+/// NaN or infinite values are refused.
+pub fn quantize_tensor(
+    name: &str,
+    values: &[f32],
+    shape: &[usize],
+    dtype: Dtype,
+    opts: &ConvertOptions,
+) -> Result<QuantizedTensor, ConvertError> {
+    let invalid = |reason: String| ConvertError::Invalid {
+        tensor: name.to_string(),
+        reason,
+    };
+    if !(2..=3).contains(&shape.len()) || shape.contains(&0) {
+        return Err(invalid(format!(
+            "shape {shape:?}: only 2-D matrices and 3-D expert tensors are quantized"
+        )));
+    }
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if numel != Some(values.len()) {
+        return Err(invalid(format!(
+            "{} values do not fill shape {shape:?}",
+            values.len()
+        )));
+    }
+    let bad = count_non_finite(values);
+    if bad > 0 {
+        return Err(invalid(format!(
+            "{bad} NaN or infinite values (of {}); refusing to quantize",
+            values.len()
+        )));
+    }
+    let mut info = plan_info(shape, dtype, opts);
+    let fmt_err = |err| ConvertError::Format {
+        tensor: name.to_string(),
+        err,
+    };
+    let (rows, cols) = (info.rows(), info.cols());
+    if opts.layout == Layout::Bnb {
+        // bitsandbytes blocks run over the flattened tensor, experts included.
+        let m = quantize_matrix(values, 1, values.len(), opts).map_err(fmt_err)?;
+        info.matrices = vec![m.info];
+        return Ok(QuantizedTensor {
+            name: name.to_string(),
+            info,
+            codes: m.codes,
+            scales: m.scales,
+        });
+    }
+    layouts::check_matrix(opts, rows, cols).map_err(invalid)?;
+    let per = rows * cols;
+    let outs = values
+        .par_chunks(per)
+        .map(|m| quantize_matrix(m, rows, cols, opts))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fmt_err)?;
+    let mut codes = Vec::with_capacity(info.code_bytes());
+    let mut scales = Vec::with_capacity(info.scale_bytes());
+    info.matrices = outs
+        .into_iter()
+        .map(|m| {
+            codes.extend_from_slice(&m.codes);
+            scales.extend_from_slice(&m.scales);
+            m.info
+        })
+        .collect();
+    Ok(QuantizedTensor {
+        name: name.to_string(),
+        info,
+        codes,
+        scales,
+    })
+}

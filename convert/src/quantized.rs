@@ -1,0 +1,350 @@
+//! What a quantized tensor is, whichever way it is stored: its description ([`QuantInfo`], kept
+//! in the file's `__metadata__` for tquant's own layout), borrowed views of its bytes
+//! ([`QuantizedView`]) and owned results of the in-memory quantizer ([`QuantizedTensor`]).
+
+use serde::{Deserialize, Serialize};
+use tquant_formats::pack::{code_at, row_bytes};
+use tquant_formats::ScaleDtype;
+
+/// Version of the on-disk description; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// `__metadata__` key prefix of a quantized tensor's description: `tquant.<name>`.
+pub const META_PREFIX: &str = "tquant.";
+/// `__metadata__` key carrying [`FORMAT_VERSION`].
+pub const META_VERSION: &str = "tquant.version";
+/// Suffixes of the stored parts of a quantized tensor `<name>` in tquant's layout.
+pub const CODES_SUFFIX: &str = ".codes";
+pub const SCALES_SUFFIX: &str = ".scales";
+pub const CODEBOOK_SUFFIX: &str = ".codebook";
+
+/// How the bytes of a quantized tensor are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// tquant's: per matrix, row-major packed codes (element 2j in the low nibble, rows start on a
+    /// byte), scales `[rows, blocks_per_row]`, codebook in code order.
+    Tquant,
+    /// bitsandbytes NF4 as transformers saves it: blocks over the flattened tensor, element 2j in
+    /// the high nibble, f32 absmax per block, `quant_map` codebook.
+    Bnb,
+    /// OCP MXFP4 as Hugging Face stores it: `_blocks` `[.., rows, cols/32, 16]` (low nibble first,
+    /// per-row blocks of 32, i.e. tquant's code layout) and `_scales` E8M0 `[.., rows, cols/32]`.
+    Mxfp4,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tquant => "tquant",
+            Self::Bnb => "bnb",
+            Self::Mxfp4 => "mxfp4",
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tquant" => Ok(Self::Tquant),
+            "bnb" => Ok(Self::Bnb),
+            "mxfp4" => Ok(Self::Mxfp4),
+            _ => Err(format!("unknown layout '{s}' (tquant, bnb, mxfp4)")),
+        }
+    }
+}
+
+/// A fitted location-scale Student-t, as stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitInfo {
+    pub nu: f64,
+    pub loc: f64,
+    pub scale: f64,
+}
+
+impl From<tquant_formats::TFit> for FitInfo {
+    fn from(f: tquant_formats::TFit) -> Self {
+        Self {
+            nu: f.nu,
+            loc: f.loc,
+            scale: f.scale,
+        }
+    }
+}
+
+/// One quantized matrix (a 2-D tensor, or one expert of a fused 3-D tensor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixInfo {
+    /// Format name, parseable by `tquant_formats::Format` (`sf4:nu=4.237`, `nf4`).
+    pub format: String,
+    /// Degrees of freedom of the Student Float codebook, when it is one.
+    pub nu: Option<f64>,
+    /// Fit on block-standardised values (what an SF codebook is built from).
+    pub fit: Option<FitInfo>,
+    /// Fit on the whole matrix's values (the paper's per-tensor profile).
+    pub fit_tensor: Option<FitInfo>,
+    /// Values in code order; stored as the `.codebook` tensor, not in the metadata.
+    #[serde(skip)]
+    pub codebook: Vec<f32>,
+}
+
+/// Everything needed to interpret a quantized tensor's bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantInfo {
+    pub version: u32,
+    pub layout: Layout,
+    /// Base format asked for (`sf4`, `nf4`); each matrix names its exact codebook.
+    pub format: String,
+    pub bits: u32,
+    /// Logical shape: `[rows, cols]` or `[experts, rows, cols]`.
+    pub shape: Vec<usize>,
+    /// dtype of the original tensor (`BF16`).
+    pub dtype: String,
+    /// Elements per block (the row length for whole-row blocks).
+    pub block: usize,
+    #[serde(with = "scale_dtype_name")]
+    pub scale_dtype: ScaleDtype,
+    /// One per matrix: 1 for a 2-D tensor, `experts` for a 3-D one (bitsandbytes: always 1).
+    pub matrices: Vec<MatrixInfo>,
+}
+
+mod scale_dtype_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tquant_formats::ScaleDtype;
+
+    pub fn serialize<S: Serializer>(d: &ScaleDtype, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ScaleDtype, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl QuantInfo {
+    /// Number of matrices (experts): 1 for a 2-D tensor.
+    pub fn experts(&self) -> usize {
+        if self.shape.len() == 3 {
+            self.shape[0]
+        } else {
+            1
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape[self.shape.len() - 2]
+    }
+
+    pub fn cols(&self) -> usize {
+        self.shape[self.shape.len() - 1]
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols().div_ceil(self.block)
+    }
+
+    /// Bytes of packed codes of one matrix (tquant and MXFP4 layouts).
+    pub fn matrix_code_bytes(&self) -> usize {
+        self.rows() * row_bytes(self.cols())
+    }
+
+    /// Bytes of scales of one matrix (tquant and MXFP4 layouts).
+    pub fn matrix_scale_bytes(&self) -> usize {
+        self.rows() * self.blocks_per_row() * self.scale_dtype.size()
+    }
+
+    /// Bytes of all packed codes. bitsandbytes packs the flattened tensor, two codes a byte.
+    pub fn code_bytes(&self) -> usize {
+        match self.layout {
+            Layout::Bnb => self.numel().div_ceil(2),
+            _ => self.experts() * self.matrix_code_bytes(),
+        }
+    }
+
+    /// Bytes of all scales. bitsandbytes has one per block of the flattened tensor.
+    pub fn scale_bytes(&self) -> usize {
+        match self.layout {
+            Layout::Bnb => self.numel().div_ceil(self.block) * self.scale_dtype.size(),
+            _ => self.experts() * self.matrix_scale_bytes(),
+        }
+    }
+
+    /// Stored bits per weight, codes and scales (the codebook excluded).
+    pub fn bits_per_weight(&self) -> f64 {
+        (self.code_bytes() + self.scale_bytes()) as f64 * 8.0 / self.numel().max(1) as f64
+    }
+
+    /// The metadata JSON of tquant's layout.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("QuantInfo serializes")
+    }
+}
+
+/// One matrix, ready for `tquant_kernels::QMatrix::new(rows, cols, block, codes, scales,
+/// scale_dtype, table)`: tquant's code layout, scales `[rows, blocks_per_row]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixRef<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub block: usize,
+    pub codes: &'a [u8],
+    pub scales: &'a [u8],
+    pub scale_dtype: ScaleDtype,
+    /// The codebook, `2^bits` values in code order.
+    pub table: &'a [f32],
+}
+
+/// A quantized tensor's bytes, borrowed from a checkpoint or a [`QuantizedTensor`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedView<'a> {
+    pub name: &'a str,
+    pub info: &'a QuantInfo,
+    /// All matrices' packed codes, matrix after matrix.
+    pub codes: &'a [u8],
+    /// All matrices' scales as stored (`info.scale_dtype`), matrix after matrix.
+    pub scales: &'a [u8],
+}
+
+/// A code in the file that points past the codebook.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("tensor '{tensor}': code {code} at element {index} is outside its {len}-entry codebook")]
+pub struct BadCode {
+    pub tensor: String,
+    pub code: u8,
+    pub index: usize,
+    pub len: usize,
+}
+
+impl<'a> QuantizedView<'a> {
+    pub fn shape(&self) -> &'a [usize] {
+        &self.info.shape
+    }
+
+    pub fn experts(&self) -> usize {
+        self.info.experts()
+    }
+
+    /// Format name of matrix `e` (`sf4:nu=4.237`).
+    pub fn format(&self, e: usize) -> &'a str {
+        &self.info.matrices[e].format
+    }
+
+    pub fn codebook(&self, e: usize) -> &'a [f32] {
+        &self.info.matrices[e].codebook
+    }
+
+    /// Matrix `e` (0 for a 2-D tensor) in tquant's code layout, or `None` for bitsandbytes'
+    /// flattened layout, which no kernel reads directly.
+    pub fn matrix(&self, e: usize) -> Option<MatrixRef<'a>> {
+        let i = self.info;
+        if i.layout == Layout::Bnb || e >= i.experts() {
+            return None;
+        }
+        let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
+        Some(MatrixRef {
+            rows: i.rows(),
+            cols: i.cols(),
+            block: i.block,
+            codes: &self.codes[e * cb..(e + 1) * cb],
+            scales: &self.scales[e * sb..(e + 1) * sb],
+            scale_dtype: i.scale_dtype,
+            table: &i.matrices[e].codebook,
+        })
+    }
+
+    /// Dequantizes matrix `e` into row-major f32 (tquant and MXFP4 layouts).
+    pub fn dequantize_matrix(&self, e: usize) -> Result<Vec<f32>, BadCode> {
+        let i = self.info;
+        let (rows, cols) = (i.rows(), i.cols());
+        let mut out = vec![0.0f32; rows * cols];
+        if i.layout == Layout::Bnb {
+            let all = self.dequantize()?;
+            out.copy_from_slice(&all[e * rows * cols..(e + 1) * rows * cols]);
+            return Ok(out);
+        }
+        let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
+        let codes = &self.codes[e * cb..(e + 1) * cb];
+        let scales = &self.scales[e * sb..(e + 1) * sb];
+        let table = &i.matrices[e].codebook;
+        let rb = row_bytes(cols);
+        let nb = i.blocks_per_row();
+        for r in 0..rows {
+            let packed = &codes[r * rb..(r + 1) * rb];
+            for c in 0..cols {
+                let code = code_at(packed, c);
+                let v = *table.get(code as usize).ok_or_else(|| BadCode {
+                    tensor: self.name.to_string(),
+                    code,
+                    index: e * rows * cols + r * cols + c,
+                    len: table.len(),
+                })?;
+                out[r * cols + c] = v * i.scale_dtype.read(scales, r * nb + c / i.block);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dequantizes the whole tensor (all experts) into row-major f32.
+    pub fn dequantize(&self) -> Result<Vec<f32>, BadCode> {
+        let i = self.info;
+        if i.layout != Layout::Bnb {
+            let mut out = Vec::with_capacity(i.numel());
+            for e in 0..self.experts() {
+                out.extend(self.dequantize_matrix(e)?);
+            }
+            return Ok(out);
+        }
+        // bitsandbytes: blocks over the flattened tensor; element 2j in the high nibble.
+        let table = &i.matrices[0].codebook;
+        (0..i.numel())
+            .map(|k| {
+                let b = self.codes[k / 2];
+                let code = if k % 2 == 0 { b >> 4 } else { b & 0x0f };
+                let v = table.get(code as usize).ok_or_else(|| BadCode {
+                    tensor: self.name.to_string(),
+                    code,
+                    index: k,
+                    len: table.len(),
+                })?;
+                Ok(v * i.scale_dtype.read(self.scales, k / i.block))
+            })
+            .collect()
+    }
+}
+
+/// An owned quantized tensor: the result of quantizing one tensor in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedTensor {
+    pub name: String,
+    pub info: QuantInfo,
+    pub codes: Vec<u8>,
+    pub scales: Vec<u8>,
+}
+
+impl QuantizedTensor {
+    pub fn view(&self) -> QuantizedView<'_> {
+        QuantizedView {
+            name: &self.name,
+            info: &self.info,
+            codes: &self.codes,
+            scales: &self.scales,
+        }
+    }
+
+    /// Matrix `e` for the kernels (see [`QuantizedView::matrix`]).
+    pub fn matrix(&self, e: usize) -> Option<MatrixRef<'_>> {
+        self.view().matrix(e)
+    }
+
+    pub fn dequantize(&self) -> Vec<f32> {
+        // The codes were produced by the quantizer from these codebooks: always in range.
+        self.view()
+            .dequantize()
+            .expect("quantizer output codes index their codebook")
+    }
+}

@@ -1,0 +1,176 @@
+//! Atomic output: everything is written into a temporary directory beside the output, fsynced,
+//! then renamed into place, so an interrupted run never leaves a complete-looking output. Shard
+//! files are created at their final size and filled by positioned writes, so tensors can be
+//! written as soon as they are ready, in any order, without holding the output in memory.
+
+use crate::ConvertError;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// A temporary output directory that becomes `target` on [`StagingDir::commit`], and is removed
+/// if dropped before.
+#[derive(Debug)]
+pub struct StagingDir {
+    pub dir: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Creates `.<name>.tquant-tmp-<pid>` next to `target`. Refuses an existing `target`
+    /// unless `force`.
+    pub fn create(target: &Path, force: bool) -> Result<StagingDir, ConvertError> {
+        if target.symlink_metadata().is_ok() && !force {
+            return Err(ConvertError::OutputExists {
+                path: target.to_path_buf(),
+            });
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| {
+                ConvertError::Options(format!("output '{}' has no file name", target.display()))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let parent = parent_dir(target);
+        let dir = parent.join(format!(".{name}.tquant-tmp-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ConvertError::io(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| ConvertError::io(&dir, e))?;
+        Ok(StagingDir {
+            dir,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Creates a file of `len` bytes in the staging directory.
+    pub fn create_file(&self, name: &str, len: u64) -> Result<File, ConvertError> {
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ConvertError::io(&path, e))?;
+        file.set_len(len).map_err(|e| ConvertError::io(&path, e))?;
+        Ok(file)
+    }
+
+    /// Writes a whole small file (JSON) and fsyncs it.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), ConvertError> {
+        let file = self.create_file(name, 0)?;
+        let path = self.dir.join(name);
+        write_at(&file, bytes, 0).map_err(|e| ConvertError::io(&path, e))?;
+        file.sync_all().map_err(|e| ConvertError::io(&path, e))
+    }
+
+    /// fsyncs the directory and renames it onto the target (an existing target is moved aside
+    /// first, then removed).
+    pub fn commit(mut self) -> Result<(), ConvertError> {
+        sync_dir(&self.dir)?;
+        let old = self.dir.with_extension("old");
+        let had_target = self.target.symlink_metadata().is_ok();
+        if had_target {
+            std::fs::rename(&self.target, &old).map_err(|e| ConvertError::io(&self.target, e))?;
+        }
+        std::fs::rename(&self.dir, &self.target).map_err(|e| ConvertError::io(&self.target, e))?;
+        self.committed = true;
+        sync_dir(&parent_dir(&self.target))?;
+        if had_target {
+            let removed = if old.is_dir() {
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::remove_file(&old)
+            };
+            removed.map_err(|e| ConvertError::io(&old, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: a failed run leaves nothing behind; a killed one leaves only the
+            // hidden temporary directory, never the output.
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ConvertError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ConvertError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes all of `bytes` at `offset` without moving a shared cursor (safe from many threads).
+pub fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut done, mut off) = (0usize, offset);
+        while done < bytes.len() {
+            let n = std::os::windows::fs::FileExt::seek_write(file, &bytes[done..], off)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+            off += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_staging_leaves_no_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        {
+            let s = StagingDir::create(&target, false).unwrap();
+            s.write_file("a.json", b"{}").unwrap();
+        }
+        assert!(!target.exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_replaces_only_with_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        let s = StagingDir::create(&target, false).unwrap();
+        s.write_file("a.json", b"1").unwrap();
+        s.commit().unwrap();
+        assert!(matches!(
+            StagingDir::create(&target, false),
+            Err(ConvertError::OutputExists { .. })
+        ));
+        let s = StagingDir::create(&target, true).unwrap();
+        s.write_file("b.json", b"2").unwrap();
+        s.commit().unwrap();
+        assert!(target.join("b.json").exists() && !target.join("a.json").exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! Converting the bundled tiny-lite model (bf16, DeepSeek-V2-Lite shape) and reading it back.
+
+use std::path::{Path, PathBuf};
+use tquant::convert::convert::{NoProgress, RunOptions};
+use tquant::convert::inspect::{inspect, verify};
+use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy, Weight};
+
+fn tiny_lite() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite")
+}
+
+fn convert_with(opts: &ConvertOptions, out: &Path) -> tquant::convert::ConvertSummary {
+    tquant::convert::convert(&tiny_lite(), out, opts, &RunOptions::default(), &NoProgress)
+        .expect("tiny-lite converts")
+}
+
+#[test]
+fn default_conversion_quantizes_decoder_matrices_and_keeps_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q");
+    let summary = convert_with(&ConvertOptions::default(), &out);
+    // 3 layers: attention (4 matrices each), layer 0 dense MLP (3), layers 1-2: 8 experts x 3
+    // + shared experts (3); routers, norms, embeddings and lm_head kept.
+    assert_eq!(summary.quantized, 3 * 4 + 3 + 2 * (8 * 3 + 3));
+    assert_eq!(summary.skipped, 0);
+
+    let original = Checkpoint::open(tiny_lite()).unwrap();
+    let q = Checkpoint::open(&out).unwrap();
+    let names: Vec<&str> = original.names().collect();
+    assert_eq!(
+        q.names().collect::<Vec<_>>(),
+        names,
+        "logical names survive"
+    );
+    for kept in [
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "model.layers.1.mlp.gate.weight",
+    ] {
+        assert!(matches!(q.get(kept).unwrap(), Weight::Dense(_)), "{kept}");
+    }
+    let cfg = q.config().expect("config.json copied");
+    assert_eq!(cfg["quantization_config"]["quant_method"], "tquant");
+    assert_eq!(cfg["model_type"], "deepseek_v2");
+
+    let report = verify(&original, &q).unwrap();
+    assert_eq!(report.tensors.len(), summary.quantized);
+    assert!(report.kept_different.is_empty());
+    assert_eq!(report.kept_identical, 14);
+    for t in &report.tensors {
+        // Round-to-nearest 4-bit with per-64 absmax scales on near-normal weights: about 0.0085.
+        assert!(
+            t.nmse > 0.004 && t.nmse < 0.012,
+            "{}: nmse {}",
+            t.name,
+            t.nmse
+        );
+        assert!(
+            t.format.starts_with("sf4:nu=") || t.format == "sf4",
+            "{}",
+            t.format
+        );
+    }
+
+    let info = inspect(&q).unwrap();
+    let qproj = info
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(qproj.block, Some(64));
+    assert_eq!(qproj.scale_dtype.as_deref(), Some("f16"));
+    assert!((qproj.bits_per_weight - 4.25).abs() < 1e-9);
+    assert!(qproj
+        .nu
+        .as_f64()
+        .is_some_and(|nu| (0.5..=1000.0).contains(&nu)));
+}
+
+#[test]
+fn matrix_view_matches_dequantized_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q");
+    let opts = ConvertOptions::from_args(
+        Some("nf4"),
+        None,
+        Some("32"),
+        Some("bf16"),
+        Layout::Tquant,
+        Policy::default(),
+    )
+    .unwrap();
+    convert_with(&opts, &out);
+    let q = Checkpoint::open(&out).unwrap();
+    let Weight::Quantized(v) = q.get("model.layers.0.self_attn.kv_b_proj.weight").unwrap() else {
+        panic!("kv_b_proj is quantized");
+    };
+    let m = v.matrix(0).unwrap();
+    assert_eq!((m.rows, m.cols, m.block), (384, 48, 32));
+    assert_eq!(m.codes.len(), 384 * 24);
+    assert_eq!(m.scales.len(), 384 * 2 * 2);
+    assert_eq!(m.table, tquant::formats::catalog::NF4);
+    // Element (r, c) from the raw parts equals the dequantized value.
+    let d = v.dequantize().unwrap();
+    for (r, c) in [(0, 0), (5, 33), (383, 47)] {
+        let code = tquant::formats::pack::code_at(&m.codes[r * 24..], c);
+        let s = m.scale_dtype.read(m.scales, r * 2 + c / 32);
+        assert_eq!(d[r * 48 + c], m.table[code as usize] * s);
+    }
+}
+
+#[test]
+fn existing_output_is_refused_without_force_and_replaced_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("marker"), b"old").unwrap();
+    let opts = ConvertOptions::from_args(
+        Some("int4"),
+        None,
+        None,
+        None,
+        Layout::Tquant,
+        Policy::default(),
+    )
+    .unwrap();
+    let err = tquant::convert::convert(
+        &tiny_lite(),
+        &out,
+        &opts,
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert!(out.join("marker").exists());
+    let run = RunOptions {
+        force: true,
+        threads: Some(1),
+    };
+    tquant::convert::convert(&tiny_lite(), &out, &opts, &run, &NoProgress).unwrap();
+    assert!(!out.join("marker").exists());
+    assert!(out.join("model.safetensors").exists());
+    // Only the output is left: no temporary or old directories.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
