@@ -1,10 +1,274 @@
-//! `tquant bench`.
+//! `tquant bench gemv|gemm`: every available kernel path and mode on one random quantized
+//! matrix, the dense f32 product of the same binary on the same weights, and the machine's read
+//! bandwidth, all with the same number of threads. Times are medians of repeated runs; before
+//! each run the caches are swept, so a GEMV reads its weights from DRAM as in decoding.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::time::Instant;
+use tquant_formats::sample::Rng;
+use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
+use tquant_kernels::{matmul_f32, matmul_with, Isa, Mode, QMatrix};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// One activation row (decoding).
+    Gemv,
+    /// A batch of activation rows (prefill).
+    Gemm,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// gemv (one activation row) or gemm (a batch).
+    #[arg(value_enum)]
+    kind: Kind,
+    /// Output features (weight rows).
+    #[arg(long, default_value_t = 4096)]
+    rows: usize,
+    /// Input features (weight columns).
+    #[arg(long, default_value_t = 4096)]
+    cols: usize,
+    /// Activation rows (gemm; default 64).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Weight format (any name `tquant formats` lists).
+    #[arg(long, default_value = "nf4")]
+    format: String,
+    /// Block length (16..4096 or `row`); 32 with f16 scales is 4.5 bits per weight.
+    #[arg(long, default_value = "32")]
+    block: String,
+    /// Scale dtype: f32, f16, bf16, e8m0.
+    #[arg(long, default_value = "f16")]
+    scale_dtype: String,
+    /// Threads for every measurement.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed runs per measurement (default: 15 for gemv, 5 for gemm).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Size of the buffer whose summation gives the read bandwidth, MiB.
+    #[arg(long, default_value_t = 1024)]
+    read_mib: usize,
+    /// Print one JSON object: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("`tquant bench` is not available in this build yet")
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    seconds: f64,
+    weight_gbps: f64,
+    gflops: f64,
+}
+
+impl Measure {
+    fn new(seconds: f64, weight_bytes: usize, macs: usize) -> Self {
+        Measure {
+            seconds,
+            weight_gbps: weight_bytes as f64 / seconds / 1e9,
+            gflops: 2.0 * macs as f64 / seconds / 1e9,
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seconds": self.seconds,
+            "weight_gbps": self.weight_gbps,
+            "gflops": self.gflops,
+        })
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let n = match (args.kind, args.batch) {
+        (Kind::Gemv, None | Some(1)) => 1,
+        (Kind::Gemv, Some(b)) => {
+            bail!("gemv multiplies one activation row; use gemm for --batch {b}")
+        }
+        (Kind::Gemm, b) => b.unwrap_or(64),
+    };
+    if args.rows == 0 || args.cols == 0 || n == 0 || args.threads == 0 {
+        bail!("--rows, --cols, --batch and --threads must be at least 1");
+    }
+    let format: Format = args.format.parse()?;
+    let block: BlockSize = args.block.parse()?;
+    let scale_dtype: ScaleDtype = args.scale_dtype.parse()?;
+    let reps = args.reps.unwrap_or(if n == 1 { 15 } else { 5 }).max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .context("building the thread pool")?;
+    let (rows, cols) = (args.rows, args.cols);
+    let quantizer = BlockQuantizer { block, scale_dtype };
+    quantizer.check(format.codebook())?;
+
+    let (w, m) = pool.install(|| random_weights(&format, quantizer, rows, cols));
+    let q = QMatrix::new(
+        rows,
+        cols,
+        m.block,
+        &m.codes,
+        &m.scales,
+        m.scale_dtype,
+        format.codebook().values(),
+    )?;
+    let x = Rng::new(7).normal_vec(n * cols);
+    let mut y = vec![0.0f32; n * rows];
+    let qbytes = m.codes.len() + m.scales.len();
+    let macs = rows * cols * n;
+    // Sweeping a buffer larger than the last-level cache evicts the weights between runs.
+    let sweep = vec![1u64; 64 << 17];
+
+    let mut results = Vec::new();
+    for isa in Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Reference)
+    {
+        for mode in Mode::ALL {
+            let t = median_time(reps, &sweep, || {
+                pool.install(|| matmul_with(isa, &q, &x, n, &mut y, mode))
+                    .expect("shapes were checked")
+            });
+            results.push((isa, mode, Measure::new(t, qbytes, macs)));
+        }
+    }
+    let f32_time = median_time(reps, &sweep, || {
+        pool.install(|| matmul_f32(&w, rows, cols, &x, n, &mut y))
+            .expect("shapes were checked")
+    });
+    let f32 = Measure::new(f32_time, 4 * rows * cols, macs);
+    drop(w);
+    let read_gbps = pool.install(|| read_bandwidth(args.read_mib << 20));
+
+    if args.json {
+        let list: Vec<_> = results
+            .iter()
+            .map(|(isa, mode, r)| {
+                let mut v = r.json();
+                v["isa"] = isa.name().into();
+                v["mode"] = mode.name().into();
+                v
+            })
+            .collect();
+        let out = serde_json::json!({ "results": list, "f32": f32.json(), "read_gbps": read_gbps });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{} [{rows} x {cols}] x {n} activation rows, {format} block {} {scale_dtype} ({:.3} bits/weight), {} thread(s), median of {reps}",
+        if n == 1 { "gemv" } else { "gemm" },
+        m.block,
+        m.bits_per_weight(),
+        args.threads
+    );
+    println!(
+        "read bandwidth ({} MiB sum): {read_gbps:.1} GB/s",
+        args.read_mib
+    );
+    println!(
+        "{:<8} {:<6} {:>10} {:>9} {:>9} {:>8} {:>9}",
+        "isa", "mode", "time", "GB/s", "GFLOP/s", "vs f32", "% read"
+    );
+    let line = |isa: &str, mode: &str, r: &Measure| {
+        println!(
+            "{isa:<8} {mode:<6} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
+            r.seconds * 1e3,
+            r.weight_gbps,
+            r.gflops,
+            f32.seconds / r.seconds,
+            100.0 * r.weight_gbps / read_gbps
+        )
+    };
+    for (isa, mode, r) in &results {
+        line(isa.name(), mode.name(), r);
+    }
+    line(Isa::detect().name(), "f32", &f32);
+    Ok(())
+}
+
+/// Student-t(5) weights (as in trained models, heavy-tailed) and their quantization, both made
+/// band by band on the current pool.
+fn random_weights(
+    format: &Format,
+    quantizer: BlockQuantizer,
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, QuantizedMatrix) {
+    const BAND: usize = 256;
+    let bands: Vec<(Vec<f32>, QuantizedMatrix)> = (0..rows.div_ceil(BAND))
+        .into_par_iter()
+        .map(|b| {
+            let r = BAND.min(rows - b * BAND);
+            let w: Vec<f32> = Rng::new(1000 + b as u64)
+                .student_t_vec(r * cols, 5.0)
+                .into_iter()
+                .map(|v| v * 0.02)
+                .collect();
+            let m = quantizer
+                .quantize(format.codebook(), &w, r, cols)
+                .expect("the shape and format were checked");
+            (w, m)
+        })
+        .collect();
+    let mut w = Vec::with_capacity(rows * cols);
+    let mut all = QuantizedMatrix {
+        rows,
+        cols,
+        block: bands[0].1.block,
+        scale_dtype: quantizer.scale_dtype,
+        codes: Vec::new(),
+        scales: Vec::new(),
+    };
+    for (bw, bm) in bands {
+        w.extend_from_slice(&bw);
+        all.codes.extend_from_slice(&bm.codes);
+        all.scales.extend_from_slice(&bm.scales);
+    }
+    (w, all)
+}
+
+/// Median wall time of `reps` runs of `f` after one warm-up, sweeping `sweep` before each.
+fn median_time(reps: usize, sweep: &[u64], mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            std::hint::black_box(sum(sweep));
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+fn sum(v: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for c in v.chunks_exact(8) {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(c[k]);
+        }
+    }
+    acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+/// GB/s of summing a `bytes` buffer with the current pool's threads (median of 5).
+fn read_bandwidth(bytes: usize) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).into_par_iter().map(|i| i as u64).collect();
+    let threads = rayon::current_num_threads();
+    let part = buf.len().div_ceil(threads).max(8);
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t0 = Instant::now();
+            let s: u64 = buf
+                .par_chunks(part)
+                .map(sum)
+                .reduce(|| 0, u64::wrapping_add);
+            std::hint::black_box(s);
+            t0.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    (buf.len() * 8) as f64 / times[times.len() / 2] / 1e9
 }
