@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod codebook;
 pub mod fit;
 pub mod generate;
+pub mod layouts;
 pub mod pack;
 pub mod sample;
 pub mod scale;
@@ -30,4 +31,7 @@ pub enum FormatError {
     Parse(String),
     #[error("shape: {0}")]
     Shape(String),
+    /// A value the operation cannot represent (a NaN or infinity where a layout has none).
+    #[error("value: {0}")]
+    Value(String),
 }

@@ -52,7 +52,7 @@ impl ScaleDtype {
                 if scale <= 0.0 || !scale.is_finite() {
                     return e8m0_to_f32(0);
                 }
-                e8m0_to_f32(((scale.log2().floor() as i32) + 127).clamp(0, 254) as u8)
+                e8m0_to_f32((floor_log2(scale) + 127).clamp(0, 254) as u8)
             }
         }
     }
@@ -79,9 +79,29 @@ impl ScaleDtype {
     }
 
     /// OCP MX shared exponent for a block: `floor(log2(absmax)) - floor(log2(max_abs))`.
+    /// Both logarithms come from the floats' exponent bits (as torchao does): a rounded `log2`
+    /// would put an `absmax` one ulp below a power of two into the next binade.
     pub fn e8m0_exponent(absmax: f32, max_abs: f32) -> i32 {
-        let e = absmax.log2().floor() as i32 - max_abs.log2().floor() as i32;
-        e.clamp(-127, 127)
+        (floor_log2(absmax) - floor_log2(max_abs)).clamp(-127, 127)
+    }
+}
+
+/// `floor(log2(x))` of a positive finite f32, exactly, from its bits (subnormals included).
+/// Returns -150 for zero and 128 for infinity or NaN, which every caller clamps.
+pub fn floor_log2(x: f32) -> i32 {
+    let bits = x.abs().to_bits();
+    let biased = (bits >> 23) as i32;
+    if biased == 0xff {
+        return 128;
+    }
+    if biased != 0 {
+        return biased - 127;
+    }
+    let mantissa = bits & 0x7f_ffff;
+    if mantissa == 0 {
+        -150
+    } else {
+        (31 - mantissa.leading_zeros() as i32) - 149
     }
 }
 
@@ -103,7 +123,7 @@ pub fn f32_to_e8m0(x: f32) -> u8 {
     if x <= e8m0_to_f32(0) {
         return 0;
     }
-    ((x.log2().floor() as i32) + 127).clamp(0, 254) as u8
+    (floor_log2(x) + 127).clamp(0, 254) as u8
 }
 
 impl fmt::Display for ScaleDtype {
@@ -136,6 +156,25 @@ mod tests {
             assert_eq!(f32_to_e8m0(x), b);
         }
         assert!(e8m0_to_f32(255).is_nan());
+    }
+
+    #[test]
+    fn floor_log2_is_exact_at_binade_edges() {
+        for e in -149..=127 {
+            let p = if e >= -126 {
+                f32::from_bits(((e + 127) as u32) << 23)
+            } else {
+                f32::from_bits(1 << (e + 149))
+            };
+            assert_eq!(floor_log2(p), e, "2^{e}");
+            let below = f32::from_bits(p.to_bits() - 1);
+            assert_eq!(floor_log2(below), e - 1, "just below 2^{e}");
+        }
+        assert_eq!(floor_log2(6.0), 2);
+        assert_eq!(
+            ScaleDtype::e8m0_exponent(f32::from_bits(8f32.to_bits() - 1), 6.0),
+            0
+        );
     }
 
     #[test]
