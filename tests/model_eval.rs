@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use tquant::formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
 use tquant::model::eval::bits_per_byte;
+use tquant::model::weights::rtn_decoder_matrices;
 use tquant::model::{Model, ModelError, Options, QuantTensor};
 
 const WINDOW: usize = 256;
@@ -33,25 +34,11 @@ fn json(path: &str) -> serde_json::Value {
 fn rtn(
     format: &str,
 ) -> impl Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync {
-    let f: Format = format.parse().unwrap();
-    let q = BlockQuantizer {
+    let quantizer = BlockQuantizer {
         block: BlockSize::Elements(64),
         scale_dtype: ScaleDtype::F32,
     };
-    move |name: &str, shape: &[usize], values: &[f32]| {
-        if !name.starts_with("model.layers.") || name.ends_with("mlp.gate.weight") {
-            return Ok(None);
-        }
-        let (rows, cols) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-        let parts = values
-            .chunks(rows * cols)
-            .map(|m| {
-                let qm = q.quantize(f.codebook(), m, rows, cols).unwrap();
-                (qm, f.codebook().values().to_vec())
-            })
-            .collect();
-        QuantTensor::from_matrices(parts).map(Some)
-    }
+    rtn_decoder_matrices(format.parse::<Format>().unwrap(), quantizer)
 }
 
 #[test]

@@ -1,8 +1,130 @@
-//! criterion benches: model.
+//! criterion benches of the DeepSeek-V2 runner: prefill and decode tokens per second.
+//!
+//! - `model/<model>/prefill`: one forward pass over a prompt from an empty cache (GEMM path,
+//!   naive MLA). Throughput: prompt tokens.
+//! - `model/<model>/decode`: one token on top of a cache of the prompt (GEMV path, absorbed MLA).
+//!   Throughput: 1 token.
+//!
+//! Models: `tiny-lite` (examples/tiny-lite, 1.87M parameters; prompt 256 tokens) and `gen2048`,
+//! random weights made here: hidden 2048, V2-Lite attention (16 heads, kv_lora 512, rope 64),
+//! 2 layers (a dense layer of width 10944, then a MoE layer of 64 routed experts of width 1408,
+//! 6 active, 2 shared), vocabulary 8192; prompt 64 tokens. Ids are `<format>/<threads>t`, where
+//! the format is `f32` (float weights through the f32 kernel) or a 4-bit format (RTN, block 64,
+//! f16 scales, every decoder matrix but the router). `TQUANT_BENCH_MODELS=tiny-lite` (or
+//! `gen2048`) runs one model only.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::path::Path;
+use std::time::Duration;
+use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+use tquant_model::synthetic::SyntheticSource;
+use tquant_model::weights::{rtn_decoder_matrices, QuantizeOnLoad, TensorSource};
+use tquant_model::{Config, Logits, Model, Options};
 
-fn benches(_c: &mut Criterion) {}
+const FORMATS: [&str; 3] = ["f32", "nf4", "sf4"];
+const THREADS: [usize; 2] = [1, 2];
 
-criterion_group!(group, benches);
+fn gen2048_config() -> Config {
+    let text = r#"{"model_type":"deepseek_v2","vocab_size":8192,"hidden_size":2048,
+        "intermediate_size":10944,"moe_intermediate_size":1408,"num_hidden_layers":2,
+        "num_attention_heads":16,"q_lora_rank":null,"kv_lora_rank":512,"qk_nope_head_dim":128,
+        "qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":64,"n_shared_experts":2,
+        "num_experts_per_tok":6,"first_k_dense_replace":1,"moe_layer_freq":1,
+        "topk_method":"greedy","n_group":1,"topk_group":1,"routed_scaling_factor":1.0,
+        "max_position_embeddings":163840,"rope_theta":10000,"rope_scaling":{"type":"yarn",
+        "factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,
+        "mscale":0.707,"mscale_all_dim":0.707}}"#;
+    Config::from_json(text, "gen2048").unwrap()
+}
+
+fn build(config: &Config, src: &dyn TensorSource, format: &str) -> Model {
+    let opts = Options::default();
+    if format == "f32" {
+        return Model::from_source(config.clone(), src, opts).unwrap();
+    }
+    let quantizer = BlockQuantizer {
+        block: BlockSize::Elements(64),
+        scale_dtype: ScaleDtype::F16,
+    };
+    let f: Format = format.parse().unwrap();
+    let q = QuantizeOnLoad {
+        inner: src,
+        quantize: rtn_decoder_matrices(f, quantizer),
+    };
+    Model::from_source(config.clone(), &q, opts).unwrap()
+}
+
+fn bench_model(
+    c: &mut Criterion,
+    name: &str,
+    config: &Config,
+    src: &dyn TensorSource,
+    prompt_len: usize,
+) {
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|i| ((i * 7919 + 13) % config.vocab_size) as u32)
+        .collect();
+    for format in FORMATS {
+        let mut model = build(config, src, format);
+        for threads in THREADS {
+            model
+                .set_options(Options {
+                    threads,
+                    ..model.options()
+                })
+                .unwrap();
+            let id = format!("{format}/{threads}t");
+            let mut g = c.benchmark_group(format!("model/{name}/prefill"));
+            g.throughput(Throughput::Elements(prompt_len as u64));
+            g.bench_function(BenchmarkId::from_parameter(&id), |b| {
+                b.iter(|| {
+                    let mut cache = model.new_cache();
+                    model.forward(&prompt, &mut cache, Logits::Last).unwrap()
+                })
+            });
+            g.finish();
+            let mut cache = model.new_cache();
+            model.forward(&prompt, &mut cache, Logits::Last).unwrap();
+            let mut g = c.benchmark_group(format!("model/{name}/decode"));
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(BenchmarkId::from_parameter(&id), |b| {
+                b.iter(|| {
+                    let l = model.forward(&[1], &mut cache, Logits::Last).unwrap();
+                    cache.truncate(prompt_len);
+                    l
+                })
+            });
+            g.finish();
+        }
+    }
+}
+
+fn wanted(name: &str) -> bool {
+    std::env::var("TQUANT_BENCH_MODELS")
+        .map(|v| v.split(',').any(|m| m.trim() == name))
+        .unwrap_or(true)
+}
+
+fn benches(c: &mut Criterion) {
+    if wanted("tiny-lite") {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiny-lite");
+        let config = Config::from_path(&dir).unwrap();
+        let src = tquant_model::checkpoint_source(&dir).unwrap();
+        bench_model(c, "tiny-lite", &config, &src, 256);
+    }
+    if wanted("gen2048") {
+        let config = gen2048_config();
+        let src = SyntheticSource::new(&config, 7, false);
+        bench_model(c, "gen2048", &config, &src, 64);
+    }
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
 criterion_main!(group);

@@ -107,10 +107,6 @@ fn softmax(s: &mut [f32]) {
     s.iter_mut().for_each(|v| *v *= inv);
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 impl Attention {
     pub(crate) fn load(ld: &Loader<'_>, c: &Config, i: usize) -> Result<Self, ModelError> {
         let p = format!("model.layers.{i}.self_attn");
@@ -221,7 +217,8 @@ impl Attention {
         self.o.apply(&attn, n, mode)
     }
 
-    /// Expands every cached latent into keys and values, then attends head by head.
+    /// Expands every cached latent into keys and values, then attends head by head (one task
+    /// per head: a scores product `Q_h K_h^T`, causal softmax, then `P V_h`).
     fn attend_naive(
         &self,
         d: &Dims,
@@ -238,26 +235,43 @@ impl Attention {
             .flat_map(|r| r[..d.lora].iter().copied())
             .collect();
         let kv = self.kv_b.apply(&latents, total, mode)?; // [total, heads * (nope + v)]
+        let per_head: Vec<Vec<f32>> = (0..heads)
+            .into_par_iter()
+            .map(|h| {
+                let mut k = vec![0.0f32; total * qk];
+                for (j, kr) in k.chunks_exact_mut(qk).enumerate() {
+                    kr[..d.nope].copy_from_slice(&kv[j * heads * kvw + h * kvw..][..d.nope]);
+                    kr[d.nope..].copy_from_slice(&cache[j * w + d.lora..][..d.rope]);
+                }
+                let mut qh = vec![0.0f32; n * qk];
+                for (t, r) in qh.chunks_exact_mut(qk).enumerate() {
+                    r.copy_from_slice(&q[t * heads * qk + h * qk..][..qk]);
+                }
+                let mut s = vec![0.0f32; n * total];
+                kernels::matmul_f32(&k, total, qk, &qh, n, &mut s)?;
+                let mut o = vec![0.0f32; n * d.v];
+                for (t, (sr, or)) in s
+                    .chunks_exact_mut(total)
+                    .zip(o.chunks_exact_mut(d.v))
+                    .enumerate()
+                {
+                    let sr = &mut sr[..pos0 + t + 1];
+                    sr.iter_mut().for_each(|v| *v *= d.scale);
+                    softmax(sr);
+                    for (j, &p) in sr.iter().enumerate() {
+                        let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
+                        or.iter_mut().zip(v).for_each(|(a, &b)| *a += p * b);
+                    }
+                }
+                Ok(o)
+            })
+            .collect::<Result<_, ModelError>>()?;
         let mut out = vec![0.0f32; n * heads * d.v];
-        // One task per (token, head); each writes its own v-wide slice.
-        out.par_chunks_mut(d.v).enumerate().for_each(|(th, o)| {
-            let (t, h) = (th / heads, th % heads);
-            let qh = &q[t * heads * qk + h * qk..][..qk];
-            let visible = pos0 + t + 1;
-            let mut s: Vec<f32> = (0..visible)
-                .map(|j| {
-                    let k = &kv[j * heads * kvw + h * kvw..][..d.nope];
-                    let kpe = &cache[j * w + d.lora..][..d.rope];
-                    d.scale * (dot(&qh[..d.nope], k) + dot(&qh[d.nope..], kpe))
-                })
-                .collect();
-            softmax(&mut s);
-            o.fill(0.0);
-            for (j, &p) in s.iter().enumerate() {
-                let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
-                o.iter_mut().zip(v).for_each(|(a, &b)| *a += p * b);
+        for (h, o) in per_head.iter().enumerate() {
+            for t in 0..n {
+                out[(t * heads + h) * d.v..][..d.v].copy_from_slice(&o[t * d.v..][..d.v]);
             }
-        });
+        }
         Ok(out)
     }
 

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod attention;
+pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod generate;
@@ -20,10 +21,11 @@ pub mod linear;
 pub mod model;
 pub mod moe;
 pub mod rope;
-mod st_source;
+pub mod synthetic;
 pub mod weights;
 
 pub use attention::AttentionPath;
+pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
@@ -43,6 +45,8 @@ pub enum ModelError {
     Tensor { name: String, msg: String },
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    #[error(transparent)]
+    Convert(#[from] tquant_convert::ConvertError),
     #[error("kernel: {0}")]
     Kernel(#[from] tquant_kernels::KernelError),
     #[error("{0}")]
@@ -59,11 +63,14 @@ impl ModelError {
 }
 
 impl Model {
-    /// Opens a checkpoint directory (original or tquant-quantized; `config.json` beside it).
+    /// Opens a checkpoint (a directory with `config.json`, or a `.safetensors` file beside one):
+    /// original or tquant-quantized, one file or shards. Quantized matrices run from the map.
     pub fn open(path: &Path, opts: Options) -> Result<Self, ModelError> {
-        let config = Config::from_path(path)?;
-        let src = st_source::StSource::open(path)?;
-        Self::from_source(config, &src, opts)
+        let src = checkpoint_source(path)?;
+        let config = config_of(&src, path)?;
+        let mut m = Self::from_source(config, &src, opts)?;
+        m.set_notes(src.notes());
+        Ok(m)
     }
 
     /// Opens a checkpoint and quantizes its float matrices in memory as they load: `quantize`
@@ -73,15 +80,34 @@ impl Model {
     where
         F: Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync,
     {
-        let config = Config::from_path(path)?;
-        let src = st_source::StSource::open(path)?;
-        Self::from_source(
+        let src = checkpoint_source(path)?;
+        let config = config_of(&src, path)?;
+        let mut m = Self::from_source(
             config,
             &QuantizeOnLoad {
                 inner: &src,
                 quantize,
             },
             opts,
-        )
+        )?;
+        m.set_notes(src.notes());
+        Ok(m)
+    }
+}
+
+/// The checkpoint's `config.json`.
+fn config_of(src: &CheckpointSource, path: &Path) -> Result<Config, ModelError> {
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let origin = dir.join("config.json").display().to_string();
+    match src.checkpoint().config() {
+        Some(v) => Config::from_value(v, &origin),
+        None => Err(ModelError::Config {
+            origin,
+            msg: "missing: a model needs its config.json beside the weights".into(),
+        }),
     }
 }

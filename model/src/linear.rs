@@ -16,6 +16,11 @@ use tquant_formats::ScaleDtype;
 pub enum Packed {
     /// In memory (e.g. quantized by `tquant report`).
     Owned { codes: Arc<[u8]>, scales: Arc<[u8]> },
+    /// Tensor `name` of a memory-mapped checkpoint, borrowed afresh for each product.
+    Mapped {
+        ckpt: Arc<tquant_convert::Checkpoint>,
+        name: Arc<str>,
+    },
 }
 
 impl Packed {
@@ -31,6 +36,12 @@ impl Packed {
     fn with<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
         match self {
             Self::Owned { codes, scales } => f(codes, scales),
+            // A name that is no longer quantized cannot happen for an opened checkpoint; empty
+            // slices then fail the size check of the view instead of panicking.
+            Self::Mapped { ckpt, name } => match ckpt.get(name) {
+                Ok(tquant_convert::Weight::Quantized(v)) => f(v.codes, v.scales),
+                _ => f(&[], &[]),
+            },
         }
     }
 }

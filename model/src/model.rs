@@ -101,6 +101,7 @@ pub struct Model {
     lm_head: Linear,
     opts: Options,
     pool: Arc<rayon::ThreadPool>,
+    notes: Vec<String>,
 }
 
 impl Model {
@@ -144,11 +145,21 @@ impl Model {
             pool: Arc::new(build_pool(opts.threads)?),
             opts,
             config,
+            notes: Vec::new(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Remarks on how the weights were loaded (e.g. a layout held dequantized).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub(crate) fn set_notes(&mut self, notes: Vec<String>) {
+        self.notes = notes;
     }
 
     pub fn options(&self) -> Options {

@@ -285,3 +285,29 @@ impl QuantTensor {
         })
     }
 }
+
+/// A quantize-on-load rule for tests and benches: round-to-nearest with `format`'s codebook of
+/// every matrix inside the decoder layers except the MoE router (embeddings, LM head, router and
+/// norms stay float). `tquant report` and `tquant convert` use tquant-convert's policy instead.
+pub fn rtn_decoder_matrices(
+    format: tquant_formats::Format,
+    quantizer: tquant_formats::BlockQuantizer,
+) -> impl Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync {
+    move |name: &str, shape: &[usize], values: &[f32]| {
+        if !name.starts_with("model.layers.") || name.ends_with("mlp.gate.weight") {
+            return Ok(None);
+        }
+        let (rows, cols) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        let cb = format.codebook();
+        let parts = values
+            .chunks(rows * cols)
+            .map(|m| {
+                quantizer
+                    .quantize(cb, m, rows, cols)
+                    .map(|q| (q, cb.values().to_vec()))
+                    .map_err(|e| ModelError::tensor(name, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        QuantTensor::from_matrices(parts).map(Some)
+    }
+}

@@ -47,6 +47,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = Model::open(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    for note in model.notes() {
+        eprintln!("note: {note}");
+    }
     if let Some(path) = &args.text {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let s = bits_per_byte(&model, &text, args.window, args.max_bytes)?;

@@ -31,6 +31,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = Model::open(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    for note in model.notes() {
+        eprintln!("note: {note}");
+    }
     let mut cache = model.new_cache();
     let which = if args.last { Logits::Last } else { Logits::All };
     let logits = model.forward(&args.tokens, &mut cache, which)?;

@@ -41,6 +41,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = Model::open(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    for note in model.notes() {
+        eprintln!("note: {note}");
+    }
     let bytes = model.config().vocab_size == 256;
     let prompt: Vec<u32> = match (&args.prompt, &args.prompt_tokens) {
         (Some(p), _) if bytes => p.bytes().map(u32::from).collect(),

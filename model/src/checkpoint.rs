@@ -1,0 +1,81 @@
+//! Checkpoints through tquant-convert's reader: original (bf16/f16/f32, sharded) or quantized.
+//!
+//! Quantized tensors stay in the memory map: a [`Packed::Mapped`] holds the checkpoint and the
+//! tensor's name, and each product borrows the codes and scales from the map again (a lookup,
+//! no copy). Float tensors are widened to f32 in memory.
+
+use crate::linear::Packed;
+use crate::weights::{QuantTensor, TensorData, TensorSource};
+use crate::ModelError;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tquant_convert::{Checkpoint, Layout, Weight};
+
+/// A checkpoint as a [`TensorSource`].
+#[derive(Debug)]
+pub struct CheckpointSource {
+    ckpt: Arc<Checkpoint>,
+    names: HashSet<String>,
+    notes: Mutex<Vec<String>>,
+}
+
+/// Opens a checkpoint file or directory.
+pub fn checkpoint_source(path: &Path) -> Result<CheckpointSource, ModelError> {
+    let ckpt = Checkpoint::open(path)?;
+    Ok(CheckpointSource {
+        names: ckpt.names().map(str::to_string).collect(),
+        ckpt: Arc::new(ckpt),
+        notes: Mutex::new(Vec::new()),
+    })
+}
+
+impl CheckpointSource {
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.ckpt
+    }
+
+    /// Things worth telling the user about how tensors were loaded (e.g. a layout that had to
+    /// be dequantized because no kernel reads it).
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+}
+
+impl TensorSource for CheckpointSource {
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        match self.ckpt.get(name)? {
+            Weight::Dense(t) => Ok(TensorData::Dense {
+                shape: t.shape.to_vec(),
+                values: t.to_f32()?,
+            }),
+            Weight::Quantized(v) if v.info.layout == Layout::Bnb => {
+                // bitsandbytes blocks run over the flattened tensor, not along rows: no kernel
+                // reads them, so this tensor is held as f32 (and the user is told).
+                if let Ok(mut n) = self.notes.lock() {
+                    n.push(format!(
+                        "{name}: bitsandbytes layout, dequantized to f32 (kernels read tquant and mxfp4 layouts)"
+                    ));
+                }
+                Ok(TensorData::Dense {
+                    shape: v.shape().to_vec(),
+                    values: Weight::Quantized(v).to_f32()?,
+                })
+            }
+            Weight::Quantized(v) => Ok(TensorData::Quantized(QuantTensor {
+                shape: v.shape().to_vec(),
+                block: v.info.block,
+                scale_dtype: v.info.scale_dtype,
+                packed: Packed::Mapped {
+                    ckpt: self.ckpt.clone(),
+                    name: name.into(),
+                },
+                tables: (0..v.experts()).map(|e| Arc::from(v.codebook(e))).collect(),
+            })),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Quantized checkpoints written by tquant-convert run from the memory map through the kernels:
+//! the result equals the same model with the weights dequantized to f32 (the kernels' exact mode
+//! against plain float products), matches quantizing in memory, and costs a plausible few
+//! hundredths of a bit per byte on the trained model.
+
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+use tquant::convert::{
+    convert, Checkpoint, ConvertOptions, Layout, NoProgress, Policy, RunOptions,
+};
+use tquant::formats::{BlockQuantizer, BlockSize, ScaleDtype};
+use tquant::model::eval::bits_per_byte;
+use tquant::model::weights::rtn_decoder_matrices;
+use tquant::model::{Config, Logits, Model, ModelError, Options, TensorData, TensorSource};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/data/model").join(name)
+}
+
+const TOKENS: [u32; 12] = [3, 17, 92, 5, 64, 64, 1, 120, 33, 7, 88, 41];
+
+fn quantize(input: &Path, format: &str, block: &str, scale: &str) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("q");
+    let opts = ConvertOptions::from_args(
+        Some(format),
+        None,
+        Some(block),
+        Some(scale),
+        Layout::Tquant,
+        Policy::default(),
+    )
+    .unwrap();
+    convert(input, &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
+    dir
+}
+
+/// A checkpoint with every quantized tensor dequantized to f32 by the converter's reader.
+struct Dequantized(Checkpoint);
+
+impl TensorSource for Dequantized {
+    fn contains(&self, name: &str) -> bool {
+        self.0.names().any(|n| n == name)
+    }
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        let w = self.0.get(name)?;
+        Ok(TensorData::Dense {
+            shape: w.shape().to_vec(),
+            values: w.to_f32()?,
+        })
+    }
+}
+
+fn logits(model: &Model) -> Vec<f32> {
+    let mut cache = model.new_cache();
+    model.forward(&TOKENS, &mut cache, Logits::All).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_equals_dequantized(fixture_name: &str, format: &str, block: &str, scale: &str) {
+    let dir = quantize(&fixture(fixture_name), format, block, scale);
+    let q = dir.path().join("q");
+    let model = Model::open(&q, Options::default()).unwrap();
+    assert!(model.is_quantized());
+    let config = Config::from_path(&q).unwrap();
+    let deq = Model::from_source(
+        config,
+        &Dequantized(Checkpoint::open(&q).unwrap()),
+        Options::default(),
+    )
+    .unwrap();
+    assert!(!deq.is_quantized());
+    let (a, b) = (logits(&model), logits(&deq));
+    let d = max_diff(&a, &b);
+    assert!(
+        d < 1e-3,
+        "{fixture_name} {format}: quantized vs dequantized {d}"
+    );
+    // And quantization did change the model.
+    let float = logits(&Model::open(&fixture(fixture_name), Options::default()).unwrap());
+    assert!(max_diff(&a, &float) > 1e-2);
+}
+
+#[test]
+fn fused_expert_checkpoint_runs_quantized_as_dequantized() {
+    // lite: routed experts fused 3-D, f16; one codebook per expert (sf4 with fitted nu).
+    check_equals_dequantized("lite", "sf4", "32", "f16");
+}
+
+#[test]
+fn sharded_bf16_checkpoint_runs_quantized_as_dequantized() {
+    // v2: per-expert tensors, bf16, three shards; whole-row blocks, e8m0-free int4 with bf16.
+    check_equals_dequantized("v2", "int4", "16", "bf16");
+    check_equals_dequantized("v2", "e2m1", "row", "f32");
+}
+
+#[test]
+fn quantized_file_matches_quantizing_in_memory() {
+    let dir = quantize(&fixture("lite"), "nf4", "32", "f32");
+    let from_file = logits(&Model::open(&dir.path().join("q"), Options::default()).unwrap());
+    let rule = rtn_decoder_matrices(
+        "nf4".parse().unwrap(),
+        BlockQuantizer {
+            block: BlockSize::Elements(32),
+            scale_dtype: ScaleDtype::F32,
+        },
+    );
+    let in_memory =
+        logits(&Model::open_quantized(&fixture("lite"), Options::default(), rule).unwrap());
+    let d = max_diff(&from_file, &in_memory);
+    assert!(d < 1e-5, "file vs memory: {d}");
+}
+
+#[test]
+fn quantized_tiny_lite_costs_a_few_hundredths_of_a_bit() {
+    let text = std::fs::read(fixture("heldout_head.txt")).unwrap();
+    let bytes = 64 * 257;
+    let float = Model::open(&root().join("examples/tiny-lite"), Options::default()).unwrap();
+    let f = bits_per_byte(&float, &text, 256, bytes)
+        .unwrap()
+        .bits_per_token();
+    let dir = quantize(&root().join("examples/tiny-lite"), "sf4", "64", "f16");
+    let q = Model::open(&dir.path().join("q"), Options::default()).unwrap();
+    let s = bits_per_byte(&q, &text, 256, bytes).unwrap();
+    assert_eq!(s.tokens, 64 * 256);
+    let delta = s.bits_per_token() - f;
+    assert!(
+        delta > 0.005 && delta < 0.15,
+        "sf4 costs {delta} bits per byte (f32 {f})"
+    );
+}
+
+/// Fused 3-D experts with a different codebook per expert (nf4 and e2m1 alternating): the
+/// packed model must use expert e's own table, as the dequantized one does.
+#[test]
+fn fused_experts_use_their_own_codebooks() {
+    use tquant::formats::Format;
+    use tquant::model::{checkpoint_source, MemorySource, QuantTensor};
+    let q = BlockQuantizer {
+        block: BlockSize::Elements(16),
+        scale_dtype: ScaleDtype::F32,
+    };
+    let format = |e: usize| -> Format { if e % 2 == 0 { "nf4" } else { "e2m1" }.parse().unwrap() };
+    let fused = |name: &str| name.contains(".experts.");
+    let per_expert = |name: &str, shape: &[usize], values: &[f32]| {
+        let (rows, cols) = (shape[1], shape[2]);
+        values
+            .chunks(rows * cols)
+            .enumerate()
+            .map(|(e, m)| {
+                let f = format(e);
+                (q.quantize(f.codebook(), m, rows, cols).unwrap(), f)
+            })
+            .inspect(|_| assert!(fused(name)))
+            .collect::<Vec<_>>()
+    };
+    let src = checkpoint_source(&fixture("lite")).unwrap();
+    let config = Config::from_path(&fixture("lite")).unwrap();
+    let mut packed = MemorySource::over(&src);
+    let mut dequantized = MemorySource::over(&src);
+    for layer in 1..3 {
+        for part in ["gate_up_proj", "down_proj"] {
+            let name = format!("model.layers.{layer}.mlp.experts.{part}");
+            let TensorData::Dense { shape, values } = src.tensor(&name).unwrap() else {
+                panic!("{name} is float in the fixture")
+            };
+            let parts = per_expert(&name, &shape, &values);
+            let deq: Vec<f32> = parts
+                .iter()
+                .flat_map(|(m, f)| m.dequantize(f.codebook()))
+                .collect();
+            dequantized.insert(
+                name.clone(),
+                TensorData::Dense {
+                    shape: shape.clone(),
+                    values: deq,
+                },
+            );
+            let qt = QuantTensor::from_matrices(
+                parts
+                    .into_iter()
+                    .map(|(m, f)| (m, f.codebook().values().to_vec()))
+                    .collect(),
+            )
+            .unwrap();
+            assert_eq!(qt.tables.len(), 8);
+            packed.insert(name, TensorData::Quantized(qt));
+        }
+    }
+    let a = Model::from_source(config.clone(), &packed, Options::default()).unwrap();
+    let b = Model::from_source(config, &dequantized, Options::default()).unwrap();
+    assert!(a.is_quantized() && !b.is_quantized());
+    let d = max_diff(&logits(&a), &logits(&b));
+    assert!(d < 1e-4, "per-expert codebooks: {d}");
+}
