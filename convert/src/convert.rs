@@ -532,7 +532,7 @@ fn add_parts(
             (c, s, Some(b))
         }
         Layout::Mxfp4 => {
-            let g = cols / crate::detect::MXFP4_BLOCK;
+            let g = cols / crate::layouts::MXFP4_BLOCK;
             let c = push(
                 format!("{name}_blocks"),
                 Dtype::U8,
@@ -779,7 +779,7 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "include": opts.policy.include,
             "exclude": opts.policy.exclude,
         }),
-        Layout::Bnb => layouts::bnb_config(&kept_modules(shards)),
+        Layout::Bnb => layouts::bnb_config(),
         Layout::Mxfp4 => json!({
             "quant_method": "mxfp4",
             "modules_to_not_convert": kept_modules(shards),

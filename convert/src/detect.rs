@@ -13,6 +13,7 @@ use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::pack::row_bytes;
 use tquant_formats::{Format, ScaleDtype};
 
@@ -24,8 +25,6 @@ pub const BNB_STATE_SUFFIXES: [&str; 2] = [
 /// Hugging Face MXFP4 part suffixes.
 pub const MXFP4_BLOCKS: &str = "_blocks";
 pub const MXFP4_SCALES: &str = "_scales";
-/// Elements per MXFP4 block (OCP MX).
-pub const MXFP4_BLOCK: usize = 32;
 
 /// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8).
 pub fn scale_storage_dtype(d: ScaleDtype) -> Dtype {

@@ -1,13 +1,11 @@
 //! Glue to the compatible layouts of `tquant_formats` (bitsandbytes NF4, Hugging Face MXFP4):
 //! what each layout accepts, and the calls that pack a matrix in it.
 
-use crate::detect::MXFP4_BLOCK;
 use crate::quantize::ConvertOptions;
 use crate::quantized::Layout;
+use tquant_formats::layouts::{bnb_nf4_quantize, mxfp4_quantize, MxScaleRule};
+pub use tquant_formats::layouts::{BNB_BLOCKS, MXFP4_BLOCK};
 use tquant_formats::FormatError;
-
-/// Block sizes bitsandbytes' `quantize_4bit` accepts.
-pub const BNB_BLOCKS: [usize; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
 
 /// Whether a `[rows, cols]` matrix can be stored in the options' layout.
 pub fn check_matrix(opts: &ConvertOptions, _rows: usize, cols: usize) -> Result<(), String> {
@@ -19,11 +17,18 @@ pub fn check_matrix(opts: &ConvertOptions, _rows: usize, cols: usize) -> Result<
     Ok(())
 }
 
-/// bitsandbytes NF4 of a flattened tensor: (packed codes, f32 absmax bytes).
-pub fn bnb_quantize(_values: &[f32], _block: usize) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
-    Err(FormatError::Parse(
-        "the bitsandbytes layout is not available in this build yet".into(),
-    ))
+/// bitsandbytes NF4 of a flattened tensor: (packed codes, little-endian f32 absmax).
+pub fn bnb_quantize(values: &[f32], block: usize) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+    let q = bnb_nf4_quantize(values, block)?;
+    let absmax = q.absmax.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok((q.packed, absmax))
+}
+
+/// OCP MXFP4 of a `[rows, cols]` matrix (scale `floor(log2(amax)) - 2`): (`_blocks` bytes,
+/// `_scales` E8M0 bytes).
+pub fn mxfp4(values: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+    let q = mxfp4_quantize(values, rows, cols, MxScaleRule::Floor)?;
+    Ok((q.blocks, q.scales))
 }
 
 /// bitsandbytes' packed quant state: the UTF-8 bytes of Python's `json.dumps` of
@@ -46,16 +51,22 @@ pub fn bnb_quant_state(info: &crate::quantized::QuantInfo) -> Vec<u8> {
     .into_bytes()
 }
 
-/// transformers' `quantization_config` of a bitsandbytes NF4 checkpoint.
-pub fn bnb_config(skip_modules: &[String]) -> serde_json::Value {
+/// transformers' `quantization_config` of a bitsandbytes NF4 checkpoint, as transformers 5.24
+/// writes it (`BitsAndBytesConfig.to_dict()`, tests/data/convert/bnb_nf4/config.json).
+pub fn bnb_config() -> serde_json::Value {
     serde_json::json!({
-        "quant_method": "bitsandbytes",
-        "load_in_4bit": true,
-        "load_in_8bit": false,
-        "bnb_4bit_quant_type": "nf4",
-        "bnb_4bit_use_double_quant": false,
+        "_load_in_4bit": true,
+        "_load_in_8bit": false,
         "bnb_4bit_compute_dtype": "bfloat16",
         "bnb_4bit_quant_storage": "uint8",
-        "llm_int8_skip_modules": skip_modules,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": false,
+        "llm_int8_enable_fp32_cpu_offload": false,
+        "llm_int8_has_fp16_weight": false,
+        "llm_int8_skip_modules": null,
+        "llm_int8_threshold": 6.0,
+        "load_in_4bit": true,
+        "load_in_8bit": false,
+        "quant_method": "bitsandbytes"
     })
 }

@@ -2,7 +2,6 @@
 //! and packing in the chosen layout. The converter calls this per matrix; `tquant report` calls
 //! [`quantize_tensor`] to quantize a model without files.
 
-use crate::detect::MXFP4_BLOCK;
 use crate::dtype::count_non_finite;
 use crate::layouts;
 use crate::policy::{Action, Policy};
@@ -10,6 +9,7 @@ use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo, QuantizedTensor, 
 use crate::ConvertError;
 use rayon::prelude::*;
 use safetensors::Dtype;
+use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::{
     fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
     ScaleDtype,
@@ -184,7 +184,8 @@ pub fn quantize_matrix(
     };
     let cb = format.codebook();
     let (codes, scales) = match opts.layout {
-        Layout::Tquant | Layout::Mxfp4 => {
+        Layout::Mxfp4 => layouts::mxfp4(values, rows, cols)?,
+        Layout::Tquant => {
             let q = BlockQuantizer {
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,
