@@ -235,37 +235,37 @@ impl Attention {
             .flat_map(|r| r[..d.lora].iter().copied())
             .collect();
         let kv = self.kv_b.apply(&latents, total, mode)?; // [total, heads * (nope + v)]
-        let per_head: Vec<Vec<f32>> = (0..heads)
-            .into_par_iter()
-            .map(|h| {
-                let mut k = vec![0.0f32; total * qk];
-                for (j, kr) in k.chunks_exact_mut(qk).enumerate() {
-                    kr[..d.nope].copy_from_slice(&kv[j * heads * kvw + h * kvw..][..d.nope]);
-                    kr[d.nope..].copy_from_slice(&cache[j * w + d.lora..][..d.rope]);
+        let work = heads * n * total * (qk + d.v);
+        let per_head = crate::map_range(heads, work, |h| {
+            let mut k = vec![0.0f32; total * qk];
+            for (j, kr) in k.chunks_exact_mut(qk).enumerate() {
+                kr[..d.nope].copy_from_slice(&kv[j * heads * kvw + h * kvw..][..d.nope]);
+                kr[d.nope..].copy_from_slice(&cache[j * w + d.lora..][..d.rope]);
+            }
+            let mut qh = vec![0.0f32; n * qk];
+            for (t, r) in qh.chunks_exact_mut(qk).enumerate() {
+                r.copy_from_slice(&q[t * heads * qk + h * qk..][..qk]);
+            }
+            let mut s = vec![0.0f32; n * total];
+            kernels::matmul_f32(&k, total, qk, &qh, n, &mut s)?;
+            for (t, sr) in s.chunks_exact_mut(total).enumerate() {
+                let (visible, hidden) = sr.split_at_mut(pos0 + t + 1);
+                visible.iter_mut().for_each(|v| *v *= d.scale);
+                softmax(visible);
+                hidden.fill(0.0);
+            }
+            // P V_h as a product with V_h^T ([v, total]) as the weight.
+            let mut vt = vec![0.0f32; d.v * total];
+            for j in 0..total {
+                let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
+                for (c, &x) in v.iter().enumerate() {
+                    vt[c * total + j] = x;
                 }
-                let mut qh = vec![0.0f32; n * qk];
-                for (t, r) in qh.chunks_exact_mut(qk).enumerate() {
-                    r.copy_from_slice(&q[t * heads * qk + h * qk..][..qk]);
-                }
-                let mut s = vec![0.0f32; n * total];
-                kernels::matmul_f32(&k, total, qk, &qh, n, &mut s)?;
-                let mut o = vec![0.0f32; n * d.v];
-                for (t, (sr, or)) in s
-                    .chunks_exact_mut(total)
-                    .zip(o.chunks_exact_mut(d.v))
-                    .enumerate()
-                {
-                    let sr = &mut sr[..pos0 + t + 1];
-                    sr.iter_mut().for_each(|v| *v *= d.scale);
-                    softmax(sr);
-                    for (j, &p) in sr.iter().enumerate() {
-                        let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
-                        or.iter_mut().zip(v).for_each(|(a, &b)| *a += p * b);
-                    }
-                }
-                Ok(o)
-            })
-            .collect::<Result<_, ModelError>>()?;
+            }
+            let mut o = vec![0.0f32; n * d.v];
+            kernels::matmul_f32(&vt, d.v, total, &s, n, &mut o)?;
+            Ok(o)
+        })?;
         let mut out = vec![0.0f32; n * heads * d.v];
         for (h, o) in per_head.iter().enumerate() {
             for t in 0..n {
@@ -307,20 +307,28 @@ impl Attention {
         let mut scores = vec![0.0f32; n * heads * total];
         kernels::matmul_f32(cache, total, w, &qcat, n * heads, &mut scores)?;
         let mut lat = vec![0.0f32; n * heads * d.lora];
-        lat.par_chunks_mut(d.lora)
-            .zip(scores.par_chunks_mut(total))
-            .enumerate()
-            .for_each(|(th, (o, s))| {
-                let visible = pos0 + th / heads + 1;
-                let s = &mut s[..visible];
-                s.iter_mut().for_each(|v| *v *= d.scale);
-                softmax(s);
-                o.fill(0.0);
-                for (j, &p) in s.iter().enumerate() {
-                    let c = &cache[j * w..][..d.lora];
-                    o.iter_mut().zip(c).for_each(|(a, &b)| *a += p * b);
-                }
-            });
+        let attend = |th: usize, o: &mut [f32], s: &mut [f32]| {
+            let visible = pos0 + th / heads + 1;
+            let s = &mut s[..visible];
+            s.iter_mut().for_each(|v| *v *= d.scale);
+            softmax(s);
+            o.fill(0.0);
+            for (j, &p) in s.iter().enumerate() {
+                let c = &cache[j * w..][..d.lora];
+                o.iter_mut().zip(c).for_each(|(a, &b)| *a += p * b);
+            }
+        };
+        if n * heads * total * d.lora >= kernels::PARALLEL_MIN_WORK {
+            lat.par_chunks_mut(d.lora)
+                .zip(scores.par_chunks_mut(total))
+                .enumerate()
+                .for_each(|(th, (o, s))| attend(th, o, s));
+        } else {
+            lat.chunks_mut(d.lora)
+                .zip(scores.chunks_mut(total))
+                .enumerate()
+                .for_each(|(th, (o, s))| attend(th, o, s));
+        }
         // Value up-projection per head: [n, lora] -> [n, v].
         let mut out = vec![0.0f32; n * heads * d.v];
         let mut lh = vec![0.0f32; n * d.lora];

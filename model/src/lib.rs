@@ -53,6 +53,21 @@ pub enum ModelError {
     Input(String),
 }
 
+/// Maps `0..n` with `f`, on the thread pool when `work` (multiply-adds) is worth waking threads
+/// for by the kernels' own rule, else on the calling thread (small decode steps).
+pub(crate) fn map_range<T: Send>(
+    n: usize,
+    work: usize,
+    f: impl Fn(usize) -> Result<T, ModelError> + Sync + Send,
+) -> Result<Vec<T>, ModelError> {
+    use rayon::prelude::*;
+    if work >= kernels::PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
+}
+
 impl ModelError {
     pub(crate) fn tensor(name: &str, msg: impl Into<String>) -> Self {
         Self::Tensor {

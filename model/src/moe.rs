@@ -6,7 +6,6 @@ use crate::kernels::Mode;
 use crate::linear::Linear;
 use crate::weights::Loader;
 use crate::ModelError;
-use rayon::prelude::*;
 
 /// Gate and up projections: one stacked matrix (gate rows first), or two.
 #[derive(Debug)]
@@ -250,20 +249,18 @@ impl Moe {
                 assigned[j].push((t, w));
             }
         }
-        let outputs: Vec<Option<Vec<f32>>> = assigned
-            .par_iter()
-            .enumerate()
-            .map(|(j, toks)| {
-                if toks.is_empty() {
-                    return Ok(None);
-                }
-                let xs: Vec<f32> = toks
-                    .iter()
-                    .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
-                    .collect();
-                self.experts[j].forward(&xs, toks.len(), mode).map(Some)
-            })
-            .collect::<Result<_, ModelError>>()?;
+        let work = n * self.router.top_k * 3 * h * self.experts.first().map_or(0, |m| m.width);
+        let outputs = crate::map_range(e, work, |j| {
+            let toks = &assigned[j];
+            if toks.is_empty() {
+                return Ok(None);
+            }
+            let xs: Vec<f32> = toks
+                .iter()
+                .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+                .collect();
+            self.experts[j].forward(&xs, toks.len(), mode).map(Some)
+        })?;
         let mut y = vec![0.0f32; n * h];
         for (toks, out) in assigned.iter().zip(&outputs) {
             let Some(out) = out else { continue };
