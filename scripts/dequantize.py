@@ -49,8 +49,10 @@ class Checkpoint:
             if os.path.exists(index):
                 with open(index) as f:
                     files = sorted(set(json.load(f)["weight_map"].values()))
-            else:
+            elif os.path.exists(os.path.join(path, "model.safetensors")):
                 files = ["model.safetensors"]
+            else:  # a directory with a single .safetensors file of another name
+                (files,) = [[f] for f in os.listdir(path) if f.endswith(".safetensors")]
             files = [os.path.join(path, f) for f in files]
         else:
             files = [path]

@@ -115,26 +115,30 @@ pub(crate) fn emit(text: &str) -> Result<()> {
 }
 
 fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
+    let nu = match &s.nu {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(v) => format!(" nu={v}"),
+        v => format!(" nu={v}"),
+    };
     writeln!(
         out,
-        "{} -> {} ({} layout, {} nu={} block {} {} scales)",
+        "{} -> {} ({} layout, {}{nu}, block {}, {} scales)",
         s.input.display(),
         s.output.display(),
         s.layout,
         s.format,
-        s.nu,
         s.block,
         s.scale_dtype
     )?;
     writeln!(
         out,
-        "{} tensors: {} quantized, {} kept, {} skipped; {:.1} of {:.1} M parameters quantized",
+        "{} tensors: {} quantized, {} kept, {} skipped; {} of {} parameters quantized",
         s.tensors.len(),
         s.quantized,
         s.kept,
         s.skipped,
-        s.params_quantized as f64 / 1e6,
-        s.params as f64 / 1e6
+        s.params_quantized,
+        s.params
     )?;
     let mut nus: Vec<f64> = s
         .tensors
