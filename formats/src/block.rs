@@ -149,15 +149,7 @@ impl BlockQuantizer {
     /// SF4's 1.0, APoT4, E3M0) it lets blocks overflow the table by up to 2x, which
     /// [`ScaleRule::Search`] repairs.
     pub fn block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
-        let mut absmax = 0.0f32;
-        let mut extreme = 0.0f32; // signed element of largest magnitude, positive on ties
-        for &v in block.iter().filter(|v| v.is_finite()) {
-            let a = v.abs();
-            if a > absmax || (a == absmax && v > extreme) {
-                absmax = a;
-                extreme = v;
-            }
-        }
+        let (absmax, extreme) = block_extreme(block);
         if absmax == 0.0 {
             return 0.0;
         }
@@ -285,18 +277,57 @@ impl BlockQuantizer {
     }
 }
 
+/// The block's largest finite magnitude and the signed element holding it (the positive one on
+/// ties); (0, 0) when there is none. Eight lanes of max and min, which vectorize (`f32::max`
+/// skips NaN); infinities send the block to a filtering pass.
+fn block_extreme(block: &[f32]) -> (f32, f32) {
+    const LANES: usize = 8;
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let mut lo = [f32::INFINITY; LANES];
+    let mut chunks = block.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            hi[l] = hi[l].max(c[l]);
+            lo[l] = lo[l].min(c[l]);
+        }
+    }
+    let mut max = hi.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut min = lo.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    for &v in chunks.remainder() {
+        max = max.max(v);
+        min = min.min(v);
+    }
+    if max.is_infinite() || min.is_infinite() {
+        // Some element is infinite, or none is a number: use the finite ones only.
+        let finite = || block.iter().copied().filter(|v| v.is_finite());
+        max = finite().fold(f32::NEG_INFINITY, f32::max);
+        min = finite().fold(f32::INFINITY, f32::min);
+        if max == f32::NEG_INFINITY {
+            return (0.0, 0.0);
+        }
+    }
+    if max >= -min {
+        (max.abs(), max)
+    } else {
+        (-min, min)
+    }
+}
+
 /// Squared error of one block encoded with `scale` and decoded as the kernels do
 /// (`values[code] * scale` in f32), summed in f64.
 pub fn block_sq_err(cb: &Codebook, block: &[f32], scale: f32) -> f64 {
+    if scale == 0.0 {
+        return block.iter().map(|&x| x as f64 * x as f64).sum();
+    }
+    let mut codes = [0u8; 256];
     let mut err = 0.0f64;
-    for &x in block {
-        let q = if scale == 0.0 {
-            0.0
-        } else {
-            cb.decode(cb.encode(x / scale)) * scale
-        };
-        let d = x as f64 - q as f64;
-        err += d * d;
+    for chunk in block.chunks(codes.len()) {
+        let codes = &mut codes[..chunk.len()];
+        cb.encode_scaled(chunk, scale, codes);
+        for (&x, &c) in chunk.iter().zip(codes.iter()) {
+            let d = x as f64 - (cb.decode(c) * scale) as f64;
+            err += d * d;
+        }
     }
     err
 }
@@ -309,9 +340,7 @@ pub fn encode_block(cb: &Codebook, block: &[f32], scale: f32, out: &mut [u8]) {
     }
     // Divide, as every reference does (`w / scale`): `x * (1 / scale)` can differ in the last bit
     // next to a threshold, and 1 / scale overflows for subnormal scales.
-    for (o, &x) in out.iter_mut().zip(block) {
-        *o = cb.encode(x / scale);
-    }
+    cb.encode_scaled(block, scale, out);
 }
 
 impl QuantizedMatrix {
@@ -328,16 +357,34 @@ impl QuantizedMatrix {
 
     /// Dequantizes into a row-major `[rows, cols]` buffer: `values[code] * scale`.
     pub fn dequantize(&self, cb: &Codebook) -> Vec<f32> {
-        let rb = row_bytes(self.cols);
         let mut out = vec![0.0f32; self.rows * self.cols];
-        for r in 0..self.rows {
+        if self.cols == 0 {
+            return out;
+        }
+        // A 16-entry table (codes past a 3-bit table decode to 0, as `values` is shorter).
+        let mut table = [0.0f32; 16];
+        table[..cb.values().len()].copy_from_slice(cb.values());
+        let rb = row_bytes(self.cols);
+        for (r, row) in out.chunks_mut(self.cols).enumerate() {
             let packed = &self.codes[r * rb..(r + 1) * rb];
-            for (c, o) in out[r * self.cols..(r + 1) * self.cols]
-                .iter_mut()
-                .enumerate()
-            {
-                let s = self.scale(r, c / self.block);
-                *o = cb.decode(crate::pack::code_at(packed, c)) * s;
+            if self.block % 2 == 1 && self.block < self.cols {
+                // Blocks that start mid-byte (only hand-made matrices have odd blocks).
+                for (c, o) in row.iter_mut().enumerate() {
+                    *o = table[crate::pack::code_at(packed, c) as usize]
+                        * self.scale(r, c / self.block);
+                }
+                continue;
+            }
+            for (b, chunk) in row.chunks_mut(self.block).enumerate() {
+                let s = self.scale(r, b);
+                let start = b * self.block; // even here
+                let bytes = &packed[start / 2..];
+                for (pair, &byte) in chunk.chunks_mut(2).zip(bytes) {
+                    pair[0] = table[(byte & 0x0f) as usize] * s;
+                    if let Some(hi) = pair.get_mut(1) {
+                        *hi = table[(byte >> 4) as usize] * s;
+                    }
+                }
             }
         }
         out

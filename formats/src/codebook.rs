@@ -17,6 +17,12 @@ pub struct Codebook {
     /// `thresholds[i]`: the largest f32 that encodes to `sorted[i]` rather than `sorted[i + 1]`.
     thresholds: Vec<f32>,
     zero_code: u8,
+    /// `sorted[k].1` for `k < sorted.len()`: the code of the k-th distinct value.
+    rank_code: [u8; 16],
+    /// Largest magnitude, and the signed value holding it (positive when both signs do).
+    max_abs: f32,
+    extreme: f32,
+    one_sided: bool,
 }
 
 impl Codebook {
@@ -47,6 +53,14 @@ impl Codebook {
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         sorted.dedup_by(|later, kept| later.0 == kept.0);
         let thresholds = sorted.windows(2).map(|w| lower_max(w[0], w[1])).collect();
+        let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let has = |x: f32| values.contains(&x);
+        let extreme = if has(max_abs) { max_abs } else { -max_abs };
+        let one_sided = !(has(max_abs) && has(-max_abs));
+        let mut rank_code = [0u8; 16];
+        for (r, &(_, c)) in rank_code.iter_mut().zip(&sorted) {
+            *r = c;
+        }
         let zero_code = sorted
             .iter()
             .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then(a.1.cmp(&b.1)))
@@ -57,6 +71,10 @@ impl Codebook {
             sorted,
             thresholds,
             zero_code,
+            rank_code,
+            max_abs,
+            extreme,
+            one_sided,
         })
     }
 
@@ -82,24 +100,18 @@ impl Codebook {
 
     /// The largest magnitude in the table: the scale rule maps a block's absmax onto it.
     pub fn max_abs(&self) -> f32 {
-        self.values.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+        self.max_abs
     }
 
     /// The value of largest magnitude; the positive one when both signs have it.
     pub fn extreme(&self) -> f32 {
-        let m = self.max_abs();
-        if self.values.contains(&m) {
-            m
-        } else {
-            -m
-        }
+        self.extreme
     }
 
     /// True when the largest magnitude exists on one side only (`int4_full`'s -8, `e2m1_sr`'s +8):
     /// the scale rule then maps each block's extreme onto it with a signed scale.
     pub fn needs_signed_scale(&self) -> bool {
-        let m = self.max_abs();
-        !(self.values.contains(&m) && self.values.contains(&-m))
+        self.one_sided
     }
 
     /// True when the set of values is closed under negation (E2M1, INT4, APoT4; not NF4 or SF4,
@@ -132,6 +144,34 @@ impl Codebook {
         // Branch-free count of the thresholds below x: at most 15 compares, no mispredictions.
         let k: usize = self.thresholds.iter().map(|&t| (t < x) as usize).sum();
         self.sorted[k].1
+    }
+
+    /// `out[i] = encode(xs[i] / scale)` for every `i`, eight at a time: each lane counts the
+    /// thresholds below it in registers, which the compiler turns into vector compares.
+    pub fn encode_scaled(&self, xs: &[f32], scale: f32, out: &mut [u8]) {
+        const LANES: usize = 8;
+        debug_assert_eq!(xs.len(), out.len());
+        let mut xc = xs.chunks_exact(LANES);
+        let mut oc = out.chunks_exact_mut(LANES);
+        for (x8, o8) in (&mut xc).zip(&mut oc) {
+            let mut q = [0f32; LANES];
+            for (qi, &x) in q.iter_mut().zip(x8) {
+                *qi = x / scale;
+            }
+            let mut rank = [0u32; LANES];
+            for &t in &self.thresholds {
+                for (r, &qi) in rank.iter_mut().zip(&q) {
+                    *r += (t < qi) as u32;
+                }
+            }
+            for ((o, &r), &qi) in o8.iter_mut().zip(&rank).zip(&q) {
+                let code = self.rank_code[(r & 15) as usize];
+                *o = if qi.is_nan() { self.zero_code } else { code };
+            }
+        }
+        for (o, &x) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+            *o = self.encode(x / scale);
+        }
     }
 
     /// The value nearest `x`: `decode(encode(x))`.

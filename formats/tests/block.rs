@@ -64,6 +64,43 @@ fn every_element_is_within_half_a_gap_of_its_value() {
 }
 
 #[test]
+fn dequantize_is_code_value_times_block_scale() {
+    use tquant_formats::pack::code_at;
+    let w = Rng::new(11).normal_vec(3 * 77);
+    let cb = "sf3".parse::<Format>().unwrap();
+    let cb = cb.codebook();
+    for block in [
+        BlockSize::Elements(16),
+        BlockSize::Elements(50),
+        BlockSize::Row,
+    ] {
+        let mut m = q(block, ScaleDtype::F16).quantize(cb, &w, 3, 77).unwrap();
+        // Also an odd block length, as a hand-made matrix may carry (bytes then straddle blocks).
+        for odd in [false, true] {
+            if odd {
+                m.block = 25;
+                let nb = m.rows * m.blocks_per_row();
+                m.scales = (0..nb).flat_map(|i| half_bytes(0.5 + i as f32)).collect();
+            }
+            let rb = m.codes.len() / 3;
+            let deq = m.dequantize(cb);
+            for r in 0..3 {
+                for c in 0..77 {
+                    let want = cb.decode(code_at(&m.codes[r * rb..], c)) * m.scale(r, c / m.block);
+                    assert_eq!(deq[r * 77 + c], want, "{block} odd={odd} [{r}, {c}]");
+                }
+            }
+        }
+    }
+}
+
+fn half_bytes(v: f32) -> [u8; 2] {
+    let mut out = Vec::new();
+    ScaleDtype::F16.push_bytes(v, &mut out);
+    [out[0], out[1]]
+}
+
+#[test]
 fn e8m0_scales_follow_ocp_mx() {
     let cb = "e2m1".parse::<Format>().unwrap();
     let w = Rng::new(2).normal_vec(32 * 40);
@@ -293,4 +330,40 @@ fn shape_mismatch_is_an_error() {
     assert!(matches!(e, Err(FormatError::Shape(_))), "{e:?}");
     let e = q(BlockSize::Elements(32), ScaleDtype::F32).quantize(cb.codebook(), &[], usize::MAX, 2);
     assert!(matches!(e, Err(FormatError::Shape(_))), "{e:?}");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn element() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            8 => -10.0f32..10.0,
+            1 => Just(0.0f32),
+            1 => Just(-0.0f32),
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn block_scale_follows_the_rule(block in proptest::collection::vec(element(), 1..80)) {
+            // The rule, one element at a time: the finite element of largest magnitude,
+            // the positive one on ties.
+            let mut extreme = 0.0f32;
+            for &v in block.iter().filter(|v| v.is_finite()) {
+                if v.abs() > extreme.abs() || (v.abs() == extreme.abs() && v > extreme) {
+                    extreme = v;
+                }
+            }
+            let qz = q(BlockSize::Elements(16), ScaleDtype::F32);
+            let full: Format = "int4_full".parse().unwrap();
+            let nf4: Format = "nf4".parse().unwrap();
+            let want_signed = if extreme == 0.0 { 0.0 } else { extreme / -8.0 };
+            prop_assert_eq!(qz.block_scale(full.codebook(), &block), want_signed);
+            prop_assert_eq!(qz.block_scale(nf4.codebook(), &block), extreme.abs());
+        }
+    }
 }

@@ -199,6 +199,24 @@ proptest! {
     }
 
     #[test]
+    fn batch_encoding_equals_one_at_a_time(
+        xs in proptest::collection::vec(
+            prop_oneof![finite_f32(), Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
+            0..150,
+        ),
+        scale in prop_oneof![0.001f32..100.0, -100.0f32..-0.001, Just(1e-40f32)],
+        which in 0usize..64,
+    ) {
+        let all = formats();
+        let cb = all[which % all.len()].codebook();
+        let mut out = vec![0u8; xs.len()];
+        cb.encode_scaled(&xs, scale, &mut out);
+        for (x, o) in xs.iter().zip(&out) {
+            prop_assert_eq!(*o, cb.encode(x / scale), "x = {:e}", x);
+        }
+    }
+
+    #[test]
     fn packing_round_trips(codes in proptest::collection::vec(0u8..16, 0..200)) {
         let mut packed = vec![0u8; row_bytes(codes.len())];
         pack_row(&codes, &mut packed);

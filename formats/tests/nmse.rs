@@ -115,3 +115,24 @@ fn signed_scale_and_search_never_lose_to_the_paper_rule() {
         }
     }
 }
+
+/// The table of docs/formats.md: `cargo test -p tquant-formats --release --test nmse -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "prints a measurement table (about 30 s)"]
+fn print_nmse_table() {
+    let data = samples();
+    println!("| format | N(0,1) paper rule | N(0,1) absmax | N(0,1) search | t(5) paper rule | t(5) absmax | t(5) search |");
+    println!("|---|---|---|---|---|---|---|");
+    for f in Format::all().into_iter().filter(|f| f.bits() == 4) {
+        let cb = f.codebook();
+        let mut line = format!("| `{f}` |");
+        for (_, w) in &data {
+            let paper = rtn_paper_rule(cb, w);
+            let base = rtn(cb, w, ScaleRule::Absmax);
+            let search = rtn(cb, w, ScaleRule::Search);
+            line += &format!(" {paper:.5} | {base:.5} | {search:.5} |");
+        }
+        println!("{line}");
+    }
+}
