@@ -2,12 +2,13 @@
 //! int8 quantization, and the element orders the SIMD paths read.
 //!
 //! SIMD element orders (both put the nibbles of a byte run where their activations are):
-//! - fast, per 128-element chunk: the 64 even elements, then the 64 odd ones. The low nibbles of
+//! - fast, per 128-element chunk ([`Chunk`]): the 64 even elements, then the 64 odd ones. The low nibbles of
 //!   the chunk's 64 code bytes then meet the first half, the high nibbles the second, and int32
 //!   lane `L` of a dot product over them holds elements `8L..8L + 8` of the chunk.
 //! - exact, per 32-element group: the 16 even elements, then the 16 odd ones.
 //!
-//! Elements past the last whole chunk (group) stay in natural order.
+//! Exact-mode elements past the last whole group stay in natural order; the fast mode keeps
+//! all its int8 values in natural order as well, for the tails and the scalar path.
 
 use crate::ACT_BLOCK;
 
@@ -49,22 +50,41 @@ pub(crate) fn pieces(cols: usize, block: usize) -> Vec<Piece> {
     out
 }
 
+/// One SIMD chunk of one activation row: 128 int8 values (the 64 even elements, then the 64
+/// odd ones), and for each of its 16 int32 lanes (8 elements) the correction and the scale.
+/// Kept together so a GEMM tile streams one buffer per activation row.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Chunk {
+    pub even: [i8; CHUNK / 2],
+    pub odd: [i8; CHUNK / 2],
+    /// `-128 *` the sum of the lane's 8 values: starting a lane's accumulator there turns a
+    /// dot with `table_i8 + 128` (unsigned, for VNNI) into one with `table_i8`.
+    pub ncorr: [i32; LANES],
+    /// The scale of the piece the lane lies in.
+    pub scale: [f32; LANES],
+}
+
+const EMPTY_CHUNK: Chunk = Chunk {
+    even: [0; CHUNK / 2],
+    odd: [0; CHUNK / 2],
+    ncorr: [0; LANES],
+    scale: [0.0; LANES],
+};
+
 /// Activations quantized for the fast mode, `n` rows.
 #[derive(Debug)]
 pub(crate) struct FastActs {
     pub cols: usize,
-    /// Elements of each row in SIMD chunk order (a multiple of `CHUNK`, or 0).
+    /// Elements of each row covered by SIMD chunks (a multiple of `CHUNK`, or 0).
     pub main: usize,
     pub pieces: Vec<Piece>,
-    /// int8 values, `[n, cols]`, the first `main` of each row in chunk order.
+    /// int8 values in natural order, `[n, cols]`.
     pub xq: Vec<i8>,
     /// Scale of each piece, `[n, pieces.len()]`.
     pub piece_scale: Vec<f32>,
-    /// Scale of each int32 lane of the chunks, `[n, main / 8]`.
-    pub lane_scale: Vec<f32>,
-    /// `-128 *` the sum of each lane's 8 int8 values, `[n, main / 8]`: starting a lane's
-    /// accumulator there turns a dot with `table_i8 + 128` (unsigned) into one with `table_i8`.
-    pub lane_ncorr: Vec<i32>,
+    /// `[n, main / CHUNK]` chunks.
+    pub chunks: Vec<Chunk>,
     /// Block index of each lane minus its chunk's first block, `[main / 8]` (same for all rows).
     pub lane_block: Vec<i32>,
     /// First block of each chunk, `[main / CHUNK]`.
@@ -76,18 +96,16 @@ pub(crate) struct FastActs {
 }
 
 impl FastActs {
-    /// Quantizes `x` (`[n, cols]`); `simd` asks for the chunk order over the longest prefix of
-    /// whole chunks (the caller checks the block shape allows it).
+    /// Quantizes `x` (`[n, cols]`); `simd` asks for chunks over the longest prefix of whole
+    /// chunks (the caller checks the block shape allows it).
     pub fn new(x: &[f32], n: usize, cols: usize, block: usize, simd: bool) -> Self {
         let pieces = pieces(cols, block);
         let main = if simd { cols / CHUNK * CHUNK } else { 0 };
         let np = pieces.len();
-        let nl = main / 8;
+        let nc = main / CHUNK;
         let mut xq = vec![0i8; n * cols];
         let mut piece_scale = vec![0.0f32; n * np];
-        let mut lane_scale = vec![0.0f32; n * nl];
-        let mut lane_ncorr = vec![0i32; n * nl];
-        let mut natural = vec![0i8; main];
+        let mut chunks = vec![EMPTY_CHUNK; n * nc];
         for j in 0..n {
             let xr = &x[j * cols..(j + 1) * cols];
             let qr = &mut xq[j * cols..(j + 1) * cols];
@@ -98,11 +116,7 @@ impl FastActs {
                     &mut qr[p.start..p.start + p.len],
                 );
             }
-            if main == 0 {
-                continue;
-            }
-            let ls = &mut lane_scale[j * nl..(j + 1) * nl];
-            let lc = &mut lane_ncorr[j * nl..(j + 1) * nl];
+            let rc = &mut chunks[j * nc..(j + 1) * nc];
             // Pieces are ACT_BLOCK (or 16) long and start at multiples of 8 inside `main`, so
             // each lane of 8 elements lies in one piece.
             for (p, &s) in pieces
@@ -110,25 +124,24 @@ impl FastActs {
                 .zip(ps.iter())
                 .take_while(|(p, _)| p.start < main)
             {
-                ls[p.start / 8..(p.start + p.len) / 8].fill(s);
-            }
-            natural.copy_from_slice(&qr[..main]);
-            for (c, (src, dst)) in natural
-                .chunks_exact(CHUNK)
-                .zip(qr[..main].chunks_exact_mut(CHUNK))
-                .enumerate()
-            {
-                for (e, &v) in src.iter().enumerate() {
-                    dst[(e & 1) * (CHUNK / 2) + e / 2] = v;
+                for l in p.start / 8..(p.start + p.len) / 8 {
+                    rc[l / LANES].scale[l % LANES] = s;
                 }
-                for (l, corr) in lc[c * LANES..(c + 1) * LANES].iter_mut().enumerate() {
+            }
+            for (src, dst) in qr[..main].chunks_exact(CHUNK).zip(rc.iter_mut()) {
+                for (k, pair) in src.chunks_exact(2).enumerate() {
+                    dst.even[k] = pair[0];
+                    dst.odd[k] = pair[1];
+                }
+                for (l, corr) in dst.ncorr.iter_mut().enumerate() {
                     let sum: i32 = src[8 * l..8 * l + 8].iter().map(|&v| v as i32).sum();
                     *corr = -128 * sum;
                 }
             }
         }
+        let nl = main / 8;
         let mut lane_block = vec![0i32; nl];
-        let mut chunk_block = vec![0usize; main / CHUNK];
+        let mut chunk_block = vec![0usize; nc];
         for (c, base) in chunk_block.iter_mut().enumerate() {
             *base = c * CHUNK / block;
             for l in 0..LANES {
@@ -147,8 +160,7 @@ impl FastActs {
             pieces,
             xq,
             piece_scale,
-            lane_scale,
-            lane_ncorr,
+            chunks,
             lane_block,
             chunk_block,
         }
@@ -161,13 +173,9 @@ impl FastActs {
         let np = self.pieces.len();
         &self.piece_scale[j * np..(j + 1) * np]
     }
-    pub fn row_lane_scale(&self, j: usize) -> &[f32] {
-        let nl = self.main / 8;
-        &self.lane_scale[j * nl..(j + 1) * nl]
-    }
-    pub fn row_lane_ncorr(&self, j: usize) -> &[i32] {
-        let nl = self.main / 8;
-        &self.lane_ncorr[j * nl..(j + 1) * nl]
+    pub fn row_chunks(&self, j: usize) -> &[Chunk] {
+        let nc = self.main / CHUNK;
+        &self.chunks[j * nc..(j + 1) * nc]
     }
     /// Index of the first piece past `main`.
     pub fn first_tail_piece(&self) -> usize {
@@ -245,7 +253,10 @@ mod tests {
                         .iter()
                         .position(|p| p.start <= e && e < p.start + p.len)
                         .unwrap();
-                    assert_eq!(a.row_lane_scale(j)[l], a.row_piece_scale(j)[pi]);
+                    assert_eq!(
+                        a.row_chunks(j)[l / LANES].scale[l % LANES],
+                        a.row_piece_scale(j)[pi]
+                    );
                 }
             }
         }

@@ -7,11 +7,16 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{tiles, F32Tile, Tile};
-use crate::act::{FastActs, CHUNK, GROUP, LANES};
+use super::{tiles, with_tile, F32Tile, Tile};
+use crate::act::{Chunk, FastActs, CHUNK, GROUP};
 use crate::dispatch::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
 use std::arch::x86_64::*;
+
+/// GEMM tiles (weight rows, activation rows) of each kernel.
+const FAST_GEMM_TILE: (usize, usize) = (2, 4);
+const EXACT_GEMM_TILE: (usize, usize) = (2, 4);
+const F32_GEMM_TILE: (usize, usize) = (4, 4);
 
 /// The fast kernel. Safety: the CPU must have AVX2, FMA and F16C; `out` holds whole rows.
 pub(crate) unsafe fn fast_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
@@ -86,7 +91,7 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
     let rows = out.len() / n;
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    for (r, mr, j, nb) in tiles(rows, n) {
+    for (r, mr, j, nb) in tiles(rows, n, FAST_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
@@ -102,19 +107,7 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             stride,
         };
         // SAFETY: features enabled here; tile shapes are in range (tiles).
-        unsafe {
-            match (mr, nb) {
-                (4, _) => fast_tile::<4, 1>(&t, a, out),
-                (2, 4) => fast_tile::<2, 4>(&t, a, out),
-                (2, 3) => fast_tile::<2, 3>(&t, a, out),
-                (2, 2) => fast_tile::<2, 2>(&t, a, out),
-                (2, _) => fast_tile::<2, 1>(&t, a, out),
-                (_, 4) => fast_tile::<1, 4>(&t, a, out),
-                (_, 3) => fast_tile::<1, 3>(&t, a, out),
-                (_, 2) => fast_tile::<1, 2>(&t, a, out),
-                _ => fast_tile::<1, 1>(&t, a, out),
-            }
-        }
+        unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
     }
 }
 
@@ -129,15 +122,14 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     let tbl = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.table_i8().as_ptr().cast()) });
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
-    let xq: [*const i8; NB] = std::array::from_fn(|j| a.row_xq(t.j0 + j).as_ptr());
-    let xs: [*const f32; NB] = std::array::from_fn(|j| a.row_lane_scale(t.j0 + j).as_ptr());
+    let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
     let mut acc = [[_mm256_setzero_ps(); NB]; MR];
     for h in 0..a.main / (CHUNK / 2) {
         let (c, half) = (h / 2, h % 2);
         let base = a.half_block[h];
-        // SAFETY: half chunk h < main / 64: each code row has >= 32 (h + 1) bytes, each xq row
-        // >= 128 (c + 1) values, each lane array >= 8 (h + 1) values; the lane block indices
-        // are < 8 and `base + 8 <= blocks + 16`, inside the padded scale rows.
+        // SAFETY: half chunk h < main / 64: each code row has >= 32 (h + 1) bytes, each
+        // activation row c + 1 chunks (64-byte aligned); the lane block indices are < 8 and
+        // `base + 8 <= blocks + 16`, inside the padded scale rows.
         unsafe {
             let idx = _mm256_loadu_si256(a.lane_block8.as_ptr().add(8 * h).cast());
             let mut wlo = [_mm256_setzero_si256(); MR];
@@ -154,9 +146,10 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             let alo: [__m256i; MR] = std::array::from_fn(|m| _mm256_abs_epi8(wlo[m]));
             let ahi: [__m256i; MR] = std::array::from_fn(|m| _mm256_abs_epi8(whi[m]));
             for j in 0..NB {
-                let xl = _mm256_loadu_si256(xq[j].add(c * CHUNK + 32 * half).cast());
-                let xh = _mm256_loadu_si256(xq[j].add(c * CHUNK + CHUNK / 2 + 32 * half).cast());
-                let s = _mm256_loadu_ps(xs[j].add(c * LANES + 8 * half));
+                let ch = &*xc[j].add(c);
+                let xl = _mm256_load_si256(ch.even.as_ptr().add(32 * half).cast());
+                let xh = _mm256_load_si256(ch.odd.as_ptr().add(32 * half).cast());
+                let s = _mm256_load_ps(ch.scale.as_ptr().add(8 * half));
                 for m in 0..MR {
                     let pl = _mm256_maddubs_epi16(alo[m], _mm256_sign_epi8(xl, wlo[m]));
                     let ph = _mm256_maddubs_epi16(ahi[m], _mm256_sign_epi8(xh, whi[m]));
@@ -168,9 +161,14 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             }
         }
     }
+    let has_tail = a.main < q.cols();
     for m in 0..MR {
         for j in 0..NB {
-            let tail = scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j);
+            let tail = if has_tail {
+                scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j)
+            } else {
+                0.0
+            };
             out[t.out_index(m, j)] = (hsum(acc[m][j]) + tail) * q.table_step();
         }
     }
@@ -190,7 +188,7 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
     let rows = out.len() / n;
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    for (r, mr, j, nb) in tiles(rows, n) {
+    for (r, mr, j, nb) in tiles(rows, n, EXACT_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
@@ -206,19 +204,7 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             stride,
         };
         // SAFETY: features enabled here; tile shapes are in range (tiles).
-        unsafe {
-            match (mr, nb) {
-                (4, _) => exact_tile::<4, 1>(&t, x, out),
-                (2, 4) => exact_tile::<2, 4>(&t, x, out),
-                (2, 3) => exact_tile::<2, 3>(&t, x, out),
-                (2, 2) => exact_tile::<2, 2>(&t, x, out),
-                (2, _) => exact_tile::<2, 1>(&t, x, out),
-                (_, 4) => exact_tile::<1, 4>(&t, x, out),
-                (_, 3) => exact_tile::<1, 3>(&t, x, out),
-                (_, 2) => exact_tile::<1, 2>(&t, x, out),
-                _ => exact_tile::<1, 1>(&t, x, out),
-            }
-        }
+        unsafe { with_tile!(exact_tile, mr, nb, (&t, x, out)) }
     }
 }
 
@@ -304,7 +290,7 @@ fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &m
     let mut k0 = 0;
     loop {
         let k1 = (k0 + F32_PANEL).min(cols);
-        for (r, mr, j, nb) in tiles(rows, n) {
+        for (r, mr, j, nb) in tiles(rows, n, F32_GEMM_TILE) {
             let p = F32Tile {
                 w,
                 x,
@@ -317,19 +303,7 @@ fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &m
                 k1,
             };
             // SAFETY: features enabled here; tile shapes are in range (tiles).
-            unsafe {
-                match (mr, nb) {
-                    (4, _) => f32_tile::<4, 1>(&p, out),
-                    (2, 4) => f32_tile::<2, 4>(&p, out),
-                    (2, 3) => f32_tile::<2, 3>(&p, out),
-                    (2, 2) => f32_tile::<2, 2>(&p, out),
-                    (2, _) => f32_tile::<2, 1>(&p, out),
-                    (_, 4) => f32_tile::<1, 4>(&p, out),
-                    (_, 3) => f32_tile::<1, 3>(&p, out),
-                    (_, 2) => f32_tile::<1, 2>(&p, out),
-                    _ => f32_tile::<1, 1>(&p, out),
-                }
-            }
+            unsafe { with_tile!(f32_tile, mr, nb, (&p, out)) }
         }
         if k1 >= cols {
             break;

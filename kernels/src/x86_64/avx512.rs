@@ -15,11 +15,16 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{tiles, F32Tile, Tile};
-use crate::act::{FastActs, CHUNK, GROUP, LANES};
+use super::{tiles, with_tile, F32Tile, Prefetch, Tile};
+use crate::act::{Chunk, FastActs, CHUNK, GROUP, LANES};
 use crate::dispatch::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
 use std::arch::x86_64::*;
+
+/// GEMM tiles (weight rows, activation rows) of each kernel.
+const FAST_GEMM_TILE: (usize, usize) = (4, 4);
+const EXACT_GEMM_TILE: (usize, usize) = (4, 4);
+const F32_GEMM_TILE: (usize, usize) = (4, 4);
 
 /// The fast kernel. Safety: the CPU must have AVX-512 F/BW/VL/VNNI; `out` holds whole rows.
 pub(crate) unsafe fn fast_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
@@ -96,7 +101,7 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
     // Room for 4 rows of scales, each padded by 16 so a 16-float window never runs past it.
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    for (r, mr, j, nb) in tiles(rows, n) {
+    for (r, mr, j, nb) in tiles(rows, n, FAST_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
@@ -112,19 +117,7 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             stride,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
-        unsafe {
-            match (mr, nb) {
-                (4, _) => fast_tile::<4, 1>(&t, a, out),
-                (2, 4) => fast_tile::<2, 4>(&t, a, out),
-                (2, 3) => fast_tile::<2, 3>(&t, a, out),
-                (2, 2) => fast_tile::<2, 2>(&t, a, out),
-                (2, _) => fast_tile::<2, 1>(&t, a, out),
-                (_, 4) => fast_tile::<1, 4>(&t, a, out),
-                (_, 3) => fast_tile::<1, 3>(&t, a, out),
-                (_, 2) => fast_tile::<1, 2>(&t, a, out),
-                _ => fast_tile::<1, 1>(&t, a, out),
-            }
-        }
+        unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
     }
 }
 
@@ -139,14 +132,14 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
-    let xq: [*const i8; NB] = std::array::from_fn(|j| a.row_xq(t.j0 + j).as_ptr());
-    let xs: [*const f32; NB] = std::array::from_fn(|j| a.row_lane_scale(t.j0 + j).as_ptr());
-    let nc: [*const i32; NB] = std::array::from_fn(|j| a.row_lane_ncorr(t.j0 + j).as_ptr());
+    let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
     let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+    let ahead = Prefetch::next_tile(q, t.r, MR);
     for (c, &base) in a.chunk_block.iter().enumerate() {
-        // SAFETY: chunk c < main / 128: each code row has >= 64 (c + 1) bytes, each xq row
-        // >= 128 (c + 1) values, each lane array >= 16 (c + 1) values; the lane block indices
-        // are < 16 and `base + 16 <= blocks + 16`, inside the padded scale rows.
+        ahead.step(c, MR);
+        // SAFETY: chunk c < main / 128: each code row has >= 64 (c + 1) bytes, each activation
+        // row c + 1 chunks (64-byte aligned); the lane block indices are < 16 and `base + 16 <= blocks + 16`,
+        // inside the padded scale rows.
         unsafe {
             let idx = _mm512_loadu_si512(a.lane_block.as_ptr().add(c * LANES).cast());
             let mut wlo = [_mm512_setzero_si512(); MR];
@@ -161,10 +154,11 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
                 ws[m] = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(scp[m].add(base)));
             }
             for j in 0..NB {
-                let xl = _mm512_loadu_si512(xq[j].add(c * CHUNK).cast());
-                let xh = _mm512_loadu_si512(xq[j].add(c * CHUNK + CHUNK / 2).cast());
-                let corr = _mm512_loadu_si512(nc[j].add(c * LANES).cast());
-                let s = _mm512_loadu_ps(xs[j].add(c * LANES));
+                let ch = &*xc[j].add(c);
+                let xl = _mm512_load_si512(ch.even.as_ptr().cast());
+                let xh = _mm512_load_si512(ch.odd.as_ptr().cast());
+                let corr = _mm512_load_si512(ch.ncorr.as_ptr().cast());
+                let s = _mm512_load_ps(ch.scale.as_ptr());
                 for m in 0..MR {
                     let d = _mm512_dpbusd_epi32(corr, wlo[m], xl);
                     let d = _mm512_dpbusd_epi32(d, whi[m], xh);
@@ -174,9 +168,14 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             }
         }
     }
+    let has_tail = a.main < q.cols();
     for m in 0..MR {
         for j in 0..NB {
-            let tail = scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j);
+            let tail = if has_tail {
+                scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j)
+            } else {
+                0.0
+            };
             out[t.out_index(m, j)] = (_mm512_reduce_add_ps(acc[m][j]) + tail) * q.table_step();
         }
     }
@@ -187,7 +186,7 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
     let rows = out.len() / n;
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    for (r, mr, j, nb) in tiles(rows, n) {
+    for (r, mr, j, nb) in tiles(rows, n, EXACT_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
@@ -203,19 +202,7 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             stride,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
-        unsafe {
-            match (mr, nb) {
-                (4, _) => exact_tile::<4, 1>(&t, x, out),
-                (2, 4) => exact_tile::<2, 4>(&t, x, out),
-                (2, 3) => exact_tile::<2, 3>(&t, x, out),
-                (2, 2) => exact_tile::<2, 2>(&t, x, out),
-                (2, _) => exact_tile::<2, 1>(&t, x, out),
-                (_, 4) => exact_tile::<1, 4>(&t, x, out),
-                (_, 3) => exact_tile::<1, 3>(&t, x, out),
-                (_, 2) => exact_tile::<1, 2>(&t, x, out),
-                _ => exact_tile::<1, 1>(&t, x, out),
-            }
-        }
+        unsafe { with_tile!(exact_tile, mr, nb, (&t, x, out)) }
     }
 }
 
@@ -226,54 +213,89 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
     let q = t.q;
     let cols = q.cols();
     let main = cols / GROUP * GROUP;
-    let ngroups = main / GROUP;
     // SAFETY: the table has 16 values.
     let table = unsafe { _mm512_loadu_ps(q.table().as_ptr()) };
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     let xp: [*const f32; NB] = std::array::from_fn(|j| x[(t.j0 + j) * cols..].as_ptr());
-    let mut acc = [[[_mm512_setzero_ps(); 2]; NB]; MR];
-    // SAFETY (code loads below): group g < cols / 32, so each row has >= 16 (g + 1) code bytes.
-    let load_idx = |m: usize, g: usize| unsafe { _mm_loadu_si128(codes[m].add(g * 16).cast()) };
-    if q.block() == 16 {
-        // Two blocks per group: lanes 0-7 (even elements 0..16) use the first block's table,
-        // lanes 8-15 the second's; permutex2var picks the table with index bit 4.
-        let second = _mm512_set_epi32(16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0);
-        let low4 = _mm512_set1_epi32(15);
-        for g in 0..ngroups {
-            let mut we = [_mm512_setzero_ps(); MR];
-            let mut wo = [_mm512_setzero_ps(); MR];
+    let scp: [*const f32; MR] = std::array::from_fn(|m| t.scales(m).as_ptr());
+    // A GEMV tile keeps two accumulators per output (even and odd elements) to hide the FMA
+    // latency; a GEMM tile has enough outputs for that. All of them stay in registers: the
+    // loop is flat and has no helper taking them by reference.
+    let split = NB == 1;
+    let mut acc_e = [[_mm512_setzero_ps(); NB]; MR];
+    let mut acc_o = [[_mm512_setzero_ps(); NB]; MR];
+    // A group reads 16 bytes of each of MR rows: one line of the next tile per group for MR = 4.
+    let ahead = Prefetch::next_tile(q, t.r, MR);
+    let block16 = q.block() == 16;
+    // Block 16: two blocks per group; lanes 0-7 (even elements 0..16) use the first block's
+    // table, lanes 8-15 the second's, and permutex2var picks the table with index bit 4.
+    let second = _mm512_set_epi32(16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0);
+    let low4 = _mm512_set1_epi32(15);
+    // Otherwise the scaled table changes at each block start; a whole-row block may be any
+    // length, but it is the only block.
+    let per_block = if q.blocks_per_row() == 1 {
+        usize::MAX
+    } else {
+        q.block() / GROUP
+    };
+    let mut tables = [table; MR];
+    let (mut b, mut next) = (0, 0);
+    for g in 0..main / GROUP {
+        ahead.step(g, 1);
+        let mut we = [_mm512_setzero_ps(); MR];
+        let mut wo = [_mm512_setzero_ps(); MR];
+        if block16 {
             for m in 0..MR {
-                let s = t.scales(m);
-                let ta = _mm512_mul_ps(table, _mm512_set1_ps(s[2 * g]));
-                let tb = _mm512_mul_ps(table, _mm512_set1_ps(s[2 * g + 1]));
-                let idx = _mm512_cvtepu8_epi32(load_idx(m, g));
+                // SAFETY: group g < cols / 32 holds blocks 2g and 2g + 1 < blocks_per_row and
+                // 16 code bytes of each row at 16 g.
+                let (sa, sb, bytes) = unsafe {
+                    (
+                        *scp[m].add(2 * g),
+                        *scp[m].add(2 * g + 1),
+                        _mm_loadu_si128(codes[m].add(16 * g).cast()),
+                    )
+                };
+                let ta = _mm512_mul_ps(table, _mm512_set1_ps(sa));
+                let tb = _mm512_mul_ps(table, _mm512_set1_ps(sb));
+                let idx = _mm512_cvtepu8_epi32(bytes);
                 let ie = _mm512_or_si512(_mm512_and_si512(idx, low4), second);
                 let io = _mm512_or_si512(_mm512_srli_epi32(idx, 4), second);
                 we[m] = _mm512_permutex2var_ps(ta, ie, tb);
                 wo[m] = _mm512_permutex2var_ps(ta, io, tb);
             }
-            // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
-            unsafe { exact_fma::<MR, NB>(&mut acc, &we, &wo, &xp, g) };
-        }
-    } else {
-        for b in 0..q.blocks_per_row() {
-            let g0 = b * q.block() / GROUP;
-            let g1 = ((b + 1) * q.block()).min(main) / GROUP;
-            if g0 >= g1 {
-                break;
-            }
-            let tables: [__m512; MR] =
-                std::array::from_fn(|m| _mm512_mul_ps(table, _mm512_set1_ps(t.scales(m)[b])));
-            for g in g0..g1 {
-                let mut we = [_mm512_setzero_ps(); MR];
-                let mut wo = [_mm512_setzero_ps(); MR];
+        } else {
+            if g == next {
                 for m in 0..MR {
-                    let idx = _mm512_cvtepu8_epi32(load_idx(m, g));
-                    we[m] = _mm512_permutexvar_ps(idx, tables[m]);
-                    wo[m] = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), tables[m]);
+                    // SAFETY: group g lies in block b < blocks_per_row.
+                    let s = unsafe { *scp[m].add(b) };
+                    tables[m] = _mm512_mul_ps(table, _mm512_set1_ps(s));
                 }
-                // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
-                unsafe { exact_fma::<MR, NB>(&mut acc, &we, &wo, &xp, g) };
+                b += 1;
+                next = next.saturating_add(per_block);
+            }
+            for m in 0..MR {
+                // SAFETY: group g < cols / 32: each row has 16 code bytes at 16 g.
+                let idx =
+                    _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(codes[m].add(16 * g).cast()) });
+                we[m] = _mm512_permutexvar_ps(idx, tables[m]);
+                wo[m] = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), tables[m]);
+            }
+        }
+        for j in 0..NB {
+            // SAFETY: activation rows hold `cols >= 32 (g + 1)` values.
+            let (xe, xo) = unsafe {
+                (
+                    _mm512_loadu_ps(xp[j].add(g * GROUP)),
+                    _mm512_loadu_ps(xp[j].add(g * GROUP + 16)),
+                )
+            };
+            for m in 0..MR {
+                acc_e[m][j] = _mm512_fmadd_ps(we[m], xe, acc_e[m][j]);
+                if split {
+                    acc_o[m][j] = _mm512_fmadd_ps(wo[m], xo, acc_o[m][j]);
+                } else {
+                    acc_e[m][j] = _mm512_fmadd_ps(wo[m], xo, acc_e[m][j]);
+                }
             }
         }
     }
@@ -281,34 +303,8 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
         for j in 0..NB {
             let xr = &x[(t.j0 + j) * cols..(t.j0 + j + 1) * cols];
             let tail = scalar::tail_exact(q, t.r + m, t.scales(m), xr, main);
-            let sum = _mm512_add_ps(acc[m][j][0], acc[m][j][1]);
+            let sum = _mm512_add_ps(acc_e[m][j], acc_o[m][j]);
             out[t.out_index(m, j)] = _mm512_reduce_add_ps(sum) + tail;
-        }
-    }
-}
-
-/// Multiplies the decoded group `g` (even and odd elements of MR rows) with NB activation rows.
-/// Safety: AVX-512 F; each `xp[j]` points at a row of at least `32 (g + 1)` values.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn exact_fma<const MR: usize, const NB: usize>(
-    acc: &mut [[[__m512; 2]; NB]; MR],
-    we: &[__m512; MR],
-    wo: &[__m512; MR],
-    xp: &[*const f32; NB],
-    g: usize,
-) {
-    for j in 0..NB {
-        // SAFETY: see the function's contract.
-        let (xe, xo) = unsafe {
-            (
-                _mm512_loadu_ps(xp[j].add(g * GROUP)),
-                _mm512_loadu_ps(xp[j].add(g * GROUP + 16)),
-            )
-        };
-        for m in 0..MR {
-            acc[m][j][0] = _mm512_fmadd_ps(we[m], xe, acc[m][j][0]);
-            acc[m][j][1] = _mm512_fmadd_ps(wo[m], xo, acc[m][j][1]);
         }
     }
 }
@@ -323,7 +319,7 @@ fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &m
     let mut k0 = 0;
     while k0 < cols || k0 == 0 {
         let k1 = (k0 + F32_PANEL).min(cols);
-        for (r, mr, j, nb) in tiles(rows, n) {
+        for (r, mr, j, nb) in tiles(rows, n, F32_GEMM_TILE) {
             let p = F32Tile {
                 w,
                 x,
@@ -336,19 +332,7 @@ fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &m
                 k1,
             };
             // SAFETY: features enabled here; tile shapes are in range (tile_loop).
-            unsafe {
-                match (mr, nb) {
-                    (4, _) => f32_tile::<4, 1>(&p, out),
-                    (2, 4) => f32_tile::<2, 4>(&p, out),
-                    (2, 3) => f32_tile::<2, 3>(&p, out),
-                    (2, 2) => f32_tile::<2, 2>(&p, out),
-                    (2, _) => f32_tile::<2, 1>(&p, out),
-                    (_, 4) => f32_tile::<1, 4>(&p, out),
-                    (_, 3) => f32_tile::<1, 3>(&p, out),
-                    (_, 2) => f32_tile::<1, 2>(&p, out),
-                    _ => f32_tile::<1, 1>(&p, out),
-                }
-            }
+            unsafe { with_tile!(f32_tile, mr, nb, (&p, out)) }
         }
         if k1 >= cols {
             break;
@@ -363,13 +347,14 @@ fn f32_rows_impl(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &m
 unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32]) {
     let wp: [*const f32; MR] = std::array::from_fn(|m| p.w[(p.r + m) * p.cols..].as_ptr());
     let xp: [*const f32; NB] = std::array::from_fn(|j| p.x[(p.j0 + j) * p.cols..].as_ptr());
-    // Two accumulators per pair hide the FMA latency when the tile is small.
+    // A GEMV tile keeps two accumulators per output to hide the FMA latency.
     let mut acc = [[[_mm512_setzero_ps(); 2]; NB]; MR];
+    let second = if NB == 1 { 1 } else { 0 };
     let mut k = p.k0;
     while k + 32 <= p.k1 {
         // SAFETY (all three): the loads touch elements k..k + 32 <= k1 <= cols.
         unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k, 0, !0) };
-        unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k + 16, 1, !0) };
+        unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k + 16, second, !0) };
         k += 32;
     }
     while k < p.k1 {
@@ -385,7 +370,7 @@ unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32
     }
 }
 
-/// One 16-column step of an f32 tile, masked to `lanes`.
+/// One 16-column step of an f32 tile, masked to `lanes` (plain loads when all are set).
 /// Safety: AVX-512 F; elements `k..k + popcount(lanes)` of every row exist.
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -398,13 +383,20 @@ unsafe fn f32_step<const MR: usize, const NB: usize>(
     lanes: __mmask16,
 ) {
     // SAFETY: see the function's contract; masked-off lanes are not read.
-    unsafe {
-        let xv: [__m512; NB] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(lanes, xp[j].add(k)));
-        for m in 0..MR {
-            let wv = _mm512_maskz_loadu_ps(lanes, wp[m].add(k));
-            for j in 0..NB {
-                acc[m][j][half] = _mm512_fmadd_ps(wv, xv[j], acc[m][j][half]);
-            }
+    let load = |p: *const f32| unsafe {
+        if lanes == !0 {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(lanes, p)
+        }
+    };
+    // SAFETY: as above, `k` is inside every row.
+    let xv: [__m512; NB] = std::array::from_fn(|j| load(unsafe { xp[j].add(k) }));
+    for m in 0..MR {
+        // SAFETY: as above.
+        let wv = load(unsafe { wp[m].add(k) });
+        for j in 0..NB {
+            acc[m][j][half] = _mm512_fmadd_ps(wv, xv[j], acc[m][j][half]);
         }
     }
 }

@@ -5,6 +5,7 @@ mod avx512;
 
 use crate::dispatch::Acts;
 use crate::{Isa, QMatrix};
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 
 /// Whether each path is built (a path is listed as available only when it is).
 pub(crate) const AVX2_READY: bool = true;
@@ -38,22 +39,25 @@ pub(crate) fn f32_kernel(isa: Isa) -> F32Rows {
 }
 
 /// Tiles of a row range: `(row, weight rows, activation row, activation rows)`. A GEMV
-/// (`n == 1`) takes 4 weight rows at a time; a GEMM 2 weight rows x 4 activation rows, so each
-/// decoded weight chunk serves 4 activation rows. Edges take smaller tiles.
-pub(crate) fn tiles(rows: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    let (mr_max, nb_max) = if n == 1 { (4, 1) } else { (2, 4) };
+/// (`n == 1`) takes 4 weight rows at a time; a GEMM `gemm.0` weight rows x `gemm.1` activation
+/// rows, so each decoded weight chunk serves several activation rows. Edges take smaller tiles
+/// (4, 2 or 1 weight rows; up to 4 activation rows).
+pub(crate) fn tiles(
+    rows: usize,
+    n: usize,
+    gemm: (usize, usize),
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let (mr_max, nb_max) = if n == 1 { (4, 1) } else { gemm };
     let mut r = 0;
     std::iter::from_fn(move || {
         if r >= rows {
             return None;
         }
-        let mr = if rows - r >= mr_max {
-            mr_max
-        } else if rows - r >= 2 {
-            2
-        } else {
-            1
-        };
+        let left = rows - r;
+        let mr = [4, 2, 1]
+            .into_iter()
+            .find(|&m| m <= mr_max && m <= left)
+            .unwrap_or(1);
         let start = r;
         r += mr;
         Some((start, mr))
@@ -64,6 +68,27 @@ pub(crate) fn tiles(rows: usize, n: usize) -> impl Iterator<Item = (usize, usize
             .map(move |j| (r, mr, j, nb_max.min(n - j)))
     })
 }
+
+/// Calls `$f::<MR, NB>(args)` for a tile shape from [`tiles`] (MR in 1, 2, 4; NB in 1..=4).
+macro_rules! with_tile {
+    ($f:ident, $mr:expr, $nb:expr, ($($arg:expr),*)) => {
+        match ($mr, $nb) {
+            (4, 4) => $f::<4, 4>($($arg),*),
+            (4, 3) => $f::<4, 3>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, _) => $f::<4, 1>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, _) => $f::<2, 1>($($arg),*),
+            (_, 4) => $f::<1, 4>($($arg),*),
+            (_, 3) => $f::<1, 3>($($arg),*),
+            (_, 2) => $f::<1, 2>($($arg),*),
+            _ => $f::<1, 1>($($arg),*),
+        }
+    };
+}
+pub(crate) use with_tile;
 
 /// What a tile needs besides the activations: weight rows `r..r + MR` and activation rows
 /// `j0..j0 + NB`, the rows' f32 scales (`stride` apart) and where the output goes.
@@ -98,4 +123,46 @@ pub(crate) struct F32Tile<'a> {
     pub n: usize,
     pub k0: usize,
     pub k1: usize,
+}
+
+/// Software prefetch of the weights of the next tile (the rows after this tile's), spread
+/// over this tile's loop. A row of 8192 codes is exactly one 4 KiB page, where the hardware
+/// prefetchers stop, so streaming GEMV rows from DRAM needs the hint.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefetch {
+    codes: *const u8,
+    codes_len: usize,
+    scales: *const u8,
+    scales_len: usize,
+}
+
+impl Prefetch {
+    /// For rows `r..r + mr` of `q`, the region of rows `r + mr..r + 2 mr`.
+    pub fn next_tile(q: &QMatrix, r: usize, mr: usize) -> Self {
+        let rb = q.cols().div_ceil(2);
+        let sb = q.blocks_per_row() * q.scale_dtype().size();
+        let rows = (q.rows().saturating_sub(r + mr)).min(mr);
+        Prefetch {
+            codes: q.codes().as_ptr().wrapping_add((r + mr) * rb),
+            codes_len: rows * rb,
+            scales: q.scales().as_ptr().wrapping_add((r + mr) * sb),
+            scales_len: rows * sb,
+        }
+    }
+
+    /// Step `i` of the loop: the next `lines` cache lines of codes, and one of scales.
+    #[inline(always)]
+    pub fn step(&self, i: usize, lines: usize) {
+        for k in 0..lines {
+            let off = (i * lines + k) * 64;
+            if off < self.codes_len {
+                // SAFETY: a prefetch never faults; the address is inside the codes slice.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(self.codes.wrapping_add(off).cast()) };
+            }
+        }
+        if i * 64 < self.scales_len {
+            // SAFETY: as above, inside the scales slice.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.scales.wrapping_add(i * 64).cast()) };
+        }
+    }
 }
