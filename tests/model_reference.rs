@@ -148,3 +148,29 @@ fn bad_token_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(e.to_string().contains("128"), "{e}");
 }
+
+#[test]
+fn missing_or_misshaped_tensors_are_named_in_errors() {
+    use tquant::model::{checkpoint_source, Config, MemorySource, TensorData};
+    let src = checkpoint_source(&data("v2")).unwrap();
+    let config = Config::from_path(&data("v2")).unwrap();
+    let mut bad = MemorySource::over(&src);
+    bad.insert(
+        "model.layers.1.self_attn.kv_b_proj.weight",
+        TensorData::Dense {
+            shape: vec![96, 32],
+            values: vec![0.0; 96 * 32],
+        },
+    );
+    let e = Model::from_source(config.clone(), &bad, Options::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("model.layers.1.self_attn.kv_b_proj.weight") && msg.contains("[96, 32]"),
+        "{msg}"
+    );
+    // The hub config names q_a_proj; a checkpoint without it is refused by name.
+    let mut lite_config = config;
+    lite_config.q_lora_rank = None;
+    let e = Model::from_source(lite_config, &src, Options::default()).unwrap_err();
+    assert!(e.to_string().contains("q_proj.weight"), "{e}");
+}
