@@ -12,6 +12,7 @@ pub mod codebook;
 pub mod fit;
 pub mod generate;
 pub mod layouts;
+pub mod nu_search;
 pub mod pack;
 pub mod sample;
 pub mod scale;
@@ -20,6 +21,7 @@ pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix, ScaleRule};
 pub use catalog::Format;
 pub use codebook::Codebook;
 pub use fit::{fit_block_standardized, fit_student_t, TFit};
+pub use nu_search::{search_nu_min_error, NuSearch};
 pub use scale::ScaleDtype;
 
 /// Errors of the format layer.
