@@ -459,6 +459,42 @@ mod tests {
         assert!(f.log_likelihood(&x).is_finite());
     }
 
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn any_f32() -> impl Strategy<Value = f32> {
+            prop_oneof![
+                4 => -3.0f32..3.0,
+                1 => any::<u32>().prop_map(f32::from_bits),
+                1 => Just(0.0f32),
+                1 => Just(f32::MAX),
+            ]
+        }
+
+        fn sane(f: TFit) -> bool {
+            (NU_MIN..=NU_MAX).contains(&f.nu)
+                && f.loc.is_finite()
+                && f.scale.is_finite()
+                && f.scale >= 0.0
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn any_input_gives_a_finite_fit(
+                x in proptest::collection::vec(any_f32(), 0..200),
+                block in 0usize..70,
+            ) {
+                let f = fit_student_t(&x);
+                prop_assert!(sane(f), "{:?}", f);
+                let g = fit_block_standardized(&x, block);
+                prop_assert!(sane(g), "{:?}", g);
+            }
+        }
+    }
+
     #[test]
     fn block_standardization_removes_between_block_tails() {
         // Normal blocks whose scales vary widely: heavy-tailed as a whole, normal inside blocks.
