@@ -7,7 +7,7 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{tiles, with_tile, F32Tile, Tile};
+use super::{tiles, with_tile, F32Tile, Prefetch, Tile};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP};
 use crate::dispatch::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 /// GEMM tiles (weight rows, activation rows) of each kernel.
 const FAST_GEMM_TILE: (usize, usize) = (2, 4);
 const EXACT_GEMM_TILE: (usize, usize) = (2, 4);
-const F32_GEMM_TILE: (usize, usize) = (4, 4);
+const F32_GEMM_TILE: (usize, usize) = (4, 3);
 
 /// The fast kernel. Safety: the CPU must have AVX2, FMA and F16C; `out` holds whole rows.
 pub(crate) unsafe fn fast_rows(q: &QMatrix, a: &Acts, n: usize, r0: usize, out: &mut [f32]) {
@@ -124,7 +124,10 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
     let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
     let mut acc = [[_mm256_setzero_ps(); NB]; MR];
+    let ahead = Prefetch::next_tile(q, t.r, MR);
     for h in 0..a.main / (CHUNK / 2) {
+        // Half a chunk reads 32 bytes of each row: one line of the next tile per row pair.
+        ahead.step(h, MR.div_ceil(2));
         let (c, half) = (h / 2, h % 2);
         let base = a.half_block[h];
         // SAFETY: half chunk h < main / 64: each code row has >= 32 (h + 1) bytes, each
@@ -237,7 +240,9 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
     // Each half group (8 code bytes, 16 elements) lies in one block (block 16 or >= 32).
     let mut tables = [[(tlo, thi); 2]; MR];
     let mut table_block = [usize::MAX; 2];
+    let ahead = Prefetch::next_tile(q, t.r, MR);
     for g in 0..main / GROUP {
+        ahead.step(g, 1);
         for (u, tb) in table_block.iter_mut().enumerate() {
             let b = (g * GROUP + 16 * u) / q.block();
             if b != *tb {
@@ -320,11 +325,14 @@ unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32
         std::array::from_fn(|m| &p.w[(p.r + m) * p.cols..(p.r + m + 1) * p.cols]);
     let xr: [&[f32]; NB] =
         std::array::from_fn(|j| &p.x[(p.j0 + j) * p.cols..(p.j0 + j + 1) * p.cols]);
+    // A GEMV tile keeps two accumulators per output to hide the FMA latency.
     let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
+    let second = if NB == 1 { 1 } else { 0 };
     let mut k = p.k0;
     while k + 16 <= p.k1 {
         for half in 0..2 {
             let kk = k + 8 * half;
+            let a = half * second;
             // SAFETY: elements kk..kk + 8 <= k1 <= cols of every row exist.
             unsafe {
                 let xv: [__m256; NB] =
@@ -332,7 +340,7 @@ unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32
                 for m in 0..MR {
                     let wv = _mm256_loadu_ps(wr[m].as_ptr().add(kk));
                     for j in 0..NB {
-                        acc[m][j][half] = _mm256_fmadd_ps(wv, xv[j], acc[m][j][half]);
+                        acc[m][j][a] = _mm256_fmadd_ps(wv, xv[j], acc[m][j][a]);
                     }
                 }
             }
