@@ -11,6 +11,7 @@
 //! all its int8 values in natural order as well, for the tails and the scalar path.
 
 use crate::ACT_BLOCK;
+use rayon::prelude::*;
 
 /// A piece of a row that shares one int8 activation scale: `ACT_BLOCK` elements (fewer at the
 /// end of a weight block) inside one weight block.
@@ -103,41 +104,24 @@ impl FastActs {
         let main = if simd { cols / CHUNK * CHUNK } else { 0 };
         let np = pieces.len();
         let nc = main / CHUNK;
-        let mut xq = vec![0i8; n * cols];
-        let mut piece_scale = vec![0.0f32; n * np];
-        let mut chunks = vec![EMPTY_CHUNK; n * nc];
-        for j in 0..n {
-            let xr = &x[j * cols..(j + 1) * cols];
-            let qr = &mut xq[j * cols..(j + 1) * cols];
-            let ps = &mut piece_scale[j * np..(j + 1) * np];
-            for (p, s) in pieces.iter().zip(ps.iter_mut()) {
-                *s = quantize_piece(
-                    &xr[p.start..p.start + p.len],
-                    &mut qr[p.start..p.start + p.len],
-                );
-            }
-            let rc = &mut chunks[j * nc..(j + 1) * nc];
-            // Pieces are ACT_BLOCK (or 16) long and start at multiples of 8 inside `main`, so
-            // each lane of 8 elements lies in one piece.
-            for (p, &s) in pieces
-                .iter()
-                .zip(ps.iter())
-                .take_while(|(p, _)| p.start < main)
-            {
-                for l in p.start / 8..(p.start + p.len) / 8 {
-                    rc[l / LANES].scale[l % LANES] = s;
-                }
-            }
-            for (src, dst) in qr[..main].chunks_exact(CHUNK).zip(rc.iter_mut()) {
-                for (k, pair) in src.chunks_exact(2).enumerate() {
-                    dst.even[k] = pair[0];
-                    dst.odd[k] = pair[1];
-                }
-                for (l, corr) in dst.ncorr.iter_mut().enumerate() {
-                    let sum: i32 = src[8 * l..8 * l + 8].iter().map(|&v| v as i32).sum();
-                    *corr = -128 * sum;
-                }
-            }
+        // Rows are independent: quantize them in parallel when there are several.
+        let rows: Vec<(Vec<i8>, Vec<f32>, Vec<Chunk>)> = if n >= 4 {
+            (0..n)
+                .into_par_iter()
+                .map(|j| quantize_row(&x[j * cols..(j + 1) * cols], &pieces, main))
+                .collect()
+        } else {
+            (0..n)
+                .map(|j| quantize_row(&x[j * cols..(j + 1) * cols], &pieces, main))
+                .collect()
+        };
+        let mut xq = Vec::with_capacity(n * cols);
+        let mut piece_scale = Vec::with_capacity(n * np);
+        let mut chunks = Vec::with_capacity(n * nc);
+        for (q, s, c) in rows {
+            xq.extend_from_slice(&q);
+            piece_scale.extend_from_slice(&s);
+            chunks.extend_from_slice(&c);
         }
         let nl = main / 8;
         let mut lane_block = vec![0i32; nl];
@@ -183,6 +167,42 @@ impl FastActs {
     }
 }
 
+/// One activation row: its int8 values (natural order), piece scales and SIMD chunks over the
+/// first `main` elements.
+fn quantize_row(xr: &[f32], pieces: &[Piece], main: usize) -> (Vec<i8>, Vec<f32>, Vec<Chunk>) {
+    let mut qr = vec![0i8; xr.len()];
+    let mut ps = vec![0.0f32; pieces.len()];
+    let mut rc = vec![EMPTY_CHUNK; main / CHUNK];
+    for (p, s) in pieces.iter().zip(ps.iter_mut()) {
+        *s = quantize_piece(
+            &xr[p.start..p.start + p.len],
+            &mut qr[p.start..p.start + p.len],
+        );
+    }
+    // Pieces are ACT_BLOCK (or 16) long and start at multiples of 8 inside `main`, so each
+    // lane of 8 elements lies in one piece.
+    for (p, &s) in pieces
+        .iter()
+        .zip(ps.iter())
+        .take_while(|(p, _)| p.start < main)
+    {
+        for l in p.start / 8..(p.start + p.len) / 8 {
+            rc[l / LANES].scale[l % LANES] = s;
+        }
+    }
+    for (src, dst) in qr[..main].chunks_exact(CHUNK).zip(rc.iter_mut()) {
+        for (k, pair) in src.chunks_exact(2).enumerate() {
+            dst.even[k] = pair[0];
+            dst.odd[k] = pair[1];
+        }
+        for (l, corr) in dst.ncorr.iter_mut().enumerate() {
+            let sum: i32 = src[8 * l..8 * l + 8].iter().map(|&v| v as i32).sum();
+            *corr = -128 * sum;
+        }
+    }
+    (qr, ps, rc)
+}
+
 /// Quantizes one piece to int8 (`round_ties_even(x * 127 / amax)`) and returns its scale
 /// `amax / 127`. The reference repeats this arithmetic.
 #[inline]
@@ -194,9 +214,18 @@ pub(crate) fn quantize_piece(x: &[f32], out: &mut [i8]) -> f32 {
     }
     let inv = 127.0f32 / amax;
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *o = round_even(v * inv).clamp(-127.0, 127.0) as i8;
     }
     amax / 127.0
+}
+
+/// `v.round_ties_even()` for `|v| < 2^22`, by adding and removing 1.5 * 2^23 (the addition
+/// rounds to nearest even). Unlike `round_ties_even`, which needs SSE4.1 and is a library
+/// call on baseline x86-64, this vectorizes everywhere.
+#[inline(always)]
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
 }
 
 /// `x` (`[n, cols]`) with the first `cols / GROUP * GROUP` elements of each row in the exact
@@ -219,6 +248,17 @@ pub(crate) fn exact_order(x: &[f32], n: usize, cols: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_even_matches_round_ties_even() {
+        let mut v = -130.0f32;
+        while v <= 130.0 {
+            for w in [v, v + 0.5, v - 0.5, f32::from_bits(v.to_bits() + 1)] {
+                assert_eq!(round_even(w), w.round_ties_even(), "{w}");
+            }
+            v += 0.25;
+        }
+    }
 
     #[test]
     fn pieces_cover_the_row_inside_blocks() {

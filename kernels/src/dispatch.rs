@@ -272,27 +272,52 @@ fn run_rows(
         return;
     }
     let threads = rayon::current_num_threads();
-    let run = |yt: &mut [f32]| {
-        if threads <= 1 || work < PARALLEL_MIN_WORK {
-            f(0, yt);
-        } else {
-            let tasks = 4 * threads;
-            let per = rows.div_ceil(tasks).div_ceil(ROW_TILE) * ROW_TILE;
-            yt.par_chunks_mut(per * n)
-                .enumerate()
-                .for_each(|(t, out)| f(t * per, out));
-        }
-    };
+    let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
+    let per = rows.div_ceil(4 * threads).div_ceil(ROW_TILE) * ROW_TILE;
     if n == 1 {
         // One activation row: `[row][j]` is `y` itself.
-        run(y);
+        if parallel {
+            y.par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(t, out)| f(t * per, out));
+        } else {
+            f(0, y);
+        }
         return;
     }
-    let mut yt = vec![0.0f32; rows * n];
-    run(&mut yt);
-    for (r, v) in yt.chunks_exact(n).enumerate() {
-        for (j, &val) in v.iter().enumerate() {
-            y[j * rows + r] = val;
+    // Each task computes its rows into a small `[row][j]` buffer, then scatters them into
+    // `y` (`[j][row]`); tasks own disjoint rows, so their writes never meet.
+    let out = SharedOut(y.as_mut_ptr());
+    let task = |r0: usize, count: usize| {
+        let mut buf = vec![0.0f32; count * n];
+        f(r0, &mut buf);
+        for (i, v) in buf.chunks_exact(n).enumerate() {
+            for (j, &val) in v.iter().enumerate() {
+                // SAFETY: `j * rows + r0 + i < n * rows = y.len()`; row `r0 + i` belongs to
+                // this task alone, and `y` stays exclusively borrowed until every task ends.
+                unsafe { out.write(j * rows + r0 + i, val) };
+            }
         }
+    };
+    if parallel {
+        (0..rows.div_ceil(per))
+            .into_par_iter()
+            .for_each(|t| task(t * per, per.min(rows - t * per)));
+    } else {
+        task(0, rows);
+    }
+}
+
+/// The output, written by parallel tasks at disjoint indices (see `run_rows`).
+struct SharedOut(*mut f32);
+// SAFETY: tasks only write through the pointer at indices no other task writes, while the
+// slice it came from is exclusively borrowed.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Safety: `i` is inside the output and no other thread accesses it meanwhile.
+    unsafe fn write(&self, i: usize, v: f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.0.add(i) = v }
     }
 }
