@@ -121,6 +121,9 @@ impl Router {
     /// Experts and weights for one token's router logits (DeepSeek's `MoEGate`): softmax,
     /// optional group limit (groups ranked by their best expert), top-k, then either
     /// renormalised (`norm_topk_prob`, k > 1) or scaled by `routed_scaling_factor`.
+    ///
+    /// This is DeepSeek's own rule. transformers 5.24 ignores `norm_topk_prob` and always
+    /// scales; the two agree for every released V2 config (`norm_topk_prob: false`).
     pub fn route(&self, logits: &[f32]) -> Vec<(usize, f32)> {
         let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut s: Vec<f32> = logits.iter().map(|&l| (l - m).exp()).collect();
