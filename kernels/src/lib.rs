@@ -24,16 +24,28 @@
 //! # Paths and dispatch
 //! [`Isa`] names each implementation: `reference` (obvious, slow, the oracle), `scalar`
 //! (portable), `avx2` (AVX2 + FMA + F16C) and `avx512` (F, BW, VL, VNNI). CPU features are
-//! detected once per process ([`Isa::detect`]); [`matmul`] uses the best path, [`matmul_with`]
-//! a chosen one (tests and benches). Nothing depends on `target-cpu`: SIMD code is compiled with
+//! detected once per process ([`Isa::detect`]; the environment variable `TQUANT_ISA` may name
+//! an available path instead); [`matmul`] uses the detected path, [`matmul_with`] a chosen one
+//! (tests and benches). Nothing depends on `target-cpu`: SIMD code is compiled with
 //! `#[target_feature]` and chosen at run time. Block sizes that are neither 16, a multiple of
 //! 32 nor a whole row run on the scalar path whatever the ISA (their pieces do not line up with
 //! vector lanes); every tquant and peer format uses one of the fast shapes.
 //!
+//! How the SIMD paths work (details in `x86_64/avx512.rs`):
+//! - fast: `vpshufb` decodes 128 codes per 64 bytes through the int8 table, `vpdpbusd` (or
+//!   `vpmaddubsw` on AVX2) dots them with int8 activations laid out to match the nibbles, and
+//!   one convert + FMA per 128 elements applies the block and activation scales.
+//! - exact: `vpermps` decodes 16 codes at a time through the f32 table pre-multiplied by the
+//!   block scale.
+//! - A GEMV works on 4 weight rows at a time and prefetches the next 4 (a row of 8192 codes is
+//!   one 4 KiB page, where hardware prefetchers stop); a GEMM on tiles of 4 weight rows x 4
+//!   activation rows (2 x 4 on AVX2), so each decoded weight chunk serves 4 activation rows.
+//!
 //! # Threads
 //! Output rows are split over the current rayon thread pool. To choose the number of threads,
-//! call from inside `rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)`;
-//! small products (under [`PARALLEL_MIN_WORK`] multiply-adds) stay on the calling thread.
+//! call from inside `rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)`
+//! (or set `RAYON_NUM_THREADS` for the global pool); products under [`PARALLEL_MIN_WORK`]
+//! multiply-adds stay on the calling thread. Results do not depend on the number of threads.
 //!
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
