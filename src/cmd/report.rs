@@ -1,10 +1,160 @@
-//! `tquant report`.
+//! `tquant report`: quantize a model in memory with every format asked for, measure the weight
+//! error and the bits per byte each costs, and set them against the MAC area of the format
+//! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
 
-use anyhow::Result;
+mod measure;
+mod output;
+mod plot;
+mod table;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use tquant_convert::Checkpoint;
+use tquant_formats::{area, BlockSize, ScaleDtype};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Checkpoint directory with the original (unquantized) weights.
+    pub model: PathBuf,
+    /// Text for bits per byte (a byte-vocabulary model); not needed with --weights-only.
+    #[arg(long, required_unless_present = "weights_only")]
+    pub text: Option<PathBuf>,
+    /// Bytes scored per chunk: each chunk of window + 1 bytes scores its last `window`.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Use the first N bytes of the text (a trailing partial chunk is dropped).
+    #[arg(long, default_value_t = 65792)]
+    pub max_bytes: usize,
+    /// `all` (every catalog format and sf4_fit) or a comma-separated list: catalog names,
+    /// sf4:nu=X, sf4_fit / sf3_fit (nu fitted per tensor), custom:v0,v1,... (last).
+    #[arg(long, default_value = "all")]
+    pub formats: String,
+    /// Block length (16..4096) or `row`.
+    #[arg(long, default_value = "64")]
+    pub block: BlockSize,
+    /// Scale dtype: f32, f16, bf16 or e8m0.
+    #[arg(long, default_value = "f16")]
+    pub scale_dtype: ScaleDtype,
+    /// Only quantize and report weight errors (any safetensors model; no runner, no text).
+    #[arg(long)]
+    pub weights_only: bool,
+    /// Output directory (created if missing; its report files are replaced atomically).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("`tquant report` is not available in this build yet")
+struct Eval {
+    config: tquant_model::Config,
+    text: Vec<u8>,
+    path: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let ckpt = Checkpoint::open(&args.model)?;
+    let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
+    let eval = match (&args.text, args.weights_only) {
+        (Some(path), false) => Some(Eval {
+            config: tquant_model::Config::from_path(&args.model)?,
+            text: std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            path: path.clone(),
+        }),
+        _ => None,
+    };
+
+    let steps = variants.len() as u64 + u64::from(eval.is_some());
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(steps);
+        b.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut baseline = None;
+    if let Some(e) = &eval {
+        bar.set_message("f32 baseline");
+        let s = measure::bits_per_byte(
+            &ckpt,
+            &e.config,
+            Vec::new(),
+            &e.text,
+            args.window,
+            args.max_bytes,
+        )?;
+        baseline = Some(s);
+        bar.inc(1);
+    }
+    let mut measured = Vec::with_capacity(variants.len());
+    for v in &variants {
+        bar.set_message(v.name.clone());
+        let q = measure::quantize_checkpoint(&ckpt, v)?;
+        let mut m = q.measured;
+        if let Some(e) = &eval {
+            let s = measure::bits_per_byte(
+                &ckpt,
+                &e.config,
+                q.tensors,
+                &e.text,
+                args.window,
+                args.max_bytes,
+            )
+            .with_context(|| format!("evaluating {}", v.name))?;
+            m.bits_per_byte = Some(s.bits_per_token());
+        }
+        measured.push(m);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let coef = area::calibrated();
+    let checks = area::check_against_table10();
+    let rows = table::build_rows(&measured, baseline.map(|s| s.bits_per_token()), &coef);
+    let loss = if eval.is_some() {
+        "delta_bits_per_byte"
+    } else {
+        "nmse"
+    };
+    let header = output::Header {
+        model: args.model.display().to_string(),
+        text: eval.as_ref().map(|e| e.path.display().to_string()),
+        window: eval.as_ref().map(|_| args.window),
+        max_bytes: eval.as_ref().map(|_| args.max_bytes),
+        scored_bytes: baseline.map(|s| s.tokens),
+        block: args.block.to_string(),
+        scale_dtype: args.scale_dtype.name().to_string(),
+        weights_only: eval.is_none(),
+        bits_per_byte_f32: baseline.map(|s| s.bits_per_token()),
+        accuracy_loss: loss,
+        nmse_definition:
+            "sum of squared errors / sum of squared weights over every quantized tensor",
+        bits_per_weight_definition:
+            "(code bits x weights + scale bits) / weights over every quantized tensor",
+    };
+
+    let dir = &args.output;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let md = output::markdown(&header, &rows, &checks);
+    let loss_label = if eval.is_some() {
+        "Δ bits per byte (quantized - f32)"
+    } else {
+        "weight nmse"
+    };
+    output::write_atomic(
+        &dir.join("report.json"),
+        output::json(&header, &rows, &coef, &checks)?.as_bytes(),
+    )?;
+    output::write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    output::write_atomic(&dir.join("report.csv"), output::csv(&rows).as_bytes())?;
+    output::write_atomic(
+        &dir.join("pareto.svg"),
+        plot::pareto_svg(&rows, loss_label)?.as_bytes(),
+    )?;
+    print!("{md}");
+    Ok(())
 }

@@ -1,0 +1,236 @@
+//! The report's rows: one per format, with its measured accuracy, its MAC area (published and
+//! modelled), the chip overhead and whether it is on the Pareto frontier of (area, loss).
+
+use serde::Serialize;
+use tquant_formats::area::{self, Coefficients, PublishedMac};
+
+/// What a format measured, before any area column is added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// The report's name of the variant (`nf4`, `sf4`, `sf4_fit`, `sf4:nu=3`).
+    pub format: String,
+    /// Code width in bits.
+    pub bits: u32,
+    /// The codebooks the variant used (one per fitted tensor for `sf4_fit`).
+    pub codebooks: Vec<Vec<f32>>,
+    pub bits_per_weight: f64,
+    pub nmse: f64,
+    pub bits_per_byte: Option<f64>,
+    /// Summary of the fitted nu over tensors (`sf4_fit` only).
+    pub nu: Option<NuSummary>,
+}
+
+/// Fitted degrees of freedom across the tensors of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NuSummary {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    pub tensors: usize,
+}
+
+impl NuSummary {
+    /// Summary of a non-empty list; `None` when empty.
+    pub fn of(mut nus: Vec<f64>) -> Option<Self> {
+        if nus.is_empty() {
+            return None;
+        }
+        nus.sort_by(f64::total_cmp);
+        let n = nus.len();
+        let median = if n % 2 == 1 {
+            nus[n / 2]
+        } else {
+            0.5 * (nus[n / 2 - 1] + nus[n / 2])
+        };
+        Some(Self {
+            min: nus[0],
+            median,
+            max: nus[n - 1],
+            tensors: n,
+        })
+    }
+}
+
+/// One row of report.json.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub format: String,
+    pub bits: u32,
+    pub bits_per_weight: f64,
+    pub nmse: f64,
+    pub bits_per_byte: Option<f64>,
+    pub delta_bits_per_byte: Option<f64>,
+    /// Table 10's MAC area, when the paper synthesised this format.
+    pub mac_area_um2: Option<f64>,
+    pub mac_power_uw: Option<f64>,
+    /// tquant's area model.
+    pub mac_area_model_um2: f64,
+    /// `(model - published) / published`, percent, when there is a published figure.
+    pub mac_area_model_error_pct: Option<f64>,
+    /// How the model builds the multiplier (integer, minifloat, or lookup with an estimated decoder).
+    pub mac_structure: String,
+    pub chip_overhead_pct: f64,
+    /// `published` (Table 10's areas) or `model` (the model's areas relative to its own INT4).
+    pub chip_overhead_source: &'static str,
+    /// The area the frontier uses: the published one, else the model's.
+    pub pareto_area_um2: f64,
+    /// The loss the frontier uses: delta bits per byte, or nmse in a weights-only report.
+    pub accuracy_loss: f64,
+    pub pareto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nu: Option<NuSummary>,
+}
+
+/// Builds the rows: area columns from Table 10 and the model, losses against `baseline_bpb`
+/// (`None` in a weights-only report, where the loss is the nmse), and the Pareto flags.
+pub fn build_rows(
+    measured: &[Measured],
+    baseline_bpb: Option<f64>,
+    coef: &Coefficients,
+) -> Vec<Row> {
+    let model_int4 = coef.estimate(area::TABLE10[0].values).mac_um2;
+    let mut rows: Vec<Row> = measured
+        .iter()
+        .map(|m| {
+            let published: Option<&PublishedMac> = area::published(&m.format);
+            let model = m
+                .codebooks
+                .iter()
+                .map(|cb| coef.estimate(cb))
+                .max_by(|a, b| a.mac_um2.total_cmp(&b.mac_um2))
+                .expect("every measured format has a codebook");
+            let (overhead, source) = match published {
+                Some(p) => (
+                    area::chip_overhead_pct(p.mac_um2, area::int4_mac_um2(), m.bits),
+                    "published",
+                ),
+                None => (
+                    area::chip_overhead_pct(model.mac_um2, model_int4, m.bits),
+                    "model",
+                ),
+            };
+            let delta = match (m.bits_per_byte, baseline_bpb) {
+                (Some(q), Some(b)) => Some(q - b),
+                _ => None,
+            };
+            Row {
+                format: m.format.clone(),
+                bits: m.bits,
+                bits_per_weight: m.bits_per_weight,
+                nmse: m.nmse,
+                bits_per_byte: m.bits_per_byte,
+                delta_bits_per_byte: delta,
+                mac_area_um2: published.map(|p| p.mac_um2),
+                mac_power_uw: published.map(|p| p.mac_power_uw),
+                mac_area_model_um2: model.mac_um2,
+                mac_area_model_error_pct: published
+                    .map(|p| 100.0 * (model.mac_um2 - p.mac_um2) / p.mac_um2),
+                mac_structure: model.shape.multiplier.describe(),
+                chip_overhead_pct: overhead,
+                chip_overhead_source: source,
+                pareto_area_um2: published.map_or(model.mac_um2, |p| p.mac_um2),
+                accuracy_loss: delta.unwrap_or(m.nmse),
+                pareto: false,
+                nu: m.nu,
+            }
+        })
+        .collect();
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.pareto_area_um2, r.accuracy_loss))
+        .collect();
+    for (r, on) in rows.iter_mut().zip(pareto_front(&points)) {
+        r.pareto = on;
+    }
+    rows
+}
+
+/// Which points no other point dominates (no larger in both coordinates and smaller in one).
+/// Points with a NaN coordinate are never on the frontier.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<bool> {
+    points
+        .iter()
+        .map(|&(x, y)| {
+            !x.is_nan()
+                && !y.is_nan()
+                && !points
+                    .iter()
+                    .any(|&(a, b)| a <= x && b <= y && (a < x || b < y))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_front_keeps_only_undominated_points() {
+        let p = [
+            (1.0, 5.0),
+            (2.0, 3.0),
+            (3.0, 4.0),
+            (4.0, 1.0),
+            (2.0, 3.0),
+            (5.0, 1.0),
+        ];
+        assert_eq!(
+            pareto_front(&p),
+            [true, true, false, true, true, false],
+            "(3,4) is beaten by (2,3); (5,1) by (4,1); equal points both stay"
+        );
+        assert_eq!(pareto_front(&[(1.0, f64::NAN), (2.0, 1.0)]), [false, true]);
+    }
+
+    fn measured(format: &str, values: &[f32], bpb: f64) -> Measured {
+        Measured {
+            format: format.into(),
+            bits: 4,
+            codebooks: vec![values.to_vec()],
+            bits_per_weight: 4.5,
+            nmse: 0.01,
+            bits_per_byte: Some(bpb),
+            nu: None,
+        }
+    }
+
+    #[test]
+    fn rows_carry_published_and_model_areas_and_the_overhead_rule() {
+        let coef = area::calibrated();
+        let int4: Vec<f32> = (-7..=7).map(|v| v as f32).collect();
+        let nf4 = tquant_formats::catalog::NF4.to_vec();
+        let rows = build_rows(
+            &[measured("int4", &int4, 1.8), measured("nf4", &nf4, 1.75)],
+            Some(1.7),
+            &coef,
+        );
+        assert_eq!(rows[0].mac_area_um2, Some(160.7));
+        assert_eq!(rows[0].chip_overhead_pct, 0.0);
+        assert_eq!(rows[0].chip_overhead_source, "published");
+        assert!((rows[0].delta_bits_per_byte.unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(rows[1].mac_area_um2, None);
+        assert_eq!(rows[1].chip_overhead_source, "model");
+        assert!(rows[1].mac_structure.contains("lookup"));
+        assert!(rows[1].chip_overhead_pct > 0.0);
+        // Bigger MAC but lower loss: both are on the frontier.
+        assert!(rows[0].pareto && rows[1].pareto);
+    }
+
+    #[test]
+    fn weights_only_rows_use_nmse_as_the_loss() {
+        let coef = area::calibrated();
+        let mut m = measured("e2m1", &[0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], 0.0);
+        m.bits_per_byte = None;
+        let rows = build_rows(&[m], None, &coef);
+        assert_eq!(rows[0].delta_bits_per_byte, None);
+        assert_eq!(rows[0].accuracy_loss, 0.01);
+        assert!(rows[0].pareto);
+    }
+
+    #[test]
+    fn nu_summary_has_the_median() {
+        let s = NuSummary::of(vec![3.0, 1000.0, 5.0, 7.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max, s.tensors), (3.0, 6.0, 1000.0, 4));
+        assert!(NuSummary::of(vec![]).is_none());
+    }
+}
