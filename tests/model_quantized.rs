@@ -24,17 +24,29 @@ fn fixture(name: &str) -> PathBuf {
 const TOKENS: [u32; 12] = [3, 17, 92, 5, 64, 64, 1, 120, 33, 7, 88, 41];
 
 fn quantize(input: &Path, format: &str, block: &str, scale: &str) -> TempDir {
-    let dir = TempDir::new().unwrap();
-    let out = dir.path().join("q");
-    let opts = ConvertOptions::from_args(
-        Some(format),
-        None,
-        Some(block),
-        Some(scale),
+    quantize_as(
+        input,
+        format,
+        block,
+        scale,
         Layout::Tquant,
         Policy::default(),
     )
-    .unwrap();
+}
+
+fn quantize_as(
+    input: &Path,
+    format: &str,
+    block: &str,
+    scale: &str,
+    layout: Layout,
+    policy: Policy,
+) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("q");
+    let opts =
+        ConvertOptions::from_args(Some(format), None, Some(block), Some(scale), layout, policy)
+            .unwrap();
     convert(input, &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
     dir
 }
@@ -68,7 +80,14 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check_equals_dequantized(fixture_name: &str, format: &str, block: &str, scale: &str) {
-    let dir = quantize(&fixture(fixture_name), format, block, scale);
+    check_dir_equals_dequantized(
+        fixture_name,
+        format,
+        quantize(&fixture(fixture_name), format, block, scale),
+    );
+}
+
+fn check_dir_equals_dequantized(fixture_name: &str, format: &str, dir: TempDir) {
     let q = dir.path().join("q");
     let model = Model::open(&q, Options::default()).unwrap();
     assert!(model.is_quantized());
@@ -102,6 +121,28 @@ fn sharded_bf16_checkpoint_runs_quantized_as_dequantized() {
     // v2: per-expert tensors, bf16, three shards; whole-row blocks, e8m0-free int4 with bf16.
     check_equals_dequantized("v2", "int4", "16", "bf16");
     check_equals_dequantized("v2", "e2m1", "row", "f32");
+}
+
+#[test]
+fn mxfp4_checkpoint_runs_quantized_as_dequantized() {
+    // Hugging Face's MXFP4 layout (E2M1, blocks of 32, E8M0 scales); rows of 24 and 48 values
+    // cannot be MXFP4 and stay float.
+    let policy = Policy {
+        include: Vec::new(),
+        exclude: vec![
+            "*experts.down_proj".into(),
+            "*shared_experts.down_proj*".into(),
+        ],
+    };
+    let dir = quantize_as(
+        &fixture("lite"),
+        "e2m1",
+        "32",
+        "e8m0",
+        Layout::Mxfp4,
+        policy,
+    );
+    check_dir_equals_dequantized("lite", "mxfp4", dir);
 }
 
 #[test]

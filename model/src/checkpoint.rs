@@ -17,7 +17,7 @@ use tquant_convert::{Checkpoint, Layout, Weight};
 pub struct CheckpointSource {
     ckpt: Arc<Checkpoint>,
     names: HashSet<String>,
-    notes: Mutex<Vec<String>>,
+    held_as_f32: Mutex<Vec<String>>,
 }
 
 /// Opens a checkpoint file or directory.
@@ -26,7 +26,7 @@ pub fn checkpoint_source(path: &Path) -> Result<CheckpointSource, ModelError> {
     Ok(CheckpointSource {
         names: ckpt.names().map(str::to_string).collect(),
         ckpt: Arc::new(ckpt),
-        notes: Mutex::new(Vec::new()),
+        held_as_f32: Mutex::new(Vec::new()),
     })
 }
 
@@ -38,7 +38,19 @@ impl CheckpointSource {
     /// Things worth telling the user about how tensors were loaded (e.g. a layout that had to
     /// be dequantized because no kernel reads it).
     pub fn notes(&self) -> Vec<String> {
-        self.notes.lock().map(|n| n.clone()).unwrap_or_default()
+        let held = self
+            .held_as_f32
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        match held.as_slice() {
+            [] => Vec::new(),
+            [first, ..] => vec![format!(
+                "{} tensor(s) in bitsandbytes layout held dequantized as f32 (its blocks run over \
+                 the flattened tensor; the kernels read tquant and mxfp4 layouts), e.g. {first}",
+                held.len()
+            )],
+        }
     }
 }
 
@@ -56,10 +68,8 @@ impl TensorSource for CheckpointSource {
             Weight::Quantized(v) if v.info.layout == Layout::Bnb => {
                 // bitsandbytes blocks run over the flattened tensor, not along rows: no kernel
                 // reads them, so this tensor is held as f32 (and the user is told).
-                if let Ok(mut n) = self.notes.lock() {
-                    n.push(format!(
-                        "{name}: bitsandbytes layout, dequantized to f32 (kernels read tquant and mxfp4 layouts)"
-                    ));
+                if let Ok(mut n) = self.held_as_f32.lock() {
+                    n.push(name.to_string());
                 }
                 Ok(TensorData::Dense {
                     shape: v.shape().to_vec(),
