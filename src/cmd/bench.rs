@@ -1,7 +1,9 @@
 //! `tquant bench gemv|gemm`: every available kernel path and mode on one random quantized
 //! matrix, the dense f32 product of the same binary on the same weights, and the machine's read
-//! bandwidth, all with the same number of threads. Times are medians of repeated runs; before
-//! each run the caches are swept, so a GEMV reads its weights from DRAM as in decoding.
+//! bandwidth (summing a buffer larger than the caches), all with the same number of threads.
+//! Times are medians over rounds in which every measurement runs once, so a busy machine slows
+//! them alike; before each run the caches are swept, so a GEMV reads its weights from DRAM as
+//! in decoding.
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -113,32 +115,74 @@ pub fn run(args: Args) -> Result<()> {
         format.codebook().values(),
     )?;
     let x = Rng::new(7).normal_vec(n * cols);
-    let mut y = vec![0.0f32; n * rows];
     let qbytes = m.codes.len() + m.scales.len();
     let macs = rows * cols * n;
-    // Sweeping a buffer larger than the last-level cache evicts the weights between runs.
-    let sweep = vec![1u64; 64 << 17];
+    let read_buf: Vec<u64> = pool.install(|| {
+        (0..(args.read_mib << 20) / 8)
+            .into_par_iter()
+            .map(|i| i as u64)
+            .collect()
+    });
 
-    let mut results = Vec::new();
+    // Every measurement runs once per round, rounds repeat: whatever else the machine does
+    // slows all of them alike, so their ratios hold. Summing the read buffer (larger than the
+    // last-level cache) before each run evicts the weights: a GEMV reads them from DRAM.
+    let mut labels: Vec<Option<(Isa, Mode)>> = Vec::new();
+    let mut runs: Vec<Box<dyn FnMut() + '_>> = Vec::new();
     for isa in Isa::available()
         .into_iter()
         .filter(|&i| i != Isa::Reference)
     {
         for mode in Mode::ALL {
-            let t = median_time(reps, &sweep, || {
-                pool.install(|| matmul_with(isa, &q, &x, n, &mut y, mode))
+            let (pool, x) = (&pool, &x);
+            let mut y = vec![0.0f32; n * rows];
+            labels.push(Some((isa, mode)));
+            runs.push(Box::new(move || {
+                pool.install(|| matmul_with(isa, &q, x, n, &mut y, mode))
                     .expect("shapes were checked")
-            });
-            results.push((isa, mode, Measure::new(t, qbytes, macs)));
+            }));
         }
     }
-    let f32_time = median_time(reps, &sweep, || {
-        pool.install(|| matmul_f32(&w, rows, cols, &x, n, &mut y))
-            .expect("shapes were checked")
-    });
-    let f32 = Measure::new(f32_time, 4 * rows * cols, macs);
-    drop(w);
-    let read_gbps = pool.install(|| read_bandwidth(args.read_mib << 20));
+    {
+        let (pool, x, w) = (&pool, &x, &w);
+        let mut y = vec![0.0f32; n * rows];
+        labels.push(None);
+        runs.push(Box::new(move || {
+            pool.install(|| matmul_f32(w, rows, cols, x, n, &mut y))
+                .expect("shapes were checked")
+        }));
+    }
+    let mut times = vec![Vec::with_capacity(reps); runs.len()];
+    let mut read_times = Vec::with_capacity(reps);
+    for round in 0..=reps {
+        let t0 = Instant::now();
+        std::hint::black_box(pool.install(|| parallel_sum(&read_buf)));
+        if round > 0 {
+            read_times.push(t0.elapsed().as_secs_f64());
+        }
+        for (run, t) in runs.iter_mut().zip(times.iter_mut()) {
+            std::hint::black_box(
+                pool.install(|| parallel_sum(&read_buf[..read_buf.len().min(SWEEP)])),
+            );
+            let t0 = Instant::now();
+            run();
+            // The first round warms up (page faults, thread start).
+            if round > 0 {
+                t.push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    drop(runs);
+    let read_gbps = (read_buf.len() * 8) as f64 / median(read_times) / 1e9;
+    let mut results = Vec::new();
+    let mut f32 = None;
+    for (label, t) in labels.into_iter().zip(times) {
+        match label {
+            Some((isa, mode)) => results.push((isa, mode, Measure::new(median(t), qbytes, macs))),
+            None => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
+        }
+    }
+    let f32 = f32.expect("the f32 run is always there");
 
     if args.json {
         let list: Vec<_> = results
@@ -227,19 +271,19 @@ fn random_weights(
     (w, all)
 }
 
-/// Median wall time of `reps` runs of `f` after one warm-up, sweeping `sweep` before each.
-fn median_time(reps: usize, sweep: &[u64], mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            std::hint::black_box(sum(sweep));
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
+/// Elements of the read buffer summed before each timed run: 64 MiB, twice the last-level
+/// cache of the machines this was tuned on.
+const SWEEP: usize = 8 << 20;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Sum of `v` split over the current pool's threads.
+fn parallel_sum(v: &[u64]) -> u64 {
+    let part = v.len().div_ceil(rayon::current_num_threads()).max(8);
+    v.par_chunks(part).map(sum).reduce(|| 0, u64::wrapping_add)
 }
 
 fn sum(v: &[u64]) -> u64 {
@@ -250,25 +294,4 @@ fn sum(v: &[u64]) -> u64 {
         }
     }
     acc.iter().fold(0, |a, &b| a.wrapping_add(b))
-}
-
-/// GB/s of summing a `bytes` buffer with the current pool's threads (median of 5).
-fn read_bandwidth(bytes: usize) -> f64 {
-    let buf: Vec<u64> = (0..bytes / 8).into_par_iter().map(|i| i as u64).collect();
-    let threads = rayon::current_num_threads();
-    let part = buf.len().div_ceil(threads).max(8);
-    let mut times: Vec<f64> = (0..6)
-        .map(|_| {
-            let t0 = Instant::now();
-            let s: u64 = buf
-                .par_chunks(part)
-                .map(sum)
-                .reduce(|| 0, u64::wrapping_add);
-            std::hint::black_box(s);
-            t0.elapsed().as_secs_f64()
-        })
-        .skip(1)
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    (buf.len() * 8) as f64 / times[times.len() / 2] / 1e9
 }
