@@ -1,0 +1,150 @@
+//! Peak resident memory of `tquant convert` on a generated bf16 checkpoint of about 2.5 GB
+//! (two shards; a fused 3-D expert tensor of 738 MB is the largest tensor), measured with
+//! `/usr/bin/time -v`. Ignored by default (it writes 5 GB and takes minutes):
+//!
+//!   cargo test --release --test convert_large -- --ignored --nocapture
+//!
+//! `$TQUANT_LARGE_DIR` keeps the generated input between runs (default: a temporary directory).
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tquant::convert::header::{serialize_header, OutEntry};
+use tquant::convert::Dtype;
+use tquant::formats::sample::Rng;
+
+type Shard = Vec<(String, Vec<usize>)>;
+
+fn layout() -> Vec<Shard> {
+    let t = |n: &str, s: &[usize]| (n.to_string(), s.to_vec());
+    let mut second = vec![t("model.layers.0.mlp.experts.down_proj", &[64, 2048, 1408])];
+    for j in 0..32 {
+        for (p, s) in [
+            ("gate_proj", [1408, 2048]),
+            ("up_proj", [1408, 2048]),
+            ("down_proj", [2048, 1408]),
+        ] {
+            second.push(t(&format!("model.layers.1.mlp.experts.{j}.{p}.weight"), &s));
+        }
+    }
+    second.push(t("lm_head.weight", &[102400, 2048]));
+    second.push(t("model.norm.weight", &[2048]));
+    vec![
+        vec![
+            t("model.embed_tokens.weight", &[102400, 2048]),
+            t("model.layers.0.input_layernorm.weight", &[2048]),
+            t("model.layers.0.self_attn.q_proj.weight", &[3072, 2048]),
+            t(
+                "model.layers.0.self_attn.kv_a_proj_with_mqa.weight",
+                &[576, 2048],
+            ),
+            t("model.layers.0.self_attn.kv_b_proj.weight", &[4096, 512]),
+            t("model.layers.0.self_attn.o_proj.weight", &[2048, 2048]),
+            t("model.layers.0.mlp.experts.gate_up_proj", &[64, 2816, 2048]),
+        ],
+        second,
+    ]
+}
+
+/// Writes the shards, streaming: a pool of Student-t bf16 values read from random offsets.
+fn generate(dir: &Path) -> (u64, u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng::new(11);
+    let pool: Vec<u8> = rng
+        .student_t_vec(1 << 20, 5.0)
+        .into_iter()
+        .flat_map(|v| {
+            let b = (v * 0.02).to_bits();
+            (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
+        })
+        .collect();
+    let (mut total, mut largest) = (0u64, 0u64);
+    let mut weight_map = BTreeMap::new();
+    let shards = layout();
+    for (k, tensors) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, shards.len());
+        let (mut entries, mut pos) = (Vec::new(), 0u64);
+        for (name, shape) in tensors {
+            let len = shape.iter().product::<usize>() as u64 * 2;
+            largest = largest.max(len);
+            weight_map.insert(name.clone(), file.clone());
+            entries.push(OutEntry {
+                name: name.clone(),
+                dtype: Dtype::BF16,
+                shape: shape.clone(),
+                begin: pos,
+                end: pos + len,
+            });
+            pos += len;
+        }
+        total += pos;
+        let header = serialize_header(&entries, &BTreeMap::new(), 0);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(&file)).unwrap());
+        f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+        f.write_all(&header).unwrap();
+        let mut left = pos as usize;
+        while left > 0 {
+            let start = (rng.below((pool.len() / 2) as u64) as usize) * 2;
+            let n = (pool.len() - start).min(left);
+            f.write_all(&pool[start..start + n]).unwrap();
+            left -= n;
+        }
+        f.flush().unwrap();
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"deepseek_v2\"}").unwrap();
+    (total, largest)
+}
+
+#[test]
+#[ignore]
+fn peak_memory_stays_below_the_largest_tensor() {
+    if !Path::new("/usr/bin/time").exists() {
+        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+        return;
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = std::env::var("TQUANT_LARGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().join("in"));
+    let (total, largest) = generate(&dir);
+    let out = tmp.path().join("out");
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(env!("CARGO_BIN_EXE_tquant"))
+        .arg("convert")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&out)
+        .args(["--json", "--threads", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rss_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("time -v reports the maximum resident set size");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let peak = rss_kb * 1024;
+    eprintln!(
+        "input {:.2} GB in {} tensors, largest tensor {:.0} MB; peak RSS {:.0} MB ({:.2} x the largest tensor); {:.1} s, {:.1} MB/s on {} threads",
+        total as f64 / 1e9,
+        summary["tensors"].as_array().unwrap().len(),
+        largest as f64 / 1e6,
+        peak as f64 / 1e6,
+        peak as f64 / largest as f64,
+        summary["seconds"].as_f64().unwrap(),
+        summary["mb_per_s"].as_f64().unwrap(),
+        summary["threads"]
+    );
+    assert!(total > 2_000_000_000);
+    assert!(
+        peak < largest,
+        "peak RSS {peak} is not below the largest tensor's {largest} bytes"
+    );
+}
