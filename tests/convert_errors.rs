@@ -367,3 +367,53 @@ fn cli_contract_convert_inspect_verify() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--nu"));
     assert!(!tmp.path().join("x").exists());
 }
+
+#[test]
+fn killed_run_never_leaves_a_complete_looking_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let mut rng = tquant::formats::sample::Rng::new(9);
+    let specs: Vec<Spec> = (0..8)
+        .map(|j| Spec {
+            name: format!("model.layers.{j}.mlp.down_proj.weight"),
+            dtype: tquant::convert::Dtype::BF16,
+            shape: vec![1024, 1024],
+            values: rng.student_t_vec(1 << 20, 5.0),
+        })
+        .collect();
+    write_checkpoint(&input, &[specs], &serde_json::json!({}));
+    let out = tmp.path().join("q");
+    for delay_ms in [50, 300] {
+        let mut child = tquant_bin()
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(["--threads", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Either nothing, or a complete checkpoint: never a partial one.
+        if out.exists() {
+            let q = Checkpoint::open(&out).unwrap();
+            let report =
+                tquant::convert::inspect::verify(&Checkpoint::open(&input).unwrap(), &q).unwrap();
+            assert_eq!(report.tensors.len(), 8);
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+    }
+    // A temporary directory left by a killed run does not block the next run.
+    let o = tquant_bin()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(Checkpoint::open(&out).is_ok());
+}
