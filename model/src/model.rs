@@ -269,10 +269,40 @@ impl Model {
             }
             self.embed.row(*t as usize, row);
         }
+        if let Err(e) = self.layers_forward(&mut x, n, cache) {
+            // Leave the cache as it was: some layers may already hold the new tokens.
+            let keep = cache.len * cache.width;
+            cache.layers.iter_mut().for_each(|l| l.truncate(keep));
+            return Err(e);
+        }
         let eps = self.config.rms_norm_eps;
+        cache.len += n;
+        let (rows, m) = match which {
+            Logits::All => (&mut x[..], n),
+            Logits::Last => (&mut x[(n - 1) * h..], 1),
+        };
+        rows.chunks_exact_mut(h)
+            .for_each(|r| rms_norm(r, &self.norm, eps));
+        self.lm_head.apply(rows, m, mode)
+    }
+}
+
+impl Model {
+    /// The decoder layers over `x` (`[n, hidden]`, updated in place), appending to `cache`.
+    fn layers_forward(
+        &self,
+        x: &mut [f32],
+        n: usize,
+        cache: &mut KvCache,
+    ) -> Result<(), ModelError> {
+        let (h, eps, mode) = (
+            self.config.hidden_size,
+            self.config.rms_norm_eps,
+            self.opts.mode,
+        );
         let mut normed = vec![0.0f32; n * h];
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            normed.copy_from_slice(&x);
+            normed.copy_from_slice(x);
             normed
                 .chunks_exact_mut(h)
                 .for_each(|r| rms_norm(r, &layer.attn_norm, eps));
@@ -280,7 +310,7 @@ impl Model {
                 .attn
                 .forward(&self.dims, &normed, n, kv, self.opts.attention, mode)?;
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
-            normed.copy_from_slice(&x);
+            normed.copy_from_slice(x);
             normed
                 .chunks_exact_mut(h)
                 .for_each(|r| rms_norm(r, &layer.ffn_norm, eps));
@@ -290,14 +320,7 @@ impl Model {
             };
             x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
         }
-        cache.len += n;
-        let (rows, m) = match which {
-            Logits::All => (&mut x[..], n),
-            Logits::Last => (&mut x[(n - 1) * h..], 1),
-        };
-        rows.chunks_exact_mut(h)
-            .for_each(|r| rms_norm(r, &self.norm, eps));
-        self.lm_head.apply(rows, m, mode)
+        Ok(())
     }
 }
 
