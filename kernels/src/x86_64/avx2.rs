@@ -59,14 +59,17 @@ fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
             // (b + 8) * size bytes.
             ScaleDtype::F32 => unsafe { _mm256_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
             ScaleDtype::F16 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
                 _mm256_cvtph_ps(h)
             }
             ScaleDtype::Bf16 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
                 _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
             }
             ScaleDtype::E8m0 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let e = unsafe { _mm_loadl_epi64(bytes.as_ptr().add(b).cast()) };
                 let e = _mm256_cvtepu8_epi32(e);
                 let v = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));

@@ -67,14 +67,17 @@ fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
             // (b + 16) * size bytes.
             ScaleDtype::F32 => unsafe { _mm512_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
             ScaleDtype::F16 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_cvtph_ps(h)
             }
             ScaleDtype::Bf16 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
             }
             ScaleDtype::E8m0 => {
+                // SAFETY: as above, blocks b.. of this row exist.
                 let e = unsafe { _mm_loadu_si128(bytes.as_ptr().add(b).cast()) };
                 let e = _mm512_cvtepu8_epi32(e);
                 let v = _mm512_slli_epi32(e, 23);
@@ -359,6 +362,7 @@ unsafe fn f32_tile<const MR: usize, const NB: usize>(p: &F32Tile, out: &mut [f32
     }
     while k < p.k1 {
         let left = (p.k1 - k).min(16);
+        // SAFETY: the masked loads read elements k..k + left <= k1 <= cols only.
         unsafe { f32_step::<MR, NB>(&mut acc, &wp, &xp, k, 0, ((1u32 << left) - 1) as __mmask16) };
         k += left;
     }
