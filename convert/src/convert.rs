@@ -8,25 +8,21 @@
 //!    bytes at their offsets. Peak memory is a few matrices, whatever the model's size.
 //! 3. Rewrite each header with the fitted parameters, write index and config, fsync, rename.
 
-use crate::checkpoint::{Checkpoint, CONFIG_FILE, INDEX_FILE};
-use crate::detect::scale_storage_dtype;
+use crate::checkpoint::Checkpoint;
 use crate::dtype::{count_non_finite, extend_f32};
-use crate::header::{dtype_bytes, serialize_header, OutEntry};
-use crate::layouts;
+use crate::header::{dtype_bytes, serialize_header};
 use crate::mmap::map_range;
-use crate::policy::Action;
-use crate::quantize::{plan_info, quantize_matrix, ConvertOptions, NuChoice};
-use crate::quantized::{
-    FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
-    META_PREFIX, META_VERSION, SCALES_SUFFIX,
+use crate::plan::{
+    entries, nu_json, plan, plan_format_name, shard_metadata, write_side_files, OutShard, QuantPlan,
 };
+use crate::policy::Action;
+use crate::quantize::{quantize_matrix, ConvertOptions};
+use crate::quantized::{Layout, MatrixInfo};
 use crate::writer::{write_at, StagingDir};
 use crate::ConvertError;
 use rayon::prelude::*;
-use safetensors::Dtype;
 use serde::Serialize;
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -34,19 +30,6 @@ use std::time::Instant;
 /// Kept tensors are copied in windows of this many bytes, so a huge embedding is never mapped
 /// (and resident) whole.
 const COPY_CHUNK: usize = 64 << 20;
-/// Files beside the weights that are copied to the output unchanged.
-const AUX_FILES: [&str; 8] = [
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-];
-/// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
-const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
 
 /// Receives progress in bytes of input processed.
 pub trait Progress: Sync {
@@ -109,74 +92,6 @@ pub struct ConvertSummary {
     pub mb_per_s: f64,
 }
 
-/// One output tensor: its header entry and where its bytes come from.
-#[derive(Debug)]
-struct OutTensor {
-    name: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    len: u64,
-    begin: u64,
-    /// Bytes known at plan time (bnb quant_map and quant_state).
-    fixed: Option<Vec<u8>>,
-    /// Input shard and absolute offset of a kept tensor.
-    copy_from: Option<(usize, u64)>,
-}
-
-#[derive(Debug)]
-struct OutShard {
-    file_name: String,
-    tensors: Vec<OutTensor>,
-    base_metadata: BTreeMap<String, String>,
-    header_len: u64,
-}
-
-impl OutShard {
-    fn data_start(&self) -> u64 {
-        8 + self.header_len
-    }
-    fn data_len(&self) -> u64 {
-        self.tensors.iter().map(|t| t.len).sum()
-    }
-    fn abs(&self, name: &str) -> u64 {
-        let t = self
-            .tensors
-            .iter()
-            .find(|t| t.name == name)
-            .expect("planned part");
-        self.data_start() + t.begin
-    }
-}
-
-/// A tensor to quantize.
-#[derive(Debug)]
-struct QuantPlan {
-    name: String,
-    in_shard: usize,
-    in_offset: u64,
-    dtype: Dtype,
-    info: QuantInfo,
-    out_shard: usize,
-    codes_part: String,
-    scales_part: String,
-    codebook_part: Option<String>,
-    /// Index of its first matrix in the results table.
-    first_result: usize,
-    /// Index of its entry in the summaries.
-    summary: usize,
-}
-
-impl QuantPlan {
-    /// Jobs: one per matrix, except bitsandbytes' flattened layout (one per tensor).
-    fn jobs(&self) -> usize {
-        if self.info.layout == Layout::Bnb {
-            1
-        } else {
-            self.info.experts()
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Job {
     Copy {
@@ -207,11 +122,7 @@ pub fn convert(
         });
     }
     refuse_overwriting_input(&ckpt, output)?;
-    let (mut shards, plans, mut summaries) = plan(&ckpt, opts)?;
-    for (si, shard) in shards.iter_mut().enumerate() {
-        let placeholder = shard_metadata(si, shard, &plans, None, opts);
-        shard.header_len = serialize_header(&entries(shard), &placeholder, 0).len() as u64;
-    }
+    let (shards, plans, mut summaries) = plan(&ckpt, opts)?;
 
     let staging = StagingDir::create(output, run.force)?;
     let files = shards
@@ -360,21 +271,6 @@ pub fn convert(
     })
 }
 
-fn plan_format_name(opts: &ConvertOptions) -> String {
-    match opts.nu {
-        Some(NuChoice::Fit) => format!("sf{}", opts.bits()),
-        _ => opts.format.name().to_string(),
-    }
-}
-
-fn nu_json(opts: &ConvertOptions) -> Value {
-    match opts.nu {
-        Some(NuChoice::Fit) => json!("fit"),
-        Some(NuChoice::Fixed(v)) => json!(v),
-        None => Value::Null,
-    }
-}
-
 fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), ConvertError> {
     let Ok(out) = output.canonicalize() else {
         return Ok(());
@@ -390,237 +286,6 @@ fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), Conv
         )));
     }
     Ok(())
-}
-
-fn entries(s: &OutShard) -> Vec<OutEntry> {
-    s.tensors
-        .iter()
-        .map(|t| OutEntry {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            begin: t.begin,
-            end: t.begin + t.len,
-        })
-        .collect()
-}
-
-type Plan = (Vec<OutShard>, Vec<QuantPlan>, Vec<TensorSummary>);
-
-/// Decides every tensor and lays out every output shard, from the headers alone.
-fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
-    let mut shards = Vec::new();
-    let mut plans = Vec::new();
-    let mut summaries = Vec::new();
-    let mut n_results = 0;
-    for (si, shard) in ckpt.shards().iter().enumerate() {
-        let mut out = OutShard {
-            file_name: shard.file_name(),
-            tensors: Vec::new(),
-            base_metadata: shard.header.metadata.clone(),
-            header_len: 0,
-        };
-        for entry in &shard.header.entries {
-            let action = opts.policy.decide(&entry.name, &entry.shape, entry.dtype);
-            let mut summary = TensorSummary {
-                name: entry.name.clone(),
-                action: action.name().into(),
-                dtype: entry.dtype.to_string(),
-                shape: entry.shape.clone(),
-                format: None,
-                nu: Vec::new(),
-                nu_tensor: Vec::new(),
-                bits_per_weight: entry.dtype.bitsize() as f64,
-            };
-            match action {
-                Action::Skip => summary.bits_per_weight = 0.0,
-                Action::Keep => out.tensors.push(OutTensor {
-                    name: entry.name.clone(),
-                    dtype: entry.dtype,
-                    shape: entry.shape.clone(),
-                    len: entry.len as u64,
-                    begin: 0,
-                    fixed: None,
-                    copy_from: Some((si, entry.offset)),
-                }),
-                Action::Quantize => {
-                    let info = plan_info(&entry.shape, entry.dtype, opts);
-                    layouts::check_matrix(opts, info.rows(), info.cols())
-                        .map_err(|r| ConvertError::tensor(&shard.path, &entry.name, r))?;
-                    summary.bits_per_weight = info.bits_per_weight();
-                    let mut plan = add_parts(
-                        &mut out,
-                        si,
-                        entry.name.clone(),
-                        entry.offset,
-                        entry.dtype,
-                        info,
-                        shards.len(),
-                        n_results,
-                    );
-                    plan.summary = summaries.len();
-                    n_results += plan.jobs();
-                    plans.push(plan);
-                }
-            }
-            summaries.push(summary);
-        }
-        // Widest dtypes first, so every tensor starts aligned to its element size.
-        out.tensors
-            .sort_by_key(|t| std::cmp::Reverse(dtype_bytes(t.dtype).unwrap_or(1)));
-        let mut pos = 0;
-        for t in &mut out.tensors {
-            t.begin = pos;
-            pos += t.len;
-        }
-        shards.push(out);
-    }
-    Ok((shards, plans, summaries))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn add_parts(
-    out: &mut OutShard,
-    in_shard: usize,
-    name: String,
-    in_offset: u64,
-    dtype: Dtype,
-    info: QuantInfo,
-    out_shard: usize,
-    first_result: usize,
-) -> QuantPlan {
-    let mut push = |name: String, dtype: Dtype, shape: Vec<usize>, fixed: Option<Vec<u8>>| {
-        let len = shape.iter().product::<usize>() * dtype_bytes(dtype).unwrap_or(1);
-        out.tensors.push(OutTensor {
-            name: name.clone(),
-            dtype,
-            shape,
-            len: len as u64,
-            begin: 0,
-            fixed,
-            copy_from: None,
-        });
-        name
-    };
-    let lead: Vec<usize> = if info.shape.len() == 3 {
-        vec![info.shape[0]]
-    } else {
-        vec![]
-    };
-    let with = |tail: &[usize]| [lead.as_slice(), tail].concat();
-    let (rows, cols) = (info.rows(), info.cols());
-    let (codes_part, scales_part, codebook_part) = match info.layout {
-        Layout::Tquant => {
-            let c = push(
-                format!("{name}{CODES_SUFFIX}"),
-                Dtype::U8,
-                with(&[rows, cols.div_ceil(2)]),
-                None,
-            );
-            let s = push(
-                format!("{name}{SCALES_SUFFIX}"),
-                scale_storage_dtype(info.scale_dtype),
-                with(&[rows, info.blocks_per_row()]),
-                None,
-            );
-            let b = push(
-                format!("{name}{CODEBOOK_SUFFIX}"),
-                Dtype::F32,
-                with(&[1 << info.bits]),
-                None,
-            );
-            (c, s, Some(b))
-        }
-        Layout::Mxfp4 => {
-            let g = cols / crate::layouts::MXFP4_BLOCK;
-            let c = push(
-                format!("{name}_blocks"),
-                Dtype::U8,
-                with(&[rows, g, 16]),
-                None,
-            );
-            let s = push(format!("{name}_scales"), Dtype::U8, with(&[rows, g]), None);
-            (c, s, None)
-        }
-        Layout::Bnb => {
-            let n = info.numel();
-            let c = push(name.clone(), Dtype::U8, vec![n.div_ceil(2), 1], None);
-            let s = push(
-                format!("{name}.absmax"),
-                Dtype::F32,
-                vec![n.div_ceil(info.block)],
-                None,
-            );
-            let map: Vec<u8> = info.matrices[0]
-                .codebook
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            push(format!("{name}.quant_map"), Dtype::F32, vec![16], Some(map));
-            let state = layouts::bnb_quant_state(&info);
-            push(
-                format!("{name}.quant_state.bitsandbytes__nf4"),
-                Dtype::U8,
-                vec![state.len()],
-                Some(state),
-            );
-            (c, s, None)
-        }
-    };
-    QuantPlan {
-        name,
-        in_shard,
-        in_offset,
-        dtype,
-        info,
-        out_shard,
-        codes_part,
-        scales_part,
-        codebook_part,
-        first_result,
-        summary: 0,
-    }
-}
-
-/// A shard's `__metadata__`: the input's, plus tquant's version and one description per
-/// quantized tensor (tquant layout). Without results, placeholders as wide as any fit.
-fn shard_metadata(
-    si: usize,
-    shard: &OutShard,
-    plans: &[QuantPlan],
-    results: Option<&[MatrixInfo]>,
-    opts: &ConvertOptions,
-) -> BTreeMap<String, String> {
-    let mut meta = shard.base_metadata.clone();
-    meta.entry("format".into()).or_insert_with(|| "pt".into());
-    if opts.layout != Layout::Tquant {
-        return meta;
-    }
-    meta.insert(META_VERSION.into(), FORMAT_VERSION.to_string());
-    let widest = FitInfo {
-        nu: WIDEST_F64,
-        loc: WIDEST_F64,
-        scale: WIDEST_F64,
-    };
-    for p in plans.iter().filter(|p| p.out_shard == si) {
-        let mut info = p.info.clone();
-        match results {
-            Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
-            None => {
-                for m in &mut info.matrices {
-                    if opts.nu == Some(NuChoice::Fit) {
-                        // nu is rounded to 3 decimals and at most NU_MAX = 1000.
-                        m.format = format!("sf{}:nu=999.999", opts.bits());
-                        m.nu = Some(WIDEST_F64);
-                        m.fit = Some(widest);
-                        m.fit_tensor = Some(widest);
-                    }
-                }
-            }
-        }
-        meta.insert(format!("{META_PREFIX}{}", p.name), info.to_json());
-    }
-    meta
 }
 
 struct JobContext<'a> {
@@ -691,108 +356,25 @@ impl JobContext<'_> {
             }
         })?;
         drop(values);
-        let shard = &self.shards[p.out_shard];
         let (file, path) = &self.files[p.out_shard];
-        let io = |r: std::io::Result<()>| r.map_err(|err| ConvertError::io(path, err));
-        io(write_at(
-            file,
-            &m.codes,
-            shard.abs(&p.codes_part) + (e * m.codes.len()) as u64,
-        ))?;
-        io(write_at(
-            file,
-            &m.scales,
-            shard.abs(&p.scales_part) + (e * m.scales.len()) as u64,
-        ))?;
-        if let Some(cb) = &p.codebook_part {
-            let bytes: Vec<u8> = m
+        let write = |bytes: &[u8], at: u64| {
+            write_at(file, bytes, at + (e * bytes.len()) as u64)
+                .map_err(|err| ConvertError::io(path, err))
+        };
+        write(&m.codes, p.codes_at)?;
+        write(&m.scales, p.scales_at)?;
+        if let Some(at) = p.codebook_at {
+            let table: Vec<u8> = m
                 .info
                 .codebook
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect();
-            io(write_at(
-                file,
-                &bytes,
-                shard.abs(cb) + (e * bytes.len()) as u64,
-            ))?;
+            write(&table, at)?;
         }
         *self.results[p.first_result + e]
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(m.info);
         Ok(())
     }
-}
-
-/// config.json with a `quantization_config`, the shard index, tokenizer files.
-fn write_side_files(
-    ckpt: &Checkpoint,
-    staging: &StagingDir,
-    shards: &[OutShard],
-    opts: &ConvertOptions,
-) -> Result<(), ConvertError> {
-    let root = ckpt.root();
-    if root.join(INDEX_FILE).exists() {
-        let mut weight_map = serde_json::Map::new();
-        for s in shards {
-            for t in &s.tensors {
-                weight_map.insert(t.name.clone(), json!(s.file_name));
-            }
-        }
-        let total: u64 = shards.iter().map(OutShard::data_len).sum();
-        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        staging.write_file(
-            INDEX_FILE,
-            &serde_json::to_vec_pretty(&index).expect("json"),
-        )?;
-    }
-    let mut config = ckpt.config().cloned().unwrap_or_else(|| json!({}));
-    if let Value::Object(map) = &mut config {
-        map.insert(
-            "quantization_config".into(),
-            quantization_config(shards, opts),
-        );
-    }
-    let text = serde_json::to_vec_pretty(&config).expect("json");
-    staging.write_file(CONFIG_FILE, &text)?;
-    for aux in AUX_FILES {
-        let from = root.join(aux);
-        if from.is_file() {
-            let bytes = std::fs::read(&from).map_err(|e| ConvertError::io(&from, e))?;
-            staging.write_file(aux, &bytes)?;
-        }
-    }
-    Ok(())
-}
-
-fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
-    match opts.layout {
-        Layout::Tquant => json!({
-            "quant_method": "tquant",
-            "version": FORMAT_VERSION,
-            "layout": "tquant",
-            "format": plan_format_name(opts),
-            "bits": opts.bits(),
-            "nu": nu_json(opts),
-            "block": opts.block.to_string(),
-            "scale_dtype": opts.scale_dtype.name(),
-            "include": opts.policy.include,
-            "exclude": opts.policy.exclude,
-        }),
-        Layout::Bnb => layouts::bnb_config(),
-        Layout::Mxfp4 => json!({
-            "quant_method": "mxfp4",
-            "modules_to_not_convert": kept_modules(shards),
-        }),
-    }
-}
-
-/// Modules whose `.weight` matrix was kept in full precision (what loaders must not replace).
-fn kept_modules(shards: &[OutShard]) -> Vec<String> {
-    shards
-        .iter()
-        .flat_map(|s| s.tensors.iter())
-        .filter(|t| t.copy_from.is_some() && t.shape.len() == 2)
-        .filter_map(|t| t.name.strip_suffix(".weight").map(str::to_string))
-        .collect()
 }

@@ -12,7 +12,7 @@ use crate::ConvertError;
 use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::pack::row_bytes;
 use tquant_formats::{Format, ScaleDtype};
@@ -69,17 +69,18 @@ fn path_of(ckpt: &Checkpoint, name: &str) -> PathBuf {
         .unwrap_or_else(|| ckpt.root().to_path_buf())
 }
 
-/// A stored part must exist with this dtype and shape.
+/// A stored part must exist with this dtype and shape. `owner_path` is the file that describes
+/// the quantized tensor (named when the part is missing).
 fn expect_part(
     ckpt: &Checkpoint,
-    owner: &str,
+    (owner_path, owner): (&Path, &str),
     part: &str,
     dtype: Dtype,
     shape: &[usize],
 ) -> Result<(), ConvertError> {
     let Some((shard, entry)) = ckpt.locate(part) else {
         return Err(ConvertError::tensor(
-            path_of(ckpt, owner),
+            owner_path,
             owner,
             format!("quantized tensor lacks its part '{part}'"),
         ));
@@ -145,6 +146,20 @@ fn read_codebooks(
         .collect())
 }
 
+/// A format name of tquant's metadata must be in the catalog, with `bits` bits per code.
+fn check_format(name: &str, bits: u32) -> Result<(), String> {
+    let format: Format = name
+        .parse()
+        .map_err(|e| format!("unknown format '{name}': {e}"))?;
+    if format.bits() != bits {
+        return Err(format!(
+            "format '{name}' has {} bits per code, the metadata says {bits}",
+            format.bits()
+        ));
+    }
+    Ok(())
+}
+
 fn tquant_slot(
     ckpt: &Checkpoint,
     path: PathBuf,
@@ -173,6 +188,10 @@ fn tquant_slot(
             info.bits, info.block
         )));
     }
+    check_format(&info.format, info.bits).map_err(bad)?;
+    for (i, m) in info.matrices.iter().enumerate() {
+        check_format(&m.format, info.bits).map_err(|r| bad(format!("matrix {i}: {r}")))?;
+    }
     let experts = info.experts();
     if info.matrices.len() != experts {
         return Err(bad(format!(
@@ -187,21 +206,21 @@ fn tquant_slot(
     let table_len = 1usize << info.bits;
     expect_part(
         ckpt,
-        name,
+        (&path, name),
         &codes,
         Dtype::U8,
         &part_shape(&info, &[rows, row_bytes(cols)]),
     )?;
     expect_part(
         ckpt,
-        name,
+        (&path, name),
         &scales,
         scale_storage_dtype(info.scale_dtype),
         &part_shape(&info, &[rows, info.blocks_per_row()]),
     )?;
     expect_part(
         ckpt,
-        name,
+        (&path, name),
         &codebook,
         Dtype::F32,
         &part_shape(&info, &[table_len]),
@@ -235,12 +254,17 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
         .ok_or_else(|| bad("quant_state has no valid blocksize".into()))?;
     let shape: Vec<usize> = state["shape"]
         .as_array()
-        .map(|a| {
+        .and_then(|a| {
             a.iter()
-                .filter_map(|d| d.as_u64().map(|d| d as usize))
+                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
                 .collect()
         })
-        .unwrap_or_default();
+        .ok_or_else(|| {
+            bad(format!(
+                "quant_state shape {} is not a list of non-negative integers",
+                state["shape"]
+            ))
+        })?;
     check_shape(&shape).map_err(bad)?;
     let dtype = state["dtype"]
         .as_str()
@@ -259,9 +283,21 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
     let numel: usize = shape.iter().product();
     let absmax = format!("{base}.absmax");
     let quant_map = format!("{base}.quant_map");
-    expect_part(ckpt, base, base, Dtype::U8, &[numel.div_ceil(2), 1])?;
-    expect_part(ckpt, base, &absmax, Dtype::F32, &[numel.div_ceil(block)])?;
-    expect_part(ckpt, base, &quant_map, Dtype::F32, &[16])?;
+    expect_part(
+        ckpt,
+        (&path, base),
+        base,
+        Dtype::U8,
+        &[numel.div_ceil(2), 1],
+    )?;
+    expect_part(
+        ckpt,
+        (&path, base),
+        &absmax,
+        Dtype::F32,
+        &[numel.div_ceil(block)],
+    )?;
+    expect_part(ckpt, (&path, base), &quant_map, Dtype::F32, &[16])?;
     let codebook = read_codebooks(ckpt, &quant_map, 1, 16)?.remove(0);
     let info = QuantInfo {
         version: FORMAT_VERSION,
@@ -305,9 +341,11 @@ fn mxfp4_slot(
         )));
     }
     let mut shape = b.shape[..n - 1].to_vec();
-    shape[n - 2] *= MXFP4_BLOCK;
+    shape[n - 2] = shape[n - 2]
+        .checked_mul(MXFP4_BLOCK)
+        .ok_or_else(|| bad(format!("MXFP4 blocks {:?} overflow", b.shape)))?;
     check_shape(&shape).map_err(bad)?;
-    expect_part(ckpt, base, scales, Dtype::U8, &b.shape[..n - 1])?;
+    expect_part(ckpt, (&path, base), scales, Dtype::U8, &b.shape[..n - 1])?;
     let e2m1: Format = "e2m1".parse().expect("e2m1 is in the catalog");
     let experts = if shape.len() == 3 { shape[0] } else { 1 };
     let info = QuantInfo {

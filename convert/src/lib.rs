@@ -18,6 +18,7 @@ pub mod header;
 pub mod inspect;
 pub mod layouts;
 mod mmap;
+mod plan;
 pub mod policy;
 pub mod quantize;
 pub mod quantized;

@@ -6,6 +6,10 @@
 use crate::ConvertError;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Makes staging names unique between conversions running in one process.
+static STAGING_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A temporary output directory that becomes `target` on [`StagingDir::commit`], and is removed
 /// if dropped before.
@@ -13,11 +17,14 @@ use std::path::{Path, PathBuf};
 pub struct StagingDir {
     pub dir: PathBuf,
     target: PathBuf,
+    /// Where an existing target is moved while `--force` replaces it.
+    old: PathBuf,
+    force: bool,
     committed: bool,
 }
 
 impl StagingDir {
-    /// Creates `.<name>.tquant-tmp-<pid>` next to `target`. Refuses an existing `target`
+    /// Creates `.<name>.tquant-tmp-<pid>-<n>` next to `target`. Refuses an existing `target`
     /// unless `force`.
     pub fn create(target: &Path, force: bool) -> Result<StagingDir, ConvertError> {
         if target.symlink_metadata().is_ok() && !force {
@@ -33,7 +40,13 @@ impl StagingDir {
             .to_string_lossy()
             .into_owned();
         let parent = parent_dir(target);
-        let dir = parent.join(format!(".{name}.tquant-tmp-{}", std::process::id()));
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = parent.join(format!(".{name}.tquant-tmp-{tag}"));
+        let old = parent.join(format!(".{name}.tquant-old-{tag}"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| ConvertError::io(&dir, e))?;
         }
@@ -41,6 +54,8 @@ impl StagingDir {
         Ok(StagingDir {
             dir,
             target: target.to_path_buf(),
+            old,
+            force,
             committed: false,
         })
     }
@@ -66,16 +81,42 @@ impl StagingDir {
         file.sync_all().map_err(|e| ConvertError::io(&path, e))
     }
 
-    /// fsyncs the directory and renames it onto the target (an existing target is moved aside
-    /// first, then removed).
+    /// fsyncs the directory and renames it onto the target. Without `force` the target must
+    /// still not exist: it is claimed with an exclusive `mkdir` (of two racing runs exactly one
+    /// succeeds) and the staging directory is renamed over that empty claim, which POSIX
+    /// `rename` does atomically; anything else at the target is never replaced. With `force`
+    /// an existing target is moved aside first, then removed.
     pub fn commit(mut self) -> Result<(), ConvertError> {
         sync_dir(&self.dir)?;
-        let old = self.dir.with_extension("old");
-        let had_target = self.target.symlink_metadata().is_ok();
+        let old = self.old.clone();
+        let had_target = self.force && self.target.symlink_metadata().is_ok();
         if had_target {
             std::fs::rename(&self.target, &old).map_err(|e| ConvertError::io(&self.target, e))?;
         }
-        std::fs::rename(&self.dir, &self.target).map_err(|e| ConvertError::io(&self.target, e))?;
+        if !self.force && !cfg!(unix) && self.target.symlink_metadata().is_ok() {
+            // Elsewhere `rename` cannot replace an empty directory: check, then rename.
+            return Err(ConvertError::OutputExists {
+                path: self.target.clone(),
+            });
+        }
+        if !self.force && cfg!(unix) {
+            match std::fs::create_dir(&self.target) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(ConvertError::OutputExists {
+                        path: self.target.clone(),
+                    })
+                }
+                Err(e) => return Err(ConvertError::io(&self.target, e)),
+                Ok(()) => {}
+            }
+        }
+        if let Err(e) = std::fs::rename(&self.dir, &self.target) {
+            if !self.force && cfg!(unix) {
+                // Release the (still empty) claim.
+                let _ = std::fs::remove_dir(&self.target);
+            }
+            return Err(ConvertError::io(&self.target, e));
+        }
         self.committed = true;
         sync_dir(&parent_dir(&self.target))?;
         if had_target {

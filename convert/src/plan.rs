@@ -1,0 +1,436 @@
+//! The conversion plan, from headers alone: the policy's decision for every tensor, the stored
+//! parts of each quantized one, their offsets in each output shard, and the room each header
+//! needs for the fit results that only exist after quantization. Also the side files (index,
+//! config.json with its `quantization_config`, tokenizer files).
+
+use crate::checkpoint::{Checkpoint, CONFIG_FILE, INDEX_FILE};
+use crate::convert::TensorSummary;
+use crate::detect::scale_storage_dtype;
+use crate::header::{dtype_bytes, serialize_header, OutEntry};
+use crate::layouts;
+use crate::policy::Action;
+use crate::quantize::{plan_info, ConvertOptions, NuChoice};
+use crate::quantized::{
+    FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
+    META_PREFIX, META_VERSION, SCALES_SUFFIX,
+};
+use crate::writer::StagingDir;
+use crate::ConvertError;
+use safetensors::Dtype;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Files beside the weights that are copied to the output unchanged.
+const AUX_FILES: [&str; 8] = [
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+];
+/// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
+const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
+/// One output tensor: its header entry and where its bytes come from.
+#[derive(Debug)]
+pub(crate) struct OutTensor {
+    pub(crate) name: String,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) len: u64,
+    pub(crate) begin: u64,
+    /// Bytes known at plan time (bnb quant_map and quant_state).
+    pub(crate) fixed: Option<Vec<u8>>,
+    /// Input shard and absolute offset of a kept tensor.
+    pub(crate) copy_from: Option<(usize, u64)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct OutShard {
+    pub(crate) file_name: String,
+    pub(crate) tensors: Vec<OutTensor>,
+    pub(crate) base_metadata: BTreeMap<String, String>,
+    pub(crate) header_len: u64,
+}
+
+impl OutShard {
+    pub(crate) fn data_start(&self) -> u64 {
+        8 + self.header_len
+    }
+    pub(crate) fn data_len(&self) -> u64 {
+        self.tensors.iter().map(|t| t.len).sum()
+    }
+    /// Absolute file offset of a planned tensor.
+    fn abs(&self, name: &str) -> u64 {
+        let t = self.tensors.iter().find(|t| t.name == name);
+        self.data_start() + t.expect("a planned part").begin
+    }
+}
+
+/// A tensor to quantize.
+#[derive(Debug)]
+pub(crate) struct QuantPlan {
+    pub(crate) name: String,
+    pub(crate) in_shard: usize,
+    pub(crate) in_offset: u64,
+    pub(crate) dtype: Dtype,
+    pub(crate) info: QuantInfo,
+    pub(crate) out_shard: usize,
+    pub(crate) codes_part: String,
+    pub(crate) scales_part: String,
+    pub(crate) codebook_part: Option<String>,
+    /// Absolute offsets of the parts in the output shard, set once the layout is final.
+    pub(crate) codes_at: u64,
+    pub(crate) scales_at: u64,
+    pub(crate) codebook_at: Option<u64>,
+    /// Index of its first matrix in the results table.
+    pub(crate) first_result: usize,
+    /// Index of its entry in the summaries.
+    pub(crate) summary: usize,
+}
+
+impl QuantPlan {
+    /// Jobs: one per matrix, except bitsandbytes' flattened layout (one per tensor).
+    pub(crate) fn jobs(&self) -> usize {
+        if self.info.layout == Layout::Bnb {
+            1
+        } else {
+            self.info.experts()
+        }
+    }
+}
+
+pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
+    match opts.nu {
+        Some(NuChoice::Fit) => format!("sf{}", opts.bits()),
+        _ => opts.format.name().to_string(),
+    }
+}
+
+pub(crate) fn nu_json(opts: &ConvertOptions) -> Value {
+    match opts.nu {
+        Some(NuChoice::Fit) => json!("fit"),
+        Some(NuChoice::Fixed(v)) => json!(v),
+        None => Value::Null,
+    }
+}
+
+pub(crate) fn entries(s: &OutShard) -> Vec<OutEntry> {
+    s.tensors
+        .iter()
+        .map(|t| OutEntry {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            begin: t.begin,
+            end: t.begin + t.len,
+        })
+        .collect()
+}
+
+pub(crate) type Plan = (Vec<OutShard>, Vec<QuantPlan>, Vec<TensorSummary>);
+
+/// Decides every tensor and lays out every output shard, from the headers alone.
+pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
+    let mut shards = Vec::new();
+    let mut plans = Vec::new();
+    let mut summaries = Vec::new();
+    let mut n_results = 0;
+    for (si, shard) in ckpt.shards().iter().enumerate() {
+        let mut out = OutShard {
+            file_name: shard.file_name(),
+            tensors: Vec::new(),
+            base_metadata: shard.header.metadata.clone(),
+            header_len: 0,
+        };
+        for entry in &shard.header.entries {
+            let action = opts.policy.decide(&entry.name, &entry.shape, entry.dtype);
+            let mut summary = TensorSummary {
+                name: entry.name.clone(),
+                action: action.name().into(),
+                dtype: entry.dtype.to_string(),
+                shape: entry.shape.clone(),
+                format: None,
+                nu: Vec::new(),
+                nu_tensor: Vec::new(),
+                bits_per_weight: entry.dtype.bitsize() as f64,
+            };
+            match action {
+                Action::Skip => summary.bits_per_weight = 0.0,
+                Action::Keep => out.tensors.push(OutTensor {
+                    name: entry.name.clone(),
+                    dtype: entry.dtype,
+                    shape: entry.shape.clone(),
+                    len: entry.len as u64,
+                    begin: 0,
+                    fixed: None,
+                    copy_from: Some((si, entry.offset)),
+                }),
+                Action::Quantize => {
+                    let info = plan_info(&entry.shape, entry.dtype, opts);
+                    layouts::check_matrix(opts, info.rows(), info.cols())
+                        .map_err(|r| ConvertError::tensor(&shard.path, &entry.name, r))?;
+                    summary.bits_per_weight = info.bits_per_weight();
+                    let mut plan = add_parts(
+                        &mut out,
+                        si,
+                        entry.name.clone(),
+                        entry.offset,
+                        entry.dtype,
+                        info,
+                        shards.len(),
+                        n_results,
+                    );
+                    plan.summary = summaries.len();
+                    n_results += plan.jobs();
+                    plans.push(plan);
+                }
+            }
+            summaries.push(summary);
+        }
+        // Widest dtypes first, so every tensor starts aligned to its element size.
+        out.tensors
+            .sort_by_key(|t| std::cmp::Reverse(dtype_bytes(t.dtype).unwrap_or(1)));
+        let mut pos = 0;
+        for t in &mut out.tensors {
+            t.begin = pos;
+            pos += t.len;
+        }
+        shards.push(out);
+    }
+    // Header room: the placeholders are as wide as any fit result.
+    for (si, shard) in shards.iter_mut().enumerate() {
+        let placeholder = shard_metadata(si, shard, &plans, None, opts);
+        shard.header_len = serialize_header(&entries(shard), &placeholder, 0).len() as u64;
+    }
+    for p in plans.iter_mut() {
+        let s = &shards[p.out_shard];
+        p.codes_at = s.abs(&p.codes_part);
+        p.scales_at = s.abs(&p.scales_part);
+        p.codebook_at = p.codebook_part.as_deref().map(|c| s.abs(c));
+    }
+    Ok((shards, plans, summaries))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_parts(
+    out: &mut OutShard,
+    in_shard: usize,
+    name: String,
+    in_offset: u64,
+    dtype: Dtype,
+    info: QuantInfo,
+    out_shard: usize,
+    first_result: usize,
+) -> QuantPlan {
+    let mut push = |name: String, dtype: Dtype, shape: Vec<usize>, fixed: Option<Vec<u8>>| {
+        let len = shape.iter().product::<usize>() * dtype_bytes(dtype).unwrap_or(1);
+        out.tensors.push(OutTensor {
+            name: name.clone(),
+            dtype,
+            shape,
+            len: len as u64,
+            begin: 0,
+            fixed,
+            copy_from: None,
+        });
+        name
+    };
+    let lead: Vec<usize> = if info.shape.len() == 3 {
+        vec![info.shape[0]]
+    } else {
+        vec![]
+    };
+    let with = |tail: &[usize]| [lead.as_slice(), tail].concat();
+    let (rows, cols) = (info.rows(), info.cols());
+    let (codes_part, scales_part, codebook_part) = match info.layout {
+        Layout::Tquant => {
+            let c = push(
+                format!("{name}{CODES_SUFFIX}"),
+                Dtype::U8,
+                with(&[rows, cols.div_ceil(2)]),
+                None,
+            );
+            let s = push(
+                format!("{name}{SCALES_SUFFIX}"),
+                scale_storage_dtype(info.scale_dtype),
+                with(&[rows, info.blocks_per_row()]),
+                None,
+            );
+            let b = push(
+                format!("{name}{CODEBOOK_SUFFIX}"),
+                Dtype::F32,
+                with(&[1 << info.bits]),
+                None,
+            );
+            (c, s, Some(b))
+        }
+        Layout::Mxfp4 => {
+            let g = cols / crate::layouts::MXFP4_BLOCK;
+            let c = push(
+                format!("{name}_blocks"),
+                Dtype::U8,
+                with(&[rows, g, 16]),
+                None,
+            );
+            let s = push(format!("{name}_scales"), Dtype::U8, with(&[rows, g]), None);
+            (c, s, None)
+        }
+        Layout::Bnb => {
+            let n = info.numel();
+            let c = push(name.clone(), Dtype::U8, vec![n.div_ceil(2), 1], None);
+            let s = push(
+                format!("{name}.absmax"),
+                Dtype::F32,
+                vec![n.div_ceil(info.block)],
+                None,
+            );
+            let map: Vec<u8> = info.matrices[0]
+                .codebook
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            push(format!("{name}.quant_map"), Dtype::F32, vec![16], Some(map));
+            let state = layouts::bnb_quant_state(&info);
+            push(
+                format!("{name}.quant_state.bitsandbytes__nf4"),
+                Dtype::U8,
+                vec![state.len()],
+                Some(state),
+            );
+            (c, s, None)
+        }
+    };
+    QuantPlan {
+        name,
+        in_shard,
+        in_offset,
+        dtype,
+        info,
+        out_shard,
+        codes_part,
+        scales_part,
+        codebook_part,
+        codes_at: 0,
+        scales_at: 0,
+        codebook_at: None,
+        first_result,
+        summary: 0,
+    }
+}
+
+/// A shard's `__metadata__`: the input's, plus tquant's version and one description per
+/// quantized tensor (tquant layout). Without results, placeholders as wide as any fit.
+pub(crate) fn shard_metadata(
+    si: usize,
+    shard: &OutShard,
+    plans: &[QuantPlan],
+    results: Option<&[MatrixInfo]>,
+    opts: &ConvertOptions,
+) -> BTreeMap<String, String> {
+    let mut meta = shard.base_metadata.clone();
+    meta.entry("format".into()).or_insert_with(|| "pt".into());
+    if opts.layout != Layout::Tquant {
+        return meta;
+    }
+    meta.insert(META_VERSION.into(), FORMAT_VERSION.to_string());
+    let widest = FitInfo {
+        nu: WIDEST_F64,
+        loc: WIDEST_F64,
+        scale: WIDEST_F64,
+    };
+    for p in plans.iter().filter(|p| p.out_shard == si) {
+        let mut info = p.info.clone();
+        match results {
+            Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
+            None => {
+                for m in &mut info.matrices {
+                    if opts.nu == Some(NuChoice::Fit) {
+                        // nu is rounded to 3 decimals and at most NU_MAX = 1000.
+                        m.format = format!("sf{}:nu=999.999", opts.bits());
+                        m.nu = Some(WIDEST_F64);
+                        m.fit = Some(widest);
+                        m.fit_tensor = Some(widest);
+                    }
+                }
+            }
+        }
+        meta.insert(format!("{META_PREFIX}{}", p.name), info.to_json());
+    }
+    meta
+}
+
+/// config.json with a `quantization_config`, the shard index, tokenizer files.
+pub(crate) fn write_side_files(
+    ckpt: &Checkpoint,
+    staging: &StagingDir,
+    shards: &[OutShard],
+    opts: &ConvertOptions,
+) -> Result<(), ConvertError> {
+    let root = ckpt.root();
+    if root.join(INDEX_FILE).exists() {
+        let mut weight_map = serde_json::Map::new();
+        for s in shards {
+            for t in &s.tensors {
+                weight_map.insert(t.name.clone(), json!(s.file_name));
+            }
+        }
+        let total: u64 = shards.iter().map(OutShard::data_len).sum();
+        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        staging.write_file(
+            INDEX_FILE,
+            &serde_json::to_vec_pretty(&index).expect("json"),
+        )?;
+    }
+    let mut config = ckpt.config().cloned().unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut config {
+        map.insert(
+            "quantization_config".into(),
+            quantization_config(shards, opts),
+        );
+    }
+    let text = serde_json::to_vec_pretty(&config).expect("json");
+    staging.write_file(CONFIG_FILE, &text)?;
+    for aux in AUX_FILES {
+        let from = root.join(aux);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).map_err(|e| ConvertError::io(&from, e))?;
+            staging.write_file(aux, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
+    match opts.layout {
+        Layout::Tquant => json!({
+            "quant_method": "tquant",
+            "version": FORMAT_VERSION,
+            "layout": "tquant",
+            "format": plan_format_name(opts),
+            "bits": opts.bits(),
+            "nu": nu_json(opts),
+            "block": opts.block.to_string(),
+            "scale_dtype": opts.scale_dtype.name(),
+            "include": opts.policy.include,
+            "exclude": opts.policy.exclude,
+        }),
+        Layout::Bnb => layouts::bnb_config(),
+        Layout::Mxfp4 => json!({
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": kept_modules(shards),
+        }),
+    }
+}
+
+/// Modules whose `.weight` matrix was kept in full precision (what loaders must not replace).
+fn kept_modules(shards: &[OutShard]) -> Vec<String> {
+    shards
+        .iter()
+        .flat_map(|s| s.tensors.iter())
+        .filter(|t| t.copy_from.is_some() && t.shape.len() == 2)
+        .filter_map(|t| t.name.strip_suffix(".weight").map(str::to_string))
+        .collect()
+}
