@@ -417,3 +417,53 @@ fn killed_run_never_leaves_a_complete_looking_output() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(Checkpoint::open(&out).is_ok());
 }
+
+#[test]
+fn conflicting_options_and_name_collisions_are_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let w = |name: &str| Spec {
+        name: name.into(),
+        dtype: tquant::convert::Dtype::F32,
+        shape: vec![4, 32],
+        values: (0..128).map(|i| i as f32 - 60.0).collect(),
+    };
+    write_checkpoint(
+        &input,
+        &[vec![
+            w("model.layers.0.mlp.down_proj.weight"),
+            w("model.layers.0.mlp.down_proj.weight.codes"),
+        ]],
+        &serde_json::json!({}),
+    );
+    let out = tmp.path().join("q");
+    let run = |o: &tquant::convert::ConvertOptions| {
+        tquant::convert::convert(
+            &input,
+            &out,
+            o,
+            &Default::default(),
+            &tquant::convert::NoProgress,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = run(&tquant::convert::ConvertOptions::default());
+    assert!(
+        e.contains("model.layers.0.mlp.down_proj.weight.codes") && e.contains("two tensors"),
+        "{e}"
+    );
+    // int4_full needs signed scales, which E8M0 cannot store: refused up front.
+    let e = tquant::convert::ConvertOptions::from_args(
+        Some("int4_full"),
+        None,
+        None,
+        Some("e8m0"),
+        tquant::convert::Layout::Tquant,
+        Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("e8m0"), "{e}");
+    assert!(!out.exists());
+}

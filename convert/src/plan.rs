@@ -200,6 +200,19 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
         }
         shards.push(out);
     }
+    // A stored part must not collide with another tensor (an input that already has `X.codes`).
+    let mut seen = std::collections::HashSet::new();
+    for (si, shard) in shards.iter().enumerate() {
+        for t in &shard.tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(ConvertError::tensor(
+                    &ckpt.shards()[si].path,
+                    &t.name,
+                    "the output would hold two tensors of this name (a quantized part collides with an input tensor); exclude one of them",
+                ));
+            }
+        }
+    }
     // Header room: the placeholders are as wide as any fit result.
     for (si, shard) in shards.iter_mut().enumerate() {
         let placeholder = shard_metadata(si, shard, &plans, None, opts);

@@ -119,7 +119,12 @@ impl ConvertOptions {
     /// Checks that the layout can store this format, block and scale dtype.
     pub fn validate(&self) -> Result<(), ConvertError> {
         match self.layout {
-            Layout::Tquant => Ok(()),
+            Layout::Tquant => BlockQuantizer {
+                block: self.block,
+                scale_dtype: self.scale_dtype,
+            }
+            .check(self.format.codebook())
+            .map_err(opt_err),
             Layout::Bnb => {
                 let ok_block = matches!(self.block, BlockSize::Elements(n) if layouts::BNB_BLOCKS.contains(&n));
                 if self.format.name() != "nf4" || self.scale_dtype != ScaleDtype::F32 || !ok_block {
