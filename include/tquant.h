@@ -39,7 +39,7 @@ extern "C" {
 #define TQ_SCALE_BF16 2
 #define TQ_SCALE_E8M0 3 /* OCP MX: 2^(byte - 127), 255 is NaN */
 
-/* Modes. EXACT: f32 table and accumulation, |y - exact| <= 2^-16 * sum |w x|.
+/* Modes. EXACT: f32 table and accumulation, |y - exact| <= (cols / 8 + 32) * 2^-24 * sum |w x|.
  * FAST: int8 table, activations quantized to int8 per 32 elements, int32 dot products;
  * about 0.5-0.8% RMS error on Gaussian data. */
 #define TQ_MODE_EXACT 0

@@ -5,8 +5,8 @@
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
 use tquant_kernels::{
-    matmul_f32_with, matmul_with, reference, Isa, KernelError, Mode, QMatrix, EXACT_BUDGET,
-    FAST_BUDGET, FAST_RMS_BUDGET,
+    exact_budget, fast_budget, matmul_f32_with, matmul_with, reference, Isa, KernelError, Mode,
+    QMatrix, FAST_RMS_BUDGET,
 };
 
 /// A real quantized matrix: Student-t(5) weights with rows of different magnitude,
@@ -73,8 +73,8 @@ fn check(isa: Isa, q: &QMatrix, x: &[f32], n: usize, what: &str) {
                 let got = y[j * rows + r] as f64;
                 let mag = reference::magnitude(q, xr, r);
                 let (want, budget) = match mode {
-                    Mode::Exact => (exact_ref[j * rows + r] as f64, EXACT_BUDGET * mag),
-                    Mode::Fast => (fast_ref[j * rows + r] as f64, FAST_BUDGET * mag),
+                    Mode::Exact => (exact_ref[j * rows + r] as f64, exact_budget(cols) * mag),
+                    Mode::Fast => (fast_ref[j * rows + r] as f64, fast_budget(cols) * mag),
                 };
                 // The reference's own f32 rounding of its result.
                 let slack = budget + want.abs() * 1e-7 + 1e-30;
@@ -85,7 +85,7 @@ fn check(isa: Isa, q: &QMatrix, x: &[f32], n: usize, what: &str) {
                 if mode == Mode::Fast {
                     let exact = exact_ref[j * rows + r] as f64;
                     let bound = reference::fast_error_bound(q, xr, r) * 1.0001
-                        + EXACT_BUDGET * mag
+                        + exact_budget(cols) * mag
                         + exact.abs() * 1e-7
                         + 1e-30;
                     assert!(
@@ -190,6 +190,30 @@ fn every_batch(isa: Isa) {
     }
 }
 
+/// Long rows (the budgets grow with the row length) with a ragged tail, batches 1 and 5.
+fn long_rows(isa: Isa) {
+    if !isa.is_available() {
+        eprintln!("skipped: this CPU has no {isa}");
+        return;
+    }
+    let mut rng = Rng::new(23);
+    let f: Format = "nf4".parse().unwrap();
+    let cols = 8192 + 64 + 7;
+    for (block, dtype) in [(64, ScaleDtype::F16), (128, ScaleDtype::Bf16)] {
+        let m = quantized(&f, 6, cols, BlockSize::new(block).unwrap(), dtype, &mut rng);
+        for n in [1, 5] {
+            let x = rng.normal_vec(n * cols);
+            check(
+                isa,
+                &view(&m, &f),
+                &x,
+                n,
+                &format!("nf4 [6x{cols}] block {block} n {n}"),
+            );
+        }
+    }
+}
+
 fn f32_matches_reference(isa: Isa) {
     if !isa.is_available() {
         eprintln!("skipped: this CPU has no {isa}");
@@ -217,7 +241,7 @@ fn f32_matches_reference(isa: Isa) {
                     .sum();
                 let (g, e) = (got[j * rows + r] as f64, want[j * rows + r] as f64);
                 assert!(
-                    (g - e).abs() <= EXACT_BUDGET * mag + e.abs() * 1e-7,
+                    (g - e).abs() <= exact_budget(cols) * mag + e.abs() * 1e-7,
                     "{isa} f32 [{rows}x{cols}] n {n}: y[{j},{r}] = {g}, reference {e}"
                 );
             }
@@ -226,7 +250,7 @@ fn f32_matches_reference(isa: Isa) {
 }
 
 macro_rules! isa_tests {
-    ($isa:expr, $formats:ident, $shapes:ident, $batches:ident, $f32:ident) => {
+    ($isa:expr, $formats:ident, $shapes:ident, $batches:ident, $long:ident, $f32:ident) => {
         #[test]
         fn $formats() {
             every_format_and_dtype($isa);
@@ -240,6 +264,10 @@ macro_rules! isa_tests {
             every_batch($isa);
         }
         #[test]
+        fn $long() {
+            long_rows($isa);
+        }
+        #[test]
         fn $f32() {
             f32_matches_reference($isa);
         }
@@ -251,6 +279,7 @@ isa_tests!(
     scalar_matches_reference_every_format,
     scalar_matches_reference_every_shape,
     scalar_matches_reference_every_batch,
+    scalar_matches_reference_on_long_rows,
     scalar_f32_matches_reference
 );
 isa_tests!(
@@ -258,6 +287,7 @@ isa_tests!(
     avx2_matches_reference_every_format,
     avx2_matches_reference_every_shape,
     avx2_matches_reference_every_batch,
+    avx2_matches_reference_on_long_rows,
     avx2_f32_matches_reference
 );
 isa_tests!(
@@ -265,6 +295,7 @@ isa_tests!(
     avx512_matches_reference_every_format,
     avx512_matches_reference_every_shape,
     avx512_matches_reference_every_batch,
+    avx512_matches_reference_on_long_rows,
     avx512_f32_matches_reference
 );
 

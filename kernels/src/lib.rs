@@ -9,14 +9,14 @@
 //!
 //! # Modes and their error budgets
 //! - [`Mode::Exact`]: codebook values and scales in f32, f32 accumulation. Against the
-//!   [`reference`] (f64), `|y - y_ref| <= EXACT_BUDGET * sum_k |w_k x_k|`.
+//!   [`reference`] (f64), `|y - y_ref| <= exact_budget(cols) * sum_k |w_k x_k|`.
 //! - [`Mode::Fast`]: ggml IQ4_NL-style integer arithmetic. The table becomes int8 (exactly when
 //!   its values are small integer multiples of one step, as for int4, E2M1, E3M0 and APoT, else
 //!   rounded to a step of `max|t| / 127`); each 32-element piece of every weight block of `x` is
 //!   quantized to int8 with its own scale (`amax / 127`, round to nearest even); products are
 //!   summed in int32 (VNNI where present) and rescaled in f32. The int8 arithmetic is defined
 //!   exactly by [`reference`] (`Mode::Fast`), which every path matches within
-//!   `FAST_BUDGET * sum_k |w_k x_k|`. Against exact arithmetic the error is bounded by
+//!   `fast_budget(cols) * sum_k |w_k x_k|`. Against exact arithmetic the error is bounded by
 //!   [`reference::fast_error_bound`] (half a table step times `|x|` plus half an activation
 //!   step times `|w|`, per term); on Gaussian data it is 0.5-0.8% of `|y|` RMS
 //!   (tested: [`FAST_RMS_BUDGET`]).
@@ -66,13 +66,26 @@ pub use tquant_formats::ScaleDtype;
 use std::fmt;
 use std::str::FromStr;
 
-/// Exact mode: `|y - y_ref| <= EXACT_BUDGET * sum_k |w_k x_k|` for every output (2^-16: f32
-/// products and sums over at most a few hundred terms per lane before a block total).
-pub const EXACT_BUDGET: f64 = 1.0 / 65536.0;
+/// Unit roundoff of f32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
 
-/// Fast mode against the reference's int8 arithmetic: the integer dot products are exact, only
-/// the f32 rescaling and summation order differ (2^-15 of `sum_k |w_k x_k|`).
-pub const FAST_BUDGET: f64 = 1.0 / 32768.0;
+/// Exact mode's budget: `|y - y_ref| <= exact_budget(cols) * sum_k |w_k x_k|` for every output.
+///
+/// Worst-case f32 rounding: every path sums a row in at least 8 independent lanes (16 on
+/// AVX-512 and scalar), so a term passes through at most `cols / 8` sequential additions, plus
+/// the products, the block-scaled table and the final reductions (32 more roundings).
+pub fn exact_budget(cols: usize) -> f64 {
+    (cols as f64 / 8.0 + 32.0) * U
+}
+
+/// Fast mode's budget against the reference's int8 arithmetic (`Mode::Fast` there):
+/// `|y - y_ref| <= fast_budget(cols) * sum_k |w_k x_k|`. The integer dot products are exact;
+/// only the f32 rescaling and summation of one term per 32-element piece round (at most
+/// `cols / 32` sequential additions on the scalar path, fewer on SIMD ones), with 10% slack
+/// because the quantized terms may exceed `|w_k x_k|` a little.
+pub fn fast_budget(cols: usize) -> f64 {
+    1.1 * (cols as f64 / 32.0 + 32.0) * U
+}
 
 /// Fast mode against exact arithmetic on Gaussian weights and activations: RMS error over the
 /// outputs at most this fraction of the outputs' RMS (measured: 0.5-0.8%).
