@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use tquant_convert::Checkpoint;
 use tquant_formats::{area, BlockSize, ScaleDtype};
 
 #[derive(Debug, clap::Args)]
@@ -52,7 +51,8 @@ struct Eval {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&args.model)?;
+    let source = tquant_model::checkpoint_source(&args.model)?;
+    let ckpt = source.checkpoint();
     let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
     let eval = match (&args.text, args.weights_only) {
         (Some(path), false) => Some(Eval {
@@ -80,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(e) = &eval {
         bar.set_message("f32 baseline");
         let s = measure::bits_per_byte(
-            &ckpt,
+            &source,
             &e.config,
             Vec::new(),
             &e.text,
@@ -93,11 +93,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut measured = Vec::with_capacity(variants.len());
     for v in &variants {
         bar.set_message(v.name.clone());
-        let q = measure::quantize_checkpoint(&ckpt, v)?;
+        let q = measure::quantize_checkpoint(ckpt, v)?;
         let mut m = q.measured;
         if let Some(e) = &eval {
             let s = measure::bits_per_byte(
-                &ckpt,
+                &source,
                 &e.config,
                 q.tensors,
                 &e.text,

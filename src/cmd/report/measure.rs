@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tquant_convert::quantize::{decide, quantize_tensor};
 use tquant_convert::{Action, Checkpoint, ConvertOptions, Layout, NuChoice, Policy, Weight};
 use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype};
-use tquant_model::{MemorySource, Packed, QuantTensor, TensorData, TensorSource};
+use tquant_model::{CheckpointSource, MemorySource, Packed, QuantTensor, TensorData};
 
 /// One column of the report: a name and the converter options that produce it.
 #[derive(Debug, Clone)]
@@ -87,26 +87,6 @@ fn split_list(list: &str) -> Vec<String> {
         rest = tail.trim();
     }
     out
-}
-
-/// The float tensors of a checkpoint as the model reads them.
-#[derive(Debug)]
-pub struct CheckpointSource<'a>(pub &'a Checkpoint);
-
-impl TensorSource for CheckpointSource<'_> {
-    fn contains(&self, name: &str) -> bool {
-        self.0.names().any(|n| n == name)
-    }
-
-    fn tensor(&self, name: &str) -> Result<TensorData, tquant_model::ModelError> {
-        let to_model =
-            |e: tquant_convert::ConvertError| tquant_model::ModelError::Checkpoint(e.to_string());
-        let w = self.0.get(name).map_err(to_model)?;
-        Ok(TensorData::Dense {
-            shape: w.shape().to_vec(),
-            values: w.to_f32().map_err(to_model)?,
-        })
-    }
 }
 
 /// A model's weights quantized with one variant, in memory.
@@ -223,15 +203,14 @@ fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
 
 /// Bits per byte of the checkpoint with `quantized` tensors in front of the originals.
 pub fn bits_per_byte(
-    ckpt: &Checkpoint,
+    base: &CheckpointSource,
     config: &tquant_model::Config,
     quantized: Vec<(String, TensorData)>,
     text: &[u8],
     window: usize,
     max_bytes: usize,
 ) -> Result<tquant_model::eval::Score> {
-    let base = CheckpointSource(ckpt);
-    let mut src = MemorySource::over(&base);
+    let mut src = MemorySource::over(base);
     for (name, t) in quantized {
         src.insert(name, t);
     }
