@@ -144,3 +144,37 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
     // Only the output is left: no temporary or old directories.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn nu_search_is_no_worse_than_the_fit_overall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = Checkpoint::open(tiny_lite()).unwrap();
+    let mut total = Vec::new();
+    for nu in ["fit", "search"] {
+        let out = tmp.path().join(nu);
+        let opts = ConvertOptions::from_args(
+            None,
+            Some(nu),
+            None,
+            None,
+            Layout::Tquant,
+            Policy::default(),
+        )
+        .unwrap();
+        convert_with(&opts, &out);
+        let q = Checkpoint::open(&out).unwrap();
+        assert_eq!(q.config().unwrap()["quantization_config"]["nu"], nu);
+        let info = q
+            .quant_info("model.layers.2.mlp.experts.3.up_proj.weight")
+            .unwrap();
+        assert!(info.matrices[0].fit_tensor.is_some());
+        assert_eq!(info.matrices[0].fit.is_some(), nu == "fit");
+        total.push(verify(&original, &q).unwrap().nmse);
+    }
+    assert!(
+        total[1] <= total[0],
+        "search {} vs fit {}",
+        total[1],
+        total[0]
+    );
+}

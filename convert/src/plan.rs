@@ -104,7 +104,7 @@ impl QuantPlan {
 
 pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
     match opts.nu {
-        Some(NuChoice::Fit) => format!("sf{}", opts.bits()),
+        Some(NuChoice::Fit | NuChoice::Search) => format!("sf{}", opts.bits()),
         _ => opts.format.name().to_string(),
     }
 }
@@ -112,6 +112,7 @@ pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
 pub(crate) fn nu_json(opts: &ConvertOptions) -> Value {
     match opts.nu {
         Some(NuChoice::Fit) => json!("fit"),
+        Some(NuChoice::Search) => json!("search"),
         Some(NuChoice::Fixed(v)) => json!(v),
         None => Value::Null,
     }
@@ -360,7 +361,7 @@ pub(crate) fn shard_metadata(
             Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
             None => {
                 for m in &mut info.matrices {
-                    if opts.nu == Some(NuChoice::Fit) {
+                    if matches!(opts.nu, Some(NuChoice::Fit | NuChoice::Search)) {
                         // nu is rounded to 3 decimals and at most NU_MAX = 1000.
                         m.format = format!("sf{}:nu=999.999", opts.bits());
                         m.nu = Some(WIDEST_F64);

@@ -9,7 +9,9 @@ use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo, QuantizedTensor, 
 use crate::ConvertError;
 use rayon::prelude::*;
 use safetensors::Dtype;
+use tquant_formats::block::ScaleRule;
 use tquant_formats::layouts::MXFP4_BLOCK;
+use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::{
     fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
     ScaleDtype,
@@ -20,6 +22,10 @@ use tquant_formats::{
 pub enum NuChoice {
     /// Per tensor (per expert): maximum-likelihood fit on block-standardised values.
     Fit,
+    /// Per tensor (per expert): the nu whose codebook gives the matrix the least squared error
+    /// (a 1-D search, `tquant_formats::nu_search`); slower than the fit, and never worse on the
+    /// matrix itself.
+    Search,
     Fixed(f64),
 }
 
@@ -92,10 +98,11 @@ impl ConvertOptions {
                 )))
             }
             (Some(_), Some("fit")) => Some(NuChoice::Fit),
+            (Some(_), Some("search")) => Some(NuChoice::Search),
             (Some(_), Some(v)) => {
-                let nu: f64 = v
-                    .parse()
-                    .map_err(|_| opt_err(format!("--nu '{v}' is not a number or 'fit'")))?;
+                let nu: f64 = v.parse().map_err(|_| {
+                    opt_err(format!("--nu '{v}' is not a number, 'fit' or 'search'"))
+                })?;
                 Format::student_float(format.bits(), nu).map_err(opt_err)?;
                 Some(NuChoice::Fixed(nu))
             }
@@ -211,6 +218,17 @@ pub fn quantize_matrix(
             let format = Format::student_float(opts.format.bits(), round_nu(fit.nu))?;
             (format, Some(FitInfo::from(fit)), Some(FitInfo::from(whole)))
         }
+        Some(NuChoice::Search) => {
+            let q = BlockQuantizer {
+                block: opts.block,
+                scale_dtype: opts.scale_dtype,
+            };
+            let bits = opts.format.bits();
+            let best = search_nu_min_error(values, rows, cols, bits, &q, ScaleRule::Absmax)?;
+            let format = Format::student_float(bits, round_nu(best.nu))?;
+            let whole = fit_student_t(&fit_sample(values, block_len, PROFILE_FIT_SAMPLES));
+            (format, None, Some(FitInfo::from(whole)))
+        }
         _ => (opts.format.clone(), None, None),
     };
     let cb = format.codebook();
@@ -252,7 +270,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
         version: FORMAT_VERSION,
         layout: opts.layout,
         format: match opts.nu {
-            Some(NuChoice::Fit) => format!("sf{}", opts.bits()),
+            Some(NuChoice::Fit | NuChoice::Search) => format!("sf{}", opts.bits()),
             _ => opts.format.name().to_string(),
         },
         bits: opts.bits(),

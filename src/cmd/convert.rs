@@ -25,8 +25,9 @@ pub struct Args {
     /// Scale dtype: f32, f16, bf16, e8m0. Default: f16 (f32 for bnb, e8m0 for mxfp4).
     #[arg(long)]
     pub scale_dtype: Option<String>,
-    /// Student Float degrees of freedom: a number, or `fit` (per tensor and per expert,
-    /// fitted on block-standardised values). Default: fit.
+    /// Student Float degrees of freedom: a number; `fit` (per tensor and per expert, the
+    /// maximum-likelihood fit of block-standardised values); or `search` (per tensor and per
+    /// expert, the nu with the least quantization error; slower). Default: fit.
     #[arg(long)]
     pub nu: Option<String>,
     /// On-disk layout: tquant, bnb (bitsandbytes NF4 as transformers saves it), mxfp4
@@ -145,11 +146,11 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
         .iter()
         .flat_map(|t| t.nu.iter().flatten().copied())
         .collect();
-    if !nus.is_empty() && s.nu == "fit" {
+    if !nus.is_empty() && (s.nu == "fit" || s.nu == "search") {
         nus.sort_by(f64::total_cmp);
         writeln!(
             out,
-            "fitted nu over {} matrices: min {:.3}, median {:.3}, max {:.3}",
+            "nu over {} matrices: min {:.3}, median {:.3}, max {:.3}",
             nus.len(),
             nus[0],
             nus[nus.len() / 2],
