@@ -324,6 +324,17 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
     })
 }
 
+/// The model's dtype from config.json (`dtype`, or the older `torch_dtype`): MXFP4 tensors do
+/// not record the dtype they were made from.
+fn config_dtype(ckpt: &Checkpoint) -> String {
+    let cfg = ckpt.config();
+    let name = cfg
+        .and_then(|c| c.get("dtype").or_else(|| c.get("torch_dtype")))
+        .and_then(Value::as_str)
+        .and_then(from_torch_name);
+    name.map(dtype_name).unwrap_or_else(|| "unknown".into())
+}
+
 fn mxfp4_slot(
     ckpt: &Checkpoint,
     base: &str,
@@ -354,7 +365,7 @@ fn mxfp4_slot(
         format: "mxfp4".into(),
         bits: 4,
         shape,
-        dtype: "BF16".into(),
+        dtype: config_dtype(ckpt),
         block: MXFP4_BLOCK,
         scale_dtype: ScaleDtype::E8m0,
         matrices: vec![
