@@ -1,0 +1,506 @@
+//! Tampered quantized checkpoints: the reader behind inspect, verify, eval and run refuses them
+//! at open, naming the file and the tensor, before any code or scale is read.
+
+mod hostile_support;
+
+use hostile_support::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tquant::convert::convert::{NoProgress, RunOptions};
+use tquant::convert::{convert, Checkpoint, ConvertOptions, Layout, Policy, Weight};
+
+const Q: &str = "model.layers.0.mlp.up_proj.weight";
+const E: &str = "model.layers.0.mlp.experts.gate_up_proj";
+
+fn source(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        st_bytes(
+            &[
+                f32s(Q, &[32, 64], &values(2048, 1)),
+                f32s(E, &[2, 8, 64], &values(1024, 2)),
+                f32s("model.norm.weight", &[64], &values(64, 3)),
+            ],
+            &[],
+        ),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+fn quantized(src: &Path, dst: &Path, format: Option<&str>, layout: Layout) -> PathBuf {
+    let opts =
+        ConvertOptions::from_args(format, None, None, None, layout, Policy::default()).unwrap();
+    convert(src, dst, &opts, &RunOptions::default(), &NoProgress).unwrap();
+    dst.to_path_buf()
+}
+
+/// Edits the JSON description of quantized tensor `name` in the metadata.
+fn edit_info(meta: &mut [(String, String)], name: &str, edit: impl FnOnce(&mut Value)) {
+    let key = format!("tquant.{name}");
+    let entry = meta.iter_mut().find(|(k, _)| *k == key).expect("described");
+    let mut v: Value = serde_json::from_str(&entry.1).unwrap();
+    edit(&mut v);
+    entry.1 = v.to_string();
+}
+
+type Edit = Box<dyn Fn(&mut Vec<T>, &mut Vec<(String, String)>)>;
+
+fn tquant_cases() -> Vec<(&'static str, &'static str, Edit)> {
+    let info = |f: fn(&mut Value)| -> Edit { Box::new(move |_, m| edit_info(m, Q, f)) };
+    vec![
+        (
+            "codebook_short",
+            "",
+            Box::new(|t, _| {
+                let cb = find(t, &format!("{Q}.codebook"));
+                cb.shape = vec![8];
+                cb.bytes.truncate(32);
+            }),
+        ),
+        (
+            "codebook_long",
+            "",
+            Box::new(|t, _| {
+                let cb = find(t, &format!("{Q}.codebook"));
+                cb.shape = vec![17];
+                cb.bytes.extend_from_slice(&1.0f32.to_le_bytes());
+            }),
+        ),
+        (
+            "codebook_not_f32",
+            "",
+            Box::new(|t, _| {
+                let cb = find(t, &format!("{Q}.codebook"));
+                cb.dtype = "F16";
+                cb.shape = vec![32];
+            }),
+        ),
+        (
+            "codebook_nan",
+            "not finite",
+            Box::new(|t, _| {
+                let cb = find(t, &format!("{Q}.codebook"));
+                cb.bytes[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+            }),
+        ),
+        (
+            "scales_one_row_short",
+            "",
+            Box::new(|t, _| {
+                let s = find(t, &format!("{Q}.scales"));
+                s.shape[0] -= 1;
+                let n = s.bytes.len() / 32 * 31;
+                s.bytes.truncate(n);
+            }),
+        ),
+        (
+            "scales_flattened",
+            "",
+            Box::new(|t, _| {
+                let s = find(t, &format!("{Q}.scales"));
+                s.shape = vec![s.shape.iter().product()];
+            }),
+        ),
+        (
+            "codes_short",
+            "",
+            Box::new(|t, _| {
+                let c = find(t, &format!("{Q}.codes"));
+                c.shape[1] -= 1;
+                c.bytes.truncate(32 * 31);
+            }),
+        ),
+        (
+            "codes_missing",
+            "lacks its part",
+            Box::new(|t, _| t.retain(|t| t.name != format!("{Q}.codes"))),
+        ),
+        (
+            "codes_wrong_dtype",
+            "",
+            Box::new(|t, _| {
+                let c = find(t, &format!("{Q}.codes"));
+                c.dtype = "I8";
+            }),
+        ),
+        (
+            "shape_transposed",
+            "",
+            info(|v| v["shape"] = json!([64, 32])),
+        ),
+        ("shape_wider", "", info(|v| v["shape"] = json!([32, 128]))),
+        (
+            "shape_1d",
+            "2-D or 3-D",
+            info(|v| v["shape"] = json!([2048])),
+        ),
+        (
+            "shape_zero",
+            "no empty dimension",
+            info(|v| v["shape"] = json!([0, 64])),
+        ),
+        (
+            "shape_overflows",
+            "overflows",
+            info(|v| v["shape"] = json!([4294967296u64, 4294967296u64, 16])),
+        ),
+        (
+            "block_zero",
+            "out of range",
+            info(|v| v["block"] = json!(0)),
+        ),
+        ("block_other", "", info(|v| v["block"] = json!(32))),
+        ("bits_five", "out of range", info(|v| v["bits"] = json!(5))),
+        ("bits_three", "", info(|v| v["bits"] = json!(3))),
+        (
+            "version_future",
+            "version 2",
+            info(|v| v["version"] = json!(2)),
+        ),
+        (
+            "version_zero",
+            "version 0",
+            info(|v| v["version"] = json!(0)),
+        ),
+        (
+            "layout_unknown",
+            "gguf",
+            info(|v| v["layout"] = json!("gguf")),
+        ),
+        (
+            "layout_other",
+            "not tquant's",
+            info(|v| v["layout"] = json!("mxfp4")),
+        ),
+        (
+            "format_unknown",
+            "sf9",
+            info(|v| v["format"] = json!("sf9")),
+        ),
+        (
+            "matrix_format_unknown",
+            "bogus",
+            info(|v| v["matrices"][0]["format"] = json!("bogus")),
+        ),
+        (
+            "matrix_format_wrong_bits",
+            "sf3",
+            info(|v| v["matrices"][0]["format"] = json!("sf3:nu=5")),
+        ),
+        (
+            "scale_dtype_unknown",
+            "f8",
+            info(|v| v["scale_dtype"] = json!("f8")),
+        ),
+        (
+            "scale_dtype_other",
+            "",
+            info(|v| v["scale_dtype"] = json!("f32")),
+        ),
+        (
+            "matrices_none",
+            "0 matrices",
+            info(|v| v["matrices"] = json!([])),
+        ),
+        (
+            "matrices_extra",
+            "2 matrices",
+            info(|v| {
+                let m = v["matrices"][0].clone();
+                v["matrices"] = json!([m.clone(), m]);
+            }),
+        ),
+        (
+            "field_missing",
+            "not valid",
+            info(|v| {
+                v.as_object_mut().unwrap().remove("bits");
+            }),
+        ),
+        ("not_an_object", "not valid", info(|v| *v = json!([1, 2]))),
+        (
+            "metadata_not_json",
+            "not valid",
+            Box::new(|_, m| {
+                let key = format!("tquant.{Q}");
+                m.iter_mut().find(|(k, _)| *k == key).unwrap().1 = "{\"version\": 1,".into();
+            }),
+        ),
+        (
+            "experts_mismatch",
+            "",
+            Box::new(|_, m| edit_info(m, E, |v| v["shape"] = json!([3, 8, 64]))),
+        ),
+    ]
+}
+
+#[test]
+fn reader_rejects_tampered_tquant_checkpoints_naming_file_and_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"));
+    let good = quantized(&src, &tmp.path().join("good"), None, Layout::Tquant);
+    let ckpt = Checkpoint::open(&good).unwrap();
+    assert!(matches!(ckpt.get(Q).unwrap(), Weight::Quantized(_)));
+    assert!(matches!(ckpt.get(E).unwrap(), Weight::Quantized(_)));
+    drop(ckpt);
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "abc").unwrap();
+    for (name, needle, edit) in tquant_cases() {
+        let dir = tmp.path().join(name);
+        copy_dir(&good, &dir);
+        rebuild(&dir.join("model.safetensors"), |t, m| edit(t, m));
+        let err = Checkpoint::open(&dir)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains("model.safetensors"), "{name}: {err}");
+        assert!(
+            err.contains(".weight") || err.contains("gate_up_proj"),
+            "{name}: {err}"
+        );
+        assert!(err.contains(needle), "{name}: '{needle}' not in {err}");
+        for args in [
+            vec!["inspect", p(&dir)],
+            vec!["verify", p(&src), p(&dir)],
+            vec!["eval", p(&dir), "--text", p(&text)],
+        ] {
+            assert_clean_error(&tquant(&args), &["model.safetensors", needle]);
+        }
+    }
+}
+
+/// Codes a 3-bit codebook cannot index (it has 8 entries, a nibble holds 16) are caught when
+/// the tensor is dequantized, naming the tensor and the element.
+#[test]
+fn codes_outside_a_3_bit_codebook_are_an_error_not_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"));
+    let dir = quantized(
+        &src,
+        &tmp.path().join("sf3"),
+        Some("sf3:nu=5"),
+        Layout::Tquant,
+    );
+    rebuild(&dir.join("model.safetensors"), |t, _| {
+        find(t, &format!("{Q}.codes")).bytes[10] = 0xf0;
+    });
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let Weight::Quantized(q) = ckpt.get(Q).unwrap() else {
+        panic!("not quantized")
+    };
+    let err = q.dequantize().unwrap_err().to_string();
+    assert!(
+        err.contains(Q) && err.contains("code 15 at element 21"),
+        "{err}"
+    );
+    assert_clean_error(&tquant(&["verify", p(&src), p(&dir)]), &[Q, "code 15"]);
+}
+
+#[test]
+fn reader_rejects_tampered_mxfp4_and_bnb_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"));
+    let mx = quantized(&src, &tmp.path().join("mx"), None, Layout::Mxfp4);
+    let mx_cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "mx_blocks_15",
+            "MXFP4 blocks",
+            Box::new(|t, _| {
+                let b = find(t, &format!("{Q}_blocks"));
+                b.shape[2] = 15;
+                b.bytes.truncate(32 * 2 * 15);
+            }),
+        ),
+        (
+            "mx_scales_short",
+            "expected U8",
+            Box::new(|t, _| {
+                let s = find(t, &format!("{Q}_scales"));
+                s.shape[0] -= 1;
+                s.bytes.truncate(31 * 2);
+            }),
+        ),
+        (
+            "mx_zero_dim_overflow",
+            "overflow",
+            Box::new(|t, _| {
+                t.push(T {
+                    name: "z_blocks".into(),
+                    dtype: "U8",
+                    shape: vec![0, 1 << 60, 16],
+                    bytes: vec![],
+                });
+                t.push(T {
+                    name: "z_scales".into(),
+                    dtype: "U8",
+                    shape: vec![0, 1 << 60],
+                    bytes: vec![],
+                });
+            }),
+        ),
+    ];
+    for (name, needle, edit) in mx_cases {
+        let dir = tmp.path().join(name);
+        copy_dir(&mx, &dir);
+        rebuild(&dir.join("model.safetensors"), |t, m| edit(t, m));
+        let err = Checkpoint::open(&dir)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains(needle),
+            "{name}: {err}"
+        );
+        assert_clean_error(&tquant(&["inspect", p(&dir)]), &["model.safetensors"]);
+    }
+
+    // bitsandbytes NF4, hand-made as transformers saves it.
+    let nf4: tquant::formats::Format = "nf4".parse().unwrap();
+    let map = nf4.codebook().values().to_vec();
+    let bnb = |state: &str, absmax: usize, map_len: usize| -> Vec<u8> {
+        st_bytes(
+            &[
+                t(Q, "U8", &[1024, 1], vec![0x3c; 1024]),
+                f32s(&format!("{Q}.absmax"), &[absmax], &vec![0.5; absmax]),
+                f32s(&format!("{Q}.quant_map"), &[map_len], &map[..map_len]),
+                t(
+                    &format!("{Q}.quant_state.bitsandbytes__nf4"),
+                    "U8",
+                    &[state.len()],
+                    state.as_bytes().to_vec(),
+                ),
+            ],
+            &[],
+        )
+    };
+    let ok_state =
+        r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, 64]}"#;
+    let dir = tmp.path().join("bnb-ok");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bnb(ok_state, 32, 16)).unwrap();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let Weight::Quantized(q) = ckpt.get(Q).unwrap() else {
+        panic!("bnb not detected")
+    };
+    assert_eq!(q.dequantize().unwrap().len(), 2048);
+    let bnb_cases = [
+        ("state_not_json", "{\"quant_type\": ", 32, 16, "not JSON"),
+        (
+            "blocksize_zero",
+            r#"{"quant_type": "nf4", "blocksize": 0, "dtype": "bfloat16", "shape": [32, 64]}"#,
+            32,
+            16,
+            "blocksize",
+        ),
+        (
+            "shape_contradicts",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [64, 64]}"#,
+            32,
+            16,
+            "expected U8",
+        ),
+        (
+            "shape_negative",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, -64]}"#,
+            32,
+            16,
+            "shape",
+        ),
+        (
+            "shape_float",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32.5, 64]}"#,
+            32,
+            16,
+            "shape",
+        ),
+        (
+            "dtype_unknown",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "int8", "shape": [32, 64]}"#,
+            32,
+            16,
+            "not a float dtype",
+        ),
+        (
+            "nested",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, 64], "nested_blocksize": 256}"#,
+            32,
+            16,
+            "nested",
+        ),
+        ("absmax_short", ok_state, 31, 16, "absmax"),
+        ("quant_map_short", ok_state, 32, 8, "quant_map"),
+    ];
+    for (name, state, absmax, map_len, needle) in bnb_cases {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.safetensors"), bnb(state, absmax, map_len)).unwrap();
+        let err = Checkpoint::open(&dir)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains(Q) && err.contains(needle),
+            "{name}: {err}"
+        );
+        assert_clean_error(&tquant(&["inspect", p(&dir)]), &["model.safetensors", Q]);
+    }
+}
+
+/// A model whose weights disagree with its config.json: `eval` and `run` refuse it.
+#[test]
+fn eval_and_run_refuse_weights_that_contradict_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite");
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "hello, hostile world").unwrap();
+    let q = tmp.path().join("q");
+    assert_success(&tquant(&[
+        "convert",
+        p(&tiny),
+        "-o",
+        p(&q),
+        "--format",
+        "nf4",
+    ]));
+    let st = q.join("model.safetensors");
+    let (tensors, meta) = tensors_of(&std::fs::read(&st).unwrap());
+    let kept = tensors
+        .iter()
+        .find(|t| t.shape.len() == 2 && t.name.ends_with(".weight") && t.dtype != "U8")
+        .expect("a kept matrix")
+        .name
+        .clone();
+    let quant = meta
+        .iter()
+        .find_map(|(k, _)| k.strip_prefix("tquant.").filter(|n| *n != "version"))
+        .expect("a quantized tensor")
+        .to_string();
+
+    // A kept matrix transposed (same bytes, other shape).
+    let dir = tmp.path().join("transposed");
+    copy_dir(&q, &dir);
+    rebuild(&dir.join("model.safetensors"), |t, _| {
+        let w = find(t, &kept);
+        w.shape.reverse();
+    });
+    for args in [
+        vec!["eval", p(&dir), "--text", p(&text), "--window", "8"],
+        vec!["run", p(&dir), "--prompt", "hi", "--max-tokens", "2"],
+    ] {
+        assert_clean_error(&tquant(&args), &[&kept]);
+    }
+    // A quantized matrix missing altogether.
+    let dir = tmp.path().join("missing");
+    copy_dir(&q, &dir);
+    rebuild(&dir.join("model.safetensors"), |t, m| {
+        let parts = [".codes", ".scales", ".codebook"].map(|s| format!("{quant}{s}"));
+        t.retain(|t| !parts.contains(&t.name));
+        m.retain(|(k, _)| *k != format!("tquant.{quant}"));
+    });
+    let eval = |dir: &Path| tquant(&["eval", p(dir), "--text", p(&text), "--window", "8"]);
+    assert_clean_error(&eval(&dir), &[&quant]);
+    // The untouched conversion still evaluates.
+    assert_success(&eval(&q));
+}
