@@ -113,7 +113,17 @@ fn numpy_reader_matches_tquant_exactly() {
     );
     check(&py, &moe, &ConvertOptions::default(), tmp.path());
     // The other layouts are read from their own conventions.
-    check(&py, &tiny, &opts("nf4", "64", "f32", Layout::Bnb), tmp.path());
+    check(
+        &py,
+        &tiny,
+        &opts("nf4", "64", "f32", Layout::Bnb),
+        tmp.path(),
+    );
     let mx = root().join("tests/data/convert/mxfp4/input.safetensors");
-    check(&py, &mx, &opts("e2m1", "32", "e8m0", Layout::Mxfp4), tmp.path());
+    check(
+        &py,
+        &mx,
+        &opts("e2m1", "32", "e8m0", Layout::Mxfp4),
+        tmp.path(),
+    );
 }
