@@ -271,10 +271,10 @@ fn reader_rejects_tampered_tquant_checkpoints_naming_file_and_tensor() {
     }
 }
 
-/// Codes a 3-bit codebook cannot index (it has 8 entries, a nibble holds 16) are caught when
-/// the tensor is dequantized, naming the tensor and the element.
+/// Codes a 3-bit codebook cannot index (it has 8 entries, a nibble holds 16) are refused at
+/// open, naming the tensor and the element: the kernels would otherwise read zeros for them.
 #[test]
-fn codes_outside_a_3_bit_codebook_are_an_error_not_garbage() {
+fn codes_outside_a_3_bit_codebook_are_refused_not_garbage() {
     let tmp = tempfile::tempdir().unwrap();
     let src = source(&tmp.path().join("src"));
     let dir = quantized(
@@ -283,19 +283,26 @@ fn codes_outside_a_3_bit_codebook_are_an_error_not_garbage() {
         Some("sf3:nu=5"),
         Layout::Tquant,
     );
+    Checkpoint::open(&dir).unwrap();
     rebuild(&dir.join("model.safetensors"), |t, _| {
         find(t, &format!("{Q}.codes")).bytes[10] = 0xf0;
     });
-    let ckpt = Checkpoint::open(&dir).unwrap();
-    let Weight::Quantized(q) = ckpt.get(Q).unwrap() else {
-        panic!("not quantized")
-    };
-    let err = q.dequantize().unwrap_err().to_string();
+    let err = Checkpoint::open(&dir).unwrap_err().to_string();
     assert!(
-        err.contains(Q) && err.contains("code 15 at element 21"),
+        err.contains("model.safetensors")
+            && err.contains(Q)
+            && err.contains("code 15 at element 21"),
         "{err}"
     );
-    assert_clean_error(&tquant(&["verify", p(&src), p(&dir)]), &[Q, "code 15"]);
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "abc").unwrap();
+    for args in [
+        vec!["inspect", p(&dir)],
+        vec!["verify", p(&src), p(&dir)],
+        vec!["eval", p(&dir), "--text", p(&text)],
+    ] {
+        assert_clean_error(&tquant(&args), &[Q, "code 15"]);
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tquant_formats::layouts::MXFP4_BLOCK;
-use tquant_formats::pack::row_bytes;
+use tquant_formats::pack::{code_at, row_bytes};
 use tquant_formats::{Format, ScaleDtype};
 
 /// Suffix of bitsandbytes' serialized quant state (`<weight>.quant_state.bitsandbytes__nf4`).
@@ -232,12 +232,32 @@ fn tquant_slot(
     {
         m.codebook = values;
     }
+    if table_len < 16 {
+        let stored = ckpt.raw(&codes)?.bytes;
+        check_codes(stored, info.cols(), table_len).map_err(bad)?;
+    }
     Ok(QuantSlot {
         info,
         codes: codes.clone(),
         scales: scales.clone(),
         parts: vec![codes, scales, codebook],
     })
+}
+
+/// Codes of a table shorter than 16 entries must index it: a nibble can hold more, and the
+/// kernels would read the zero padding of their 16-entry table (silently wrong weights).
+fn check_codes(codes: &[u8], cols: usize, table_len: usize) -> Result<(), String> {
+    let rb = row_bytes(cols);
+    for (r, row) in codes.chunks(rb).enumerate() {
+        if let Some(c) = (0..cols).find(|&c| code_at(row, c) as usize >= table_len) {
+            return Err(format!(
+                "code {} at element {} is outside its {table_len}-entry codebook",
+                code_at(row, c),
+                r * cols + c
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot, ConvertError> {
