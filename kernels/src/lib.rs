@@ -53,6 +53,7 @@
 mod act;
 mod dispatch;
 pub mod ffi;
+pub mod mapping;
 mod qmatrix;
 pub mod reference;
 mod scalar;
