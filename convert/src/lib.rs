@@ -9,6 +9,7 @@
 //! - [`convert()`]: the streaming converter behind `tquant convert`.
 #![deny(unsafe_code)]
 
+pub mod calibration;
 pub mod checkpoint;
 pub mod convert;
 pub mod detect;

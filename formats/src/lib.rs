@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod codebook;
 pub mod fit;
 pub mod generate;
+pub mod gptq;
 pub mod layouts;
 pub mod nu_search;
 pub mod pack;

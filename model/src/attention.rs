@@ -8,6 +8,7 @@
 //!   attend over the 576-wide latents directly (one shared KV head), and apply the value
 //!   up-projection `W_UV` to the attended latent.
 
+use crate::calibrate::{Site, TapAt};
 use crate::config::Config;
 use crate::kernels::{self, Mode};
 use crate::linear::Linear;
@@ -169,6 +170,8 @@ impl Attention {
 
     /// Attention of `n` new tokens (normalised hidden states `x`, `[n, hidden]`) at positions
     /// `cache.len() / width ..`; appends their latents to `cache` and returns `[n, hidden]`.
+    /// `tap` sees the inputs of q_b_proj, kv_b_proj and o_proj.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
         d: &Dims,
@@ -177,6 +180,7 @@ impl Attention {
         cache: &mut Vec<f32>,
         path: AttentionPath,
         mode: Mode,
+        tap: Option<TapAt<'_>>,
     ) -> Result<Vec<f32>, ModelError> {
         let (heads, qk, w) = (d.heads, d.qk(), d.width());
         let pos0 = cache.len() / w;
@@ -186,6 +190,9 @@ impl Attention {
                 let mut qa = a.apply(x, n, mode)?;
                 qa.chunks_exact_mut(a.rows())
                     .for_each(|r| rms_norm(r, norm, d.eps));
+                if let Some(t) = tap {
+                    t.record(Site::QLatent, &qa, n, None);
+                }
                 b.apply(&qa, n, mode)?
             }
         };
@@ -203,6 +210,14 @@ impl Attention {
                 Rope::apply(&cs, &mut head[d.nope..]);
             }
         }
+        if let Some(t) = tap {
+            // kv_b_proj's input: each new token's normalised latent (both paths use it).
+            let c: Vec<f32> = ckv
+                .chunks_exact(w)
+                .flat_map(|r| r[..d.lora].iter().copied())
+                .collect();
+            t.record(Site::KvLatent, &c, n, None);
+        }
         cache.extend_from_slice(&ckv);
         let absorbed = match path {
             AttentionPath::Auto => n == 1,
@@ -214,6 +229,9 @@ impl Attention {
         } else {
             self.attend_naive(d, &q, n, cache, pos0, mode)?
         };
+        if let Some(t) = tap {
+            t.record(Site::AttnOutput, &attn, n, None);
+        }
         self.o.apply(&attn, n, mode)
     }
 

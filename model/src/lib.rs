@@ -13,6 +13,7 @@
 //! ```
 
 pub mod attention;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;

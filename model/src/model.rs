@@ -2,6 +2,7 @@
 //! LM head; prefill of many tokens at once and single-token decode over a [`KvCache`].
 
 use crate::attention::{rms_norm, Attention, AttentionPath, Dims};
+use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::kernels::Mode;
 use crate::linear::Linear;
@@ -246,6 +247,28 @@ impl Model {
         cache: &mut KvCache,
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
+        self.forward_inner(tokens, cache, which, None)
+    }
+
+    /// [`Model::forward_here`] that also shows `tap` the input of every linear layer
+    /// (calibration, [`crate::calibrate`]).
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        tap: &dyn Tap,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.forward_inner(tokens, cache, which, Some(tap))
+    }
+
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        tap: Option<&dyn Tap>,
+    ) -> Result<Vec<f32>, ModelError> {
         let n = tokens.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -269,7 +292,7 @@ impl Model {
             }
             self.embed.row(*t as usize, row);
         }
-        if let Err(e) = self.layers_forward(&mut x, n, cache) {
+        if let Err(e) = self.layers_forward(&mut x, n, cache, tap) {
             // Leave the cache as it was: some layers may already hold the new tokens.
             let keep = cache.len * cache.width;
             cache.layers.iter_mut().for_each(|l| l.truncate(keep));
@@ -294,6 +317,7 @@ impl Model {
         x: &mut [f32],
         n: usize,
         cache: &mut KvCache,
+        tap: Option<&dyn Tap>,
     ) -> Result<(), ModelError> {
         let (h, eps, mode) = (
             self.config.hidden_size,
@@ -301,22 +325,32 @@ impl Model {
             self.opts.mode,
         );
         let mut normed = vec![0.0f32; n * h];
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let tap = tap.map(|tap| TapAt { tap, layer: i });
             normed.copy_from_slice(x);
             normed
                 .chunks_exact_mut(h)
                 .for_each(|r| rms_norm(r, &layer.attn_norm, eps));
-            let a = layer
-                .attn
-                .forward(&self.dims, &normed, n, kv, self.opts.attention, mode)?;
+            if let Some(t) = tap {
+                t.record(Site::AttnInput, &normed, n, None);
+            }
+            let a =
+                layer
+                    .attn
+                    .forward(&self.dims, &normed, n, kv, self.opts.attention, mode, tap)?;
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
             normed.copy_from_slice(x);
             normed
                 .chunks_exact_mut(h)
                 .for_each(|r| rms_norm(r, &layer.ffn_norm, eps));
+            if let Some(t) = tap {
+                t.record(Site::FfnInput, &normed, n, None);
+            }
             let f = match &layer.ffn {
-                Ffn::Dense(m) => m.forward(&normed, n, mode)?,
-                Ffn::Moe(m) => m.forward(&normed, n, mode)?,
+                Ffn::Dense(m) => {
+                    m.forward_tapped(&normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
+                }
+                Ffn::Moe(m) => m.forward_tapped(&normed, n, mode, tap)?,
             };
             x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
         }

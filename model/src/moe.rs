@@ -1,6 +1,7 @@
 //! Feed-forward blocks: the SiLU-gated MLP (dense layers, routed and shared experts) and
 //! DeepSeekMoE routing (f32 softmax gate, greedy or group-limited top-k).
 
+use crate::calibrate::{Record, Site, TapAt};
 use crate::config::{Config, TopkMethod};
 use crate::kernels::Mode;
 use crate::linear::Linear;
@@ -72,6 +73,17 @@ impl Mlp {
 
     /// `[n, hidden] -> [n, hidden]`.
     pub fn forward(&self, x: &[f32], n: usize, mode: Mode) -> Result<Vec<f32>, ModelError> {
+        self.forward_tapped(x, n, mode, None)
+    }
+
+    /// [`Mlp::forward`]; `act_tap` sees down_proj's input `silu(gate) * up`.
+    pub(crate) fn forward_tapped(
+        &self,
+        x: &[f32],
+        n: usize,
+        mode: Mode,
+        act_tap: Option<Record<'_>>,
+    ) -> Result<Vec<f32>, ModelError> {
         let w = self.width;
         let mut act = vec![0.0f32; n * w];
         match &self.gate_up {
@@ -90,6 +102,9 @@ impl Mlp {
                     *o = silu(g) * u;
                 }
             }
+        }
+        if let Some(r) = act_tap {
+            r.emit(&act, n);
         }
         self.down.apply(&act, n, mode)
     }
@@ -242,6 +257,18 @@ impl Moe {
 
     /// `[n, hidden] -> [n, hidden]`: each expert runs once on all the tokens routed to it.
     pub fn forward(&self, x: &[f32], n: usize, mode: Mode) -> Result<Vec<f32>, ModelError> {
+        self.forward_tapped(x, n, mode, None)
+    }
+
+    /// [`Moe::forward`]; `tap` sees each expert's tokens (with their routing weights) and the
+    /// down_proj inputs of the experts and the shared experts.
+    pub(crate) fn forward_tapped(
+        &self,
+        x: &[f32],
+        n: usize,
+        mode: Mode,
+        tap: Option<TapAt<'_>>,
+    ) -> Result<Vec<f32>, ModelError> {
         let h = x.len() / n.max(1);
         let logits = self.gate.apply(x, n, mode)?;
         let e = self.experts.len();
@@ -262,7 +289,15 @@ impl Moe {
                 .iter()
                 .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
                 .collect();
-            self.experts[j].forward(&xs, toks.len(), mode).map(Some)
+            let Some(t) = tap else {
+                return self.experts[j].forward(&xs, toks.len(), mode).map(Some);
+            };
+            let weights: Vec<f32> = toks.iter().map(|p| p.1).collect();
+            t.record(Site::ExpertInput(j), &xs, toks.len(), Some(&weights));
+            let act = Some(t.at(Site::ExpertAct(j), Some(&weights)));
+            self.experts[j]
+                .forward_tapped(&xs, toks.len(), mode, act)
+                .map(Some)
         })?;
         let mut y = vec![0.0f32; n * h];
         for (toks, out) in assigned.iter().zip(&outputs) {
@@ -275,7 +310,7 @@ impl Moe {
             }
         }
         if let Some(s) = &self.shared {
-            let sy = s.forward(x, n, mode)?;
+            let sy = s.forward_tapped(x, n, mode, tap.map(|t| t.at(Site::SharedAct, None)))?;
             y.iter_mut().zip(&sy).for_each(|(a, &b)| *a += b);
         }
         Ok(y)
