@@ -59,6 +59,8 @@ pub struct TensorSummary {
     pub dtype: String,
     pub shape: Vec<usize>,
     pub format: Option<String>,
+    /// The format of each matrix (one per expert): what `--format auto` chose.
+    pub formats: Vec<String>,
     /// nu of each matrix's codebook (one per expert), when Student Float.
     pub nu: Vec<Option<f64>>,
     /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
@@ -76,6 +78,8 @@ pub struct ConvertSummary {
     pub nu: Value,
     pub block: String,
     pub scale_dtype: String,
+    /// `absmax` or `search`.
+    pub scale_rule: String,
     pub threads: usize,
     pub tensors: Vec<TensorSummary>,
     pub quantized: usize,
@@ -234,6 +238,7 @@ pub fn convert(
         let infos = &results[p.first_result..p.first_result + p.jobs()];
         let s = &mut summaries[p.summary];
         s.format = Some(p.info.format.clone());
+        s.formats = infos.iter().map(|m| m.format.clone()).collect();
         s.nu = infos.iter().map(|m| m.nu).collect();
         s.nu_tensor = infos.iter().map(|m| m.fit_tensor.map(|f| f.nu)).collect();
     }
@@ -256,6 +261,7 @@ pub fn convert(
         nu: nu_json(opts),
         block: opts.block.to_string(),
         scale_dtype: opts.scale_dtype.name().into(),
+        scale_rule: opts.scale_rule.name().into(),
         threads,
         quantized: count(Action::Quantize),
         kept: count(Action::Keep),

@@ -148,6 +148,17 @@ fn read_codebooks(
 
 /// A format name of tquant's metadata must be in the catalog, with `bits` bits per code.
 fn check_format(name: &str, bits: u32) -> Result<(), String> {
+    if crate::auto::is_auto(name) {
+        // A per-matrix choice: each matrix names its own format, checked on its own.
+        let spec = crate::auto::AutoSpec::from_name(name)?;
+        if spec.bits() != bits {
+            return Err(format!(
+                "'{name}' has {} bits per code, the metadata says {bits}",
+                spec.bits()
+            ));
+        }
+        return Ok(());
+    }
     let format: Format = name
         .parse()
         .map_err(|e| format!("unknown format '{name}': {e}"))?;
@@ -328,6 +339,7 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
         dtype: dtype_name(dtype),
         block,
         scale_dtype: ScaleDtype::F32,
+        scale_rule: None,
         matrices: vec![MatrixInfo {
             format: format!("bnb_{quant_type}"),
             nu: None,
@@ -388,6 +400,7 @@ fn mxfp4_slot(
         dtype: config_dtype(ckpt),
         block: MXFP4_BLOCK,
         scale_dtype: ScaleDtype::E8m0,
+        scale_rule: None,
         matrices: vec![
             MatrixInfo {
                 format: "e2m1".into(),

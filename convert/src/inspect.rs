@@ -20,6 +20,8 @@ pub struct InspectRow {
     pub layout: Option<String>,
     pub block: Option<usize>,
     pub scale_dtype: Option<String>,
+    /// `absmax` or `search` when the file records how its scales were chosen.
+    pub scale_rule: Option<String>,
     /// Stored bits per weight, codes and scales (a kept tensor: its dtype's bits).
     pub bits_per_weight: f64,
     /// nu of the Student Float codebook: a number, one per expert for 3-D tensors, or null.
@@ -50,6 +52,16 @@ fn per_matrix(values: Vec<Option<f64>>, three_d: bool) -> Value {
     }
 }
 
+/// The distinct format families of experts that `--format auto` quantized differently, without
+/// their parameters: `int4_full|nf4|sf4`.
+fn mixed_formats(formats: &[&str]) -> String {
+    let families: std::collections::BTreeSet<&str> = formats
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or(f))
+        .collect();
+    families.into_iter().collect::<Vec<_>>().join("|")
+}
+
 /// Describes every logical tensor from headers and metadata (no weight is read).
 pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
     let mut tensors = Vec::new();
@@ -70,6 +82,7 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
                 layout: None,
                 block: None,
                 scale_dtype: None,
+                scale_rule: None,
                 bits_per_weight: t.dtype.bitsize() as f64,
                 nu: Value::Null,
                 nu_tensor: Value::Null,
@@ -87,12 +100,15 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
                     dtype: i.dtype.clone(),
                     format: if formats.len() == 1 {
                         formats[0].to_string()
+                    } else if crate::auto::is_auto(&i.format) {
+                        mixed_formats(&formats)
                     } else {
                         i.format.clone()
                     },
                     layout: Some(i.layout.name().into()),
                     block: Some(i.block),
                     scale_dtype: Some(i.scale_dtype.name().into()),
+                    scale_rule: i.scale_rule.map(|r| r.name().into()),
                     bits_per_weight: i.bits_per_weight(),
                     nu: per_matrix(i.matrices.iter().map(|m| m.nu).collect(), three_d),
                     nu_tensor: per_matrix(

@@ -9,6 +9,7 @@
 //! - [`convert()`]: the streaming converter behind `tquant convert`.
 #![deny(unsafe_code)]
 
+pub mod auto;
 pub mod calibration;
 pub mod checkpoint;
 pub mod convert;
@@ -26,6 +27,7 @@ pub mod quantized;
 pub mod stats;
 mod writer;
 
+pub use auto::AutoSpec;
 pub use checkpoint::{Checkpoint, TensorView, Weight};
 pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
 pub use error::ConvertError;

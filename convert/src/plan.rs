@@ -103,6 +103,9 @@ impl QuantPlan {
 }
 
 pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
+    if let Some(spec) = &opts.auto {
+        return spec.name();
+    }
     match opts.nu {
         Some(NuChoice::Fit | NuChoice::Search) => format!("sf{}", opts.bits()),
         _ => opts.format.name().to_string(),
@@ -154,6 +157,7 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                 dtype: entry.dtype.to_string(),
                 shape: entry.shape.clone(),
                 format: None,
+                formats: Vec::new(),
                 nu: Vec::new(),
                 nu_tensor: Vec::new(),
                 bits_per_weight: entry.dtype.bitsize() as f64,
@@ -361,7 +365,12 @@ pub(crate) fn shard_metadata(
             Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
             None => {
                 for m in &mut info.matrices {
-                    if matches!(opts.nu, Some(NuChoice::Fit | NuChoice::Search)) {
+                    if let Some(spec) = &opts.auto {
+                        m.format = spec.widest_format_name();
+                        m.nu = Some(WIDEST_F64);
+                        m.fit = Some(widest);
+                        m.fit_tensor = Some(widest);
+                    } else if matches!(opts.nu, Some(NuChoice::Fit | NuChoice::Search)) {
                         // nu is rounded to 3 decimals and at most NU_MAX = 1000.
                         m.format = format!("sf{}:nu=999.999", opts.bits());
                         m.nu = Some(WIDEST_F64);
@@ -428,6 +437,7 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "nu": nu_json(opts),
             "block": opts.block.to_string(),
             "scale_dtype": opts.scale_dtype.name(),
+            "scale_rule": opts.scale_rule.name(),
             "include": opts.policy.include,
             "exclude": opts.policy.exclude,
         }),

@@ -2,6 +2,7 @@
 //! and packing in the chosen layout. The converter calls this per matrix; `tquant report` calls
 //! [`quantize_tensor`] to quantize a model without files.
 
+use crate::auto::AutoSpec;
 use crate::dtype::count_non_finite;
 use crate::layouts;
 use crate::policy::{Action, Policy};
@@ -12,6 +13,7 @@ use safetensors::Dtype;
 use tquant_formats::block::ScaleRule;
 use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::nu_search::search_nu_min_error;
+use tquant_formats::select::SquaredError;
 use tquant_formats::{
     fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
     ScaleDtype,
@@ -40,6 +42,11 @@ pub struct ConvertOptions {
     pub scale_dtype: ScaleDtype,
     pub layout: Layout,
     pub policy: Policy,
+    /// How each block's scale is chosen (tquant's layout only; bnb and mxfp4 fix their own).
+    pub scale_rule: ScaleRule,
+    /// `--format auto[:LIST]`: the candidates chosen from per matrix; `format` is then the first
+    /// candidate's table (only its bit width matters) and `nu` is `None`.
+    pub auto: Option<AutoSpec>,
 }
 
 impl Default for ConvertOptions {
@@ -52,6 +59,8 @@ impl Default for ConvertOptions {
             scale_dtype: ScaleDtype::F16,
             layout: Layout::Tquant,
             policy: Policy::default(),
+            scale_rule: ScaleRule::Absmax,
+            auto: None,
         }
     }
 }
@@ -78,6 +87,10 @@ impl ConvertOptions {
             Layout::Mxfp4 => ("e2m1", "32", "e8m0"),
         };
         let format_str = format.unwrap_or(def_format);
+        if crate::auto::is_auto(format_str) {
+            let (block, scale) = (block.unwrap_or(def_block), scale_dtype.unwrap_or(def_scale));
+            return crate::auto::options(format_str, nu, block, scale, layout, policy);
+        }
         let format: Format = format_str.parse().map_err(opt_err)?;
         let block: BlockSize = block.unwrap_or(def_block).parse().map_err(opt_err)?;
         let scale_dtype: ScaleDtype = scale_dtype.unwrap_or(def_scale).parse().map_err(opt_err)?;
@@ -118,13 +131,36 @@ impl ConvertOptions {
             scale_dtype,
             layout,
             policy,
+            scale_rule: ScaleRule::Absmax,
+            auto: None,
         };
         opts.validate()?;
         Ok(opts)
     }
 
+    /// The same options with another scale rule (`search` needs tquant's layout).
+    pub fn with_scale_rule(mut self, rule: ScaleRule) -> Result<Self, ConvertError> {
+        self.scale_rule = rule;
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks that the layout can store this format, block and scale dtype.
     pub fn validate(&self) -> Result<(), ConvertError> {
+        if self.scale_rule != ScaleRule::Absmax && self.layout != Layout::Tquant {
+            return Err(opt_err(format!(
+                "--scale-rule {} needs --layout tquant ({} fixes its own scale rule)",
+                self.scale_rule,
+                self.layout.name()
+            )));
+        }
+        if let Some(spec) = &self.auto {
+            let q = BlockQuantizer {
+                block: self.block,
+                scale_dtype: self.scale_dtype,
+            };
+            return spec.validate(self.layout, &q);
+        }
         match self.layout {
             Layout::Tquant => BlockQuantizer {
                 block: self.block,
@@ -209,6 +245,10 @@ pub fn quantize_matrix(
     cols: usize,
     opts: &ConvertOptions,
 ) -> Result<QuantizedMatrixOut, FormatError> {
+    if let Some(spec) = &opts.auto {
+        return crate::auto::quantize_matrix_auto(values, rows, cols, opts, spec, &SquaredError)
+            .map(|m| m.out);
+    }
     let block_len = opts.block.len_for(cols);
     let (format, fit, fit_tensor) = match opts.nu {
         Some(NuChoice::Fit) => {
@@ -224,7 +264,7 @@ pub fn quantize_matrix(
                 scale_dtype: opts.scale_dtype,
             };
             let bits = opts.format.bits();
-            let best = search_nu_min_error(values, rows, cols, bits, &q, ScaleRule::Absmax)?;
+            let best = search_nu_min_error(values, rows, cols, bits, &q, opts.scale_rule)?;
             let format = Format::student_float(bits, round_nu(best.nu))?;
             let whole = fit_student_t(&fit_sample(values, block_len, PROFILE_FIT_SAMPLES));
             (format, None, Some(FitInfo::from(whole)))
@@ -239,7 +279,7 @@ pub fn quantize_matrix(
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,
             }
-            .quantize(cb, values, rows, cols)?;
+            .quantize_with(cb, values, rows, cols, opts.scale_rule)?;
             (q.codes, q.scales)
         }
         Layout::Bnb => layouts::bnb_quantize(values, block_len)?,
@@ -269,8 +309,9 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
     QuantInfo {
         version: FORMAT_VERSION,
         layout: opts.layout,
-        format: match opts.nu {
-            Some(NuChoice::Fit | NuChoice::Search) => format!("sf{}", opts.bits()),
+        format: match (&opts.auto, opts.nu) {
+            (Some(spec), _) => spec.name(),
+            (None, Some(NuChoice::Fit | NuChoice::Search)) => format!("sf{}", opts.bits()),
             _ => opts.format.name().to_string(),
         },
         bits: opts.bits(),
@@ -278,6 +319,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
         dtype: dtype.to_string(),
         block: opts.block.len_for(cols),
         scale_dtype: opts.scale_dtype,
+        scale_rule: Some(opts.scale_rule),
         matrices: vec![
             MatrixInfo {
                 format: opts.format.name().to_string(),

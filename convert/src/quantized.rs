@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use tquant_formats::pack::{code_at, row_bytes};
-use tquant_formats::ScaleDtype;
+use tquant_formats::{ScaleDtype, ScaleRule};
 
 /// Version of the on-disk description; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -104,6 +104,14 @@ pub struct QuantInfo {
     pub block: usize,
     #[serde(with = "scale_dtype_name")]
     pub scale_dtype: ScaleDtype,
+    /// How tquant chose each block's scale (`absmax`, `search`); `None` when not recorded
+    /// (files of other tools, older files). Decoding does not depend on it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "scale_rule_name"
+    )]
+    pub scale_rule: Option<ScaleRule>,
     /// One per matrix: 1 for a 2-D tensor, `experts` for a 3-D one (bitsandbytes: always 1).
     pub matrices: Vec<MatrixInfo>,
 }
@@ -119,6 +127,25 @@ mod scale_dtype_name {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ScaleDtype, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod scale_rule_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tquant_formats::ScaleRule;
+
+    pub fn serialize<S: Serializer>(r: &Option<ScaleRule>, s: S) -> Result<S::Ok, S::Error> {
+        match r {
+            Some(r) => s.serialize_str(r.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScaleRule>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod nu_search;
 pub mod pack;
 pub mod sample;
 pub mod scale;
+pub mod select;
 
 pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix, ScaleRule};
 pub use catalog::Format;

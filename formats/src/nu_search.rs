@@ -112,7 +112,7 @@ pub fn search_nu_min_error(
 
 /// All rows, or a deterministic stratified sample of whole rows of about
 /// [`SEARCH_MAX_SAMPLES`] elements.
-fn sample_rows(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn sample_rows(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     if w.len() <= SEARCH_MAX_SAMPLES || rows <= 1 {
         return w.to_vec();
     }

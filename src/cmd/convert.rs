@@ -16,7 +16,10 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Format (sf4, nf4, int4, e2m1, sf4:nu=3.5, ...; see `tquant formats`). Default: sf4
-    /// (nf4 for --layout bnb, e2m1 for --layout mxfp4).
+    /// (nf4 for --layout bnb, e2m1 for --layout mxfp4). `auto` chooses per tensor (per expert)
+    /// the format with the least weight error among nf4, sf4 (nu searched), apot4_sp, e2m1_sp,
+    /// int4 and int4_full; `auto:LIST` among LIST (comma- or /-separated), at the same bits per
+    /// weight.
     #[arg(long)]
     pub format: Option<String>,
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
@@ -27,9 +30,15 @@ pub struct Args {
     pub scale_dtype: Option<String>,
     /// Student Float degrees of freedom: a number; `fit` (per tensor and per expert, the
     /// maximum-likelihood fit of block-standardised values); or `search` (per tensor and per
-    /// expert, the nu with the least quantization error; slower). Default: fit.
+    /// expert, the nu with the least quantization error; slower). Default: fit (search for
+    /// the sf candidates of --format auto).
     #[arg(long)]
     pub nu: Option<String>,
+    /// Block scales: `absmax` (the block's largest magnitude onto the table's, the paper's rule)
+    /// or `search` (per block, the scale with the least squared error, stored in the same
+    /// dtype; may be negative). tquant layout only.
+    #[arg(long, default_value = "absmax")]
+    pub scale_rule: String,
     /// On-disk layout: tquant, bnb (bitsandbytes NF4 as transformers saves it), mxfp4
     /// (OCP MXFP4 as Hugging Face stores it).
     #[arg(long, default_value = "tquant")]
@@ -75,6 +84,8 @@ pub fn run(args: Args) -> Result<()> {
             exclude: args.exclude.clone(),
         },
     )?;
+    let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
+    let opts = opts.with_scale_rule(rule)?;
     let run = RunOptions {
         force: args.force,
         threads: args.threads,
@@ -123,13 +134,14 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
     };
     writeln!(
         out,
-        "{} -> {} ({} layout, {}{nu}, block {}, {} scales)",
+        "{} -> {} ({} layout, {}{nu}, block {}, {} {} scales)",
         s.input.display(),
         s.output.display(),
         s.layout,
         s.format,
         s.block,
-        s.scale_dtype
+        s.scale_dtype,
+        s.scale_rule
     )?;
     writeln!(
         out,
@@ -156,6 +168,15 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
             nus[nus.len() / 2],
             nus[nus.len() - 1]
         )?;
+    }
+    if s.format.starts_with("auto") {
+        // How often each format won, by family (sf4:nu=... counts as sf4).
+        let mut won = std::collections::BTreeMap::<&str, usize>::new();
+        for f in s.tensors.iter().flat_map(|t| t.formats.iter()) {
+            *won.entry(f.split(':').next().unwrap_or(f)).or_default() += 1;
+        }
+        let list: Vec<String> = won.iter().map(|(f, n)| format!("{f} {n}")).collect();
+        writeln!(out, "chosen per matrix: {}", list.join(", "))?;
     }
     writeln!(
         out,
