@@ -107,7 +107,19 @@ fn weights_only_matches_the_numpy_reference() {
     let rows = json["rows"].as_array().unwrap();
     let reference = reference();
     let ref_rows = reference["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), ref_rows.len(), "same formats as the reference");
+    // `all` also has the per-tensor choices, which the reference does not model.
+    let per_tensor = ["sf4_search", "auto", "auto+search"];
+    assert_eq!(
+        rows.len(),
+        ref_rows.len() + per_tensor.len(),
+        "the reference's formats and the per-tensor choices"
+    );
+    for name in per_tensor {
+        assert_eq!(
+            row(rows, name)["bits_per_weight"],
+            row(rows, "nf4")["bits_per_weight"]
+        );
+    }
     for r in ref_rows {
         let name = r["format"].as_str().unwrap();
         let ours = row(rows, name);

@@ -26,8 +26,11 @@ pub struct Args {
     /// Use the first N bytes of the text (a trailing partial chunk is dropped).
     #[arg(long, default_value_t = 65792)]
     pub max_bytes: usize,
-    /// `all` (every catalog format and sf4_fit) or a comma-separated list: catalog names,
-    /// sf4:nu=X, sf4_fit / sf3_fit (nu fitted per tensor), custom:v0,v1,... (last).
+    /// `all` (every catalog format, sf4_fit, sf4_search, auto, auto+search) or a comma-separated
+    /// list: catalog names, sf4:nu=X, sf4_fit / sf3_fit (nu fitted per tensor), sf4_search /
+    /// sf3_search (nu with the least weight error per tensor), auto / auto:A/B/.. (per tensor
+    /// the candidate with the least weight error), custom:v0,v1,... (last). A `+search` suffix
+    /// searches each block's scale instead of the absmax rule (`nf4+search`, `auto+search`).
     #[arg(long, default_value = "all")]
     pub formats: String,
     /// Block length (16..4096) or `row`.

@@ -1,13 +1,13 @@
 //! Quantizing a checkpoint in memory, one format at a time, with the converter's policy and
 //! quantizer, and measuring the weight error and (with a runner) bits per byte.
 
-use super::table::{Measured, NuSummary};
+use super::table::{Chosen, Measured, NuSummary};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tquant_convert::quantize::{decide, quantize_tensor};
 use tquant_convert::{Action, Checkpoint, ConvertOptions, Layout, NuChoice, Policy, Weight};
-use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype};
+use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype, ScaleRule};
 use tquant_model::{CheckpointSource, MemorySource, Packed, QuantTensor, TensorData};
 
 /// One column of the report: a name and the converter options that produce it.
@@ -18,18 +18,30 @@ pub struct Variant {
 }
 
 /// The formats of `--formats all`: every catalog format (SF4 at the paper's nu = 5), then SF4
-/// with nu fitted per tensor.
+/// with nu fitted per tensor and with nu searched per tensor, then the per-tensor choice `auto`
+/// with absmax and with searched scales.
 pub fn all_names() -> Vec<String> {
     let mut v: Vec<String> = tquant_formats::catalog::NAMES
         .iter()
         .map(|s| s.to_string())
         .collect();
-    v.push("sf4_fit".into());
+    v.extend(["sf4_fit", "sf4_search", "auto", "auto+search"].map(String::from));
     v
 }
 
+/// A variant name without its `+search` suffix, and the scale rule the suffix asks for.
+fn split_scale_rule(name: &str) -> (&str, ScaleRule) {
+    match name.strip_suffix("+search") {
+        Some(base) => (base, ScaleRule::Search),
+        None => (name, ScaleRule::Absmax),
+    }
+}
+
 /// Parses `--formats`: `all`, or a comma-separated list of catalog names, `sf4:nu=X`,
-/// `sf4_fit` / `sf3_fit` (nu fitted per tensor) and `custom:v0,v1,...` (last in the list).
+/// `sf4_fit` / `sf3_fit` (nu fitted per tensor), `sf4_search` / `sf3_search` (nu with the least
+/// weight error per tensor), `auto` / `auto:A/B/...` (per tensor the candidate with the least
+/// weight error) and `custom:v0,v1,...` (last in the list). A `+search` suffix on any of them
+/// searches each block's scale (`ScaleRule::Search`) instead of the absmax rule.
 pub fn parse_variants(
     list: &str,
     block: BlockSize,
@@ -50,11 +62,14 @@ pub fn parse_variants(
             if !seen.insert(name.clone()) {
                 bail!("--formats lists '{name}' twice");
             }
-            let (format, nu) = match name.as_str() {
+            let (base, rule) = split_scale_rule(&name);
+            let (format, nu) = match base {
                 "sf4_fit" => ("sf4", Some("fit")),
                 "sf3_fit" => ("sf3", Some("fit")),
+                "sf4_search" => ("sf4", Some("search")),
+                "sf3_search" => ("sf3", Some("search")),
                 // Plain sf4/sf3 is the paper's fixed nu = 5 here; the converter would fit it.
-                "sf4" | "sf3" => (name.as_str(), Some("5")),
+                "sf4" | "sf3" => (base, Some("5")),
                 other => (other, None),
             };
             let opts = ConvertOptions::from_args(
@@ -65,6 +80,7 @@ pub fn parse_variants(
                 Layout::Tquant,
                 Policy::default(),
             )
+            .and_then(|o| o.with_scale_rule(rule))
             .with_context(|| format!("--formats: '{name}'"))?;
             Ok(Variant { name, opts })
         })
@@ -103,6 +119,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
     let (mut sq_err, mut sq_w) = (0.0f64, 0.0f64);
     let (mut weights, mut scale_bytes) = (0usize, 0usize);
     let mut codebooks: Vec<Vec<f32>> = Vec::new();
+    let mut chosen = std::collections::BTreeMap::<String, usize>::new();
     let mut nus = Vec::new();
     let mut tensors = Vec::new();
     let names: Vec<String> = ckpt.names().map(str::to_string).collect();
@@ -149,7 +166,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             if !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
             }
-            if let (Some(NuChoice::Fit), Some(nu)) = (opts.nu, m.nu) {
+            // The format's family: `sf4:nu=23.4` counts as sf4.
+            let family = m.format.split(':').next().unwrap_or(&m.format);
+            *chosen.entry(family.to_string()).or_default() += 1;
+            if let (Some(NuChoice::Fit | NuChoice::Search), Some(nu)) = (opts.nu, m.nu) {
                 nus.push(nu);
             }
         }
@@ -173,7 +193,15 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
                 / weights as f64,
             nmse: if sq_w > 0.0 { sq_err / sq_w } else { 0.0 },
             bits_per_byte: None,
-            nu: NuSummary::of(nus),
+            nu: NuSummary::of(nus).map(|mut n| {
+                n.searched = opts.nu == Some(NuChoice::Search);
+                n
+            }),
+            chosen: chosen
+                .into_iter()
+                .map(|(format, matrices)| Chosen { format, matrices })
+                .collect(),
+            scale_rule: opts.scale_rule,
         },
         tensors,
     })
@@ -245,10 +273,39 @@ mod tests {
     }
 
     #[test]
-    fn all_has_every_catalog_format_and_sf4_fit() {
+    fn all_has_every_catalog_format_and_the_per_tensor_choices() {
         let v = parse_variants("all", BlockSize::Elements(64), ScaleDtype::F16).unwrap();
-        assert_eq!(v.len(), tquant_formats::catalog::NAMES.len() + 1);
-        assert_eq!(v.last().unwrap().name, "sf4_fit");
+        assert_eq!(v.len(), tquant_formats::catalog::NAMES.len() + 4);
+        let tail: Vec<&str> = v[v.len() - 4..].iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(tail, ["sf4_fit", "sf4_search", "auto", "auto+search"]);
+        let auto = &v[v.len() - 2].opts;
+        assert_eq!(
+            auto.auto.as_ref().unwrap().name(),
+            "auto:nf4,sf4_search,apot4_sp,e2m1_sp,int4,int4_full"
+        );
+        assert_eq!(auto.scale_rule, ScaleRule::Absmax);
+        assert_eq!(v[v.len() - 1].opts.scale_rule, ScaleRule::Search);
+        assert_eq!(v[v.len() - 3].opts.nu, Some(NuChoice::Search));
+    }
+
+    #[test]
+    fn search_suffix_and_auto_lists_parse() {
+        let v = parse_variants(
+            "nf4+search,auto:apot4_sp/int4_full+search,sf4_search",
+            BlockSize::Elements(64),
+            ScaleDtype::F16,
+        )
+        .unwrap();
+        assert_eq!(v[0].opts.format.name(), "nf4");
+        assert_eq!(v[0].opts.scale_rule, ScaleRule::Search);
+        assert_eq!(
+            v[1].opts.auto.as_ref().unwrap().name(),
+            "auto:apot4_sp,int4_full"
+        );
+        assert_eq!(v[1].opts.scale_rule, ScaleRule::Search);
+        assert_eq!(v[2].opts.scale_rule, ScaleRule::Absmax);
+        assert!(parse_variants("auto:nf4/nf3", BlockSize::Row, ScaleDtype::F32).is_err());
+        assert!(parse_variants("nf4+searched", BlockSize::Row, ScaleDtype::F32).is_err());
     }
 
     #[test]

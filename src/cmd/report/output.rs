@@ -178,7 +178,8 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
     }
     let _ = writeln!(
         s,
-        "- weight-only RTN with the converter's default policy, block {}, {} scales",
+        "- weight-only RTN with the converter's default policy, block {}, {} scales \
+         (absmax rule; `+search` rows: per block the scale with the least squared error)",
         header.block, header.scale_dtype
     );
     let _ = writeln!(s, "- nmse: {}", header.nmse_definition);
@@ -223,12 +224,33 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
         header.accuracy_loss,
         front.join(" → ")
     );
-    if let Some(r) = rows.iter().find(|r| r.nu.is_some()) {
-        let nu = r.nu.expect("checked");
+    for r in rows {
+        if let Some(nu) = r.nu {
+            let how = if nu.searched {
+                "searched per tensor for the least weight error"
+            } else {
+                "fitted per tensor on block-standardised weights"
+            };
+            let _ = writeln!(
+                s,
+                "`{}`: nu {how}, {} tensors, min {:.3}, median {:.3}, max {:.3} (1000 = as good as normal).\n",
+                r.format, nu.tensors, nu.min, nu.median, nu.max
+            );
+        }
+    }
+    for r in rows.iter().filter(|r| r.format.starts_with("auto")) {
+        let chosen: Vec<String> = r
+            .chosen
+            .iter()
+            .map(|c| format!("{} {}", c.format, c.matrices))
+            .collect();
         let _ = writeln!(
             s,
-            "`{}`: nu fitted per tensor on block-standardised weights, {} tensors, min {:.3}, median {:.3}, max {:.3} (1000 = as good as normal).\n",
-            r.format, nu.tensors, nu.min, nu.median, nu.max
+            "`{}` ({} scales): per matrix the candidate with the least weight error; chosen: {}. \
+             MAC area: the largest of the chosen formats'.\n",
+            r.format,
+            r.scale_rule,
+            chosen.join(", ")
         );
     }
     s.push_str(&area_model_markdown(checks));

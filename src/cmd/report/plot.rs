@@ -173,6 +173,8 @@ mod tests {
             accuracy_loss: y,
             pareto,
             nu: None,
+            scale_rule: "absmax",
+            chosen: Vec::new(),
         }
     }
 

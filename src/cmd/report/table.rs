@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use tquant_formats::area::{self, Coefficients, PublishedMac};
+use tquant_formats::ScaleRule;
 
 /// What a format measured, before any area column is added.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,8 +17,19 @@ pub struct Measured {
     pub bits_per_weight: f64,
     pub nmse: f64,
     pub bits_per_byte: Option<f64>,
-    /// Summary of the fitted nu over tensors (`sf4_fit` only).
+    /// Summary of the fitted or searched nu over tensors (`sf4_fit`, `sf4_search`).
     pub nu: Option<NuSummary>,
+    /// How many matrices got each format family (one entry for a fixed format; what `auto`
+    /// chose), by name.
+    pub chosen: Vec<Chosen>,
+    pub scale_rule: ScaleRule,
+}
+
+/// One format family and the number of matrices quantized with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chosen {
+    pub format: String,
+    pub matrices: usize,
 }
 
 /// Fitted degrees of freedom across the tensors of a model.
@@ -27,6 +39,8 @@ pub struct NuSummary {
     pub median: f64,
     pub max: f64,
     pub tensors: usize,
+    /// Searched for the least weight error (`sf4_search`), not fitted (`sf4_fit`).
+    pub searched: bool,
 }
 
 impl NuSummary {
@@ -47,6 +61,7 @@ impl NuSummary {
             median,
             max: nus[n - 1],
             tensors: n,
+            searched: false,
         })
     }
 }
@@ -79,6 +94,10 @@ pub struct Row {
     pub pareto: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nu: Option<NuSummary>,
+    /// `absmax` or `search` (the `+search` rows).
+    pub scale_rule: &'static str,
+    /// The formats the matrices got, with counts (more than one only for `auto` rows).
+    pub chosen: Vec<Chosen>,
 }
 
 /// Builds the rows: area columns from Table 10 and the model, losses against `baseline_bpb`
@@ -92,7 +111,7 @@ pub fn build_rows(
     let mut rows: Vec<Row> = measured
         .iter()
         .map(|m| {
-            let published: Option<&PublishedMac> = area::published(&m.format);
+            let published = published_area(m);
             let model = m
                 .codebooks
                 .iter()
@@ -132,6 +151,8 @@ pub fn build_rows(
                 accuracy_loss: delta.unwrap_or(m.nmse),
                 pareto: false,
                 nu: m.nu,
+                scale_rule: m.scale_rule.name(),
+                chosen: m.chosen.clone(),
             }
         })
         .collect();
@@ -143,6 +164,20 @@ pub fn build_rows(
         r.pareto = on;
     }
     rows
+}
+
+/// Table 10's figure for the formats a row used: the largest of the chosen formats' areas when
+/// every one of them has a published figure (an `auto` row that never chose a lookup format), else
+/// none. A fixed format's row has one chosen format, itself.
+fn published_area(m: &Measured) -> Option<&'static PublishedMac> {
+    let areas: Option<Vec<&PublishedMac>> = m
+        .chosen
+        .iter()
+        .map(|c| area::published(&c.format))
+        .collect();
+    areas?
+        .into_iter()
+        .max_by(|a, b| a.mac_um2.total_cmp(&b.mac_um2))
 }
 
 /// Which points no other point dominates (no larger in both coordinates and smaller in one).
@@ -191,7 +226,52 @@ mod tests {
             nmse: 0.01,
             bits_per_byte: Some(bpb),
             nu: None,
+            chosen: vec![Chosen {
+                format: format.into(),
+                matrices: 1,
+            }],
+            scale_rule: ScaleRule::Absmax,
         }
+    }
+
+    #[test]
+    fn auto_rows_take_the_largest_area_of_the_formats_chosen() {
+        let coef = area::calibrated();
+        let int4: Vec<f32> = (-8..=7).map(|v| v as f32).collect();
+        let apot: Vec<f32> = "apot4_sp"
+            .parse::<tquant_formats::Format>()
+            .unwrap()
+            .codebook()
+            .values()
+            .to_vec();
+        let mut m = measured("auto", &int4, 1.75);
+        m.codebooks.push(apot.clone());
+        m.chosen = vec![
+            Chosen {
+                format: "apot4_sp".into(),
+                matrices: 3,
+            },
+            Chosen {
+                format: "int4_full".into(),
+                matrices: 5,
+            },
+        ];
+        let rows = build_rows(&[m.clone()], Some(1.7), &coef);
+        assert_eq!(rows[0].mac_area_um2, Some(185.1), "APoT4+SP's, the larger");
+        let apot_alone = coef.estimate(&apot).mac_um2;
+        assert!(rows[0].mac_area_model_um2 >= apot_alone);
+        // Once a lookup format is chosen there is no published figure, and the model's area is
+        // the lookup MAC's.
+        m.chosen.push(Chosen {
+            format: "nf4".into(),
+            matrices: 1,
+        });
+        m.codebooks.push(tquant_formats::catalog::NF4.to_vec());
+        let rows = build_rows(&[m], Some(1.7), &coef);
+        assert_eq!(rows[0].mac_area_um2, None);
+        let nf4 = coef.estimate(&tquant_formats::catalog::NF4).mac_um2;
+        assert_eq!(rows[0].mac_area_model_um2, nf4);
+        assert!(rows[0].mac_structure.contains("lookup"));
     }
 
     #[test]
