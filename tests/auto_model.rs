@@ -19,10 +19,14 @@ fn fixture(name: &str) -> PathBuf {
 const TOKENS: [u32; 10] = [3, 17, 92, 5, 64, 1, 120, 33, 7, 88];
 
 fn quantize(format: &str, scale: &str, rule: ScaleRule) -> TempDir {
+    quantize_nu(format, None, scale, rule)
+}
+
+fn quantize_nu(format: &str, nu: Option<&str>, scale: &str, rule: ScaleRule) -> TempDir {
     let dir = TempDir::new().unwrap();
     let opts = ConvertOptions::from_args(
         Some(format),
-        None,
+        nu,
         Some("32"),
         Some(scale),
         Layout::Tquant,
@@ -175,4 +179,21 @@ fn auto_checkpoint_records_each_experts_choice_and_runs_as_dequantized() {
         }
         assert_runs_as_dequantized(&dir, &format!("auto {rule}"));
     }
+}
+
+#[test]
+fn nu_search_with_searched_scales_records_both() {
+    let dir = quantize_nu("sf4", Some("search"), "f16", ScaleRule::Search);
+    let ckpt = Checkpoint::open(dir.path().join("q")).unwrap();
+    let Weight::Quantized(q) = ckpt.get("model.layers.2.mlp.experts.down_proj").unwrap() else {
+        panic!("fused experts are quantized");
+    };
+    assert_eq!(q.info.format, "sf4");
+    assert_eq!(q.info.scale_rule, Some(ScaleRule::Search));
+    for m in &q.info.matrices {
+        let nu = m.nu.expect("searched nu");
+        assert_eq!(m.format, format!("sf4:nu={nu}"));
+        assert!(m.fit.is_none() && m.fit_tensor.is_some());
+    }
+    assert_runs_as_dequantized(&dir, "sf4 nu search, scale search");
 }
