@@ -96,7 +96,7 @@ impl Candidate {
     }
 
     /// The concrete format for one matrix, and the block-standardised fit when it was fitted.
-    fn resolve(
+    pub fn resolve(
         &self,
         values: &[f32],
         rows: usize,
@@ -333,6 +333,7 @@ pub(crate) fn options(
         policy,
         scale_rule: ScaleRule::Absmax,
         auto: Some(spec),
+        calibration: None,
     };
     opts.validate()?;
     Ok(opts)

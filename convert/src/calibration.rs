@@ -9,12 +9,18 @@
 //! Either way the stored codes, scales and codebooks are the ordinary ones: the file records
 //! the calibration ([`CalibrationRecord`]) but nothing a reader needs to decode.
 
+use crate::quantize::{
+    fit_sample, quantize_matrix, ConvertOptions, QuantizedMatrixOut, PROFILE_FIT_SAMPLES,
+};
+use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo};
 use crate::ConvertError;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use tquant_formats::gptq::{GptqFactor, GptqOptions, DEFAULT_DAMP};
-use tquant_formats::{FormatError, ScaleRule};
+use tquant_formats::gptq::{weighted_error, GptqFactor, GptqOptions, DEFAULT_DAMP};
+use tquant_formats::select::argmin;
+use tquant_formats::{fit_student_t, BlockQuantizer, Codebook, FormatError, ScaleRule};
 
 /// Below `DEFAULT_MIN_TOKENS_PER_COLUMN x cols` tokens a matrix is not calibrated.
 ///
@@ -223,6 +229,18 @@ impl Calibration {
         }
     }
 
+    /// The settings and source, for the checkpoint's `quantization_config`.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "method": "gptq",
+            "source": self.source,
+            "tokens": self.tokens,
+            "damp": self.settings.damp,
+            "act_order": self.settings.act_order,
+            "min_tokens_per_column": self.settings.min_tokens_per_column,
+        })
+    }
+
     /// Keyed entries: `(tensor name, expert index)`, statistics.
     pub fn iter(&self) -> impl Iterator<Item = (&(String, Option<usize>), &Arc<Hessian>)> {
         self.hessians.iter()
@@ -282,4 +300,99 @@ pub struct CalibrationRecord {
     pub tokens: Vec<u64>,
     /// Per matrix: quantized with GPTQ (`false`: too few tokens, plain rounding).
     pub calibrated: Vec<bool>,
+}
+
+/// Refuses calibration where it cannot apply: GPTQ writes tquant's layout only.
+pub fn validate(opts: &ConvertOptions) -> Result<(), ConvertError> {
+    if opts.calibration.is_some() && opts.layout != Layout::Tquant {
+        return Err(ConvertError::Options(format!(
+            "--calibrate needs --layout tquant ({} fixes its own quantizer)",
+            opts.layout.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Records in a planned tensor's description how it is calibrated (known before any weight is
+/// read, so the header room planned for it is exact).
+pub fn annotate(info: &mut QuantInfo, name: &str, opts: &ConvertOptions) {
+    info.calibration = opts
+        .calibration
+        .as_deref()
+        .and_then(|c| c.record(name, &info.shape));
+}
+
+/// Quantizes one row-major `[rows, cols]` matrix of tensor `name` (`expert`: its index in a
+/// fused 3-D tensor). With statistics from enough tokens in `opts.calibration` it is GPTQ with
+/// the codebook [`quantize_matrix`] would choose (its fit or nu search), or, for
+/// `--format auto`, every candidate quantized with GPTQ and the one with the least output error
+/// `tr((W - Q) H (W - Q)^T)` kept. Without (no calibration, a matrix it has no statistics for,
+/// an expert too few tokens reached) it is exactly [`quantize_matrix`].
+pub fn quantize_matrix_for(
+    name: &str,
+    expert: Option<usize>,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+) -> Result<QuantizedMatrixOut, FormatError> {
+    let Some(cal) = opts.calibration.as_deref() else {
+        return quantize_matrix(values, rows, cols, opts);
+    };
+    let Lookup::Use(h) = cal.lookup(name, expert, cols) else {
+        return quantize_matrix(values, rows, cols, opts);
+    };
+    if opts.layout != Layout::Tquant {
+        return quantize_matrix(values, rows, cols, opts);
+    }
+    let rule = opts.scale_rule;
+    let factor = h.factor(&cal.settings.gptq(rule))?;
+    let q = BlockQuantizer {
+        block: opts.block,
+        scale_dtype: opts.scale_dtype,
+    };
+    let Some(spec) = &opts.auto else {
+        let base = quantize_matrix(values, rows, cols, opts)?;
+        let cb = Codebook::new(base.info.codebook.clone())?;
+        let m = factor.quantize(&q, &cb, values, rows, cols, rule)?;
+        return Ok(QuantizedMatrixOut {
+            info: base.info,
+            codes: m.codes,
+            scales: m.scales,
+        });
+    };
+    let outcomes = spec
+        .candidates
+        .par_iter()
+        .map(|c| {
+            let (format, fit) = c.resolve(values, rows, cols, &q, rule)?;
+            let m = factor.quantize(&q, format.codebook(), values, rows, cols, rule)?;
+            let deq = m.dequantize(format.codebook());
+            let err = weighted_error(values, &deq, rows, cols, h.sum());
+            Ok((format, fit, m, err))
+        })
+        .collect::<Result<Vec<_>, FormatError>>()?;
+    let errors: Vec<f64> = outcomes.iter().map(|o| o.3).collect();
+    let chosen = argmin(&errors).ok_or_else(|| {
+        FormatError::Value(format!(
+            "the output error is NaN for every auto candidate of '{name}'"
+        ))
+    })?;
+    let block = opts.block.len_for(cols);
+    let whole = fit_student_t(&fit_sample(values, block, PROFILE_FIT_SAMPLES));
+    let (format, fit, m, _) = outcomes
+        .into_iter()
+        .nth(chosen)
+        .expect("argmin is an index of the outcomes");
+    Ok(QuantizedMatrixOut {
+        info: MatrixInfo {
+            format: format.name().to_string(),
+            nu: format.nu(),
+            fit,
+            fit_tensor: Some(FitInfo::from(whole)),
+            codebook: format.codebook().values().to_vec(),
+        },
+        codes: m.codes,
+        scales: m.scales,
+    })
 }

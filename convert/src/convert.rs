@@ -8,6 +8,7 @@
 //!    bytes at their offsets. Peak memory is a few matrices, whatever the model's size.
 //! 3. Rewrite each header with the fitted parameters, write index and config, fsync, rename.
 
+use crate::calibration::quantize_matrix_for;
 use crate::checkpoint::Checkpoint;
 use crate::dtype::{count_non_finite, extend_f32};
 use crate::header::{dtype_bytes, serialize_header};
@@ -16,7 +17,7 @@ use crate::plan::{
     entries, nu_json, plan, plan_format_name, shard_metadata, write_side_files, OutShard, QuantPlan,
 };
 use crate::policy::Action;
-use crate::quantize::{quantize_matrix, ConvertOptions};
+use crate::quantize::ConvertOptions;
 use crate::quantized::{Layout, MatrixInfo};
 use crate::writer::{write_at, StagingDir};
 use crate::ConvertError;
@@ -355,12 +356,13 @@ impl JobContext<'_> {
                 total: values.len(),
             });
         }
-        let m = quantize_matrix(&values, rows, cols, self.opts).map_err(|err| {
-            ConvertError::Format {
+        let expert = (p.info.shape.len() == 3).then_some(e);
+        let m = quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts).map_err(
+            |err| ConvertError::Format {
                 tensor: p.name.clone(),
                 err,
-            }
-        })?;
+            },
+        )?;
         drop(values);
         let (file, path) = &self.files[p.out_shard];
         let write = |bytes: &[u8], at: u64| {

@@ -340,6 +340,7 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
         block,
         scale_dtype: ScaleDtype::F32,
         scale_rule: None,
+        calibration: None,
         matrices: vec![MatrixInfo {
             format: format!("bnb_{quant_type}"),
             nu: None,
@@ -401,6 +402,7 @@ fn mxfp4_slot(
         block: MXFP4_BLOCK,
         scale_dtype: ScaleDtype::E8m0,
         scale_rule: None,
+        calibration: None,
         matrices: vec![
             MatrixInfo {
                 format: "e2m1".into(),

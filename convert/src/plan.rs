@@ -174,7 +174,8 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     copy_from: Some((si, entry.offset)),
                 }),
                 Action::Quantize => {
-                    let info = plan_info(&entry.shape, entry.dtype, opts);
+                    let mut info = plan_info(&entry.shape, entry.dtype, opts);
+                    crate::calibration::annotate(&mut info, &entry.name, opts);
                     layouts::check_matrix(opts, info.rows(), info.cols())
                         .map_err(|r| ConvertError::tensor(&shard.path, &entry.name, r))?;
                     summary.bits_per_weight = info.bits_per_weight();
@@ -440,6 +441,7 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "scale_rule": opts.scale_rule.name(),
             "include": opts.policy.include,
             "exclude": opts.policy.exclude,
+            "calibration": opts.calibration.as_deref().map(|c| c.summary()),
         }),
         Layout::Bnb => layouts::bnb_config(),
         Layout::Mxfp4 => json!({

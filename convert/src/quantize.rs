@@ -3,6 +3,7 @@
 //! [`quantize_tensor`] to quantize a model without files.
 
 use crate::auto::AutoSpec;
+use crate::calibration::Calibration;
 use crate::dtype::count_non_finite;
 use crate::layouts;
 use crate::policy::{Action, Policy};
@@ -10,6 +11,7 @@ use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo, QuantizedTensor, 
 use crate::ConvertError;
 use rayon::prelude::*;
 use safetensors::Dtype;
+use std::sync::Arc;
 use tquant_formats::block::ScaleRule;
 use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::nu_search::search_nu_min_error;
@@ -47,6 +49,9 @@ pub struct ConvertOptions {
     /// `--format auto[:LIST]`: the candidates chosen from per matrix; `format` is then the first
     /// candidate's table (only its bit width matters) and `nu` is `None`.
     pub auto: Option<AutoSpec>,
+    /// Input statistics from running the model over calibration text: matrices they cover are
+    /// quantized with GPTQ ([`crate::calibration`]).
+    pub calibration: Option<Arc<Calibration>>,
 }
 
 impl Default for ConvertOptions {
@@ -61,6 +66,7 @@ impl Default for ConvertOptions {
             policy: Policy::default(),
             scale_rule: ScaleRule::Absmax,
             auto: None,
+            calibration: None,
         }
     }
 }
@@ -133,6 +139,7 @@ impl ConvertOptions {
             policy,
             scale_rule: ScaleRule::Absmax,
             auto: None,
+            calibration: None,
         };
         opts.validate()?;
         Ok(opts)
@@ -147,6 +154,7 @@ impl ConvertOptions {
 
     /// Checks that the layout can store this format, block and scale dtype.
     pub fn validate(&self) -> Result<(), ConvertError> {
+        crate::calibration::validate(self)?;
         if self.scale_rule != ScaleRule::Absmax && self.layout != Layout::Tquant {
             return Err(opt_err(format!(
                 "--scale-rule {} needs --layout tquant ({} fixes its own scale rule)",
@@ -320,6 +328,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
         block: opts.block.len_for(cols),
         scale_dtype: opts.scale_dtype,
         scale_rule: Some(opts.scale_rule),
+        calibration: None,
         matrices: vec![
             MatrixInfo {
                 format: opts.format.name().to_string(),
@@ -372,6 +381,7 @@ pub fn quantize_tensor(
         )));
     }
     let mut info = plan_info(shape, dtype, opts);
+    crate::calibration::annotate(&mut info, name, opts);
     let fmt_err = |err| ConvertError::Format {
         tensor: name.to_string(),
         err,
@@ -392,7 +402,11 @@ pub fn quantize_tensor(
     let per = rows * cols;
     let outs = values
         .par_chunks(per)
-        .map(|m| quantize_matrix(m, rows, cols, opts))
+        .enumerate()
+        .map(|(e, m)| {
+            let expert = (shape.len() == 3).then_some(e);
+            crate::calibration::quantize_matrix_for(name, expert, m, rows, cols, opts)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(fmt_err)?;
     let mut codes = Vec::with_capacity(info.code_bytes());

@@ -112,6 +112,9 @@ pub struct QuantInfo {
         with = "scale_rule_name"
     )]
     pub scale_rule: Option<ScaleRule>,
+    /// How the tensor was calibrated (GPTQ, tokens per matrix); `None` when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::CalibrationRecord>,
     /// One per matrix: 1 for a 2-D tensor, `experts` for a 3-D one (bitsandbytes: always 1).
     pub matrices: Vec<MatrixInfo>,
 }

@@ -1,5 +1,6 @@
 //! `tquant convert`: quantize a safetensors checkpoint into a self-describing quantized one.
 
+use super::calibration::{describe, CalibrateArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
@@ -58,6 +59,8 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub calibration: Box<CalibrateArgs>,
 }
 
 struct Bar(ProgressBar);
@@ -85,7 +88,15 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
-    let opts = opts.with_scale_rule(rule)?;
+    let mut opts = opts.with_scale_rule(rule)?;
+    if args.calibration.calibrate.is_some() && opts.layout != Layout::Tquant {
+        // Before the model runs over the calibration text.
+        anyhow::bail!("--calibrate needs --layout tquant (GPTQ writes tquant's layout)");
+    }
+    opts.calibration = args
+        .calibration
+        .collect(&args.input, args.threads.unwrap_or(0))?;
+    opts.validate()?;
     let run = RunOptions {
         force: args.force,
         threads: args.threads,
@@ -110,6 +121,9 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
         write_text(&mut out, &summary)?;
+        if let Some(cal) = &opts.calibration {
+            writeln!(out, "{}", describe(cal))?;
+        }
     }
     emit(&out)
 }

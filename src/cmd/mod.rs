@@ -1,6 +1,8 @@
 //! One module per subcommand; each owns its arguments (`Args`) and its `run` function.
 
 pub mod bench;
+/// `--calibrate` and its settings, shared by convert and report.
+pub mod calibration;
 pub mod convert;
 pub mod eval;
 pub mod formats;
