@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn maps_the_requested_range_and_empty_ranges() {
         let path = std::env::temp_dir().join(format!("tquant-map-{}", std::process::id()));
-        File::create(&path).unwrap().write_all(b"0123456789").unwrap();
+        File::create(&path)
+            .unwrap()
+            .write_all(b"0123456789")
+            .unwrap();
         let f = File::open(&path).unwrap();
         assert_eq!(ReadOnlyMap::new(&f, 3, 4).unwrap().bytes(), b"3456");
         assert_eq!(ReadOnlyMap::new(&f, 0, 0).unwrap().bytes(), b"");
