@@ -125,50 +125,56 @@ pub fn run(args: Args) -> Result<()> {
     });
 
     // Every measurement runs once per round, rounds repeat: whatever else the machine does
-    // slows all of them alike, so their ratios hold. Summing the read buffer (larger than the
-    // last-level cache) before each run evicts the weights: a GEMV reads them from DRAM.
+    // slows all of them alike, so their ratios hold. Summing part of the read buffer (larger
+    // than the last-level cache) before each run evicts the weights: a GEMV reads them from
+    // DRAM. Both happen in one `install`, and the clock runs inside it, so waking the pool's
+    // threads is not timed.
+    let sweep = &read_buf[..read_buf.len().min(SWEEP)];
+    let timed = |f: &mut (dyn FnMut() + Send)| -> f64 {
+        pool.install(|| {
+            std::hint::black_box(parallel_sum(sweep));
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+    };
     let mut labels: Vec<Option<(Isa, Mode)>> = Vec::new();
-    let mut runs: Vec<Box<dyn FnMut() + '_>> = Vec::new();
+    let mut runs: Vec<Box<dyn FnMut() + Send + '_>> = Vec::new();
     for isa in Isa::available()
         .into_iter()
         .filter(|&i| i != Isa::Reference)
     {
         for mode in Mode::ALL {
-            let (pool, x) = (&pool, &x);
+            let x = &x;
             let mut y = vec![0.0f32; n * rows];
             labels.push(Some((isa, mode)));
             runs.push(Box::new(move || {
-                pool.install(|| matmul_with(isa, &q, x, n, &mut y, mode))
-                    .expect("shapes were checked")
+                matmul_with(isa, &q, x, n, &mut y, mode).expect("shapes were checked")
             }));
         }
     }
     {
-        let (pool, x, w) = (&pool, &x, &w);
+        let (x, w) = (&x, &w);
         let mut y = vec![0.0f32; n * rows];
         labels.push(None);
         runs.push(Box::new(move || {
-            pool.install(|| matmul_f32(w, rows, cols, x, n, &mut y))
-                .expect("shapes were checked")
+            matmul_f32(w, rows, cols, x, n, &mut y).expect("shapes were checked")
         }));
     }
     let mut times = vec![Vec::with_capacity(reps); runs.len()];
     let mut read_times = Vec::with_capacity(reps);
     for round in 0..=reps {
-        let t0 = Instant::now();
-        std::hint::black_box(pool.install(|| parallel_sum(&read_buf)));
+        let read = timed(&mut || {
+            std::hint::black_box(parallel_sum(&read_buf));
+        });
+        // The first round warms up (page faults, thread start).
         if round > 0 {
-            read_times.push(t0.elapsed().as_secs_f64());
+            read_times.push(read);
         }
         for (run, t) in runs.iter_mut().zip(times.iter_mut()) {
-            std::hint::black_box(
-                pool.install(|| parallel_sum(&read_buf[..read_buf.len().min(SWEEP)])),
-            );
-            let t0 = Instant::now();
-            run();
-            // The first round warms up (page faults, thread start).
+            let seconds = timed(run.as_mut());
             if round > 0 {
-                t.push(t0.elapsed().as_secs_f64());
+                t.push(seconds);
             }
         }
     }
