@@ -76,7 +76,8 @@ fn fixture() -> Fixture {
     let mut cal = Calibration::new(CalibrationSettings::default(), "test".into(), 600);
     let stat = |tokens| Arc::new(Hessian::new(COLS, tokens, h.clone()).unwrap());
     cal.insert("a.weight", None, stat(600));
-    cal.insert("few.weight", None, stat(COLS as u64 - 1));
+    let min = CalibrationSettings::default().min_tokens(COLS);
+    cal.insert("few.weight", None, stat(min - 1));
     cal.insert("experts.down_proj", Some(0), stat(600));
     cal.insert("experts.down_proj", Some(1), stat(3));
     Fixture {
@@ -127,9 +128,10 @@ fn calibrated_matrices_are_gptq_and_the_rest_plain() {
     let few = quantize_tensor("few.weight", w, &shape, Dtype::F32, &calibrated).unwrap();
     assert_eq!((&few.codes, &few.scales), (&rtn.codes, &rtn.scales));
     let rec = few.info.calibration.unwrap();
+    let min = CalibrationSettings::default().min_tokens(COLS);
     assert_eq!(
         (rec.calibrated, rec.tokens, rec.min_tokens),
-        (vec![false], vec![COLS as u64 - 1], COLS as u64)
+        (vec![false], vec![min - 1], min)
     );
     let none = quantize_tensor("other.weight", w, &shape, Dtype::F32, &calibrated).unwrap();
     assert_eq!(none.codes, rtn.codes);

@@ -25,12 +25,13 @@ use tquant_formats::{fit_student_t, BlockQuantizer, Codebook, FormatError, Scale
 /// Below `DEFAULT_MIN_TOKENS_PER_COLUMN x cols` tokens a matrix is not calibrated.
 ///
 /// With `T` tokens in `d` input dimensions the sample second moment has rank `min(T, d)`; GPTQ
-/// trusts it to move rounding errors into directions it says the inputs never take. At `T < d`
+/// trusts it to move rounding errors into directions it says the inputs rarely take. At `T < d`
 /// whole directions are unseen and only the damping holds the error there; at `T = d` the
-/// smallest eigenvalues are still nearly zero (Marchenko-Pastur: the spectrum of a `d / T = 1`
-/// sample covariance reaches down to 0). One token per column is the least that can describe
-/// every direction; docs/calibration.md measures what fewer tokens do on tiny-lite.
-pub const DEFAULT_MIN_TOKENS_PER_COLUMN: f64 = 1.0;
+/// smallest eigenvalues are still near zero (Marchenko-Pastur: a `d / T = 1` sample covariance
+/// has eigenvalues down to 0, `d / T = 1/2` down to 0.09 of the mean). On tiny-lite two tokens
+/// per column did better than one or none in 8 of 9 runs on short calibration texts
+/// (docs/calibration.md).
+pub const DEFAULT_MIN_TOKENS_PER_COLUMN: f64 = 2.0;
 
 /// The sum of `w x x^T` over the tokens a linear layer saw (`w` = 1, or the routing weight's
 /// square for a routed expert), `dim x dim`, row-major, in f64.

@@ -167,3 +167,13 @@ pub fn describe(cal: &Calibration) -> String {
         cal.settings.min_tokens_per_column
     )
 }
+
+/// The report's name of a variant quantized with the calibration: `gptq:nf4`, `gptq:nf4+search`;
+/// `auto+gptq`, `auto+search+gptq` for the per-matrix choice.
+pub fn calibrated_variant_name(name: &str) -> String {
+    if name.starts_with("auto") {
+        format!("{name}+gptq")
+    } else {
+        format!("gptq:{name}")
+    }
+}

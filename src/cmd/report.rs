@@ -7,10 +7,13 @@ mod output;
 mod plot;
 mod table;
 
+use super::calibration::{calibrated_variant_name, describe, CalibrateArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tquant_convert::calibration::Calibration;
 use tquant_formats::{area, BlockSize, ScaleDtype};
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,10 @@ pub struct Args {
     /// Output directory (created if missing; its report files are replaced atomically).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// With --calibrate, every format also gets a calibrated row (GPTQ): `gptq:<format>`, and
+    /// `auto+gptq` for `auto` (its choice by the activation-weighted error).
+    #[command(flatten)]
+    pub calibration: Box<CalibrateArgs>,
 }
 
 struct Eval {
@@ -57,6 +64,11 @@ pub fn run(args: Args) -> Result<()> {
     let source = tquant_model::checkpoint_source(&args.model)?;
     let ckpt = source.checkpoint();
     let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
+    let calibration = args.calibration.collect(&args.model, 0)?;
+    let variants = match &calibration {
+        Some(cal) => with_calibrated_twins(variants, cal),
+        None => variants,
+    };
     let eval = match (&args.text, args.weights_only) {
         (Some(path), false) => Some(Eval {
             config: tquant_model::Config::from_path(&args.model)?,
@@ -132,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         block: args.block.to_string(),
         scale_dtype: args.scale_dtype.name().to_string(),
         weights_only: eval.is_none(),
+        calibration: calibration.as_deref().map(describe),
         bits_per_byte_f32: baseline.map(|s| s.bits_per_token()),
         accuracy_loss: loss,
         nmse_definition:
@@ -160,4 +173,20 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     print!("{md}");
     Ok(())
+}
+
+/// Each variant followed by its calibrated twin (same options, with the calibration).
+fn with_calibrated_twins(
+    variants: Vec<measure::Variant>,
+    cal: &Arc<Calibration>,
+) -> Vec<measure::Variant> {
+    variants
+        .into_iter()
+        .flat_map(|v| {
+            let mut c = v.clone();
+            c.name = calibrated_variant_name(&v.name);
+            c.opts.calibration = Some(cal.clone());
+            [v, c]
+        })
+        .collect()
 }

@@ -19,6 +19,9 @@ pub struct Header {
     pub block: String,
     pub scale_dtype: String,
     pub weights_only: bool,
+    /// What `--calibrate` collected (`gptq:` and `+gptq` rows), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
     pub bits_per_byte_f32: Option<f64>,
     /// What `accuracy_loss` and the frontier's y axis are.
     pub accuracy_loss: &'static str,
@@ -182,6 +185,12 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
          (absmax rule; `+search` rows: per block the scale with the least squared error)",
         header.block, header.scale_dtype
     );
+    if let Some(c) = &header.calibration {
+        let _ = writeln!(
+            s,
+            "- `gptq:` and `+gptq` rows: GPTQ with the inputs' statistics ({c})"
+        );
+    }
     let _ = writeln!(s, "- nmse: {}", header.nmse_definition);
     let _ = writeln!(s, "- bits/weight: {}", header.bits_per_weight_definition);
     let _ = writeln!(
@@ -244,9 +253,15 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
             .iter()
             .map(|c| format!("{} {}", c.format, c.matrices))
             .collect();
+        // Calibrated rows compare GPTQ'd candidates by their output error on the calibration.
+        let error = if r.format.ends_with("+gptq") {
+            "output error tr((W-Q) H (W-Q)^T)"
+        } else {
+            "weight error"
+        };
         let _ = writeln!(
             s,
-            "`{}` ({} scales): per matrix the candidate with the least weight error; chosen: {}. \
+            "`{}` ({} scales): per matrix the candidate with the least {error}; chosen: {}. \
              MAC area: the largest of the chosen formats'.\n",
             r.format,
             r.scale_rule,
