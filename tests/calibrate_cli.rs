@@ -251,6 +251,8 @@ fn calibration_errors_are_clear() {
     assert!(e.contains("--damp"), "{e}");
     let e = with(&["--calibrate", path(&t), "--router-weighting", "sideways"]);
     assert!(e.contains("router weighting"), "{e}");
+    let e = with(&["--calibrate", path(&t), "--calibrate-window", "0"]);
+    assert!(e.contains("--calibrate-window must be at least 1"), "{e}");
     // A quantized checkpoint cannot be the float model calibration runs.
     let q = dir.path().join("q");
     convert(&q, &["--format", "nf4"]);

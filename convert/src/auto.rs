@@ -334,6 +334,7 @@ pub(crate) fn options(
         scale_rule: ScaleRule::Absmax,
         auto: Some(spec),
         calibration: None,
+        staged_calibration: None,
     };
     opts.validate()?;
     Ok(opts)

@@ -303,9 +303,63 @@ pub struct CalibrationRecord {
     pub calibrated: Vec<bool>,
 }
 
+/// Statistics collected one stage (a group of decoder layers) at a time, so that only one
+/// stage's are held in memory: the converter quantizes a stage's matrices, drops its
+/// statistics, and collects the next.
+pub trait CalibrationStages: Send + Sync {
+    /// Settings, source and token count without statistics: what the metadata records.
+    fn outline(&self) -> Calibration;
+    fn stages(&self) -> usize;
+    /// The stage whose statistics cover tensor `name`; `None`: quantized without calibration.
+    fn stage_of(&self, name: &str) -> Option<usize>;
+    /// Runs the model for stage `stage` and returns its statistics.
+    fn collect(&self, stage: usize) -> Result<Calibration, ConvertError>;
+}
+
+/// [`CalibrationStages`] in `ConvertOptions`.
+#[derive(Clone)]
+pub struct StagedCalibration(pub Arc<dyn CalibrationStages>);
+
+impl std::fmt::Debug for StagedCalibration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedCalibration")
+            .field("stages", &self.0.stages())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for StagedCalibration {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl CalibrationRecord {
+    /// The longest record a tensor of `shape` can get: header room reserved before its stage's
+    /// statistics exist (the final record is never longer; the header is padded).
+    fn reserve(settings: &CalibrationSettings, shape: &[usize]) -> Self {
+        let experts = if shape.len() == 3 { shape[0] } else { 1 };
+        let cols = shape.last().copied().unwrap_or(0);
+        Self {
+            method: "gptq".into(),
+            damp: settings.damp,
+            act_order: settings.act_order,
+            min_tokens: settings.min_tokens(cols),
+            tokens: vec![u64::MAX; experts],
+            calibrated: vec![false; experts],
+        }
+    }
+}
+
 /// Refuses calibration where it cannot apply: GPTQ writes tquant's layout only.
 pub fn validate(opts: &ConvertOptions) -> Result<(), ConvertError> {
-    if opts.calibration.is_some() && opts.layout != Layout::Tquant {
+    if opts.calibration.is_some() && opts.staged_calibration.is_some() {
+        return Err(ConvertError::Options(
+            "give the calibration either whole or in stages, not both".into(),
+        ));
+    }
+    let calibrated = opts.calibration.is_some() || opts.staged_calibration.is_some();
+    if calibrated && opts.layout != Layout::Tquant {
         return Err(ConvertError::Options(format!(
             "--calibrate needs --layout tquant ({} fixes its own quantizer)",
             opts.layout.name()
@@ -317,10 +371,16 @@ pub fn validate(opts: &ConvertOptions) -> Result<(), ConvertError> {
 /// Records in a planned tensor's description how it is calibrated (known before any weight is
 /// read, so the header room planned for it is exact).
 pub fn annotate(info: &mut QuantInfo, name: &str, opts: &ConvertOptions) {
-    info.calibration = opts
-        .calibration
-        .as_deref()
-        .and_then(|c| c.record(name, &info.shape));
+    info.calibration = match &opts.staged_calibration {
+        Some(staged) if staged.0.stage_of(name).is_some() => Some(CalibrationRecord::reserve(
+            &staged.0.outline().settings,
+            &info.shape,
+        )),
+        _ => opts
+            .calibration
+            .as_deref()
+            .and_then(|c| c.record(name, &info.shape)),
+    };
 }
 
 /// Quantizes one row-major `[rows, cols]` matrix of tensor `name` (`expert`: its index in a

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Kept tensors are copied in windows of this many bytes, so a huge embedding is never mapped
@@ -119,6 +119,19 @@ pub fn convert(
 ) -> Result<ConvertSummary, ConvertError> {
     let started = Instant::now();
     opts.validate()?;
+    // Staged calibration: the metadata's summary comes from the outline; each stage's
+    // statistics are collected when its matrices are quantized.
+    let outlined;
+    let opts = match &opts.staged_calibration {
+        Some(staged) => {
+            outlined = ConvertOptions {
+                calibration: Some(Arc::new(staged.0.outline())),
+                ..opts.clone()
+            };
+            &outlined
+        }
+        None => opts,
+    };
     let ckpt = Checkpoint::open(input)?;
     if ckpt.is_quantized() {
         return Err(ConvertError::NotACheckpoint {
@@ -127,7 +140,7 @@ pub fn convert(
         });
     }
     refuse_overwriting_input(&ckpt, output)?;
-    let (shards, plans, mut summaries) = plan(&ckpt, opts)?;
+    let (shards, mut plans, mut summaries) = plan(&ckpt, opts)?;
 
     let staging = StagingDir::create(output, run.force)?;
     let files = shards
@@ -144,7 +157,11 @@ pub fn convert(
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
 
-    let mut jobs: Vec<(u64, Job)> = Vec::new();
+    // Batch 0: copies and matrices without a calibration stage; batch s + 1: stage s.
+    let staged = opts.staged_calibration.as_ref().map(|s| s.0.clone());
+    let stage_count = staged.as_ref().map_or(0, |s| s.stages());
+    let mut batches: Vec<Vec<(u64, Job)>> = vec![Vec::new(); stage_count + 1];
+    let jobs = &mut batches[0];
     for (si, s) in shards.iter().enumerate() {
         for (ti, t) in s.tensors.iter().enumerate() {
             if t.copy_from.is_some() {
@@ -164,7 +181,11 @@ pub fn convert(
     for (pi, p) in plans.iter().enumerate() {
         let elem = dtype_bytes(p.dtype).unwrap_or(4) as u64;
         let per_job = p.info.numel() as u64 * elem / p.jobs() as u64;
-        jobs.extend((0..p.jobs()).map(|e| {
+        let batch = match staged.as_ref().and_then(|s| s.stage_of(&p.name)) {
+            Some(stage) if stage < stage_count => stage + 1,
+            _ => 0,
+        };
+        batches[batch].extend((0..p.jobs()).map(|e| {
             (
                 per_job,
                 Job::Matrix {
@@ -175,21 +196,15 @@ pub fn convert(
         }));
     }
     // Largest first: the pool stays busy to the end.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
-    let total_in: u64 = jobs.iter().map(|j| j.0).sum();
+    for batch in &mut batches {
+        batch.sort_by_key(|j| std::cmp::Reverse(j.0));
+    }
+    let total_in: u64 = batches.iter().flatten().map(|j| j.0).sum();
     progress.start(total_in);
 
     let n_results = plans.iter().map(QuantPlan::jobs).sum();
     let results: Vec<Mutex<Option<MatrixInfo>>> =
         (0..n_results).map(|_| Mutex::new(None)).collect();
-    let ctx = JobContext {
-        ckpt: &ckpt,
-        opts,
-        shards: &shards,
-        plans: &plans,
-        files: &files,
-        results: &results,
-    };
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = run.threads {
         pool = pool.num_threads(n.max(1));
@@ -198,13 +213,48 @@ pub fn convert(
         ConvertError::Options(format!("cannot start {:?} threads: {e}", run.threads))
     })?;
     let threads = pool.current_num_threads();
-    pool.install(|| {
-        jobs.par_iter().try_for_each(|&(bytes, job)| {
-            ctx.run(job)?;
-            progress.advance(bytes);
-            Ok::<(), ConvertError>(())
-        })
-    })?;
+    for (b, batch) in batches.iter().enumerate() {
+        let stage_opts;
+        let batch_opts = match (&staged, b) {
+            (Some(staged), 1..) => {
+                stage_opts = ConvertOptions {
+                    calibration: Some(Arc::new(staged.collect(b - 1)?)),
+                    ..opts.clone()
+                };
+                &stage_opts
+            }
+            _ => opts,
+        };
+        let ctx = JobContext {
+            ckpt: &ckpt,
+            opts: batch_opts,
+            shards: &shards,
+            plans: &plans,
+            files: &files,
+            results: &results,
+        };
+        pool.install(|| {
+            batch.par_iter().try_for_each(|&(bytes, job)| {
+                ctx.run(job)?;
+                progress.advance(bytes);
+                Ok::<(), ConvertError>(())
+            })
+        })?;
+        if let (Some(cal), 1..) = (&batch_opts.calibration, b) {
+            // The stage's statistics are known now: its tensors' real records.
+            let stage_plans: Vec<usize> = batch
+                .iter()
+                .filter_map(|(_, job)| match job {
+                    Job::Matrix { plan, .. } => Some(*plan),
+                    Job::Copy { .. } => None,
+                })
+                .collect();
+            for pi in stage_plans {
+                let p = &mut plans[pi];
+                p.info.calibration = cal.record(&p.name, &p.info.shape);
+            }
+        }
+    }
 
     // Final headers, with every matrix's fitted format.
     let results: Vec<MatrixInfo> = results

@@ -3,7 +3,7 @@
 //! [`quantize_tensor`] to quantize a model without files.
 
 use crate::auto::AutoSpec;
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, StagedCalibration};
 use crate::dtype::count_non_finite;
 use crate::layouts;
 use crate::policy::{Action, Policy};
@@ -52,6 +52,9 @@ pub struct ConvertOptions {
     /// Input statistics from running the model over calibration text: matrices they cover are
     /// quantized with GPTQ ([`crate::calibration`]).
     pub calibration: Option<Arc<Calibration>>,
+    /// The same, collected a group of layers at a time during the conversion (a model whose
+    /// statistics do not fit in memory at once). At most one of the two is set.
+    pub staged_calibration: Option<StagedCalibration>,
 }
 
 impl Default for ConvertOptions {
@@ -67,6 +70,7 @@ impl Default for ConvertOptions {
             scale_rule: ScaleRule::Absmax,
             auto: None,
             calibration: None,
+            staged_calibration: None,
         }
     }
 }
@@ -140,6 +144,7 @@ impl ConvertOptions {
             scale_rule: ScaleRule::Absmax,
             auto: None,
             calibration: None,
+            staged_calibration: None,
         };
         opts.validate()?;
         Ok(opts)

@@ -17,10 +17,12 @@
 
 use crate::config::Config;
 use crate::kernels;
-use crate::model::{Logits, Model};
+use crate::model::{LayerwiseRun, Logits, Model};
+use crate::weights::TensorSource;
 use crate::ModelError;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use tquant_convert::calibration::{Calibration, CalibrationSettings, Hessian};
 
@@ -329,6 +331,23 @@ pub fn model_sites(config: &Config) -> Vec<(usize, Site, usize)> {
     v
 }
 
+/// Runs the next decoder layer of `run` over its chunks and returns that layer's index and
+/// second moments (calibration a layer at a time: [`to_calibration_layers`] of `layer..layer + 1`).
+pub fn capture_next_layer<S: TensorSource>(
+    run: &mut LayerwiseRun<S>,
+    weighting: RouterWeighting,
+) -> Result<(usize, SecondMoments), ModelError> {
+    let moments = SecondMoments::new(weighting);
+    let layer = run.next_layer(&moments)?;
+    Ok((layer, moments))
+}
+
+/// The decoder layer a checkpoint tensor belongs to (`model.layers.{i}.`), if any.
+pub fn tensor_layer(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("model.layers.")?;
+    rest.split('.').next()?.parse().ok()
+}
+
 /// Turns captured moments into a [`Calibration`] keyed by the tensor names `has` accepts (the
 /// checkpoint's). Sites never reached get zero statistics, so their tensors are recorded as
 /// seen by no token (and fall back to plain rounding).
@@ -340,8 +359,23 @@ pub fn to_calibration(
     source: String,
     tokens: u64,
 ) -> Result<Calibration, ModelError> {
+    let all = 0..config.num_hidden_layers;
+    to_calibration_layers(moments, config, has, settings, source, tokens, all)
+}
+
+/// [`to_calibration`] for the sites of `layers` only (what [`capture_layers`] summed).
+pub fn to_calibration_layers(
+    moments: &SecondMoments,
+    config: &Config,
+    has: &dyn Fn(&str) -> bool,
+    settings: CalibrationSettings,
+    source: String,
+    tokens: u64,
+    layers: Range<usize>,
+) -> Result<Calibration, ModelError> {
     let mut cal = Calibration::new(settings, source, tokens);
-    for (layer, site, dim) in model_sites(config) {
+    let sites = model_sites(config).into_iter();
+    for (layer, site, dim) in sites.filter(|(l, _, _)| layers.contains(l)) {
         let (n, sum) = moments
             .get(layer, site)
             .unwrap_or_else(|| (0, vec![0.0; dim * dim]));

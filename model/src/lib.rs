@@ -31,7 +31,7 @@ pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
 pub use linear::{Linear, Packed};
-pub use model::{KvCache, Logits, Model, Options};
+pub use model::{KvCache, LayerwiseRun, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;
 pub use weights::{MemorySource, QuantTensor, QuantizeOnLoad, TensorData, TensorSource};
 

@@ -9,6 +9,7 @@ use crate::linear::Linear;
 use crate::moe::{Mlp, Moe};
 use crate::weights::{Loader, TensorSource};
 use crate::ModelError;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Run-time options.
@@ -122,20 +123,7 @@ impl Model {
             embed.clone()
         };
         let layers = (0..c.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                let ffn = if c.is_moe_layer(i) {
-                    Ffn::Moe(Moe::load(&ld, c, i)?)
-                } else {
-                    Ffn::Dense(Mlp::load(&ld, &format!("{p}.mlp"), c.intermediate_size, h)?)
-                };
-                Ok(Layer {
-                    attn_norm: ld.vector(&format!("{p}.input_layernorm.weight"), h)?,
-                    attn: Attention::load(&ld, c, i)?,
-                    ffn_norm: ld.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                    ffn,
-                })
-            })
+            .map(|i| Layer::load(&ld, c, i))
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(Self {
             dims: Dims::new(c),
@@ -283,15 +271,7 @@ impl Model {
             self.config.vocab_size,
             self.opts.mode,
         );
-        let mut x = vec![0.0f32; n * h];
-        for (t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
-            if *t as usize >= vocab {
-                return Err(ModelError::Input(format!(
-                    "token id {t} is outside the vocabulary (size {vocab})"
-                )));
-            }
-            self.embed.row(*t as usize, row);
-        }
+        let mut x = embed_rows(&self.embed, tokens, h, vocab)?;
         if let Err(e) = self.layers_forward(&mut x, n, cache, tap) {
             // Leave the cache as it was: some layers may already hold the new tokens.
             let keep = cache.len * cache.width;
@@ -319,43 +299,188 @@ impl Model {
         cache: &mut KvCache,
         tap: Option<&dyn Tap>,
     ) -> Result<(), ModelError> {
-        let (h, eps, mode) = (
-            self.config.hidden_size,
-            self.config.rms_norm_eps,
-            self.opts.mode,
-        );
-        let mut normed = vec![0.0f32; n * h];
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let tap = tap.map(|tap| TapAt { tap, layer: i });
-            normed.copy_from_slice(x);
-            normed
-                .chunks_exact_mut(h)
-                .for_each(|r| rms_norm(r, &layer.attn_norm, eps));
-            if let Some(t) = tap {
-                t.record(Site::AttnInput, &normed, n, None);
-            }
-            let a =
-                layer
-                    .attn
-                    .forward(&self.dims, &normed, n, kv, self.opts.attention, mode, tap)?;
-            x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
-            normed.copy_from_slice(x);
-            normed
-                .chunks_exact_mut(h)
-                .for_each(|r| rms_norm(r, &layer.ffn_norm, eps));
-            if let Some(t) = tap {
-                t.record(Site::FfnInput, &normed, n, None);
-            }
-            let f = match &layer.ffn {
-                Ffn::Dense(m) => {
-                    m.forward_tapped(&normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
-                }
-                Ffn::Moe(m) => m.forward_tapped(&normed, n, mode, tap)?,
-            };
-            x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+            layer.forward(&self.config, &self.dims, &self.opts, x, n, kv, tap)?;
         }
         Ok(())
     }
+}
+
+impl Layer {
+    /// Decoder layer `i`'s weights.
+    fn load(ld: &Loader, c: &Config, i: usize) -> Result<Self, ModelError> {
+        let h = c.hidden_size;
+        let p = format!("model.layers.{i}");
+        let ffn = if c.is_moe_layer(i) {
+            Ffn::Moe(Moe::load(ld, c, i)?)
+        } else {
+            Ffn::Dense(Mlp::load(ld, &format!("{p}.mlp"), c.intermediate_size, h)?)
+        };
+        Ok(Layer {
+            attn_norm: ld.vector(&format!("{p}.input_layernorm.weight"), h)?,
+            attn: Attention::load(ld, c, i)?,
+            ffn_norm: ld.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+            ffn,
+        })
+    }
+
+    /// This layer over `x` (`[n, hidden]`, updated in place), appending to its cache `kv`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        c: &Config,
+        dims: &Dims,
+        opts: &Options,
+        x: &mut [f32],
+        n: usize,
+        kv: &mut Vec<f32>,
+        tap: Option<TapAt<'_>>,
+    ) -> Result<(), ModelError> {
+        let (h, eps, mode) = (c.hidden_size, c.rms_norm_eps, opts.mode);
+        let mut normed = x.to_vec();
+        normed
+            .chunks_exact_mut(h)
+            .for_each(|r| rms_norm(r, &self.attn_norm, eps));
+        if let Some(t) = tap {
+            t.record(Site::AttnInput, &normed, n, None);
+        }
+        let a = self
+            .attn
+            .forward(dims, &normed, n, kv, opts.attention, mode, tap)?;
+        x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
+        normed.copy_from_slice(x);
+        normed
+            .chunks_exact_mut(h)
+            .for_each(|r| rms_norm(r, &self.ffn_norm, eps));
+        if let Some(t) = tap {
+            t.record(Site::FfnInput, &normed, n, None);
+        }
+        let f = match &self.ffn {
+            Ffn::Dense(m) => {
+                m.forward_tapped(&normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
+            }
+            Ffn::Moe(m) => m.forward_tapped(&normed, n, mode, tap)?,
+        };
+        x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+        Ok(())
+    }
+}
+
+/// The model run one decoder layer at a time over fixed chunks of tokens, each chunk from an
+/// empty cache (calibration): only the current layer's weights and every chunk's hidden state
+/// (`tokens x hidden` f32 in all) are held, whatever the model's size.
+pub struct LayerwiseRun<S: TensorSource> {
+    config: Config,
+    dims: Dims,
+    src: S,
+    opts: Options,
+    pool: rayon::ThreadPool,
+    /// Each chunk's hidden state after the layers run so far, `[n, hidden]`.
+    chunks: Vec<Vec<f32>>,
+    next: usize,
+}
+
+impl<S: TensorSource> std::fmt::Debug for LayerwiseRun<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerwiseRun")
+            .field("chunks", &self.chunks.len())
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TensorSource> LayerwiseRun<S> {
+    /// Embeds `tokens` in chunks of `window` (a shorter last chunk included).
+    pub fn new(
+        config: Config,
+        src: S,
+        opts: Options,
+        tokens: &[u32],
+        window: usize,
+    ) -> Result<Self, ModelError> {
+        if window == 0 {
+            return Err(ModelError::Input(
+                "the window must be at least 1 token".into(),
+            ));
+        }
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
+        let embed = Loader { src: &src }.matrix("model.embed_tokens.weight", vocab, h)?;
+        let chunks = tokens
+            .chunks(window)
+            .map(|chunk| embed_rows(&embed, chunk, h, vocab))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            dims: Dims::new(&config),
+            pool: build_pool(opts.threads)?,
+            config,
+            src,
+            opts,
+            chunks,
+            next: 0,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The source the layers are loaded from.
+    pub fn source(&self) -> &S {
+        &self.src
+    }
+
+    /// The index of the layer [`LayerwiseRun::next_layer`] runs next.
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
+    /// Loads the next decoder layer, runs every chunk through it (in parallel) showing `tap`
+    /// its linear layers' inputs, and drops it; returns its index.
+    pub fn next_layer(&mut self, tap: &dyn Tap) -> Result<usize, ModelError> {
+        let i = self.next;
+        if i >= self.config.num_hidden_layers {
+            return Err(ModelError::Input(format!(
+                "all {i} layers have run already"
+            )));
+        }
+        let layer = Layer::load(&Loader { src: &self.src }, &self.config, i)?;
+        let (c, dims, opts, h) = (
+            &self.config,
+            &self.dims,
+            &self.opts,
+            self.config.hidden_size,
+        );
+        let chunks = &mut self.chunks;
+        self.pool.install(|| {
+            chunks.par_iter_mut().try_for_each(|x| {
+                let (mut kv, n) = (Vec::new(), x.len() / h);
+                let tap = Some(TapAt { tap, layer: i });
+                layer.forward(c, dims, opts, x, n, &mut kv, tap)
+            })
+        })?;
+        self.next += 1;
+        Ok(i)
+    }
+}
+
+/// The embedding rows of `tokens`, `[n, hidden]`.
+fn embed_rows(
+    embed: &Linear,
+    tokens: &[u32],
+    h: usize,
+    vocab: usize,
+) -> Result<Vec<f32>, ModelError> {
+    let mut x = vec![0.0f32; tokens.len() * h];
+    for (t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
+        if *t as usize >= vocab {
+            return Err(ModelError::Input(format!(
+                "token id {t} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        embed.row(*t as usize, row);
+    }
+    Ok(x)
 }
 
 fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {

@@ -5,13 +5,19 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use tquant_convert::calibration::{
-    Calibration, CalibrationSettings, Lookup, DEFAULT_MIN_TOKENS_PER_COLUMN,
+    Calibration, CalibrationSettings, CalibrationStages, Lookup, StagedCalibration,
+    DEFAULT_MIN_TOKENS_PER_COLUMN,
 };
+use tquant_convert::ConvertError;
 use tquant_formats::gptq::DEFAULT_DAMP;
-use tquant_model::calibrate::{capture, to_calibration, CaptureOptions, RouterWeighting};
+use tquant_model::calibrate::{
+    capture, capture_next_layer, tensor_layer, to_calibration, to_calibration_layers,
+    CaptureOptions, RouterWeighting,
+};
 use tquant_model::eval::read_token_ids;
-use tquant_model::{Model, Options, TensorSource};
+use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, TensorSource};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -52,6 +58,9 @@ impl CalibrateArgs {
     pub fn settings(&self) -> Result<CalibrationSettings> {
         if !(self.damp.is_finite() && self.damp >= 0.0) {
             bail!("--damp must be a number >= 0, not {}", self.damp);
+        }
+        if self.calibrate_window == 0 {
+            bail!("--calibrate-window must be at least 1 token");
         }
         if !(self.min_tokens_per_column.is_finite() && self.min_tokens_per_column >= 0.0) {
             bail!(
@@ -104,7 +113,38 @@ impl CalibrateArgs {
         Ok((all[start..end].to_vec(), source))
     }
 
-    /// Runs the float model at `model` over the calibration tokens; `None` without --calibrate.
+    /// For `tquant convert`: the calibration collected one decoder layer at a time while the
+    /// converter quantizes, so only one layer's weights and statistics are held (and every
+    /// calibration token's hidden state); `None` without --calibrate.
+    pub fn layerwise(&self, model: &Path, threads: usize) -> Result<Option<Arc<LayerByLayer>>> {
+        let Some(file) = &self.calibrate else {
+            return Ok(None);
+        };
+        let settings = self.settings()?;
+        let weighting: RouterWeighting =
+            self.router_weighting.parse().map_err(anyhow::Error::msg)?;
+        let src = float_source(model)?;
+        let config = tquant_model::Config::from_path(model)
+            .with_context(|| format!("loading {} for calibration", model.display()))?;
+        let (tokens, source) = self.tokens(file, config.vocab_size)?;
+        let opts = Options {
+            threads,
+            ..Options::default()
+        };
+        let run = LayerwiseRun::new(config, src, opts, &tokens, self.calibrate_window)
+            .with_context(|| format!("loading {} for calibration", model.display()))?;
+        let outline = Calibration::new(settings, source, tokens.len() as u64);
+        Ok(Some(Arc::new(LayerByLayer {
+            run: Mutex::new(run),
+            weighting,
+            outline,
+            coverage: Mutex::new((0, 0)),
+        })))
+    }
+
+    /// Runs the float model at `model` over the calibration tokens and keeps every layer's
+    /// statistics (`tquant report`, which quantizes many variants with them); `None` without
+    /// --calibrate.
     pub fn collect(&self, model: &Path, threads: usize) -> Result<Option<Arc<Calibration>>> {
         let Some(file) = &self.calibrate else {
             return Ok(None);
@@ -112,14 +152,7 @@ impl CalibrateArgs {
         let settings = self.settings()?;
         let weighting: RouterWeighting =
             self.router_weighting.parse().map_err(anyhow::Error::msg)?;
-        let src = tquant_model::checkpoint_source(model)
-            .with_context(|| format!("loading {} for calibration", model.display()))?;
-        if src.checkpoint().is_quantized() {
-            bail!(
-                "--calibrate runs the float model: {} is already quantized",
-                model.display()
-            );
-        }
+        let src = float_source(model)?;
         let float = Model::open(
             model,
             Options {
@@ -148,23 +181,116 @@ impl CalibrateArgs {
     }
 }
 
+/// The checkpoint at `model`, refused when it is already quantized.
+fn float_source(model: &Path) -> Result<CheckpointSource> {
+    let src = tquant_model::checkpoint_source(model)
+        .with_context(|| format!("loading {} for calibration", model.display()))?;
+    if src.checkpoint().is_quantized() {
+        bail!(
+            "--calibrate runs the float model: {} is already quantized",
+            model.display()
+        );
+    }
+    Ok(src)
+}
+
+/// [`CalibrationStages`] with one decoder layer per stage, run in order.
+pub struct LayerByLayer {
+    run: Mutex<LayerwiseRun<CheckpointSource>>,
+    weighting: RouterWeighting,
+    outline: Calibration,
+    /// Matrices with statistics so far, and how many of them from too few tokens.
+    coverage: Mutex<(usize, usize)>,
+}
+
+impl CalibrationStages for LayerByLayer {
+    fn outline(&self) -> Calibration {
+        Calibration::new(
+            self.outline.settings,
+            self.outline.source.clone(),
+            self.outline.tokens,
+        )
+    }
+
+    fn stages(&self) -> usize {
+        self.lock().config().num_hidden_layers
+    }
+
+    fn stage_of(&self, name: &str) -> Option<usize> {
+        tensor_layer(name).filter(|&l| l < self.stages())
+    }
+
+    fn collect(&self, stage: usize) -> Result<Calibration, ConvertError> {
+        let mut run = self.lock();
+        let fail = |e: tquant_model::ModelError| match e {
+            tquant_model::ModelError::Convert(c) => c,
+            e => ConvertError::Options(format!("calibration, layer {stage}: {e}")),
+        };
+        if run.next_index() != stage {
+            return Err(ConvertError::Options(format!(
+                "calibration layers run in order: asked for layer {stage}, next is {}",
+                run.next_index()
+            )));
+        }
+        let (layer, moments) = capture_next_layer(&mut run, self.weighting).map_err(fail)?;
+        let has = |name: &str| run.source().contains(name);
+        let cal = to_calibration_layers(
+            &moments,
+            run.config(),
+            &has,
+            self.outline.settings,
+            self.outline.source.clone(),
+            self.outline.tokens,
+            layer..layer + 1,
+        )
+        .map_err(fail)?;
+        let (matrices, few) = coverage(&cal);
+        let mut total = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+        *total = (total.0 + matrices, total.1 + few);
+        Ok(cal)
+    }
+}
+
+impl LayerByLayer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LayerwiseRun<CheckpointSource>> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the converter gets.
+    pub fn staged(self: &Arc<Self>) -> StagedCalibration {
+        StagedCalibration(self.clone())
+    }
+
+    /// [`describe`] of the layers collected so far.
+    pub fn describe(&self) -> String {
+        let (matrices, few) = *self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+        describe_counts(&self.outline, matrices, few)
+    }
+}
+
+/// Matrices with statistics, and how many of them from too few tokens to be calibrated.
+fn coverage(cal: &Calibration) -> (usize, usize) {
+    let few = cal
+        .iter()
+        .filter(|((name, expert), h)| {
+            matches!(cal.lookup(name, *expert, h.dim()), Lookup::TooFewTokens(_))
+        })
+        .count();
+    (cal.len(), few)
+}
+
 /// One line on what a calibration covers: matrices with statistics and those that will fall
 /// back to plain rounding for want of tokens.
 pub fn describe(cal: &Calibration) -> String {
-    let mut few = 0;
-    for ((name, expert), h) in cal.iter() {
-        if let Lookup::TooFewTokens(_) = cal.lookup(name, *expert, h.dim()) {
-            few += 1;
-        }
-    }
+    let (matrices, few) = coverage(cal);
+    describe_counts(cal, matrices, few)
+}
+
+fn describe_counts(cal: &Calibration, matrices: usize, few: usize) -> String {
     format!(
         "calibration: {} tokens ({}); statistics for {} matrices, {} of them from fewer than \
          {} tokens per column (quantized without calibration)",
-        cal.tokens,
-        cal.source,
-        cal.len(),
-        few,
-        cal.settings.min_tokens_per_column
+        cal.tokens, cal.source, matrices, few, cal.settings.min_tokens_per_column
     )
 }
 

@@ -1,6 +1,6 @@
 //! `tquant convert`: quantize a safetensors checkpoint into a self-describing quantized one.
 
-use super::calibration::{describe, CalibrateArgs};
+use super::calibration::CalibrateArgs;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
@@ -93,9 +93,10 @@ pub fn run(args: Args) -> Result<()> {
         // Before the model runs over the calibration text.
         anyhow::bail!("--calibrate needs --layout tquant (GPTQ writes tquant's layout)");
     }
-    opts.calibration = args
+    let layerwise = args
         .calibration
-        .collect(&args.input, args.threads.unwrap_or(0))?;
+        .layerwise(&args.input, args.threads.unwrap_or(0))?;
+    opts.staged_calibration = layerwise.as_ref().map(|l| l.staged());
     opts.validate()?;
     let run = RunOptions {
         force: args.force,
@@ -121,8 +122,8 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
         write_text(&mut out, &summary)?;
-        if let Some(cal) = &opts.calibration {
-            writeln!(out, "{}", describe(cal))?;
+        if let Some(cal) = &layerwise {
+            writeln!(out, "{}", cal.describe())?;
         }
     }
     emit(&out)
