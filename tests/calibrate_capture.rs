@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tquant::convert::calibration::CalibrationSettings;
+use tquant::convert::calibration::{Calibration, CalibrationSettings};
 use tquant::convert::Checkpoint;
 use tquant::model::calibrate::{
     capture, to_calibration, CaptureOptions, RouterWeighting, SecondMoments, Site,
@@ -361,15 +361,13 @@ fn expert_token_counts_add_up_to_tokens_times_top_k() {
 
     // The calibration names exactly the checkpoint's quantizable matrices (and the router).
     let has = |name: &str| w.ckpt.get(name).is_ok();
-    let cal = to_calibration(
-        &moments,
-        &config,
-        &has,
+    let outline = Calibration::new(
         CalibrationSettings::default(),
         "test".into(),
         tokens.len() as u64,
-    )
-    .unwrap();
+    );
+    let all = 0..config.num_hidden_layers;
+    let cal = to_calibration(&moments, &config, &has, outline, all).unwrap();
     let q = cal
         .get("model.layers.0.self_attn.q_proj.weight", None)
         .unwrap();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use tquant::convert::calibration::CalibrationSettings;
+use tquant::convert::calibration::{Calibration, CalibrationSettings};
 use tquant::convert::{convert, ConvertOptions, Layout, NoProgress, Policy, RunOptions};
 use tquant::model::calibrate::{capture, to_calibration, CaptureOptions};
 use tquant::model::{checkpoint_source, Model, Options, TensorSource};
@@ -77,13 +77,14 @@ fn layer_by_layer_checkpoint_equals_the_whole_model_one() {
             text.display(),
             offset + len
         );
+        let outline = Calibration::new(CalibrationSettings::default(), source, len as u64);
+        let layers = 0..float.config().num_hidden_layers;
         let cal = to_calibration(
             &moments,
             float.config(),
             &|n| src.contains(n),
-            CalibrationSettings::default(),
-            source,
-            len as u64,
+            outline,
+            layers,
         )
         .unwrap();
         let mut conv = ConvertOptions::from_args(

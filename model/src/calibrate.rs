@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use tquant_convert::calibration::{Calibration, CalibrationSettings, Hessian};
+use tquant_convert::calibration::{Calibration, Hessian};
 
 /// Where a linear layer's input is observed, within one decoder layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -332,7 +332,7 @@ pub fn model_sites(config: &Config) -> Vec<(usize, Site, usize)> {
 }
 
 /// Runs the next decoder layer of `run` over its chunks and returns that layer's index and
-/// second moments (calibration a layer at a time: [`to_calibration_layers`] of `layer..layer + 1`).
+/// second moments (calibration a layer at a time: [`to_calibration`] of `layer..layer + 1`).
 pub fn capture_next_layer<S: TensorSource>(
     run: &mut LayerwiseRun<S>,
     weighting: RouterWeighting,
@@ -348,32 +348,18 @@ pub fn tensor_layer(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// Turns captured moments into a [`Calibration`] keyed by the tensor names `has` accepts (the
-/// checkpoint's). Sites never reached get zero statistics, so their tensors are recorded as
-/// seen by no token (and fall back to plain rounding).
+/// Turns the captured moments of `layers` into a [`Calibration`] keyed by the tensor names `has`
+/// accepts (the checkpoint's), added to `outline` (settings, source and token count). Sites never
+/// reached get zero statistics, so their tensors are recorded as seen by no token (and fall back
+/// to plain rounding).
 pub fn to_calibration(
     moments: &SecondMoments,
     config: &Config,
     has: &dyn Fn(&str) -> bool,
-    settings: CalibrationSettings,
-    source: String,
-    tokens: u64,
-) -> Result<Calibration, ModelError> {
-    let all = 0..config.num_hidden_layers;
-    to_calibration_layers(moments, config, has, settings, source, tokens, all)
-}
-
-/// [`to_calibration`] for the sites of `layers` only (what [`capture_layers`] summed).
-pub fn to_calibration_layers(
-    moments: &SecondMoments,
-    config: &Config,
-    has: &dyn Fn(&str) -> bool,
-    settings: CalibrationSettings,
-    source: String,
-    tokens: u64,
+    outline: Calibration,
     layers: Range<usize>,
 ) -> Result<Calibration, ModelError> {
-    let mut cal = Calibration::new(settings, source, tokens);
+    let mut cal = outline;
     let sites = model_sites(config).into_iter();
     for (layer, site, dim) in sites.filter(|(l, _, _)| layers.contains(l)) {
         let (n, sum) = moments

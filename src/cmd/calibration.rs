@@ -13,8 +13,7 @@ use tquant_convert::calibration::{
 use tquant_convert::ConvertError;
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::{
-    capture, capture_next_layer, tensor_layer, to_calibration, to_calibration_layers,
-    CaptureOptions, RouterWeighting,
+    capture, capture_next_layer, tensor_layer, to_calibration, CaptureOptions, RouterWeighting,
 };
 use tquant_model::eval::read_token_ids;
 use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, TensorSource};
@@ -113,31 +112,53 @@ impl CalibrateArgs {
         Ok((all[start..end].to_vec(), source))
     }
 
-    /// For `tquant convert`: the calibration collected one decoder layer at a time while the
-    /// converter quantizes, so only one layer's weights and statistics are held (and every
-    /// calibration token's hidden state); `None` without --calibrate.
-    pub fn layerwise(&self, model: &Path, threads: usize) -> Result<Option<Arc<LayerByLayer>>> {
+    /// What both ways of collecting need: the file, settings, weighting, the float checkpoint
+    /// and its config, and the tokens with their description; `None` without --calibrate.
+    fn prepare(&self, model: &Path) -> Result<Option<Prepared<'_>>> {
         let Some(file) = &self.calibrate else {
             return Ok(None);
         };
         let settings = self.settings()?;
-        let weighting: RouterWeighting =
-            self.router_weighting.parse().map_err(anyhow::Error::msg)?;
-        let src = float_source(model)?;
+        let weighting = self.router_weighting.parse().map_err(anyhow::Error::msg)?;
+        let src = tquant_model::checkpoint_source(model)
+            .with_context(|| format!("loading {} for calibration", model.display()))?;
+        if src.checkpoint().is_quantized() {
+            bail!(
+                "--calibrate runs the float model: {} is already quantized",
+                model.display()
+            );
+        }
         let config = tquant_model::Config::from_path(model)
             .with_context(|| format!("loading {} for calibration", model.display()))?;
         let (tokens, source) = self.tokens(file, config.vocab_size)?;
+        let outline = Calibration::new(settings, source, tokens.len() as u64);
+        Ok(Some(Prepared {
+            file,
+            weighting,
+            src,
+            config,
+            tokens,
+            outline,
+        }))
+    }
+
+    /// For `tquant convert`: the calibration collected one decoder layer at a time while the
+    /// converter quantizes, so only one layer's weights and statistics are held (and every
+    /// calibration token's hidden state); `None` without --calibrate.
+    pub fn layerwise(&self, model: &Path, threads: usize) -> Result<Option<Arc<LayerByLayer>>> {
+        let Some(p) = self.prepare(model)? else {
+            return Ok(None);
+        };
         let opts = Options {
             threads,
             ..Options::default()
         };
-        let run = LayerwiseRun::new(config, src, opts, &tokens, self.calibrate_window)
+        let run = LayerwiseRun::new(p.config, p.src, opts, &p.tokens, self.calibrate_window)
             .with_context(|| format!("loading {} for calibration", model.display()))?;
-        let outline = Calibration::new(settings, source, tokens.len() as u64);
         Ok(Some(Arc::new(LayerByLayer {
             run: Mutex::new(run),
-            weighting,
-            outline,
+            weighting: p.weighting,
+            outline: p.outline,
             coverage: Mutex::new((0, 0)),
         })))
     }
@@ -146,52 +167,37 @@ impl CalibrateArgs {
     /// statistics (`tquant report`, which quantizes many variants with them); `None` without
     /// --calibrate.
     pub fn collect(&self, model: &Path, threads: usize) -> Result<Option<Arc<Calibration>>> {
-        let Some(file) = &self.calibrate else {
+        let Some(p) = self.prepare(model)? else {
             return Ok(None);
         };
-        let settings = self.settings()?;
-        let weighting: RouterWeighting =
-            self.router_weighting.parse().map_err(anyhow::Error::msg)?;
-        let src = float_source(model)?;
-        let float = Model::open(
-            model,
-            Options {
-                threads,
-                ..Options::default()
-            },
-        )
-        .with_context(|| format!("loading {} for calibration", model.display()))?;
-        let (tokens, source) = self.tokens(file, float.config().vocab_size)?;
-        let opts = CaptureOptions {
-            window: self.calibrate_window,
-            weighting,
+        let opts = Options {
+            threads,
+            ..Options::default()
         };
-        let moments = capture(&float, &tokens, &opts)
-            .with_context(|| format!("running the model over {}", file.display()))?;
-        let has = |name: &str| src.contains(name);
-        let cal = to_calibration(
-            &moments,
-            float.config(),
-            &has,
-            settings,
-            source,
-            tokens.len() as u64,
-        )?;
+        let float = Model::open(model, opts)
+            .with_context(|| format!("loading {} for calibration", model.display()))?;
+        let capture_opts = CaptureOptions {
+            window: self.calibrate_window,
+            weighting: p.weighting,
+        };
+        let moments = capture(&float, &p.tokens, &capture_opts)
+            .with_context(|| format!("running the model over {}", p.file.display()))?;
+        let has = |name: &str| p.src.contains(name);
+        let all = 0..p.config.num_hidden_layers;
+        let cal = to_calibration(&moments, &p.config, &has, p.outline, all)?;
         Ok(Some(Arc::new(cal)))
     }
 }
 
-/// The checkpoint at `model`, refused when it is already quantized.
-fn float_source(model: &Path) -> Result<CheckpointSource> {
-    let src = tquant_model::checkpoint_source(model)
-        .with_context(|| format!("loading {} for calibration", model.display()))?;
-    if src.checkpoint().is_quantized() {
-        bail!(
-            "--calibrate runs the float model: {} is already quantized",
-            model.display()
-        );
-    }
-    Ok(src)
+/// [`CalibrateArgs::prepare`]'s result.
+struct Prepared<'a> {
+    file: &'a Path,
+    weighting: RouterWeighting,
+    src: CheckpointSource,
+    config: tquant_model::Config,
+    tokens: Vec<u32>,
+    /// Settings, source and token count, no statistics yet.
+    outline: Calibration,
 }
 
 /// [`CalibrationStages`] with one decoder layer per stage, run in order.
@@ -234,13 +240,11 @@ impl CalibrationStages for LayerByLayer {
         }
         let (layer, moments) = capture_next_layer(&mut run, self.weighting).map_err(fail)?;
         let has = |name: &str| run.source().contains(name);
-        let cal = to_calibration_layers(
+        let cal = to_calibration(
             &moments,
             run.config(),
             &has,
-            self.outline.settings,
-            self.outline.source.clone(),
-            self.outline.tokens,
+            self.outline(),
             layer..layer + 1,
         )
         .map_err(fail)?;
