@@ -1,14 +1,12 @@
 //! `tquant eval`: bits per byte (byte vocabularies) or perplexity (token ids) of a model on a text.
 
+use super::model_args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use tquant_model::eval::{bits_per_byte, read_token_ids, score_windows};
-use tquant_model::{Mode, Model, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model directory (original or quantized checkpoint with its config.json).
-    pub model: PathBuf,
     /// Text file scored byte by byte (models with a 256-token byte vocabulary).
     #[arg(
         long,
@@ -31,25 +29,12 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Use the kernels' fast mode (8-bit activations) for quantized layers.
-    #[arg(long)]
-    pub fast: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let opts = Options {
-        threads: args.threads,
-        mode: if args.fast { Mode::Fast } else { Mode::Exact },
-        ..Options::default()
-    };
-    let model = Model::open(&args.model, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    for note in model.notes() {
-        eprintln!("note: {note}");
-    }
+    let model = args.model.open()?;
     if let Some(path) = &args.text {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let s = bits_per_byte(&model, &text, args.window, args.max_bytes)?;

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod formats;
 pub mod inspect;
 pub mod logits;
+pub mod model_args;
 pub mod report;
 pub mod run;
 pub mod verify;

@@ -1,15 +1,12 @@
 //! `tquant run`: generate from a prompt, streaming the text; speeds go to stderr.
 
+use super::model_args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
-use std::path::PathBuf;
 use tquant_model::generate::{generate, Sampler};
-use tquant_model::{Mode, Model, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model directory (original or quantized checkpoint with its config.json).
-    pub model: PathBuf,
     /// Prompt text (byte-vocabulary models: each byte is a token).
     #[arg(long, required_unless_present = "prompt_tokens")]
     pub prompt: Option<String>,
@@ -25,25 +22,12 @@ pub struct Args {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Use the kernels' fast mode (8-bit activations) for quantized layers.
-    #[arg(long)]
-    pub fast: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let opts = Options {
-        threads: args.threads,
-        mode: if args.fast { Mode::Fast } else { Mode::Exact },
-        ..Options::default()
-    };
-    let model = Model::open(&args.model, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    for note in model.notes() {
-        eprintln!("note: {note}");
-    }
+    let model = args.model.open()?;
     let bytes = model.config().vocab_size == 256;
     let prompt: Vec<u32> = match (&args.prompt, &args.prompt_tokens) {
         (Some(p), _) if bytes => p.bytes().map(u32::from).collect(),
