@@ -1,44 +1,11 @@
 //! `tquant convert --format auto[:LIST] --scale-rule search`, `tquant inspect`, `tquant eval` and
 //! `tquant report` with the per-tensor choice, end to end on the bundled tiny-lite model.
 
+mod support;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_lite() -> PathBuf {
-    root().join("examples/tiny-lite")
-}
-
-fn tquant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args(args)
-        .output()
-        .expect("runs tquant")
-}
-
-fn stdout_ok(args: &[&str]) -> String {
-    let out = tquant(args);
-    assert!(
-        out.status.success(),
-        "tquant {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn stderr_of_failure(args: &[&str]) -> String {
-    let out = tquant(args);
-    assert!(!out.status.success(), "tquant {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::path::Path;
+use support::{path, root, stderr_of_failure, stdout_ok, tiny_lite};
 
 fn bits_per_byte(model: &Path) -> f64 {
     let text = root().join("tests/data/model/heldout_head.txt");

@@ -2,13 +2,16 @@
 //! a per-matrix format choice (`--format auto`) run through tquant-model's kernels exactly as
 //! their dequantized weights do, and record what was chosen.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+use support::{max_diff, Dequantized};
 use tempfile::TempDir;
 use tquant::convert::{
     convert, Checkpoint, ConvertOptions, Layout, NoProgress, Policy, RunOptions, Weight,
 };
 use tquant::formats::ScaleRule;
-use tquant::model::{Logits, Model, ModelError, Options, TensorData, TensorSource};
+use tquant::model::{Logits, Model, Options};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,32 +49,9 @@ fn quantize_nu(format: &str, nu: Option<&str>, scale: &str, rule: ScaleRule) -> 
     dir
 }
 
-/// The checkpoint with every quantized tensor dequantized to f32 by the converter's reader.
-struct Dequantized(Checkpoint);
-
-impl TensorSource for Dequantized {
-    fn contains(&self, name: &str) -> bool {
-        self.0.names().any(|n| n == name)
-    }
-    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
-        let w = self.0.get(name)?;
-        Ok(TensorData::Dense {
-            shape: w.shape().to_vec(),
-            values: w.to_f32()?,
-        })
-    }
-}
-
 fn logits(model: &Model) -> Vec<f32> {
     let mut cache = model.new_cache();
     model.forward(&TOKENS, &mut cache, Logits::All).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The packed model (kernels on codes and scales) against the dequantized weights.

@@ -1,48 +1,15 @@
 //! `tquant convert --calibrate` on the bundled tiny-lite model: the checkpoint records its
 //! calibration, differs from plain rounding, and `tquant eval` runs it.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use support::{path, root, stderr_of_failure, stdout_ok, tiny_lite};
 use tquant::convert::Checkpoint;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_lite() -> PathBuf {
-    root().join("examples/tiny-lite")
-}
 
 fn text() -> PathBuf {
     root().join("tests/data/model/heldout_head.txt")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn tquant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args(args)
-        .output()
-        .expect("runs tquant")
-}
-
-fn stdout_ok(args: &[&str]) -> String {
-    let out = tquant(args);
-    assert!(
-        out.status.success(),
-        "tquant {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn stderr_of_failure(args: &[&str]) -> String {
-    let out = tquant(args);
-    assert!(!out.status.success(), "tquant {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Bits per byte of a checkpoint on the first 4112 bytes (16 windows of 256), which the

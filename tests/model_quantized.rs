@@ -3,7 +3,10 @@
 //! against plain float products), matches quantizing in memory, and costs a plausible few
 //! hundredths of a bit per byte on the trained model.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+use support::{max_diff, Dequantized};
 use tempfile::TempDir;
 use tquant::convert::{
     convert, Checkpoint, ConvertOptions, Layout, NoProgress, Policy, RunOptions,
@@ -11,7 +14,7 @@ use tquant::convert::{
 use tquant::formats::{BlockQuantizer, BlockSize, ScaleDtype};
 use tquant::model::eval::bits_per_byte;
 use tquant::model::weights::rtn_decoder_matrices;
-use tquant::model::{Config, Logits, Model, ModelError, Options, TensorData, TensorSource};
+use tquant::model::{Config, Logits, Model, Options, TensorData, TensorSource};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,32 +54,9 @@ fn quantize_as(
     dir
 }
 
-/// A checkpoint with every quantized tensor dequantized to f32 by the converter's reader.
-struct Dequantized(Checkpoint);
-
-impl TensorSource for Dequantized {
-    fn contains(&self, name: &str) -> bool {
-        self.0.names().any(|n| n == name)
-    }
-    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
-        let w = self.0.get(name)?;
-        Ok(TensorData::Dense {
-            shape: w.shape().to_vec(),
-            values: w.to_f32()?,
-        })
-    }
-}
-
 fn logits(model: &Model) -> Vec<f32> {
     let mut cache = model.new_cache();
     model.forward(&TOKENS, &mut cache, Logits::All).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn check_equals_dequantized(fixture_name: &str, format: &str, block: &str, scale: &str) {

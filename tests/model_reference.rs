@@ -2,7 +2,10 @@
 //! scripts/fixtures/deepseek_reference.py (V2-Lite shape with fused f16 experts; V2 shape with
 //! q-LoRA, group-limited routing, YaRN and bf16 shards).
 
+mod support;
+
 use std::path::{Path, PathBuf};
+use support::max_diff;
 use tquant::model::{AttentionPath, Logits, Model, Options};
 
 /// Logits are O(1..10); transformers runs the same f32 arithmetic in another order.
@@ -41,14 +44,6 @@ fn reference(name: &str) -> Reference {
         })
         .collect();
     Reference { tokens, logits }
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn check_prefill(name: &str, path: AttentionPath, threads: usize) {

@@ -1,6 +1,9 @@
 //! Larger random models (sizes where the runner's parallel branches run): prefill and decode,
 //! naive and absorbed attention, one and two threads all agree.
 
+mod support;
+
+use support::max_diff;
 use tquant::model::synthetic::SyntheticSource;
 use tquant::model::{AttentionPath, Config, Logits, Model, Options};
 
@@ -29,14 +32,6 @@ fn model(path: AttentionPath, threads: usize) -> Model {
         ..Options::default()
     };
     Model::from_source(c, &src, opts).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn prefill(m: &Model) -> Vec<f32> {
