@@ -511,3 +511,96 @@ fn eval_and_run_refuse_weights_that_contradict_the_config() {
     // The untouched conversion still evaluates.
     assert_success(&eval(&q));
 }
+
+/// A stored scale that is NaN or infinite would turn its block into NaN in every product: the
+/// reader refuses the tensor when its data is read (verify, eval, run), naming the file, the
+/// tensor and the block.
+#[test]
+fn non_finite_stored_scales_are_refused_when_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"));
+    let tq = quantized(&src, &tmp.path().join("tq"), Some("nf4"), Layout::Tquant);
+    let mx = quantized(&src, &tmp.path().join("mx"), None, Layout::Mxfp4);
+    let bnb = quantized(&src, &tmp.path().join("bnb"), None, Layout::Bnb);
+    type Tamper = Box<dyn Fn(&mut Vec<T>)>;
+    let cases: Vec<(&str, &Path, &str, &str, Tamper)> = vec![
+        (
+            "f16_nan",
+            &tq,
+            Q,
+            "f16 row 5, block 0",
+            Box::new(|t| find(t, &format!("{Q}.scales")).bytes[10..12].copy_from_slice(&[0, 0x7e])),
+        ),
+        (
+            "f16_inf_expert",
+            &tq,
+            E,
+            "expert 1, row 2, block 0",
+            Box::new(|t| {
+                let s = find(t, &format!("{E}.scales"));
+                s.bytes[2 * (8 + 2)..2 * (8 + 2) + 2].copy_from_slice(&[0, 0x7c]);
+            }),
+        ),
+        (
+            "e8m0_255",
+            &mx,
+            Q,
+            "e8m0 row 3, block 1",
+            Box::new(|t| find(t, &format!("{Q}_scales")).bytes[3 * 2 + 1] = 255),
+        ),
+        (
+            "absmax_inf",
+            &bnb,
+            Q,
+            "absmax 7",
+            Box::new(|t| {
+                let a = find(t, &format!("{Q}.absmax"));
+                a.bytes[28..32].copy_from_slice(&f32::INFINITY.to_le_bytes());
+            }),
+        ),
+    ];
+    for (name, good, tensor, at, tamper) in cases {
+        assert!(
+            Checkpoint::open(good).unwrap().get(tensor).is_ok(),
+            "{name}"
+        );
+        let dir = tmp.path().join(name);
+        copy_dir(good, &dir);
+        rebuild(&dir.join("model.safetensors"), |t, _| tamper(t));
+        let ckpt = Checkpoint::open(&dir).unwrap();
+        let err = ckpt.get(tensor).map(|_| ()).expect_err(name).to_string();
+        for needle in ["model.safetensors", tensor, at, "is not finite"] {
+            assert!(err.contains(needle), "{name}: '{needle}' not in {err}");
+        }
+        assert_clean_error(
+            &tquant(&["verify", p(&src), p(&dir)]),
+            &[tensor, "is not finite"],
+        );
+    }
+}
+
+/// The same through the model runner, on a real converted model.
+#[test]
+fn eval_refuses_a_non_finite_stored_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite");
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "hello, hostile world").unwrap();
+    let q = tmp.path().join("q");
+    assert_success(&tquant(&[
+        "convert",
+        p(&tiny),
+        "-o",
+        p(&q),
+        "--format",
+        "nf4",
+    ]));
+    let target = "model.layers.1.self_attn.o_proj.weight";
+    rebuild(&q.join("model.safetensors"), |t, _| {
+        find(t, &format!("{target}.scales")).bytes[0..2].copy_from_slice(&[0, 0x7e]);
+    });
+    assert_clean_error(
+        &tquant(&["eval", p(&q), "--text", p(&text), "--window", "8"]),
+        &[target, "is not finite"],
+    );
+}

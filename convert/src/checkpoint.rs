@@ -238,19 +238,40 @@ impl Checkpoint {
         self.quantized.get(name).map(|q| &q.info)
     }
 
-    /// A weight by logical name: dense, or quantized (codes and scales borrowed from the map).
+    /// A weight by logical name: dense, or quantized (codes and scales borrowed from the map;
+    /// refused when a stored scale is not finite, which reads every scale once).
     pub fn get(&self, name: &str) -> Result<Weight<'_>, ConvertError> {
         if let Some((name, q)) = self.quantized.get_key_value(name) {
-            let codes = self.raw(&q.codes)?.bytes;
-            let scales = self.raw(&q.scales)?.bytes;
-            return Ok(Weight::Quantized(QuantizedView {
-                name,
-                info: &q.info,
-                codes,
-                scales,
-            }));
+            let view = self.quantized_parts(name)?;
+            if let Some(reason) = view.non_finite_scale() {
+                let path = self.locate(&q.scales).map(|(s, _)| s.path.clone());
+                return Err(ConvertError::tensor(
+                    path.unwrap_or_else(|| self.root().to_path_buf()),
+                    name,
+                    reason,
+                ));
+            }
+            return Ok(Weight::Quantized(view));
         }
         Ok(Weight::Dense(self.raw(name)?))
+    }
+
+    /// A quantized tensor's parts without [`Checkpoint::get`]'s scan of its scales: for
+    /// callers that checked it through `get` once and come back on every product (the
+    /// model's kernels).
+    pub fn quantized_parts(&self, name: &str) -> Result<QuantizedView<'_>, ConvertError> {
+        let Some((name, q)) = self.quantized.get_key_value(name) else {
+            return Err(ConvertError::NotFound {
+                path: self.root().to_path_buf(),
+                tensor: name.to_string(),
+            });
+        };
+        Ok(QuantizedView {
+            name,
+            info: &q.info,
+            codes: self.raw(&q.codes)?.bytes,
+            scales: self.raw(&q.scales)?.bytes,
+        })
     }
 
     /// A stored tensor by its physical name (quantized parts included).

@@ -287,6 +287,34 @@ impl<'a> QuantizedView<'a> {
         })
     }
 
+    /// Where the first stored scale that is not a finite number is (NaN or infinite: an
+    /// all-ones exponent in f32, f16 or bf16, an E8M0 byte 255), as a message; `None` when all
+    /// are finite. Such a scale would turn its whole block into NaN in every product.
+    pub fn non_finite_scale(&self) -> Option<String> {
+        let i = self.info;
+        let dtype = i.scale_dtype;
+        let count = self.scales.len() / dtype.size();
+        let k = (0..count).find(|&k| !dtype.read(self.scales, k).is_finite())?;
+        let value = dtype.read(self.scales, k);
+        let at = if i.layout == Layout::Bnb {
+            format!("absmax {k} (elements {}..)", k * i.block)
+        } else {
+            let per_matrix = (i.rows() * i.blocks_per_row()).max(1);
+            let (e, j) = (k / per_matrix, k % per_matrix);
+            let (r, b) = (j / i.blocks_per_row(), j % i.blocks_per_row());
+            let expert = if i.experts() > 1 {
+                format!("expert {e}, ")
+            } else {
+                String::new()
+            };
+            format!("{expert}row {r}, block {b}")
+        };
+        Some(format!(
+            "stored scale {value} ({} {at}) is not finite",
+            dtype.name()
+        ))
+    }
+
     /// Dequantizes matrix `e` into row-major f32 (tquant and MXFP4 layouts).
     pub fn dequantize_matrix(&self, e: usize) -> Result<Vec<f32>, BadCode> {
         let i = self.info;

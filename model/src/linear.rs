@@ -38,9 +38,10 @@ impl Packed {
             Self::Owned { codes, scales } => f(codes, scales),
             // A name that is no longer quantized cannot happen for an opened checkpoint; empty
             // slices then fail the size check of the view instead of panicking.
-            Self::Mapped { ckpt, name } => match ckpt.get(name) {
-                Ok(tquant_convert::Weight::Quantized(v)) => f(v.codes, v.scales),
-                _ => f(&[], &[]),
+            // Checked (scales included) when the model loaded it through `Checkpoint::get`.
+            Self::Mapped { ckpt, name } => match ckpt.quantized_parts(name) {
+                Ok(v) => f(v.codes, v.scales),
+                Err(_) => f(&[], &[]),
             },
         }
     }
