@@ -3,6 +3,7 @@
 
 use crate::model::{Logits, Model};
 use crate::ModelError;
+use rayon::prelude::*;
 use std::time::Instant;
 use tquant_formats::sample::Rng;
 
@@ -117,6 +118,45 @@ pub fn generate(
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = out.len();
     Ok((out, stats))
+}
+
+/// Calibration text the model writes itself, for calibration without calibration data: `total`
+/// tokens in sequences of `window`, each starting from a token drawn uniformly from the
+/// vocabulary and continued by sampling at temperature 1 (the model's own distribution). Each
+/// sequence has its own seed (from `seed` and its index), so the tokens do not depend on the
+/// thread count; sequences run in parallel on the model's threads.
+pub fn self_calibration_tokens(
+    model: &Model,
+    total: usize,
+    window: usize,
+    seed: u64,
+) -> Result<Vec<u32>, ModelError> {
+    if total == 0 || window == 0 {
+        return Err(ModelError::Input(format!(
+            "self-calibration needs at least one token in sequences of at least one \
+             (asked for {total} in sequences of {window})"
+        )));
+    }
+    let vocab = model.config().vocab_size as u64;
+    let sequences = total.div_ceil(window);
+    let run = |i: usize| -> Result<Vec<u32>, ModelError> {
+        let len = window.min(total - i * window);
+        let mut rng = Rng::new(seed.wrapping_add((i as u64).wrapping_mul(0xd134_2543_de82_ef95)));
+        let first = rng.below(vocab) as u32;
+        let mut sampler = Sampler::Temperature {
+            temperature: 1.0,
+            rng,
+        };
+        let (rest, _) = generate(model, &[first], len - 1, &mut sampler, |_| true)?;
+        Ok(std::iter::once(first).chain(rest).collect())
+    };
+    let all = model.install(|| {
+        (0..sequences)
+            .into_par_iter()
+            .map(run)
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(all.concat())
 }
 
 #[cfg(test)]

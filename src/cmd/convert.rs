@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
     let mut opts = opts.with_scale_rule(rule)?;
-    if args.calibration.calibrate.is_some() && opts.layout != Layout::Tquant {
+    if args.calibration.enabled() && opts.layout != Layout::Tquant {
         // Before the model runs over the calibration text.
         anyhow::bail!("--calibrate needs --layout tquant (GPTQ writes tquant's layout)");
     }
