@@ -1,5 +1,7 @@
 //! `--layout bnb` against what bitsandbytes 0.50 + transformers 5.24 wrote for the same model
-//! (tests/data/convert/bnb_nf4, made by scripts/fixtures/bnb_nf4.py): byte for byte.
+//! (tests/data/convert/bnb_nf4, made by scripts/fixtures/bnb_nf4.py): byte for byte. The reader
+//! also takes bitsandbytes' double-quantized absmax (tests/data/convert/bnb_nf4_nested, made by
+//! the same script with --nested).
 
 use std::path::PathBuf;
 use tquant::convert::convert::{NoProgress, RunOptions};
@@ -63,7 +65,60 @@ fn bnb_layout_matches_bitsandbytes_byte_for_byte() {
 
 #[test]
 fn reader_dequantizes_bnb_like_bitsandbytes() {
-    let theirs = Checkpoint::open(fixture()).unwrap();
+    assert_dequantizes_like_bitsandbytes(&fixture());
+}
+
+#[test]
+fn reader_dequantizes_double_quantized_bnb_like_bitsandbytes() {
+    let nested = root().join("tests/data/convert/bnb_nf4_nested");
+    assert_dequantizes_like_bitsandbytes(&nested);
+    let ckpt = Checkpoint::open(&nested).unwrap();
+    let plain = Checkpoint::open(fixture()).unwrap();
+    let name = "model.layers.0.self_attn.o_proj.weight";
+    let (q, p) = (
+        ckpt.quant_info(name).unwrap(),
+        plain.quant_info(name).unwrap(),
+    );
+    // 192 x 192 in blocks of 64: 576 absmax, one byte each plus an f32 per 256 of them,
+    // instead of an f32 each.
+    assert_eq!(q.nested_absmax_block, Some(256));
+    let codes = 192.0 * 192.0 / 2.0;
+    assert_eq!(
+        q.bits_per_weight(),
+        (codes + 576.0 + 3.0 * 4.0) * 8.0 / (192.0 * 192.0)
+    );
+    assert_eq!(
+        p.bits_per_weight(),
+        (codes + 576.0 * 4.0) * 8.0 / (192.0 * 192.0)
+    );
+    // The codes are the same as without double quantization; only the absmax moved a little.
+    let (Weight::Quantized(a), Weight::Quantized(b)) =
+        (ckpt.get(name).unwrap(), plain.get(name).unwrap())
+    else {
+        panic!("both are quantized")
+    };
+    assert_eq!(a.codes, b.codes);
+    let (x, y) = (a.dequantize().unwrap(), b.dequantize().unwrap());
+    let rel = x
+        .iter()
+        .zip(&y)
+        .map(|(u, v)| ((u - v).abs() / v.abs().max(1e-6)) as f64)
+        .fold(0.0, f64::max);
+    assert!(rel > 0.0 && rel < 0.02, "{rel}");
+    // inspect and the model loader take it (the model holds bnb tensors as f32).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tquant"))
+        .args(["inspect", nested.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_dequantizes_like_bitsandbytes(dir: &std::path::Path) {
+    let theirs = Checkpoint::open(dir).unwrap();
     for name in [
         "model.layers.0.self_attn.o_proj.weight",
         "model.layers.0.self_attn.kv_b_proj.weight",

@@ -430,11 +430,26 @@ fn reader_rejects_tampered_mxfp4_and_bnb_checkpoints() {
             "not a float dtype",
         ),
         (
-            "nested",
+            "nested_offset_missing",
             r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, 64], "nested_blocksize": 256}"#,
             32,
             16,
-            "nested",
+            "nested_offset",
+        ),
+        (
+            "nested_blocksize_zero",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, 64], "nested_blocksize": 0, "nested_offset": 0.5}"#,
+            32,
+            16,
+            "nested_blocksize",
+        ),
+        (
+            // Double quantization stores the absmax as u8 codes; these are f32.
+            "nested_absmax_not_codes",
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [32, 64], "nested_blocksize": 256, "nested_offset": 0.5}"#,
+            32,
+            16,
+            "expected U8",
         ),
         ("absmax_short", ok_state, 31, 16, "absmax"),
         ("quant_map_short", ok_state, 32, 8, "quant_map"),

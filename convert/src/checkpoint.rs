@@ -13,6 +13,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Name of the shard index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -133,6 +134,33 @@ pub(crate) struct QuantSlot {
     pub scales: String,
     /// Physical tensors that belong to this quantized tensor (hidden from `names()`).
     pub parts: Vec<String>,
+    /// bitsandbytes double quantization: `scales` holds 8-bit codes of the absmax.
+    pub nested: Option<NestedAbsmax>,
+}
+
+/// bitsandbytes' double-quantized absmax: block `i`'s absmax is
+/// `map[code_i] * absmax[i / block] + offset` in f32 (bitsandbytes' `dequantize_blockwise`, then
+/// the offset), decoded on first use into f32 bytes, the form the rest of the reader takes.
+#[derive(Debug)]
+pub(crate) struct NestedAbsmax {
+    pub map: Vec<f32>,
+    pub absmax: Vec<f32>,
+    pub block: usize,
+    pub offset: f32,
+    pub decoded: OnceLock<Vec<u8>>,
+}
+
+impl NestedAbsmax {
+    fn decode(&self, codes: &[u8]) -> Vec<u8> {
+        codes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &c)| {
+                let v = self.map[c as usize] * self.absmax[i / self.block] + self.offset;
+                v.to_le_bytes()
+            })
+            .collect()
+    }
 }
 
 /// An opened checkpoint (original or quantized).
@@ -266,11 +294,16 @@ impl Checkpoint {
                 tensor: name.to_string(),
             });
         };
+        let stored = self.raw(&q.scales)?.bytes;
+        let scales = match &q.nested {
+            Some(n) => n.decoded.get_or_init(|| n.decode(stored)).as_slice(),
+            None => stored,
+        };
         Ok(QuantizedView {
             name,
             info: &q.info,
             codes: self.raw(&q.codes)?.bytes,
-            scales: self.raw(&q.scales)?.bytes,
+            scales,
         })
     }
 

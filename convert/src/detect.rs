@@ -1,7 +1,7 @@
 //! Finding the quantized tensors of an opened checkpoint, in any of the three layouts, and
 //! checking that their stored parts agree with their description before anything reads them.
 
-use crate::checkpoint::{Checkpoint, QuantSlot};
+use crate::checkpoint::{Checkpoint, NestedAbsmax, QuantSlot};
 use crate::dtype::from_torch_name;
 use crate::header::dtype_name;
 use crate::quantized::{
@@ -13,6 +13,7 @@ use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::pack::{code_at, row_bytes};
 use tquant_formats::{Format, ScaleDtype};
@@ -252,6 +253,7 @@ fn tquant_slot(
         codes: codes.clone(),
         scales: scales.clone(),
         parts: vec![codes, scales, codebook],
+        nested: None,
     })
 }
 
@@ -306,12 +308,8 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
                 state["dtype"]
             ))
         })?;
-    if state.get("nested_blocksize").is_some() {
-        return Err(bad(
-            "nested (double-quantized) bitsandbytes absmax is not supported".into(),
-        ));
-    }
     let numel: usize = shape.iter().product();
+    let blocks = numel.div_ceil(block);
     let absmax = format!("{base}.absmax");
     let quant_map = format!("{base}.quant_map");
     expect_part(
@@ -321,13 +319,22 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
         Dtype::U8,
         &[numel.div_ceil(2), 1],
     )?;
-    expect_part(
-        ckpt,
-        (&path, base),
-        &absmax,
-        Dtype::F32,
-        &[numel.div_ceil(block)],
-    )?;
+    let mut parts = vec![base.to_string(), absmax.clone(), quant_map.clone()];
+    let nested = match state.get("nested_blocksize") {
+        None => {
+            expect_part(ckpt, (&path, base), &absmax, Dtype::F32, &[blocks])?;
+            None
+        }
+        Some(nb) => {
+            let nested = nested_absmax(ckpt, (&path, base), &state, nb, blocks)?;
+            parts.extend([
+                format!("{base}.nested_absmax"),
+                format!("{base}.nested_quant_map"),
+            ]);
+            Some(nested)
+        }
+    };
+    parts.push(state_name.to_string());
     expect_part(ckpt, (&path, base), &quant_map, Dtype::F32, &[16])?;
     let codebook = read_codebooks(ckpt, &quant_map, 1, 16)?.remove(0);
     let info = QuantInfo {
@@ -341,6 +348,7 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
         scale_dtype: ScaleDtype::F32,
         scale_rule: None,
         calibration: None,
+        nested_absmax_block: nested.as_ref().map(|n| n.block),
         matrices: vec![MatrixInfo {
             format: format!("bnb_{quant_type}"),
             nu: None,
@@ -352,8 +360,71 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
     Ok(QuantSlot {
         info,
         codes: base.to_string(),
-        scales: absmax.clone(),
-        parts: vec![base.to_string(), absmax, quant_map, state_name.to_string()],
+        scales: absmax,
+        parts,
+        nested,
+    })
+}
+
+/// bitsandbytes double quantization (`nested_*` in the quant_state): `W.absmax` is u8 codes of
+/// the `blocks` absmax, `W.nested_quant_map` their 256-entry f32 table, `W.nested_absmax` one
+/// f32 per `nested_blocksize` codes, and `nested_offset` the mean added back.
+fn nested_absmax(
+    ckpt: &Checkpoint,
+    owner: (&Path, &str),
+    state: &Value,
+    nested_blocksize: &Value,
+    blocks: usize,
+) -> Result<NestedAbsmax, ConvertError> {
+    let (path, base) = owner;
+    let bad = |reason: String| ConvertError::tensor(path, base, reason);
+    let block = nested_blocksize
+        .as_u64()
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|&b| b > 0)
+        .ok_or_else(|| {
+            bad(format!(
+                "nested_blocksize {nested_blocksize} is not a positive integer"
+            ))
+        })?;
+    let offset = state["nested_offset"]
+        .as_f64()
+        .map(|o| o as f32)
+        .filter(|o| o.is_finite())
+        .ok_or_else(|| {
+            bad(format!(
+                "nested_offset {} is not a finite number",
+                state["nested_offset"]
+            ))
+        })?;
+    if let Some(d) = state.get("nested_dtype") {
+        if d != "float32" {
+            return Err(bad(format!("nested_dtype {d} is not float32")));
+        }
+    }
+    let codes = format!("{base}.absmax");
+    let absmax = format!("{base}.nested_absmax");
+    let map = format!("{base}.nested_quant_map");
+    expect_part(ckpt, owner, &codes, Dtype::U8, &[blocks])?;
+    expect_part(ckpt, owner, &absmax, Dtype::F32, &[blocks.div_ceil(block)])?;
+    expect_part(ckpt, owner, &map, Dtype::F32, &[256])?;
+    let finite = |name: &str| -> Result<Vec<f32>, ConvertError> {
+        let v = ckpt.read_f32(name)?;
+        match v.iter().find(|x| !x.is_finite()) {
+            Some(x) => Err(ConvertError::tensor(
+                path_of(ckpt, name),
+                name,
+                format!("value {x} is not finite"),
+            )),
+            None => Ok(v),
+        }
+    };
+    Ok(NestedAbsmax {
+        map: finite(&map)?,
+        absmax: finite(&absmax)?,
+        block,
+        offset,
+        decoded: OnceLock::new(),
     })
 }
 
@@ -403,6 +474,7 @@ fn mxfp4_slot(
         scale_dtype: ScaleDtype::E8m0,
         scale_rule: None,
         calibration: None,
+        nested_absmax_block: None,
         matrices: vec![
             MatrixInfo {
                 format: "e2m1".into(),
@@ -419,5 +491,6 @@ fn mxfp4_slot(
         codes: blocks.to_string(),
         scales: scales.to_string(),
         parts: vec![blocks.to_string(), scales.to_string()],
+        nested: None,
     })
 }

@@ -73,23 +73,26 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
         .sum();
     let (mut params, mut params_quantized) = (0u64, 0u64);
     for name in ckpt.names() {
-        let row = match ckpt.get(name)? {
-            Weight::Dense(t) => InspectRow {
-                name: name.to_string(),
-                shape: t.shape.to_vec(),
-                dtype: t.dtype.to_string(),
-                format: "none".into(),
-                layout: None,
-                block: None,
-                scale_dtype: None,
-                scale_rule: None,
-                bits_per_weight: t.dtype.bitsize() as f64,
-                nu: Value::Null,
-                nu_tensor: Value::Null,
-                stored_bytes: t.bytes.len() as u64,
-            },
-            Weight::Quantized(q) => {
-                let i = q.info;
+        // Headers and descriptions only: no tensor data is read.
+        let row = match ckpt.quant_info(name) {
+            None => {
+                let t = ckpt.raw(name)?;
+                InspectRow {
+                    name: name.to_string(),
+                    shape: t.shape.to_vec(),
+                    dtype: t.dtype.to_string(),
+                    format: "none".into(),
+                    layout: None,
+                    block: None,
+                    scale_dtype: None,
+                    scale_rule: None,
+                    bits_per_weight: t.dtype.bitsize() as f64,
+                    nu: Value::Null,
+                    nu_tensor: Value::Null,
+                    stored_bytes: t.bytes.len() as u64,
+                }
+            }
+            Some(i) => {
                 params_quantized += i.numel() as u64;
                 let mut formats: Vec<&str> = i.matrices.iter().map(|m| m.format.as_str()).collect();
                 formats.dedup();

@@ -344,6 +344,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
             };
             matrices
         ],
+        nested_absmax_block: None,
     }
 }
 

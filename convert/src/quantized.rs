@@ -117,6 +117,11 @@ pub struct QuantInfo {
     pub calibration: Option<crate::calibration::CalibrationRecord>,
     /// One per matrix: 1 for a 2-D tensor, `experts` for a 3-D one (bitsandbytes: always 1).
     pub matrices: Vec<MatrixInfo>,
+    /// bitsandbytes double quantization: the absmax are stored as 8-bit codes with an f32
+    /// absmax per this many of them (readers decode them to the f32 `scale_dtype` says).
+    /// Never in tquant's own files.
+    #[serde(skip)]
+    pub nested_absmax_block: Option<usize>,
 }
 
 mod scale_dtype_name {
@@ -199,8 +204,23 @@ impl QuantInfo {
     /// Bytes of all scales. bitsandbytes has one per block of the flattened tensor.
     pub fn scale_bytes(&self) -> usize {
         match self.layout {
-            Layout::Bnb => self.numel().div_ceil(self.block) * self.scale_dtype.size(),
+            Layout::Bnb => {
+                let blocks = self.numel().div_ceil(self.block);
+                match self.nested_absmax_block {
+                    Some(n) => blocks + blocks.div_ceil(n.max(1)) * 4,
+                    None => blocks * self.scale_dtype.size(),
+                }
+            }
             _ => self.experts() * self.matrix_scale_bytes(),
+        }
+    }
+
+    /// Bytes of all scales as a [`QuantizedView`] presents them (`scale_dtype` each; equal to
+    /// [`QuantInfo::scale_bytes`] except for double-quantized bitsandbytes absmax, decoded).
+    pub fn view_scale_bytes(&self) -> usize {
+        match self.layout {
+            Layout::Bnb => self.numel().div_ceil(self.block) * self.scale_dtype.size(),
+            _ => self.scale_bytes(),
         }
     }
 

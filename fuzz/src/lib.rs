@@ -72,6 +72,16 @@ fn open(data: &[u8], case: &Case) -> Option<Checkpoint> {
     }
 }
 
+/// A logical tensor of an opened checkpoint: readable, unless a stored scale is not finite
+/// (refused when the data is first read, with that reason).
+fn readable<'a>(ckpt: &'a Checkpoint, name: &str) -> Option<Weight<'a>> {
+    match ckpt.get(name) {
+        Ok(w) => Some(w),
+        Err(ConvertError::Tensor { reason, .. }) if reason.starts_with("stored scale") => None,
+        Err(e) => panic!("a logical tensor is readable: {e}"),
+    }
+}
+
 /// The safetensors target: every stored tensor lies inside the file with its declared size,
 /// and float tensors convert to exactly `numel` values.
 pub fn safetensors_reader(data: &[u8]) {
@@ -90,7 +100,7 @@ pub fn safetensors_reader(data: &[u8]) {
         }
     }
     for name in ckpt.names() {
-        ckpt.get(name).expect("a logical tensor is readable");
+        readable(&ckpt, name);
     }
     inspect(&ckpt).expect("inspect reads only validated headers");
 }
@@ -104,7 +114,10 @@ pub fn quantized_reader(data: &[u8]) {
     };
     let names: Vec<String> = ckpt.names().map(str::to_string).collect();
     for name in &names {
-        match ckpt.get(name).expect("a listed tensor is readable") {
+        let Some(weight) = readable(&ckpt, name) else {
+            continue;
+        };
+        match weight {
             Weight::Dense(t) => {
                 let _ = t.to_f32();
             }
@@ -112,7 +125,7 @@ pub fn quantized_reader(data: &[u8]) {
                 let info = q.info;
                 assert_eq!(ckpt.quant_info(name), Some(info));
                 assert_eq!(q.codes.len(), info.code_bytes(), "{name}");
-                assert_eq!(q.scales.len(), info.scale_bytes(), "{name}");
+                assert_eq!(q.scales.len(), info.view_scale_bytes(), "{name}");
                 if let Ok(all) = q.dequantize() {
                     assert_eq!(all.len(), info.numel(), "{name}");
                 }
