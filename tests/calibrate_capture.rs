@@ -367,7 +367,7 @@ fn expert_token_counts_add_up_to_tokens_times_top_k() {
         tokens.len() as u64,
     );
     let all = 0..config.num_hidden_layers;
-    let cal = to_calibration(&moments, &config, &has, outline, all).unwrap();
+    let cal = to_calibration(moments, &config, &has, outline, all).unwrap();
     let q = cal
         .get("model.layers.0.self_attn.q_proj.weight", None)
         .unwrap();

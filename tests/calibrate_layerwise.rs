@@ -80,7 +80,7 @@ fn layer_by_layer_checkpoint_equals_the_whole_model_one() {
         let outline = Calibration::new(CalibrationSettings::default(), source, len as u64);
         let layers = 0..float.config().num_hidden_layers;
         let cal = to_calibration(
-            &moments,
+            moments,
             float.config(),
             &|n| src.contains(n),
             outline,

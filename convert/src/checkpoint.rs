@@ -345,6 +345,25 @@ impl Checkpoint {
         self.physical.get(name).map(|s| s.shard)
     }
 
+    /// A dense float tensor's values as f32, read through a map of its own byte range that is
+    /// dropped on return: the file pages it touches leave the process's resident set, where
+    /// reading through the whole-file map would keep them (a model loader converting every
+    /// weight would otherwise hold the whole file resident beside its f32 copy).
+    pub fn dense_f32(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
+        let (shard, entry) = self.locate(name).ok_or_else(|| ConvertError::NotFound {
+            path: self.root.clone(),
+            tensor: name.to_string(),
+        })?;
+        let map = map_range(&shard.file, &shard.path, entry.offset, entry.len)?;
+        TensorView {
+            name: &entry.name,
+            dtype: entry.dtype,
+            shape: &entry.shape,
+            bytes: map.bytes(),
+        }
+        .to_f32()
+    }
+
     /// Reads a float tensor's values (used on small tensors such as codebooks).
     pub(crate) fn read_f32(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         let t = self.raw(name)?;

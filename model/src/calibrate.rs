@@ -157,6 +157,21 @@ impl SecondMoments {
         v
     }
 
+    /// Every site's `(tokens, sum)`, moved out (no copy of the sums).
+    fn into_sums(self) -> HashMap<(usize, Site), (u64, Vec<f64>)> {
+        let sites = self.sites.into_inner().unwrap_or_else(|p| p.into_inner());
+        sites
+            .into_iter()
+            .map(|(k, m)| {
+                let m = match Arc::try_unwrap(m) {
+                    Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+                    Err(shared) => shared.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                };
+                (k, (m.tokens, m.sum))
+            })
+            .collect()
+    }
+
     fn slot(&self, layer: usize, site: Site, dim: usize) -> Arc<Mutex<Moment>> {
         let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         sites
@@ -353,17 +368,18 @@ pub fn tensor_layer(name: &str) -> Option<usize> {
 /// reached get zero statistics, so their tensors are recorded as seen by no token (and fall back
 /// to plain rounding).
 pub fn to_calibration(
-    moments: &SecondMoments,
+    moments: SecondMoments,
     config: &Config,
     has: &dyn Fn(&str) -> bool,
     outline: Calibration,
     layers: Range<usize>,
 ) -> Result<Calibration, ModelError> {
     let mut cal = outline;
+    let mut sums = moments.into_sums();
     let sites = model_sites(config).into_iter();
     for (layer, site, dim) in sites.filter(|(l, _, _)| layers.contains(l)) {
-        let (n, sum) = moments
-            .get(layer, site)
+        let (n, sum) = sums
+            .remove(&(layer, site))
             .unwrap_or_else(|| (0, vec![0.0; dim * dim]));
         let h = Arc::new(
             Hessian::new(dim, n, sum)

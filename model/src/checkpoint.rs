@@ -63,7 +63,7 @@ impl TensorSource for CheckpointSource {
         match self.ckpt.get(name)? {
             Weight::Dense(t) => Ok(TensorData::Dense {
                 shape: t.shape.to_vec(),
-                values: t.to_f32()?,
+                values: self.ckpt.dense_f32(t.name)?,
             }),
             Weight::Quantized(v) if v.info.layout == Layout::Bnb => {
                 // bitsandbytes blocks run over the flattened tensor, not along rows: no kernel

@@ -225,7 +225,7 @@ impl CalibrateArgs {
             .with_context(|| format!("running the model over {}", p.outline.source))?;
         let has = |name: &str| p.src.contains(name);
         let all = 0..p.config.num_hidden_layers;
-        let cal = to_calibration(&moments, &p.config, &has, p.outline, all)?;
+        let cal = to_calibration(moments, &p.config, &has, p.outline, all)?;
         Ok(Some(Arc::new(cal)))
     }
 }
@@ -281,7 +281,7 @@ impl CalibrationStages for LayerByLayer {
         let (layer, moments) = capture_next_layer(&mut run, self.weighting).map_err(fail)?;
         let has = |name: &str| run.source().contains(name);
         let cal = to_calibration(
-            &moments,
+            moments,
             run.config(),
             &has,
             self.outline(),
