@@ -5,11 +5,14 @@
 //!
 //!   cargo test --release --test calibrate_large -- --ignored --nocapture
 
+mod support;
+
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use support::max_rss_bytes;
 use tquant::convert::header::{serialize_header, OutEntry};
 use tquant::convert::Dtype;
 use tquant::formats::sample::Rng;
@@ -156,12 +159,7 @@ fn convert_peak(input: &Path, out: &Path) -> (u64, f64) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    let rss_kb: u64 = stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("time -v reports the maximum resident set size");
-    (rss_kb * 1024, started.elapsed().as_secs_f64())
+    (max_rss_bytes(&stderr), started.elapsed().as_secs_f64())
 }
 
 #[test]

@@ -6,11 +6,14 @@
 //!
 //! `$TQUANT_LARGE_DIR` keeps the generated input between runs (default: a temporary directory).
 
+mod support;
+
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::max_rss_bytes;
 use tquant::convert::header::{serialize_header, OutEntry};
 use tquant::convert::Dtype;
 use tquant::formats::sample::Rng;
@@ -124,11 +127,7 @@ fn peak_memory_stays_below_the_largest_tensor() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    let rss_kb: u64 = stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("time -v reports the maximum resident set size");
+    let rss_kb = max_rss_bytes(&stderr) / 1024;
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let peak = rss_kb * 1024;
     eprintln!(

@@ -470,14 +470,12 @@ fn reader_rejects_tampered_mxfp4_and_bnb_checkpoints() {
     }
 }
 
-/// A model whose weights disagree with its config.json: `eval` and `run` refuse it.
-#[test]
-fn eval_and_run_refuse_weights_that_contradict_the_config() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The bundled model converted to nf4 under `dir`, and a short text to evaluate it on.
+fn tiny_lite_nf4(dir: &Path) -> (PathBuf, PathBuf) {
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite");
-    let text = tmp.path().join("text.txt");
+    let text = dir.join("text.txt");
     std::fs::write(&text, "hello, hostile world").unwrap();
-    let q = tmp.path().join("q");
+    let q = dir.join("q");
     assert_success(&tquant(&[
         "convert",
         p(&tiny),
@@ -486,6 +484,14 @@ fn eval_and_run_refuse_weights_that_contradict_the_config() {
         "--format",
         "nf4",
     ]));
+    (q, text)
+}
+
+/// A model whose weights disagree with its config.json: `eval` and `run` refuse it.
+#[test]
+fn eval_and_run_refuse_weights_that_contradict_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (q, text) = tiny_lite_nf4(tmp.path());
     let st = q.join("model.safetensors");
     let (tensors, meta) = tensors_of(&std::fs::read(&st).unwrap());
     let kept = tensors
@@ -598,18 +604,7 @@ fn non_finite_stored_scales_are_refused_when_read() {
 #[test]
 fn eval_refuses_a_non_finite_stored_scale() {
     let tmp = tempfile::tempdir().unwrap();
-    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite");
-    let text = tmp.path().join("text.txt");
-    std::fs::write(&text, "hello, hostile world").unwrap();
-    let q = tmp.path().join("q");
-    assert_success(&tquant(&[
-        "convert",
-        p(&tiny),
-        "-o",
-        p(&q),
-        "--format",
-        "nf4",
-    ]));
+    let (q, text) = tiny_lite_nf4(tmp.path());
     let target = "model.layers.1.self_attn.o_proj.weight";
     rebuild(&q.join("model.safetensors"), |t, _| {
         find(t, &format!("{target}.scales")).bytes[0..2].copy_from_slice(&[0, 0x7e]);

@@ -69,3 +69,13 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The peak resident set size, in bytes, that `/usr/bin/time -v` printed on stderr.
+pub fn max_rss_bytes(time_stderr: &str) -> u64 {
+    let kb: u64 = time_stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("time -v reports the maximum resident set size");
+    kb * 1024
+}
