@@ -104,28 +104,48 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-/// Exact-mode sum over elements `from..cols` of row `r` (natural order `x`), for SIMD tails.
-pub(crate) fn tail_exact(q: &QMatrix, r: usize, scales: &[f32], x: &[f32], from: usize) -> f32 {
+/// Row `r`'s weights past `from` (table value times block scale, `cols - from` values) into
+/// `out`: a SIMD tile decodes its rows' tails once and reuses them for every activation row.
+pub(crate) fn decode_tail_exact(
+    q: &QMatrix,
+    r: usize,
+    scales: &[f32],
+    from: usize,
+    out: &mut [f32],
+) {
     let codes = q.row_codes(r);
     let t = q.table();
-    (from..q.cols())
-        .map(|c| t[code_at(codes, c) as usize] * scales[c / q.block()] * x[c])
-        .sum()
+    for (c, o) in (from..q.cols()).zip(out.iter_mut()) {
+        *o = t[code_at(codes, c) as usize] * scales[c / q.block()];
+    }
 }
 
-/// Fast-mode sum over the pieces past `a.main` of row `r` for activation row `j` (without the
-/// table step), for SIMD tails.
-pub(crate) fn tail_fast(q: &QMatrix, r: usize, scales: &[f32], a: &FastActs, j: usize) -> f32 {
+/// Exact-mode sum over a row's tail: `w_tail` from [`decode_tail_exact`], `x_tail` the
+/// activations of the same columns (natural order), for SIMD tails.
+pub(crate) fn tail_exact(w_tail: &[f32], x_tail: &[f32]) -> f32 {
+    w_tail.iter().zip(x_tail).map(|(w, x)| w * x).sum()
+}
+
+/// Row `r`'s int8 table values past `main` into `out` (`cols - main` values): a SIMD tile
+/// decodes its rows' tails once and reuses them for every activation row.
+pub(crate) fn decode_tail(q: &QMatrix, r: usize, main: usize, out: &mut [i8]) {
     let codes = q.row_codes(r);
     let t = q.table_i8();
-    let xq = a.row_xq(j);
+    for (c, o) in (main..q.cols()).zip(out.iter_mut()) {
+        *o = t[code_at(codes, c) as usize];
+    }
+}
+
+/// Fast-mode sum over the pieces past `a.main` for activation row `j` (without the table
+/// step), for SIMD tails; `w_tail` is the weight row's tail from [`decode_tail`].
+pub(crate) fn tail_fast(w_tail: &[i8], scales: &[f32], a: &FastActs, j: usize) -> f32 {
+    let xq = &a.row_xq(j)[a.main..];
     let ps = a.row_piece_scale(j);
     let first = a.first_tail_piece();
     let mut acc = 0.0f32;
     for (p, &xs) in a.pieces[first..].iter().zip(&ps[first..]) {
-        let d: i32 = (p.start..p.start + p.len)
-            .map(|c| t[code_at(codes, c) as usize] as i32 * xq[c] as i32)
-            .sum();
+        let s = p.start - a.main;
+        let d = dot_i8(&w_tail[s..s + p.len], &xq[s..s + p.len]);
         acc += d as f32 * (xs * scales[p.block]);
     }
     acc

@@ -104,10 +104,14 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
     // Room for 4 rows of scales, each padded by 16 so a 16-float window never runs past it.
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
+    let tail_len = q.cols() - a.main;
+    let mut tail = vec![0i8; 4 * tail_len];
     for (r, mr, j, nb) in tiles(rows, n, FAST_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+                let wt = &mut tail[m * tail_len..(m + 1) * tail_len];
+                scalar::decode_tail(q, r0 + r + m, a.main, wt);
             }
         }
         let t = Tile {
@@ -118,6 +122,9 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             n,
             sc: &sc,
             stride,
+            tail: &tail,
+            tail_f32: &[],
+            tail_len,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
         unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
@@ -175,7 +182,7 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     for m in 0..MR {
         for j in 0..NB {
             let tail = if has_tail {
-                scalar::tail_fast(q, t.r + m, t.scales(m), a, t.j0 + j)
+                scalar::tail_fast(t.tail(m), t.scales(m), a, t.j0 + j)
             } else {
                 0.0
             };
@@ -189,10 +196,16 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
     let rows = out.len() / n;
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
+    let tail_len = q.cols() % GROUP;
+    let main = q.cols() - tail_len;
+    let mut tail = vec![0.0f32; 4 * tail_len];
     for (r, mr, j, nb) in tiles(rows, n, EXACT_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
+                let scales = &sc[m * stride..m * stride + q.blocks_per_row()];
+                let wt = &mut tail[m * tail_len..(m + 1) * tail_len];
+                scalar::decode_tail_exact(q, r0 + r + m, scales, main, wt);
             }
         }
         let t = Tile {
@@ -203,6 +216,9 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             n,
             sc: &sc,
             stride,
+            tail: &[],
+            tail_f32: &tail,
+            tail_len,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
         unsafe { with_tile!(exact_tile, mr, nb, (&t, x, out)) }
@@ -305,7 +321,7 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
     for m in 0..MR {
         for j in 0..NB {
             let xr = &x[(t.j0 + j) * cols..(t.j0 + j + 1) * cols];
-            let tail = scalar::tail_exact(q, t.r + m, t.scales(m), xr, main);
+            let tail = scalar::tail_exact(t.tail_f32(m), &xr[main..]);
             let sum = _mm512_add_ps(acc_e[m][j], acc_o[m][j]);
             out[t.out_index(m, j)] = _mm512_reduce_add_ps(sum) + tail;
         }

@@ -100,12 +100,25 @@ pub(crate) struct Tile<'a, 'q> {
     pub n: usize,
     pub sc: &'a [f32],
     pub stride: usize,
+    /// Each tile row's weights past the SIMD chunks (fast mode: int8 table values) or groups
+    /// (exact mode: table value times scale), `tail_len` per row, decoded once per row tile.
+    pub tail: &'a [i8],
+    pub tail_f32: &'a [f32],
+    pub tail_len: usize,
 }
 
 impl Tile<'_, '_> {
     /// Scales of tile row `m` (exactly `blocks_per_row` values).
     pub fn scales(&self, m: usize) -> &[f32] {
         &self.sc[m * self.stride..m * self.stride + self.q.blocks_per_row()]
+    }
+    /// The decoded fast-mode tail of tile row `m`.
+    pub fn tail(&self, m: usize) -> &[i8] {
+        &self.tail[m * self.tail_len..(m + 1) * self.tail_len]
+    }
+    /// The decoded exact-mode tail of tile row `m`.
+    pub fn tail_f32(&self, m: usize) -> &[f32] {
+        &self.tail_f32[m * self.tail_len..(m + 1) * self.tail_len]
     }
     pub fn out_index(&self, m: usize, j: usize) -> usize {
         (self.r + m - self.r0) * self.n + self.j0 + j
