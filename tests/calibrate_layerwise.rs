@@ -36,89 +36,113 @@ fn split_safetensors(bytes: &[u8]) -> (serde_json::Value, &[u8]) {
 
 #[test]
 fn layer_by_layer_checkpoint_equals_the_whole_model_one() {
-    let model = root().join("examples/tiny-lite");
     let text = root().join("tests/data/model/heldout_head.txt");
+    let bytes = std::fs::read(&text).unwrap();
+    let tokens: Vec<u32> = bytes[60000..63000].iter().map(|&b| b as u32).collect();
+    let model = root().join("examples/tiny-lite");
+    for format in ["nf4", "auto"] {
+        check(&model, &text, "bytes", 60000, &tokens, format);
+    }
+}
+
+/// The same on the DeepSeek-V2-shaped fixture (q-LoRA, so the query latent is a site of its
+/// own; group-limited routing; three shards), calibrated on token ids.
+#[test]
+fn layer_by_layer_equals_whole_model_with_q_lora_and_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.bin");
+    let mut rng = tquant::formats::sample::Rng::new(3);
+    let tokens: Vec<u32> = (0..2000).map(|_| rng.below(128) as u32).collect();
+    let raw: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    std::fs::write(&ids, raw).unwrap();
+    check(
+        &root().join("tests/data/model/v2"),
+        &ids,
+        "ids",
+        0,
+        &tokens,
+        "nf4",
+    );
+}
+
+/// Converts `model` with `--calibrate FILE` (layer by layer) and with the whole-model capture
+/// of the same `tokens` (read from FILE at `offset` in `unit`s), and compares the checkpoints.
+fn check(model: &Path, file: &Path, unit: &str, offset: usize, tokens: &[u32], format: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (layerwise, whole) = (dir.path().join("layerwise"), dir.path().join("whole"));
-    let (offset, len, window) = (60000usize, 3000usize, 256usize);
+    let window = 256usize;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tquant"));
+    cmd.args(["convert", model.to_str().unwrap(), "-o"])
+        .arg(&layerwise)
+        .args(["--format", format, "--block", "64", "--scale-dtype", "f16"])
+        .args(["--force", "--calibrate"])
+        .arg(file)
+        .args(["--calibrate-offset", &offset.to_string()])
+        .args(["--calibrate-bytes", &tokens.len().to_string()])
+        .args(["--calibrate-window", &window.to_string()]);
+    if unit == "ids" {
+        cmd.arg("--calibrate-ids");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    for format in ["nf4", "auto"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tquant"))
-            .args(["convert", model.to_str().unwrap(), "-o"])
-            .arg(&layerwise)
-            .args(["--format", format, "--block", "64", "--scale-dtype", "f16"])
-            .args(["--force", "--calibrate"])
-            .arg(&text)
-            .args(["--calibrate-offset", &offset.to_string()])
-            .args(["--calibrate-bytes", &len.to_string()])
-            .args(["--calibrate-window", &window.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let float = Model::open(model, Options::default()).unwrap();
+    let opts = CaptureOptions {
+        window,
+        ..CaptureOptions::default()
+    };
+    let moments = capture(&float, tokens, &opts).unwrap();
+    let src = checkpoint_source(model).unwrap();
+    let source = format!(
+        "{} {unit} {offset}..{}, window {window}",
+        file.display(),
+        offset + tokens.len()
+    );
+    let outline = Calibration::new(CalibrationSettings::default(), source, tokens.len() as u64);
+    let layers = 0..float.config().num_hidden_layers;
+    let cal = to_calibration(
+        moments,
+        float.config(),
+        &|n| src.contains(n),
+        outline,
+        layers,
+    )
+    .unwrap();
+    let mut conv = ConvertOptions::from_args(
+        Some(format),
+        None,
+        Some("64"),
+        Some("f16"),
+        Layout::Tquant,
+        Policy::default(),
+    )
+    .unwrap();
+    conv.calibration = Some(Arc::new(cal));
+    let run = RunOptions {
+        force: true,
+        threads: None,
+    };
+    convert(model, &whole, &conv, &run, &NoProgress).unwrap();
 
-        let float = Model::open(&model, Options::default()).unwrap();
-        let bytes = std::fs::read(&text).unwrap();
-        let tokens: Vec<u32> = bytes[offset..offset + len]
-            .iter()
-            .map(|&b| b as u32)
-            .collect();
-        let opts = CaptureOptions {
-            window,
-            ..CaptureOptions::default()
-        };
-        let moments = capture(&float, &tokens, &opts).unwrap();
-        let src = checkpoint_source(&model).unwrap();
-        let source = format!(
-            "{} bytes {offset}..{}, window {window}",
-            text.display(),
-            offset + len
-        );
-        let outline = Calibration::new(CalibrationSettings::default(), source, len as u64);
-        let layers = 0..float.config().num_hidden_layers;
-        let cal = to_calibration(
-            moments,
-            float.config(),
-            &|n| src.contains(n),
-            outline,
-            layers,
-        )
-        .unwrap();
-        let mut conv = ConvertOptions::from_args(
-            Some(format),
-            None,
-            Some("64"),
-            Some("f16"),
-            Layout::Tquant,
-            Policy::default(),
-        )
-        .unwrap();
-        conv.calibration = Some(Arc::new(cal));
-        let run = RunOptions {
-            force: true,
-            threads: None,
-        };
-        convert(&model, &whole, &conv, &run, &NoProgress).unwrap();
-
-        let (a, b) = (files(&layerwise), files(&whole));
-        assert_eq!(
-            a.iter().map(|f| &f.0).collect::<Vec<_>>(),
-            b.iter().map(|f| &f.0).collect::<Vec<_>>()
-        );
-        for ((name, x), (_, y)) in a.iter().zip(&b) {
-            if name.ends_with(".safetensors") {
-                // The layer-by-layer header reserved room for records not known when it was
-                // planned, so only its padding may differ.
-                let (hx, dx) = split_safetensors(x);
-                let (hy, dy) = split_safetensors(y);
-                assert_eq!(hx, hy, "{format}: {name} header");
-                assert!(dx == dy, "{format}: {name} tensor data differs");
-            } else {
-                assert!(x == y, "{format}: {name} differs between the two paths");
-            }
+    let (a, b) = (files(&layerwise), files(&whole));
+    assert_eq!(
+        a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        b.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        if name.ends_with(".safetensors") {
+            // The layer-by-layer header reserved room for records not known when it was
+            // planned, so only its padding may differ.
+            let (hx, dx) = split_safetensors(x);
+            let (hy, dy) = split_safetensors(y);
+            assert_eq!(hx, hy, "{format}: {name} header");
+            assert!(dx == dy, "{format}: {name} tensor data differs");
+        } else {
+            assert!(x == y, "{format}: {name} differs between the two paths");
         }
     }
 }
