@@ -234,3 +234,44 @@ fn calibration_errors_are_clear() {
     assert!(e.contains("already quantized"), "{e}");
     assert!(!out.exists());
 }
+
+/// Layer-by-layer calibration holds every calibration token's hidden state: a text whose
+/// states would not fit in memory is refused up front, with what to do, not run into the
+/// out-of-memory killer.
+#[test]
+fn calibration_text_too_large_for_memory_is_refused_up_front() {
+    let Some(available) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    }) else {
+        return;
+    };
+    // tiny-lite's hidden state is 192 f32: twice what half the available memory would hold.
+    let tokens = available * 1024 / (192 * 4);
+    if tokens > 1 << 31 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("zeros.txt");
+    std::fs::File::create(&text)
+        .unwrap()
+        .set_len(tokens)
+        .unwrap();
+    let out = dir.path().join("out");
+    let model = tiny_lite();
+    let e = stderr_of_failure(&[
+        "convert",
+        path(&model),
+        "-o",
+        path(&out),
+        "--calibrate",
+        path(&text),
+    ]);
+    assert!(
+        e.contains("keeps the hidden state of every calibration token"),
+        "{e}"
+    );
+    assert!(e.contains("--calibrate-bytes"), "{e}");
+    assert!(!out.exists());
+}

@@ -190,6 +190,21 @@ impl CalibrateArgs {
         let Some(p) = self.prepare(model, threads)? else {
             return Ok(None);
         };
+        let hidden_bytes = p.tokens.len() as u64 * p.config.hidden_size as u64 * 4;
+        if let Some(available) = available_memory() {
+            if hidden_bytes > available / 2 {
+                bail!(
+                    "calibrating layer by layer keeps the hidden state of every calibration token: \
+                     {} tokens x {} values x 4 bytes = {:.1} GB, more than half the {:.1} GB \
+                     of memory available; take fewer tokens (--calibrate-bytes or a smaller \
+                     --calibrate-self)",
+                    p.tokens.len(),
+                    p.config.hidden_size,
+                    hidden_bytes as f64 / 1e9,
+                    available as f64 / 1e9
+                );
+            }
+        }
         let opts = Options {
             threads,
             ..Options::default()
@@ -228,6 +243,20 @@ impl CalibrateArgs {
         let cal = to_calibration(moments, &p.config, &has, p.outline, all)?;
         Ok(Some(Arc::new(cal)))
     }
+}
+
+/// Memory the system can still give (`MemAvailable` of /proc/meminfo), where known.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// [`CalibrateArgs::prepare`]'s result.
