@@ -7,8 +7,10 @@
 //!   lane `L` of a dot product over them holds elements `8L..8L + 8` of the chunk.
 //! - exact, per 32-element group: the 16 even elements, then the 16 odd ones.
 //!
-//! Exact-mode elements past the last whole group stay in natural order; the fast mode keeps
-//! all its int8 values in natural order as well, for the tails and the scalar path.
+//! Exact-mode elements past the last whole group stay in natural order (the SIMD kernels take
+//! them one by one). The fast mode's chunks cover the whole row, the last one padded with zero
+//! activations (so the kernels need no tail: the padding's weights, whatever they are, multiply
+//! zero); it also keeps its int8 values in natural order, for the scalar path.
 
 use crate::ACT_BLOCK;
 use rayon::prelude::*;
@@ -77,7 +79,8 @@ const EMPTY_CHUNK: Chunk = Chunk {
 #[derive(Debug)]
 pub(crate) struct FastActs {
     pub cols: usize,
-    /// Elements of each row covered by SIMD chunks (a multiple of `CHUNK`, or 0).
+    /// Elements of each row covered by SIMD chunks: 0 for the portable path, else `cols`
+    /// rounded up to a multiple of `CHUNK` (the last chunk zero-padded).
     pub main: usize,
     pub pieces: Vec<Piece>,
     /// int8 values in natural order, `[n, cols]`.
@@ -97,11 +100,15 @@ pub(crate) struct FastActs {
 }
 
 impl FastActs {
-    /// Quantizes `x` (`[n, cols]`); `simd` asks for chunks over the longest prefix of whole
-    /// chunks (the caller checks the block shape allows it).
+    /// Quantizes `x` (`[n, cols]`); `simd` asks for chunks over the whole row, the last one
+    /// padded with zero activations (the caller checks the block shape allows it).
     pub fn new(x: &[f32], n: usize, cols: usize, block: usize, simd: bool) -> Self {
         let pieces = pieces(cols, block);
-        let main = if simd { cols / CHUNK * CHUNK } else { 0 };
+        let main = if simd {
+            cols.div_ceil(CHUNK) * CHUNK
+        } else {
+            0
+        };
         let np = pieces.len();
         let nc = main / CHUNK;
         // Rows are independent: quantize them in parallel when there are several.
@@ -161,14 +168,10 @@ impl FastActs {
         let nc = self.main / CHUNK;
         &self.chunks[j * nc..(j + 1) * nc]
     }
-    /// Index of the first piece past `main`.
-    pub fn first_tail_piece(&self) -> usize {
-        self.pieces.partition_point(|p| p.start < self.main)
-    }
 }
 
-/// One activation row: its int8 values (natural order), piece scales and SIMD chunks over the
-/// first `main` elements.
+/// One activation row: its int8 values (natural order), piece scales and SIMD chunks over
+/// `main` elements (past the row: zeros).
 fn quantize_row(xr: &[f32], pieces: &[Piece], main: usize) -> (Vec<i8>, Vec<f32>, Vec<Chunk>) {
     let mut qr = vec![0i8; xr.len()];
     let mut ps = vec![0.0f32; pieces.len()];
@@ -179,18 +182,21 @@ fn quantize_row(xr: &[f32], pieces: &[Piece], main: usize) -> (Vec<i8>, Vec<f32>
             &mut qr[p.start..p.start + p.len],
         );
     }
-    // Pieces are ACT_BLOCK (or 16) long and start at multiples of 8 inside `main`, so each
-    // lane of 8 elements lies in one piece.
+    // Pieces start at multiples of 8 (block starts are multiples of 16 or the row start), so
+    // each lane of 8 elements lies in one piece; the lane holding the row's end, partly
+    // padding, takes the last piece's scale.
     for (p, &s) in pieces
         .iter()
         .zip(ps.iter())
         .take_while(|(p, _)| p.start < main)
     {
-        for l in p.start / 8..(p.start + p.len) / 8 {
+        for l in p.start / 8..(p.start + p.len).div_ceil(8) {
             rc[l / LANES].scale[l % LANES] = s;
         }
     }
-    for (src, dst) in qr[..main].chunks_exact(CHUNK).zip(rc.iter_mut()) {
+    let mut padded = qr[..main.min(qr.len())].to_vec();
+    padded.resize(main, 0);
+    for (src, dst) in padded.chunks_exact(CHUNK).zip(rc.iter_mut()) {
         for (k, pair) in src.chunks_exact(2).enumerate() {
             dst.even[k] = pair[0];
             dst.odd[k] = pair[1];
@@ -284,9 +290,13 @@ mod tests {
             .collect();
         for block in [16, 32, 64, 128, 300] {
             let a = FastActs::new(&x, 2, cols, block, true);
-            assert_eq!(a.main, 256);
+            assert_eq!(a.main, 384);
             for j in 0..2 {
-                for l in 0..a.main / 8 {
+                let chunks = a.row_chunks(j);
+                // Past the row the activations are zero.
+                assert!(chunks[2].even[(cols - 256) / 2..].iter().all(|&v| v == 0));
+                assert!(chunks[2].odd[(cols - 256) / 2..].iter().all(|&v| v == 0));
+                for l in 0..cols.div_ceil(8) {
                     let e = l * 8;
                     let pi = a
                         .pieces

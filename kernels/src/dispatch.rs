@@ -164,15 +164,8 @@ pub fn matmul_with(
         reference::matmul(q, x, n, y, mode);
         return Ok(());
     }
-    // Shapes whose blocks do not line up with vector lanes use the portable path, and so do
-    // fast-mode rows shorter than one SIMD chunk: the SIMD kernel would run only its tail,
-    // which is the portable kernel's arithmetic in the same order, with more bookkeeping.
-    let short_fast = mode == Mode::Fast && q.cols() < crate::act::CHUNK;
-    let isa = if q.simd_regular() && !short_fast {
-        isa
-    } else {
-        Isa::Scalar
-    };
+    // Shapes whose blocks do not line up with vector lanes use the portable path.
+    let isa = if q.simd_regular() { isa } else { Isa::Scalar };
     let (acts, kernel): (Acts, QRows) = match (isa, mode) {
         (Isa::Scalar | Isa::Reference, Mode::Exact) => (Acts::Exact(x.into()), scalar_exact),
         (Isa::Scalar | Isa::Reference, Mode::Fast) => (

@@ -34,9 +34,12 @@
 //! How the SIMD paths work (details in `x86_64/avx512.rs`):
 //! - fast: `vpshufb` decodes 128 codes per 64 bytes through the int8 table, `vpdpbusd` (or
 //!   `vpmaddubsw` on AVX2) dots them with int8 activations laid out to match the nibbles, and
-//!   one convert + FMA per 128 elements applies the block and activation scales.
+//!   one convert + FMA per 128 elements applies the block and activation scales. A row that
+//!   ends inside a chunk runs it whole: zero activations past the end, its codes copied into a
+//!   zero-padded buffer.
 //! - exact: `vpermps` decodes 16 codes at a time through the f32 table pre-multiplied by the
-//!   block scale.
+//!   block scale; elements past the last whole group of 32 are decoded once per tile row and
+//!   reused for every activation row.
 //! - A GEMV works on 4 weight rows at a time and prefetches the next 4 (a row of 8192 codes is
 //!   one 4 KiB page, where hardware prefetchers stop); a GEMM on tiles of 4 weight rows x 4
 //!   activation rows (2 x 4 on AVX2), so each decoded weight chunk serves 4 activation rows.

@@ -126,31 +126,6 @@ pub(crate) fn tail_exact(w_tail: &[f32], x_tail: &[f32]) -> f32 {
     w_tail.iter().zip(x_tail).map(|(w, x)| w * x).sum()
 }
 
-/// Row `r`'s int8 table values past `main` into `out` (`cols - main` values): a SIMD tile
-/// decodes its rows' tails once and reuses them for every activation row.
-pub(crate) fn decode_tail(q: &QMatrix, r: usize, main: usize, out: &mut [i8]) {
-    let codes = q.row_codes(r);
-    let t = q.table_i8();
-    for (c, o) in (main..q.cols()).zip(out.iter_mut()) {
-        *o = t[code_at(codes, c) as usize];
-    }
-}
-
-/// Fast-mode sum over the pieces past `a.main` for activation row `j` (without the table
-/// step), for SIMD tails; `w_tail` is the weight row's tail from [`decode_tail`].
-pub(crate) fn tail_fast(w_tail: &[i8], scales: &[f32], a: &FastActs, j: usize) -> f32 {
-    let xq = &a.row_xq(j)[a.main..];
-    let ps = a.row_piece_scale(j);
-    let first = a.first_tail_piece();
-    let mut acc = 0.0f32;
-    for (p, &xs) in a.pieces[first..].iter().zip(&ps[first..]) {
-        let s = p.start - a.main;
-        let d = dot_i8(&w_tail[s..s + p.len], &xq[s..s + p.len]);
-        acc += d as f32 * (xs * scales[p.block]);
-    }
-    acc
-}
-
 /// Dense f32 rows `r0..r0 + out.len() / n`; `out` is `[row][j]`.
 pub(crate) fn f32_rows(w: &[f32], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
     for (i, o) in out.chunks_exact_mut(n).enumerate() {

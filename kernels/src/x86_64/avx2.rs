@@ -7,7 +7,7 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{tiles, with_tile, F32Tile, Prefetch, Tile};
+use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP};
 use crate::dispatch::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
@@ -94,14 +94,10 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
     let rows = out.len() / n;
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    let tail_len = q.cols() - a.main;
-    let mut tail = vec![0i8; 4 * tail_len];
     for (r, mr, j, nb) in tiles(rows, n, FAST_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
-                let wt = &mut tail[m * tail_len..(m + 1) * tail_len];
-                scalar::decode_tail(q, r0 + r + m, a.main, wt);
             }
         }
         let t = Tile {
@@ -112,9 +108,8 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             n,
             sc: &sc,
             stride,
-            tail: &tail,
             tail_f32: &[],
-            tail_len,
+            tail_len: 0,
         };
         // SAFETY: features enabled here; tile shapes are in range (tiles).
         unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
@@ -131,6 +126,10 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     // SAFETY: the int8 table is 16 bytes.
     let tbl = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.table_i8().as_ptr().cast()) });
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
+    // there are zero).
+    let full = q.cols() / CHUNK;
+    let last: [[u8; CHUNK / 2]; MR] = std::array::from_fn(|m| padded_codes(q, t.r + m, full));
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
     let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
     let mut acc = [[_mm256_setzero_ps(); NB]; MR];
@@ -149,7 +148,12 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             let mut whi = [_mm256_setzero_si256(); MR];
             let mut ws = [_mm256_setzero_ps(); MR];
             for m in 0..MR {
-                let v = _mm256_loadu_si256(codes[m].add(32 * h).cast());
+                let src = if c < full {
+                    codes[m].add(32 * h)
+                } else {
+                    last[m].as_ptr().add(32 * half)
+                };
+                let v = _mm256_loadu_si256(src.cast());
                 let lo = _mm256_and_si256(v, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
                 wlo[m] = _mm256_shuffle_epi8(tbl, lo);
@@ -174,15 +178,9 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             }
         }
     }
-    let has_tail = a.main < q.cols();
     for m in 0..MR {
         for j in 0..NB {
-            let tail = if has_tail {
-                scalar::tail_fast(t.tail(m), t.scales(m), a, t.j0 + j)
-            } else {
-                0.0
-            };
-            out[t.out_index(m, j)] = (hsum(acc[m][j]) + tail) * q.table_step();
+            out[t.out_index(m, j)] = hsum(acc[m][j]) * q.table_step();
         }
     }
 }
@@ -221,7 +219,6 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             n,
             sc: &sc,
             stride,
-            tail: &[],
             tail_f32: &tail,
             tail_len,
         };

@@ -15,7 +15,7 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{tiles, with_tile, F32Tile, Prefetch, Tile};
+use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP, LANES};
 use crate::dispatch::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
@@ -104,14 +104,10 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
     // Room for 4 rows of scales, each padded by 16 so a 16-float window never runs past it.
     let stride = q.blocks_per_row() + 16;
     let mut sc = vec![0.0f32; 4 * stride];
-    let tail_len = q.cols() - a.main;
-    let mut tail = vec![0i8; 4 * tail_len];
     for (r, mr, j, nb) in tiles(rows, n, FAST_GEMM_TILE) {
         if j == 0 {
             for m in 0..mr {
                 row_scales(q, r0 + r + m, &mut sc[m * stride..(m + 1) * stride]);
-                let wt = &mut tail[m * tail_len..(m + 1) * tail_len];
-                scalar::decode_tail(q, r0 + r + m, a.main, wt);
             }
         }
         let t = Tile {
@@ -122,9 +118,8 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             n,
             sc: &sc,
             stride,
-            tail: &tail,
             tail_f32: &[],
-            tail_len,
+            tail_len: 0,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
         unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
@@ -141,14 +136,19 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     // SAFETY: `shifted` is 16 bytes.
     let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+    // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
+    // there are zero).
+    let full = q.cols() / CHUNK;
+    let last: [[u8; CHUNK / 2]; MR] = std::array::from_fn(|m| padded_codes(q, t.r + m, full));
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
     let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
     let mut acc = [[_mm512_setzero_ps(); NB]; MR];
     let ahead = Prefetch::next_tile(q, t.r, MR);
     for (c, &base) in a.chunk_block.iter().enumerate() {
         ahead.step(c, MR);
-        // SAFETY: chunk c < main / 128: each code row has >= 64 (c + 1) bytes, each activation
-        // row c + 1 chunks (64-byte aligned); the lane block indices are < 16 and `base + 16 <= blocks + 16`,
+        // SAFETY: chunk c < main / 128: a whole chunk (c < full) has 64 code bytes in its row,
+        // the last partial one is read from `last`; each activation row has c + 1 chunks
+        // (64-byte aligned); the lane block indices are < 16 and `base + 16 <= blocks + 16`,
         // inside the padded scale rows.
         unsafe {
             let idx = _mm512_loadu_si512(a.lane_block.as_ptr().add(c * LANES).cast());
@@ -156,7 +156,12 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             let mut whi = [_mm512_setzero_si512(); MR];
             let mut ws = [_mm512_setzero_ps(); MR];
             for m in 0..MR {
-                let v = _mm512_loadu_si512(codes[m].add(c * CHUNK / 2).cast());
+                let src = if c < full {
+                    codes[m].add(c * CHUNK / 2)
+                } else {
+                    last[m].as_ptr()
+                };
+                let v = _mm512_loadu_si512(src.cast());
                 let lo = _mm512_and_si512(v, mask);
                 let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
                 wlo[m] = _mm512_shuffle_epi8(tbl, lo);
@@ -178,15 +183,9 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
             }
         }
     }
-    let has_tail = a.main < q.cols();
     for m in 0..MR {
         for j in 0..NB {
-            let tail = if has_tail {
-                scalar::tail_fast(t.tail(m), t.scales(m), a, t.j0 + j)
-            } else {
-                0.0
-            };
-            out[t.out_index(m, j)] = (_mm512_reduce_add_ps(acc[m][j]) + tail) * q.table_step();
+            out[t.out_index(m, j)] = _mm512_reduce_add_ps(acc[m][j]) * q.table_step();
         }
     }
 }
@@ -216,7 +215,6 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             n,
             sc: &sc,
             stride,
-            tail: &[],
             tail_f32: &tail,
             tail_len,
         };

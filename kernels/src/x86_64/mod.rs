@@ -3,6 +3,7 @@
 mod avx2;
 mod avx512;
 
+use crate::act::CHUNK;
 use crate::dispatch::Acts;
 use crate::{Isa, QMatrix};
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -100,9 +101,8 @@ pub(crate) struct Tile<'a, 'q> {
     pub n: usize,
     pub sc: &'a [f32],
     pub stride: usize,
-    /// Each tile row's weights past the SIMD chunks (fast mode: int8 table values) or groups
-    /// (exact mode: table value times scale), `tail_len` per row, decoded once per row tile.
-    pub tail: &'a [i8],
+    /// Exact mode: each tile row's weights past the last whole SIMD group (table value times
+    /// scale), `tail_len` per row, decoded once per row tile.
     pub tail_f32: &'a [f32],
     pub tail_len: usize,
 }
@@ -112,10 +112,6 @@ impl Tile<'_, '_> {
     pub fn scales(&self, m: usize) -> &[f32] {
         &self.sc[m * self.stride..m * self.stride + self.q.blocks_per_row()]
     }
-    /// The decoded fast-mode tail of tile row `m`.
-    pub fn tail(&self, m: usize) -> &[i8] {
-        &self.tail[m * self.tail_len..(m + 1) * self.tail_len]
-    }
     /// The decoded exact-mode tail of tile row `m`.
     pub fn tail_f32(&self, m: usize) -> &[f32] {
         &self.tail_f32[m * self.tail_len..(m + 1) * self.tail_len]
@@ -123,6 +119,16 @@ impl Tile<'_, '_> {
     pub fn out_index(&self, m: usize, j: usize) -> usize {
         (self.r + m - self.r0) * self.n + self.j0 + j
     }
+}
+
+/// The code bytes of row `r`'s chunk `c` (from element `c * CHUNK`), zero-padded to a whole
+/// chunk: for a row that ends inside it.
+pub(crate) fn padded_codes(q: &QMatrix, r: usize, c: usize) -> [u8; CHUNK / 2] {
+    let mut out = [0u8; CHUNK / 2];
+    let rest = q.row_codes(r).get(c * CHUNK / 2..).unwrap_or(&[]);
+    let n = rest.len().min(out.len());
+    out[..n].copy_from_slice(&rest[..n]);
+    out
 }
 
 /// A panel of a dense f32 tile: weight rows `r..`, activation rows `j0..`, columns `k0..k1`.
