@@ -94,3 +94,47 @@ fn convert_calibrates_on_its_own_text() {
     let e = with(&["--calibrate-self", "100", "--layout", "mxfp4"]);
     assert!(e.contains("--calibrate needs --layout tquant"), "{e}");
 }
+
+/// Generation runs the whole float model: a checkpoint whose f32 weights would not fit in the
+/// available memory is refused up front, with the way around it, not run into the
+/// out-of-memory killer. (A sparse file: its bytes take no disk.)
+#[test]
+fn a_float_model_too_large_for_memory_is_refused_before_generating() {
+    let Some(available) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("big");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(tiny_lite().join("config.json"), model.join("config.json")).unwrap();
+    // One bf16 matrix whose f32 copy is twice the available memory.
+    let rows = available * 1024 * 2 / (4 * 1024) + 1;
+    let data = rows * 1024 * 2;
+    let header = format!(
+        r#"{{"lm_head.weight":{{"dtype":"BF16","shape":[{rows},1024],"data_offsets":[0,{data}]}}}}"#
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    let file = model.join("model.safetensors");
+    std::fs::write(&file, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    if f.set_len(bytes.len() as u64 + data).is_err() {
+        return;
+    }
+    let out = dir.path().join("out");
+    let e = stderr_of_failure(&[
+        "convert",
+        path(&model),
+        "-o",
+        path(&out),
+        "--calibrate-self",
+        "100",
+    ]);
+    assert!(e.contains("runs the whole float model"), "{e}");
+    assert!(e.contains("--calibrate"), "{e}");
+    assert!(!out.exists());
+}

@@ -133,7 +133,31 @@ impl CalibrateArgs {
     }
 
     /// `n` tokens the float model at `model` writes itself, and their description.
-    fn generated(&self, model: &Path, n: usize, threads: usize) -> Result<(Vec<u32>, String)> {
+    fn generated(
+        &self,
+        model: &Path,
+        src: &CheckpointSource,
+        n: usize,
+        threads: usize,
+    ) -> Result<(Vec<u32>, String)> {
+        // Generation runs the whole float model, held as f32.
+        let ckpt = src.checkpoint();
+        let float_bytes: u64 = ckpt
+            .raw_names()
+            .filter_map(|name| ckpt.raw(name).ok())
+            .map(|t| t.numel() as u64 * 4)
+            .sum();
+        if let Some(available) = available_memory() {
+            if float_bytes > available {
+                bail!(
+                    "--calibrate-self runs the whole float model, {:.1} GB as f32, more than the \
+                     {:.1} GB of memory available; generate the text with `tquant run \
+                     --temperature 1` from a quantized checkpoint and pass it with --calibrate",
+                    float_bytes as f64 / 1e9,
+                    available as f64 / 1e9
+                );
+            }
+        }
         let opts = Options {
             threads,
             ..Options::default()
@@ -170,7 +194,7 @@ impl CalibrateArgs {
             .with_context(|| format!("loading {} for calibration", model.display()))?;
         let (tokens, source) = match (&self.calibrate, self.calibrate_self) {
             (Some(file), _) => self.tokens(file, config.vocab_size)?,
-            (None, Some(n)) => self.generated(model, n, threads)?,
+            (None, Some(n)) => self.generated(model, &src, n, threads)?,
             (None, None) => return Ok(None),
         };
         let outline = Calibration::new(settings, source, tokens.len() as u64);
