@@ -8,13 +8,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use support::max_rss_bytes;
-use tquant::convert::header::{serialize_header, OutEntry};
-use tquant::convert::Dtype;
+use support::{bf16_bytes, max_rss_bytes, write_bf16_safetensors};
 use tquant::formats::sample::Rng;
 
 const HIDDEN: usize = 1024;
@@ -96,47 +92,11 @@ fn config(layers: usize) -> Value {
 fn generate(dir: &Path, layers: usize) -> u64 {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = Rng::new(5);
-    let bf16 = |v: f32| {
-        let b = v.to_bits();
-        (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
-    };
     let pool: Vec<u8> = (0..1 << 20)
-        .flat_map(|_| bf16(rng.normal() as f32 * 0.02))
+        .flat_map(|_| bf16_bytes(rng.normal() as f32 * 0.02))
         .collect();
-    let list = tensors(layers);
-    let (mut entries, mut pos) = (Vec::new(), 0u64);
-    for (name, shape) in &list {
-        let len = shape.iter().product::<usize>() as u64 * 2;
-        entries.push(OutEntry {
-            name: name.clone(),
-            dtype: Dtype::BF16,
-            shape: shape.clone(),
-            begin: pos,
-            end: pos + len,
-        });
-        pos += len;
-    }
-    let header = serialize_header(&entries, &BTreeMap::new(), 0);
-    let file = std::fs::File::create(dir.join("model.safetensors")).unwrap();
-    let mut f = std::io::BufWriter::new(file);
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(&header).unwrap();
-    for (name, shape) in &list {
-        let mut left = shape.iter().product::<usize>() * 2;
-        if name.ends_with("norm.weight") {
-            for _ in 0..left / 2 {
-                f.write_all(&bf16(1.0)).unwrap();
-            }
-            continue;
-        }
-        while left > 0 {
-            let start = (rng.below((pool.len() / 2) as u64) as usize) * 2;
-            let n = (pool.len() - start).min(left);
-            f.write_all(&pool[start..start + n]).unwrap();
-            left -= n;
-        }
-    }
-    f.flush().unwrap();
+    let file = dir.join("model.safetensors");
+    let pos = write_bf16_safetensors(&file, &tensors(layers), &pool, &mut rng);
     std::fs::write(dir.join("config.json"), config(layers).to_string()).unwrap();
     pos
 }

@@ -10,12 +10,9 @@ mod support;
 
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::max_rss_bytes;
-use tquant::convert::header::{serialize_header, OutEntry};
-use tquant::convert::Dtype;
+use support::{bf16_bytes, max_rss_bytes, write_bf16_safetensors};
 use tquant::formats::sample::Rng;
 
 type Shard = Vec<(String, Vec<usize>)>;
@@ -58,43 +55,18 @@ fn generate(dir: &Path) -> (u64, u64) {
     let pool: Vec<u8> = rng
         .student_t_vec(1 << 20, 5.0)
         .into_iter()
-        .flat_map(|v| {
-            let b = (v * 0.02).to_bits();
-            (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
-        })
+        .flat_map(|v| bf16_bytes(v * 0.02))
         .collect();
     let (mut total, mut largest) = (0u64, 0u64);
     let mut weight_map = BTreeMap::new();
     let shards = layout();
     for (k, tensors) in shards.iter().enumerate() {
         let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, shards.len());
-        let (mut entries, mut pos) = (Vec::new(), 0u64);
         for (name, shape) in tensors {
-            let len = shape.iter().product::<usize>() as u64 * 2;
-            largest = largest.max(len);
+            largest = largest.max(shape.iter().product::<usize>() as u64 * 2);
             weight_map.insert(name.clone(), file.clone());
-            entries.push(OutEntry {
-                name: name.clone(),
-                dtype: Dtype::BF16,
-                shape: shape.clone(),
-                begin: pos,
-                end: pos + len,
-            });
-            pos += len;
         }
-        total += pos;
-        let header = serialize_header(&entries, &BTreeMap::new(), 0);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(&file)).unwrap());
-        f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-        f.write_all(&header).unwrap();
-        let mut left = pos as usize;
-        while left > 0 {
-            let start = (rng.below((pool.len() / 2) as u64) as usize) * 2;
-            let n = (pool.len() - start).min(left);
-            f.write_all(&pool[start..start + n]).unwrap();
-            left -= n;
-        }
-        f.flush().unwrap();
+        total += write_bf16_safetensors(&dir.join(&file), tensors, &pool, &mut rng);
     }
     let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();

@@ -2,9 +2,13 @@
 //! comparing a quantized model with its dequantized weights. Each test crate uses a part.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tquant::convert::Checkpoint;
+use tquant::convert::header::{serialize_header, OutEntry};
+use tquant::convert::{Checkpoint, Dtype};
+use tquant::formats::sample::Rng;
 use tquant::model::{ModelError, TensorData, TensorSource};
 
 pub fn root() -> PathBuf {
@@ -78,4 +82,54 @@ pub fn max_rss_bytes(time_stderr: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("time -v reports the maximum resident set size");
     kb * 1024
+}
+
+/// `v` as bf16 bytes (round to nearest even).
+pub fn bf16_bytes(v: f32) -> [u8; 2] {
+    let b = v.to_bits();
+    (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
+}
+
+/// Writes a bf16 safetensors file of `tensors` (name, shape), streaming: each tensor's bytes
+/// come from `pool` (bf16 values) at random offsets, or, for names ending in `norm.weight`,
+/// are ones. Returns the data bytes written.
+pub fn write_bf16_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    pool: &[u8],
+    rng: &mut Rng,
+) -> u64 {
+    let (mut entries, mut pos) = (Vec::new(), 0u64);
+    for (name, shape) in tensors {
+        let len = shape.iter().product::<usize>() as u64 * 2;
+        entries.push(OutEntry {
+            name: name.clone(),
+            dtype: Dtype::BF16,
+            shape: shape.clone(),
+            begin: pos,
+            end: pos + len,
+        });
+        pos += len;
+    }
+    let header = serialize_header(&entries, &BTreeMap::new(), 0);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(&header).unwrap();
+    for (name, shape) in tensors {
+        let mut left = shape.iter().product::<usize>() * 2;
+        if name.ends_with("norm.weight") {
+            for _ in 0..left / 2 {
+                f.write_all(&bf16_bytes(1.0)).unwrap();
+            }
+            continue;
+        }
+        while left > 0 {
+            let start = (rng.below((pool.len() / 2) as u64) as usize) * 2;
+            let n = (pool.len() - start).min(left);
+            f.write_all(&pool[start..start + n]).unwrap();
+            left -= n;
+        }
+    }
+    f.flush().unwrap();
+    pos
 }
