@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use support::{path, root, stderr_of_failure, stdout_ok, tiny_lite};
+use support::{available_memory_kb, path, root, stderr_of_failure, stdout_ok, tiny_lite};
 use tquant::convert::Checkpoint;
 
 fn text() -> PathBuf {
@@ -240,11 +240,7 @@ fn calibration_errors_are_clear() {
 /// out-of-memory killer.
 #[test]
 fn calibration_text_too_large_for_memory_is_refused_up_front() {
-    let Some(available) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    }) else {
+    let Some(available) = available_memory_kb() else {
         return;
     };
     // tiny-lite's hidden state is 192 f32: twice what half the available memory would hold.

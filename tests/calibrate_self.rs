@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{path, stderr_of_failure, stdout_ok, tiny_lite};
+use support::{available_memory_kb, path, stderr_of_failure, stdout_ok, tiny_lite};
 use tquant::convert::Checkpoint;
 use tquant::model::eval::bits_per_byte;
 use tquant::model::generate::self_calibration_tokens;
@@ -100,11 +100,7 @@ fn convert_calibrates_on_its_own_text() {
 /// out-of-memory killer. (A sparse file: its bytes take no disk.)
 #[test]
 fn a_float_model_too_large_for_memory_is_refused_before_generating() {
-    let Some(available) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    }) else {
+    let Some(available) = available_memory_kb() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -133,3 +133,11 @@ pub fn write_bf16_safetensors(
     f.flush().unwrap();
     pos
 }
+
+/// `MemAvailable` of /proc/meminfo in KiB, where the system has it.
+pub fn available_memory_kb() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
