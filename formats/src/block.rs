@@ -59,6 +59,16 @@ impl FromStr for BlockSize {
     }
 }
 
+/// `len` values must make a row-major `[rows, cols]` matrix (no overflow).
+pub fn check_matrix_len(len: usize, rows: usize, cols: usize) -> Result<(), FormatError> {
+    if rows.checked_mul(cols) != Some(len) {
+        return Err(FormatError::Shape(format!(
+            "{len} values do not make a [{rows}, {cols}] matrix"
+        )));
+    }
+    Ok(())
+}
+
 /// Number of blocks in a row of `cols` elements with blocks of `block` elements.
 #[inline]
 pub fn blocks_per_row(cols: usize, block: usize) -> usize {
@@ -239,12 +249,7 @@ impl BlockQuantizer {
         cols: usize,
         rule: ScaleRule,
     ) -> Result<QuantizedMatrix, FormatError> {
-        if rows.checked_mul(cols) != Some(w.len()) {
-            return Err(FormatError::Shape(format!(
-                "{} values do not make a [{rows}, {cols}] matrix",
-                w.len()
-            )));
-        }
+        check_matrix_len(w.len(), rows, cols)?;
         self.check(cb)?;
         let block = self.block.len_for(cols);
         let nb = blocks_per_row(cols, block);

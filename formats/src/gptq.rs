@@ -17,7 +17,7 @@
 //! With `H` proportional to the identity there is no feedback and the result is bit-identical to
 //! [`BlockQuantizer::quantize_with`].
 
-use crate::block::{blocks_per_row, encode_block};
+use crate::block::{blocks_per_row, check_matrix_len, encode_block};
 use crate::pack::{pack_row, row_bytes};
 use crate::{BlockQuantizer, Codebook, FormatError, QuantizedMatrix, ScaleRule};
 
@@ -175,12 +175,7 @@ impl GptqFactor {
         cols: usize,
         rule: ScaleRule,
     ) -> Result<QuantizedMatrix, FormatError> {
-        if rows.checked_mul(cols) != Some(w.len()) {
-            return Err(FormatError::Shape(format!(
-                "{} values do not make a [{rows}, {cols}] matrix",
-                w.len()
-            )));
-        }
+        check_matrix_len(w.len(), rows, cols)?;
         if cols != self.dim {
             return Err(FormatError::Shape(format!(
                 "a matrix of {cols} columns, but the input second moment is {0} x {0}",

@@ -14,7 +14,7 @@
 //! Non-finite inputs are refused with an error naming the element: bitsandbytes would turn a
 //! NaN into a block of code 15 with a NaN absmax, and MXFP4 has no NaN either.
 
-use crate::block::QuantizedMatrix;
+use crate::block::{check_matrix_len, QuantizedMatrix};
 use crate::catalog::NF4;
 use crate::pack::row_bytes;
 use crate::scale::floor_log2;
@@ -247,11 +247,7 @@ fn e2m1_magnitude(m: f32, ties_away: bool) -> u8 {
 }
 
 fn check_mx_shape(rows: usize, cols: usize, len: usize) -> Result<(), FormatError> {
-    if rows.checked_mul(cols) != Some(len) {
-        return Err(FormatError::Shape(format!(
-            "{len} values do not make a [{rows}, {cols}] matrix"
-        )));
-    }
+    check_matrix_len(len, rows, cols)?;
     if cols % MXFP4_BLOCK != 0 {
         return Err(FormatError::Shape(format!(
             "MXFP4 rows hold groups of {MXFP4_BLOCK}; a row of {cols} elements is not a whole \

@@ -5,7 +5,7 @@
 //! of `ln nu` is smooth and, in practice, has one minimum: a coarse grid finds its bracket and
 //! golden-section search narrows it.
 
-use crate::block::{BlockQuantizer, ScaleRule};
+use crate::block::{check_matrix_len, BlockQuantizer, ScaleRule};
 use crate::fit::NU_MAX;
 use crate::sample::Rng;
 use crate::{Format, FormatError};
@@ -40,12 +40,7 @@ pub fn search_nu_min_error(
     q: &BlockQuantizer,
     rule: ScaleRule,
 ) -> Result<NuSearch, FormatError> {
-    if rows.checked_mul(cols) != Some(w.len()) {
-        return Err(FormatError::Shape(format!(
-            "{} values do not make a [{rows}, {cols}] matrix",
-            w.len()
-        )));
-    }
+    check_matrix_len(w.len(), rows, cols)?;
     Format::student_float(bits, 5.0)?; // rejects bits other than 3 and 4 up front
     let sample = sample_rows(w, rows, cols);
     let n_rows = sample.len() / cols.max(1);
