@@ -20,7 +20,7 @@ use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::select::{argmin, evaluate, selection_sample, SelectionError};
 use tquant_formats::{
     fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
-    ScaleDtype,
+    QuantizedMatrix, ScaleDtype,
 };
 
 /// The format name that asks for a per-matrix choice; `auto:LIST` names the candidates.
@@ -394,8 +394,6 @@ pub fn quantize_matrix_auto(
                 .into(),
         )
     })?;
-    let block = opts.block.len_for(cols);
-    let whole = fit_student_t(&fit_sample(values, block, PROFILE_FIT_SAMPLES));
     let errors = outcomes
         .iter()
         .map(|(f, _, ev)| CandidateError {
@@ -413,20 +411,36 @@ pub fn quantize_matrix_auto(
         ev.matrix
     };
     Ok(AutoMatrix {
-        out: QuantizedMatrixOut {
-            info: MatrixInfo {
-                format: format.name().to_string(),
-                nu: format.nu(),
-                fit,
-                fit_tensor: Some(FitInfo::from(whole)),
-                codebook: format.codebook().values().to_vec(),
-            },
-            codes: matrix.codes,
-            scales: matrix.scales,
-        },
+        out: chosen_output(&format, fit, matrix, values, cols, opts),
         chosen,
         errors,
     })
+}
+
+/// What the converter stores for the candidate an `auto` choice kept: its format and fit, the
+/// matrix it quantized, and the whole-matrix Student-t fit every matrix records (the paper's
+/// per-tensor profile).
+pub(crate) fn chosen_output(
+    format: &Format,
+    fit: Option<FitInfo>,
+    matrix: QuantizedMatrix,
+    values: &[f32],
+    cols: usize,
+    opts: &ConvertOptions,
+) -> QuantizedMatrixOut {
+    let block = opts.block.len_for(cols);
+    let whole = fit_student_t(&fit_sample(values, block, PROFILE_FIT_SAMPLES));
+    QuantizedMatrixOut {
+        info: MatrixInfo {
+            format: format.name().to_string(),
+            nu: format.nu(),
+            fit,
+            fit_tensor: Some(FitInfo::from(whole)),
+            codebook: format.codebook().values().to_vec(),
+        },
+        codes: matrix.codes,
+        scales: matrix.scales,
+    }
 }
 
 #[cfg(test)]

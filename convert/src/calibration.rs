@@ -9,10 +9,9 @@
 //! Either way the stored codes, scales and codebooks are the ordinary ones: the file records
 //! the calibration ([`CalibrationRecord`]) but nothing a reader needs to decode.
 
-use crate::quantize::{
-    fit_sample, quantize_matrix, ConvertOptions, QuantizedMatrixOut, PROFILE_FIT_SAMPLES,
-};
-use crate::quantized::{FitInfo, Layout, MatrixInfo, QuantInfo};
+use crate::auto::chosen_output;
+use crate::quantize::{quantize_matrix, ConvertOptions, QuantizedMatrixOut};
+use crate::quantized::{Layout, QuantInfo};
 use crate::ConvertError;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use tquant_formats::gptq::{weighted_error, GptqFactor, GptqOptions, DEFAULT_DAMP};
 use tquant_formats::select::argmin;
-use tquant_formats::{fit_student_t, BlockQuantizer, Codebook, FormatError, ScaleRule};
+use tquant_formats::{BlockQuantizer, Codebook, FormatError, ScaleRule};
 
 /// Below `DEFAULT_MIN_TOKENS_PER_COLUMN x cols` tokens a matrix is not calibrated.
 ///
@@ -439,21 +438,9 @@ pub fn quantize_matrix_for(
             "the output error is NaN for every auto candidate of '{name}'"
         ))
     })?;
-    let block = opts.block.len_for(cols);
-    let whole = fit_student_t(&fit_sample(values, block, PROFILE_FIT_SAMPLES));
     let (format, fit, m, _) = outcomes
         .into_iter()
         .nth(chosen)
         .expect("argmin is an index of the outcomes");
-    Ok(QuantizedMatrixOut {
-        info: MatrixInfo {
-            format: format.name().to_string(),
-            nu: format.nu(),
-            fit,
-            fit_tensor: Some(FitInfo::from(whole)),
-            codebook: format.codebook().values().to_vec(),
-        },
-        codes: m.codes,
-        scales: m.scales,
-    })
+    Ok(chosen_output(&format, fit, m, values, cols, opts))
 }
