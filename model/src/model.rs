@@ -299,9 +299,19 @@ impl Model {
         cache: &mut KvCache,
         tap: Option<&dyn Tap>,
     ) -> Result<(), ModelError> {
+        let mut normed = vec![0.0f32; x.len()];
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let tap = tap.map(|tap| TapAt { tap, layer: i });
-            layer.forward(&self.config, &self.dims, &self.opts, x, n, kv, tap)?;
+            layer.forward(
+                &self.config,
+                &self.dims,
+                &self.opts,
+                x,
+                &mut normed,
+                n,
+                kv,
+                tap,
+            )?;
         }
         Ok(())
     }
@@ -325,7 +335,8 @@ impl Layer {
         })
     }
 
-    /// This layer over `x` (`[n, hidden]`, updated in place), appending to its cache `kv`.
+    /// This layer over `x` (`[n, hidden]`, updated in place), appending to its cache `kv`;
+    /// `normed` is scratch of `x`'s size.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
@@ -333,34 +344,35 @@ impl Layer {
         dims: &Dims,
         opts: &Options,
         x: &mut [f32],
+        normed: &mut [f32],
         n: usize,
         kv: &mut Vec<f32>,
         tap: Option<TapAt<'_>>,
     ) -> Result<(), ModelError> {
         let (h, eps, mode) = (c.hidden_size, c.rms_norm_eps, opts.mode);
-        let mut normed = x.to_vec();
+        normed.copy_from_slice(x);
         normed
             .chunks_exact_mut(h)
             .for_each(|r| rms_norm(r, &self.attn_norm, eps));
         if let Some(t) = tap {
-            t.record(Site::AttnInput, &normed, n, None);
+            t.record(Site::AttnInput, normed, n, None);
         }
         let a = self
             .attn
-            .forward(dims, &normed, n, kv, opts.attention, mode, tap)?;
+            .forward(dims, normed, n, kv, opts.attention, mode, tap)?;
         x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
         normed.copy_from_slice(x);
         normed
             .chunks_exact_mut(h)
             .for_each(|r| rms_norm(r, &self.ffn_norm, eps));
         if let Some(t) = tap {
-            t.record(Site::FfnInput, &normed, n, None);
+            t.record(Site::FfnInput, normed, n, None);
         }
         let f = match &self.ffn {
             Ffn::Dense(m) => {
-                m.forward_tapped(&normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
+                m.forward_tapped(normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
             }
-            Ffn::Moe(m) => m.forward_tapped(&normed, n, mode, tap)?,
+            Ffn::Moe(m) => m.forward_tapped(normed, n, mode, tap)?,
         };
         x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
         Ok(())
@@ -455,8 +467,9 @@ impl<S: TensorSource> LayerwiseRun<S> {
         self.pool.install(|| {
             chunks.par_iter_mut().try_for_each(|x| {
                 let (mut kv, n) = (Vec::new(), x.len() / h);
+                let mut normed = vec![0.0f32; x.len()];
                 let tap = Some(TapAt { tap, layer: i });
-                layer.forward(c, dims, opts, x, n, &mut kv, tap)
+                layer.forward(c, dims, opts, x, &mut normed, n, &mut kv, tap)
             })
         })?;
         self.next += 1;
