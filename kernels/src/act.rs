@@ -194,16 +194,14 @@ fn quantize_row(xr: &[f32], pieces: &[Piece], main: usize) -> (Vec<i8>, Vec<f32>
             rc[l / LANES].scale[l % LANES] = s;
         }
     }
-    let mut padded = qr[..main.min(qr.len())].to_vec();
-    padded.resize(main, 0);
-    for (src, dst) in padded.chunks_exact(CHUNK).zip(rc.iter_mut()) {
-        for (k, pair) in src.chunks_exact(2).enumerate() {
+    // The last chunk may be partial: what it lacks stays zero (`EMPTY_CHUNK`).
+    for (src, dst) in qr.chunks(CHUNK).zip(rc.iter_mut()) {
+        for (k, pair) in src.chunks(2).enumerate() {
             dst.even[k] = pair[0];
-            dst.odd[k] = pair[1];
+            dst.odd[k] = pair.get(1).copied().unwrap_or(0);
         }
-        for (l, corr) in dst.ncorr.iter_mut().enumerate() {
-            let sum: i32 = src[8 * l..8 * l + 8].iter().map(|&v| v as i32).sum();
-            *corr = -128 * sum;
+        for (lane, corr) in src.chunks(8).zip(dst.ncorr.iter_mut()) {
+            *corr = -128 * lane.iter().map(|&v| v as i32).sum::<i32>();
         }
     }
     (qr, ps, rc)
