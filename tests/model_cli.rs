@@ -104,30 +104,17 @@ fn eval_gives_perplexity_for_token_files() {
 #[test]
 fn run_streams_text_and_reports_speeds() {
     let tl = root().join("examples/tiny-lite");
-    let (ok, out, err) = tquant(&[
-        "run",
-        tl.to_str().unwrap(),
-        "--prompt",
-        "fn main() {",
-        "--max-tokens",
-        "24",
-    ]);
+    let tl = tl.to_str().unwrap();
+    let greedy = ["run", tl, "--prompt", "fn main() {", "--max-tokens", "24"];
+    let (ok, out, err) = tquant(&greedy);
     assert!(ok, "{err}");
     assert_eq!(out.len(), 24 + 1, "24 bytes and a newline: {out:?}");
     assert!(err.contains("prefill") && err.contains("decode") && err.contains("tokens/s"));
     // Greedy is deterministic; sampling with a seed is too.
-    let again = tquant(&[
+    assert_eq!(out, tquant(&greedy).1);
+    let sampled = [
         "run",
-        tl.to_str().unwrap(),
-        "--prompt",
-        "fn main() {",
-        "--max-tokens",
-        "24",
-    ]);
-    assert_eq!(out, again.1);
-    let s1 = tquant(&[
-        "run",
-        tl.to_str().unwrap(),
+        tl,
         "--prompt",
         "fn",
         "--max-tokens",
@@ -136,19 +123,8 @@ fn run_streams_text_and_reports_speeds() {
         "0.9",
         "--seed",
         "5",
-    ]);
-    let s2 = tquant(&[
-        "run",
-        tl.to_str().unwrap(),
-        "--prompt",
-        "fn",
-        "--max-tokens",
-        "24",
-        "--temperature",
-        "0.9",
-        "--seed",
-        "5",
-    ]);
+    ];
+    let (s1, s2) = (tquant(&sampled), tquant(&sampled));
     assert!(s1.0 && s1.1 == s2.1);
 }
 
