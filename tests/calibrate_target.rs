@@ -82,6 +82,27 @@ fn best_rtn(out: &Path) -> Value {
         .clone()
 }
 
+/// Asserts that `row` of `rows` loses at most `ratio` times what `best` loses, at no more bits
+/// per weight.
+fn assert_within(rows: &[Value], name: &str, best: &Value, ratio: f64) {
+    let r = row(rows, name);
+    let loss = |v: &Value| v["delta_bits_per_byte"].as_f64().unwrap();
+    let bits = |v: &Value| v["bits_per_weight"].as_f64().unwrap();
+    let (a, b) = (loss(r), loss(best));
+    eprintln!(
+        "{name} +{a:.4} at {:.3} bits/weight vs best RTN {} +{b:.4} at {:.3}",
+        bits(r),
+        best["format"],
+        bits(best)
+    );
+    assert!(
+        a <= ratio * b,
+        "{name} loses {a:.4}, {ratio}x the best RTN is {:.4}",
+        ratio * b
+    );
+    assert!(bits(r) <= bits(best));
+}
+
 #[test]
 #[ignore = "minutes; needs the held-out corpus (TQUANT_HELDOUT)"]
 fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
@@ -103,18 +124,7 @@ fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
             "65792",
         ],
     );
-    let auto = row(&cal, "auto+gptq");
-    let (a, b) = (
-        auto["delta_bits_per_byte"].as_f64().unwrap(),
-        best["delta_bits_per_byte"].as_f64().unwrap(),
-    );
-    eprintln!("auto+gptq +{a:.4} vs best RTN {} +{b:.4}", best["format"]);
-    assert!(
-        a <= 0.5 * b,
-        "auto+gptq loses {a:.4}, half the best RTN is {:.4}",
-        0.5 * b
-    );
-    assert!(auto["bits_per_weight"].as_f64() <= best["bits_per_weight"].as_f64());
+    assert_within(&cal, "auto+gptq", &best, 0.5);
 }
 
 #[test]
@@ -134,21 +144,7 @@ fn auto_calibrated_on_its_own_text_loses_at_most_0_8x_of_the_best_rtn_format() {
             "65536",
         ],
     );
-    let auto = row(&cal, "auto+gptq");
-    let (a, b) = (
-        auto["delta_bits_per_byte"].as_f64().unwrap(),
-        best["delta_bits_per_byte"].as_f64().unwrap(),
-    );
-    eprintln!(
-        "self-calibrated auto+gptq +{a:.4} vs best RTN {} +{b:.4}",
-        best["format"]
-    );
-    assert!(
-        a <= 0.8 * b,
-        "auto+gptq loses {a:.4}, 0.8x the best RTN is {:.4}",
-        0.8 * b
-    );
-    assert!(auto["bits_per_weight"].as_f64() <= best["bits_per_weight"].as_f64());
+    assert_within(&cal, "auto+gptq", &best, 0.8);
 }
 
 #[test]
@@ -161,19 +157,5 @@ fn weight_only_auto_on_blocks_of_32_loses_at_most_0_8x_of_the_best_rtn_format() 
         "32",
         &["--scale-dtype", "f16", "--formats", "auto+search"],
     );
-    let auto = row(&rows, "auto+search");
-    let (a, b) = (
-        auto["delta_bits_per_byte"].as_f64().unwrap(),
-        best["delta_bits_per_byte"].as_f64().unwrap(),
-    );
-    eprintln!(
-        "block-32 auto+search +{a:.4} at {} bits/weight vs best RTN {} +{b:.4} at {}",
-        auto["bits_per_weight"], best["format"], best["bits_per_weight"]
-    );
-    assert!(
-        a <= 0.8 * b,
-        "auto+search loses {a:.4}, 0.8x the best RTN is {:.4}",
-        0.8 * b
-    );
-    assert!(auto["bits_per_weight"].as_f64() <= best["bits_per_weight"].as_f64());
+    assert_within(&rows, "auto+search", &best, 0.8);
 }
