@@ -357,11 +357,19 @@ pub fn validate(opts: &ConvertOptions) -> Result<(), ConvertError> {
             "give the calibration either whole or in stages, not both".into(),
         ));
     }
-    let calibrated = opts.calibration.is_some() || opts.staged_calibration.is_some();
-    if calibrated && opts.layout != Layout::Tquant {
+    if opts.calibration.is_some() || opts.staged_calibration.is_some() {
+        check_layout(opts.layout)?;
+    }
+    Ok(())
+}
+
+/// GPTQ writes tquant's layout only; callers that prepare a calibration check this first, so
+/// the float model never runs for a conversion that cannot use it.
+pub fn check_layout(layout: Layout) -> Result<(), ConvertError> {
+    if layout != Layout::Tquant {
         return Err(ConvertError::Options(format!(
             "--calibrate needs --layout tquant ({} fixes its own quantizer)",
-            opts.layout.name()
+            layout.name()
         )));
     }
     Ok(())

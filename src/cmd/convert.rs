@@ -89,9 +89,8 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
     let mut opts = opts.with_scale_rule(rule)?;
-    if args.calibration.enabled() && opts.layout != Layout::Tquant {
-        // Before the model runs over the calibration text.
-        anyhow::bail!("--calibrate needs --layout tquant (GPTQ writes tquant's layout)");
+    if args.calibration.enabled() {
+        tquant_convert::calibration::check_layout(opts.layout)?;
     }
     let layerwise = args
         .calibration
