@@ -1,48 +1,36 @@
 //! `tquant report --calibrate`: every format gets a measured GPTQ twin row (`gptq:<format>`,
 //! `auto+gptq`), on the bundled tiny-lite model.
 
-use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use serde_json::Value;
+use support::{path, root, stdout_ok, tiny_lite};
 
 #[test]
 fn report_measures_calibrated_rows_beside_plain_ones() {
     let dir = tempfile::tempdir().unwrap();
     let text = root().join("tests/data/model/heldout_head.txt");
     let text = text.to_str().unwrap();
-    let model = root().join("examples/tiny-lite");
-    let out = Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args([
-            "report",
-            model.to_str().unwrap(),
-            "--text",
-            text,
-            "--max-bytes",
-            "4112",
-            "--formats",
-            "nf4,auto:nf4/int4_full",
-            // Disjoint from the 4112 bytes scored.
-            "--calibrate",
-            text,
-            "--calibrate-offset",
-            "60000",
-            "--calibrate-bytes",
-            "3000",
-            "-o",
-            dir.path().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let md = String::from_utf8(out.stdout).unwrap();
+    let model = tiny_lite();
+    let md = stdout_ok(&[
+        "report",
+        path(&model),
+        "--text",
+        text,
+        "--max-bytes",
+        "4112",
+        "--formats",
+        "nf4,auto:nf4/int4_full",
+        // Disjoint from the 4112 bytes scored.
+        "--calibrate",
+        text,
+        "--calibrate-offset",
+        "60000",
+        "--calibrate-bytes",
+        "3000",
+        "-o",
+        path(dir.path()),
+    ]);
     assert!(md.contains("`gptq:` and `+gptq` rows"), "{md}");
     assert!(md.contains("least output error"), "{md}");
     let report: Value =

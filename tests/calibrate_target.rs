@@ -12,9 +12,11 @@
 //! - weight-only `auto` with searched scales, spending the baseline's bits on blocks of 32 with
 //!   f16 scales instead of blocks of 64 with f32 ones, loses at most 0.8x as much.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use support::{path, root, stdout_ok, tiny_lite};
 
 fn heldout() -> PathBuf {
     let p = std::env::var("TQUANT_HELDOUT").unwrap_or("/work/shared/corpus/heldout.txt".into());
@@ -28,16 +30,16 @@ fn heldout() -> PathBuf {
 }
 
 fn head() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/model/heldout_head.txt")
+    root().join("tests/data/model/heldout_head.txt")
 }
 
 fn report(out: &Path, text: &Path, block: &str, extra: &[&str]) -> Vec<Value> {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-lite");
+    let model = tiny_lite();
     let mut args = vec![
         "report",
-        model.to_str().unwrap(),
+        path(&model),
         "--text",
-        text.to_str().unwrap(),
+        path(text),
         "--window",
         "256",
         "--max-bytes",
@@ -45,14 +47,10 @@ fn report(out: &Path, text: &Path, block: &str, extra: &[&str]) -> Vec<Value> {
         "--block",
         block,
         "-o",
-        out.to_str().unwrap(),
+        path(out),
     ];
     args.extend_from_slice(extra);
-    let o = Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stdout_ok(&args);
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     v["rows"].as_array().unwrap().clone()

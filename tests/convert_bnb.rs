@@ -3,13 +3,12 @@
 //! also takes bitsandbytes' double-quantized absmax (tests/data/convert/bnb_nf4_nested, made by
 //! the same script with --nested).
 
+mod support;
+
 use std::path::PathBuf;
+use support::root;
 use tquant::convert::convert::{NoProgress, RunOptions};
 use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy, Weight};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixture() -> PathBuf {
     root().join("tests/data/convert/bnb_nf4")
@@ -106,15 +105,7 @@ fn reader_dequantizes_double_quantized_bnb_like_bitsandbytes() {
         .fold(0.0, f64::max);
     assert!(rel > 0.0 && rel < 0.02, "{rel}");
     // inspect and the model loader take it (the model holds bnb tensors as f32).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args(["inspect", nested.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::stdout_ok(&["inspect", support::path(&nested), "--json"]);
 }
 
 fn assert_dequantizes_like_bitsandbytes(dir: &std::path::Path) {

@@ -2,37 +2,15 @@
 //! committed numpy reference (scripts/fixtures/report_reference.py), a short evaluated run, and
 //! bad input.
 
+mod support;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn model() -> PathBuf {
-    root().join("examples/tiny-lite")
-}
+use std::path::Path;
+use support::{root, stderr_of_failure, stdout_ok, tiny_lite as model};
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(root().join("tests/data/report/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn tquant(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tquant"))
-        .args(args)
-        .output()
-        .expect("runs tquant")
-}
-
-fn run_ok(args: &[&str]) {
-    let out = tquant(args);
-    assert!(
-        out.status.success(),
-        "tquant {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn read_json(path: &Path) -> Value {
@@ -90,7 +68,7 @@ fn assert_outputs(dir: &Path) -> Value {
 fn weights_only_matches_the_numpy_reference() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rep");
-    run_ok(&[
+    stdout_ok(&[
         "report",
         model().to_str().unwrap(),
         "--weights-only",
@@ -153,7 +131,7 @@ fn short_evaluated_report_has_every_column() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rep");
     let text = root().join("tests/data/report/text-sample.txt");
-    run_ok(&[
+    stdout_ok(&[
         "report",
         model().to_str().unwrap(),
         "--text",
@@ -199,18 +177,17 @@ fn bad_input_fails_with_a_message_naming_it() {
     let out = dir.path().join("rep");
     let o = out.to_str().unwrap();
     let missing = dir.path().join("no-such-model");
-    let r = tquant(&[
+    let e = stderr_of_failure(&[
         "report",
         missing.to_str().unwrap(),
         "--weights-only",
         "-o",
         o,
     ]);
-    assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("no-such-model"));
+    assert!(e.contains("no-such-model"));
 
     let m = model();
-    let r = tquant(&[
+    let e = stderr_of_failure(&[
         "report",
         m.to_str().unwrap(),
         "--weights-only",
@@ -219,13 +196,9 @@ fn bad_input_fails_with_a_message_naming_it() {
         "-o",
         o,
     ]);
-    assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("nf5"));
+    assert!(e.contains("nf5"));
 
-    let r = tquant(&["report", m.to_str().unwrap(), "-o", o]);
-    assert!(
-        !r.status.success(),
-        "--text is required without --weights-only"
-    );
+    // --text is required without --weights-only.
+    stderr_of_failure(&["report", m.to_str().unwrap(), "-o", o]);
     assert!(!out.exists(), "nothing written on failure");
 }
