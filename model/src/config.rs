@@ -1,5 +1,9 @@
-//! DeepSeek-V2 `config.json`: both rope spellings (the hub's `rope_theta` + `rope_scaling`, and
+//! DeepSeek-V2 and -V3 `config.json` (V2, V2-Lite, V2.5, Coder-V2; V3, R1, Kimi-K2 as
+//! `kimi_k2`, Moonlight): both rope spellings (the hub's `rope_theta` + `rope_scaling`, and
 //! transformers v5's `rope_parameters`), plain or low-rank queries, routing options.
+//!
+//! Configs written by transformers for V3 omit `scoring_func` and `topk_method` (its model
+//! hard-codes sigmoid + `noaux_tc`); they default from `model_type`.
 //!
 //! `head_dim` is deliberately ignored: transformers v5 writes `head_dim = qk_rope_head_dim`, which
 //! is not the attention head width of MLA.
@@ -15,6 +19,18 @@ pub enum TopkMethod {
     Greedy,
     /// Top-k among the experts of the `topk_group` groups with the largest maximum score (V2).
     GroupLimitedGreedy,
+    /// DeepSeek-V3's rule: sigmoid scores, a selection-only bias, groups ranked by the sum of
+    /// their two best biased scores.
+    NoauxTc,
+}
+
+/// The architecture generation, from `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `deepseek_v2`: softmax routing.
+    V2,
+    /// `deepseek_v3` or `kimi_k2`: sigmoid routing with `e_score_correction_bias`.
+    V3,
 }
 
 /// Rotary embedding of the decoupled rope part.
@@ -76,6 +92,7 @@ impl Yarn {
 /// The model configuration (only what the forward pass needs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -103,6 +120,9 @@ pub struct Config {
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub rope: RopeConfig,
+    /// Multi-token-prediction layers stored after the decoder layers (`model.layers.{L}..`);
+    /// the forward pass does not use them.
+    pub num_nextn_predict_layers: usize,
 }
 
 struct Fields<'a> {
@@ -198,34 +218,42 @@ impl Config {
             msg: "the top level is not a JSON object".into(),
         })?;
         let f = Fields { map, origin };
-        if let Some(t) = map.get("model_type").and_then(Value::as_str) {
-            if t != "deepseek_v2" {
+        let family = match f.str_or("model_type", "deepseek_v2")? {
+            "deepseek_v2" => Family::V2,
+            // Kimi-K2 is DeepSeek-V3's architecture under another name.
+            "deepseek_v3" | "kimi_k2" => Family::V3,
+            t => {
                 return Err(f.err(format!(
-                    "model_type `{t}` is not supported (only deepseek_v2)"
-                )));
+                    "model_type `{t}` is not supported (deepseek_v2, deepseek_v3, kimi_k2)"
+                )))
             }
-        }
+        };
         let act = f.str_or("hidden_act", "silu")?;
         if act != "silu" {
             return Err(f.err(format!("hidden_act `{act}` is not supported (only silu)")));
         }
-        let scoring = f.str_or("scoring_func", "softmax")?;
-        if scoring != "softmax" {
-            return Err(f.err(format!(
-                "scoring_func `{scoring}` is not supported (DeepSeek-V2 uses softmax)"
-            )));
+        let topk_method = parse_routing(&f, family)?;
+        if family == Family::V3 && !f.bool_or("rope_interleave", true)? {
+            return Err(f.err(
+                "rope_interleave false is not supported (DeepSeek-V3 checkpoints rotate \
+                 interleaved pairs)"
+                    .into(),
+            ));
         }
-        let topk_method = match f.str_or("topk_method", "greedy")? {
-            "greedy" => TopkMethod::Greedy,
-            "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
-            other => {
-                return Err(f.err(format!(
-                    "topk_method `{other}` is not supported (greedy, group_limited_greedy)"
-                )))
-            }
+        // Absent routing keys take the defaults of transformers' config class for the family.
+        let v3 = family == Family::V3;
+        let (groups, topk_groups, norm, scale) = if v3 {
+            (8, 4, true, 2.5)
+        } else {
+            (1, 1, false, 1.0)
+        };
+        let mtp = match f.opt_usize("num_nextn_predict_layers")? {
+            Some(n) => n,
+            None => f.usize_or("num_mtp_layers", 0)?,
         };
         let max_position_embeddings = f.usize_or("max_position_embeddings", 2048)?;
         let c = Config {
+            family,
             vocab_size: f.usize("vocab_size")?,
             hidden_size: f.usize("hidden_size")?,
             intermediate_size: f.usize("intermediate_size")?,
@@ -243,14 +271,15 @@ impl Config {
             first_k_dense_replace: f.usize_or("first_k_dense_replace", 0)?,
             moe_layer_freq: f.usize_or("moe_layer_freq", 1)?,
             topk_method,
-            n_group: f.usize_or("n_group", 1)?,
-            topk_group: f.usize_or("topk_group", 1)?,
-            norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
-            routed_scaling_factor: f.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+            n_group: f.usize_or("n_group", groups)?,
+            topk_group: f.usize_or("topk_group", topk_groups)?,
+            norm_topk_prob: f.bool_or("norm_topk_prob", norm)?,
+            routed_scaling_factor: f.opt_f64("routed_scaling_factor")?.unwrap_or(scale) as f32,
             rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
             max_position_embeddings,
             rope: parse_rope(&f, max_position_embeddings)?,
+            num_nextn_predict_layers: mtp,
         };
         c.validate(origin)?;
         Ok(c)
@@ -301,7 +330,7 @@ impl Config {
                         self.n_group
                     )));
                 }
-                if self.topk_method == TopkMethod::GroupLimitedGreedy
+                if self.topk_method != TopkMethod::Greedy
                     && (self.topk_group == 0
                         || self.topk_group > self.n_group
                         || self.topk_group * (e / self.n_group) < k)
@@ -348,6 +377,30 @@ impl Config {
             }
         }
         s as f32
+    }
+}
+
+/// `scoring_func` and `topk_method`, checked against the family: V2 routes with softmax
+/// (greedy or group-limited), V3 with sigmoid and `noaux_tc` only (as its modeling code).
+fn parse_routing(f: &Fields<'_>, family: Family) -> Result<TopkMethod, ModelError> {
+    let (scoring_default, method_default) = match family {
+        Family::V2 => ("softmax", "greedy"),
+        Family::V3 => ("sigmoid", "noaux_tc"),
+    };
+    let scoring = f.str_or("scoring_func", scoring_default)?;
+    let method = f.str_or("topk_method", method_default)?;
+    match (family, scoring, method) {
+        (Family::V2, "softmax", "greedy") => Ok(TopkMethod::Greedy),
+        (Family::V2, "softmax", "group_limited_greedy") => Ok(TopkMethod::GroupLimitedGreedy),
+        (Family::V3, "sigmoid", "noaux_tc") => Ok(TopkMethod::NoauxTc),
+        (Family::V2, _, _) => Err(f.err(format!(
+            "scoring_func `{scoring}` with topk_method `{method}` is not supported for \
+             deepseek_v2 (softmax with greedy or group_limited_greedy)"
+        ))),
+        (Family::V3, _, _) => Err(f.err(format!(
+            "scoring_func `{scoring}` with topk_method `{method}` is not supported for \
+             deepseek_v3 (sigmoid with noaux_tc)"
+        ))),
     }
 }
 
@@ -483,5 +536,157 @@ mod tests {
         let bad = LITE_V5.replace("\"rope_type\":\"default\"", "\"rope_type\":\"llama3\"");
         assert!(Config::from_json(&bad, "c").is_err());
         assert!(Config::from_json("[1]", "c").is_err());
+    }
+
+    /// DeepSeek-V3's hub config (R1 has the same keys), as published.
+    const V3_HUB: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],"model_type":"deepseek_v3",
+        "vocab_size":129280,"hidden_size":7168,"intermediate_size":18432,
+        "moe_intermediate_size":2048,"num_hidden_layers":61,"num_attention_heads":128,
+        "num_key_value_heads":128,"n_shared_experts":1,"n_routed_experts":256,
+        "routed_scaling_factor":2.5,"kv_lora_rank":512,"q_lora_rank":1536,"qk_rope_head_dim":64,
+        "v_head_dim":128,"qk_nope_head_dim":128,"topk_method":"noaux_tc","n_group":8,
+        "topk_group":4,"num_experts_per_tok":8,"moe_layer_freq":1,"first_k_dense_replace":3,
+        "norm_topk_prob":true,"scoring_func":"sigmoid","hidden_act":"silu",
+        "max_position_embeddings":163840,"rms_norm_eps":1e-06,"rope_theta":10000,
+        "rope_scaling":{"beta_fast":32,"beta_slow":1,"factor":40,"mscale":1.0,
+        "mscale_all_dim":1.0,"original_max_position_embeddings":4096,"type":"yarn"},
+        "num_nextn_predict_layers":1,"tie_word_embeddings":false,"torch_dtype":"bfloat16",
+        "quantization_config":{"activation_scheme":"dynamic","fmt":"e4m3",
+        "quant_method":"fp8","weight_block_size":[128,128]}}"#;
+
+    const KIMI_K2: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],"model_type":"kimi_k2",
+        "vocab_size":163840,"hidden_size":7168,"intermediate_size":18432,
+        "moe_intermediate_size":2048,"num_hidden_layers":61,"num_attention_heads":64,
+        "num_key_value_heads":64,"n_shared_experts":1,"n_routed_experts":384,
+        "routed_scaling_factor":2.827,"kv_lora_rank":512,"q_lora_rank":1536,
+        "qk_rope_head_dim":64,"v_head_dim":128,"qk_nope_head_dim":128,"topk_method":"noaux_tc",
+        "n_group":1,"topk_group":1,"num_experts_per_tok":8,"moe_layer_freq":1,
+        "first_k_dense_replace":1,"norm_topk_prob":true,"scoring_func":"sigmoid",
+        "aux_loss_alpha":0.001,"seq_aux":true,"hidden_act":"silu",
+        "max_position_embeddings":131072,"rms_norm_eps":1e-06,"rope_theta":50000.0,
+        "rope_scaling":{"beta_fast":1.0,"beta_slow":1.0,"factor":32.0,"mscale":1.0,
+        "mscale_all_dim":1.0,"original_max_position_embeddings":4096,"type":"yarn"},
+        "num_nextn_predict_layers":0,"tie_word_embeddings":false}"#;
+
+    const MOONLIGHT: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],
+        "model_type":"deepseek_v3","vocab_size":163840,"hidden_size":2048,
+        "intermediate_size":11264,"moe_intermediate_size":1408,"num_hidden_layers":27,
+        "num_attention_heads":16,"num_key_value_heads":16,"n_shared_experts":2,
+        "n_routed_experts":64,"ep_size":1,"routed_scaling_factor":2.446,"kv_lora_rank":512,
+        "q_lora_rank":null,"qk_rope_head_dim":64,"v_head_dim":128,"qk_nope_head_dim":128,
+        "topk_method":"noaux_tc","n_group":1,"topk_group":1,"num_experts_per_tok":6,
+        "moe_layer_freq":1,"first_k_dense_replace":1,"norm_topk_prob":true,
+        "scoring_func":"sigmoid","aux_loss_alpha":0.001,"seq_aux":true,"hidden_act":"silu",
+        "max_position_embeddings":8192,"rms_norm_eps":1e-05,"rope_theta":50000.0,
+        "rope_scaling":null,"num_nextn_predict_layers":0,"tie_word_embeddings":false}"#;
+
+    fn yarn_of(c: &Config) -> &Yarn {
+        match &c.rope.scaling {
+            RopeScaling::Yarn(y) => y,
+            s => panic!("yarn expected, got {s:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_deepseek_v3_hub_config() {
+        let c = Config::from_json(V3_HUB, "v3").unwrap();
+        assert_eq!(c.family, Family::V3);
+        assert_eq!(c.topk_method, TopkMethod::NoauxTc);
+        assert_eq!((c.n_group, c.topk_group, c.num_experts_per_tok), (8, 4, 8));
+        assert!(c.norm_topk_prob);
+        assert_eq!(c.routed_scaling_factor, 2.5);
+        assert_eq!(c.first_k_dense_replace, 3);
+        assert!(!c.is_moe_layer(2) && c.is_moe_layer(3) && c.is_moe_layer(60));
+        assert_eq!(c.num_nextn_predict_layers, 1);
+        assert_eq!(c.rms_norm_eps, 1e-6);
+        let y = yarn_of(&c);
+        assert_eq!((y.factor, y.beta_fast, y.beta_slow), (40.0, 32.0, 1.0));
+        assert!((y.rope_factor() - 1.0).abs() < 1e-12);
+        // reference/deepseek-v3.md section 3.1
+        assert!(
+            (c.softmax_scale() - 0.13523378).abs() < 1e-7,
+            "{}",
+            c.softmax_scale()
+        );
+    }
+
+    #[test]
+    fn parses_kimi_k2_as_deepseek_v3() {
+        let c = Config::from_json(KIMI_K2, "kimi").unwrap();
+        assert_eq!(c.family, Family::V3);
+        assert_eq!(c.topk_method, TopkMethod::NoauxTc);
+        assert_eq!((c.n_group, c.topk_group), (1, 1));
+        assert_eq!(c.n_routed_experts, Some(384));
+        assert_eq!(c.routed_scaling_factor, 2.827);
+        assert_eq!(c.num_nextn_predict_layers, 0);
+        assert_eq!(c.rope.theta, 50000.0);
+        let y = yarn_of(&c);
+        assert_eq!((y.factor, y.beta_fast, y.beta_slow), (32.0, 1.0, 1.0));
+        assert!(
+            (c.softmax_scale() - 0.13086080).abs() < 1e-7,
+            "{}",
+            c.softmax_scale()
+        );
+        // reference/deepseek-v3.md section 3.2: low 19, high 20, a hard switch.
+        let r = crate::rope::Rope::new(&c.rope, c.qk_rope_head_dim);
+        let base = |i: usize| 50000f32.powf(-((2 * i) as f32) / 64.0);
+        for (i, &f) in r.inv_freq().iter().enumerate() {
+            let ratio = base(i) / f;
+            let want = if i <= 19 { 1.0 } else { 32.0 };
+            assert!(
+                (ratio - want).abs() < 1e-3 * want,
+                "pair {i}: ratio {ratio}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_moonlight_with_plain_rope() {
+        let c = Config::from_json(MOONLIGHT, "moonlight").unwrap();
+        assert_eq!(c.family, Family::V3);
+        assert_eq!(c.q_lora_rank, None);
+        assert_eq!(c.rope.scaling, RopeScaling::None);
+        assert_eq!(c.rope.theta, 50000.0);
+        assert_eq!(c.rms_norm_eps, 1e-5);
+        assert_eq!((c.n_shared_experts, c.num_experts_per_tok), (2, 6));
+        assert!(
+            (c.softmax_scale() - 0.07216878).abs() < 1e-7,
+            "{}",
+            c.softmax_scale()
+        );
+    }
+
+    #[test]
+    fn v3_routing_defaults_from_model_type_when_keys_are_absent() {
+        // transformers writes V3 configs without scoring_func / topk_method, with num_mtp_layers.
+        let text = V3_HUB
+            .replace(r#""topk_method":"noaux_tc","#, "")
+            .replace(r#""scoring_func":"sigmoid","#, "")
+            .replace(r#""num_nextn_predict_layers":1"#, r#""num_mtp_layers":2"#);
+        let c = Config::from_json(&text, "v3").unwrap();
+        assert_eq!(c.topk_method, TopkMethod::NoauxTc);
+        assert_eq!(c.num_nextn_predict_layers, 2);
+        // V2's defaults stay softmax + greedy.
+        let c = Config::from_json(LITE_V5, "lite").unwrap();
+        assert_eq!((c.family, c.topk_method), (Family::V2, TopkMethod::Greedy));
+        assert_eq!(c.num_nextn_predict_layers, 0);
+    }
+
+    #[test]
+    fn routing_rule_must_fit_the_family() {
+        let bad = V3_HUB.replace(r#""scoring_func":"sigmoid""#, r#""scoring_func":"softmax""#);
+        let e = Config::from_json(&bad, "v3.json").unwrap_err().to_string();
+        assert!(e.contains("v3.json") && e.contains("softmax"), "{e}");
+        let bad = v2_hub().replace("group_limited_greedy", "noaux_tc");
+        let e = Config::from_json(&bad, "v2.json").unwrap_err().to_string();
+        assert!(e.contains("noaux_tc") && e.contains("deepseek_v2"), "{e}");
+        let bad = V3_HUB.replace(r#""topk_group":4"#, r#""topk_group":0"#);
+        assert!(Config::from_json(&bad, "v3").is_err());
+        let bad = V3_HUB.replace(r#""model_type":"deepseek_v3""#, r#""model_type":"llama""#);
+        let e = Config::from_json(&bad, "v3").unwrap_err().to_string();
+        assert!(e.contains("llama"), "{e}");
+        let bad = V3_HUB.replace(r#""tie_word_embeddings""#, r#""rope_interleave":false,"x""#);
+        let e = Config::from_json(&bad, "v3").unwrap_err().to_string();
+        assert!(e.contains("rope_interleave"), "{e}");
     }
 }

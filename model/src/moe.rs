@@ -1,5 +1,6 @@
 //! Feed-forward blocks: the SiLU-gated MLP (dense layers, routed and shared experts) and
-//! DeepSeekMoE routing (f32 softmax gate, greedy or group-limited top-k).
+//! DeepSeekMoE routing: V2's f32 softmax gate (greedy or group-limited top-k) and V3's sigmoid
+//! gate with a selection-only bias (`noaux_tc`).
 
 use crate::calibrate::{Record, Site, TapAt};
 use crate::config::{Config, TopkMethod};
@@ -133,13 +134,22 @@ impl Router {
         }
     }
 
-    /// Experts and weights for one token's router logits (DeepSeek's `MoEGate`): softmax,
-    /// optional group limit (groups ranked by their best expert), top-k, then either
-    /// renormalised (`norm_topk_prob`, k > 1) or scaled by `routed_scaling_factor`.
+    /// Experts and weights for one token's router logits (f32). `bias` is V3's
+    /// `e_score_correction_bias`, used by [`TopkMethod::NoauxTc`] only.
+    pub fn route(&self, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        match self.method {
+            TopkMethod::NoauxTc => self.route_v3(logits, bias),
+            TopkMethod::Greedy | TopkMethod::GroupLimitedGreedy => self.route_v2(logits),
+        }
+    }
+
+    /// DeepSeek's V2 `MoEGate`: softmax, optional group limit (groups ranked by their best
+    /// expert), top-k, then either renormalised (`norm_topk_prob`, k > 1) or scaled by
+    /// `routed_scaling_factor`.
     ///
     /// This is DeepSeek's own rule. transformers 5.24 ignores `norm_topk_prob` and always
     /// scales; the two agree for every released V2 config (`norm_topk_prob: false`).
-    pub fn route(&self, logits: &[f32]) -> Vec<(usize, f32)> {
+    fn route_v2(&self, logits: &[f32]) -> Vec<(usize, f32)> {
         let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut s: Vec<f32> = logits.iter().map(|&l| (l - m).exp()).collect();
         let sum: f32 = s.iter().sum();
@@ -167,6 +177,42 @@ impl Router {
         }
         w
     }
+
+    /// transformers' `DeepseekV3TopkRouter`: sigmoid scores `s`; the choice is made on
+    /// `s + bias`, groups ranked by the sum of their two best, experts outside the
+    /// `topk_group` best groups masked to -inf; the weights are the unbiased `s` of the chosen
+    /// experts, divided by their sum (+1e-20) when `norm_topk_prob`, then always multiplied
+    /// by `routed_scaling_factor`.
+    fn route_v3(&self, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        let s: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+        let mut c: Vec<f32> = match bias {
+            Some(b) => s.iter().zip(b).map(|(&v, &b)| v + b).collect(),
+            None => s.clone(),
+        };
+        if self.n_group > 1 {
+            let size = c.len() / self.n_group;
+            let group_score: Vec<f32> = c
+                .chunks(size)
+                .map(|g| top_indices(g, 2).iter().map(|&i| g[i]).sum())
+                .collect();
+            let keep = top_indices(&group_score, self.topk_group);
+            for (g, chunk) in c.chunks_mut(size).enumerate() {
+                if !keep.contains(&g) {
+                    chunk.fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+        let mut w: Vec<(usize, f32)> = top_indices(&c, self.top_k)
+            .into_iter()
+            .map(|i| (i, s[i]))
+            .collect();
+        if self.norm_topk_prob {
+            let t: f32 = w.iter().map(|p| p.1).sum::<f32>() + 1e-20;
+            w.iter_mut().for_each(|p| p.1 /= t);
+        }
+        w.iter_mut().for_each(|p| p.1 *= self.routed_scaling_factor);
+        w
+    }
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).
@@ -181,6 +227,8 @@ fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
 #[derive(Debug)]
 pub struct Moe {
     gate: Linear,
+    /// V3's `e_score_correction_bias` (selection only).
+    bias: Option<Vec<f32>>,
     experts: Vec<Mlp>,
     shared: Option<Mlp>,
     router: Router,
@@ -195,6 +243,13 @@ impl Moe {
             c.moe_intermediate_size,
         );
         let gate = ld.matrix(&format!("{p}.gate.weight"), e, h)?;
+        let bias = match c.topk_method {
+            // Stored F32 in released checkpoints; any float dtype is widened.
+            TopkMethod::NoauxTc => {
+                Some(ld.vector(&format!("{p}.gate.e_score_correction_bias"), e)?)
+            }
+            TopkMethod::Greedy | TopkMethod::GroupLimitedGreedy => None,
+        };
         let fused = format!("{p}.experts.gate_up_proj");
         let experts = if ld.src.contains(&fused) {
             // transformers v5 export: [E, 2 * Ie, H] (gate rows, then up rows) and [E, H, Ie].
@@ -225,6 +280,7 @@ impl Moe {
         };
         Ok(Self {
             gate,
+            bias,
             experts,
             shared,
             router: Router::from_config(c),
@@ -275,7 +331,7 @@ impl Moe {
         // For each expert, the tokens it serves and their weights.
         let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];
         for (t, l) in logits.chunks_exact(e).enumerate() {
-            for (j, w) in self.router.route(l) {
+            for (j, w) in self.router.route(l, self.bias.as_deref()) {
                 assigned[j].push((t, w));
             }
         }
@@ -341,7 +397,7 @@ mod tests {
     fn greedy_takes_global_top_k_scaled() {
         let l = [0.1, 2.0, -1.0, 1.5, 0.3, 1.9, 0.0, -2.0];
         let p = softmax(&l);
-        let r = router(TopkMethod::Greedy, 3, false, 2.5).route(&l);
+        let r = router(TopkMethod::Greedy, 3, false, 2.5).route(&l, None);
         let idx: Vec<usize> = r.iter().map(|x| x.0).collect();
         assert_eq!(idx, [1, 5, 3]);
         for (i, w) in r {
@@ -354,7 +410,7 @@ mod tests {
         // Groups of 2: {0,1} best 2.0, {2,3} best 1.5, {4,5} best 1.9, {6,7} best 0.0.
         // Top-2 groups are {0,1} and {4,5}; expert 3 (1.5) is excluded although it is 3rd overall.
         let l = [0.1, 2.0, -1.0, 1.5, 0.3, 1.9, 0.0, -2.0];
-        let r = router(TopkMethod::GroupLimitedGreedy, 3, false, 1.0).route(&l);
+        let r = router(TopkMethod::GroupLimitedGreedy, 3, false, 1.0).route(&l, None);
         let idx: Vec<usize> = r.iter().map(|x| x.0).collect();
         assert_eq!(idx, [1, 5, 4]);
     }
@@ -362,10 +418,67 @@ mod tests {
     #[test]
     fn norm_topk_prob_renormalises_without_scaling() {
         let l = [0.1, 2.0, -1.0, 1.5, 0.3, 1.9, 0.0, -2.0];
-        let r = router(TopkMethod::Greedy, 2, true, 16.0).route(&l);
+        let r = router(TopkMethod::Greedy, 2, true, 16.0).route(&l, None);
         let s: f32 = r.iter().map(|x| x.1).sum();
         assert!((s - 1.0).abs() < 1e-6);
         let p = softmax(&l);
         assert!((r[0].1 - p[1] / (p[1] + p[5])).abs() < 1e-6);
+    }
+
+    fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    const V3_LOGITS: [f32; 8] = [0.1, 2.0, -1.0, 1.5, 0.3, 1.9, 0.0, -2.0];
+    const V3_BIAS: [f32; 8] = [0.0, -0.9, 0.9, 0.2, 0.1, -0.3, 0.4, 0.05];
+
+    fn sorted(mut r: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
+        r.sort_by_key(|p| p.0);
+        r
+    }
+
+    #[test]
+    fn noaux_tc_groups_by_top2_sum_selects_with_bias_weighs_without() {
+        // s = sigmoid(l) = [.525 .881 .269 .818 .574 .870 .500 .119];
+        // c = s + b     = [.525 -.019 1.169 1.018 .674 .570 .900 .169].
+        // Group sums of the two best c: [.506 2.186 1.244 1.069] -> groups 1 and 2 (by their
+        // maximum it would be groups 1 and 3). Expert 1 has the best s but its bias drops it;
+        // expert 6 (c .900) is in a masked group. Top 3 of c: experts 2, 3, 4.
+        let r = router(TopkMethod::NoauxTc, 3, true, 2.5).route(&V3_LOGITS, Some(&V3_BIAS));
+        let r = sorted(r);
+        assert_eq!(r.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3, 4]);
+        let s: Vec<f32> = [2, 3, 4].iter().map(|&i| sigmoid(V3_LOGITS[i])).collect();
+        let total: f32 = s.iter().sum::<f32>() + 1e-20;
+        for (p, v) in r.iter().zip(&s) {
+            assert!((p.1 - 2.5 * v / total).abs() < 1e-6, "{r:?}");
+        }
+        // transformers' values for these inputs.
+        let want = [0.4048, 1.2306, 0.8646];
+        for (p, w) in r.iter().zip(want) {
+            assert!((p.1 - w).abs() < 1e-4, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn noaux_tc_always_scales_and_normalises_only_when_asked() {
+        let r =
+            sorted(router(TopkMethod::NoauxTc, 3, false, 2.5).route(&V3_LOGITS, Some(&V3_BIAS)));
+        for (i, w) in r {
+            assert!((w - 2.5 * sigmoid(V3_LOGITS[i])).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn noaux_tc_with_one_group_is_a_global_top_k_of_biased_scores() {
+        let mut r = router(TopkMethod::NoauxTc, 3, true, 1.0);
+        r.n_group = 1;
+        r.topk_group = 1;
+        // Biased: experts 2 (1.169), 3 (1.018), 6 (0.900); unbiased it would be 1, 5, 3.
+        let got = sorted(r.route(&V3_LOGITS, Some(&V3_BIAS)));
+        assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3, 6]);
+        let sum: f32 = got.iter().map(|p| p.1).sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        let got = sorted(r.route(&V3_LOGITS, None));
+        assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 3, 5]);
     }
 }
