@@ -65,6 +65,26 @@ fn layer_by_layer_equals_whole_model_with_q_lora_and_token_ids() {
     );
 }
 
+/// The same on the DeepSeek-V3-shaped fixture: sigmoid routing with a correction bias, routed
+/// experts run one at a time over all chunks, and an MTP layer (converted uncalibrated).
+#[test]
+fn layer_by_layer_equals_whole_model_on_deepseek_v3() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.bin");
+    let mut rng = tquant::formats::sample::Rng::new(4);
+    let tokens: Vec<u32> = (0..1200).map(|_| rng.below(128) as u32).collect();
+    let raw: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    std::fs::write(&ids, raw).unwrap();
+    check(
+        &root().join("tests/data/model/deepseek_v3_tiny"),
+        &ids,
+        "ids",
+        0,
+        &tokens,
+        "nf4",
+    );
+}
+
 /// Converts `model` with `--calibrate FILE` (layer by layer) and with the whole-model capture
 /// of the same `tokens` (read from FILE at `offset` in `unit`s), and compares the checkpoints.
 fn check(model: &Path, file: &Path, unit: &str, offset: usize, tokens: &[u32], format: &str) {

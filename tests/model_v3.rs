@@ -238,3 +238,30 @@ fn correlation(a: &[f32], b: &[f32]) -> f32 {
     }
     ab / (aa * bb).sqrt()
 }
+
+/// Calibration reads one expert of a fused 3-D tensor at a time: the slice equals that part of
+/// the whole tensor, and a matrix past the end is an error naming the tensor.
+#[test]
+fn one_expert_of_a_fused_tensor_is_read_alone() {
+    let src = checkpoint_source(&data("lite")).unwrap();
+    let name = "model.layers.1.mlp.experts.gate_up_proj";
+    let TensorData::Dense { shape, values } = src.tensor(name).unwrap() else {
+        panic!("{name} is stored as floats")
+    };
+    let per = shape[1] * shape[2];
+    let Some(Ok(TensorData::Dense {
+        shape: s3,
+        values: v3,
+    })) = src.part(name, 3)
+    else {
+        panic!("{name}: no slice")
+    };
+    assert_eq!(s3, [shape[1], shape[2]]);
+    assert!(v3 == values[3 * per..4 * per]);
+    let e = src.part(name, shape[0]).unwrap().unwrap_err().to_string();
+    assert!(e.contains(name) && e.contains("matrix 8"), "{e}");
+    // A 2-D tensor has no parts: the whole tensor is read instead.
+    assert!(src
+        .part("model.layers.0.self_attn.q_proj.weight", 0)
+        .is_none());
+}

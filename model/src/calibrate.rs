@@ -17,7 +17,8 @@
 
 use crate::config::Config;
 use crate::kernels;
-use crate::model::{LayerwiseRun, Logits, Model};
+use crate::layerwise::LayerwiseRun;
+use crate::model::{Logits, Model};
 use crate::weights::TensorSource;
 use crate::ModelError;
 use rayon::prelude::*;

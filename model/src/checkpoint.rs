@@ -10,7 +10,7 @@ use crate::ModelError;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tquant_convert::{Checkpoint, Layout, Weight};
+use tquant_convert::{Checkpoint, Layout, TensorView, Weight};
 
 /// A checkpoint as a [`TensorSource`].
 #[derive(Debug)]
@@ -57,6 +57,37 @@ impl CheckpointSource {
 impl TensorSource for CheckpointSource {
     fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
+    }
+
+    /// A float 3-D tensor's matrix is widened alone (one expert, not all of them).
+    fn part(&self, name: &str, index: usize) -> Option<Result<TensorData, ModelError>> {
+        let Ok(Weight::Dense(t)) = self.ckpt.get(name) else {
+            return None;
+        };
+        let &[n, rows, cols] = t.shape else {
+            return None;
+        };
+        if index >= n {
+            return Some(Err(ModelError::tensor(
+                name,
+                format!("has {n} matrices, asked for matrix {index}"),
+            )));
+        }
+        let per = t.bytes.len() / n;
+        let shape = [rows, cols];
+        let one = TensorView {
+            shape: &shape,
+            bytes: &t.bytes[index * per..(index + 1) * per],
+            ..t
+        };
+        Some(
+            one.to_f32()
+                .map(|values| TensorData::Dense {
+                    shape: shape.to_vec(),
+                    values,
+                })
+                .map_err(ModelError::from),
+        )
     }
 
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {

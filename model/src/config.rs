@@ -623,7 +623,7 @@ mod tests {
         let y = yarn_of(&c);
         assert_eq!((y.factor, y.beta_fast, y.beta_slow), (32.0, 1.0, 1.0));
         assert!(
-            (c.softmax_scale() - 0.13086080).abs() < 1e-7,
+            (c.softmax_scale() - 0.1308608).abs() < 1e-7,
             "{}",
             c.softmax_scale()
         );

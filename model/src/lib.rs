@@ -1,4 +1,4 @@
-//! tquant-model: a DeepSeek-V2 (MLA + DeepSeekMoE) forward pass on the CPU over float or
+//! tquant-model: a DeepSeek-V2 / V3 (MLA + DeepSeekMoE) forward pass on the CPU over float or
 //! block-quantized weights, with generation and bits-per-byte evaluation.
 //!
 //! Tensors come only through a [`TensorSource`] (a checkpoint read by tquant-convert, or tensors
@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod generate;
+pub mod layerwise;
 pub mod linear;
 pub mod model;
 pub mod moe;
@@ -30,8 +31,9 @@ pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
+pub use layerwise::LayerwiseRun;
 pub use linear::{Linear, Packed};
-pub use model::{KvCache, LayerwiseRun, Logits, Model, Options};
+pub use model::{KvCache, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;
 pub use weights::{MemorySource, QuantTensor, QuantizeOnLoad, TensorData, TensorSource};
 

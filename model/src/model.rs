@@ -1,4 +1,4 @@
-//! The DeepSeek-V2 decoder: embedding, layers of MLA + (dense MLP or DeepSeekMoE), final norm and
+//! The DeepSeek-V2 / V3 decoder: embedding, layers of MLA + (dense MLP or DeepSeekMoE), final norm and
 //! LM head; prefill of many tokens at once and single-token decode over a [`KvCache`].
 
 use crate::attention::{rms_norm, Attention, AttentionPath, Dims};
@@ -9,7 +9,6 @@ use crate::linear::Linear;
 use crate::moe::{Mlp, Moe};
 use crate::weights::{Loader, TensorSource};
 use crate::ModelError;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Run-time options.
@@ -40,17 +39,17 @@ pub enum Logits {
 }
 
 #[derive(Debug)]
-enum Ffn {
+pub(crate) enum Ffn {
     Dense(Mlp),
     Moe(Moe),
 }
 
 #[derive(Debug)]
-struct Layer {
+pub(crate) struct Layer {
     attn_norm: Vec<f32>,
     attn: Attention,
     ffn_norm: Vec<f32>,
-    ffn: Ffn,
+    pub(crate) ffn: Ffn,
 }
 
 /// The compressed KV cache: per layer, `kv_lora_rank + qk_rope_head_dim` values per token.
@@ -320,10 +319,22 @@ impl Model {
 impl Layer {
     /// Decoder layer `i`'s weights.
     fn load(ld: &Loader, c: &Config, i: usize) -> Result<Self, ModelError> {
+        Self::load_with(ld, c, i, true)
+    }
+
+    /// Decoder layer `i`'s weights, a MoE layer's routed experts only if `routed`.
+    pub(crate) fn load_with(
+        ld: &Loader,
+        c: &Config,
+        i: usize,
+        routed: bool,
+    ) -> Result<Self, ModelError> {
         let h = c.hidden_size;
         let p = format!("model.layers.{i}");
-        let ffn = if c.is_moe_layer(i) {
+        let ffn = if c.is_moe_layer(i) && routed {
             Ffn::Moe(Moe::load(ld, c, i)?)
+        } else if c.is_moe_layer(i) {
+            Ffn::Moe(Moe::load_without_experts(ld, c, i)?)
         } else {
             Ffn::Dense(Mlp::load(ld, &format!("{p}.mlp"), c.intermediate_size, h)?)
         };
@@ -335,10 +346,10 @@ impl Layer {
         })
     }
 
-    /// This layer over `x` (`[n, hidden]`, updated in place), appending to its cache `kv`;
-    /// `normed` is scratch of `x`'s size.
+    /// The attention half: `x += attention(norm(x))` (appending to `kv`), then `normed` =
+    /// the feed-forward block's normalised input.
     #[allow(clippy::too_many_arguments)]
-    fn forward(
+    pub(crate) fn attend(
         &self,
         c: &Config,
         dims: &Dims,
@@ -368,6 +379,25 @@ impl Layer {
         if let Some(t) = tap {
             t.record(Site::FfnInput, normed, n, None);
         }
+        Ok(())
+    }
+
+    /// This layer over `x` (`[n, hidden]`, updated in place), appending to its cache `kv`;
+    /// `normed` is scratch of `x`'s size.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        c: &Config,
+        dims: &Dims,
+        opts: &Options,
+        x: &mut [f32],
+        normed: &mut [f32],
+        n: usize,
+        kv: &mut Vec<f32>,
+        tap: Option<TapAt<'_>>,
+    ) -> Result<(), ModelError> {
+        self.attend(c, dims, opts, x, normed, n, kv, tap)?;
+        let mode = opts.mode;
         let f = match &self.ffn {
             Ffn::Dense(m) => {
                 m.forward_tapped(normed, n, mode, tap.map(|t| t.at(Site::MlpAct, None)))?
@@ -379,106 +409,8 @@ impl Layer {
     }
 }
 
-/// The model run one decoder layer at a time over fixed chunks of tokens, each chunk from an
-/// empty cache (calibration): only the current layer's weights and every chunk's hidden state
-/// (`tokens x hidden` f32 in all) are held, whatever the model's size.
-pub struct LayerwiseRun<S: TensorSource> {
-    config: Config,
-    dims: Dims,
-    src: S,
-    opts: Options,
-    pool: rayon::ThreadPool,
-    /// Each chunk's hidden state after the layers run so far, `[n, hidden]`.
-    chunks: Vec<Vec<f32>>,
-    next: usize,
-}
-
-impl<S: TensorSource> std::fmt::Debug for LayerwiseRun<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerwiseRun")
-            .field("chunks", &self.chunks.len())
-            .field("next", &self.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: TensorSource> LayerwiseRun<S> {
-    /// Embeds `tokens` in chunks of `window` (a shorter last chunk included).
-    pub fn new(
-        config: Config,
-        src: S,
-        opts: Options,
-        tokens: &[u32],
-        window: usize,
-    ) -> Result<Self, ModelError> {
-        if window == 0 {
-            return Err(ModelError::Input(
-                "the window must be at least 1 token".into(),
-            ));
-        }
-        let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let embed = Loader { src: &src }.matrix("model.embed_tokens.weight", vocab, h)?;
-        let chunks = tokens
-            .chunks(window)
-            .map(|chunk| embed_rows(&embed, chunk, h, vocab))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            dims: Dims::new(&config),
-            pool: build_pool(opts.threads)?,
-            config,
-            src,
-            opts,
-            chunks,
-            next: 0,
-        })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The source the layers are loaded from.
-    pub fn source(&self) -> &S {
-        &self.src
-    }
-
-    /// The index of the layer [`LayerwiseRun::next_layer`] runs next.
-    pub fn next_index(&self) -> usize {
-        self.next
-    }
-
-    /// Loads the next decoder layer, runs every chunk through it (in parallel) showing `tap`
-    /// its linear layers' inputs, and drops it; returns its index.
-    pub fn next_layer(&mut self, tap: &dyn Tap) -> Result<usize, ModelError> {
-        let i = self.next;
-        if i >= self.config.num_hidden_layers {
-            return Err(ModelError::Input(format!(
-                "all {i} layers have run already"
-            )));
-        }
-        let layer = Layer::load(&Loader { src: &self.src }, &self.config, i)?;
-        let (c, dims, opts, h) = (
-            &self.config,
-            &self.dims,
-            &self.opts,
-            self.config.hidden_size,
-        );
-        let chunks = &mut self.chunks;
-        self.pool.install(|| {
-            chunks.par_iter_mut().try_for_each(|x| {
-                let (mut kv, n) = (Vec::new(), x.len() / h);
-                let mut normed = vec![0.0f32; x.len()];
-                let tap = Some(TapAt { tap, layer: i });
-                layer.forward(c, dims, opts, x, &mut normed, n, &mut kv, tap)
-            })
-        })?;
-        self.next += 1;
-        Ok(i)
-    }
-}
-
 /// The embedding rows of `tokens`, `[n, hidden]`.
-fn embed_rows(
+pub(crate) fn embed_rows(
     embed: &Linear,
     tokens: &[u32],
     h: usize,
@@ -496,7 +428,7 @@ fn embed_rows(
     Ok(x)
 }
 
-fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
+pub(crate) fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

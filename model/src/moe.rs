@@ -229,29 +229,22 @@ pub struct Moe {
     gate: Linear,
     /// V3's `e_score_correction_bias` (selection only).
     bias: Option<Vec<f32>>,
+    /// Empty when loaded without them ([`Moe::load_without_experts`]).
     experts: Vec<Mlp>,
     shared: Option<Mlp>,
     router: Router,
+    n_experts: usize,
 }
+
+/// For each routed expert, the tokens it serves and their routing weights.
+pub(crate) type Assignment = Vec<Vec<(usize, f32)>>;
 
 impl Moe {
     pub(crate) fn load(ld: &Loader<'_>, c: &Config, i: usize) -> Result<Self, ModelError> {
-        let p = format!("model.layers.{i}.mlp");
-        let (h, e, ie) = (
-            c.hidden_size,
-            c.n_routed_experts.unwrap_or(0),
-            c.moe_intermediate_size,
-        );
-        let gate = ld.matrix(&format!("{p}.gate.weight"), e, h)?;
-        let bias = match c.topk_method {
-            // Stored F32 in released checkpoints; any float dtype is widened.
-            TopkMethod::NoauxTc => {
-                Some(ld.vector(&format!("{p}.gate.e_score_correction_bias"), e)?)
-            }
-            TopkMethod::Greedy | TopkMethod::GroupLimitedGreedy => None,
-        };
+        let mut moe = Self::load_without_experts(ld, c, i)?;
+        let (p, h, e, ie) = Self::dims(c, i);
         let fused = format!("{p}.experts.gate_up_proj");
-        let experts = if ld.src.contains(&fused) {
+        moe.experts = if ld.src.contains(&fused) {
             // transformers v5 export: [E, 2 * Ie, H] (gate rows, then up rows) and [E, H, Ie].
             let gu = ld.stacked(&fused, e, 2 * ie, h)?;
             let down = ld.stacked(&format!("{p}.experts.down_proj"), e, h, ie)?;
@@ -265,8 +258,37 @@ impl Moe {
                 .collect()
         } else {
             (0..e)
-                .map(|j| Mlp::load(ld, &format!("{p}.experts.{j}"), ie, h))
+                .map(|j| Self::load_expert(ld, c, i, j))
                 .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(moe)
+    }
+
+    /// `(tensor prefix, hidden, routed experts, expert width)` of layer `i`.
+    fn dims(c: &Config, i: usize) -> (String, usize, usize, usize) {
+        (
+            format!("model.layers.{i}.mlp"),
+            c.hidden_size,
+            c.n_routed_experts.unwrap_or(0),
+            c.moe_intermediate_size,
+        )
+    }
+
+    /// The router and the shared experts only: routed experts are loaded one at a time with
+    /// [`Moe::load_expert`] and run with [`Moe::run_expert`].
+    pub(crate) fn load_without_experts(
+        ld: &Loader<'_>,
+        c: &Config,
+        i: usize,
+    ) -> Result<Self, ModelError> {
+        let (p, h, e, ie) = Self::dims(c, i);
+        let gate = ld.matrix(&format!("{p}.gate.weight"), e, h)?;
+        let bias = match c.topk_method {
+            // Stored F32 in released checkpoints; any float dtype is widened.
+            TopkMethod::NoauxTc => {
+                Some(ld.vector(&format!("{p}.gate.e_score_correction_bias"), e)?)
+            }
+            TopkMethod::Greedy | TopkMethod::GroupLimitedGreedy => None,
         };
         let shared = if c.n_shared_experts > 0 {
             Some(Mlp::load(
@@ -281,10 +303,37 @@ impl Moe {
         Ok(Self {
             gate,
             bias,
-            experts,
+            experts: Vec::new(),
             shared,
             router: Router::from_config(c),
+            n_experts: e,
         })
+    }
+
+    /// Routed expert `j` of layer `i` alone (of a fused 3-D tensor, only its matrices).
+    pub(crate) fn load_expert(
+        ld: &Loader<'_>,
+        c: &Config,
+        i: usize,
+        j: usize,
+    ) -> Result<Mlp, ModelError> {
+        let (p, h, e, ie) = Self::dims(c, i);
+        let fused = format!("{p}.experts.gate_up_proj");
+        if !ld.src.contains(&fused) {
+            return Mlp::load(ld, &format!("{p}.experts.{j}"), ie, h);
+        }
+        let gu = ld.stacked_one(&fused, j, e, 2 * ie, h)?;
+        let down = ld.stacked_one(&format!("{p}.experts.down_proj"), j, e, h, ie)?;
+        Ok(Mlp {
+            gate_up: GateUp::Fused(gu),
+            down,
+            width: ie,
+        })
+    }
+
+    /// Routed experts of this block.
+    pub(crate) fn n_experts(&self) -> usize {
+        self.n_experts
     }
 
     pub(crate) fn linears(&self) -> Vec<&Linear> {
@@ -326,50 +375,86 @@ impl Moe {
         tap: Option<TapAt<'_>>,
     ) -> Result<Vec<f32>, ModelError> {
         let h = x.len() / n.max(1);
+        let assigned = self.assign(x, n, mode)?;
+        let work = n * self.router.top_k * 3 * h * self.experts.first().map_or(0, |m| m.width);
+        let outputs = crate::map_range(self.experts.len(), work, |j| {
+            Self::run_expert(&self.experts[j], j, x, &assigned[j], mode, tap)
+        })?;
+        let mut y = vec![0.0f32; n * h];
+        for (toks, out) in assigned.iter().zip(&outputs) {
+            if let Some(out) = out {
+                add_weighted(&mut y, toks, out);
+            }
+        }
+        self.add_shared(&mut y, x, n, mode, tap)?;
+        Ok(y)
+    }
+
+    /// The router's choice for every token of `x` (`[n, hidden]`).
+    pub(crate) fn assign(&self, x: &[f32], n: usize, mode: Mode) -> Result<Assignment, ModelError> {
         let logits = self.gate.apply(x, n, mode)?;
-        let e = self.experts.len();
-        // For each expert, the tokens it serves and their weights.
-        let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];
+        let e = self.n_experts;
+        let mut assigned: Assignment = vec![Vec::new(); e];
         for (t, l) in logits.chunks_exact(e).enumerate() {
             for (j, w) in self.router.route(l, self.bias.as_deref()) {
                 assigned[j].push((t, w));
             }
         }
-        let work = n * self.router.top_k * 3 * h * self.experts.first().map_or(0, |m| m.width);
-        let outputs = crate::map_range(e, work, |j| {
-            let toks = &assigned[j];
-            if toks.is_empty() {
-                return Ok(None);
-            }
-            let xs: Vec<f32> = toks
-                .iter()
-                .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
-                .collect();
-            let Some(t) = tap else {
-                return self.experts[j].forward(&xs, toks.len(), mode).map(Some);
-            };
-            let weights: Vec<f32> = toks.iter().map(|p| p.1).collect();
-            t.record(Site::ExpertInput(j), &xs, toks.len(), Some(&weights));
-            let act = Some(t.at(Site::ExpertAct(j), Some(&weights)));
-            self.experts[j]
-                .forward_tapped(&xs, toks.len(), mode, act)
-                .map(Some)
-        })?;
-        let mut y = vec![0.0f32; n * h];
-        for (toks, out) in assigned.iter().zip(&outputs) {
-            let Some(out) = out else { continue };
-            for (&(t, w), o) in toks.iter().zip(out.chunks_exact(h)) {
-                y[t * h..(t + 1) * h]
-                    .iter_mut()
-                    .zip(o)
-                    .for_each(|(a, &b)| *a += w * b);
-            }
+        Ok(assigned)
+    }
+
+    /// Expert `j` over its tokens `toks` of `x` (`[toks, hidden]` out; `None` without tokens),
+    /// showing `tap` its inputs.
+    pub(crate) fn run_expert(
+        expert: &Mlp,
+        j: usize,
+        x: &[f32],
+        toks: &[(usize, f32)],
+        mode: Mode,
+        tap: Option<TapAt<'_>>,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
+        if toks.is_empty() {
+            return Ok(None);
         }
+        let h = expert.down.rows();
+        let xs: Vec<f32> = toks
+            .iter()
+            .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+            .collect();
+        let Some(t) = tap else {
+            return expert.forward(&xs, toks.len(), mode).map(Some);
+        };
+        let weights: Vec<f32> = toks.iter().map(|p| p.1).collect();
+        t.record(Site::ExpertInput(j), &xs, toks.len(), Some(&weights));
+        let act = Some(t.at(Site::ExpertAct(j), Some(&weights)));
+        expert.forward_tapped(&xs, toks.len(), mode, act).map(Some)
+    }
+
+    /// `y += shared(x)`, after the routed experts' contributions (their order of addition).
+    pub(crate) fn add_shared(
+        &self,
+        y: &mut [f32],
+        x: &[f32],
+        n: usize,
+        mode: Mode,
+        tap: Option<TapAt<'_>>,
+    ) -> Result<(), ModelError> {
         if let Some(s) = &self.shared {
             let sy = s.forward_tapped(x, n, mode, tap.map(|t| t.at(Site::SharedAct, None)))?;
             y.iter_mut().zip(&sy).for_each(|(a, &b)| *a += b);
         }
-        Ok(y)
+        Ok(())
+    }
+}
+
+/// `y[t] += w * out[k]` for the k-th routed token `(t, w)`.
+pub(crate) fn add_weighted(y: &mut [f32], toks: &[(usize, f32)], out: &[f32]) {
+    let h = out.len() / toks.len().max(1);
+    for (&(t, w), o) in toks.iter().zip(out.chunks_exact(h)) {
+        y[t * h..(t + 1) * h]
+            .iter_mut()
+            .zip(o)
+            .for_each(|(a, &b)| *a += w * b);
     }
 }
 

@@ -45,6 +45,11 @@ pub trait TensorSource: Sync {
     fn contains(&self, name: &str) -> bool;
     /// The tensor `name`; an error names the file and the tensor.
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError>;
+    /// Matrix `index` of the 3-D tensor `name` (one expert of a fused tensor) read without the
+    /// others, where the source can; `None`: only whole tensors (the default).
+    fn part(&self, _name: &str, _index: usize) -> Option<Result<TensorData, ModelError>> {
+        None
+    }
 }
 
 /// Tensors held in memory, optionally in front of another source (e.g. a checkpoint whose
@@ -85,6 +90,13 @@ impl<'a> MemorySource<'a> {
 impl TensorSource for MemorySource<'_> {
     fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name) || self.fallback.is_some_and(|f| f.contains(name))
+    }
+
+    fn part(&self, name: &str, index: usize) -> Option<Result<TensorData, ModelError>> {
+        match (self.tensors.contains_key(name), self.fallback) {
+            (false, Some(f)) => f.part(name, index),
+            _ => None,
+        }
     }
 
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
@@ -156,6 +168,39 @@ impl Loader<'_> {
             ));
         }
         to_linears(name, t, experts, rows, cols)
+    }
+}
+
+impl Loader<'_> {
+    /// Matrix `index` of a fused `[experts, rows, cols]` tensor, read alone where the source
+    /// can (else the whole tensor is read and the other matrices dropped).
+    pub fn stacked_one(
+        &self,
+        name: &str,
+        index: usize,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Linear, ModelError> {
+        if !self.src.contains(name) {
+            return Err(ModelError::tensor(name, "missing from the checkpoint"));
+        }
+        match self.src.part(name, index) {
+            Some(t) => {
+                let t = t?;
+                if t.shape() != [rows, cols] {
+                    return Err(ModelError::tensor(
+                        name,
+                        format!(
+                            "matrix {index} has shape {:?}, expected [{rows}, {cols}]",
+                            t.shape()
+                        ),
+                    ));
+                }
+                Ok(to_linears(name, t, 1, rows, cols)?.remove(0))
+            }
+            None => Ok(self.stacked(name, experts, rows, cols)?.swap_remove(index)),
+        }
     }
 }
 
