@@ -19,11 +19,8 @@ use std::path::PathBuf;
 /// What can go wrong reading a tokenizer or a template, or turning text into ids and back.
 #[derive(Debug, thiserror::Error)]
 pub enum TextError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
     #[error("{}: {msg}", dir.display())]

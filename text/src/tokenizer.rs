@@ -28,10 +28,10 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(err) => {
             return Err(TextError::Io {
                 path: path.into(),
-                source,
+                err,
             })
         }
     };
@@ -98,7 +98,7 @@ impl Tokenizer {
         if !dir.is_dir() {
             return Err(TextError::Io {
                 path: dir.into(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
             });
         }
         let file = dir.join("tokenizer.json");

@@ -43,7 +43,7 @@ impl Vocabulary {
         if !dir.is_dir() {
             return Err(TextError::Io {
                 path: dir.into(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
             });
         }
         let other = OTHER_TOKENIZERS.iter().find(|f| dir.join(f).is_file());
