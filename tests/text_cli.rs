@@ -558,3 +558,52 @@ fn report_and_calibration_tokenize_text_with_the_models_tokenizer() {
         "{e}"
     );
 }
+
+/// Every "prefill: N tokens" count of a run's output, in order.
+fn prefills(text: &str) -> Vec<usize> {
+    text.lines()
+        .filter_map(|l| l.find("prefill: ").map(|i| &l[i + 9..]))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn chat_on_a_terminal_is_a_conversation_that_keeps_its_history() {
+    // `script` gives the run a terminal for its standard input.
+    let m = models();
+    let cmd = format!(
+        "{} run {} --chat --system 'Be brief.' --max-tokens 4",
+        env!("CARGO_BIN_EXE_tquant"),
+        path(&m.eos)
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("Hi there\n中文 please\n\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Each answer stops at EOS at once (empty); the second prompt holds the whole conversation.
+    let system = Message::new("system", "Be brief.");
+    let first = [system.clone(), Message::new("user", "Hi there")];
+    let second = [
+        system,
+        Message::new("user", "Hi there"),
+        Message::new("assistant", ""),
+        Message::new("user", "中文 please"),
+    ];
+    let want = vec![
+        chat_prompt_tokens(&m.eos, &first),
+        chat_prompt_tokens(&m.eos, &second),
+    ];
+    assert_eq!(prefills(&text), want, "{text}");
+}
