@@ -28,10 +28,12 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Print a model's logits for a list of token ids, as JSON.
     Logits(cmd::logits::Args),
-    /// Bits per byte (or perplexity) of a model on a text.
+    /// Bits per byte and perplexity of a model on a text (or perplexity on token ids).
     Eval(cmd::eval::Args),
-    /// Generate text from a prompt.
+    /// Generate text from a prompt, or chat.
     Run(cmd::run::Args),
+    /// Token ids of a text with a model's tokenizer.json, or the text of ids.
+    Tokenize(cmd::tokenize::Args),
     /// Accuracy-vs-area report across formats.
     Report(cmd::report::Args),
     /// Measure the dequant-matmul kernels against the f32 path and memory bandwidth.
@@ -48,6 +50,7 @@ fn main() {
         Command::Logits(a) => cmd::logits::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -7,6 +7,7 @@
 use crate::model::{Logits, Model};
 use crate::ModelError;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Summed negative log-likelihood of scored tokens.
@@ -50,11 +51,23 @@ pub fn score_windows(
     window: usize,
     max_tokens: usize,
 ) -> Result<Score, ModelError> {
+    score_windows_observed(model, tokens, window, max_tokens, &|_, _| {})
+}
+
+/// [`score_windows`], calling `done(chunks done, chunks)` as chunks finish (for progress).
+pub fn score_windows_observed(
+    model: &Model,
+    tokens: &[u32],
+    window: usize,
+    max_tokens: usize,
+    done: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Score, ModelError> {
     if window == 0 {
         return Err(ModelError::Input(
             "the window must be at least 1 token".into(),
         ));
     }
+    check_window(model, window)?;
     let data = &tokens[..tokens.len().min(max_tokens)];
     let chunk = window + 1;
     if data.len() < chunk {
@@ -64,17 +77,21 @@ pub fn score_windows(
         )));
     }
     let vocab = model.config().vocab_size;
+    let chunks = data.len() / chunk;
+    let finished = AtomicUsize::new(0);
     let start = Instant::now();
     let bits: Vec<f64> = model.install(|| {
         data.par_chunks_exact(chunk)
             .map(|c| {
                 let mut cache = model.new_cache();
                 let logits = model.forward_here(&c[..window], &mut cache, Logits::All)?;
-                Ok(logits
+                let bits = logits
                     .chunks_exact(vocab)
                     .zip(&c[1..])
                     .map(|(l, &t)| bits_of(l, t as usize))
-                    .sum())
+                    .sum();
+                done(finished.fetch_add(1, Ordering::Relaxed) + 1, chunks);
+                Ok(bits)
             })
             .collect::<Result<_, ModelError>>()
     })?;
@@ -83,6 +100,32 @@ pub fn score_windows(
         tokens: bits.len() * window,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuses a window the model has no positions for: a chunk runs `window` tokens from position
+/// 0, and the window must leave the chunk's last position inside `max_position_embeddings`.
+pub fn check_window(model: &Model, window: usize) -> Result<(), ModelError> {
+    let limit = model.config().max_position_embeddings;
+    if window + 1 > limit {
+        return Err(ModelError::Input(format!(
+            "a window of {window} tokens needs {} positions; the model's \
+             max_position_embeddings is {limit}, so the window can be at most {}",
+            window + 1,
+            limit.saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes of text the scored tokens of [`score_windows`] cover: `ends[i]` is the byte offset
+/// where token `i` ends. In each chunk of `window + 1` tokens the first is context only, so a
+/// chunk covers the bytes after its first token's end up to its last token's end.
+pub fn scored_bytes(ends: &[usize], window: usize, max_tokens: usize) -> usize {
+    let chunk = window + 1;
+    ends[..ends.len().min(max_tokens)]
+        .chunks_exact(chunk)
+        .map(|c| c[window].saturating_sub(c[0]))
+        .sum()
 }
 
 /// Bits per byte of `text` for a model whose token ids are byte values (vocabulary 256).
@@ -127,6 +170,17 @@ mod tests {
     fn bits_of_uniform_is_log2_vocab() {
         let l = vec![0.5f32; 256];
         assert!((bits_of(&l, 7) - 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn scored_bytes_leave_out_each_chunks_first_token_and_the_tail() {
+        // Tokens of 1, 3, 2, 1, 4, 2, 2 bytes; windows of 2 make chunks (0..3) and (3..6).
+        let ends = [1, 4, 6, 7, 11, 13, 15];
+        assert_eq!(scored_bytes(&ends, 2, usize::MAX), (6 - 1) + (13 - 7));
+        assert_eq!(scored_bytes(&ends, 2, 5), 5);
+        // Byte tokens: each chunk scores `window` bytes.
+        let bytes: Vec<usize> = (1..=700).collect();
+        assert_eq!(scored_bytes(&bytes, 64, usize::MAX), 640);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Token generation: one prefill of the prompt, then one decode step per new token over the
-//! compressed KV cache. Greedy by default, or temperature sampling with a seed.
+//! compressed KV cache. Greedy by default, or seeded sampling with temperature, top-k and top-p.
 
 use crate::model::{Logits, Model};
 use crate::ModelError;
@@ -14,6 +14,15 @@ pub enum Sampler {
     Greedy,
     /// Sampled from `softmax(logits / temperature)`.
     Temperature { temperature: f32, rng: Rng },
+    /// Sampled from `softmax(logits / temperature)` cut to the `top_k` most likely tokens
+    /// (0: all), then to the fewest most likely whose probabilities add up to `top_p` (1: all),
+    /// as transformers' `TopKLogitsWarper` and `TopPLogitsWarper` do.
+    Filtered {
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        rng: Rng,
+    },
 }
 
 impl Sampler {
@@ -29,9 +38,47 @@ impl Sampler {
         }
     }
 
+    /// Greedy for `temperature <= 0`; otherwise seeded sampling, cut to `top_k` tokens (0: no
+    /// cut) and the `top_p` nucleus (1: no cut).
+    pub fn with_filters(
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ModelError::Input(format!(
+                "top-p must be in (0, 1], got {top_p}"
+            )));
+        }
+        if !temperature.is_finite() {
+            return Err(ModelError::Input(format!(
+                "the temperature must be a finite number, got {temperature}"
+            )));
+        }
+        if temperature <= 0.0 {
+            return Ok(Self::Greedy);
+        }
+        if top_k == 0 && top_p >= 1.0 {
+            return Ok(Self::new(temperature, seed));
+        }
+        Ok(Self::Filtered {
+            temperature,
+            top_k,
+            top_p,
+            rng: Rng::new(seed),
+        })
+    }
+
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         match self {
             Self::Greedy => argmax(logits) as u32,
+            Self::Filtered {
+                temperature,
+                top_k,
+                top_p,
+                rng,
+            } => pick_filtered(logits, *temperature, *top_k, *top_p, rng),
             Self::Temperature { temperature, rng } => {
                 let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let w: Vec<f64> = logits
@@ -49,6 +96,54 @@ impl Sampler {
             }
         }
     }
+}
+
+/// Sampling from the top-k tokens, then the top-p nucleus of those; ties in order of id.
+fn pick_filtered(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, rng: &mut Rng) -> u32 {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    let k = if top_k == 0 {
+        order.len()
+    } else {
+        top_k.min(order.len())
+    };
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_logit);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_logit);
+    let m = logits[order[0] as usize];
+    let mut w: Vec<f64> = order
+        .iter()
+        .map(|&i| (((logits[i as usize] - m) / temperature) as f64).exp())
+        .collect();
+    if top_p < 1.0 {
+        // Keep tokens while the probability mass before them is below top_p (at least one).
+        let total: f64 = w.iter().sum();
+        let mut before = 0.0;
+        let keep = w
+            .iter()
+            .take_while(|&&x| {
+                let keep = before < top_p as f64 * total;
+                before += x;
+                keep
+            })
+            .count()
+            .max(1);
+        w.truncate(keep);
+    }
+    let mut u = rng.uniform() * w.iter().sum::<f64>();
+    for (&i, &x) in order.iter().zip(&w) {
+        if u < x {
+            return i;
+        }
+        u -= x;
+    }
+    order[0]
 }
 
 /// Index of the largest value (first among ties).
@@ -94,6 +189,7 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(ModelError::Input("the prompt is empty".into()));
     }
+    check_context(model, prompt.len(), max_tokens)?;
     let mut stats = Stats {
         prompt_tokens: prompt.len(),
         ..Stats::default()
@@ -118,6 +214,19 @@ pub fn generate(
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = out.len();
     Ok((out, stats))
+}
+
+/// Refuses a generation that would run past the model's `max_position_embeddings`.
+pub fn check_context(model: &Model, prompt: usize, max_tokens: usize) -> Result<(), ModelError> {
+    let limit = model.config().max_position_embeddings;
+    if prompt + max_tokens > limit {
+        return Err(ModelError::Input(format!(
+            "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {} positions, \
+             more than the model's max_position_embeddings ({limit})",
+            prompt + max_tokens
+        )));
+    }
+    Ok(())
 }
 
 /// Calibration text the model writes itself, for calibration without calibration data: `total`
@@ -181,5 +290,67 @@ mod tests {
         assert!(!picks.contains(&2));
         let ones = picks.iter().filter(|&&p| p == 1).count() as f64 / 4000.0;
         assert!((ones - 0.75).abs() < 0.03, "{ones}");
+    }
+
+    fn frequencies(s: &mut Sampler, logits: &[f32], n: usize) -> Vec<f64> {
+        let mut f = vec![0.0; logits.len()];
+        for _ in 0..n {
+            f[s.pick(logits) as usize] += 1.0 / n as f64;
+        }
+        f
+    }
+
+    #[test]
+    fn top_k_and_top_p_cut_the_distribution() {
+        // Probabilities 0.4, 0.3, 0.2, 0.1 (ids 3, 0, 2, 1).
+        let logits = [0.3f32.ln(), 0.1f32.ln(), 0.2f32.ln(), 0.4f32.ln()];
+        let f = frequencies(
+            &mut Sampler::with_filters(1.0, 2, 1.0, 5).unwrap(),
+            &logits,
+            6000,
+        );
+        assert_eq!((f[1], f[2]), (0.0, 0.0), "{f:?}");
+        assert!((f[3] - 4.0 / 7.0).abs() < 0.03, "{f:?}");
+        // top-p 0.75: 0.4 + 0.3 < 0.75, so 0.2 joins; 0.1 does not.
+        let f = frequencies(
+            &mut Sampler::with_filters(1.0, 0, 0.75, 5).unwrap(),
+            &logits,
+            6000,
+        );
+        assert_eq!(f[1], 0.0, "{f:?}");
+        assert!((f[2] - 2.0 / 9.0).abs() < 0.03, "{f:?}");
+        // top-p 0.65 is reached by 0.4 + 0.3; a tiny top-p keeps the most likely token.
+        let f = frequencies(
+            &mut Sampler::with_filters(1.0, 0, 0.65, 5).unwrap(),
+            &logits,
+            2000,
+        );
+        assert_eq!((f[1], f[2]), (0.0, 0.0), "{f:?}");
+        let f = frequencies(
+            &mut Sampler::with_filters(1.0, 0, 1e-6, 5).unwrap(),
+            &logits,
+            100,
+        );
+        assert!((f[3] - 1.0).abs() < 1e-9, "{f:?}");
+        // Both: top-k 3 then top-p 0.5 of the renormalized 0.4/0.9, 0.3/0.9.
+        let f = frequencies(
+            &mut Sampler::with_filters(1.0, 3, 0.5, 5).unwrap(),
+            &logits,
+            4000,
+        );
+        assert_eq!((f[1], f[2]), (0.0, 0.0), "{f:?}");
+        assert!((f[3] - 4.0 / 7.0).abs() < 0.03, "{f:?}");
+        let seq = |seed| {
+            let mut s = Sampler::with_filters(0.8, 3, 0.9, seed).unwrap();
+            (0..64).map(|_| s.pick(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(9), seq(9));
+        assert_ne!(seq(9), seq(10));
+        assert!(Sampler::with_filters(1.0, 0, 0.0, 1).is_err());
+        assert!(Sampler::with_filters(1.0, 0, 1.5, 1).is_err());
+        assert!(matches!(
+            Sampler::with_filters(0.0, 5, 0.5, 1).unwrap(),
+            Sampler::Greedy
+        ));
     }
 }

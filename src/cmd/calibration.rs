@@ -2,6 +2,7 @@
 //! float model over the calibration text and collects every linear layer's input statistics for
 //! GPTQ (see docs/calibration.md).
 
+use super::text_input::{self, TokenizedText};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, TensorSource}
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
     /// Calibration-aware quantization (GPTQ): run the float model over FILE and quantize each
-    /// matrix with error feedback from the statistics of its real inputs. FILE is text, read
-    /// byte by byte (byte-vocabulary models), or token ids with --calibrate-ids.
+    /// matrix with error feedback from the statistics of its real inputs. FILE is text,
+    /// tokenized with the model's tokenizer.json (byte by byte for a byte vocabulary), or token
+    /// ids with --calibrate-ids.
     #[arg(long, value_name = "FILE")]
     pub calibrate: Option<PathBuf>,
     /// Calibration without calibration data: the float model writes N tokens itself (sequences
@@ -89,42 +91,45 @@ impl CalibrateArgs {
         })
     }
 
-    /// The calibration tokens: FILE's bytes (or ids) from the offset, at most the length asked.
-    fn tokens(&self, file: &Path, vocab: usize) -> Result<(Vec<u32>, String)> {
+    /// The calibration tokens: FILE's bytes from the offset, at most the length asked, tokenized
+    /// with the model's tokenizer.json (byte by byte for a byte vocabulary); or FILE's ids.
+    fn tokens(&self, file: &Path, model: &Path, vocab: usize) -> Result<(Vec<u32>, String)> {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let all: Vec<u32> = if self.calibrate_ids {
-            read_token_ids(&bytes).with_context(|| file.display().to_string())?
+        let ids = if self.calibrate_ids {
+            Some(read_token_ids(&bytes).with_context(|| file.display().to_string())?)
         } else {
-            if vocab != 256 {
-                bail!(
-                    "--calibrate {}: text is read byte by byte, but this model's vocabulary has \
-                     {vocab} tokens; give token ids with --calibrate-ids",
-                    file.display()
-                );
-            }
-            bytes.iter().map(|&b| b as u32).collect()
+            None
         };
-        let start = self.calibrate_offset.min(all.len());
+        let (unit, len) = match &ids {
+            Some(ids) => ("ids", ids.len()),
+            None => ("bytes", bytes.len()),
+        };
+        let start = self.calibrate_offset.min(len);
         let end = match self.calibrate_bytes {
-            Some(n) => start.saturating_add(n).min(all.len()),
-            None => all.len(),
+            Some(n) => start.saturating_add(n).min(len),
+            None => len,
         };
         if start >= end {
             bail!(
-                "--calibrate {}: nothing left after --calibrate-offset {} ({} {} in the file)",
+                "--calibrate {}: nothing left after --calibrate-offset {} ({len} {unit} in the file)",
                 file.display(),
                 self.calibrate_offset,
-                all.len(),
-                if self.calibrate_ids { "ids" } else { "bytes" }
             );
         }
-        let unit = if self.calibrate_ids { "ids" } else { "bytes" };
+        let tokens = match ids {
+            Some(ids) => ids[start..end].to_vec(),
+            None => {
+                let v = text_input::vocabulary(model, vocab, "--calibrate-ids")
+                    .with_context(|| format!("--calibrate {}", file.display()))?;
+                TokenizedText::from_bytes(&v, &bytes, file, start, Some(end - start))?.ids
+            }
+        };
         let source = format!(
             "{} {unit} {start}..{end}, window {}",
             file.display(),
             self.calibrate_window
         );
-        Ok((all[start..end].to_vec(), source))
+        Ok((tokens, source))
     }
 
     /// Whether --calibrate or --calibrate-self was given.
@@ -169,7 +174,7 @@ impl CalibrateArgs {
         let config = tquant_model::Config::from_path(model)
             .with_context(|| format!("loading {} for calibration", model.display()))?;
         let (tokens, source) = match (&self.calibrate, self.calibrate_self) {
-            (Some(file), _) => self.tokens(file, config.vocab_size)?,
+            (Some(file), _) => self.tokens(file, model, config.vocab_size)?,
             (None, Some(n)) => {
                 refuse_if_float_model_exceeds_memory(&src)?;
                 let f = float.insert(open_float(model, threads)?);

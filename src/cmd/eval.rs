@@ -1,13 +1,19 @@
-//! `tquant eval`: bits per byte (byte vocabularies) or perplexity (token ids) of a model on a text.
+//! `tquant eval`: bits per byte and perplexity of a model on a text (tokenized with the model's
+//! tokenizer.json, or byte by byte for a byte vocabulary), or perplexity on token ids.
 
 use super::model_args::ModelArgs;
+use super::progress;
+use super::text_input::{self, TokenizedText};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use tquant_model::eval::{bits_per_byte, read_token_ids, score_windows};
+use tquant_model::eval::{read_token_ids, score_windows_observed, Score};
+use tquant_model::Model;
+use tquant_text::Vocabulary;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Text file scored byte by byte (models with a 256-token byte vocabulary).
+    /// Text file: tokenized with the model's tokenizer.json (or byte by byte for a 256-token
+    /// byte vocabulary); reports bits per byte and perplexity.
     #[arg(
         long,
         conflicts_with = "tokens_file",
@@ -20,12 +26,12 @@ pub struct Args {
     /// Tokens scored per chunk; each chunk holds window + 1 tokens.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
-    /// Use only the first N bytes of --text.
-    #[arg(long, default_value_t = usize::MAX)]
-    pub max_bytes: usize,
-    /// Use only the first N ids of --tokens-file.
-    #[arg(long, default_value_t = usize::MAX)]
-    pub max_tokens: usize,
+    /// Use only the first N bytes of --text (cut before tokenizing; default: all).
+    #[arg(long, value_name = "N")]
+    pub max_bytes: Option<usize>,
+    /// Use only the first N ids of --tokens-file (default: all).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -33,28 +39,32 @@ pub struct Args {
     pub model: ModelArgs,
 }
 
+fn score(model: &Model, ids: &[u32], window: usize, max: Option<usize>) -> Result<Score> {
+    let bar = progress::bar(0);
+    bar.set_message("chunks scored");
+    let s = score_windows_observed(model, ids, window, max.unwrap_or(usize::MAX), &|d, n| {
+        bar.set_length(n as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(s)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let model = args.model.open()?;
     if let Some(path) = &args.text {
-        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let s = bits_per_byte(&model, &text, args.window, args.max_bytes)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "bits_per_byte": s.bits_per_token(),
-                    "tokens": s.tokens,
-                    "seconds": s.seconds,
-                })
-            );
+        let vocab = text_input::vocabulary(
+            &args.model.model,
+            model.config().vocab_size,
+            "--tokens-file",
+        )?;
+        let text = TokenizedText::read(&vocab, path, 0, args.max_bytes)?;
+        let s = score(&model, &text.ids, args.window, None)
+            .with_context(|| format!("scoring {}", path.display()))?;
+        if matches!(vocab, Vocabulary::Bytes) {
+            print_bytes(&s, args.json);
         } else {
-            println!(
-                "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)",
-                s.bits_per_token(),
-                s.tokens,
-                s.seconds,
-                s.tokens as f64 / s.seconds
-            );
+            print_text(&s, text.scored_bytes(args.window), args.json);
         }
         return Ok(());
     }
@@ -63,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let ids = read_token_ids(&bytes).with_context(|| path.display().to_string())?;
-    let s = score_windows(&model, &ids, args.window, args.max_tokens)?;
+    let s = score(&model, &ids, args.window, args.max_tokens)?;
     if args.json {
         println!(
             "{}",
@@ -84,4 +94,54 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A byte vocabulary: a token is a byte.
+fn print_bytes(s: &Score, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bits_per_byte": s.bits_per_token(),
+                "tokens": s.tokens,
+                "seconds": s.seconds,
+            })
+        );
+    } else {
+        println!(
+            "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)",
+            s.bits_per_token(),
+            s.tokens,
+            s.seconds,
+            s.tokens as f64 / s.seconds
+        );
+    }
+}
+
+/// A tokenized text: per token, and per byte of the text the scored tokens cover.
+fn print_text(s: &Score, bytes: usize, json: bool) {
+    let bpb = text_input::bits_per_byte(s, bytes);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bits_per_byte": bpb,
+                "perplexity": s.perplexity(),
+                "bits_per_token": s.bits_per_token(),
+                "tokens": s.tokens,
+                "bytes": bytes,
+                "seconds": s.seconds,
+            })
+        );
+    } else {
+        println!(
+            "bits per byte {bpb:.4} over {bytes} bytes; perplexity {:.4} ({:.4} bits per token) \
+             over {} tokens ({:.1} s, {:.0} tokens/s)",
+            s.perplexity(),
+            s.bits_per_token(),
+            s.tokens,
+            s.seconds,
+            s.tokens as f64 / s.seconds
+        );
+    }
 }

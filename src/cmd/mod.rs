@@ -9,6 +9,11 @@ pub mod formats;
 pub mod inspect;
 pub mod logits;
 pub mod model_args;
+/// Progress bars on a terminal.
+pub mod progress;
 pub mod report;
 pub mod run;
+/// Text files as token ids, shared by eval, report and --calibrate.
+pub mod text_input;
+pub mod tokenize;
 pub mod verify;

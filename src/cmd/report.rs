@@ -8,9 +8,9 @@ mod plot;
 mod table;
 
 use super::calibration::{calibrated_variant_name, describe, CalibrateArgs};
+use super::progress;
+use super::text_input::{self, TokenizedText};
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tquant_convert::calibration::Calibration;
@@ -20,13 +20,15 @@ use tquant_formats::{area, BlockSize, ScaleDtype};
 pub struct Args {
     /// Checkpoint directory with the original (unquantized) weights.
     pub model: PathBuf,
-    /// Text for bits per byte (a byte-vocabulary model); not needed with --weights-only.
+    /// Text for bits per byte (tokenized with the model's tokenizer.json, or byte by byte for a
+    /// byte vocabulary); not needed with --weights-only.
     #[arg(long, required_unless_present = "weights_only")]
     pub text: Option<PathBuf>,
-    /// Bytes scored per chunk: each chunk of window + 1 bytes scores its last `window`.
+    /// Tokens scored per chunk: each chunk of window + 1 tokens scores its last `window`.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
-    /// Use the first N bytes of the text (a trailing partial chunk is dropped).
+    /// Use the first N bytes of the text, cut before tokenizing (a trailing partial chunk is
+    /// dropped).
     #[arg(long, default_value_t = 65792)]
     pub max_bytes: usize,
     /// `all` (every catalog format, sf4_fit, sf4_search, auto, auto+search) or a comma-separated
@@ -56,7 +58,9 @@ pub struct Args {
 
 struct Eval {
     config: tquant_model::Config,
-    text: Vec<u8>,
+    ids: Vec<u32>,
+    /// Bytes of the text the scored tokens cover.
+    bytes: usize,
     path: PathBuf,
 }
 
@@ -70,38 +74,28 @@ pub fn run(args: Args) -> Result<()> {
         None => variants,
     };
     let eval = match (&args.text, args.weights_only) {
-        (Some(path), false) => Some(Eval {
-            config: tquant_model::Config::from_path(&args.model)?,
-            text: std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            path: path.clone(),
-        }),
+        (Some(path), false) => {
+            let config = tquant_model::Config::from_path(&args.model)?;
+            let vocab = text_input::vocabulary(&args.model, config.vocab_size, "`tquant eval`")?;
+            let text = TokenizedText::read(&vocab, path, 0, Some(args.max_bytes))?;
+            Some(Eval {
+                bytes: text.scored_bytes(args.window),
+                ids: text.ids,
+                config,
+                path: path.clone(),
+            })
+        }
         _ => None,
     };
 
     let steps = variants.len() as u64 + u64::from(eval.is_some());
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(steps);
-        b.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress::bar(steps);
 
     let mut baseline = None;
     if let Some(e) = &eval {
         bar.set_message("f32 baseline");
-        let s = measure::bits_per_byte(
-            &source,
-            &e.config,
-            Vec::new(),
-            &e.text,
-            args.window,
-            args.max_bytes,
-        )?;
+        let s =
+            measure::bits_per_byte(&source, &e.config, Vec::new(), &e.ids, args.window, e.bytes)?;
         baseline = Some(s);
         bar.inc(1);
     }
@@ -111,16 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         let q = measure::quantize_checkpoint(ckpt, v)?;
         let mut m = q.measured;
         if let Some(e) = &eval {
-            let s = measure::bits_per_byte(
-                &source,
-                &e.config,
-                q.tensors,
-                &e.text,
-                args.window,
-                args.max_bytes,
-            )
-            .with_context(|| format!("evaluating {}", v.name))?;
-            m.bits_per_byte = Some(s.bits_per_token());
+            let s =
+                measure::bits_per_byte(&source, &e.config, q.tensors, &e.ids, args.window, e.bytes)
+                    .with_context(|| format!("evaluating {}", v.name))?;
+            m.bits_per_byte = Some(s);
         }
         measured.push(m);
         bar.inc(1);
@@ -129,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let coef = area::calibrated();
     let checks = area::check_against_table10();
-    let rows = table::build_rows(&measured, baseline.map(|s| s.bits_per_token()), &coef);
+    let rows = table::build_rows(&measured, baseline, &coef);
     let loss = if eval.is_some() {
         "delta_bits_per_byte"
     } else {
@@ -140,12 +128,12 @@ pub fn run(args: Args) -> Result<()> {
         text: eval.as_ref().map(|e| e.path.display().to_string()),
         window: eval.as_ref().map(|_| args.window),
         max_bytes: eval.as_ref().map(|_| args.max_bytes),
-        scored_bytes: baseline.map(|s| s.tokens),
+        scored_bytes: eval.as_ref().map(|e| e.bytes),
         block: args.block.to_string(),
         scale_dtype: args.scale_dtype.name().to_string(),
         weights_only: eval.is_none(),
         calibration: calibration.as_deref().map(describe),
-        bits_per_byte_f32: baseline.map(|s| s.bits_per_token()),
+        bits_per_byte_f32: baseline,
         accuracy_loss: loss,
         nmse_definition:
             "sum of squared errors / sum of squared weights over every quantized tensor",

@@ -229,23 +229,23 @@ fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
     })
 }
 
-/// Bits per byte of the checkpoint with `quantized` tensors in front of the originals.
+/// Bits per byte of the checkpoint with `quantized` tensors in front of the originals, on `ids`
+/// scored in windows, whose scored tokens cover `bytes` bytes of text.
 pub fn bits_per_byte(
     base: &CheckpointSource,
     config: &tquant_model::Config,
     quantized: Vec<(String, TensorData)>,
-    text: &[u8],
+    ids: &[u32],
     window: usize,
-    max_bytes: usize,
-) -> Result<tquant_model::eval::Score> {
+    bytes: usize,
+) -> Result<f64> {
     let mut src = MemorySource::over(base);
     for (name, t) in quantized {
         src.insert(name, t);
     }
     let model = tquant_model::Model::from_source(config.clone(), &src, Default::default())?;
-    Ok(tquant_model::eval::bits_per_byte(
-        &model, text, window, max_bytes,
-    )?)
+    let score = tquant_model::eval::score_windows(&model, ids, window, usize::MAX)?;
+    Ok(score.bits / bytes as f64)
 }
 
 #[cfg(test)]
