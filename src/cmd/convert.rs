@@ -179,7 +179,7 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
             out,
             "dropped {} tensor(s) (--drop): {}",
             s.dropped.len(),
-            s.dropped.join(", ")
+            some_names(&s.dropped)
         )?;
     }
     if !s.dequantized.is_empty() {
@@ -187,7 +187,7 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
             out,
             "{} FP8 tensor(s) kept unquantized, written dequantized as BF16: {}",
             s.dequantized.len(),
-            s.dequantized.join(", ")
+            some_names(&s.dequantized)
         )?;
     }
     let mut nus: Vec<f64> = s
@@ -225,4 +225,14 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
         s.mb_per_s,
         s.threads
     )
+}
+
+/// The first few names of a list, and how many more there are.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        let _ = write!(text, ", ... ({} more)", names.len() - SHOWN);
+    }
+    text
 }
