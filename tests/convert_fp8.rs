@@ -78,10 +78,7 @@ fn sharded_fp8_tiny_lite_dequantizes_like_torch() {
     assert!(digests.len() > 40, "{}", digests.len());
     // Layer 1's scales sit in the other shard.
     let q = "model.layers.1.self_attn.q_proj.weight";
-    assert_ne!(
-        ckpt.shard_of(q),
-        ckpt.shard_of(ckpt.fp8_scales(q).unwrap())
-    );
+    assert_ne!(ckpt.shard_of(q), ckpt.shard_of(ckpt.fp8_scales(q).unwrap()));
     for (name, digest) in &digests {
         let t = ckpt.raw(name).unwrap();
         assert_eq!(t.dtype, Dtype::F8_E4M3, "{name}");
@@ -127,7 +124,10 @@ fn verify(quantized: &Path) -> Value {
 fn converts_fp8_to_nf4_and_sf4_without_scale_inv_or_fp8_config() {
     let tmp = tempfile::tempdir().unwrap();
     let fp8_weights = torch_digests().len();
-    for (dir, extra, bound) in [("nf4", &["--format", "nf4"][..], 0.02), ("sf4", &[][..], 0.02)] {
+    for (dir, extra, bound) in [
+        ("nf4", &["--format", "nf4"][..], 0.02),
+        ("sf4", &[][..], 0.02),
+    ] {
         let out = tmp.path().join(dir);
         let summary = convert(&out, extra);
         assert_eq!(summary["quantized"].as_u64().unwrap() as usize, fp8_weights);
@@ -142,7 +142,10 @@ fn converts_fp8_to_nf4_and_sf4_without_scale_inv_or_fp8_config() {
         assert!(!index.contains("_scale_inv"));
         let q = &config_of(&out)["quantization_config"];
         assert_eq!(q["quant_method"], "tquant", "{q}");
-        assert!(q.get("fmt").is_none() && q.get("weight_block_size").is_none(), "{q}");
+        assert!(
+            q.get("fmt").is_none() && q.get("weight_block_size").is_none(),
+            "{q}"
+        );
         let v = verify(&out);
         let nmse = v["nmse"].as_f64().unwrap();
         assert!(nmse > 0.0 && nmse < bound, "{dir}: nmse {nmse}");
@@ -177,7 +180,10 @@ fn an_excluded_fp8_weight_is_written_dequantized_as_bf16() {
         "--exclude",
         "*.o_proj.weight",
     ]);
-    assert!(text.contains("3 FP8 tensor(s) kept unquantized, written dequantized as BF16"), "{text}");
+    assert!(
+        text.contains("3 FP8 tensor(s) kept unquantized, written dequantized as BF16"),
+        "{text}"
+    );
     let original = Checkpoint::open(fp8_tiny()).unwrap();
     let ckpt = Checkpoint::open(&out).unwrap();
     for name in dequantized {
@@ -202,7 +208,10 @@ fn an_excluded_fp8_weight_is_written_dequantized_as_bf16() {
 fn drop_leaves_tensors_out_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q");
-    let summary = convert(&out, &["--drop", "model.layers.2.*", "--drop", "lm_head.weight"]);
+    let summary = convert(
+        &out,
+        &["--drop", "model.layers.2.*", "--drop", "lm_head.weight"],
+    );
     let mut dropped: Vec<&str> = summary["dropped"]
         .as_array()
         .unwrap()
@@ -217,13 +226,18 @@ fn drop_leaves_tensors_out_and_says_so() {
         .collect();
     assert_eq!(dropped, want);
     let stored = stored_names(&out);
-    assert!(stored.iter().all(|n| !n.starts_with("model.layers.2.") && n != "lm_head.weight"));
+    assert!(stored
+        .iter()
+        .all(|n| !n.starts_with("model.layers.2.") && n != "lm_head.weight"));
     assert!(stored.iter().any(|n| n.starts_with("model.layers.1.")));
     let index: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(index["metadata"]["dropped"].as_array().unwrap().len(), want.len());
+    assert_eq!(
+        index["metadata"]["dropped"].as_array().unwrap().len(),
+        want.len()
+    );
     assert_eq!(
         config_of(&out)["quantization_config"]["drop"],
         serde_json::json!(["model.layers.2.*", "lm_head.weight"])
@@ -236,7 +250,10 @@ fn drop_leaves_tensors_out_and_says_so() {
         "--drop",
         "lm_head.weight",
     ]);
-    assert!(text.contains("dropped 1 tensor(s) (--drop): lm_head.weight"), "{text}");
+    assert!(
+        text.contains("dropped 1 tensor(s) (--drop): lm_head.weight"),
+        "{text}"
+    );
     // A glob that names nothing is a mistake, not a no-op.
     let err = stderr_of_failure(&[
         "convert",
@@ -246,7 +263,10 @@ fn drop_leaves_tensors_out_and_says_so() {
         "--drop",
         "model.layers.61.*",
     ]);
-    assert!(err.contains("--drop 'model.layers.61.*' matches no tensor"), "{err}");
+    assert!(
+        err.contains("--drop 'model.layers.61.*' matches no tensor"),
+        "{err}"
+    );
     assert!(!tmp.path().join("none").exists());
 }
 
@@ -272,7 +292,10 @@ fn f32_copy(dir: &Path) {
         })
         .collect();
     let mut config = ckpt.config().unwrap().clone();
-    config.as_object_mut().unwrap().remove("quantization_config");
+    config
+        .as_object_mut()
+        .unwrap()
+        .remove("quantization_config");
     write_checkpoint(dir, &[specs], &config);
 }
 
@@ -304,4 +327,58 @@ fn logits_and_eval_of_the_fp8_original_equal_its_f32_dequantization() {
     let bpb = eval(&fp8_tiny());
     assert_eq!(bpb, eval(&f32_dir));
     assert!(bpb > 0.5 && bpb < 8.0, "{bpb}");
+}
+
+/// The stored bytes of every tensor of a converted checkpoint, by name.
+fn stored_tensors(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let ckpt = Checkpoint::open(dir).unwrap();
+    ckpt.raw_names()
+        .map(|n| (n.to_string(), ckpt.raw(n).unwrap().bytes.to_vec()))
+        .collect()
+}
+
+#[test]
+fn calibrated_conversion_of_fp8_equals_that_of_its_f32_dequantization() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_dir = tmp.path().join("f32");
+    f32_copy(&f32_dir);
+    let text = root().join("tests/data/model/heldout_head.txt");
+    let calibrated = |input: &Path, out: &Path| {
+        stdout_ok(&[
+            "convert",
+            path(input),
+            "-o",
+            path(out),
+            "--format",
+            "nf4",
+            "--calibrate",
+            path(&text),
+            "--calibrate-offset",
+            "60000",
+            "--calibrate-bytes",
+            "1500",
+            "--calibrate-window",
+            "256",
+        ])
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    calibrated(&fp8_tiny(), &a);
+    calibrated(&f32_dir, &b);
+    let (a, b) = (stored_tensors(&a), stored_tensors(&b));
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let (mut na, mut nb) = (names(&a), names(&b));
+    na.sort();
+    nb.sort();
+    assert_eq!(na, nb);
+    let b: std::collections::HashMap<_, _> = b.into_iter().collect();
+    // Kept tensors differ in dtype (bf16 in the FP8 original, f32 in the copy); every
+    // quantized part is the same bytes.
+    let mut same = 0;
+    for (name, bytes) in &a {
+        if name.ends_with(".codes") || name.ends_with(".scales") {
+            assert!(&b[name] == bytes, "{name}");
+            same += 1;
+        }
+    }
+    assert_eq!(same, 2 * torch_digests().len());
 }

@@ -99,8 +99,14 @@ fn a_missing_scale_is_refused_naming_the_weight() {
         .unwrap();
     std::fs::write(&index, v.to_string()).unwrap();
     let s = scale(W1);
-    for args in [vec!["inspect", p(&model)], vec!["logits", p(&model), "--tokens", "1"]] {
-        assert_clean_error(&tquant(&args), &[SHARD1, W1, "without its block scales", &s]);
+    for args in [
+        vec!["inspect", p(&model)],
+        vec!["logits", p(&model), "--tokens", "1"],
+    ] {
+        assert_clean_error(
+            &tquant(&args),
+            &[SHARD1, W1, "without its block scales", &s],
+        );
     }
 }
 
@@ -161,7 +167,8 @@ fn a_bad_weight_block_size_is_refused_naming_config_json() {
         let model = tmp.path().join("model");
         copy_dir(&fixture(), &model);
         let config = model.join("config.json");
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
         v["quantization_config"]["weight_block_size"] = bad;
         std::fs::write(&config, v.to_string()).unwrap();
         assert_clean_error(
@@ -207,5 +214,8 @@ fn e5m2_weights_read_and_their_infinities_are_refused() {
     write(vec![0x3C, 0x7C, 0x38, 0x00]);
     let ckpt = Checkpoint::open(&file).unwrap();
     let err = ckpt.get("w").unwrap().to_f32().unwrap_err().to_string();
-    assert!(err.contains("e5m2.safetensors") && err.contains("'w'") && err.contains("0x7C"), "{err}");
+    assert!(
+        err.contains("e5m2.safetensors") && err.contains("'w'") && err.contains("0x7C"),
+        "{err}"
+    );
 }

@@ -110,10 +110,16 @@ pub fn dequantize(
         return Err(bad(format!("FP8 weight of shape {shape:?} is not 2-D")));
     };
     if codes.len() != rows * cols {
-        return Err(bad(format!("{} bytes of codes for shape {shape:?}", codes.len())));
+        return Err(bad(format!(
+            "{} bytes of codes for shape {shape:?}",
+            codes.len()
+        )));
     }
     if let Some(first) = codes.iter().position(|&q| !table[q as usize].is_finite()) {
-        let count = codes.iter().filter(|&&q| !table[q as usize].is_finite()).count();
+        let count = codes
+            .iter()
+            .filter(|&&q| !table[q as usize].is_finite())
+            .count();
         return Err(bad(format!(
             "{count} NaN or infinite FP8 codes (of {}), the first 0x{:02X} at [{}, {}]",
             codes.len(),
@@ -293,14 +299,26 @@ mod tests {
         let e = dequantize("w", Dtype::F8_E4M3, &[3, 3], &nan, &s)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("b.safetensors") && e.contains("'w'") && e.contains("[1, 2]"), "{e}");
+        assert!(
+            e.contains("b.safetensors") && e.contains("'w'") && e.contains("[1, 2]"),
+            "{e}"
+        );
         let neg: Vec<u8> = [1.0f32, -2.0, 4.0, 8.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let e = dequantize("w", Dtype::F8_E4M3, &[3, 3], &codes, &BlockScales { bytes: &neg, ..s })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("a.safetensors") && e.contains("w_scale_inv") && e.contains("-2"), "{e}");
+        let e = dequantize(
+            "w",
+            Dtype::F8_E4M3,
+            &[3, 3],
+            &codes,
+            &BlockScales { bytes: &neg, ..s },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("a.safetensors") && e.contains("w_scale_inv") && e.contains("-2"),
+            "{e}"
+        );
     }
 }

@@ -212,11 +212,19 @@ mod tests {
             drop: vec!["model.layers.9.*".into()],
         };
         assert_eq!(
-            p.decide("model.layers.9.self_attn.q_proj.weight", &[8, 16], Dtype::F32),
+            p.decide(
+                "model.layers.9.self_attn.q_proj.weight",
+                &[8, 16],
+                Dtype::F32
+            ),
             Action::Drop
         );
         assert_eq!(
-            p.decide("model.layers.1.mlp.down_proj.weight", &[8, 16], Dtype::F8_E4M3),
+            p.decide(
+                "model.layers.1.mlp.down_proj.weight",
+                &[8, 16],
+                Dtype::F8_E4M3
+            ),
             Action::Quantize
         );
         assert_eq!(
