@@ -97,6 +97,7 @@ fn mxfp4_refuses_rows_that_are_not_whole_groups() {
         Policy {
             include: vec![],
             exclude: vec!["*.kv_b_proj.weight".into()],
+            ..Policy::default()
         },
     )
     .unwrap();

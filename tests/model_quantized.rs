@@ -113,6 +113,7 @@ fn mxfp4_checkpoint_runs_quantized_as_dequantized() {
             "*experts.down_proj".into(),
             "*shared_experts.down_proj*".into(),
         ],
+        ..Policy::default()
     };
     let dir = quantize_as(
         &fixture("lite"),

@@ -4,6 +4,7 @@
 
 use crate::detect::detect_quantized;
 use crate::dtype::{extend_f32, is_float};
+use crate::fp8::{file_of, is_fp8, pair_scales, BlockScales, Fp8Slot};
 use crate::header::{read_header, Header, TensorEntry};
 use crate::mmap::{map_range, MappedRange};
 use crate::quantized::{QuantInfo, QuantizedView};
@@ -71,6 +72,8 @@ pub struct TensorView<'a> {
     pub dtype: Dtype,
     pub shape: &'a [usize],
     pub bytes: &'a [u8],
+    /// The block scales of an FP8 weight (read as `fp8 * scale`).
+    pub scales: Option<BlockScales<'a>>,
 }
 
 impl TensorView<'_> {
@@ -78,8 +81,17 @@ impl TensorView<'_> {
         self.shape.iter().product()
     }
 
-    /// The values as f32 (F32, F16, BF16 or F64 tensors).
+    /// The values as f32 (F32, F16, BF16 or F64 tensors; FP8 ones with their block scales).
     pub fn to_f32(&self) -> Result<Vec<f32>, ConvertError> {
+        if let Some(scales) = &self.scales {
+            return crate::fp8::dequantize(self.name, self.dtype, self.shape, self.bytes, scales);
+        }
+        if is_fp8(self.dtype) {
+            return Err(ConvertError::Invalid {
+                tensor: self.name.to_string(),
+                reason: format!("{} values without their block scales", self.dtype),
+            });
+        }
         let mut out = Vec::with_capacity(self.numel());
         if !extend_f32(self.dtype, self.bytes, &mut out) {
             return Err(ConvertError::Invalid {
@@ -170,6 +182,8 @@ pub struct Checkpoint {
     shards: Vec<Shard>,
     physical: BTreeMap<String, Slot>,
     quantized: BTreeMap<String, QuantSlot>,
+    /// FP8 weights and their block scales.
+    fp8: BTreeMap<String, Fp8Slot>,
     /// Logical names: physical tensors that are not parts of a quantized tensor, and the
     /// quantized tensors' names.
     names: Vec<String>,
@@ -214,14 +228,17 @@ impl Checkpoint {
             shards,
             physical,
             quantized: BTreeMap::new(),
+            fp8: BTreeMap::new(),
             names: Vec::new(),
             config,
         };
+        ckpt.fp8 = pair_scales(&ckpt, &ckpt.root.join(CONFIG_FILE))?;
         ckpt.quantized = detect_quantized(&ckpt)?;
         let hidden: std::collections::HashSet<&str> = ckpt
             .quantized
             .values()
             .flat_map(|q| q.parts.iter().map(String::as_str))
+            .chain(ckpt.fp8.values().map(|f| f.scales.as_str()))
             .collect();
         let mut names: Vec<String> = ckpt
             .physical
@@ -259,6 +276,24 @@ impl Checkpoint {
     /// True when at least one tensor is quantized.
     pub fn is_quantized(&self) -> bool {
         !self.quantized.is_empty()
+    }
+
+    /// True when some weight is stored as FP8 with block scales.
+    pub fn has_fp8(&self) -> bool {
+        !self.fp8.is_empty()
+    }
+
+    /// The block-scale tensor of an FP8 weight.
+    pub fn fp8_scales(&self, name: &str) -> Option<&str> {
+        self.fp8.get(name).map(|f| f.scales.as_str())
+    }
+
+    /// True for the block-scale tensor of an FP8 weight (a part of that weight, not a tensor of
+    /// its own).
+    pub fn is_fp8_scale(&self, name: &str) -> bool {
+        name.strip_suffix(crate::fp8::SCALE_SUFFIX)
+            .and_then(|base| self.fp8.get(base))
+            .is_some_and(|f| f.scales == name)
     }
 
     /// The description of a quantized tensor.
@@ -307,7 +342,8 @@ impl Checkpoint {
         })
     }
 
-    /// A stored tensor by its physical name (quantized parts included).
+    /// A stored tensor by its physical name (quantized parts included; an FP8 weight comes
+    /// with its block scales).
     pub fn raw(&self, name: &str) -> Result<TensorView<'_>, ConvertError> {
         let (name, slot) =
             self.physical
@@ -323,7 +359,29 @@ impl Checkpoint {
             dtype: entry.dtype,
             shape: &entry.shape,
             bytes: shard.bytes(entry),
+            scales: self.block_scales(name, &shard.path)?,
         })
+    }
+
+    /// The block scales of an FP8 weight stored in `weight_path`.
+    fn block_scales<'a>(
+        &'a self,
+        name: &str,
+        weight_path: &'a Path,
+    ) -> Result<Option<BlockScales<'a>>, ConvertError> {
+        let Some(slot) = self.fp8.get(name) else {
+            return Ok(None);
+        };
+        let (shard, entry) = self.locate(&slot.scales).ok_or_else(|| {
+            ConvertError::tensor(file_of(self, name), name, "block scales vanished")
+        })?;
+        Ok(Some(BlockScales {
+            name: &entry.name,
+            path: &shard.path,
+            weight_path,
+            block: slot.block,
+            bytes: shard.bytes(entry),
+        }))
     }
 
     /// Physical names in file order, shard after shard.
@@ -360,6 +418,7 @@ impl Checkpoint {
             dtype: entry.dtype,
             shape: &entry.shape,
             bytes: map.bytes(),
+            scales: self.block_scales(name, &shard.path)?,
         }
         .to_f32()
     }

@@ -11,6 +11,7 @@
 use crate::calibration::quantize_matrix_for;
 use crate::checkpoint::Checkpoint;
 use crate::dtype::{count_non_finite, extend_f32};
+use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header};
 use crate::mmap::map_range;
 use crate::plan::{
@@ -67,6 +68,9 @@ pub struct TensorSummary {
     /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
     pub nu_tensor: Vec<Option<f64>>,
     pub bits_per_weight: f64,
+    /// The dtype written when it is not the input's: `BF16` for a kept FP8 weight, written
+    /// dequantized since its block scales are not.
+    pub stored_dtype: Option<String>,
 }
 
 /// What a conversion did; `tquant convert --json` prints it.
@@ -86,6 +90,10 @@ pub struct ConvertSummary {
     pub quantized: usize,
     pub kept: usize,
     pub skipped: usize,
+    /// Tensors `--drop` left out of the output.
+    pub dropped: Vec<String>,
+    /// Kept FP8 weights, written dequantized as BF16.
+    pub dequantized: Vec<String>,
     pub params: u64,
     pub params_quantized: u64,
     pub input_bytes: u64,
@@ -106,6 +114,10 @@ enum Job {
     Matrix {
         plan: usize,
         expert: usize,
+    },
+    /// A kept FP8 weight, written as BF16.
+    Dequantize {
+        tensor: (usize, usize),
     },
 }
 
@@ -164,6 +176,9 @@ pub fn convert(
     let jobs = &mut batches[0];
     for (si, s) in shards.iter().enumerate() {
         for (ti, t) in s.tensors.iter().enumerate() {
+            if t.dequantize {
+                jobs.push((t.len / 2, Job::Dequantize { tensor: (si, ti) }));
+            }
             if t.copy_from.is_some() {
                 for chunk in 0..(t.len as usize).div_ceil(COPY_CHUNK) {
                     let len = (t.len as usize - chunk * COPY_CHUNK).min(COPY_CHUNK);
@@ -246,7 +261,7 @@ pub fn convert(
                 .iter()
                 .filter_map(|(_, job)| match job {
                     Job::Matrix { plan, .. } => Some(*plan),
-                    Job::Copy { .. } => None,
+                    Job::Copy { .. } | Job::Dequantize { .. } => None,
                 })
                 .collect();
             for pi in stage_plans {
@@ -293,12 +308,17 @@ pub fn convert(
         s.nu = infos.iter().map(|m| m.nu).collect();
         s.nu_tensor = infos.iter().map(|m| m.fit_tensor.map(|f| f.nu)).collect();
     }
-    write_side_files(&ckpt, &staging, &shards, opts)?;
+    let dropped: Vec<&str> = summaries
+        .iter()
+        .filter(|s| s.action == Action::Drop.name())
+        .map(|s| s.name.as_str())
+        .collect();
+    write_side_files(&ckpt, &staging, &shards, &dropped, opts)?;
     staging.commit()?;
 
     let params: u64 = summaries
         .iter()
-        .filter(|s| s.action != "skip")
+        .filter(|s| s.action != Action::Skip.name() && s.action != Action::Drop.name())
         .map(|s| s.shape.iter().product::<usize>() as u64)
         .sum();
     let params_quantized: u64 = plans.iter().map(|p| p.info.numel() as u64).sum();
@@ -317,6 +337,16 @@ pub fn convert(
         quantized: count(Action::Quantize),
         kept: count(Action::Keep),
         skipped: count(Action::Skip),
+        dropped: summaries
+            .iter()
+            .filter(|s| s.action == Action::Drop.name())
+            .map(|s| s.name.clone())
+            .collect(),
+        dequantized: summaries
+            .iter()
+            .filter(|s| s.stored_dtype.is_some())
+            .map(|s| s.name.clone())
+            .collect(),
         tensors: summaries,
         params,
         params_quantized,
@@ -376,6 +406,18 @@ impl JobContext<'_> {
                 .map_err(|e| ConvertError::io(path, e))
             }
             Job::Matrix { plan, expert } => self.quantize(&self.plans[plan], expert),
+            Job::Dequantize { tensor: (si, ti) } => {
+                let t = &self.shards[si].tensors[ti];
+                let bytes: Vec<u8> = self
+                    .ckpt
+                    .dense_f32(&t.name)?
+                    .into_iter()
+                    .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect();
+                let (file, path) = &self.files[si];
+                write_at(file, &bytes, self.shards[si].data_start() + t.begin)
+                    .map_err(|e| ConvertError::io(path, e))
+            }
         }
     }
 
@@ -387,11 +429,16 @@ impl JobContext<'_> {
         } else {
             (p.info.rows(), p.info.cols())
         };
-        let len = rows * cols * elem;
-        let map = map_range(&src.file, &src.path, p.in_offset + (e * len) as u64, len)?;
-        let mut values = Vec::with_capacity(rows * cols);
-        extend_f32(p.dtype, map.bytes(), &mut values);
-        drop(map);
+        let values = if is_fp8(p.dtype) {
+            // 2-D (checked at open): one job, the whole weight dequantized with its scales.
+            self.ckpt.dense_f32(&p.name)?
+        } else {
+            let len = rows * cols * elem;
+            let map = map_range(&src.file, &src.path, p.in_offset + (e * len) as u64, len)?;
+            let mut values = Vec::with_capacity(rows * cols);
+            extend_f32(p.dtype, map.bytes(), &mut values);
+            values
+        };
         let bad = count_non_finite(&values);
         if bad > 0 {
             let tensor = if p.info.experts() > 1 {

@@ -157,8 +157,11 @@ pub struct VerifyReport {
     pub tensors: Vec<VerifyRow>,
     /// Over all quantized weights together: `sum((q-w)^2) / sum(w^2)`.
     pub nmse: f64,
-    /// Kept tensors whose bytes equal the original's.
+    /// Kept tensors whose bytes equal the original's (an FP8 original's: the BF16 rounding of
+    /// its dequantized values, which is how the converter keeps it).
     pub kept_identical: usize,
+    /// Of those, the FP8 originals kept as BF16.
+    pub kept_dequantized: usize,
     /// Kept tensors that differ from the original (should be none).
     pub kept_different: Vec<String>,
     /// Original tensors absent from the quantized checkpoint (skipped buffers).
@@ -227,11 +230,24 @@ pub fn verify(original: &Checkpoint, quantized: &Checkpoint) -> Result<VerifyRep
         })
         .collect();
     let (mut kept_identical, mut kept_different, mut missing) = (0, Vec::new(), Vec::new());
+    let mut kept_dequantized = 0;
     for name in original.names() {
         match quantized.get(name) {
             Ok(Weight::Dense(k)) => {
                 let o = original.raw(name)?;
-                if o.bytes == k.bytes && o.dtype == k.dtype && o.shape == k.shape {
+                if o.scales.is_some() && k.dtype == safetensors::Dtype::BF16 && o.shape == k.shape {
+                    let bf16: Vec<u8> = o
+                        .to_f32()?
+                        .into_iter()
+                        .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
+                        .collect();
+                    if bf16 == k.bytes {
+                        kept_identical += 1;
+                        kept_dequantized += 1;
+                    } else {
+                        kept_different.push(name.to_string());
+                    }
+                } else if o.bytes == k.bytes && o.dtype == k.dtype && o.shape == k.shape {
                     kept_identical += 1;
                 } else {
                     kept_different.push(name.to_string());
@@ -246,6 +262,7 @@ pub fn verify(original: &Checkpoint, quantized: &Checkpoint) -> Result<VerifyRep
         tensors,
         nmse: if energy > 0.0 { err / energy } else { 0.0 },
         kept_identical,
+        kept_dequantized,
         kept_different,
         missing,
     })

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod detect;
 pub mod dtype;
 mod error;
+pub mod fp8;
 pub mod header;
 pub mod inspect;
 pub mod layouts;

@@ -6,9 +6,10 @@
 use crate::checkpoint::{Checkpoint, CONFIG_FILE, INDEX_FILE};
 use crate::convert::TensorSummary;
 use crate::detect::scale_storage_dtype;
+use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header, OutEntry};
 use crate::layouts;
-use crate::policy::Action;
+use crate::policy::{glob_match, Action};
 use crate::quantize::{plan_info, ConvertOptions, NuChoice};
 use crate::quantized::{
     FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
@@ -45,6 +46,8 @@ pub(crate) struct OutTensor {
     pub(crate) fixed: Option<Vec<u8>>,
     /// Input shard and absolute offset of a kept tensor.
     pub(crate) copy_from: Option<(usize, u64)>,
+    /// A kept FP8 weight, written dequantized as BF16 (its block scales are not written).
+    pub(crate) dequantize: bool,
 }
 
 #[derive(Debug)]
@@ -136,12 +139,26 @@ pub(crate) fn entries(s: &OutShard) -> Vec<OutEntry> {
 
 pub(crate) type Plan = (Vec<OutShard>, Vec<QuantPlan>, Vec<TensorSummary>);
 
+/// Every `--drop` glob must name some tensor: a typo would otherwise keep what was meant to go.
+fn check_drop_globs(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<(), ConvertError> {
+    for glob in &opts.policy.drop {
+        if !ckpt.names().any(|n| glob_match(glob, n)) {
+            return Err(ConvertError::Options(format!(
+                "--drop '{glob}' matches no tensor of {}",
+                ckpt.root().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Decides every tensor and lays out every output shard, from the headers alone.
 pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     let mut shards = Vec::new();
     let mut plans = Vec::new();
     let mut summaries = Vec::new();
     let mut n_results = 0;
+    check_drop_globs(ckpt, opts)?;
     for (si, shard) in ckpt.shards().iter().enumerate() {
         let mut out = OutShard {
             file_name: shard.file_name(),
@@ -150,6 +167,11 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
             header_len: 0,
         };
         for entry in &shard.header.entries {
+            if ckpt.is_fp8_scale(&entry.name) {
+                // Read with its weight; never written (the weight is requantized or dequantized).
+                continue;
+            }
+            let fp8 = is_fp8(entry.dtype);
             let action = opts.policy.decide(&entry.name, &entry.shape, entry.dtype);
             let mut summary = TensorSummary {
                 name: entry.name.clone(),
@@ -161,9 +183,24 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                 nu: Vec::new(),
                 nu_tensor: Vec::new(),
                 bits_per_weight: entry.dtype.bitsize() as f64,
+                stored_dtype: None,
             };
             match action {
-                Action::Skip => summary.bits_per_weight = 0.0,
+                Action::Skip | Action::Drop => summary.bits_per_weight = 0.0,
+                Action::Keep if fp8 => {
+                    summary.stored_dtype = Some(Dtype::BF16.to_string());
+                    summary.bits_per_weight = 16.0;
+                    out.tensors.push(OutTensor {
+                        name: entry.name.clone(),
+                        dtype: Dtype::BF16,
+                        shape: entry.shape.clone(),
+                        len: entry.numel() as u64 * 2,
+                        begin: 0,
+                        fixed: None,
+                        copy_from: None,
+                        dequantize: true,
+                    });
+                }
                 Action::Keep => out.tensors.push(OutTensor {
                     name: entry.name.clone(),
                     dtype: entry.dtype,
@@ -172,6 +209,7 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     begin: 0,
                     fixed: None,
                     copy_from: Some((si, entry.offset)),
+                    dequantize: false,
                 }),
                 Action::Quantize => {
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
@@ -254,6 +292,7 @@ fn add_parts(
             begin: 0,
             fixed,
             copy_from: None,
+            dequantize: false,
         });
         name
     };
@@ -386,11 +425,13 @@ pub(crate) fn shard_metadata(
     meta
 }
 
-/// config.json with a `quantization_config`, the shard index, tokenizer files.
+/// config.json with a `quantization_config` (replacing the input's, e.g. FP8's), the shard
+/// index (with the names `--drop` left out), tokenizer files.
 pub(crate) fn write_side_files(
     ckpt: &Checkpoint,
     staging: &StagingDir,
     shards: &[OutShard],
+    dropped: &[&str],
     opts: &ConvertOptions,
 ) -> Result<(), ConvertError> {
     let root = ckpt.root();
@@ -402,7 +443,11 @@ pub(crate) fn write_side_files(
             }
         }
         let total: u64 = shards.iter().map(OutShard::data_len).sum();
-        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let mut metadata = json!({"total_size": total});
+        if !dropped.is_empty() {
+            metadata["dropped"] = json!(dropped);
+        }
+        let index = json!({"metadata": metadata, "weight_map": weight_map});
         staging.write_file(
             INDEX_FILE,
             &serde_json::to_vec_pretty(&index).expect("json"),
@@ -441,6 +486,7 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "scale_rule": opts.scale_rule.name(),
             "include": opts.policy.include,
             "exclude": opts.policy.exclude,
+            "drop": opts.policy.drop,
             "calibration": opts.calibration.as_deref().map(|c| c.summary()),
         }),
         Layout::Bnb => layouts::bnb_config(),

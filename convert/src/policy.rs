@@ -2,6 +2,7 @@
 //! Qwen-MoE and BERT-style checkpoints all convert with the same default.
 
 use crate::dtype::is_float;
+use crate::fp8::is_fp8;
 use safetensors::Dtype;
 
 /// What the converter does with one tensor.
@@ -13,6 +14,9 @@ pub enum Action {
     Keep,
     /// Leave out of the output (derived buffers such as `rotary_emb.inv_freq`).
     Skip,
+    /// Leave out of the output because `--drop` names it (e.g. DeepSeek-V3's multi-token
+    /// prediction layer, which inference does not run).
+    Drop,
 }
 
 impl Action {
@@ -21,6 +25,7 @@ impl Action {
             Action::Quantize => "quantize",
             Action::Keep => "keep",
             Action::Skip => "skip",
+            Action::Drop => "drop",
         }
     }
 }
@@ -37,25 +42,31 @@ pub const ROUTER_GLOBS: [&str; 5] = [
     "*.mlp.router.*",
 ];
 
-/// The tensor policy: defaults plus the user's `--include` / `--exclude` globs.
+/// The tensor policy: defaults plus the user's `--include` / `--exclude` / `--drop` globs.
 ///
 /// Default: quantize float matrices inside repeated blocks (`layers.N.`, `layer.N.`, `h.N.`,
 /// `blocks.N.`): attention projections, dense MLPs, shared experts, routed experts (per expert,
 /// or fused 3-D tensors whose name mentions `experts`). Keep embeddings, `lm_head`, routers,
 /// norms and every 1-D tensor. `--exclude` wins over `--include`, which wins over the default;
-/// an included tensor is still only quantized when it is a float matrix (2-D or 3-D).
+/// an included tensor is still only quantized when it is a float matrix (2-D or 3-D; FP8 with
+/// block scales counts as float). `--drop` wins over everything: the tensor is not written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    pub drop: Vec<String>,
 }
 
 impl Policy {
     pub fn decide(&self, name: &str, shape: &[usize], dtype: Dtype) -> Action {
+        if self.drop.iter().any(|g| glob_match(g, name)) {
+            return Action::Drop;
+        }
         if SKIP_GLOBS.iter().any(|g| glob_match(g, name)) {
             return Action::Skip;
         }
-        let quantizable = is_float(dtype) && (2..=3).contains(&shape.len()) && !shape.contains(&0);
+        let float = is_float(dtype) || is_fp8(dtype);
+        let quantizable = float && (2..=3).contains(&shape.len()) && !shape.contains(&0);
         if !quantizable || self.exclude.iter().any(|g| glob_match(g, name)) {
             return Action::Keep;
         }
@@ -198,7 +209,24 @@ mod tests {
         let p = Policy {
             include: vec!["lm_head.weight".into(), "*.q_proj.*".into()],
             exclude: vec!["*.layers.0.*".into()],
+            drop: vec!["model.layers.9.*".into()],
         };
+        assert_eq!(
+            p.decide(
+                "model.layers.9.self_attn.q_proj.weight",
+                &[8, 16],
+                Dtype::F32
+            ),
+            Action::Drop
+        );
+        assert_eq!(
+            p.decide(
+                "model.layers.1.mlp.down_proj.weight",
+                &[8, 16],
+                Dtype::F8_E4M3
+            ),
+            Action::Quantize
+        );
         assert_eq!(
             p.decide("lm_head.weight", &[8, 16], Dtype::F32),
             Action::Quantize

@@ -47,9 +47,15 @@ pub struct Args {
     /// Also quantize tensors matching this glob (`*` and `?`); repeatable.
     #[arg(long)]
     pub include: Vec<String>,
-    /// Keep tensors matching this glob unquantized; repeatable; wins over --include.
+    /// Keep tensors matching this glob unquantized; repeatable; wins over --include. An FP8
+    /// weight kept this way is written dequantized as BF16 (its block scales are not written).
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// Leave tensors matching this glob out of the output entirely; repeatable; a glob that
+    /// matches no tensor is an error. E.g. DeepSeek-V3's multi-token-prediction layer, which
+    /// inference does not run: --drop 'model.layers.61.*'.
+    #[arg(long)]
+    pub drop: Vec<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -85,6 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         Policy {
             include: args.include.clone(),
             exclude: args.exclude.clone(),
+            drop: args.drop.clone(),
         },
     )?;
     let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
@@ -167,6 +174,22 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
         s.params_quantized,
         s.params
     )?;
+    if !s.dropped.is_empty() {
+        writeln!(
+            out,
+            "dropped {} tensor(s) (--drop): {}",
+            s.dropped.len(),
+            some_names(&s.dropped)
+        )?;
+    }
+    if !s.dequantized.is_empty() {
+        writeln!(
+            out,
+            "{} FP8 tensor(s) kept unquantized, written dequantized as BF16: {}",
+            s.dequantized.len(),
+            some_names(&s.dequantized)
+        )?;
+    }
     let mut nus: Vec<f64> = s
         .tensors
         .iter()
@@ -202,4 +225,14 @@ fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
         s.mb_per_s,
         s.threads
     )
+}
+
+/// The first few names of a list, and how many more there are.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        let _ = write!(text, ", ... ({} more)", names.len() - SHOWN);
+    }
+    text
 }
