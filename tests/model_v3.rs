@@ -22,9 +22,19 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The V3 fixture stored as DeepSeek ships V3: FP8 linears with 128 x 128 block scales
+/// (scripts/fixtures/fp8.py), and transformers' logits when it loads that FP8 checkpoint.
+fn fp8_v3() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/convert/fp8/deepseek_v3_tiny")
+}
+
 /// Each reference sequence: tokens and logits `[positions * vocab]`.
 fn reference(name: &str) -> Vec<(Vec<u32>, Vec<f32>)> {
-    let text = std::fs::read_to_string(data(&format!("{name}.json"))).unwrap();
+    reference_at(&data(&format!("{name}.json")))
+}
+
+fn reference_at(file: &Path) -> Vec<(Vec<u32>, Vec<f32>)> {
+    let text = std::fs::read_to_string(file).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["sequences"]
         .as_array()
@@ -123,6 +133,75 @@ fn logits_command_matches_transformers() {
         .collect();
     let d = max_diff(&got, want);
     assert!(d < LOGIT_TOLERANCE, "tquant logits: max |diff| {d}");
+}
+
+#[test]
+fn fp8_checkpoint_matches_transformers_fp8_loading() {
+    let dir = fp8_v3();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    assert!(ckpt.has_fp8());
+    let model = Model::open(&dir, Options::default()).unwrap();
+    let want = reference_at(&dir.with_extension("json"));
+    for (tokens, want) in &want {
+        let d = max_diff(&prefill(&model, tokens), want);
+        assert!(d < LOGIT_TOLERANCE, "FP8 V3: max |diff| {d}");
+    }
+    // The CLI path too.
+    let (tokens, want) = &want[1];
+    let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
+    let out = stdout_ok(&["logits", path(&dir), "--tokens", &list.join(",")]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter())
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let d = max_diff(&got, want);
+    assert!(d < LOGIT_TOLERANCE, "tquant logits on FP8: max |diff| {d}");
+}
+
+#[test]
+fn fp8_checkpoint_converts_without_its_mtp_layer_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nf4");
+    let input = fp8_v3();
+    stdout_ok(&[
+        "convert",
+        path(&input),
+        "-o",
+        path(&out),
+        "--format",
+        "nf4",
+        "--drop",
+        "model.layers.3.*",
+    ]);
+    let ckpt = Checkpoint::open(&out).unwrap();
+    let names: Vec<&str> = ckpt.raw_names().collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.ends_with("_scale_inv") && !n.starts_with("model.layers.3.")),
+        "{names:?}"
+    );
+    assert!(ckpt
+        .quant_info("model.layers.1.mlp.experts.7.up_proj.weight")
+        .is_some());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_ne!(config["quantization_config"]["quant_method"], "fp8");
+    // The quantized model runs on its codes exactly as on its dequantized weights.
+    let model = Model::open(&out, Options::default()).unwrap();
+    let deq = Model::from_source(
+        Config::from_path(&out).unwrap(),
+        &Dequantized(ckpt),
+        Options::default(),
+    )
+    .unwrap();
+    let tokens = &reference("deepseek_v3_tiny")[0].0;
+    let d = max_diff(&prefill(&model, tokens), &prefill(&deq, tokens));
+    assert!(d < 1e-3, "quantized vs dequantized: {d}");
 }
 
 /// A checkpoint with some tensors hidden.
