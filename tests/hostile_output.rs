@@ -59,22 +59,35 @@ fn existing_output_is_refused_unless_forced() {
     );
     assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "a file");
 
-    // --force replaces it whole, and leaves no temporary directory behind.
-    assert_success(&tquant(&["convert", p(&model), "-o", p(&out), "--force"]));
-    assert!(!out.join("precious.txt").exists());
-    assert!(Checkpoint::open(&out).unwrap().is_quantized());
+    // --force replaces only what tquant wrote: a directory or file of the user's is refused,
+    // named, and left as it was.
+    let forced = tquant(&["convert", p(&model), "-o", p(&out), "--force"]);
+    assert_clean_error(&forced, &["precious.txt", "not written by tquant", "another output"]);
+    assert_eq!(listing(&out), ["precious.txt"]);
+    assert_eq!(std::fs::read_to_string(out.join("precious.txt")).unwrap(), "keep me");
+    let forced = tquant(&["convert", p(&model), "-o", p(&file_out), "--force"]);
+    assert_clean_error(&forced, &["out.file", "not written by tquant"]);
+    assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "a file");
+
+    // A previous tquant output is replaced whole, and no temporary directory is left behind.
+    let ours = tmp.path().join("ours");
+    assert_success(&tquant(&["convert", p(&model), "-o", p(&ours), "--format", "nf4"]));
     assert_success(&tquant(&[
-        "convert",
-        p(&model),
-        "-o",
-        p(&file_out),
-        "--force",
+        "convert", p(&model), "-o", p(&ours), "--format", "int4", "--force",
     ]));
-    assert!(Checkpoint::open(&file_out).unwrap().is_quantized());
+    let config = std::fs::read_to_string(ours.join("config.json")).unwrap();
+    assert!(config.contains("\"int4\""), "{config}");
+    assert!(Checkpoint::open(&ours).unwrap().is_quantized());
     assert_eq!(
-        leftovers(tmp.path(), &["model", "out", "out.file"]),
+        leftovers(tmp.path(), &["model", "out", "out.file", "ours"]),
         Vec::<String>::new()
     );
+    // A note the user added to a tquant output is theirs: --force refuses, naming it.
+    std::fs::write(ours.join("notes.txt"), "mine").unwrap();
+    let before = listing(&ours);
+    let forced = tquant(&["convert", p(&model), "-o", p(&ours), "--force"]);
+    assert_clean_error(&forced, &["notes.txt", "not written by tquant"]);
+    assert_eq!(listing(&ours), before);
 
     // Never the input itself, even with --force.
     assert_clean_error(

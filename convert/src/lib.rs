@@ -31,6 +31,7 @@ pub use auto::AutoSpec;
 pub use checkpoint::{Checkpoint, TensorView, Weight};
 pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
 pub use error::ConvertError;
+pub use writer::{check_output, sync_dir, MANIFEST_FILE};
 pub use policy::{Action, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};

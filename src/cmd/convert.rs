@@ -91,6 +91,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut opts = opts.with_scale_rule(rule)?;
     if args.calibration.enabled() {
         tquant_convert::calibration::check_layout(opts.layout)?;
+        // Before collecting activations, which takes a while.
+        tquant_convert::check_output(&args.output, args.force, &|_| false)?;
     }
     let layerwise = args
         .calibration

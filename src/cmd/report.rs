@@ -21,7 +21,7 @@ pub struct Args {
     /// Checkpoint directory with the original (unquantized) weights.
     pub model: PathBuf,
     /// Text for bits per byte (a byte-vocabulary model); not needed with --weights-only.
-    #[arg(long, required_unless_present = "weights_only")]
+    #[arg(long)]
     pub text: Option<PathBuf>,
     /// Bytes scored per chunk: each chunk of window + 1 bytes scores its last `window`.
     #[arg(long, default_value_t = 256)]
@@ -45,9 +45,13 @@ pub struct Args {
     /// Only quantize and report weight errors (any safetensors model; no runner, no text).
     #[arg(long)]
     pub weights_only: bool,
-    /// Output directory (created if missing; its report files are replaced atomically).
+    /// Output directory (created if missing; an existing report in it is replaced only with
+    /// --force; a directory holding other files is refused).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// Replace the report files of an existing output directory.
+    #[arg(long)]
+    pub force: bool,
     /// With --calibrate, every format also gets a calibrated row (GPTQ): `gptq:<format>`, and
     /// `auto+gptq` for `auto` (its choice by the activation-weighted error).
     #[command(flatten)]
@@ -60,7 +64,39 @@ struct Eval {
     path: PathBuf,
 }
 
+/// The files a report writes (and their temporary names while it writes them).
+const REPORT_FILES: [&str; 5] = [
+    "report.json",
+    "report.md",
+    "report.csv",
+    "pareto.svg",
+    "pareto.pdf",
+];
+
+fn is_report_file(name: &str) -> bool {
+    REPORT_FILES
+        .iter()
+        .any(|f| name == *f || name.starts_with(&format!(".{f}.tmp")))
+}
+
+/// A missing or empty directory is fine; an earlier report is replaced only with --force;
+/// anything else in the directory is refused, named, before any work starts.
+fn check_output(dir: &std::path::Path, force: bool) -> Result<()> {
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !empty {
+        tquant_convert::check_output(dir, force, &is_report_file)?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.text.is_none() && !args.weights_only {
+        anyhow::bail!(
+            "report needs --text FILE to measure bits per byte, or --weights-only to report \
+             only the weight errors (any safetensors model)"
+        );
+    }
+    check_output(&args.output, args.force)?;
     let source = tquant_model::checkpoint_source(&args.model)?;
     let ckpt = source.checkpoint();
     let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
