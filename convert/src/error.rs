@@ -84,7 +84,12 @@ fn foreign_list(names: &[String]) -> String {
         return "a file not written by tquant (its outputs are directories)".into();
     }
     const SHOWN: usize = 8;
-    let mut list = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut list = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         list.push_str(&format!(" and {} more", names.len() - SHOWN));
     }

@@ -50,7 +50,7 @@ pub struct Args {
     /// Keep tensors matching this glob unquantized; repeatable; wins over --include.
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Worker threads (default: all cores).
+    /// Worker threads (0: one per core, the default).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Replace an existing output.

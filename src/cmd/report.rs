@@ -207,8 +207,7 @@ pub fn run(args: Args) -> Result<()> {
         &dir.join("pareto.svg"),
         plot::pareto_svg(&rows, loss_label)?.as_bytes(),
     )?;
-    print!("{md}");
-    Ok(())
+    super::convert::emit(&md)
 }
 
 /// Each variant followed by its calibrated twin (same options, with the calibration).
