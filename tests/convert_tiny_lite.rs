@@ -144,8 +144,14 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
     assert!(out.join("marker").exists());
     // A previous tquant output is replaced.
     std::fs::remove_dir_all(&out).unwrap();
-    tquant::convert::convert(&tiny_lite(), &out, &opts, &RunOptions::default(), &NoProgress)
-        .unwrap();
+    tquant::convert::convert(
+        &tiny_lite(),
+        &out,
+        &opts,
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     tquant::convert::convert(&tiny_lite(), &out, &opts, &run, &NoProgress).unwrap();
     assert!(out.join("model.safetensors").exists());
     // Only the output is left: no temporary or old directories.

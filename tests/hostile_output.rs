@@ -62,18 +62,37 @@ fn existing_output_is_refused_unless_forced() {
     // --force replaces only what tquant wrote: a directory or file of the user's is refused,
     // named, and left as it was.
     let forced = tquant(&["convert", p(&model), "-o", p(&out), "--force"]);
-    assert_clean_error(&forced, &["precious.txt", "not written by tquant", "another output"]);
+    assert_clean_error(
+        &forced,
+        &["precious.txt", "not written by tquant", "another output"],
+    );
     assert_eq!(listing(&out), ["precious.txt"]);
-    assert_eq!(std::fs::read_to_string(out.join("precious.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(out.join("precious.txt")).unwrap(),
+        "keep me"
+    );
     let forced = tquant(&["convert", p(&model), "-o", p(&file_out), "--force"]);
     assert_clean_error(&forced, &["out.file", "not written by tquant"]);
     assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "a file");
 
     // A previous tquant output is replaced whole, and no temporary directory is left behind.
     let ours = tmp.path().join("ours");
-    assert_success(&tquant(&["convert", p(&model), "-o", p(&ours), "--format", "nf4"]));
     assert_success(&tquant(&[
-        "convert", p(&model), "-o", p(&ours), "--format", "int4", "--force",
+        "convert",
+        p(&model),
+        "-o",
+        p(&ours),
+        "--format",
+        "nf4",
+    ]));
+    assert_success(&tquant(&[
+        "convert",
+        p(&model),
+        "-o",
+        p(&ours),
+        "--format",
+        "int4",
+        "--force",
     ]));
     let config = std::fs::read_to_string(ours.join("config.json")).unwrap();
     assert!(config.contains("\"int4\""), "{config}");

@@ -232,11 +232,20 @@ fn existing_output_is_replaced_only_when_it_is_a_report() {
     assert!(e.contains("output exists; pass --force"), "{e}");
     std::fs::write(out.join("report.md"), "stale").unwrap();
     stdout_ok(&args(true));
-    assert_ne!(std::fs::read_to_string(out.join("report.md")).unwrap(), "stale");
+    assert_ne!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        "stale"
+    );
 
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let e = stderr_of_failure(&args(true));
-    assert!(e.contains("notes.txt") && e.contains("not written by tquant"), "{e}");
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert!(
+        e.contains("notes.txt") && e.contains("not written by tquant"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
     assert!(out.join("report.json").exists());
 }
