@@ -36,10 +36,18 @@ const FIELDS: [&str; 9] = [
 ];
 
 fn assert_outputs(dir: &Path) -> Value {
-    for f in ["report.json", "report.md", "report.csv", "pareto.svg"] {
+    for f in [
+        "report.json",
+        "report.md",
+        "report.csv",
+        "pareto.svg",
+        "pareto.pdf",
+    ] {
         let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} missing or empty");
     }
+    let pdf = std::fs::read(dir.join("pareto.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-") && pdf.ends_with(b"%%EOF\n"));
     let names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

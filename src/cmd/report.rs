@@ -2,6 +2,7 @@
 //! error and the bits per byte each costs, and set them against the MAC area of the format
 //! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
 
+mod canvas;
 mod measure;
 mod output;
 mod plot;
@@ -193,9 +194,9 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let md = output::markdown(&header, &rows, &checks);
     let loss_label = if eval.is_some() {
-        "Δ bits per byte (quantized - f32)"
+        "bits per byte lost (quantized - f32)"
     } else {
-        "weight nmse"
+        "weight NMSE"
     };
     output::write_atomic(
         &dir.join("report.json"),
@@ -203,10 +204,9 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     output::write_atomic(&dir.join("report.md"), md.as_bytes())?;
     output::write_atomic(&dir.join("report.csv"), output::csv(&rows).as_bytes())?;
-    output::write_atomic(
-        &dir.join("pareto.svg"),
-        plot::pareto_svg(&rows, loss_label)?.as_bytes(),
-    )?;
+    let plot = plot::pareto_plot(&rows, loss_label);
+    output::write_atomic(&dir.join("pareto.svg"), plot.canvas.svg().as_bytes())?;
+    output::write_atomic(&dir.join("pareto.pdf"), &plot.canvas.pdf())?;
     super::convert::emit(&md)
 }
 

@@ -222,17 +222,21 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
             if r.pareto { "**yes**" } else { "" }
         );
     }
-    let front: Vec<&str> = {
-        let mut f: Vec<&Row> = rows.iter().filter(|r| r.pareto).collect();
+    let mut widths: Vec<u32> = rows.iter().map(|r| r.bits).collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    widths.dedup();
+    for bits in widths {
+        let mut f: Vec<&Row> = rows.iter().filter(|r| r.pareto && r.bits == bits).collect();
         f.sort_by(|a, b| a.pareto_area_um2.total_cmp(&b.pareto_area_um2));
-        f.iter().map(|r| r.format.as_str()).collect()
-    };
-    let _ = writeln!(
-        s,
-        "\nPareto frontier over (MAC area, {}), smallest area first: {}.\n",
-        header.accuracy_loss,
-        front.join(" → ")
-    );
+        let front: Vec<&str> = f.iter().map(|r| r.format.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\n{bits}-bit Pareto frontier over (MAC area, {}), smallest area first: {}.",
+            header.accuracy_loss,
+            front.join(" → ")
+        );
+    }
+    s.push('\n');
     for r in rows {
         if let Some(nu) = r.nu {
             let how = if nu.searched {
