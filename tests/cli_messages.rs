@@ -47,6 +47,9 @@ fn verify_with_its_arguments_swapped_suggests_the_order() {
         "{e}"
     );
     assert!(!e.contains("no tensor named"), "{e}");
+    // Two originals: nothing to verify, and it says so.
+    let e = stderr_of_failure(&["verify", path(&tiny_lite()), path(&tiny_lite())]);
+    assert!(e.contains("holds no quantized tensor"), "{e}");
 }
 
 #[test]

@@ -239,6 +239,23 @@ fn full_disk_fails_cleanly_and_leaves_nothing() {
 
 #[test]
 fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
+    // SIGKILL on Unix: no chance to clean up.
+    interrupted_conversion(|child| child.kill().unwrap());
+}
+
+#[test]
+fn ctrl_c_mid_conversion_leaves_nothing_complete_looking() {
+    interrupted_conversion(|child| {
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+    });
+}
+
+/// Interrupts a conversion once it writes its temporary output: nothing at the output path,
+/// only a clearly named temporary directory that is no checkpoint, and the next run into the
+/// same output removes that leftover.
+fn interrupted_conversion(interrupt: impl FnOnce(&mut std::process::Child)) {
     let tmp = tempfile::tempdir().unwrap();
     let model = sized_model(&tmp.path().join("model"), 16);
     let out = tmp.path().join("out");
@@ -261,7 +278,7 @@ fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(30));
-    child.kill().unwrap(); // SIGKILL on Unix: no chance to clean up
+    interrupt(&mut child);
     let status = child.wait().unwrap();
     assert!(
         !status.success(),
@@ -288,6 +305,11 @@ fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
         "int4",
     ]));
     assert!(Checkpoint::open(&out).unwrap().is_quantized());
+    assert_eq!(
+        leftovers(tmp.path(), &["model", "out"]),
+        Vec::<String>::new(),
+        "the interrupted run's temporary output was not cleaned up"
+    );
 }
 
 #[test]

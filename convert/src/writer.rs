@@ -116,6 +116,7 @@ impl StagingDir {
             std::process::id(),
             STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
         );
+        remove_stale_staging(&parent, &name);
         let dir = parent.join(format!(".{name}.tquant-tmp-{tag}"));
         let old = parent.join(format!(".{name}.tquant-old-{tag}"));
         if dir.exists() {
@@ -235,6 +236,33 @@ impl Drop for StagingDir {
     }
 }
 
+/// Removes the temporary directories that interrupted runs (Ctrl-C, a kill) left for the same
+/// output: `.<name>.tquant-tmp-<pid>-<n>` whose process no longer runs. Where that cannot be
+/// told (no /proc), nothing is removed. Moved-aside old outputs are never touched.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tquant-tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|tag| tag.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -331,5 +359,25 @@ mod tests {
         std::fs::remove_file(target.join("z.txt")).unwrap();
         assert!(check_output(&target, true, &|_| false).is_err());
         check_output(&target, true, &|n| n == "a.json").unwrap();
+    }
+
+    #[test]
+    fn stale_staging_of_dead_runs_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        // pid_max is at most 2^22 on Linux: no process has this id.
+        let dead = tmp.path().join(".out.tquant-tmp-4294967294-0");
+        let alive = tmp
+            .path()
+            .join(format!(".out.tquant-tmp-{}-99", std::process::id()));
+        let other = tmp.path().join(".other.tquant-tmp-4294967294-0");
+        let old = tmp.path().join(".out.tquant-old-4294967294-0");
+        for d in [&dead, &alive, &other, &old] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let s = StagingDir::create(&target, false).unwrap();
+        assert_eq!(!dead.exists(), cfg!(target_os = "linux"));
+        assert!(alive.exists() && other.exists() && old.exists());
+        drop(s);
     }
 }

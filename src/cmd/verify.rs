@@ -36,6 +36,13 @@ pub fn run(args: Args) -> Result<()> {
              first: tquant verify {b} {a}"
         );
     }
+    if !quantized.is_quantized() {
+        anyhow::bail!(
+            "{} holds no quantized tensor: verify compares an original checkpoint with one \
+             `tquant convert` made from it",
+            args.quantized.display()
+        );
+    }
     let report = verify(&original, &quantized)?;
     let mut out = String::new();
     if args.json {
