@@ -14,7 +14,10 @@ const TICK_FONT: f64 = 8.0;
 const TITLE_FONT: f64 = 9.0;
 const LABEL_FONT: f64 = 7.5;
 const RADIUS: f64 = 3.0;
-const GRID: Rgb = Rgb(228, 228, 228);
+/// The frontier ring's radius: labels keep clear of it.
+const RING: f64 = RADIUS + 2.0;
+const GRID: Rgb = Rgb(222, 222, 222);
+const MINOR_GRID: Rgb = Rgb(242, 242, 242);
 const FRAME: Rgb = Rgb(120, 120, 120);
 
 /// One colour (and dash) per bit width, readable in grey print.
@@ -72,14 +75,16 @@ impl Axis {
     }
 }
 
-/// Ticks at 1, 2 and 5 times powers of ten between `lo` and `hi` (only 1s past four decades;
-/// 1..9 within one), each printed with exactly the digits it has.
+/// Ticks at 1, 2 and 5 times powers of ten between `lo` and `hi` (also 3 below two decades,
+/// 1..9 within one, only 1s past four), each printed with exactly the digits it has.
 pub fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, String)> {
     let decades = (hi / lo).log10();
     let mantissas: &[u32] = if decades > 4.0 {
         &[1]
-    } else if decades >= 1.0 {
+    } else if decades >= 2.0 {
         &[1, 2, 5]
+    } else if decades >= 1.0 {
+        &[1, 2, 3, 5]
     } else {
         &[1, 2, 3, 4, 5, 6, 7, 8, 9]
     };
@@ -133,6 +138,20 @@ pub fn linear_ticks(lo: f64, hi: f64, n: usize) -> Vec<(f64, String)> {
     (first..=last)
         .map(|k| (k as f64 * step, decimal(k * m as i64, e)))
         .collect()
+}
+
+/// Every integer multiple (1..9) of a power of ten between `lo` and `hi`.
+fn minor_ticks(lo: f64, hi: f64) -> Vec<(f64, String)> {
+    let mut ticks = Vec::new();
+    for e in (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32) {
+        for m in 1..=9 {
+            let v = m as f64 * 10f64.powi(e);
+            if v >= lo && v <= hi {
+                ticks.push((v, String::new()));
+            }
+        }
+    }
+    ticks
 }
 
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
@@ -193,6 +212,13 @@ pub fn pareto_plot(rows: &[Row], loss_label: &str) -> Plot {
         line(&mut c, vec![(px, t), (px, b)], GRID, 0.5);
         line(&mut c, vec![(px, b), (px, b + 3.0)], FRAME, 0.6);
         text(&mut c, (px, b + 12.0), s, TICK_FONT, Anchor::Middle);
+    }
+    if log && (y_hi / y_lo).log10() <= 4.0 {
+        // Unlabelled grid at every integer multiple of a power of ten, to read values between.
+        for (v, _) in minor_ticks(y_lo, y_hi) {
+            let py = y.map(v);
+            line(&mut c, vec![(l, py), (r, py)], MINOR_GRID, 0.4);
+        }
     }
     for (v, s) in &y_ticks {
         let py = y.map(*v);
@@ -258,6 +284,9 @@ pub fn pareto_plot(rows: &[Row], loss_label: &str) -> Plot {
         .map(|r| (x.map(r.pareto_area_um2), y.map(r.accuracy_loss)))
         .collect();
     for (row, &p) in pts.iter().zip(&at) {
+        if row.pareto {
+            ring(&mut c, p);
+        }
         marker(&mut c, p, row.bits, row.mac_area_um2.is_some());
     }
 
@@ -265,7 +294,7 @@ pub fn pareto_plot(rows: &[Row], loss_label: &str) -> Plot {
     // becomes a number, named in the key under the legend.
     let markers: Vec<Box4> = at
         .iter()
-        .map(|&(px, py)| Box4(px - RADIUS, py - RADIUS, px + RADIUS, py + RADIUS))
+        .map(|&(px, py)| Box4(px - RING, py - RING, px + RING, py + RING))
         .collect();
     let mut order: Vec<usize> = (0..pts.len()).collect();
     order.sort_by(|&i, &j| {
@@ -358,9 +387,9 @@ fn search(
         let dy = if k % 2 == 0 { k / 2 } else { -(k + 1) / 2 } as f64 * step;
         for right in [true, false] {
             let x0 = if right {
-                px + RADIUS + 2.5
+                px + RING + 2.0
             } else {
-                px - RADIUS - 2.5 - w
+                px - RING - 2.0 - w
             };
             let top = py - h / 2.0 + dy;
             let bx = Box4(x0, top, x0 + w, top + h);
@@ -407,6 +436,17 @@ fn marker(c: &mut Canvas, center: (f64, f64), bits: u32, published: bool) {
     });
 }
 
+/// The ring around a point on its bit width's frontier.
+fn ring(c: &mut Canvas, center: (f64, f64)) {
+    c.shapes.push(Shape::Circle {
+        center,
+        radius: RING,
+        fill: None,
+        stroke: Rgb(40, 40, 40),
+        width: 0.8,
+    });
+}
+
 /// Right of the plot: each bit width's colour and frontier, what filled and hollow mean, and
 /// the names of numbered points.
 fn legend(c: &mut Canvas, widths: &[u32], key: &[(usize, String)]) {
@@ -431,6 +471,21 @@ fn legend(c: &mut Canvas, widths: &[u32], key: &[(usize, String)]) {
         );
         y += row;
     }
+    ring(c, (x0 + 11.0, y));
+    marker(
+        c,
+        (x0 + 11.0, y),
+        widths.first().copied().unwrap_or(4),
+        false,
+    );
+    text(
+        c,
+        (x0 + 28.0, y + 2.8),
+        "on its frontier",
+        LABEL_FONT,
+        Anchor::Start,
+    );
+    y += row;
     for (published, what) in [
         (true, "area: Table 10 (published)"),
         (false, "area: tquant's model"),
