@@ -180,17 +180,18 @@ fn bench_says_when_the_matrix_fits_in_cache() {
     );
 }
 
-/// Runs tquant with stdout on a pipe whose reading end is already closed (`| head` that has
-/// finished): it must neither panic nor fail.
+/// Runs tquant with stdout on a pipe whose reading end is closed before tquant writes (`| head`
+/// that has finished): it must neither panic nor fail. The reading end is closed right after
+/// the spawn, long before the command has its output ready (it writes once, at the end).
 fn into_closed_pipe(args: &[&str]) {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_tquant"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tquant"))
         .args(args)
-        .stdout(writer)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);

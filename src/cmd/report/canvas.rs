@@ -327,7 +327,7 @@ impl Canvas {
         let xref = out.len();
         let _ = write!(out, "xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
         for o in offsets {
-            let _ = write!(out, "{o:010} 00000 n \n");
+            let _ = writeln!(out, "{o:010} 00000 n ");
         }
         let _ = write!(
             out,
