@@ -180,11 +180,14 @@ fn bench_says_when_the_matrix_fits_in_cache() {
     );
 }
 
-/// Runs tquant with stdout on a pipe whose reading end is closed before tquant writes (`| head`
-/// that has finished): it must neither panic nor fail. The reading end is closed right after
-/// the spawn, long before the command has its output ready (it writes once, at the end).
+/// Runs tquant with stdout on a pipe whose reading end is closed before tquant starts (`| head`
+/// that has finished): it must neither panic nor fail. A shell holds the writing end and waits
+/// a moment before it becomes tquant, so the reader is surely gone by then.
 fn into_closed_pipe(args: &[&str]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tquant"))
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"sleep 0.3; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_tquant"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
