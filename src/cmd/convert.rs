@@ -53,7 +53,8 @@ pub struct Args {
     /// Worker threads (0: one per core, the default).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Replace an existing output.
+    /// Replace an existing output that tquant wrote (a directory holding anything else is
+    /// refused, never deleted).
     #[arg(long)]
     pub force: bool,
     /// Print a JSON summary instead of text.

@@ -50,7 +50,8 @@ pub struct Args {
     /// --force; a directory holding other files is refused).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
-    /// Replace the report files of an existing output directory.
+    /// Replace the report files of an existing output directory (one holding other files is
+    /// refused).
     #[arg(long)]
     pub force: bool,
     /// With --calibrate, every format also gets a calibrated row (GPTQ): `gptq:<format>`, and
