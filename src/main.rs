@@ -55,6 +55,14 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
+        // `tquant ... | head`: the reader has all it wanted.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return;
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -138,8 +138,21 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
         force: true,
         threads: Some(1),
     };
+    // The marker is not tquant's: --force refuses to delete it.
+    let err = tquant::convert::convert(&tiny_lite(), &out, &opts, &run, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("marker"), "{err}");
+    assert!(out.join("marker").exists());
+    // A previous tquant output is replaced.
+    std::fs::remove_dir_all(&out).unwrap();
+    tquant::convert::convert(
+        &tiny_lite(),
+        &out,
+        &opts,
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     tquant::convert::convert(&tiny_lite(), &out, &opts, &run, &NoProgress).unwrap();
-    assert!(!out.join("marker").exists());
     assert!(out.join("model.safetensors").exists());
     // Only the output is left: no temporary or old directories.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);

@@ -59,22 +59,54 @@ fn existing_output_is_refused_unless_forced() {
     );
     assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "a file");
 
-    // --force replaces it whole, and leaves no temporary directory behind.
-    assert_success(&tquant(&["convert", p(&model), "-o", p(&out), "--force"]));
-    assert!(!out.join("precious.txt").exists());
-    assert!(Checkpoint::open(&out).unwrap().is_quantized());
+    // --force replaces only what tquant wrote: a directory or file of the user's is refused,
+    // named, and left as it was.
+    let forced = tquant(&["convert", p(&model), "-o", p(&out), "--force"]);
+    assert_clean_error(
+        &forced,
+        &["precious.txt", "not written by tquant", "another output"],
+    );
+    assert_eq!(listing(&out), ["precious.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    let forced = tquant(&["convert", p(&model), "-o", p(&file_out), "--force"]);
+    assert_clean_error(&forced, &["out.file", "not written by tquant"]);
+    assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "a file");
+
+    // A previous tquant output is replaced whole, and no temporary directory is left behind.
+    let ours = tmp.path().join("ours");
     assert_success(&tquant(&[
         "convert",
         p(&model),
         "-o",
-        p(&file_out),
+        p(&ours),
+        "--format",
+        "nf4",
+    ]));
+    assert_success(&tquant(&[
+        "convert",
+        p(&model),
+        "-o",
+        p(&ours),
+        "--format",
+        "int4",
         "--force",
     ]));
-    assert!(Checkpoint::open(&file_out).unwrap().is_quantized());
+    let config = std::fs::read_to_string(ours.join("config.json")).unwrap();
+    assert!(config.contains("\"int4\""), "{config}");
+    assert!(Checkpoint::open(&ours).unwrap().is_quantized());
     assert_eq!(
-        leftovers(tmp.path(), &["model", "out", "out.file"]),
+        leftovers(tmp.path(), &["model", "out", "out.file", "ours"]),
         Vec::<String>::new()
     );
+    // A note the user added to a tquant output is theirs: --force refuses, naming it.
+    std::fs::write(ours.join("notes.txt"), "mine").unwrap();
+    let before = listing(&ours);
+    let forced = tquant(&["convert", p(&model), "-o", p(&ours), "--force"]);
+    assert_clean_error(&forced, &["notes.txt", "not written by tquant"]);
+    assert_eq!(listing(&ours), before);
 
     // Never the input itself, even with --force.
     assert_clean_error(
@@ -207,6 +239,23 @@ fn full_disk_fails_cleanly_and_leaves_nothing() {
 
 #[test]
 fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
+    // SIGKILL on Unix: no chance to clean up.
+    interrupted_conversion(|child| child.kill().unwrap());
+}
+
+#[test]
+fn ctrl_c_mid_conversion_leaves_nothing_complete_looking() {
+    interrupted_conversion(|child| {
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+    });
+}
+
+/// Interrupts a conversion once it writes its temporary output: nothing at the output path,
+/// only a clearly named temporary directory that is no checkpoint, and the next run into the
+/// same output removes that leftover.
+fn interrupted_conversion(interrupt: impl FnOnce(&mut std::process::Child)) {
     let tmp = tempfile::tempdir().unwrap();
     let model = sized_model(&tmp.path().join("model"), 16);
     let out = tmp.path().join("out");
@@ -229,7 +278,7 @@ fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(30));
-    child.kill().unwrap(); // SIGKILL on Unix: no chance to clean up
+    interrupt(&mut child);
     let status = child.wait().unwrap();
     assert!(
         !status.success(),
@@ -256,6 +305,11 @@ fn sigkill_mid_conversion_leaves_nothing_complete_looking() {
         "int4",
     ]));
     assert!(Checkpoint::open(&out).unwrap().is_quantized());
+    assert_eq!(
+        leftovers(tmp.path(), &["model", "out"]),
+        Vec::<String>::new(),
+        "the interrupted run's temporary output was not cleaned up"
+    );
 }
 
 #[test]

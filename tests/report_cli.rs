@@ -36,10 +36,18 @@ const FIELDS: [&str; 9] = [
 ];
 
 fn assert_outputs(dir: &Path) -> Value {
-    for f in ["report.json", "report.md", "report.csv", "pareto.svg"] {
+    for f in [
+        "report.json",
+        "report.md",
+        "report.csv",
+        "pareto.svg",
+        "pareto.pdf",
+    ] {
         let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} missing or empty");
     }
+    let pdf = std::fs::read(dir.join("pareto.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-") && pdf.ends_with(b"%%EOF\n"));
     let names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -198,7 +206,54 @@ fn bad_input_fails_with_a_message_naming_it() {
     ]);
     assert!(e.contains("nf5"));
 
-    // --text is required without --weights-only.
-    stderr_of_failure(&["report", m.to_str().unwrap(), "-o", o]);
+    // --text is required without --weights-only, and the message says so.
+    let e = stderr_of_failure(&["report", m.to_str().unwrap(), "-o", o]);
+    assert!(e.contains("--text") && e.contains("--weights-only"), "{e}");
     assert!(!out.exists(), "nothing written on failure");
+}
+
+/// An existing report is replaced only with --force, and never a file the user put there.
+#[test]
+fn existing_output_is_replaced_only_when_it_is_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rep");
+    let o = out.to_str().unwrap();
+    let m = model();
+    let args = |force: bool| {
+        let mut a = vec![
+            "report",
+            m.to_str().unwrap(),
+            "--weights-only",
+            "--formats",
+            "nf4",
+            "-o",
+            o,
+        ];
+        if force {
+            a.push("--force");
+        }
+        a
+    };
+    stdout_ok(&args(false));
+    assert_outputs(&out);
+    let e = stderr_of_failure(&args(false));
+    assert!(e.contains("output exists; pass --force"), "{e}");
+    std::fs::write(out.join("report.md"), "stale").unwrap();
+    stdout_ok(&args(true));
+    assert_ne!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        "stale"
+    );
+
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let e = stderr_of_failure(&args(true));
+    assert!(
+        e.contains("notes.txt") && e.contains("not written by tquant"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert!(out.join("report.json").exists());
 }

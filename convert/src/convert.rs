@@ -49,7 +49,7 @@ impl Progress for NoProgress {}
 pub struct RunOptions {
     /// Replace an existing output (atomically).
     pub force: bool,
-    /// Worker threads; `None` uses every core.
+    /// Worker threads; `None` or `Some(0)` uses one per core.
     pub threads: Option<usize>,
 }
 
@@ -222,7 +222,7 @@ pub fn convert(
         (0..n_results).map(|_| Mutex::new(None)).collect();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = run.threads {
-        pool = pool.num_threads(n.max(1));
+        pool = pool.num_threads(n); // 0: rayon's default, one per core
     }
     let pool = pool.build().map_err(|e| {
         ConvertError::Options(format!("cannot start {:?} threads: {e}", run.threads))

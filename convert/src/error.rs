@@ -36,6 +36,11 @@ pub enum ConvertError {
     NotACheckpoint { path: PathBuf, reason: String },
     #[error("{path}: output exists; pass --force to replace it")]
     OutputExists { path: PathBuf },
+    /// An existing output that `--force` may not replace: it holds `names`, which tquant did
+    /// not write (or, with no names, it is a file of its own).
+    #[error("{path}: {}; --force replaces only a previous tquant output: choose another output path or remove {}",
+        foreign_list(.names), if .names.len() == 1 { "it" } else { "them" })]
+    ForeignOutput { path: PathBuf, names: Vec<String> },
     /// Conversion options that do not make sense together.
     #[error("invalid options: {0}")]
     Options(String),
@@ -72,4 +77,21 @@ impl ConvertError {
             reason: reason.into(),
         }
     }
+}
+
+fn foreign_list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "a file not written by tquant (its outputs are directories)".into();
+    }
+    const SHOWN: usize = 8;
+    let mut list = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        list.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    format!("holds files not written by tquant ({list})")
 }

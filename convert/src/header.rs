@@ -94,6 +94,27 @@ pub fn parse_file_bytes(bytes: &[u8], path: &Path) -> Result<Header, ConvertErro
 }
 
 fn check_header_len(n: u64, file_len: u64, path: &Path) -> Result<(), ConvertError> {
+    let first = n.to_le_bytes();
+    let looks_like_text = first
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if looks_like_text && (n > MAX_HEADER_LEN || n > file_len - 8) {
+        // A safetensors file starts with a little-endian length whose high bytes are zero.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        return Err(ConvertError::NotACheckpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "a text file (it starts with '{}'), not a safetensors file, which starts with \
+                 an 8-byte header length; pass the checkpoint directory ({}) or its \
+                 .safetensors file",
+                char::from(first[0]).escape_default(),
+                dir.display()
+            ),
+        });
+    }
     if n > MAX_HEADER_LEN {
         return Err(ConvertError::header(
             path,

@@ -36,3 +36,4 @@ pub use policy::{Action, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
 pub use safetensors::Dtype;
+pub use writer::{check_output, sync_dir, MANIFEST_FILE};

@@ -183,10 +183,26 @@ impl ConvertOptions {
             .map_err(opt_err),
             Layout::Bnb => {
                 let ok_block = matches!(self.block, BlockSize::Elements(n) if layouts::BNB_BLOCKS.contains(&n));
-                if self.format.name() != "nf4" || self.scale_dtype != ScaleDtype::F32 || !ok_block {
+                // Name only what is wrong, with what bitsandbytes supports in its place.
+                let mut wrong = Vec::new();
+                if self.format.name() != "nf4" {
+                    wrong.push(format!("--format nf4 only (got {})", self.format));
+                }
+                if self.scale_dtype != ScaleDtype::F32 {
+                    wrong.push(format!("f32 scales only (got {})", self.scale_dtype));
+                }
+                if !ok_block {
+                    wrong.push(format!(
+                        "--block {} only (got {})",
+                        layouts::BNB_BLOCKS.map(|b| b.to_string()).join(", "),
+                        self.block
+                    ));
+                }
+                if !wrong.is_empty() {
                     return Err(opt_err(format!(
-                        "--layout bnb stores nf4 with f32 absmax scales and blocks of {:?}, not {} / {} / block {}",
-                        layouts::BNB_BLOCKS, self.format, self.scale_dtype, self.block
+                        "--layout bnb (bitsandbytes NF4) supports {}; use --layout tquant for \
+                         other formats",
+                        wrong.join("; ")
                     )));
                 }
                 Ok(())

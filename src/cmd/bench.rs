@@ -5,8 +5,11 @@
 //! them alike; before each run the caches are swept, so a GEMV reads its weights from DRAM as
 //! in decoding.
 
+use super::convert::emit;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
@@ -43,7 +46,7 @@ pub struct Args {
     /// Scale dtype: f32, f16, bf16, e8m0.
     #[arg(long, default_value = "f16")]
     scale_dtype: String,
-    /// Threads for every measurement.
+    /// Threads for every measurement (0: one per core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Timed runs per measurement (default: 15 for gemv, 5 for gemm).
@@ -89,15 +92,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         (Kind::Gemm, b) => b.unwrap_or(64),
     };
-    if args.rows == 0 || args.cols == 0 || n == 0 || args.threads == 0 {
-        bail!("--rows, --cols, --batch and --threads must be at least 1");
+    if args.rows == 0 || args.cols == 0 || n == 0 {
+        bail!("--rows, --cols and --batch must be at least 1");
     }
     let format: Format = args.format.parse()?;
     let block: BlockSize = args.block.parse()?;
     let scale_dtype: ScaleDtype = args.scale_dtype.parse()?;
     let reps = args.reps.unwrap_or(if n == 1 { 15 } else { 5 }).max(1);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
+        .num_threads(args.threads) // 0: rayon's default, one per core
         .build()
         .context("building the thread pool")?;
     let (rows, cols) = (args.rows, args.cols);
@@ -201,39 +204,133 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect();
         let out = serde_json::json!({ "results": list, "f32": f32.json(), "read_gbps": read_gbps });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
     }
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "{} [{rows} x {cols}] x {n} activation rows, {format} block {} {scale_dtype} ({:.3} bits/weight), {} thread(s), median of {reps}",
         if n == 1 { "gemv" } else { "gemm" },
         m.block,
         m.bits_per_weight(),
-        args.threads
-    );
-    println!(
+        pool.current_num_threads()
+    )?;
+    writeln!(
+        out,
         "read bandwidth ({} MiB sum): {read_gbps:.1} GB/s",
         args.read_mib
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<8} {:<6} {:>10} {:>9} {:>9} {:>8} {:>9}",
         "isa", "mode", "time", "GB/s", "GFLOP/s", "vs f32", "% read"
-    );
-    let line = |isa: &str, mode: &str, r: &Measure| {
-        println!(
+    )?;
+    let mut over = false;
+    let mut line = |out: &mut String, isa: &str, mode: &str, r: &Measure| {
+        let pct = 100.0 * r.weight_gbps / read_gbps;
+        over |= pct > 100.0;
+        writeln!(
+            out,
             "{isa:<8} {mode:<6} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
             r.seconds * 1e3,
             r.weight_gbps,
             r.gflops,
             f32.seconds / r.seconds,
-            100.0 * r.weight_gbps / read_gbps
+            pct
         )
     };
     for (isa, mode, r) in &results {
-        line(isa.name(), mode.name(), r);
+        line(&mut out, isa.name(), mode.name(), r)?;
     }
-    line(Isa::detect().name(), "f32", &f32);
-    Ok(())
+    line(&mut out, Isa::detect().name(), "f32", &f32)?;
+    let caches = cache_sizes(Path::new(CACHE_DIR));
+    out.push_str(&cache_note(&caches, 4 * rows * cols, sweep.len() * 8, over));
+    emit(&out)
+}
+
+const CACHE_DIR: &str = "/sys/devices/system/cpu/cpu0/cache";
+
+/// (level, bytes) of the data and unified caches listed under `dir`, smallest level first.
+fn cache_sizes(dir: &Path) -> Vec<(u32, usize)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut caches: Vec<(u32, usize)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| read(p.join("type")) != "Instruction")
+        .filter_map(|p| {
+            let level = read(p.join("level")).parse().ok()?;
+            let size = read(p.join("size"));
+            let bytes = match size.strip_suffix('K') {
+                Some(k) => k.parse::<usize>().ok()? << 10,
+                None => size.strip_suffix('M')?.parse::<usize>().ok()? << 20,
+            };
+            Some((level, bytes))
+        })
+        .collect();
+    caches.sort();
+    caches.dedup_by_key(|c| c.0);
+    caches
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Why a figure can exceed the read bandwidth: the weights were (partly) read from a cache.
+fn cache_note(caches: &[(u32, usize)], f32_bytes: usize, sweep_bytes: usize, over: bool) -> String {
+    let mut note = String::new();
+    let Some(&(last, last_bytes)) = caches.last() else {
+        note.push_str(&format!(
+            "cache sizes unknown (nothing readable in {CACHE_DIR})"
+        ));
+        if over {
+            note.push_str(
+                ": above 100% of the read bandwidth, weights came from a cache, not DRAM",
+            );
+        }
+        note.push('\n');
+        return note;
+    };
+    if let Some(&(level, bytes)) = caches.iter().find(|c| c.1 >= f32_bytes) {
+        note.push_str(&format!(
+            "note: the f32 matrix ({}) fits in the L{level} cache ({})",
+            mib(f32_bytes),
+            mib(bytes)
+        ));
+        if sweep_bytes < last_bytes {
+            note.push_str(&format!(
+                ", and the {} swept before each run does not evict the L{last} ({}): the \
+                 weights can stay cached, so these are cache speeds",
+                mib(sweep_bytes),
+                mib(last_bytes)
+            ));
+        } else {
+            note.push_str(&format!(
+                "; the {} swept before each run evicts it, but prefetch and reuse can still \
+                 beat DRAM",
+                mib(sweep_bytes)
+            ));
+        }
+        if over {
+            note.push_str("; over 100% of the read bandwidth means read from cache");
+        }
+        note.push('\n');
+    } else if over {
+        note.push_str(&format!(
+            "note: over 100% of the read bandwidth: part of the weights came from the L{last} \
+             cache ({})\n",
+            mib(last_bytes)
+        ));
+    }
+    note
 }
 
 /// Student-t(5) weights (as in trained models, heavy-tailed) and their quantization, both made
@@ -278,7 +375,7 @@ fn random_weights(
 }
 
 /// Elements of the read buffer summed before each timed run: 64 MiB, twice the last-level
-/// cache of the machines this was tuned on.
+/// cache of the machines this was tuned on (the output says when the L3 is larger).
 const SWEEP: usize = 8 << 20;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -300,4 +397,38 @@ fn sum(v: &[u64]) -> u64 {
         }
     }
     acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_read_sysfs_layout_and_skip_instruction_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (level, kind, size)) in [
+            ("1", "Data", "48K"),
+            ("1", "Instruction", "64K"),
+            ("2", "Unified", "2048K"),
+            ("3", "Unified", "32M"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = dir.path().join(format!("index{i}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        let c = cache_sizes(dir.path());
+        assert_eq!(c, [(1, 48 << 10), (2, 2 << 20), (3, 32 << 20)]);
+        let note = cache_note(&c, 1 << 20, 64 << 20, true);
+        assert!(note.contains("fits in the L2 cache (2.0 MiB)"), "{note}");
+        assert!(note.contains("over 100%"), "{note}");
+        let note = cache_note(&c, 1 << 20, 16 << 20, false);
+        assert!(note.contains("does not evict the L3"), "{note}");
+        assert!(cache_note(&c, 64 << 20, 64 << 20, false).is_empty());
+        assert!(cache_note(&[], 1, 1, false).contains("cache sizes unknown"));
+    }
 }

@@ -56,10 +56,11 @@ pub struct Args {
     /// inference does not run: --drop 'model.layers.61.*'.
     #[arg(long)]
     pub drop: Vec<String>,
-    /// Worker threads (default: all cores).
+    /// Worker threads (0: one per core, the default).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Replace an existing output.
+    /// Replace an existing output that tquant wrote (a directory holding anything else is
+    /// refused, never deleted).
     #[arg(long)]
     pub force: bool,
     /// Print a JSON summary instead of text.
@@ -98,6 +99,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut opts = opts.with_scale_rule(rule)?;
     if args.calibration.enabled() {
         tquant_convert::calibration::check_layout(opts.layout)?;
+        // Before collecting activations, which takes a while.
+        tquant_convert::check_output(&args.output, args.force, &|_| false)?;
     }
     let layerwise = args
         .calibration

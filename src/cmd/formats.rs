@@ -1,6 +1,8 @@
 //! `tquant formats`: the catalog with values in code order.
 
+use super::convert::emit;
 use anyhow::Result;
+use std::fmt::Write as _;
 use tquant_formats::Format;
 
 #[derive(Debug, clap::Args)]
@@ -12,6 +14,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let formats = Format::all();
+    let mut out = String::new();
     if args.json {
         let list: Vec<_> = formats
             .iter()
@@ -24,22 +27,35 @@ pub fn run(args: Args) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return emit(&out);
     }
-    for f in &formats {
-        let values: Vec<String> = f
-            .codebook()
-            .values()
-            .iter()
-            .map(|v| format!("{v}"))
-            .collect();
-        println!(
-            "{:<10} {} bits  [{}]",
+    let values: Vec<String> = formats
+        .iter()
+        .map(|f| {
+            let v: Vec<String> = f
+                .codebook()
+                .values()
+                .iter()
+                .map(|v| format!("{v}"))
+                .collect();
+            format!("[{}]", v.join(", "))
+        })
+        .collect();
+    let width = values.iter().map(|v| v.chars().count()).max().unwrap_or(0);
+    writeln!(
+        out,
+        "{:<10} {:<4} {:<width$}  source",
+        "name", "bits", "values in code order"
+    )?;
+    for (f, v) in formats.iter().zip(&values) {
+        writeln!(
+            out,
+            "{:<10} {:<4} {v:<width$}  {}",
             f.name(),
             f.bits(),
-            values.join(", ")
-        );
+            f.source()
+        )?;
     }
-    Ok(())
+    emit(&out)
 }

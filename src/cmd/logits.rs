@@ -1,8 +1,8 @@
 //! `tquant logits`: a model's logits for a list of token ids, as JSON.
 
+use super::convert::emit;
 use super::model_args::ModelArgs;
 use anyhow::Result;
-use std::io::Write;
 use tquant_model::Logits;
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +23,7 @@ pub fn run(args: Args) -> Result<()> {
     let which = if args.last { Logits::Last } else { Logits::All };
     let logits = model.forward(&args.tokens, &mut cache, which)?;
     let rows: Vec<&[f32]> = logits.chunks(model.config().vocab_size).collect();
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &serde_json::json!({ "logits": rows }))?;
-    writeln!(out)?;
-    Ok(())
+    let mut out = serde_json::to_string(&serde_json::json!({ "logits": rows }))?;
+    out.push('\n');
+    emit(&out)
 }

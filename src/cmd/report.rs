@@ -2,6 +2,7 @@
 //! error and the bits per byte each costs, and set them against the MAC area of the format
 //! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
 
+mod canvas;
 mod measure;
 mod output;
 mod plot;
@@ -22,7 +23,7 @@ pub struct Args {
     pub model: PathBuf,
     /// Text for bits per byte (tokenized with the model's tokenizer.json, or byte by byte for a
     /// byte vocabulary); not needed with --weights-only.
-    #[arg(long, required_unless_present = "weights_only")]
+    #[arg(long)]
     pub text: Option<PathBuf>,
     /// Tokens scored per chunk: each chunk of window + 1 tokens scores its last `window`.
     #[arg(long, default_value_t = 256)]
@@ -47,9 +48,14 @@ pub struct Args {
     /// Only quantize and report weight errors (any safetensors model; no runner, no text).
     #[arg(long)]
     pub weights_only: bool,
-    /// Output directory (created if missing; its report files are replaced atomically).
+    /// Output directory (created if missing; an existing report in it is replaced only with
+    /// --force; a directory holding other files is refused).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// Replace the report files of an existing output directory (one holding other files is
+    /// refused).
+    #[arg(long)]
+    pub force: bool,
     /// With --calibrate, every format also gets a calibrated row (GPTQ): `gptq:<format>`, and
     /// `auto+gptq` for `auto` (its choice by the activation-weighted error).
     #[command(flatten)]
@@ -64,7 +70,39 @@ struct Eval {
     path: PathBuf,
 }
 
+/// The files a report writes (and their temporary names while it writes them).
+const REPORT_FILES: [&str; 5] = [
+    "report.json",
+    "report.md",
+    "report.csv",
+    "pareto.svg",
+    "pareto.pdf",
+];
+
+fn is_report_file(name: &str) -> bool {
+    REPORT_FILES
+        .iter()
+        .any(|f| name == *f || name.starts_with(&format!(".{f}.tmp")))
+}
+
+/// A missing or empty directory is fine; an earlier report is replaced only with --force;
+/// anything else in the directory is refused, named, before any work starts.
+fn check_output(dir: &std::path::Path, force: bool) -> Result<()> {
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !empty {
+        tquant_convert::check_output(dir, force, &is_report_file)?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.text.is_none() && !args.weights_only {
+        anyhow::bail!(
+            "report needs --text FILE to measure bits per byte, or --weights-only to report \
+             only the weight errors (any safetensors model)"
+        );
+    }
+    check_output(&args.output, args.force)?;
     let source = tquant_model::checkpoint_source(&args.model)?;
     let ckpt = source.checkpoint();
     let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
@@ -145,9 +183,9 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let md = output::markdown(&header, &rows, &checks);
     let loss_label = if eval.is_some() {
-        "Δ bits per byte (quantized - f32)"
+        "bits per byte lost (quantized - f32)"
     } else {
-        "weight nmse"
+        "weight NMSE"
     };
     output::write_atomic(
         &dir.join("report.json"),
@@ -155,12 +193,10 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     output::write_atomic(&dir.join("report.md"), md.as_bytes())?;
     output::write_atomic(&dir.join("report.csv"), output::csv(&rows).as_bytes())?;
-    output::write_atomic(
-        &dir.join("pareto.svg"),
-        plot::pareto_svg(&rows, loss_label)?.as_bytes(),
-    )?;
-    print!("{md}");
-    Ok(())
+    let plot = plot::pareto_plot(&rows, loss_label);
+    output::write_atomic(&dir.join("pareto.svg"), plot.canvas.svg().as_bytes())?;
+    output::write_atomic(&dir.join("pareto.pdf"), &plot.canvas.pdf())?;
+    super::convert::emit(&md)
 }
 
 /// Each variant followed by its calibrated twin (same options, with the calibration).

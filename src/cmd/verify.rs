@@ -23,6 +23,26 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("opening {}", args.original.display()))?;
     let quantized = Checkpoint::open(&args.quantized)
         .with_context(|| format!("opening {}", args.quantized.display()))?;
+    if original.is_quantized() {
+        let (a, b) = (args.original.display(), args.quantized.display());
+        if quantized.is_quantized() {
+            anyhow::bail!(
+                "{a} is quantized: verify compares the original (unquantized) checkpoint, given \
+                 first, with a quantized one made from it"
+            );
+        }
+        anyhow::bail!(
+            "the arguments look swapped: {a} is quantized and {b} is not; the original comes \
+             first: tquant verify {b} {a}"
+        );
+    }
+    if !quantized.is_quantized() {
+        anyhow::bail!(
+            "{} holds no quantized tensor: verify compares an original checkpoint with one \
+             `tquant convert` made from it",
+            args.quantized.display()
+        );
+    }
     let report = verify(&original, &quantized)?;
     let mut out = String::new();
     if args.json {

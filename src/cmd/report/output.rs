@@ -222,17 +222,21 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
             if r.pareto { "**yes**" } else { "" }
         );
     }
-    let front: Vec<&str> = {
-        let mut f: Vec<&Row> = rows.iter().filter(|r| r.pareto).collect();
+    let mut widths: Vec<u32> = rows.iter().map(|r| r.bits).collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    widths.dedup();
+    for bits in widths {
+        let mut f: Vec<&Row> = rows.iter().filter(|r| r.pareto && r.bits == bits).collect();
         f.sort_by(|a, b| a.pareto_area_um2.total_cmp(&b.pareto_area_um2));
-        f.iter().map(|r| r.format.as_str()).collect()
-    };
-    let _ = writeln!(
-        s,
-        "\nPareto frontier over (MAC area, {}), smallest area first: {}.\n",
-        header.accuracy_loss,
-        front.join(" → ")
-    );
+        let front: Vec<&str> = f.iter().map(|r| r.format.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\n{bits}-bit Pareto frontier over (MAC area, {}), smallest area first: {}.",
+            header.accuracy_loss,
+            front.join(" → ")
+        );
+    }
+    s.push('\n');
     for r in rows {
         if let Some(nu) = r.nu {
             let how = if nu.searched {
@@ -320,9 +324,13 @@ impl IfEmpty for String {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, and an
+/// fsync of the directory so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .with_context(|| format!("{}: not a file path", path.display()))?;
@@ -341,6 +349,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("writing {}", path.display()));
     }
+    tquant_convert::sync_dir(dir)?;
     Ok(())
 }
 

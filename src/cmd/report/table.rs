@@ -156,11 +156,11 @@ pub fn build_rows(
             }
         })
         .collect();
-    let points: Vec<(f64, f64)> = rows
+    let points: Vec<(u32, f64, f64)> = rows
         .iter()
-        .map(|r| (r.pareto_area_um2, r.accuracy_loss))
+        .map(|r| (r.bits, r.pareto_area_um2, r.accuracy_loss))
         .collect();
-    for (r, on) in rows.iter_mut().zip(pareto_front(&points)) {
+    for (r, on) in rows.iter_mut().zip(pareto_front_by_bits(&points)) {
         r.pareto = on;
     }
     rows
@@ -178,6 +178,23 @@ fn published_area(m: &Measured) -> Option<&'static PublishedMac> {
     areas?
         .into_iter()
         .max_by(|a, b| a.mac_um2.total_cmp(&b.mac_um2))
+}
+
+/// [`pareto_front`] within each bit width of `(bits, x, y)` points: fewer bits buy area with
+/// accuracy, so a 3-bit format is judged against 3-bit formats only.
+pub fn pareto_front_by_bits(points: &[(u32, f64, f64)]) -> Vec<bool> {
+    let mut on = vec![false; points.len()];
+    let mut widths: Vec<u32> = points.iter().map(|p| p.0).collect();
+    widths.sort_unstable();
+    widths.dedup();
+    for bits in widths {
+        let idx: Vec<usize> = (0..points.len()).filter(|&i| points[i].0 == bits).collect();
+        let xy: Vec<(f64, f64)> = idx.iter().map(|&i| (points[i].1, points[i].2)).collect();
+        for (&i, front) in idx.iter().zip(pareto_front(&xy)) {
+            on[i] = front;
+        }
+    }
+    on
 }
 
 /// Which points no other point dominates (no larger in both coordinates and smaller in one).
@@ -294,6 +311,16 @@ mod tests {
         assert!(rows[1].chip_overhead_pct > 0.0);
         // Bigger MAC but lower loss: both are on the frontier.
         assert!(rows[0].pareto && rows[1].pareto);
+    }
+
+    #[test]
+    fn each_bit_width_has_its_own_frontier() {
+        // The 4-bit point dominates both 3-bit ones; the better 3-bit one is still on the
+        // 3-bit frontier, the worse one is not.
+        let p = [(4, 100.0, 0.01), (3, 120.0, 0.2), (3, 130.0, 0.3)];
+        assert_eq!(pareto_front_by_bits(&p), [true, true, false]);
+        let flat: Vec<(f64, f64)> = p.iter().map(|q| (q.1, q.2)).collect();
+        assert_eq!(pareto_front(&flat), [true, false, false]);
     }
 
     #[test]
