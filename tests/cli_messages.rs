@@ -207,12 +207,31 @@ fn a_closed_pipe_is_not_an_error() {
     stdout_ok(&["convert", path(&tiny_lite()), "-o", path(&q)]);
     let m = tiny_lite();
     let rep = tmp.path().join("rep");
+    let text = support::root().join("tests/data/model/heldout_head.txt");
     for args in [
         vec!["formats"],
         vec!["formats", "--json"],
         vec!["inspect", path(&q)],
         vec!["verify", path(&m), path(&q)],
         vec!["logits", path(&m), "--tokens", "1,2"],
+        vec![
+            "eval",
+            path(&m),
+            "--text",
+            path(&text),
+            "--max-bytes",
+            "300",
+        ],
+        vec![
+            "eval",
+            path(&m),
+            "--text",
+            path(&text),
+            "--max-bytes",
+            "300",
+            "--json",
+        ],
+        vec!["run", path(&m), "--prompt", "fn main", "--max-tokens", "4"],
         vec![
             "bench",
             "gemv",

@@ -1,6 +1,7 @@
 //! `tquant eval`: bits per byte and perplexity of a model on a text (tokenized with the model's
 //! tokenizer.json, or byte by byte for a byte vocabulary), or perplexity on token ids.
 
+use super::convert::emit;
 use super::model_args::ModelArgs;
 use super::progress;
 use super::text_input::{self, TokenizedText};
@@ -61,12 +62,12 @@ pub fn run(args: Args) -> Result<()> {
         let text = TokenizedText::read(&vocab, path, 0, args.max_bytes)?;
         let s = score(&model, &text.ids, args.window, None)
             .with_context(|| format!("scoring {}", path.display()))?;
-        if matches!(vocab, Vocabulary::Bytes) {
-            print_bytes(&s, args.json);
+        let summary = if matches!(vocab, Vocabulary::Bytes) {
+            bytes_summary(&s, args.json)
         } else {
-            print_text(&s, text.scored_bytes(args.window), args.json);
-        }
-        return Ok(());
+            text_summary(&s, text.scored_bytes(args.window), args.json)
+        };
+        return emit(&summary);
     }
     let Some(path) = &args.tokens_file else {
         bail!("give --text or --tokens-file");
@@ -74,56 +75,56 @@ pub fn run(args: Args) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let ids = read_token_ids(&bytes).with_context(|| path.display().to_string())?;
     let s = score(&model, &ids, args.window, args.max_tokens)?;
-    if args.json {
-        println!(
-            "{}",
+    let summary = if args.json {
+        format!(
+            "{}\n",
             serde_json::json!({
                 "perplexity": s.perplexity(),
                 "bits_per_token": s.bits_per_token(),
                 "tokens": s.tokens,
                 "seconds": s.seconds,
             })
-        );
+        )
     } else {
-        println!(
-            "perplexity {:.4} ({:.4} bits per token) over {} tokens ({:.1} s)",
+        format!(
+            "perplexity {:.4} ({:.4} bits per token) over {} tokens ({:.1} s)\n",
             s.perplexity(),
             s.bits_per_token(),
             s.tokens,
             s.seconds
-        );
-    }
-    Ok(())
+        )
+    };
+    emit(&summary)
 }
 
 /// A byte vocabulary: a token is a byte.
-fn print_bytes(s: &Score, json: bool) {
+fn bytes_summary(s: &Score, json: bool) -> String {
     if json {
-        println!(
-            "{}",
+        format!(
+            "{}\n",
             serde_json::json!({
                 "bits_per_byte": s.bits_per_token(),
                 "tokens": s.tokens,
                 "seconds": s.seconds,
             })
-        );
+        )
     } else {
-        println!(
-            "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)",
+        format!(
+            "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)\n",
             s.bits_per_token(),
             s.tokens,
             s.seconds,
             s.tokens as f64 / s.seconds
-        );
+        )
     }
 }
 
 /// A tokenized text: per token, and per byte of the text the scored tokens cover.
-fn print_text(s: &Score, bytes: usize, json: bool) {
+fn text_summary(s: &Score, bytes: usize, json: bool) -> String {
     let bpb = text_input::bits_per_byte(s, bytes);
     if json {
-        println!(
-            "{}",
+        format!(
+            "{}\n",
             serde_json::json!({
                 "bits_per_byte": bpb,
                 "perplexity": s.perplexity(),
@@ -132,16 +133,16 @@ fn print_text(s: &Score, bytes: usize, json: bool) {
                 "bytes": bytes,
                 "seconds": s.seconds,
             })
-        );
+        )
     } else {
-        println!(
+        format!(
             "bits per byte {bpb:.4} over {bytes} bytes; perplexity {:.4} ({:.4} bits per token) \
-             over {} tokens ({:.1} s, {:.0} tokens/s)",
+             over {} tokens ({:.1} s, {:.0} tokens/s)\n",
             s.perplexity(),
             s.bits_per_token(),
             s.tokens,
             s.seconds,
             s.tokens as f64 / s.seconds
-        );
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! `tquant tokenize`: a text's token ids with a model folder's tokenizer.json, or the text of ids.
 
+use super::convert::emit;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use tquant_text::Tokenizer;
@@ -32,11 +33,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(ids) = &args.decode {
         let text = tok.decode(ids)?;
         if args.json {
-            println!("{}", serde_json::json!({ "text": text }));
-        } else {
-            println!("{text}");
+            return emit(&format!("{}\n", serde_json::json!({ "text": text })));
         }
-        return Ok(());
+        return emit(&format!("{text}\n"));
     }
     let text = match (&args.text, &args.prompt) {
         (Some(path), _) => std::fs::read_to_string(path)
@@ -46,10 +45,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let ids = tok.encode(&text, args.special)?;
     if args.json {
-        println!("{}", serde_json::json!({ "ids": ids }));
-    } else {
-        let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-        println!("{}", list.join(" "));
+        return emit(&format!("{}\n", serde_json::json!({ "ids": ids })));
     }
-    Ok(())
+    // Comma-separated, as --decode, `run --prompt-tokens` and `logits --tokens` take them.
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    emit(&format!("{}\n", list.join(",")))
 }
