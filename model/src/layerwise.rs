@@ -1,8 +1,10 @@
-//! Calibration's run of the float model: one decoder layer at a time, routed experts one at a
-//! time, so that memory holds a layer's attention and shared weights plus one expert.
+//! Calibration's run of the float model in stages smaller than a decoder layer: a dense layer
+//! whole; a MoE layer as its attention and router, then each routed expert alone, then its
+//! shared experts. Memory holds one stage's weights (one expert's, for a routed expert) and
+//! every chunk's hidden state.
 
 use crate::attention::Dims;
-use crate::calibrate::{Tap, TapAt};
+use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::model::{build_pool, embed_rows, Ffn, Layer, Options};
 use crate::moe::{add_weighted, Assignment, Moe};
@@ -10,27 +12,109 @@ use crate::weights::{Loader, TensorSource};
 use crate::ModelError;
 use rayon::prelude::*;
 
-/// The model run one decoder layer at a time over fixed chunks of tokens, each chunk from an
-/// empty cache (calibration): only the current layer's weights and every chunk's hidden state
-/// (`tokens x hidden` f32 in all) are held, whatever the model's size. A MoE layer's routed
-/// experts are read (and widened to f32) one at a time: each runs on the tokens of every chunk
-/// routed to it and is dropped before the next is read.
+/// One step of a [`LayerwiseRun`]: what it runs, and so which sites' inputs it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Dense decoder layer `i`, whole: every site of the layer.
+    Dense(usize),
+    /// MoE layer `i`'s attention and router: the attention's sites and the feed-forward input
+    /// (the router's, and the shared experts' gate and up).
+    MoeInput(usize),
+    /// Routed expert `j` of MoE layer `i` on its tokens of every chunk: its input and its
+    /// down_proj's input.
+    Expert(usize, usize),
+    /// The shared experts of MoE layer `i` (their down_proj's input); completes the layer.
+    /// They run after the routed experts, as in the whole forward pass, so that their output
+    /// is never held beside the routed experts' sum.
+    Shared(usize),
+}
+
+impl Stage {
+    /// The decoder layer this stage belongs to.
+    pub fn layer(&self) -> usize {
+        match *self {
+            Stage::Dense(i) | Stage::MoeInput(i) | Stage::Expert(i, _) | Stage::Shared(i) => i,
+        }
+    }
+
+    /// Every stage of `config`'s decoder layers, in the order they run.
+    pub fn all(config: &Config) -> Vec<Stage> {
+        let mut v = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            if config.is_moe_layer(i) {
+                v.push(Stage::MoeInput(i));
+                v.extend((0..config.n_routed_experts.unwrap_or(0)).map(|j| Stage::Expert(i, j)));
+                v.push(Stage::Shared(i));
+            } else {
+                v.push(Stage::Dense(i));
+            }
+        }
+        v
+    }
+
+    /// Whether this stage shows `site` of decoder layer `layer`.
+    pub fn covers(&self, layer: usize, site: Site) -> bool {
+        if layer != self.layer() {
+            return false;
+        }
+        match *self {
+            Stage::Dense(_) => true,
+            Stage::MoeInput(_) => matches!(
+                site,
+                Site::AttnInput
+                    | Site::QLatent
+                    | Site::KvLatent
+                    | Site::AttnOutput
+                    | Site::FfnInput
+            ),
+            Stage::Expert(_, j) => site == Site::ExpertInput(j) || site == Site::ExpertAct(j),
+            Stage::Shared(_) => site == Site::SharedAct,
+        }
+    }
+}
+
+/// The model run in [`Stage`]s over fixed chunks of tokens, each chunk from an empty cache
+/// (calibration): only the current stage's weights and every chunk's hidden state are held,
+/// whatever the model's size (`tokens x hidden` f32; in a MoE layer, from its attention to its
+/// shared experts, two more: the feed-forward input and the routed experts' sum). A routed
+/// expert is read (and widened to f32) alone, runs on the tokens of every chunk routed to it,
+/// and is dropped before the next is read.
 pub struct LayerwiseRun<S: TensorSource> {
     config: Config,
     dims: Dims,
     src: S,
     opts: Options,
     pool: rayon::ThreadPool,
-    /// Each chunk's hidden state after the layers run so far, `[n, hidden]`.
+    /// Each chunk's hidden state after the stages run so far, `[n, hidden]`.
     chunks: Vec<Vec<f32>>,
+    stages: Vec<Stage>,
+    /// Index in `stages` of the next stage.
     next: usize,
+    /// The MoE layer under way, between its [`Stage::MoeInput`] and [`Stage::Shared`].
+    moe: Option<MoeLayer>,
+}
+
+/// A MoE layer in the middle of its stages: its router and shared experts, and each chunk's
+/// feed-forward state (in the order of the run's chunks).
+struct MoeLayer {
+    moe: Moe,
+    chunks: Vec<MoeChunk>,
+}
+
+/// A chunk in the middle of a MoE layer.
+struct MoeChunk {
+    /// The feed-forward block's normalised input, `[n, hidden]`.
+    normed: Vec<f32>,
+    assigned: Assignment,
+    /// The routed experts' sum so far.
+    y: Vec<f32>,
 }
 
 impl<S: TensorSource> std::fmt::Debug for LayerwiseRun<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LayerwiseRun")
             .field("chunks", &self.chunks.len())
-            .field("next", &self.next)
+            .field("next", &self.stages.get(self.next))
             .finish_non_exhaustive()
     }
 }
@@ -58,11 +142,13 @@ impl<S: TensorSource> LayerwiseRun<S> {
         Ok(Self {
             dims: Dims::new(&config),
             pool: build_pool(opts.threads)?,
+            stages: Stage::all(&config),
             config,
             src,
             opts,
             chunks,
             next: 0,
+            moe: None,
         })
     }
 
@@ -75,99 +161,167 @@ impl<S: TensorSource> LayerwiseRun<S> {
         &self.src
     }
 
-    /// The index of the layer [`LayerwiseRun::next_layer`] runs next.
+    /// Every stage, in the order [`LayerwiseRun::next_stage`] runs them.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The index (in [`LayerwiseRun::stages`]) of the stage run next.
     pub fn next_index(&self) -> usize {
         self.next
     }
 
-    /// Loads the next decoder layer, runs every chunk through it (in parallel) showing `tap`
-    /// its linear layers' inputs, and drops it; returns its index.
-    pub fn next_layer(&mut self, tap: &dyn Tap) -> Result<usize, ModelError> {
-        let i = self.next;
-        if i >= self.config.num_hidden_layers {
+    /// Runs the next stage over every chunk (in parallel), showing `tap` the inputs of its
+    /// linear layers; returns it.
+    pub fn next_stage(&mut self, tap: &dyn Tap) -> Result<Stage, ModelError> {
+        let Some(&stage) = self.stages.get(self.next) else {
             return Err(ModelError::Input(format!(
-                "all {i} layers have run already"
+                "all {} calibration stages have run already",
+                self.stages.len()
             )));
-        }
-        let ld = Loader { src: &self.src };
-        let layer = Layer::load_with(&ld, &self.config, i, false)?;
-        let (c, dims, opts, h) = (
-            &self.config,
-            &self.dims,
-            &self.opts,
-            self.config.hidden_size,
-        );
-        let chunks = &mut self.chunks;
-        self.pool.install(|| match &layer.ffn {
-            Ffn::Moe(moe) => moe_layer(&ld, c, i, &layer, moe, dims, opts, chunks, tap),
-            Ffn::Dense(_) => chunks.par_iter_mut().try_for_each(|x| {
+        };
+        let tap = TapAt {
+            tap,
+            layer: stage.layer(),
+        };
+        match stage {
+            Stage::Dense(i) => self.dense(i, tap),
+            Stage::MoeInput(i) => self.moe_input(i, tap),
+            Stage::Expert(i, j) => self.expert(i, j, tap),
+            Stage::Shared(i) => self.shared(i, tap),
+        }?;
+        self.next += 1;
+        Ok(stage)
+    }
+
+    fn dense(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+        let layer = Layer::load_with(&Loader { src: &self.src }, &self.config, i, false)?;
+        let (c, dims, opts) = (&self.config, &self.dims, &self.opts);
+        let (h, chunks) = (c.hidden_size, &mut self.chunks);
+        self.pool.install(|| {
+            chunks.par_iter_mut().try_for_each(|x| {
                 let (mut kv, n) = (Vec::new(), x.len() / h);
                 let mut normed = vec![0.0f32; x.len()];
-                let tap = Some(TapAt { tap, layer: i });
-                layer.forward(c, dims, opts, x, &mut normed, n, &mut kv, tap)
-            }),
-        })?;
-        self.next += 1;
-        Ok(i)
-    }
-}
-
-/// A chunk in the middle of a MoE layer.
-struct MoeChunk<'a> {
-    /// The hidden state, `[n, hidden]`.
-    x: &'a mut Vec<f32>,
-    /// The feed-forward block's normalised input.
-    normed: Vec<f32>,
-    assigned: Assignment,
-    /// The routed experts' sum so far.
-    y: Vec<f32>,
-}
-
-/// MoE layer `i` over every chunk: attention and routing per chunk, then each routed expert
-/// loaded, run on its tokens of every chunk and dropped, then the shared experts. The sums are
-/// made in the order [`Moe::forward_tapped`] makes them, so the result is the same.
-#[allow(clippy::too_many_arguments)]
-fn moe_layer(
-    ld: &Loader<'_>,
-    c: &Config,
-    i: usize,
-    layer: &Layer,
-    moe: &Moe,
-    dims: &Dims,
-    opts: &Options,
-    chunks: &mut [Vec<f32>],
-    tap: &dyn Tap,
-) -> Result<(), ModelError> {
-    let (h, mode) = (c.hidden_size, opts.mode);
-    let tap = Some(TapAt { tap, layer: i });
-    let mut states = chunks
-        .par_iter_mut()
-        .map(|x| {
-            let n = x.len() / h;
-            let mut normed = vec![0.0f32; x.len()];
-            layer.attend(c, dims, opts, x, &mut normed, n, &mut Vec::new(), tap)?;
-            let assigned = moe.assign(&normed, n, mode)?;
-            Ok(MoeChunk {
-                y: vec![0.0f32; x.len()],
-                x,
-                normed,
-                assigned,
+                layer.forward(c, dims, opts, x, &mut normed, n, &mut kv, Some(tap))
             })
         })
-        .collect::<Result<Vec<_>, ModelError>>()?;
-    for j in 0..moe.n_experts() {
-        let expert = Moe::load_expert(ld, c, i, j)?;
-        states.par_iter_mut().try_for_each(|s| {
-            if let Some(out) = Moe::run_expert(&expert, j, &s.normed, &s.assigned[j], mode, tap)? {
-                add_weighted(&mut s.y, &s.assigned[j], &out);
-            }
-            Ok::<(), ModelError>(())
-        })?;
     }
-    states.par_iter_mut().try_for_each(|s| {
-        let n = s.x.len() / h;
-        moe.add_shared(&mut s.y, &s.normed, n, mode, tap)?;
-        s.x.iter_mut().zip(&s.y).for_each(|(v, d)| *v += d);
+
+    /// Attention and routing of every chunk; the layer's router and shared experts are kept
+    /// for the stages that follow, its attention is dropped.
+    fn moe_input(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+        let layer = Layer::load_with(&Loader { src: &self.src }, &self.config, i, false)?;
+        let (c, dims, opts) = (&self.config, &self.dims, &self.opts);
+        let (h, chunks) = (c.hidden_size, &mut self.chunks);
+        let Ffn::Moe(moe) = &layer.ffn else {
+            return Err(ModelError::Input(format!("layer {i} is not a MoE layer")));
+        };
+        let states = self.pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .map(|x| {
+                    let n = x.len() / h;
+                    let mut normed = vec![0.0f32; x.len()];
+                    let mut kv = Vec::new();
+                    layer.attend(c, dims, opts, x, &mut normed, n, &mut kv, Some(tap))?;
+                    let assigned = moe.assign(&normed, n, opts.mode)?;
+                    Ok(MoeChunk {
+                        y: vec![0.0f32; x.len()],
+                        normed,
+                        assigned,
+                    })
+                })
+                .collect::<Result<Vec<_>, ModelError>>()
+        })?;
+        if let Ffn::Moe(moe) = layer.ffn {
+            self.moe = Some(MoeLayer {
+                moe,
+                chunks: states,
+            });
+        }
         Ok(())
-    })
+    }
+
+    /// Routed expert `j` read alone, run on its tokens of every chunk, added to their sums
+    /// expert by expert (the order of [`Moe::forward_tapped`]), and dropped.
+    fn expert(&mut self, i: usize, j: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+        let expert = Moe::load_expert(&Loader { src: &self.src }, &self.config, i, j)?;
+        let mode = self.opts.mode;
+        let pool = &self.pool;
+        let state = self.moe.as_mut().ok_or_else(|| not_begun(i))?;
+        pool.install(|| {
+            state.chunks.par_iter_mut().try_for_each(|s| {
+                let toks = &s.assigned[j];
+                if let Some(out) = Moe::run_expert(&expert, j, &s.normed, toks, mode, Some(tap))? {
+                    add_weighted(&mut s.y, toks, &out);
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// The shared experts after the routed ones (`y += shared`), then `x += y`; the layer's
+    /// state is dropped.
+    fn shared(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+        let state = self.moe.take().ok_or_else(|| not_begun(i))?;
+        let (mode, h) = (self.opts.mode, self.config.hidden_size);
+        let chunks = &mut self.chunks;
+        self.pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .zip(state.chunks.into_par_iter())
+                .try_for_each(|(x, mut s)| {
+                    let n = x.len() / h;
+                    state
+                        .moe
+                        .add_shared(&mut s.y, &s.normed, n, mode, Some(tap))?;
+                    x.iter_mut().zip(&s.y).for_each(|(v, d)| *v += d);
+                    Ok(())
+                })
+        })
+    }
+}
+
+fn not_begun(i: usize) -> ModelError {
+    ModelError::Input(format!(
+        "MoE layer {i}: its experts run after its attention stage"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::model_sites;
+
+    /// Every site of the model is shown by exactly one stage, and a routed expert's stage shows
+    /// that expert's two sites only.
+    #[test]
+    fn stages_partition_the_sites() {
+        // 3 layers, the first dense; 8 routed experts and shared ones.
+        let text = include_str!("../../tests/data/model/lite/config.json");
+        let c = Config::from_json(text, "lite").unwrap();
+        let stages = Stage::all(&c);
+        let experts = c.n_routed_experts.unwrap();
+        let moe_layers = (0..3).filter(|&l| c.is_moe_layer(l)).count();
+        assert!(moe_layers > 0 && moe_layers < 3, "both kinds of layer");
+        assert_eq!(stages.len(), 3 - moe_layers + moe_layers * (experts + 2));
+        for (l, site, _) in model_sites(&c) {
+            let n = stages.iter().filter(|s| s.covers(l, site)).count();
+            assert_eq!(n, 1, "layer {l} {site:?}");
+        }
+        let i = (0..3).find(|&l| c.is_moe_layer(l)).unwrap();
+        let shown: Vec<Site> = model_sites(&c)
+            .into_iter()
+            .filter(|&(l, site, _)| Stage::Expert(i, 1).covers(l, site))
+            .map(|(_, site, _)| site)
+            .collect();
+        assert_eq!(shown, [Site::ExpertInput(1), Site::ExpertAct(1)]);
+        // Layers run in order, each MoE layer's routed experts between its attention and its
+        // shared experts.
+        let layers: Vec<usize> = stages.iter().map(Stage::layer).collect();
+        assert!(layers.windows(2).all(|w| w[0] <= w[1]));
+        let at = |s: Stage| stages.iter().position(|&t| t == s).unwrap();
+        assert!(at(Stage::MoeInput(i)) < at(Stage::Expert(i, 0)));
+        assert!(at(Stage::Expert(i, experts - 1)) < at(Stage::Shared(i)));
+    }
 }
