@@ -370,6 +370,25 @@ pub fn stage_sites(config: &Config, stage: Stage) -> Vec<(usize, Site, usize)> {
         .collect()
 }
 
+/// Bytes of the second moments `stage` collects: an f64 `d x d` matrix per input site.
+pub fn stage_statistics_bytes(config: &Config, stage: Stage) -> u64 {
+    stage_sites(config, stage)
+        .iter()
+        .map(|&(_, _, d)| d as u64 * d as u64 * 8)
+        .sum()
+}
+
+/// The stage of `config` with the most statistics, and their bytes
+/// ([`stage_statistics_bytes`]); `None` without decoder layers.
+pub fn largest_stage(config: &Config) -> Option<(Stage, u64)> {
+    // A layer's routed experts all have the same widths: its first stands for them.
+    Stage::all(config)
+        .into_iter()
+        .filter(|s| !matches!(s, Stage::Expert(_, j) if *j > 0))
+        .map(|s| (s, stage_statistics_bytes(config, s)))
+        .max_by_key(|&(s, bytes)| (bytes, std::cmp::Reverse(s)))
+}
+
 /// The decoder layer a checkpoint tensor belongs to (`model.layers.{i}.`), if any.
 pub fn tensor_layer(name: &str) -> Option<usize> {
     let rest = name.strip_prefix("model.layers.")?;

@@ -1,7 +1,7 @@
-//! Calibration's run of the float model in stages smaller than a decoder layer: a dense layer
-//! whole; a MoE layer as its attention and router, then each routed expert alone, then its
-//! shared experts. Memory holds one stage's weights (one expert's, for a routed expert) and
-//! every chunk's hidden state.
+//! Calibration's run of the float model in stages smaller than a decoder layer: a layer's
+//! attention (and router), then a dense layer's MLP, or a MoE layer's routed experts one at a
+//! time and then its shared experts. Memory holds one stage's weights (one expert's, for a
+//! routed expert) and every chunk's hidden state.
 
 use crate::attention::Dims;
 use crate::calibrate::{Site, Tap, TapAt};
@@ -15,11 +15,12 @@ use rayon::prelude::*;
 /// One step of a [`LayerwiseRun`]: what it runs, and so which sites' inputs it shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
-    /// Dense decoder layer `i`, whole: every site of the layer.
-    Dense(usize),
-    /// MoE layer `i`'s attention and router: the attention's sites and the feed-forward input
-    /// (the router's, and the shared experts' gate and up).
-    MoeInput(usize),
+    /// Decoder layer `i`'s attention (and a MoE layer's routing): the attention's sites and
+    /// the feed-forward input (of a dense MLP's gate and up, or the router's and the shared
+    /// experts' gate and up).
+    Attention(usize),
+    /// Dense layer `i`'s MLP: its down_proj's input; completes the layer.
+    Mlp(usize),
     /// Routed expert `j` of MoE layer `i` on its tokens of every chunk: its input and its
     /// down_proj's input.
     Expert(usize, usize),
@@ -33,7 +34,7 @@ impl Stage {
     /// The decoder layer this stage belongs to.
     pub fn layer(&self) -> usize {
         match *self {
-            Stage::Dense(i) | Stage::MoeInput(i) | Stage::Expert(i, _) | Stage::Shared(i) => i,
+            Stage::Attention(i) | Stage::Mlp(i) | Stage::Expert(i, _) | Stage::Shared(i) => i,
         }
     }
 
@@ -41,12 +42,12 @@ impl Stage {
     pub fn all(config: &Config) -> Vec<Stage> {
         let mut v = Vec::new();
         for i in 0..config.num_hidden_layers {
+            v.push(Stage::Attention(i));
             if config.is_moe_layer(i) {
-                v.push(Stage::MoeInput(i));
                 v.extend((0..config.n_routed_experts.unwrap_or(0)).map(|j| Stage::Expert(i, j)));
                 v.push(Stage::Shared(i));
             } else {
-                v.push(Stage::Dense(i));
+                v.push(Stage::Mlp(i));
             }
         }
         v
@@ -58,8 +59,7 @@ impl Stage {
             return false;
         }
         match *self {
-            Stage::Dense(_) => true,
-            Stage::MoeInput(_) => matches!(
+            Stage::Attention(_) => matches!(
                 site,
                 Site::AttnInput
                     | Site::QLatent
@@ -67,18 +67,30 @@ impl Stage {
                     | Site::AttnOutput
                     | Site::FfnInput
             ),
+            Stage::Mlp(_) => site == Site::MlpAct,
             Stage::Expert(_, j) => site == Site::ExpertInput(j) || site == Site::ExpertAct(j),
             Stage::Shared(_) => site == Site::SharedAct,
         }
     }
 }
 
+/// How many `tokens x hidden` f32 arrays a [`LayerwiseRun`] of `config` holds at most: the
+/// hidden state and the feed-forward input, and through a MoE layer the routed experts' sum.
+pub fn hidden_arrays(config: &Config) -> u64 {
+    let moe = (0..config.num_hidden_layers).any(|l| config.is_moe_layer(l));
+    if moe {
+        3
+    } else {
+        2
+    }
+}
+
 /// The model run in [`Stage`]s over fixed chunks of tokens, each chunk from an empty cache
 /// (calibration): only the current stage's weights and every chunk's hidden state are held,
-/// whatever the model's size (`tokens x hidden` f32; in a MoE layer, from its attention to its
-/// shared experts, two more: the feed-forward input and the routed experts' sum). A routed
-/// expert is read (and widened to f32) alone, runs on the tokens of every chunk routed to it,
-/// and is dropped before the next is read.
+/// whatever the model's size (`tokens x hidden` f32, and within a layer, after its attention,
+/// the feed-forward input and in a MoE layer the routed experts' sum: [`hidden_arrays`]). A
+/// routed expert is read (and widened to f32) alone, runs on the tokens of every chunk routed
+/// to it, and is dropped before the next is read.
 pub struct LayerwiseRun<S: TensorSource> {
     config: Config,
     dims: Dims,
@@ -90,23 +102,24 @@ pub struct LayerwiseRun<S: TensorSource> {
     stages: Vec<Stage>,
     /// Index in `stages` of the next stage.
     next: usize,
-    /// The MoE layer under way, between its [`Stage::MoeInput`] and [`Stage::Shared`].
-    moe: Option<MoeLayer>,
+    /// The layer under way, between its attention and its last stage.
+    ffn: Option<FfnLayer>,
 }
 
-/// A MoE layer in the middle of its stages: its router and shared experts, and each chunk's
-/// feed-forward state (in the order of the run's chunks).
-struct MoeLayer {
-    moe: Moe,
-    chunks: Vec<MoeChunk>,
+/// A layer between its attention and its last stage: its feed-forward block (a MoE block
+/// without its routed experts), and each chunk's state (in the order of the run's chunks).
+struct FfnLayer {
+    ffn: Ffn,
+    chunks: Vec<FfnChunk>,
 }
 
-/// A chunk in the middle of a MoE layer.
-struct MoeChunk {
+/// A chunk between a layer's attention and its last stage.
+struct FfnChunk {
     /// The feed-forward block's normalised input, `[n, hidden]`.
     normed: Vec<f32>,
+    /// A MoE block's routing (empty for a dense MLP).
     assigned: Assignment,
-    /// The routed experts' sum so far.
+    /// The routed experts' sum so far (empty for a dense MLP).
     y: Vec<f32>,
 }
 
@@ -148,7 +161,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
             opts,
             chunks,
             next: 0,
-            moe: None,
+            ffn: None,
         })
     }
 
@@ -185,8 +198,8 @@ impl<S: TensorSource> LayerwiseRun<S> {
             layer: stage.layer(),
         };
         match stage {
-            Stage::Dense(i) => self.dense(i, tap),
-            Stage::MoeInput(i) => self.moe_input(i, tap),
+            Stage::Attention(i) => self.attention(i, tap),
+            Stage::Mlp(i) => self.mlp(i, tap),
             Stage::Expert(i, j) => self.expert(i, j, tap),
             Stage::Shared(i) => self.shared(i, tap),
         }?;
@@ -194,28 +207,13 @@ impl<S: TensorSource> LayerwiseRun<S> {
         Ok(stage)
     }
 
-    fn dense(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+    /// Attention (and a MoE block's routing) of every chunk; the layer's feed-forward block
+    /// (a MoE block's router and shared experts) is kept for the stages that follow, its
+    /// attention dropped.
+    fn attention(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
         let layer = Layer::load_with(&Loader { src: &self.src }, &self.config, i, false)?;
         let (c, dims, opts) = (&self.config, &self.dims, &self.opts);
         let (h, chunks) = (c.hidden_size, &mut self.chunks);
-        self.pool.install(|| {
-            chunks.par_iter_mut().try_for_each(|x| {
-                let (mut kv, n) = (Vec::new(), x.len() / h);
-                let mut normed = vec![0.0f32; x.len()];
-                layer.forward(c, dims, opts, x, &mut normed, n, &mut kv, Some(tap))
-            })
-        })
-    }
-
-    /// Attention and routing of every chunk; the layer's router and shared experts are kept
-    /// for the stages that follow, its attention is dropped.
-    fn moe_input(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
-        let layer = Layer::load_with(&Loader { src: &self.src }, &self.config, i, false)?;
-        let (c, dims, opts) = (&self.config, &self.dims, &self.opts);
-        let (h, chunks) = (c.hidden_size, &mut self.chunks);
-        let Ffn::Moe(moe) = &layer.ffn else {
-            return Err(ModelError::Input(format!("layer {i} is not a MoE layer")));
-        };
         let states = self.pool.install(|| {
             chunks
                 .par_iter_mut()
@@ -224,22 +222,45 @@ impl<S: TensorSource> LayerwiseRun<S> {
                     let mut normed = vec![0.0f32; x.len()];
                     let mut kv = Vec::new();
                     layer.attend(c, dims, opts, x, &mut normed, n, &mut kv, Some(tap))?;
-                    let assigned = moe.assign(&normed, n, opts.mode)?;
-                    Ok(MoeChunk {
-                        y: vec![0.0f32; x.len()],
+                    let (assigned, y) = match &layer.ffn {
+                        Ffn::Moe(moe) => (moe.assign(&normed, n, opts.mode)?, vec![0.0; x.len()]),
+                        Ffn::Dense(_) => (Vec::new(), Vec::new()),
+                    };
+                    Ok(FfnChunk {
                         normed,
                         assigned,
+                        y,
                     })
                 })
                 .collect::<Result<Vec<_>, ModelError>>()
         })?;
-        if let Ffn::Moe(moe) = layer.ffn {
-            self.moe = Some(MoeLayer {
-                moe,
-                chunks: states,
-            });
-        }
+        self.ffn = Some(FfnLayer {
+            ffn: layer.ffn,
+            chunks: states,
+        });
         Ok(())
+    }
+
+    /// A dense layer's MLP over every chunk, `x += mlp(normed)`; the layer's state is dropped.
+    fn mlp(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
+        let state = self.ffn.take().ok_or_else(|| not_begun(i))?;
+        let Ffn::Dense(mlp) = &state.ffn else {
+            return Err(ModelError::Input(format!("layer {i} is not a dense layer")));
+        };
+        let (mode, h) = (self.opts.mode, self.config.hidden_size);
+        let chunks = &mut self.chunks;
+        self.pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .zip(state.chunks.par_iter())
+                .try_for_each(|(x, s)| {
+                    let n = x.len() / h;
+                    let act = Some(tap.at(Site::MlpAct, None));
+                    let f = mlp.forward_tapped(&s.normed, n, mode, act)?;
+                    x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+                    Ok(())
+                })
+        })
     }
 
     /// Routed expert `j` read alone, run on its tokens of every chunk, added to their sums
@@ -248,7 +269,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
         let expert = Moe::load_expert(&Loader { src: &self.src }, &self.config, i, j)?;
         let mode = self.opts.mode;
         let pool = &self.pool;
-        let state = self.moe.as_mut().ok_or_else(|| not_begun(i))?;
+        let state = self.ffn.as_mut().ok_or_else(|| not_begun(i))?;
         pool.install(|| {
             state.chunks.par_iter_mut().try_for_each(|s| {
                 let toks = &s.assigned[j];
@@ -263,7 +284,10 @@ impl<S: TensorSource> LayerwiseRun<S> {
     /// The shared experts after the routed ones (`y += shared`), then `x += y`; the layer's
     /// state is dropped.
     fn shared(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
-        let state = self.moe.take().ok_or_else(|| not_begun(i))?;
+        let state = self.ffn.take().ok_or_else(|| not_begun(i))?;
+        let Ffn::Moe(moe) = &state.ffn else {
+            return Err(ModelError::Input(format!("layer {i} is not a MoE layer")));
+        };
         let (mode, h) = (self.opts.mode, self.config.hidden_size);
         let chunks = &mut self.chunks;
         self.pool.install(|| {
@@ -272,9 +296,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
                 .zip(state.chunks.into_par_iter())
                 .try_for_each(|(x, mut s)| {
                     let n = x.len() / h;
-                    state
-                        .moe
-                        .add_shared(&mut s.y, &s.normed, n, mode, Some(tap))?;
+                    moe.add_shared(&mut s.y, &s.normed, n, mode, Some(tap))?;
                     x.iter_mut().zip(&s.y).for_each(|(v, d)| *v += d);
                     Ok(())
                 })
@@ -284,7 +306,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
 
 fn not_begun(i: usize) -> ModelError {
     ModelError::Input(format!(
-        "MoE layer {i}: its experts run after its attention stage"
+        "layer {i}: its feed-forward stages run after its attention stage"
     ))
 }
 
@@ -304,7 +326,10 @@ mod tests {
         let experts = c.n_routed_experts.unwrap();
         let moe_layers = (0..3).filter(|&l| c.is_moe_layer(l)).count();
         assert!(moe_layers > 0 && moe_layers < 3, "both kinds of layer");
-        assert_eq!(stages.len(), 3 - moe_layers + moe_layers * (experts + 2));
+        assert_eq!(
+            stages.len(),
+            2 * (3 - moe_layers) + moe_layers * (experts + 2)
+        );
         for (l, site, _) in model_sites(&c) {
             let n = stages.iter().filter(|s| s.covers(l, site)).count();
             assert_eq!(n, 1, "layer {l} {site:?}");
@@ -321,7 +346,7 @@ mod tests {
         let layers: Vec<usize> = stages.iter().map(Stage::layer).collect();
         assert!(layers.windows(2).all(|w| w[0] <= w[1]));
         let at = |s: Stage| stages.iter().position(|&t| t == s).unwrap();
-        assert!(at(Stage::MoeInput(i)) < at(Stage::Expert(i, 0)));
+        assert!(at(Stage::Attention(i)) < at(Stage::Expert(i, 0)));
         assert!(at(Stage::Expert(i, experts - 1)) < at(Stage::Shared(i)));
     }
 }

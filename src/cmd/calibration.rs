@@ -15,11 +15,12 @@ use tquant_convert::calibration::{
 use tquant_convert::ConvertError;
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::{
-    capture, capture_next_stage, site_tensors, stage_calibration, stage_sites, to_calibration,
-    CaptureOptions, RouterWeighting,
+    capture, capture_next_stage, largest_stage, site_tensors, stage_calibration, stage_sites,
+    to_calibration, CaptureOptions, RouterWeighting,
 };
 use tquant_model::eval::read_token_ids;
 use tquant_model::generate::self_calibration_tokens;
+use tquant_model::layerwise::hidden_arrays;
 use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, Stage, TensorSource};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -266,70 +267,29 @@ fn open_float(model: &Path, threads: usize) -> Result<Model> {
         .with_context(|| format!("loading {} for calibration", model.display()))
 }
 
-/// What calibrating in stages holds at once besides weights, in bytes: the hidden states
-/// (`tokens x hidden` f32, three such arrays through a MoE layer: the residual, the
-/// feed-forward input and the routed experts' sum; two through a dense one), and the largest
-/// stage's statistics (an f64 `d x d` second moment per input site, and as much again for its
-/// GPTQ factor while the stage's matrices are quantized).
-pub struct StageMemory {
-    pub hidden_states: u64,
-    pub statistics: u64,
-    /// The stage with the most statistics.
-    pub largest: Stage,
-}
-
-impl StageMemory {
-    pub fn of(config: &tquant_model::Config, tokens: usize) -> Self {
-        let moe = (0..config.num_hidden_layers).any(|l| config.is_moe_layer(l));
-        let arrays = if moe { 3 } else { 2 };
-        let hidden_states = tokens as u64 * config.hidden_size as u64 * 4 * arrays;
-        let stats = |stage: Stage| -> u64 {
-            let sites = stage_sites(config, stage);
-            2 * sites
-                .iter()
-                .map(|&(_, _, d)| (d * d * 8) as u64)
-                .sum::<u64>()
-        };
-        // One expert of a layer stands for all of them (they have the same widths).
-        let candidates = Stage::all(config)
-            .into_iter()
-            .filter(|s| !matches!(s, Stage::Expert(_, j) if *j > 0));
-        let (statistics, largest) = candidates
-            .map(|s| (stats(s), s))
-            .max()
-            .unwrap_or((0, Stage::Dense(0)));
-        Self {
-            hidden_states,
-            statistics,
-            largest,
-        }
-    }
-}
-
-/// Calibrating in stages keeps every calibration token's hidden state and one stage's
-/// statistics: refused when that exceeds half the memory the system has available (the rest is
+/// Calibrating in stages keeps every calibration token's hidden state (`tokens x hidden` f32;
+/// three such arrays through a MoE layer: the residual, the feed-forward input and the routed
+/// experts' sum) and one stage's statistics (an f64 `d x d` second moment per input site, and
+/// as much again for the GPTQ factors while the stage's matrices are quantized): refused when
+/// that, for the largest stage, exceeds half the memory the system has available (the rest is
 /// for the stage's weights and the work of running it).
 fn refuse_if_stages_exceed_memory(config: &tquant_model::Config, tokens: usize) -> Result<()> {
-    let need = StageMemory::of(config, tokens);
+    let arrays = hidden_arrays(config);
+    let hidden = tokens as u64 * config.hidden_size as u64 * 4 * arrays;
+    let (largest, stats) = largest_stage(config).unwrap_or((Stage::Attention(0), 0));
     let Some(available) = available_memory() else {
         return Ok(());
     };
-    if need.hidden_states + need.statistics > available / 2 {
+    if hidden + 2 * stats > available / 2 {
         bail!(
             "calibrating layer by layer keeps the hidden state of every calibration token: \
-             {tokens} tokens x {} values x 4 bytes{} = {:.1} GB, and the statistics of its \
-             largest stage ({:?}, with their GPTQ factors) {:.1} GB, more than half the {:.1} GB \
-             of memory available; take fewer tokens (--calibrate-bytes or a smaller \
-             --calibrate-self)",
+             {tokens} tokens x {} values x 4 bytes x {arrays} arrays = {:.1} GB, plus {:.1} GB \
+             of statistics and GPTQ factors for its largest stage ({largest:?}): more than half \
+             the {:.1} GB of memory available; take fewer tokens (--calibrate-bytes or a \
+             smaller --calibrate-self)",
             config.hidden_size,
-            if need.hidden_states > tokens as u64 * config.hidden_size as u64 * 4 {
-                " x 3 arrays in a MoE layer"
-            } else {
-                " x 2 arrays"
-            },
-            need.hidden_states as f64 / 1e9,
-            need.largest,
-            need.statistics as f64 / 1e9,
+            hidden as f64 / 1e9,
+            2.0 * stats as f64 / 1e9,
             available as f64 / 1e9
         );
     }
