@@ -246,7 +246,7 @@ fn calibration_holds_one_routed_expert_at_a_time() {
 }
 
 /// Peak RSS of the measurement above when a MoE layer's statistics were collected whole.
-const PEAK_WITH_LAYER_STAGES: u64 = 1159_000_000;
+const PEAK_WITH_LAYER_STAGES: u64 = 1_159_000_000;
 
 /// DeepSeek-V3's hub config (the keys the model reads).
 const V3_HUB: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],"model_type":"deepseek_v3",

@@ -349,4 +349,35 @@ mod tests {
         assert!(at(Stage::Attention(i)) < at(Stage::Expert(i, 0)));
         assert!(at(Stage::Expert(i, experts - 1)) < at(Stage::Shared(i)));
     }
+
+    /// A routed expert's stage holds its two second moments; the largest stage is found among
+    /// all of them.
+    #[test]
+    fn stage_statistics_are_counted_per_stage() {
+        use crate::calibrate::{largest_stage, stage_statistics_bytes};
+        let text = include_str!("../../tests/data/model/lite/config.json");
+        let c = Config::from_json(text, "lite").unwrap();
+        let (h, ie) = (c.hidden_size as u64, c.moe_intermediate_size as u64);
+        assert_eq!(
+            stage_statistics_bytes(&c, Stage::Expert(1, 5)),
+            (h * h + ie * ie) * 8
+        );
+        let (largest, bytes) = largest_stage(&c).unwrap();
+        assert_eq!(stage_statistics_bytes(&c, largest), bytes);
+        for s in Stage::all(&c) {
+            assert!(stage_statistics_bytes(&c, s) <= bytes, "{s:?}");
+        }
+        let layer_one: u64 = Stage::all(&c)
+            .into_iter()
+            .filter(|s| s.layer() == 1)
+            .map(|s| stage_statistics_bytes(&c, s))
+            .sum();
+        let sites: u64 = model_sites(&c)
+            .iter()
+            .filter(|site| site.0 == 1)
+            .map(|&(_, _, d)| d as u64 * d as u64 * 8)
+            .sum();
+        assert_eq!(layer_one, sites);
+        assert_eq!(hidden_arrays(&c), 3);
+    }
 }

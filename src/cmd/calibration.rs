@@ -196,8 +196,8 @@ impl CalibrateArgs {
     }
 
     /// For `tquant convert`: the calibration collected in stages while the converter quantizes
-    /// (a dense decoder layer; a MoE layer's attention and router, each routed expert, its
-    /// shared experts), so only one stage's weights and statistics are held (and every
+    /// (a decoder layer's attention and router, then its MLP, or each routed expert and then
+    /// the shared experts), so only one stage's weights and statistics are held (and every
     /// calibration token's hidden state); `None` without --calibrate.
     pub fn layerwise(&self, model: &Path, threads: usize) -> Result<Option<Arc<LayerByLayer>>> {
         let mut float = None;
@@ -282,7 +282,7 @@ fn refuse_if_stages_exceed_memory(config: &tquant_model::Config, tokens: usize) 
     };
     if hidden + 2 * stats > available / 2 {
         bail!(
-            "calibrating layer by layer keeps the hidden state of every calibration token: \
+            "calibrating in stages keeps the hidden state of every calibration token: \
              {tokens} tokens x {} values x 4 bytes x {arrays} arrays = {:.1} GB, plus {:.1} GB \
              of statistics and GPTQ factors for its largest stage ({largest:?}): more than half \
              the {:.1} GB of memory available; take fewer tokens (--calibrate-bytes or a \
