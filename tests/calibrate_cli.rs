@@ -271,3 +271,37 @@ fn calibration_text_too_large_for_memory_is_refused_up_front() {
     assert!(e.contains("--calibrate-bytes"), "{e}");
     assert!(!out.exists());
 }
+
+/// Through a MoE layer three `tokens x hidden` arrays are held (the hidden state, the
+/// feed-forward input, the routed experts' sum), and the check counts all three: a text whose
+/// hidden states alone take a quarter of the available memory is refused too.
+#[test]
+fn calibration_check_counts_a_moe_layers_three_hidden_arrays() {
+    let Some(available) = available_memory_kb() else {
+        return;
+    };
+    // tiny-lite's hidden state is 192 f32; one array is a quarter of the available memory.
+    let tokens = available * 1024 / (192 * 4) / 4;
+    if tokens > 1 << 31 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("zeros.txt");
+    std::fs::File::create(&text)
+        .unwrap()
+        .set_len(tokens)
+        .unwrap();
+    let out = dir.path().join("out");
+    let model = tiny_lite();
+    let e = stderr_of_failure(&[
+        "convert",
+        path(&model),
+        "-o",
+        path(&out),
+        "--calibrate",
+        path(&text),
+    ]);
+    assert!(e.contains("x 3 arrays"), "{e}");
+    assert!(e.contains("largest stage"), "{e}");
+    assert!(!out.exists());
+}

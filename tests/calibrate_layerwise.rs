@@ -85,6 +85,27 @@ fn layer_by_layer_equals_whole_model_on_deepseek_v3() {
     );
 }
 
+/// The same with fused 3-D expert tensors (`experts.gate_up_proj`, `experts.down_proj`), whose
+/// matrices are quantized in as many stages as the tensor has experts, each expert's record
+/// filled in by its own stage.
+#[test]
+fn layer_by_layer_equals_whole_model_with_fused_expert_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.bin");
+    let mut rng = tquant::formats::sample::Rng::new(5);
+    let tokens: Vec<u32> = (0..1500).map(|_| rng.below(128) as u32).collect();
+    let raw: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    std::fs::write(&ids, raw).unwrap();
+    check(
+        &root().join("tests/data/model/lite"),
+        &ids,
+        "ids",
+        0,
+        &tokens,
+        "nf4",
+    );
+}
+
 /// Converts `model` with `--calibrate FILE` (layer by layer) and with the whole-model capture
 /// of the same `tokens` (read from FILE at `offset` in `unit`s), and compares the checkpoints.
 fn check(model: &Path, file: &Path, unit: &str, offset: usize, tokens: &[u32], format: &str) {

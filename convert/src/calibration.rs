@@ -302,15 +302,17 @@ pub struct CalibrationRecord {
     pub calibrated: Vec<bool>,
 }
 
-/// Statistics collected one stage (a group of decoder layers) at a time, so that only one
-/// stage's are held in memory: the converter quantizes a stage's matrices, drops its
-/// statistics, and collects the next.
+/// Statistics collected one stage at a time (a decoder layer, part of one, or a routed
+/// expert), so that only one stage's are held in memory: the converter quantizes a stage's
+/// matrices, drops its statistics, and collects the next.
 pub trait CalibrationStages: Send + Sync {
     /// Settings, source and token count without statistics: what the metadata records.
     fn outline(&self) -> Calibration;
     fn stages(&self) -> usize;
-    /// The stage whose statistics cover tensor `name`; `None`: quantized without calibration.
-    fn stage_of(&self, name: &str) -> Option<usize>;
+    /// The stage whose statistics cover matrix `expert` of tensor `name` (`None`: a 2-D
+    /// tensor); `None`: quantized without calibration. A fused 3-D tensor's experts are all in
+    /// stages or none is.
+    fn stage_of(&self, name: &str, expert: Option<usize>) -> Option<usize>;
     /// Runs the model for stage `stage` and returns its statistics.
     fn collect(&self, stage: usize) -> Result<Calibration, ConvertError>;
 }
@@ -379,15 +381,59 @@ pub fn check_layout(layout: Layout) -> Result<(), ConvertError> {
 /// read, so the header room planned for it is exact).
 pub fn annotate(info: &mut QuantInfo, name: &str, opts: &ConvertOptions) {
     info.calibration = match &opts.staged_calibration {
-        Some(staged) if staged.0.stage_of(name).is_some() => Some(CalibrationRecord::reserve(
-            &staged.0.outline().settings,
-            &info.shape,
-        )),
+        Some(staged) if staged_matrices(staged, name, &info.shape).any(|s| s.is_some()) => Some(
+            CalibrationRecord::reserve(&staged.0.outline().settings, &info.shape),
+        ),
         _ => opts
             .calibration
             .as_deref()
             .and_then(|c| c.record(name, &info.shape)),
     };
+}
+
+/// The stage of each matrix of tensor `name` of `shape` (one per expert of a fused tensor).
+fn staged_matrices<'a>(
+    staged: &'a StagedCalibration,
+    name: &'a str,
+    shape: &[usize],
+) -> impl Iterator<Item = Option<usize>> + 'a {
+    let experts = if shape.len() == 3 {
+        Some(shape[0])
+    } else {
+        None
+    };
+    let keys: Vec<Option<usize>> = match experts {
+        Some(e) => (0..e).map(Some).collect(),
+        None => vec![None],
+    };
+    keys.into_iter().map(|e| staged.0.stage_of(name, e))
+}
+
+impl Calibration {
+    /// Sets in `record` what this stage's statistics say of matrix `expert` of tensor `name`
+    /// (`None`: the whole 2-D tensor), the rest of a fused tensor's record being filled by
+    /// the stages of its other experts: once all have run, the record is [`Calibration::record`]
+    /// of the whole statistics.
+    pub fn fill_record(
+        &self,
+        record: &mut Option<CalibrationRecord>,
+        name: &str,
+        shape: &[usize],
+        expert: Option<usize>,
+    ) {
+        let (Some(e), Some(r), Some(&cols)) = (expert, record.as_mut(), shape.last()) else {
+            *record = self.record(name, shape);
+            return;
+        };
+        let (tokens, calibrated) = match self.lookup(name, Some(e), cols) {
+            Lookup::Use(h) => (h.tokens, true),
+            Lookup::TooFewTokens(t) => (t, false),
+            Lookup::Missing => (0, false),
+        };
+        if let (Some(t), Some(c)) = (r.tokens.get_mut(e), r.calibrated.get_mut(e)) {
+            (*t, *c) = (tokens, calibrated);
+        }
+    }
 }
 
 /// Quantizes one row-major `[rows, cols]` matrix of tensor `name` (`expert`: its index in a

@@ -169,7 +169,8 @@ pub fn convert(
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
 
-    // Batch 0: copies and matrices without a calibration stage; batch s + 1: stage s.
+    // Batch 0: copies and matrices without a calibration stage; batch s + 1: stage s (a fused
+    // expert tensor's matrices can be in different stages).
     let staged = opts.staged_calibration.as_ref().map(|s| s.0.clone());
     let stage_count = staged.as_ref().map_or(0, |s| s.stages());
     let mut batches: Vec<Vec<(u64, Job)>> = vec![Vec::new(); stage_count + 1];
@@ -196,19 +197,21 @@ pub fn convert(
     for (pi, p) in plans.iter().enumerate() {
         let elem = dtype_bytes(p.dtype).unwrap_or(4) as u64;
         let per_job = p.info.numel() as u64 * elem / p.jobs() as u64;
-        let batch = match staged.as_ref().and_then(|s| s.stage_of(&p.name)) {
-            Some(stage) if stage < stage_count => stage + 1,
-            _ => 0,
-        };
-        batches[batch].extend((0..p.jobs()).map(|e| {
-            (
-                per_job,
-                Job::Matrix {
-                    plan: pi,
-                    expert: e,
-                },
-            )
-        }));
+        let fused = p.info.shape.len() == 3;
+        for e in 0..p.jobs() {
+            let stage = staged
+                .as_ref()
+                .and_then(|s| s.stage_of(&p.name, fused.then_some(e)));
+            let batch = match stage {
+                Some(stage) if stage < stage_count => stage + 1,
+                _ => 0,
+            };
+            let job = Job::Matrix {
+                plan: pi,
+                expert: e,
+            };
+            batches[batch].push((per_job, job));
+        }
     }
     // Largest first: the pool stays busy to the end.
     for batch in &mut batches {
@@ -256,17 +259,13 @@ pub fn convert(
             })
         })?;
         if let (Some(cal), 1..) = (&batch_opts.calibration, b) {
-            // The stage's statistics are known now: its tensors' real records.
-            let stage_plans: Vec<usize> = batch
-                .iter()
-                .filter_map(|(_, job)| match job {
-                    Job::Matrix { plan, .. } => Some(*plan),
-                    Job::Copy { .. } | Job::Dequantize { .. } => None,
-                })
-                .collect();
-            for pi in stage_plans {
-                let p = &mut plans[pi];
-                p.info.calibration = cal.record(&p.name, &p.info.shape);
+            // The stage's statistics are known now: its matrices' real records.
+            for (_, job) in batch {
+                if let Job::Matrix { plan, expert } = *job {
+                    let p = &mut plans[plan];
+                    let e = (p.info.shape.len() == 3).then_some(expert);
+                    cal.fill_record(&mut p.info.calibration, &p.name, &p.info.shape, e);
+                }
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use crate::config::Config;
 use crate::kernels;
-use crate::layerwise::LayerwiseRun;
+use crate::layerwise::{LayerwiseRun, Stage};
 use crate::model::{Logits, Model};
 use crate::weights::TensorSource;
 use crate::ModelError;
@@ -317,45 +317,76 @@ pub fn site_tensors(layer: usize, site: Site) -> Vec<(String, Option<usize>)> {
 /// The sites of a model: every attention and feed-forward input, and every routed expert's
 /// (an expert no token reached still gets a record, with zero tokens).
 pub fn model_sites(config: &Config) -> Vec<(usize, Site, usize)> {
+    (0..config.num_hidden_layers)
+        .flat_map(|l| layer_sites(config, l))
+        .collect()
+}
+
+/// The sites of decoder layer `l`: `(l, site, input width)`.
+pub fn layer_sites(config: &Config, l: usize) -> Vec<(usize, Site, usize)> {
     let c = config;
     let h = c.hidden_size;
-    let mut v = Vec::new();
-    for l in 0..c.num_hidden_layers {
-        v.push((l, Site::AttnInput, h));
-        if let Some(r) = c.q_lora_rank {
-            v.push((l, Site::QLatent, r));
+    let mut v = vec![(l, Site::AttnInput, h)];
+    if let Some(r) = c.q_lora_rank {
+        v.push((l, Site::QLatent, r));
+    }
+    v.push((l, Site::KvLatent, c.kv_lora_rank));
+    v.push((l, Site::AttnOutput, c.num_attention_heads * c.v_head_dim));
+    v.push((l, Site::FfnInput, h));
+    if c.is_moe_layer(l) {
+        if c.n_shared_experts > 0 {
+            v.push((
+                l,
+                Site::SharedAct,
+                c.moe_intermediate_size * c.n_shared_experts,
+            ));
         }
-        v.push((l, Site::KvLatent, c.kv_lora_rank));
-        v.push((l, Site::AttnOutput, c.num_attention_heads * c.v_head_dim));
-        v.push((l, Site::FfnInput, h));
-        if c.is_moe_layer(l) {
-            if c.n_shared_experts > 0 {
-                v.push((
-                    l,
-                    Site::SharedAct,
-                    c.moe_intermediate_size * c.n_shared_experts,
-                ));
-            }
-            for j in 0..c.n_routed_experts.unwrap_or(0) {
-                v.push((l, Site::ExpertInput(j), h));
-                v.push((l, Site::ExpertAct(j), c.moe_intermediate_size));
-            }
-        } else {
-            v.push((l, Site::MlpAct, c.intermediate_size));
+        for j in 0..c.n_routed_experts.unwrap_or(0) {
+            v.push((l, Site::ExpertInput(j), h));
+            v.push((l, Site::ExpertAct(j), c.moe_intermediate_size));
         }
+    } else {
+        v.push((l, Site::MlpAct, c.intermediate_size));
     }
     v
 }
 
-/// Runs the next decoder layer of `run` over its chunks and returns that layer's index and
-/// second moments (calibration a layer at a time: [`to_calibration`] of `layer..layer + 1`).
-pub fn capture_next_layer<S: TensorSource>(
+/// Runs the next stage of `run` over its chunks and returns it with its second moments
+/// (calibration a stage at a time: [`stage_calibration`]).
+pub fn capture_next_stage<S: TensorSource>(
     run: &mut LayerwiseRun<S>,
     weighting: RouterWeighting,
-) -> Result<(usize, SecondMoments), ModelError> {
+) -> Result<(Stage, SecondMoments), ModelError> {
     let moments = SecondMoments::new(weighting);
-    let layer = run.next_layer(&moments)?;
-    Ok((layer, moments))
+    let stage = run.next_stage(&moments)?;
+    Ok((stage, moments))
+}
+
+/// The sites `stage` shows: `(layer, site, input width)`.
+pub fn stage_sites(config: &Config, stage: Stage) -> Vec<(usize, Site, usize)> {
+    layer_sites(config, stage.layer())
+        .into_iter()
+        .filter(|&(l, site, _)| stage.covers(l, site))
+        .collect()
+}
+
+/// Bytes of the second moments `stage` collects: an f64 `d x d` matrix per input site.
+pub fn stage_statistics_bytes(config: &Config, stage: Stage) -> u64 {
+    stage_sites(config, stage)
+        .iter()
+        .map(|&(_, _, d)| d as u64 * d as u64 * 8)
+        .sum()
+}
+
+/// The stage of `config` with the most statistics, and their bytes
+/// ([`stage_statistics_bytes`]); `None` without decoder layers.
+pub fn largest_stage(config: &Config) -> Option<(Stage, u64)> {
+    // A layer's routed experts all have the same widths: its first stands for them.
+    Stage::all(config)
+        .into_iter()
+        .filter(|s| !matches!(s, Stage::Expert(_, j) if *j > 0))
+        .map(|s| (s, stage_statistics_bytes(config, s)))
+        .max_by_key(|&(s, bytes)| (bytes, std::cmp::Reverse(s)))
 }
 
 /// The decoder layer a checkpoint tensor belongs to (`model.layers.{i}.`), if any.
@@ -375,10 +406,31 @@ pub fn to_calibration(
     outline: Calibration,
     layers: Range<usize>,
 ) -> Result<Calibration, ModelError> {
+    let sites = layers.flat_map(|l| layer_sites(config, l)).collect();
+    to_calibration_of(moments, has, outline, sites)
+}
+
+/// [`to_calibration`] of one [`Stage`]'s sites (of the moments [`capture_next_stage`] gave).
+pub fn stage_calibration(
+    moments: SecondMoments,
+    config: &Config,
+    has: &dyn Fn(&str) -> bool,
+    outline: Calibration,
+    stage: Stage,
+) -> Result<Calibration, ModelError> {
+    to_calibration_of(moments, has, outline, stage_sites(config, stage))
+}
+
+/// [`to_calibration`] of `sites` (`(layer, site, input width)`).
+fn to_calibration_of(
+    moments: SecondMoments,
+    has: &dyn Fn(&str) -> bool,
+    outline: Calibration,
+    sites: Vec<(usize, Site, usize)>,
+) -> Result<Calibration, ModelError> {
     let mut cal = outline;
     let mut sums = moments.into_sums();
-    let sites = model_sites(config).into_iter();
-    for (layer, site, dim) in sites.filter(|(l, _, _)| layers.contains(l)) {
+    for (layer, site, dim) in sites {
         let (n, sum) = sums
             .remove(&(layer, site))
             .unwrap_or_else(|| (0, vec![0.0; dim * dim]));

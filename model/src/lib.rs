@@ -31,7 +31,7 @@ pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
-pub use layerwise::LayerwiseRun;
+pub use layerwise::{LayerwiseRun, Stage};
 pub use linear::{Linear, Packed};
 pub use model::{KvCache, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;

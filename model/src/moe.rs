@@ -331,11 +331,6 @@ impl Moe {
         })
     }
 
-    /// Routed experts of this block.
-    pub(crate) fn n_experts(&self) -> usize {
-        self.n_experts
-    }
-
     pub(crate) fn linears(&self) -> Vec<&Linear> {
         let mut v = vec![&self.gate];
         for m in self.experts.iter().chain(&self.shared) {

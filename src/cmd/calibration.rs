@@ -4,6 +4,7 @@
 
 use super::text_input::{self, TokenizedText};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -14,11 +15,13 @@ use tquant_convert::calibration::{
 use tquant_convert::ConvertError;
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::{
-    capture, capture_next_layer, tensor_layer, to_calibration, CaptureOptions, RouterWeighting,
+    capture, capture_next_stage, largest_stage, site_tensors, stage_calibration, stage_sites,
+    to_calibration, CaptureOptions, RouterWeighting,
 };
 use tquant_model::eval::read_token_ids;
 use tquant_model::generate::self_calibration_tokens;
-use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, TensorSource};
+use tquant_model::layerwise::hidden_arrays;
+use tquant_model::{CheckpointSource, LayerwiseRun, Model, Options, Stage, TensorSource};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -192,32 +195,19 @@ impl CalibrateArgs {
         }))
     }
 
-    /// For `tquant convert`: the calibration collected one decoder layer at a time while the
-    /// converter quantizes, so only one layer's weights and statistics are held (and every
+    /// For `tquant convert`: the calibration collected in stages while the converter quantizes
+    /// (a decoder layer's attention and router, then its MLP, or each routed expert and then
+    /// the shared experts), so only one stage's weights and statistics are held (and every
     /// calibration token's hidden state); `None` without --calibrate.
     pub fn layerwise(&self, model: &Path, threads: usize) -> Result<Option<Arc<LayerByLayer>>> {
         let mut float = None;
         let prepared = self.prepare(model, threads, &mut float)?;
-        // The whole float model (loaded to generate) is not needed layer by layer.
+        // The whole float model (loaded to generate) is not needed stage by stage.
         drop(float);
         let Some(p) = prepared else {
             return Ok(None);
         };
-        let hidden_bytes = p.tokens.len() as u64 * p.config.hidden_size as u64 * 4;
-        if let Some(available) = available_memory() {
-            if hidden_bytes > available / 2 {
-                bail!(
-                    "calibrating layer by layer keeps the hidden state of every calibration token: \
-                     {} tokens x {} values x 4 bytes = {:.1} GB, more than half the {:.1} GB \
-                     of memory available; take fewer tokens (--calibrate-bytes or a smaller \
-                     --calibrate-self)",
-                    p.tokens.len(),
-                    p.config.hidden_size,
-                    hidden_bytes as f64 / 1e9,
-                    available as f64 / 1e9
-                );
-            }
-        }
+        refuse_if_stages_exceed_memory(&p.config, p.tokens.len())?;
         let run = LayerwiseRun::new(
             p.config,
             p.src,
@@ -226,8 +216,11 @@ impl CalibrateArgs {
             self.calibrate_window,
         )
         .with_context(|| format!("loading {} for calibration", model.display()))?;
+        let stage_of = stage_index(&run);
         Ok(Some(Arc::new(LayerByLayer {
+            stages: run.stages().len(),
             run: Mutex::new(run),
+            stage_of,
             weighting: p.weighting,
             outline: p.outline,
             coverage: Mutex::new((0, 0)),
@@ -272,6 +265,50 @@ fn options(threads: usize) -> Options {
 fn open_float(model: &Path, threads: usize) -> Result<Model> {
     Model::open(model, options(threads))
         .with_context(|| format!("loading {} for calibration", model.display()))
+}
+
+/// Calibrating in stages keeps every calibration token's hidden state (`tokens x hidden` f32;
+/// three such arrays through a MoE layer: the residual, the feed-forward input and the routed
+/// experts' sum) and one stage's statistics (an f64 `d x d` second moment per input site, and
+/// as much again for the GPTQ factors while the stage's matrices are quantized): refused when
+/// that, for the largest stage, exceeds half the memory the system has available (the rest is
+/// for the stage's weights and the work of running it).
+fn refuse_if_stages_exceed_memory(config: &tquant_model::Config, tokens: usize) -> Result<()> {
+    let arrays = hidden_arrays(config);
+    let hidden = tokens as u64 * config.hidden_size as u64 * 4 * arrays;
+    let (largest, stats) = largest_stage(config).unwrap_or((Stage::Attention(0), 0));
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if hidden + 2 * stats > available / 2 {
+        bail!(
+            "calibrating in stages keeps the hidden state of every calibration token: \
+             {tokens} tokens x {} values x 4 bytes x {arrays} arrays = {:.1} GB, plus {:.1} GB \
+             of statistics and GPTQ factors for its largest stage ({largest:?}): more than half \
+             the {:.1} GB of memory available; take fewer tokens (--calibrate-bytes or a \
+             smaller --calibrate-self)",
+            config.hidden_size,
+            hidden as f64 / 1e9,
+            2.0 * stats as f64 / 1e9,
+            available as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// The stage of every tensor (and expert of a fused tensor) the checkpoint has statistics for.
+fn stage_index<S: TensorSource>(run: &LayerwiseRun<S>) -> HashMap<(String, Option<usize>), usize> {
+    let mut index = HashMap::new();
+    for (k, &stage) in run.stages().iter().enumerate() {
+        for (layer, site, _) in stage_sites(run.config(), stage) {
+            for key in site_tensors(layer, site) {
+                if run.source().contains(&key.0) {
+                    index.insert(key, k);
+                }
+            }
+        }
+    }
+    index
 }
 
 /// Generation runs the whole float model, held as f32: refused when that exceeds the memory
@@ -321,9 +358,12 @@ struct Prepared {
     outline: Calibration,
 }
 
-/// [`CalibrationStages`] with one decoder layer per stage, run in order.
+/// [`CalibrationStages`] with the stages of a [`LayerwiseRun`], run in order.
 pub struct LayerByLayer {
     run: Mutex<LayerwiseRun<CheckpointSource>>,
+    stages: usize,
+    /// The stage of each tensor (and expert of a fused tensor) with statistics.
+    stage_of: HashMap<(String, Option<usize>), usize>,
     weighting: RouterWeighting,
     outline: Calibration,
     /// Matrices with statistics so far, and how many of them from too few tokens.
@@ -340,35 +380,29 @@ impl CalibrationStages for LayerByLayer {
     }
 
     fn stages(&self) -> usize {
-        self.lock().config().num_hidden_layers
+        self.stages
     }
 
-    fn stage_of(&self, name: &str) -> Option<usize> {
-        tensor_layer(name).filter(|&l| l < self.stages())
+    fn stage_of(&self, name: &str, expert: Option<usize>) -> Option<usize> {
+        self.stage_of.get(&(name.to_string(), expert)).copied()
     }
 
     fn collect(&self, stage: usize) -> Result<Calibration, ConvertError> {
         let mut run = self.lock();
         let fail = |e: tquant_model::ModelError| match e {
             tquant_model::ModelError::Convert(c) => c,
-            e => ConvertError::Options(format!("calibration, layer {stage}: {e}")),
+            e => ConvertError::Options(format!("calibration, stage {stage}: {e}")),
         };
         if run.next_index() != stage {
             return Err(ConvertError::Options(format!(
-                "calibration layers run in order: asked for layer {stage}, next is {}",
+                "calibration stages run in order: asked for stage {stage}, next is {}",
                 run.next_index()
             )));
         }
-        let (layer, moments) = capture_next_layer(&mut run, self.weighting).map_err(fail)?;
+        let (stage, moments) = capture_next_stage(&mut run, self.weighting).map_err(fail)?;
         let has = |name: &str| run.source().contains(name);
-        let cal = to_calibration(
-            moments,
-            run.config(),
-            &has,
-            self.outline(),
-            layer..layer + 1,
-        )
-        .map_err(fail)?;
+        let cal =
+            stage_calibration(moments, run.config(), &has, self.outline(), stage).map_err(fail)?;
         let (matrices, few) = coverage(&cal);
         let mut total = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
         *total = (total.0 + matrices, total.1 + few);
