@@ -117,21 +117,24 @@ fn v3_decode_with_compressed_cache_matches_transformers() {
     assert!(worst < LOGIT_TOLERANCE, "decode: max |diff| {worst}");
 }
 
-#[test]
-fn logits_command_matches_transformers() {
-    let (tokens, want) = &reference("deepseek_v3_tiny")[1];
+/// `tquant logits DIR --tokens ...`, every position's logits in a row.
+fn cli_logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
     let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
-    let dir = data("deepseek_v3_tiny");
-    let out = stdout_ok(&["logits", path(&dir), "--tokens", &list.join(",")]);
+    let out = stdout_ok(&["logits", path(dir), "--tokens", &list.join(",")]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let got: Vec<f32> = v["logits"]
+    v["logits"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|r| r.as_array().unwrap().iter())
         .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let d = max_diff(&got, want);
+        .collect()
+}
+
+#[test]
+fn logits_command_matches_transformers() {
+    let (tokens, want) = &reference("deepseek_v3_tiny")[1];
+    let d = max_diff(&cli_logits(&data("deepseek_v3_tiny"), tokens), want);
     assert!(d < LOGIT_TOLERANCE, "tquant logits: max |diff| {d}");
 }
 
@@ -148,17 +151,7 @@ fn fp8_checkpoint_matches_transformers_fp8_loading() {
     }
     // The CLI path too.
     let (tokens, want) = &want[1];
-    let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
-    let out = stdout_ok(&["logits", path(&dir), "--tokens", &list.join(",")]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let got: Vec<f32> = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter())
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let d = max_diff(&got, want);
+    let d = max_diff(&cli_logits(&dir, tokens), want);
     assert!(d < LOGIT_TOLERANCE, "tquant logits on FP8: max |diff| {d}");
 }
 
