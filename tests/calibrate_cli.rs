@@ -235,18 +235,15 @@ fn calibration_errors_are_clear() {
     assert!(!out.exists());
 }
 
-/// Layer-by-layer calibration holds every calibration token's hidden state: a text whose
-/// states would not fit in memory is refused up front, with what to do, not run into the
-/// out-of-memory killer.
-#[test]
-fn calibration_text_too_large_for_memory_is_refused_up_front() {
-    let Some(available) = available_memory_kb() else {
-        return;
-    };
-    // tiny-lite's hidden state is 192 f32: twice what half the available memory would hold.
-    let tokens = available * 1024 / (192 * 4);
+/// The error of `convert --calibrate` on tiny-lite with a text of `available memory / (hidden
+/// bytes * divisor)` bytes, and the output path it must not have created; `None` where the
+/// available memory is unknown or the text would be unreasonably large.
+fn refusal_for_text_of(divisor: u64) -> Option<(String, tempfile::TempDir)> {
+    let available = available_memory_kb()?;
+    // tiny-lite's hidden state is 192 f32.
+    let tokens = available * 1024 / (192 * 4) / divisor;
     if tokens > 1 << 31 {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("zeros.txt");
@@ -255,21 +252,32 @@ fn calibration_text_too_large_for_memory_is_refused_up_front() {
         .set_len(tokens)
         .unwrap();
     let out = dir.path().join("out");
-    let model = tiny_lite();
     let e = stderr_of_failure(&[
         "convert",
-        path(&model),
+        path(&tiny_lite()),
         "-o",
         path(&out),
         "--calibrate",
         path(&text),
     ]);
+    assert!(!out.exists());
+    Some((e, dir))
+}
+
+/// Layer-by-layer calibration holds every calibration token's hidden state: a text whose
+/// states would not fit in memory is refused up front, with what to do, not run into the
+/// out-of-memory killer.
+#[test]
+fn calibration_text_too_large_for_memory_is_refused_up_front() {
+    // Twice what half the available memory would hold.
+    let Some((e, _dir)) = refusal_for_text_of(1) else {
+        return;
+    };
     assert!(
         e.contains("keeps the hidden state of every calibration token"),
         "{e}"
     );
     assert!(e.contains("--calibrate-bytes"), "{e}");
-    assert!(!out.exists());
 }
 
 /// Through a MoE layer three `tokens x hidden` arrays are held (the hidden state, the
@@ -277,31 +285,10 @@ fn calibration_text_too_large_for_memory_is_refused_up_front() {
 /// hidden states alone take a quarter of the available memory is refused too.
 #[test]
 fn calibration_check_counts_a_moe_layers_three_hidden_arrays() {
-    let Some(available) = available_memory_kb() else {
+    // One array is a quarter of the available memory.
+    let Some((e, _dir)) = refusal_for_text_of(4) else {
         return;
     };
-    // tiny-lite's hidden state is 192 f32; one array is a quarter of the available memory.
-    let tokens = available * 1024 / (192 * 4) / 4;
-    if tokens > 1 << 31 {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let text = dir.path().join("zeros.txt");
-    std::fs::File::create(&text)
-        .unwrap()
-        .set_len(tokens)
-        .unwrap();
-    let out = dir.path().join("out");
-    let model = tiny_lite();
-    let e = stderr_of_failure(&[
-        "convert",
-        path(&model),
-        "-o",
-        path(&out),
-        "--calibrate",
-        path(&text),
-    ]);
     assert!(e.contains("x 3 arrays"), "{e}");
     assert!(e.contains("largest stage"), "{e}");
-    assert!(!out.exists());
 }
