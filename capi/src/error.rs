@@ -186,3 +186,39 @@ pub(crate) unsafe fn write_out<T>(p: *mut T, value: T, what: &str) -> Result<()>
     unsafe { p.write(value) };
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        // SAFETY: tquant_last_error returns a live NUL-terminated string.
+        unsafe { CStr::from_ptr(tquant_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_is_a_status_and_a_message_not_an_unwind() {
+        let status = guarded(|| panic!("the kernel fell over"));
+        assert_eq!(status, TQUANT_ERR_INTERNAL);
+        assert_eq!(
+            last(),
+            "internal error (a bug in tquant): the kernel fell over"
+        );
+        assert_eq!(guarded(|| Ok(())), TQUANT_OK);
+        assert_eq!(last(), "");
+    }
+
+    #[test]
+    fn messages_are_per_thread() {
+        guarded(|| Err(Error::new(TQUANT_ERR_ARG, "here")));
+        let other = std::thread::spawn(|| {
+            guarded(|| Err(Error::new(TQUANT_ERR_SIZE, "there")));
+            last()
+        })
+        .join()
+        .unwrap();
+        assert_eq!((last().as_str(), other.as_str()), ("here", "there"));
+    }
+}

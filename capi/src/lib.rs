@@ -12,6 +12,7 @@
 //! Every function that can fail returns [`TQUANT_OK`] or a negative `TQUANT_ERR_*` status and
 //! records a message that [`tquant_last_error`] returns on the same thread. No panic crosses the
 //! boundary: one is caught and reported as [`TQUANT_ERR_INTERNAL`].
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod checkpoint;
 mod error;
@@ -36,3 +37,10 @@ pub extern "C" fn tquant_version() -> *const c_char {
         };
     VERSION.as_ptr()
 }
+
+// Matrices and checkpoints may be shared between C threads (the header says so).
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<matrix::Matrix>();
+    shareable::<checkpoint::CheckpointHandle>();
+};

@@ -31,7 +31,7 @@ pub struct Matrix {
 #[derive(Debug)]
 enum Storage {
     /// Quantized by this library; owns its bytes.
-    Owned(QuantizedTensor),
+    Owned(Box<QuantizedTensor>),
     /// Matrix `expert` of a tensor of a memory-mapped checkpoint, which it keeps open.
     Mapped {
         checkpoint: Arc<Checkpoint>,
@@ -153,7 +153,7 @@ pub unsafe extern "C" fn tquant_quantize(
         let t = quantize_tensor("matrix", w, &[rows, cols], Dtype::F32, &opts)?;
         let m = Matrix {
             format: c_string(t.view().format(0))?,
-            storage: Storage::Owned(t),
+            storage: Storage::Owned(Box::new(t)),
             rows,
             cols,
         };
