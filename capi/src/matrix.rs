@@ -162,7 +162,10 @@ pub unsafe extern "C" fn tquant_quantize(
     })
 }
 
-/// A rayon pool of `threads` threads, made once per count and kept.
+/// Pools kept for reuse; a caller that varies the count does not accumulate threads.
+const KEPT_POOLS: usize = 4;
+
+/// A rayon pool of `threads` threads, kept for the next calls (the last [`KEPT_POOLS`] made).
 fn pool(threads: usize) -> Result<Arc<ThreadPool>> {
     static POOLS: Mutex<Vec<(usize, Arc<ThreadPool>)>> = Mutex::new(Vec::new());
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,6 +182,10 @@ fn pool(threads: usize) -> Result<Arc<ThreadPool>> {
             )
         })?;
     let p = Arc::new(p);
+    if pools.len() == KEPT_POOLS {
+        // Its threads end once no call holds it.
+        pools.remove(0);
+    }
     pools.push((threads, p.clone()));
     Ok(p)
 }
@@ -312,4 +319,23 @@ pub unsafe extern "C" fn tquant_matrix_free(m: *mut Matrix) {
     let m = unsafe { Box::from_raw(m) };
     // Dropping unmaps files; a panic there must not unwind into C.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(m)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_have_the_asked_threads_and_are_reused_a_few_at_a_time() {
+        let three = pool(3).unwrap();
+        assert_eq!(three.current_num_threads(), 3);
+        assert!(Arc::ptr_eq(&three, &pool(3).unwrap()));
+        for t in 4..=9 {
+            assert_eq!(pool(t).unwrap().current_num_threads(), t);
+        }
+        // 3 was made before the last four: a new pool, with the same count.
+        let again = pool(3).unwrap();
+        assert!(!Arc::ptr_eq(&three, &again));
+        assert_eq!(again.current_num_threads(), 3);
+    }
 }

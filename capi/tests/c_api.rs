@@ -100,8 +100,9 @@ fn run(exe: &Path, args: &[&Path]) -> String {
 
 /// A small quantized checkpoint (sf4, fitted nu): `model.layers.0.mlp.down_proj.weight`
 /// [48, 80], a fused `model.layers.0.mlp.experts.down_proj` [2, 32, 64] and a kept
-/// `model.norm.weight` [64]; also the raw f32 bytes of the first, `down_proj.f32`.
-fn checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
+/// `model.norm.weight` [64]; the raw f32 bytes of the first, `down_proj.f32`; and the same
+/// model in bitsandbytes' layout, `bnb`.
+fn checkpoint(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     use safetensors::tensor::TensorView;
     let mut state = 99u64;
     let mut values = |n: usize| -> Vec<u8> {
@@ -137,25 +138,40 @@ fn checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
 
     let output = dir.join("quantized");
     let opts = tquant_convert::ConvertOptions::default();
+    convert(&input, &output, &opts);
+    let bnb = dir.join("bnb");
+    let opts = tquant_convert::ConvertOptions::from_args(
+        None,
+        None,
+        None,
+        None,
+        tquant_convert::Layout::Bnb,
+        tquant_convert::Policy::default(),
+    )
+    .unwrap();
+    convert(&input, &bnb, &opts);
+    (output, raw, bnb)
+}
+
+fn convert(input: &Path, output: &Path, opts: &tquant_convert::ConvertOptions) {
     tquant_convert::convert(
-        &input,
-        &output,
-        &opts,
+        input,
+        output,
+        opts,
         &tquant_convert::RunOptions::default(),
         &tquant_convert::NoProgress,
     )
     .unwrap();
-    (output, raw)
 }
 
 #[test]
 fn c_program_calls_every_function_and_gets_right_results() {
     let Some(cc) = compiler() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (ckpt, raw) = checkpoint(dir.path());
+    let (ckpt, raw, bnb) = checkpoint(dir.path());
     for link in [Link::Static, Link::Shared] {
         let exe = build(&cc, &root().join("capi/tests/c/api.c"), link, dir.path());
-        let out = run(&exe, &[&ckpt, &raw]);
+        let out = run(&exe, &[&ckpt, &raw, &bnb]);
         eprint!("{link:?}: {out}");
         assert!(out.starts_with("ok"), "{out}");
     }

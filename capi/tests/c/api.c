@@ -1,7 +1,8 @@
 /* Calls every function of the tquant C API that owns its matrices (quantize, multiply, shape,
  * format, dequantize, free; open a checkpoint and take its tensors; version, last error) with
- * good and bad arguments. Usage: api CHECKPOINT_DIR DOWN_PROJ_F32 (the checkpoint the test
- * converted and the raw f32 weights of its model.layers.0.mlp.down_proj.weight [48, 80]).
+ * good and bad arguments. Usage: api CHECKPOINT_DIR DOWN_PROJ_F32 BNB_DIR (the checkpoint the
+ * test converted, the raw f32 weights of its model.layers.0.mlp.down_proj.weight [48, 80], and
+ * the same model converted to bitsandbytes' layout).
  * Prints "ok" and exits 0 when everything agrees. */
 #include <math.h>
 #include <stdio.h>
@@ -160,6 +161,15 @@ static void quantize_and_multiply(void) {
     tquant_matrix_free(NULL);
 }
 
+static void bitsandbytes(const char *dir) {
+    tquant_checkpoint *c = NULL;
+    CHECK(tquant_checkpoint_open(dir, &c) == TQUANT_OK, "open %s: %s", dir, tquant_last_error());
+    tquant_matrix *m = NULL;
+    CHECK(tquant_checkpoint_matrix(c, "model.layers.0.mlp.down_proj.weight", 0, &m) == TQUANT_ERR_UNSUPPORTED
+              && HAS("bitsandbytes") && m == NULL, "bitsandbytes layout: %s", tquant_last_error());
+    tquant_checkpoint_free(c);
+}
+
 static void checkpoint(const char *dir, const char *down_proj_f32) {
     tquant_checkpoint *c = NULL;
     int st = tquant_checkpoint_open(dir, &c);
@@ -232,8 +242,8 @@ static void checkpoint(const char *dir, const char *down_proj_f32) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s CHECKPOINT_DIR DOWN_PROJ_F32\n", argv[0]);
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s CHECKPOINT_DIR DOWN_PROJ_F32 BNB_DIR\n", argv[0]);
         return 2;
     }
     CHECK(strcmp(tquant_version(), TQUANT_VERSION) == 0, "library %s, header %s", tquant_version(),
@@ -241,6 +251,7 @@ int main(int argc, char **argv) {
     CHECK(tquant_last_error() != NULL && strcmp(tquant_last_error(), "") == 0, "no error yet");
     quantize_and_multiply();
     checkpoint(argv[1], argv[2]);
+    bitsandbytes(argv[3]);
     if (failures) {
         printf("%d failures\n", failures);
         return 1;
