@@ -44,6 +44,12 @@ pub enum ConvertError {
     /// Conversion options that do not make sense together.
     #[error("invalid options: {0}")]
     Options(String),
+    /// Stored parts the kernels cannot multiply (sizes that do not match the shape).
+    #[error("tensor '{tensor}': {err}")]
+    Kernel {
+        tensor: String,
+        err: tquant_kernels::KernelError,
+    },
     #[error("tensor '{tensor}': {err}")]
     Format {
         tensor: String,

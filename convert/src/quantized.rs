@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use tquant_formats::pack::{code_at, row_bytes};
 use tquant_formats::{ScaleDtype, ScaleRule};
+use tquant_kernels::QMatrix;
+
+use crate::ConvertError;
 
 /// Version of the on-disk description; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -235,19 +238,9 @@ impl QuantInfo {
     }
 }
 
-/// One matrix, ready for `tquant_kernels::QMatrix::new(rows, cols, block, codes, scales,
-/// scale_dtype, table)`: tquant's code layout, scales `[rows, blocks_per_row]`.
-#[derive(Debug, Clone, Copy)]
-pub struct MatrixRef<'a> {
-    pub rows: usize,
-    pub cols: usize,
-    pub block: usize,
-    pub codes: &'a [u8],
-    pub scales: &'a [u8],
-    pub scale_dtype: ScaleDtype,
-    /// The codebook, `2^bits` values in code order.
-    pub table: &'a [f32],
-}
+/// One matrix for the kernels (`tquant_kernels::QMatrix::from_parts`): tquant's code layout,
+/// scales `[rows, blocks_per_row]`, the codebook in code order.
+pub type MatrixRef<'a> = tquant_kernels::QMatrixParts<'a>;
 
 /// A quantized tensor's bytes, borrowed from a checkpoint or a [`QuantizedTensor`].
 #[derive(Debug, Clone, Copy)]
@@ -296,14 +289,46 @@ impl<'a> QuantizedView<'a> {
             return None;
         }
         let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
+        // Bytes shorter than the description (a view built by hand) give a short part, which
+        // `QMatrix::from_parts` reports, rather than a panic here.
+        let part = |all: &'a [u8], n: usize| {
+            all.get(e * n..(e + 1) * n)
+                .unwrap_or_else(|| &all[(e * n).min(all.len())..])
+        };
         Some(MatrixRef {
             rows: i.rows(),
             cols: i.cols(),
             block: i.block,
-            codes: &self.codes[e * cb..(e + 1) * cb],
-            scales: &self.scales[e * sb..(e + 1) * sb],
+            codes: part(self.codes, cb),
+            scales: part(self.scales, sb),
             scale_dtype: i.scale_dtype,
             table: &i.matrices[e].codebook,
+        })
+    }
+
+    /// The kernels' view of matrix `e` (0 for a 2-D tensor), checked: an error for bitsandbytes'
+    /// flattened layout, an expert past the end, or parts that do not match the shape.
+    pub fn qmatrix(&self, e: usize) -> Result<QMatrix<'a>, ConvertError> {
+        let invalid = |reason: String| ConvertError::Invalid {
+            tensor: self.name.to_string(),
+            reason,
+        };
+        if self.info.layout == Layout::Bnb {
+            return Err(invalid(
+                "bitsandbytes' flattened layout has no per-row matrix for the kernels; \
+                 dequantize it instead"
+                    .into(),
+            ));
+        }
+        let parts = self.matrix(e).ok_or_else(|| {
+            invalid(format!(
+                "expert {e} asked for, the tensor has {}",
+                self.experts()
+            ))
+        })?;
+        QMatrix::from_parts(parts).map_err(|err| ConvertError::Kernel {
+            tensor: self.name.to_string(),
+            err,
         })
     }
 
@@ -395,6 +420,39 @@ impl<'a> QuantizedView<'a> {
     }
 }
 
+/// The kernels' view of a 2-D quantized tensor in one call (a 3-D tensor of experts is an
+/// error: take one with [`QuantizedView::qmatrix`]).
+///
+/// ```
+/// use tquant_convert::{quantize_tensor, ConvertOptions, Dtype};
+/// use tquant_kernels::{matmul, Mode, QMatrix};
+///
+/// let w: Vec<f32> = (0..8 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+/// let t = quantize_tensor("w", &w, &[8, 64], Dtype::F32, &ConvertOptions::default())?;
+/// let q = QMatrix::try_from(&t.view())?;
+/// let x = vec![1.0f32; 64];
+/// let mut y = vec![0.0f32; 8];
+/// matmul(&q, &x, 1, &mut y, Mode::Exact)?;
+/// let dense = t.dequantize();
+/// assert!((y[0] - dense[..64].iter().sum::<f32>()).abs() < 1e-4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<'a> TryFrom<&QuantizedView<'a>> for QMatrix<'a> {
+    type Error = ConvertError;
+    fn try_from(view: &QuantizedView<'a>) -> Result<Self, ConvertError> {
+        if view.experts() != 1 {
+            return Err(ConvertError::Invalid {
+                tensor: view.name.to_string(),
+                reason: format!(
+                    "{} experts: take one matrix with QuantizedView::qmatrix(expert)",
+                    view.experts()
+                ),
+            });
+        }
+        view.qmatrix(0)
+    }
+}
+
 /// An owned quantized tensor: the result of quantizing one tensor in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor {
@@ -424,5 +482,76 @@ impl QuantizedTensor {
         self.view()
             .dequantize()
             .expect("quantizer output codes index their codebook")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{quantize_tensor, ConvertOptions, Dtype, Policy};
+    use tquant_kernels::{matmul, Mode};
+
+    fn quantized(shape: &[usize], layout: Layout) -> QuantizedTensor {
+        let n: usize = shape.iter().product();
+        let w: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
+            .collect();
+        let opts =
+            ConvertOptions::from_args(None, None, None, None, layout, Policy::default()).unwrap();
+        quantize_tensor("t", &w, shape, Dtype::F32, &opts).unwrap()
+    }
+
+    /// Multiplies `q` by the unit vectors and compares with the dequantized matrix.
+    fn assert_same_matrix(q: &QMatrix<'_>, dense: &[f32]) {
+        let (rows, cols) = (q.rows(), q.cols());
+        let mut x = vec![0.0f32; cols * cols];
+        for c in 0..cols {
+            x[c * cols + c] = 1.0;
+        }
+        let mut y = vec![0.0f32; cols * rows];
+        matmul(q, &x, cols, &mut y, Mode::Exact).unwrap();
+        for c in 0..cols {
+            for r in 0..rows {
+                assert_eq!(y[c * rows + r], dense[r * cols + c], "({r}, {c})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_2d_tensor_becomes_a_qmatrix_in_one_call() {
+        let t = quantized(&[6, 70], Layout::Tquant);
+        let q = QMatrix::try_from(&t.view()).unwrap();
+        assert_eq!((q.rows(), q.cols(), q.block()), (6, 70, 64));
+        assert_eq!(q.table_len(), 16);
+        assert_same_matrix(&q, &t.dequantize());
+    }
+
+    #[test]
+    fn each_expert_of_a_3d_tensor_is_a_qmatrix() {
+        let t = quantized(&[3, 4, 64], Layout::Tquant);
+        let dense = t.dequantize();
+        for e in 0..3 {
+            let q = t.view().qmatrix(e).unwrap();
+            assert_same_matrix(&q, &dense[e * 4 * 64..(e + 1) * 4 * 64]);
+        }
+        let err = t.view().qmatrix(3).unwrap_err().to_string();
+        assert!(err.contains("expert 3") && err.contains("'t'"), "{err}");
+        let err = QMatrix::try_from(&t.view()).unwrap_err().to_string();
+        assert!(err.contains("3 experts"), "{err}");
+    }
+
+    #[test]
+    fn bitsandbytes_layout_and_bad_parts_are_errors() {
+        let t = quantized(&[4, 64], Layout::Bnb);
+        let err = QMatrix::try_from(&t.view()).unwrap_err().to_string();
+        assert!(err.contains("bitsandbytes"), "{err}");
+        let t = quantized(&[4, 64], Layout::Tquant);
+        let mut view = t.view();
+        view.codes = &t.codes[1..];
+        let err = QMatrix::try_from(&view).unwrap_err();
+        assert!(
+            matches!(err, ConvertError::Kernel { ref tensor, err: tquant_kernels::KernelError::CodesLength { .. } } if tensor == "t"),
+            "{err}"
+        );
     }
 }

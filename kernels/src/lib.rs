@@ -55,7 +55,6 @@
 
 mod act;
 mod dispatch;
-pub mod ffi;
 pub mod mapping;
 mod qmatrix;
 pub mod reference;
@@ -64,7 +63,7 @@ mod scalar;
 mod x86_64;
 
 pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa, PARALLEL_MIN_WORK};
-pub use qmatrix::QMatrix;
+pub use qmatrix::{QMatrix, QMatrixParts};
 pub use tquant_formats::ScaleDtype;
 
 use std::fmt;

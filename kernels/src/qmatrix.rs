@@ -25,9 +25,39 @@ pub struct QMatrix<'a> {
     table_step: f32,
 }
 
+/// The parts of a quantized matrix by name, for [`QMatrix::from_parts`] (the same layout as
+/// [`QMatrix`]; `tquant_convert::QuantizedView::matrix` returns one for each stored matrix).
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrixParts<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements per block along a row (`cols` for one block per row).
+    pub block: usize,
+    pub codes: &'a [u8],
+    pub scales: &'a [u8],
+    pub scale_dtype: ScaleDtype,
+    /// The codebook, 1 to 16 values in code order.
+    pub table: &'a [f32],
+}
+
 impl<'a> QMatrix<'a> {
-    /// Checks every length against the shape (overflow-safe) and the table; copies nothing but
-    /// the table.
+    /// The view of `parts`: checks every length against the shape (overflow-safe) and the
+    /// table; copies nothing but the table.
+    pub fn from_parts(parts: QMatrixParts<'a>) -> Result<Self, KernelError> {
+        let QMatrixParts {
+            rows,
+            cols,
+            block,
+            codes,
+            scales,
+            scale_dtype,
+            table,
+        } = parts;
+        Self::new(rows, cols, block, codes, scales, scale_dtype, table)
+    }
+
+    /// [`QMatrix::from_parts`] with the parts in order: `rows, cols, block, codes, scales,
+    /// scale_dtype, table`.
     pub fn new(
         rows: usize,
         cols: usize,
@@ -237,6 +267,47 @@ mod tests {
         let mut t = [0.0; 16];
         t[..v.len()].copy_from_slice(v);
         t
+    }
+
+    #[test]
+    fn from_parts_names_every_field() {
+        let t = [-1.0f32, 0.5];
+        // Row 0 codes 1, 0, 1; row 1 codes 0, 0, 1 (low nibble first); block 2, f32 scales.
+        let codes = [0x01u8, 0x01, 0x00, 0x01];
+        let scales: Vec<u8> = [2.0f32, 4.0, 1.0, 8.0]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let parts = QMatrixParts {
+            rows: 2,
+            cols: 3,
+            block: 2,
+            codes: &codes,
+            scales: &scales,
+            scale_dtype: ScaleDtype::F32,
+            table: &t,
+        };
+        let q = QMatrix::from_parts(parts).unwrap();
+        assert_eq!((q.rows(), q.cols(), q.block(), q.table_len()), (2, 3, 2, 2));
+        let got: Vec<f32> = (0..2)
+            .flat_map(|r| (0..3).map(move |c| (r, c)))
+            .map(|(r, c)| {
+                let code = tquant_formats::pack::code_at(q.row_codes(r), c);
+                q.table()[code as usize] * q.scale(r, c / 2)
+            })
+            .collect();
+        assert_eq!(got, [1.0, -2.0, 2.0, -1.0, -1.0, 4.0]);
+        assert!(matches!(
+            QMatrix::from_parts(QMatrixParts { block: 0, ..parts }),
+            Err(KernelError::ZeroBlock)
+        ));
+        assert!(matches!(
+            QMatrix::from_parts(QMatrixParts {
+                codes: &codes[..3],
+                ..parts
+            }),
+            Err(KernelError::CodesLength { want: 4, .. })
+        ));
     }
 
     #[test]
