@@ -35,7 +35,7 @@ pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
 pub use error::ConvertError;
 pub use policy::{Action, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
-pub use recipe::{Recipe, RecipeFormat};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
+pub use recipe::{Recipe, RecipeFormat};
 pub use safetensors::Dtype;
 pub use writer::{check_output, sync_dir, MANIFEST_FILE};

@@ -167,8 +167,7 @@ impl FromStr for Recipe {
                         .collect();
                     RecipeFormat::Auto(Some(names))
                 } else {
-                    let f: tquant_formats::Format =
-                        rest.parse().map_err(|e| recipe_err(s, e))?;
+                    let f: tquant_formats::Format = rest.parse().map_err(|e| recipe_err(s, e))?;
                     let base = rest.split(':').next().unwrap_or(rest);
                     match (f.nu(), base) {
                         (Some(nu), "sf4" | "sf3") => sf(f.bits(), NuChoice::Fixed(nu)),
@@ -248,7 +247,13 @@ mod tests {
     #[test]
     fn bad_recipes_are_refused() {
         for bad in [
-            "", "nf5", "nf4+searched", "auto:nf4/nf3", "gptq:nf4+gptq", "sf4:x=3", "custom:a",
+            "",
+            "nf5",
+            "nf4+searched",
+            "auto:nf4/nf3",
+            "gptq:nf4+gptq",
+            "sf4:x=3",
+            "custom:a",
         ] {
             assert!(bad.parse::<Recipe>().is_err(), "{bad}");
         }
