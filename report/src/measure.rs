@@ -271,6 +271,7 @@ pub fn bits_per_byte(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tquant_formats::ScaleRule;
 
     #[test]
     fn format_lists_parse_with_fixed_and_fitted_nu() {
