@@ -49,10 +49,16 @@ fn number(cell: &str) -> Option<f64> {
 fn report_table_example_prints_the_readmes_rows() {
     let out = run("report_table");
     assert!(out.starts_with("f32: 1.7089 bits per byte"), "{out}");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
-    let section = &readme[readme.find("## Accuracy vs. area on the bundled model").unwrap()..];
-    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Accuracy vs. area on the bundled model")
+        .unwrap()..];
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .skip(1)
+        .collect();
     assert_eq!(rows.len(), 5, "{out}");
     for row in rows {
         let got = cells(row);
