@@ -4,4 +4,5 @@ pub use tquant_convert as convert;
 pub use tquant_formats as formats;
 pub use tquant_kernels as kernels;
 pub use tquant_model as model;
+pub use tquant_report as report;
 pub use tquant_text as text;

@@ -1,1 +1,3 @@
-//! Benchmarks live in benches/.
+//! Benchmarks live in benches/; `kernel` is the kernel benchmark `tquant bench` runs.
+
+pub mod kernel;

@@ -25,6 +25,7 @@ mod plan;
 pub mod policy;
 pub mod quantize;
 pub mod quantized;
+pub mod recipe;
 pub mod stats;
 mod writer;
 
@@ -35,5 +36,6 @@ pub use error::ConvertError;
 pub use policy::{Action, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
+pub use recipe::{Recipe, RecipeFormat};
 pub use safetensors::Dtype;
 pub use writer::{check_output, sync_dir, MANIFEST_FILE};

@@ -14,6 +14,7 @@
 
 pub mod attention;
 pub mod calibrate;
+pub mod calibration_run;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
@@ -27,6 +28,7 @@ pub mod synthetic;
 pub mod weights;
 
 pub use attention::AttentionPath;
+pub use calibration_run::{CalibrationPlan, LayerByLayer};
 pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
@@ -54,6 +56,12 @@ pub enum ModelError {
     Kernel(#[from] tquant_kernels::KernelError),
     #[error("{0}")]
     Input(String),
+    /// A run that would not fit in the memory available, refused before it starts.
+    #[error("{msg}")]
+    Memory {
+        check: calibration_run::MemoryCheck,
+        msg: String,
+    },
 }
 
 /// Maps `0..n` with `f`, on the thread pool when `work` (multiply-adds) is worth waking threads

@@ -97,14 +97,13 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
     let mut opts = opts.with_scale_rule(rule)?;
-    if args.calibration.enabled() {
-        tquant_convert::calibration::check_layout(opts.layout)?;
-        // Before collecting activations, which takes a while.
-        tquant_convert::check_output(&args.output, args.force, &|_| false)?;
-    }
-    let layerwise = args
-        .calibration
-        .layerwise(&args.input, args.threads.unwrap_or(0))?;
+    let layerwise = args.calibration.layerwise(
+        &args.input,
+        &args.output,
+        &opts,
+        args.threads.unwrap_or(0),
+        args.force,
+    )?;
     opts.staged_calibration = layerwise.as_ref().map(|l| l.staged());
     opts.validate()?;
     let run = RunOptions {

@@ -13,7 +13,7 @@ pub mod model_args;
 pub mod progress;
 pub mod report;
 pub mod run;
-/// Text files as token ids, shared by eval, report and --calibrate.
+/// Text files as token ids, shared by eval and run.
 pub mod text_input;
 pub mod tokenize;
 pub mod verify;

@@ -2,21 +2,13 @@
 //! error and the bits per byte each costs, and set them against the MAC area of the format
 //! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
 
-mod canvas;
-mod measure;
-mod output;
-mod plot;
-mod table;
-
-use super::calibration::{calibrated_variant_name, describe, CalibrateArgs};
+use super::calibration::CalibrateArgs;
 use super::progress;
-use super::text_input::{self, TokenizedText};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::sync::Arc;
-use tquant_convert::calibration::Calibration;
-use tquant_formats::{area, BlockSize, ScaleDtype};
-
+use tquant_formats::{BlockSize, ScaleDtype};
+use tquant_report::measure::{parse_variants, with_calibrated_twins};
+use tquant_report::{EvalText, Report, Setting};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Checkpoint directory with the original (unquantized) weights.
@@ -62,39 +54,6 @@ pub struct Args {
     pub calibration: Box<CalibrateArgs>,
 }
 
-struct Eval {
-    config: tquant_model::Config,
-    ids: Vec<u32>,
-    /// Bytes of the text the scored tokens cover.
-    bytes: usize,
-    path: PathBuf,
-}
-
-/// The files a report writes (and their temporary names while it writes them).
-const REPORT_FILES: [&str; 5] = [
-    "report.json",
-    "report.md",
-    "report.csv",
-    "pareto.svg",
-    "pareto.pdf",
-];
-
-fn is_report_file(name: &str) -> bool {
-    REPORT_FILES
-        .iter()
-        .any(|f| name == *f || name.starts_with(&format!(".{f}.tmp")))
-}
-
-/// A missing or empty directory is fine; an earlier report is replaced only with --force;
-/// anything else in the directory is refused, named, before any work starts.
-fn check_output(dir: &std::path::Path, force: bool) -> Result<()> {
-    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
-    if !empty {
-        tquant_convert::check_output(dir, force, &is_report_file)?;
-    }
-    Ok(())
-}
-
 pub fn run(args: Args) -> Result<()> {
     if args.text.is_none() && !args.weights_only {
         anyhow::bail!(
@@ -102,115 +61,44 @@ pub fn run(args: Args) -> Result<()> {
              only the weight errors (any safetensors model)"
         );
     }
-    check_output(&args.output, args.force)?;
-    let source = tquant_model::checkpoint_source(&args.model)?;
-    let ckpt = source.checkpoint();
-    let variants = measure::parse_variants(&args.formats, args.block, args.scale_dtype)?;
+    tquant_report::report::check_output(&args.output, args.force)?;
+    tquant_model::checkpoint_source(&args.model)?;
+    let setting = Setting {
+        block: args.block,
+        scale_dtype: args.scale_dtype,
+    };
+    let variants =
+        parse_variants(&args.formats, args.block, args.scale_dtype).context("--formats")?;
     let calibration = args.calibration.collect(&args.model, 0)?;
     let variants = match &calibration {
         Some(cal) => with_calibrated_twins(variants, cal),
         None => variants,
     };
     let eval = match (&args.text, args.weights_only) {
-        (Some(path), false) => {
-            let config = tquant_model::Config::from_path(&args.model)?;
-            let vocab = text_input::vocabulary(&args.model, config.vocab_size, "`tquant eval`")?;
-            let text = TokenizedText::read(&vocab, path, 0, Some(args.max_bytes))?;
-            Some(Eval {
-                bytes: text.scored_bytes(args.window),
-                ids: text.ids,
-                config,
-                path: path.clone(),
-            })
-        }
+        (Some(path), false) => Some(
+            EvalText::read(&args.model, path, args.window, args.max_bytes).context(
+                "text needs tokenizer.json beside the model (or a 256-token byte vocabulary); \
+                 or give token ids to `tquant eval`",
+            )?,
+        ),
         _ => None,
     };
-
-    let steps = variants.len() as u64 + u64::from(eval.is_some());
-    let bar = progress::bar(steps);
-
-    let mut baseline = None;
-    if let Some(e) = &eval {
-        bar.set_message("f32 baseline");
-        let s =
-            measure::bits_per_byte(&source, &e.config, Vec::new(), &e.ids, args.window, e.bytes)?;
-        baseline = Some(s);
-        bar.inc(1);
-    }
-    let mut measured = Vec::with_capacity(variants.len());
-    for v in &variants {
-        bar.set_message(v.name.clone());
-        let q = measure::quantize_checkpoint(ckpt, v)?;
-        let mut m = q.measured;
-        if let Some(e) = &eval {
-            let s =
-                measure::bits_per_byte(&source, &e.config, q.tensors, &e.ids, args.window, e.bytes)
-                    .with_context(|| format!("evaluating {}", v.name))?;
-            m.bits_per_byte = Some(s);
-        }
-        measured.push(m);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-
-    let coef = area::calibrated();
-    let checks = area::check_against_table10();
-    let rows = table::build_rows(&measured, baseline, &coef);
-    let loss = if eval.is_some() {
-        "delta_bits_per_byte"
-    } else {
-        "nmse"
-    };
-    let header = output::Header {
-        model: args.model.display().to_string(),
-        text: eval.as_ref().map(|e| e.path.display().to_string()),
-        window: eval.as_ref().map(|_| args.window),
-        max_bytes: eval.as_ref().map(|_| args.max_bytes),
-        scored_bytes: eval.as_ref().map(|e| e.bytes),
-        block: args.block.to_string(),
-        scale_dtype: args.scale_dtype.name().to_string(),
-        weights_only: eval.is_none(),
-        calibration: calibration.as_deref().map(describe),
-        bits_per_byte_f32: baseline,
-        accuracy_loss: loss,
-        nmse_definition:
-            "sum of squared errors / sum of squared weights over every quantized tensor",
-        bits_per_weight_definition:
-            "(code bits x weights + scale bits) / weights over every quantized tensor",
-    };
-
-    let dir = &args.output;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let md = output::markdown(&header, &rows, &checks);
-    let loss_label = if eval.is_some() {
-        "bits per byte lost (quantized - f32)"
-    } else {
-        "weight NMSE"
-    };
-    output::write_atomic(
-        &dir.join("report.json"),
-        output::json(&header, &rows, &coef, &checks)?.as_bytes(),
+    let bar = progress::bar(variants.len() as u64 + u64::from(eval.is_some()));
+    let mut started = false;
+    let report = Report::measure(
+        &args.model,
+        &variants,
+        &setting,
+        eval.as_ref(),
+        calibration.as_deref(),
+        |step| {
+            if std::mem::replace(&mut started, true) {
+                bar.inc(1);
+            }
+            bar.set_message(step.to_string());
+        },
     )?;
-    output::write_atomic(&dir.join("report.md"), md.as_bytes())?;
-    output::write_atomic(&dir.join("report.csv"), output::csv(&rows).as_bytes())?;
-    let plot = plot::pareto_plot(&rows, loss_label);
-    output::write_atomic(&dir.join("pareto.svg"), plot.canvas.svg().as_bytes())?;
-    output::write_atomic(&dir.join("pareto.pdf"), &plot.canvas.pdf())?;
-    super::convert::emit(&md)
-}
-
-/// Each variant followed by its calibrated twin (same options, with the calibration).
-fn with_calibrated_twins(
-    variants: Vec<measure::Variant>,
-    cal: &Arc<Calibration>,
-) -> Vec<measure::Variant> {
-    variants
-        .into_iter()
-        .flat_map(|v| {
-            let mut c = v.clone();
-            c.name = calibrated_variant_name(&v.name);
-            c.opts.calibration = Some(cal.clone());
-            [v, c]
-        })
-        .collect()
+    bar.finish_and_clear();
+    report.write(&args.output)?;
+    super::convert::emit(&report.markdown())
 }

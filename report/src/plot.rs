@@ -3,8 +3,8 @@
 //! nothing (else numbered, with the names in a key), and a legend. Filled points use Table 10's
 //! area, hollow ones tquant's area model.
 
-use super::canvas::{text_width, Anchor, Canvas, Rgb, Shape};
-use super::table::Row;
+use crate::canvas::{text_width, Anchor, Canvas, Rgb, Shape};
+use crate::table::Row;
 
 const WIDTH: f64 = 540.0;
 const HEIGHT: f64 = 340.0;
@@ -43,7 +43,7 @@ impl Box4 {
 }
 
 /// The drawing, and the layout facts its tests check.
-#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug)]
 pub struct Plot {
     pub canvas: Canvas,
     /// Every label placed in the plot area (names and key numbers).

@@ -1,47 +1,51 @@
-//! Quantizing a checkpoint in memory, one format at a time, with the converter's policy and
+//! Quantizing a checkpoint in memory, one recipe at a time, with the converter's policy and
 //! quantizer, and measuring the weight error and (with a runner) bits per byte.
 
-use super::table::{Chosen, Measured, NuSummary};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::table::{Chosen, Measured, NuSummary};
+use crate::{ReportError, Result};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use tquant_convert::calibration::Calibration;
 use tquant_convert::quantize::{decide, quantize_tensor};
-use tquant_convert::{Action, Checkpoint, ConvertOptions, Layout, NuChoice, Policy, Weight};
-use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype, ScaleRule};
+use tquant_convert::{Action, Checkpoint, ConvertOptions, NuChoice, Recipe, Weight};
+use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype};
 use tquant_model::{CheckpointSource, MemorySource, Packed, QuantTensor, TensorData};
 
-/// One column of the report: a name and the converter options that produce it.
+/// One column of the report: a name, its recipe and the converter options that produce it.
 #[derive(Debug, Clone)]
 pub struct Variant {
+    /// The name as given (`sf4:nu=3.50` stays as written).
     pub name: String,
+    pub recipe: Recipe,
     pub opts: ConvertOptions,
 }
 
-/// The formats of `--formats all`: every catalog format (SF4 at the paper's nu = 5), then SF4
-/// with nu fitted per tensor and with nu searched per tensor, then the per-tensor choice `auto`
-/// with absmax and with searched scales.
-pub fn all_names() -> Vec<String> {
-    let mut v: Vec<String> = tquant_formats::catalog::NAMES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(["sf4_fit", "sf4_search", "auto", "auto+search"].map(String::from));
-    v
-}
+impl Variant {
+    /// The variant of `recipe` at `block` and `scale_dtype`, named by the recipe.
+    pub fn new(recipe: &Recipe, block: BlockSize, scale_dtype: ScaleDtype) -> Result<Self> {
+        Self::named(recipe.to_string(), recipe.clone(), block, scale_dtype)
+    }
 
-/// A variant name without its `+search` suffix, and the scale rule the suffix asks for.
-fn split_scale_rule(name: &str) -> (&str, ScaleRule) {
-    match name.strip_suffix("+search") {
-        Some(base) => (base, ScaleRule::Search),
-        None => (name, ScaleRule::Absmax),
+    fn named(
+        name: String,
+        recipe: Recipe,
+        block: BlockSize,
+        scale_dtype: ScaleDtype,
+    ) -> Result<Self> {
+        let opts = recipe.options(block, scale_dtype)?;
+        Ok(Self { name, recipe, opts })
     }
 }
 
-/// Parses `--formats`: `all`, or a comma-separated list of catalog names, `sf4:nu=X`,
-/// `sf4_fit` / `sf3_fit` (nu fitted per tensor), `sf4_search` / `sf3_search` (nu with the least
-/// weight error per tensor), `auto` / `auto:A/B/...` (per tensor the candidate with the least
-/// weight error) and `custom:v0,v1,...` (last in the list). A `+search` suffix on any of them
-/// searches each block's scale (`ScaleRule::Search`) instead of the absmax rule.
+/// The names of `all`: every catalog format (SF4 at the paper's nu = 5), then SF4 with nu
+/// fitted per tensor and with nu searched per tensor, then the per-tensor choice `auto` with
+/// absmax and with searched scales.
+pub fn all_names() -> Vec<String> {
+    Recipe::all().iter().map(Recipe::to_string).collect()
+}
+
+/// Parses a list of recipes: `all`, or comma-separated recipe names (see [`Recipe`]; a
+/// `custom:` entry takes the rest of the list).
 pub fn parse_variants(
     list: &str,
     block: BlockSize,
@@ -53,38 +57,52 @@ pub fn parse_variants(
         split_list(list)
     };
     if names.is_empty() {
-        bail!("--formats lists no format");
+        return Err(ReportError::Invalid("the list names no format".into()));
     }
     let mut seen = BTreeSet::new();
     names
         .into_iter()
         .map(|name| {
             if !seen.insert(name.clone()) {
-                bail!("--formats lists '{name}' twice");
+                return Err(ReportError::Invalid(format!(
+                    "the list names '{name}' twice"
+                )));
             }
-            let (base, rule) = split_scale_rule(&name);
-            let (format, nu) = match base {
-                "sf4_fit" => ("sf4", Some("fit")),
-                "sf3_fit" => ("sf3", Some("fit")),
-                "sf4_search" => ("sf4", Some("search")),
-                "sf3_search" => ("sf3", Some("search")),
-                // Plain sf4/sf3 is the paper's fixed nu = 5 here; the converter would fit it.
-                "sf4" | "sf3" => (base, Some("5")),
-                other => (other, None),
-            };
-            let opts = ConvertOptions::from_args(
-                Some(format),
-                nu,
-                Some(&block.to_string()),
-                Some(scale_dtype.name()),
-                Layout::Tquant,
-                Policy::default(),
-            )
-            .and_then(|o| o.with_scale_rule(rule))
-            .with_context(|| format!("--formats: '{name}'"))?;
-            Ok(Variant { name, opts })
+            let recipe: Recipe = name.parse()?;
+            if recipe.gptq {
+                return Err(ReportError::Invalid(format!(
+                    "'{name}': calibrated rows are added for every format when calibration is given"
+                )));
+            }
+            Variant::named(name.clone(), recipe, block, scale_dtype)
+                .map_err(|e| e.context(format!("'{name}'")))
         })
         .collect()
+}
+
+/// Each variant followed by its calibrated twin (same options, with the calibration; named
+/// `gptq:nf4`, or `auto+gptq` for the per-matrix choice).
+pub fn with_calibrated_twins(variants: Vec<Variant>, cal: &Arc<Calibration>) -> Vec<Variant> {
+    variants
+        .into_iter()
+        .flat_map(|v| {
+            let mut c = v.clone();
+            c.name = calibrated_variant_name(&v.name);
+            c.recipe = v.recipe.with_gptq();
+            c.opts.calibration = Some(cal.clone());
+            [v, c]
+        })
+        .collect()
+}
+
+/// The report's name of a variant quantized with the calibration: `gptq:nf4`, `gptq:nf4+search`;
+/// `auto+gptq`, `auto+search+gptq` for the per-matrix choice.
+pub fn calibrated_variant_name(name: &str) -> String {
+    if name.starts_with("auto") {
+        format!("{name}+gptq")
+    } else {
+        format!("gptq:{name}")
+    }
 }
 
 /// Splits on commas, except that a `custom:` entry takes the rest of the list.
@@ -127,10 +145,12 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
         let w = ckpt.get(name)?;
         let view = match w {
             Weight::Dense(t) => t,
-            Weight::Quantized(_) => bail!(
-                "{}: '{name}' is already quantized; the report needs the original checkpoint",
-                ckpt.root().display()
-            ),
+            Weight::Quantized(_) => {
+                return Err(ReportError::Invalid(format!(
+                    "{}: '{name}' is already quantized; the report needs the original checkpoint",
+                    ckpt.root().display()
+                )))
+            }
         };
         if decide(name, view.shape, view.dtype, opts) != Action::Quantize {
             continue;
@@ -145,7 +165,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
         );
         for (e, m) in info.matrices.iter().enumerate() {
             let cb = Codebook::new(m.codebook.clone())
-                .map_err(|err| anyhow!("tensor '{name}': codebook: {err}"))?;
+                .map_err(|err| ReportError::Invalid(format!("tensor '{name}': codebook: {err}")))?;
             let qm = QuantizedMatrix {
                 rows,
                 cols,
@@ -178,10 +198,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
         tensors.push((name.clone(), model_tensor(&q)));
     }
     if weights == 0 {
-        bail!(
+        return Err(ReportError::Invalid(format!(
             "{}: the converter's policy quantizes no tensor of this checkpoint",
             ckpt.root().display()
-        );
+        )));
     }
     let bits = opts.bits();
     Ok(Quantized {
@@ -209,7 +229,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
 
 /// The model's view of a quantized tensor: same codes and scales, tables padded to 16 entries
 /// (3-bit codes never index past 8).
-fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
+pub fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
     let tables = q
         .info
         .matrices
@@ -251,6 +271,7 @@ pub fn bits_per_byte(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tquant_formats::ScaleRule;
 
     #[test]
     fn format_lists_parse_with_fixed_and_fitted_nu() {

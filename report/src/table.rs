@@ -100,6 +100,38 @@ pub struct Row {
     pub chosen: Vec<Chosen>,
 }
 
+impl Row {
+    /// The row as the README's compact table has it: format, nmse, bits/byte, Δ bits/byte,
+    /// Table 10's MAC area, the model's, and the chip overhead (marked where it is the model's).
+    pub fn summary_line(&self) -> String {
+        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("–".to_string(), f);
+        let lookup = if self.mac_structure.contains("lookup") {
+            " (lookup)"
+        } else {
+            ""
+        };
+        let source = if self.chip_overhead_source == "model" {
+            " (model)"
+        } else {
+            ""
+        };
+        format!(
+            "| {} | {:.5} | {} | {} | {} | {:.1}{lookup} | {:.1}%{source} |",
+            self.format,
+            self.nmse,
+            opt(self.bits_per_byte, &|v| format!("{v:.4}")),
+            opt(self.delta_bits_per_byte, &|v| format!("{v:+.4}")),
+            opt(self.mac_area_um2, &|v| format!("{v:.1}")),
+            self.mac_area_model_um2,
+            self.chip_overhead_pct,
+        )
+    }
+}
+
+/// The header of [`Row::summary_line`]'s table.
+pub const SUMMARY_HEADER: &str = "| format | nmse | bits/byte | Δ bits/byte | MAC µm² (Table 10) \
+     | MAC µm² (model) | chip overhead |\n|---|---:|---:|---:|---:|---:|---:|";
+
 /// Builds the rows: area columns from Table 10 and the model, losses against `baseline_bpb`
 /// (`None` in a weights-only report, where the loss is the nmse), and the Pareto flags.
 pub fn build_rows(
@@ -321,6 +353,33 @@ mod tests {
         assert_eq!(pareto_front_by_bits(&p), [true, true, false]);
         let flat: Vec<(f64, f64)> = p.iter().map(|q| (q.1, q.2)).collect();
         assert_eq!(pareto_front(&flat), [true, false, false]);
+    }
+
+    #[test]
+    fn summary_lines_mark_lookup_areas_and_model_overheads() {
+        let coef = area::calibrated();
+        let int4: Vec<f32> = (-7..=7).map(|v| v as f32).collect();
+        let nf4 = tquant_formats::catalog::NF4.to_vec();
+        let rows = build_rows(
+            &[measured("int4", &int4, 1.8), measured("nf4", &nf4, 1.75)],
+            Some(1.7),
+            &coef,
+        );
+        let int4_model = rows[0].mac_area_model_um2;
+        assert_eq!(
+            rows[0].summary_line(),
+            format!("| int4 | 0.01000 | 1.8000 | +0.1000 | 160.7 | {int4_model:.1} | 0.0% |")
+        );
+        let nf4 = rows[1].summary_line();
+        assert!(
+            nf4.starts_with("| nf4 | 0.01000 | 1.7500 | +0.0500 | – | "),
+            "{nf4}"
+        );
+        assert!(
+            nf4.contains(" (lookup) |") && nf4.ends_with("% (model) |"),
+            "{nf4}"
+        );
+        assert_eq!(SUMMARY_HEADER.lines().count(), 2);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! report.json, report.md and report.csv, each written atomically.
 
-use super::table::Row;
-use anyhow::{Context, Result};
+use crate::table::Row;
+use crate::{ReportError, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -11,6 +11,8 @@ use tquant_formats::area::{self, Coefficients, ModelCheck};
 /// Everything report.json holds besides the rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Header {
+    /// The version of report.json's layout (see [`crate::SCHEMA_VERSION`]).
+    pub schema_version: u32,
     pub model: String,
     pub text: Option<String>,
     pub window: Option<usize>,
@@ -333,7 +335,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let name = path
         .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
+        .ok_or_else(|| ReportError::Invalid(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         name.to_string_lossy(),
@@ -347,7 +349,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
+        return Err(ReportError::io(format!("writing {}", path.display()), e));
     }
     tquant_convert::sync_dir(dir)?;
     Ok(())

@@ -1,0 +1,385 @@
+//! The kernel benchmark behind `tquant bench gemv|gemm`: every available kernel path and mode on
+//! one random quantized matrix, the dense f32 product of the same binary on the same weights,
+//! and the machine's read bandwidth (summing a buffer larger than the caches), all with the
+//! same number of threads. Times are medians over rounds in which every measurement runs once,
+//! so a busy machine slows them alike; before each run the caches are swept, so a GEMV reads
+//! its weights from DRAM as in decoding.
+
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tquant_formats::sample::Rng;
+use tquant_formats::{BlockQuantizer, Format, FormatError, QuantizedMatrix};
+use tquant_kernels::{matmul_f32, matmul_with, Isa, KernelError, Mode, QMatrix};
+
+/// Errors of the kernel benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("building the thread pool: {0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub rows: usize,
+    pub cols: usize,
+    /// Activation rows (1: GEMV).
+    pub n: usize,
+    pub format: Format,
+    pub quantizer: BlockQuantizer,
+    /// Timed rounds (after one warm-up round).
+    pub reps: usize,
+    /// 0: one per core.
+    pub threads: usize,
+    /// Size of the buffer whose summation gives the read bandwidth, MiB.
+    pub read_mib: usize,
+}
+
+/// One measurement's median time and the rates it gives.
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    pub seconds: f64,
+    pub weight_gbps: f64,
+    pub gflops: f64,
+}
+
+impl Measure {
+    fn new(seconds: f64, weight_bytes: usize, macs: usize) -> Self {
+        Measure {
+            seconds,
+            weight_gbps: weight_bytes as f64 / seconds / 1e9,
+            gflops: 2.0 * macs as f64 / seconds / 1e9,
+        }
+    }
+}
+
+/// What [`run`] measured.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// Every available instruction set (but the reference) in every mode.
+    pub kernels: Vec<(Isa, Mode, Measure)>,
+    pub f32: Measure,
+    pub read_gbps: f64,
+    /// Elements per block (a row's length for `row`).
+    pub block: usize,
+    pub bits_per_weight: f64,
+    pub threads: usize,
+    /// Bytes summed before each timed run to evict the weights.
+    pub sweep_bytes: usize,
+}
+
+/// Runs the benchmark.
+pub fn run(spec: &Spec) -> Result<Results, BenchError> {
+    let (rows, cols, n, reps) = (spec.rows, spec.cols, spec.n, spec.reps.max(1));
+    let format = &spec.format;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(spec.threads) // 0: rayon's default, one per core
+        .build()?;
+    let quantizer = spec.quantizer;
+    quantizer.check(format.codebook())?;
+    let (w, m) = pool.install(|| random_weights(format, quantizer, rows, cols));
+    let q = QMatrix::new(
+        rows,
+        cols,
+        m.block,
+        &m.codes,
+        &m.scales,
+        m.scale_dtype,
+        format.codebook().values(),
+    )?;
+    let x = Rng::new(7).normal_vec(n * cols);
+    let qbytes = m.codes.len() + m.scales.len();
+    let macs = rows * cols * n;
+    let read_buf: Vec<u64> = pool.install(|| {
+        (0..(spec.read_mib << 20) / 8)
+            .into_par_iter()
+            .map(|i| i as u64)
+            .collect()
+    });
+
+    // Every measurement runs once per round, rounds repeat: whatever else the machine does
+    // slows all of them alike, so their ratios hold. Summing part of the read buffer (larger
+    // than the last-level cache) before each run evicts the weights: a GEMV reads them from
+    // DRAM. Both happen in one `install`, and the clock runs inside it, so waking the pool's
+    // threads is not timed.
+    let sweep = &read_buf[..read_buf.len().min(SWEEP)];
+    let timed = |f: &mut (dyn FnMut() + Send)| -> f64 {
+        pool.install(|| {
+            std::hint::black_box(parallel_sum(sweep));
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+    };
+    let mut labels: Vec<Option<(Isa, Mode)>> = Vec::new();
+    let mut runs: Vec<Box<dyn FnMut() + Send + '_>> = Vec::new();
+    for isa in Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Reference)
+    {
+        for mode in Mode::ALL {
+            let x = &x;
+            let mut y = vec![0.0f32; n * rows];
+            labels.push(Some((isa, mode)));
+            runs.push(Box::new(move || {
+                matmul_with(isa, &q, x, n, &mut y, mode).expect("shapes were checked")
+            }));
+        }
+    }
+    {
+        let (x, w) = (&x, &w);
+        let mut y = vec![0.0f32; n * rows];
+        labels.push(None);
+        runs.push(Box::new(move || {
+            matmul_f32(w, rows, cols, x, n, &mut y).expect("shapes were checked")
+        }));
+    }
+    let mut times = vec![Vec::with_capacity(reps); runs.len()];
+    let mut read_times = Vec::with_capacity(reps);
+    for round in 0..=reps {
+        let read = timed(&mut || {
+            std::hint::black_box(parallel_sum(&read_buf));
+        });
+        // The first round warms up (page faults, thread start).
+        if round > 0 {
+            read_times.push(read);
+        }
+        for (run, t) in runs.iter_mut().zip(times.iter_mut()) {
+            let seconds = timed(run.as_mut());
+            if round > 0 {
+                t.push(seconds);
+            }
+        }
+    }
+    drop(runs);
+    let read_gbps = (read_buf.len() * 8) as f64 / median(read_times) / 1e9;
+    let mut kernels = Vec::new();
+    let mut f32 = None;
+    for (label, t) in labels.into_iter().zip(times) {
+        match label {
+            Some((isa, mode)) => kernels.push((isa, mode, Measure::new(median(t), qbytes, macs))),
+            None => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
+        }
+    }
+    Ok(Results {
+        kernels,
+        f32: f32.expect("the f32 run is always there"),
+        read_gbps,
+        block: m.block,
+        bits_per_weight: m.bits_per_weight(),
+        threads: pool.current_num_threads(),
+        sweep_bytes: sweep.len() * 8,
+    })
+}
+
+/// The caches of the machine and what they mean for `results` (an f32 matrix of
+/// `f32_bytes`): a note when the weights could come from a cache.
+pub fn machine_cache_note(results: &Results, f32_bytes: usize) -> String {
+    let over = results
+        .kernels
+        .iter()
+        .map(|k| &k.2)
+        .chain([&results.f32])
+        .any(|m| m.weight_gbps > results.read_gbps);
+    cache_note(
+        &cache_sizes(Path::new(CACHE_DIR)),
+        f32_bytes,
+        results.sweep_bytes,
+        over,
+    )
+}
+
+pub const CACHE_DIR: &str = "/sys/devices/system/cpu/cpu0/cache";
+
+/// (level, bytes) of the data and unified caches listed under `dir`, smallest level first.
+pub fn cache_sizes(dir: &Path) -> Vec<(u32, usize)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut caches: Vec<(u32, usize)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| read(p.join("type")) != "Instruction")
+        .filter_map(|p| {
+            let level = read(p.join("level")).parse().ok()?;
+            let size = read(p.join("size"));
+            let bytes = match size.strip_suffix('K') {
+                Some(k) => k.parse::<usize>().ok()? << 10,
+                None => size.strip_suffix('M')?.parse::<usize>().ok()? << 20,
+            };
+            Some((level, bytes))
+        })
+        .collect();
+    caches.sort();
+    caches.dedup_by_key(|c| c.0);
+    caches
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Why a figure can exceed the read bandwidth: the weights were (partly) read from a cache.
+pub fn cache_note(
+    caches: &[(u32, usize)],
+    f32_bytes: usize,
+    sweep_bytes: usize,
+    over: bool,
+) -> String {
+    let mut note = String::new();
+    let Some(&(last, last_bytes)) = caches.last() else {
+        note.push_str(&format!(
+            "cache sizes unknown (nothing readable in {CACHE_DIR})"
+        ));
+        if over {
+            note.push_str(
+                ": above 100% of the read bandwidth, weights came from a cache, not DRAM",
+            );
+        }
+        note.push('\n');
+        return note;
+    };
+    if let Some(&(level, bytes)) = caches.iter().find(|c| c.1 >= f32_bytes) {
+        note.push_str(&format!(
+            "note: the f32 matrix ({}) fits in the L{level} cache ({})",
+            mib(f32_bytes),
+            mib(bytes)
+        ));
+        if sweep_bytes < last_bytes {
+            note.push_str(&format!(
+                ", and the {} swept before each run does not evict the L{last} ({}): the \
+                 weights can stay cached, so these are cache speeds",
+                mib(sweep_bytes),
+                mib(last_bytes)
+            ));
+        } else {
+            note.push_str(&format!(
+                "; the {} swept before each run evicts it, but prefetch and reuse can still \
+                 beat DRAM",
+                mib(sweep_bytes)
+            ));
+        }
+        if over {
+            note.push_str("; over 100% of the read bandwidth means read from cache");
+        }
+        note.push('\n');
+    } else if over {
+        note.push_str(&format!(
+            "note: over 100% of the read bandwidth: part of the weights came from the L{last} \
+             cache ({})\n",
+            mib(last_bytes)
+        ));
+    }
+    note
+}
+
+/// Student-t(5) weights (as in trained models, heavy-tailed) and their quantization, both made
+/// band by band on the current pool.
+fn random_weights(
+    format: &Format,
+    quantizer: BlockQuantizer,
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, QuantizedMatrix) {
+    const BAND: usize = 256;
+    let bands: Vec<(Vec<f32>, QuantizedMatrix)> = (0..rows.div_ceil(BAND))
+        .into_par_iter()
+        .map(|b| {
+            let r = BAND.min(rows - b * BAND);
+            let w: Vec<f32> = Rng::new(1000 + b as u64)
+                .student_t_vec(r * cols, 5.0)
+                .into_iter()
+                .map(|v| v * 0.02)
+                .collect();
+            let m = quantizer
+                .quantize(format.codebook(), &w, r, cols)
+                .expect("the shape and format were checked");
+            (w, m)
+        })
+        .collect();
+    let mut w = Vec::with_capacity(rows * cols);
+    let mut all = QuantizedMatrix {
+        rows,
+        cols,
+        block: bands[0].1.block,
+        scale_dtype: quantizer.scale_dtype,
+        codes: Vec::new(),
+        scales: Vec::new(),
+    };
+    for (bw, bm) in bands {
+        w.extend_from_slice(&bw);
+        all.codes.extend_from_slice(&bm.codes);
+        all.scales.extend_from_slice(&bm.scales);
+    }
+    (w, all)
+}
+
+/// Elements of the read buffer summed before each timed run: 64 MiB, twice the last-level
+/// cache of the machines this was tuned on (the output says when the L3 is larger).
+const SWEEP: usize = 8 << 20;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Sum of `v` split over the current pool's threads.
+fn parallel_sum(v: &[u64]) -> u64 {
+    let part = v.len().div_ceil(rayon::current_num_threads()).max(8);
+    v.par_chunks(part).map(sum).reduce(|| 0, u64::wrapping_add)
+}
+
+fn sum(v: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for c in v.chunks_exact(8) {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(c[k]);
+        }
+    }
+    acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_read_sysfs_layout_and_skip_instruction_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (level, kind, size)) in [
+            ("1", "Data", "48K"),
+            ("1", "Instruction", "64K"),
+            ("2", "Unified", "2048K"),
+            ("3", "Unified", "32M"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = dir.path().join(format!("index{i}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        let c = cache_sizes(dir.path());
+        assert_eq!(c, [(1, 48 << 10), (2, 2 << 20), (3, 32 << 20)]);
+        let note = cache_note(&c, 1 << 20, 64 << 20, true);
+        assert!(note.contains("fits in the L2 cache (2.0 MiB)"), "{note}");
+        assert!(note.contains("over 100%"), "{note}");
+        let note = cache_note(&c, 1 << 20, 16 << 20, false);
+        assert!(note.contains("does not evict the L3"), "{note}");
+        assert!(cache_note(&c, 64 << 20, 64 << 20, false).is_empty());
+        assert!(cache_note(&[], 1, 1, false).contains("cache sizes unknown"));
+    }
+}

@@ -1,0 +1,283 @@
+//! A recipe: one way of quantizing a checkpoint, named by one string (`nf4`, `sf4_fit`,
+//! `auto+search`, `gptq:nf4`), as the report's rows are named.
+//!
+//! Grammar: `[gptq:]BASE[+search]` or `AUTO[+search][+gptq]`, where BASE is a catalog name,
+//! `sf4` / `sf3` (the paper's fixed nu = 5), `sf4:nu=X`, `sf4_fit` / `sf3_fit` (nu fitted per
+//! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor) or
+//! `custom:v0,v1,...`; AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
+//! weight error). `+search` searches each block's scale instead of the absmax rule; `gptq`
+//! quantizes with calibration statistics (given separately).
+//!
+//! A bare `sf4` means nu = 5 here; `ConvertOptions::from_args` with no nu fits it per tensor
+//! (the converter's default), which a recipe writes `sf4_fit`.
+
+use crate::{ConvertError, ConvertOptions, Layout, NuChoice, Policy};
+use std::fmt;
+use std::str::FromStr;
+use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
+
+/// The nu of a bare `sf4` / `sf3` recipe (Dotzel et al.'s choice).
+pub const PAPER_NU: f64 = 5.0;
+
+/// The value set a recipe quantizes with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipeFormat {
+    /// A catalog format other than Student Float, by name (`nf4`, `int4`, `e2m1`, ...).
+    Catalog(String),
+    /// Student Float of `bits` bits with its nu rule.
+    StudentFloat { bits: u32, nu: NuChoice },
+    /// Per matrix the candidate with the least weight error; `None` is the default list.
+    Auto(Option<Vec<String>>),
+    /// A custom codebook, values in code order.
+    Custom(Vec<f32>),
+}
+
+/// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub format: RecipeFormat,
+    pub scale_rule: ScaleRule,
+    /// Quantize with calibration statistics (GPTQ; for `auto`, the choice by the
+    /// activation-weighted error).
+    pub gptq: bool,
+}
+
+impl Recipe {
+    /// The recipes of the report's `all`: every catalog format (SF4 at nu = 5), SF4 with nu
+    /// fitted and searched per tensor, then `auto` with absmax and with searched scales.
+    pub fn all() -> Vec<Recipe> {
+        let mut names: Vec<&str> = tquant_formats::catalog::NAMES.to_vec();
+        names.extend(["sf4_fit", "sf4_search", "auto", "auto+search"]);
+        names
+            .into_iter()
+            .map(|n| n.parse().expect("catalog names are recipes"))
+            .collect()
+    }
+
+    /// The same recipe with GPTQ.
+    pub fn with_gptq(&self) -> Recipe {
+        Recipe {
+            gptq: true,
+            ..self.clone()
+        }
+    }
+
+    /// Converter options for this recipe with the tquant layout and default policy (no
+    /// calibration attached: a `gptq` recipe needs the caller's statistics).
+    pub fn options(
+        &self,
+        block: BlockSize,
+        scale_dtype: ScaleDtype,
+    ) -> Result<ConvertOptions, ConvertError> {
+        let (format, nu) = match &self.format {
+            RecipeFormat::StudentFloat { bits, nu } => {
+                let nu = match nu {
+                    NuChoice::Fit => "fit".to_string(),
+                    NuChoice::Search => "search".to_string(),
+                    NuChoice::Fixed(v) => v.to_string(),
+                };
+                (format!("sf{bits}"), Some(nu))
+            }
+            _ => (self.base(), None),
+        };
+        ConvertOptions::from_args(
+            Some(&format),
+            nu.as_deref(),
+            Some(&block.to_string()),
+            Some(scale_dtype.name()),
+            Layout::Tquant,
+            Policy::default(),
+        )?
+        .with_scale_rule(self.scale_rule)
+    }
+
+    /// The name without scale rule or GPTQ marks.
+    fn base(&self) -> String {
+        match &self.format {
+            RecipeFormat::Catalog(n) => n.clone(),
+            RecipeFormat::StudentFloat { bits, nu } => match nu {
+                NuChoice::Fit => format!("sf{bits}_fit"),
+                NuChoice::Search => format!("sf{bits}_search"),
+                NuChoice::Fixed(v) if *v == PAPER_NU => format!("sf{bits}"),
+                NuChoice::Fixed(v) => format!("sf{bits}:nu={v}"),
+            },
+            RecipeFormat::Auto(None) => "auto".into(),
+            RecipeFormat::Auto(Some(list)) => format!("auto:{}", list.join("/")),
+            RecipeFormat::Custom(values) => {
+                let v: Vec<String> = values.iter().map(f32::to_string).collect();
+                format!("custom:{}", v.join(","))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auto = matches!(self.format, RecipeFormat::Auto(_));
+        if self.gptq && !auto {
+            f.write_str("gptq:")?;
+        }
+        f.write_str(&self.base())?;
+        if self.scale_rule == ScaleRule::Search {
+            f.write_str("+search")?;
+        }
+        if self.gptq && auto {
+            f.write_str("+gptq")?;
+        }
+        Ok(())
+    }
+}
+
+fn recipe_err(s: &str, why: impl fmt::Display) -> ConvertError {
+    ConvertError::Options(format!("recipe '{s}': {why}"))
+}
+
+impl FromStr for Recipe {
+    type Err = ConvertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut rest = s.trim();
+        let mut gptq = false;
+        if let Some(r) = rest.strip_prefix("gptq:") {
+            (rest, gptq) = (r, true);
+        }
+        if let Some(r) = rest.strip_suffix("+gptq") {
+            if gptq {
+                return Err(recipe_err(s, "GPTQ is asked for twice"));
+            }
+            (rest, gptq) = (r, true);
+        }
+        let (rest, scale_rule) = match rest.strip_suffix("+search") {
+            Some(r) => (r, ScaleRule::Search),
+            None => (rest, ScaleRule::Absmax),
+        };
+        let sf = |bits, nu| RecipeFormat::StudentFloat { bits, nu };
+        let format = match rest {
+            "" => return Err(recipe_err(s, "no format")),
+            "sf4_fit" => sf(4, NuChoice::Fit),
+            "sf3_fit" => sf(3, NuChoice::Fit),
+            "sf4_search" => sf(4, NuChoice::Search),
+            "sf3_search" => sf(3, NuChoice::Search),
+            "auto" => RecipeFormat::Auto(None),
+            _ => {
+                if let Some(list) = rest.strip_prefix("auto:") {
+                    let names: Vec<String> = list
+                        .split(['/', ','])
+                        .map(|n| n.trim().to_string())
+                        .collect();
+                    RecipeFormat::Auto(Some(names))
+                } else {
+                    let f: tquant_formats::Format = rest.parse().map_err(|e| recipe_err(s, e))?;
+                    let base = rest.split(':').next().unwrap_or(rest);
+                    match (f.nu(), base) {
+                        (Some(nu), "sf4" | "sf3") => sf(f.bits(), NuChoice::Fixed(nu)),
+                        (_, "custom") => RecipeFormat::Custom(f.codebook().values().to_vec()),
+                        _ => RecipeFormat::Catalog(rest.to_string()),
+                    }
+                }
+            }
+        };
+        let recipe = Recipe {
+            format,
+            scale_rule,
+            gptq,
+        };
+        // Every recipe must make converter options (auto lists, custom tables, nu).
+        recipe
+            .options(BlockSize::Elements(64), ScaleDtype::F32)
+            .map_err(|e| recipe_err(s, e))?;
+        Ok(recipe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_catalog_recipe_round_trips_through_its_name() {
+        let mut names: Vec<String> = Recipe::all()
+            .iter()
+            .filter(|r| r.scale_rule == ScaleRule::Absmax)
+            .map(Recipe::to_string)
+            .collect();
+        names.extend(
+            [
+                "sf3_fit",
+                "sf3_search",
+                "sf4:nu=3.5",
+                "auto:apot4_sp/int4_full",
+                "custom:-1,0,0.5,1",
+            ]
+            .map(String::from),
+        );
+        for base in names {
+            for rule in ["", "+search"] {
+                let plain = format!("{base}{rule}");
+                let calibrated = if base.starts_with("auto") {
+                    format!("{plain}+gptq")
+                } else {
+                    format!("gptq:{plain}")
+                };
+                for name in [plain, calibrated] {
+                    let r: Recipe = name.parse().unwrap();
+                    assert_eq!(r.to_string(), name);
+                    assert_eq!(r.to_string().parse::<Recipe>().unwrap(), r);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bare_sf4_is_the_papers_nu_and_sf4_fit_fits() {
+        let r: Recipe = "sf4".parse().unwrap();
+        let o = r.options(BlockSize::Elements(64), ScaleDtype::F16).unwrap();
+        assert_eq!(o.nu, Some(NuChoice::Fixed(5.0)));
+        assert_eq!(
+            o.format.codebook().values(),
+            tquant_formats::catalog::SF4_NU5
+        );
+        let o = "sf4_fit".parse::<Recipe>().unwrap();
+        let o = o.options(BlockSize::Row, ScaleDtype::F32).unwrap();
+        assert_eq!(o.nu, Some(NuChoice::Fit));
+        assert_eq!("sf4:nu=5".parse::<Recipe>().unwrap().to_string(), "sf4");
+    }
+
+    #[test]
+    fn bad_recipes_are_refused() {
+        for bad in [
+            "",
+            "nf5",
+            "nf4+searched",
+            "auto:nf4/nf3",
+            "gptq:nf4+gptq",
+            "sf4:x=3",
+            "custom:a",
+        ] {
+            assert!(bad.parse::<Recipe>().is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_fixed_nu_and_custom_table_round_trips(
+            nu in 0.5f64..1000.0,
+            bits in 3u32..=4,
+            search: bool,
+            gptq: bool,
+            values in proptest::collection::btree_set(-1000i32..1000, 4..=16),
+        ) {
+            let rule = if search { ScaleRule::Search } else { ScaleRule::Absmax };
+            let sf = Recipe { format: RecipeFormat::StudentFloat { bits, nu: NuChoice::Fixed(nu) },
+                scale_rule: rule, gptq };
+            prop_assert_eq!(sf.to_string().parse::<Recipe>().unwrap(), sf.clone());
+            let values: Vec<f32> = values.into_iter().map(|v| v as f32 / 7.0).collect();
+            let n = values.len();
+            if n == 16 || n == 8 {
+                let c = Recipe { format: RecipeFormat::Custom(values), scale_rule: rule, gptq };
+                prop_assert_eq!(c.to_string().parse::<Recipe>().unwrap(), c);
+            }
+        }
+    }
+}

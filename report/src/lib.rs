@@ -1,0 +1,83 @@
+//! tquant-report: quantize a model in memory with each [`Recipe`], measure the weight error and
+//! the bits per byte each costs, and set them against the MAC area of the format (Table 10 of
+//! Dotzel et al. where published, tquant's area model everywhere); plus the one-call
+//! [`quantize_checkpoint`] (convert with optional calibration).
+//!
+//! ```no_run
+//! use tquant_report::{Recipe, Report, Setting};
+//! let recipes: Vec<Recipe> = ["nf4", "sf4", "int4"].iter().map(|r| r.parse().unwrap()).collect();
+//! let setting = Setting::default();
+//! let report = Report::weights_only("examples/tiny-lite".as_ref(), &recipes, &setting)?;
+//! println!("{}", report.markdown());
+//! # Ok::<(), tquant_report::ReportError>(())
+//! ```
+
+pub mod canvas;
+pub mod measure;
+pub mod output;
+pub mod pipeline;
+pub mod plot;
+pub mod report;
+pub mod table;
+pub mod text_input;
+
+pub use measure::Variant;
+pub use output::{write_atomic, Header};
+pub use pipeline::{quantize_checkpoint, CalibrationOptions, CalibrationSource, QuantizeOptions};
+pub use report::{open_quantized, EvalText, Report, Setting, REPORT_FILES, SCHEMA_VERSION};
+pub use table::{Chosen, Measured, NuSummary, Row};
+pub use tquant_convert::{Recipe, RecipeFormat};
+
+use tquant_convert::ConvertError;
+use tquant_model::ModelError;
+use tquant_text::TextError;
+
+/// Errors of the report crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O error, with what was being done (`reading /x`, `writing /y`).
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+    #[error("{context}: {inner}")]
+    Context {
+        context: String,
+        inner: Box<ReportError>,
+    },
+    /// A calibration file with nothing left after the offset.
+    #[error("{}: nothing left after offset {offset} ({len} {unit} in the file)", path.display())]
+    EmptyWindow {
+        path: std::path::PathBuf,
+        offset: usize,
+        len: usize,
+        unit: &'static str,
+    },
+    #[error("report.json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl ReportError {
+    /// This error with what was being done in front of it.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context {
+            context: context.into(),
+            inner: Box::new(self),
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, err: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            err,
+        }
+    }
+}
+
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
