@@ -35,7 +35,8 @@ struct Side {
     /// `p1[i]`, `p2[i]`: sums of `z[..i]` and of their squares.
     p1: Vec<f64>,
     p2: Vec<f64>,
-    /// Per threshold, how many `z` encode at or below it (for the last scale evaluated).
+    /// Per threshold, how many `z` encode at or below it (for the last scale evaluated;
+    /// `usize::MAX` before the first).
     count: [usize; 16],
 }
 
@@ -54,7 +55,7 @@ impl Side {
             self.p1.push(s1);
             self.p2.push(s2);
         }
-        self.count = [0; 16];
+        self.count = [usize::MAX; 16];
     }
 }
 
@@ -125,17 +126,22 @@ pub(crate) fn least_error_scale(
         let a = s.abs();
         let af = a as f64;
         // Walk each boundary to its place for this scale.
-        for j in 0..nt {
-            let b = mid[j] * af;
-            let le = |z: f64| z < b || (z == b && !tie_up[j]);
-            let mut c = side.count[j];
-            while c < n && le(side.z[c]) {
+        let z = &side.z;
+        for ((count, &m), &up) in side.count[..nt].iter_mut().zip(&mid).zip(&tie_up) {
+            let b = m * af;
+            let le = |z: f64| z < b || (z == b && !up);
+            let mut c = *count;
+            if c == usize::MAX {
+                // First scale on this side: search, then walk from there for the next ones.
+                c = z.partition_point(|&v| le(v));
+            }
+            while c < n && le(z[c]) {
                 c += 1;
             }
-            while c > 0 && !le(side.z[c - 1]) {
+            while c > 0 && !le(z[c - 1]) {
                 c -= 1;
             }
-            side.count[j] = c;
+            *count = c;
         }
         let total = side.p2[n];
         let (mut err, mut mag) = (total, total);
