@@ -49,8 +49,17 @@ fn check(name: &str, x: &[f32], worst: &mut (f64, f64)) {
         sampled.nu,
         full.nu
     );
-    // The sampled fit is a function of the values alone.
-    assert_eq!(fit_for_codebook(x, 64), fit_for_codebook(&x.to_vec(), 64));
+    // The sampled fit is a function of the values alone (a copy elsewhere in memory, fitted
+    // inside a thread pool of another size, gives the same fit).
+    let copy = x.to_vec();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fit_for_codebook(x, 64),
+        pool.install(|| fit_for_codebook(&copy, 64))
+    );
     worst.0 = worst.0.max(d);
     worst.1 = worst.1.max(p);
 }
