@@ -3,7 +3,9 @@
 //!
 //! - `convert/tensor`: one DeepSeek-V2-Lite routed-expert matrix (1408 x 2048) through
 //!   `quantize_tensor` on one thread: sf4 with fitted nu (the default), sf4 with nu fixed (the
-//!   same quantization without the fit), nf4, and bitsandbytes' NF4 layout.
+//!   same quantization without the fit), nf4, and bitsandbytes' NF4 layout; and the default's
+//!   baselines: `sf4_fit_2^18_sample` (the fits on the converter's earlier, larger samples) and
+//!   `sf4_fit_all_values` (`FitSampling::Full`).
 //! - `convert/checkpoint`: `convert()` end to end on a generated ~100 MB bf16 checkpoint
 //!   (mmap in, fit, quantize, streaming atomic write), on 1 and 2 threads.
 
@@ -13,7 +15,12 @@ use std::io::Write;
 use std::path::Path;
 use tquant_convert::convert::{NoProgress, RunOptions};
 use tquant_convert::header::{serialize_header, OutEntry};
+use tquant_convert::quantize::fit_sample;
 use tquant_convert::{quantize_tensor, ConvertOptions, Dtype, Layout, Policy};
+use tquant_formats::fit::{
+    fit_block_standardized, fit_block_standardized_with, fit_student_t, fit_student_t_with,
+    FitSampling, TFit,
+};
 use tquant_formats::sample::Rng;
 
 const ROWS: usize = 1408;
@@ -57,6 +64,40 @@ fn tensor(c: &mut Criterion) {
             b.iter(|| {
                 pool.install(|| quantize_tensor("w", &w, &[ROWS, COLS], Dtype::BF16, &o).unwrap())
             })
+        });
+    }
+    // The default's baselines: the same conversion with the fits on larger samples (the
+    // converter's earlier budgets, 2^18 and 2^16 evenly spaced values) and on every value.
+    let fitted = |fit: &(dyn Fn() -> (TFit, TFit) + Sync)| {
+        let (codebook_fit, _profile) = fit();
+        let o = opts(
+            "sf4",
+            Some(&format!("{:.3}", codebook_fit.nu)),
+            Layout::Tquant,
+        );
+        quantize_tensor("w", &w, &[ROWS, COLS], Dtype::BF16, &o).unwrap()
+    };
+    let before = || {
+        (
+            fit_block_standardized(&fit_sample(&w, 64, 1 << 18), 64),
+            fit_student_t(&fit_sample(&w, 64, 1 << 16)),
+        )
+    };
+    let full = || {
+        (
+            fit_block_standardized_with(&w, 64, FitSampling::Full),
+            fit_student_t_with(&w, 64, FitSampling::Full),
+        )
+    };
+    for (id, fit) in [
+        (
+            "sf4_fit_2^18_sample",
+            &before as &(dyn Fn() -> (TFit, TFit) + Sync),
+        ),
+        ("sf4_fit_all_values", &full),
+    ] {
+        g.bench_function(BenchmarkId::new(id, format!("{ROWS}x{COLS}")), |b| {
+            b.iter(|| pool.install(|| fitted(fit)))
         });
     }
     g.finish();

@@ -7,7 +7,8 @@
 //!   and the baseline `encode-one-at-a-time/1024x1024` (the same codes from `Codebook::encode`
 //!   element by element, what the batch encoder replaces).
 //! - `formats-search/<format>`: `ScaleRule::Search` (82 candidate scales per block) for a few
-//!   formats.
+//!   formats: `encode` (the whole quantization), `scales` (the scale choice alone) and its
+//!   baseline `scales-reference` (`searched_block_scale_reference`: every candidate encoded).
 //! - `layouts/<layout>`: bitsandbytes NF4 and Hugging Face MXFP4, both directions.
 //!
 //! Throughput is in elements (weights) per second. Inputs: seeded N(0, 1) values.
@@ -61,13 +62,32 @@ fn benches(c: &mut Criterion) {
 
     for name in ["nf4", "sf4", "e2m1"] {
         let f: Format = name.parse().unwrap();
+        let cb = f.codebook();
         let mut g = c.benchmark_group(format!("formats-search/{f}"));
         g.throughput(Throughput::Elements((ROWS * COLS) as u64));
         g.sample_size(10);
         g.bench_function(BenchmarkId::new("encode", &id), |b| {
             b.iter(|| {
-                q.quantize_with(f.codebook(), black_box(&w), ROWS, COLS, ScaleRule::Search)
+                q.quantize_with(cb, black_box(&w), ROWS, COLS, ScaleRule::Search)
                     .unwrap()
+            })
+        });
+        // The scale choice alone, and the same with the reference search (every candidate
+        // encoded), which the sorted-block search replaces.
+        g.bench_function(BenchmarkId::new("scales", &id), |b| {
+            b.iter(|| {
+                black_box(&w)
+                    .chunks(BLOCK)
+                    .map(|blk| q.searched_block_scale(cb, blk))
+                    .sum::<f32>()
+            })
+        });
+        g.bench_function(BenchmarkId::new("scales-reference", &id), |b| {
+            b.iter(|| {
+                black_box(&w)
+                    .chunks(BLOCK)
+                    .map(|blk| q.searched_block_scale_reference(cb, blk))
+                    .sum::<f32>()
             })
         });
         g.finish();

@@ -9,8 +9,7 @@
 
 use crate::policy::Policy;
 use crate::quantize::{
-    fit_sample, round_nu, ConvertOptions, NuChoice, QuantizedMatrixOut, FIT_SAMPLES,
-    PROFILE_FIT_SAMPLES,
+    fit_for_codebook, fit_for_profile, round_nu, ConvertOptions, NuChoice, QuantizedMatrixOut,
 };
 use crate::quantized::{FitInfo, Layout, MatrixInfo};
 use crate::ConvertError;
@@ -18,10 +17,7 @@ use rayon::prelude::*;
 use tquant_formats::block::ScaleRule;
 use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::select::{argmin, evaluate, selection_sample, SelectionError};
-use tquant_formats::{
-    fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
-    QuantizedMatrix, ScaleDtype,
-};
+use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, QuantizedMatrix, ScaleDtype};
 
 /// The format name that asks for a per-matrix choice; `auto:LIST` names the candidates.
 pub const AUTO: &str = "auto";
@@ -109,8 +105,7 @@ impl Candidate {
             Self::StudentFloat { bits, nu } => match nu {
                 NuChoice::Fit => {
                     let block = q.block.len_for(cols);
-                    let fit =
-                        fit_block_standardized(&fit_sample(values, block, FIT_SAMPLES), block);
+                    let fit = fit_for_codebook(values, block);
                     let f = Format::student_float(*bits, round_nu(fit.nu))?;
                     Ok((f, Some(FitInfo::from(fit))))
                 }
@@ -429,7 +424,7 @@ pub(crate) fn chosen_output(
     opts: &ConvertOptions,
 ) -> QuantizedMatrixOut {
     let block = opts.block.len_for(cols);
-    let whole = fit_student_t(&fit_sample(values, block, PROFILE_FIT_SAMPLES));
+    let whole = fit_for_profile(values, block);
     QuantizedMatrixOut {
         info: MatrixInfo {
             format: format.name().to_string(),

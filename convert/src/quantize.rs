@@ -17,8 +17,8 @@ use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::select::SquaredError;
 use tquant_formats::{
-    fit_block_standardized, fit_student_t, BlockQuantizer, BlockSize, Format, FormatError,
-    ScaleDtype,
+    fit_block_standardized_with, fit_student_t_with, BlockQuantizer, BlockSize, FitSampling,
+    Format, FormatError, ScaleDtype, TFit,
 };
 
 /// How the degrees of freedom of a Student Float codebook are chosen.
@@ -228,16 +228,38 @@ impl ConvertOptions {
     }
 }
 
-/// The block-standardised fit (which picks the codebook) sees at most about this many values of
-/// a matrix: whole blocks, evenly spaced. Fitting costs about 0.35 us per value, 15 times the
-/// quantization itself; at this size the fitted nu is within a few percent of the full-matrix
-/// fit (sampling noise), far finer than what changes the codebook's error.
-pub const FIT_SAMPLES: usize = 1 << 18;
-/// The whole-matrix fit is only recorded (the paper's per-tensor profile): a smaller sample.
-pub const PROFILE_FIT_SAMPLES: usize = 1 << 16;
+/// The block-standardised fit (which picks the codebook) sees about this many values of a
+/// matrix: whole blocks, one drawn from each of equal strata of the matrix
+/// ([`FitSampling::DEFAULT`]). `docs/fit.md` has the measurements: at this size the sf4 table
+/// of the sampled nu is within a few thousandths of the table of the fit on every value, and the
+/// fit costs a small part of the quantization.
+pub const FIT_SAMPLES: usize = tquant_formats::fit::FIT_SAMPLE_VALUES;
+/// The whole-matrix fit is only recorded (the paper's per-tensor profile), and costs about three
+/// times as much per value (its heavier tails take more EM steps): a smaller sample, whose sf4
+/// table is within 0.02 of the full fit's on the matrices of `docs/fit.md`.
+pub const PROFILE_FIT_SAMPLES: usize = 1 << 13;
+
+/// The block-standardised fit the converter picks a Student Float table with, on the sample of
+/// [`FitSampling::DEFAULT`] (a function of the matrix alone, whatever the thread count).
+pub fn fit_for_codebook(values: &[f32], block: usize) -> TFit {
+    fit_block_standardized_with(values, block, FitSampling::DEFAULT)
+}
+
+/// The whole-matrix fit the converter records, on a sample of [`PROFILE_FIT_SAMPLES`] values.
+pub fn fit_for_profile(values: &[f32], block: usize) -> TFit {
+    let sampling = match FitSampling::DEFAULT {
+        FitSampling::Blocks { seed, .. } => FitSampling::Blocks {
+            values: PROFILE_FIT_SAMPLES,
+            seed,
+        },
+        FitSampling::Full => FitSampling::Full,
+    };
+    fit_student_t_with(values, block, sampling)
+}
 
 /// Whole blocks of `values` (blocks of `block` elements), evenly spaced, about `budget` values
-/// in all; the input itself when it is smaller.
+/// in all; the input itself when it is smaller. (The converter's fits sample with
+/// [`tquant_formats::fit::sample_blocks`], whose strata do not line up with the rows.)
 pub fn fit_sample(values: &[f32], block: usize, budget: usize) -> std::borrow::Cow<'_, [f32]> {
     let block = block.max(1);
     let blocks = values.len() / block;
@@ -281,9 +303,8 @@ pub fn quantize_matrix(
     let block_len = opts.block.len_for(cols);
     let (format, fit, fit_tensor) = match opts.nu {
         Some(NuChoice::Fit) => {
-            let fit =
-                fit_block_standardized(&fit_sample(values, block_len, FIT_SAMPLES), block_len);
-            let whole = fit_student_t(&fit_sample(values, block_len, PROFILE_FIT_SAMPLES));
+            let fit = fit_for_codebook(values, block_len);
+            let whole = fit_for_profile(values, block_len);
             let format = Format::student_float(opts.format.bits(), round_nu(fit.nu))?;
             (format, Some(FitInfo::from(fit)), Some(FitInfo::from(whole)))
         }
@@ -295,7 +316,7 @@ pub fn quantize_matrix(
             let bits = opts.format.bits();
             let best = search_nu_min_error(values, rows, cols, bits, &q, opts.scale_rule)?;
             let format = Format::student_float(bits, round_nu(best.nu))?;
-            let whole = fit_student_t(&fit_sample(values, block_len, PROFILE_FIT_SAMPLES));
+            let whole = fit_for_profile(values, block_len);
             (format, None, Some(FitInfo::from(whole)))
         }
         _ => (opts.format.clone(), None, None),

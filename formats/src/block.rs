@@ -1,6 +1,7 @@
 //! Block scaling: each row is cut into blocks along its length; each block gets one scale.
 
 use crate::pack::{pack_row, row_bytes};
+use crate::search::SearchScratch;
 use crate::{Codebook, FormatError, ScaleDtype};
 use std::fmt;
 use std::str::FromStr;
@@ -173,8 +174,66 @@ impl BlockQuantizer {
         }
     }
 
-    /// The scale [`ScaleRule::Search`] picks for one block.
+    /// The scale [`ScaleRule::Search`] picks for one block: bit for bit the choice of
+    /// [`BlockQuantizer::searched_block_scale_reference`], found without encoding the block once
+    /// per candidate (the block is sorted once; each candidate then costs O(table), not O(block)).
     pub fn searched_block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
+        self.searched_block_scale_in(cb, block, &mut SearchScratch::default())
+    }
+
+    fn searched_block_scale_in(&self, cb: &Codebook, block: &[f32], sc: &mut SearchScratch) -> f32 {
+        let base = self.block_scale(cb, block);
+        if base == 0.0 {
+            return 0.0;
+        }
+        // E8M0 tries three scales: encoding them is cheaper than sorting. Non-finite elements
+        // have no place in the sorted block's sums.
+        if self.scale_dtype == ScaleDtype::E8m0 || block.iter().any(|v| !v.is_finite()) {
+            return self.searched_block_scale_reference(cb, block);
+        }
+        let mut cands = [0.0f32; 1 + 2 * 41];
+        let mut len = 1;
+        cands[0] = base;
+        self.for_each_search_candidate(cb, base, |s| {
+            // A repeat of the previous candidate (or the base) cannot change the choice.
+            if s != 0.0 && s.is_finite() && s != base && s != cands[len - 1] {
+                cands[len] = s;
+                len += 1;
+            }
+        });
+        crate::search::least_error_scale(cb, block, &cands[..len], sc)
+    }
+
+    /// The candidate scales of [`ScaleRule::Search`] after the base one, in the order tried:
+    /// each rounded to the scale dtype, and only those the dtype stores exactly.
+    fn for_each_search_candidate(&self, cb: &Codebook, base: f32, mut f: impl FnMut(f32)) {
+        let d = self.scale_dtype;
+        if d == ScaleDtype::E8m0 {
+            for k in [-1, 1] {
+                let s = base * 2f32.powi(k);
+                if d.round(s) == s {
+                    f(s);
+                }
+            }
+            return;
+        }
+        let flip = !cb.is_symmetric();
+        for sign in [1.0f32, -1.0] {
+            if sign < 0.0 && !flip {
+                break;
+            }
+            for pct in SEARCH_PERCENT {
+                let s = d.round(sign * base * (pct as f32 / 100.0));
+                if d.round(s) == s {
+                    f(s);
+                }
+            }
+        }
+    }
+
+    /// [`ScaleRule::Search`] as first written: every candidate encoded and its error summed
+    /// element by element. Kept as the oracle of [`BlockQuantizer::searched_block_scale`].
+    pub fn searched_block_scale_reference(&self, cb: &Codebook, block: &[f32]) -> f32 {
         let base = self.block_scale(cb, block);
         if base == 0.0 {
             return 0.0;
@@ -257,10 +316,14 @@ impl BlockQuantizer {
         let mut codes = vec![0u8; rows * rb];
         let mut scales = Vec::with_capacity(rows * nb * self.scale_dtype.size());
         let mut row_codes = vec![0u8; cols];
+        let mut scratch = SearchScratch::default();
         for r in 0..rows {
             let row = &w[r * cols..(r + 1) * cols];
             for (b, chunk) in row.chunks(block).enumerate() {
-                let s = self.scale_for(cb, chunk, rule);
+                let s = match rule {
+                    ScaleRule::Absmax => self.block_scale(cb, chunk),
+                    ScaleRule::Search => self.searched_block_scale_in(cb, chunk, &mut scratch),
+                };
                 self.scale_dtype.push_bytes(s, &mut scales);
                 encode_block(
                     cb,

@@ -17,12 +17,16 @@ pub mod nu_search;
 pub mod pack;
 pub mod sample;
 pub mod scale;
+mod search;
 pub mod select;
 
 pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix, ScaleRule};
 pub use catalog::Format;
 pub use codebook::Codebook;
-pub use fit::{fit_block_standardized, fit_student_t, TFit};
+pub use fit::{
+    fit_block_standardized, fit_block_standardized_with, fit_student_t, fit_student_t_with,
+    FitSampling, TFit,
+};
 pub use nu_search::{search_nu_min_error, NuSearch};
 pub use scale::ScaleDtype;
 
