@@ -570,7 +570,10 @@ mod tests {
                 row.paper_name
             );
         }
-        assert_eq!(mapped, 10, "int4, int4_full and the eight other rows but INT5");
+        assert_eq!(
+            mapped, 10,
+            "int4, int4_full and the eight other rows but INT5"
+        );
         assert_eq!(published("int4_full"), published("int4"));
         assert!(published("nf4").is_none() && published("sf4").is_none());
         assert!(published("no such format").is_none());

@@ -262,7 +262,14 @@ fn every_alignment(isa: Isa) {
     let (rows, cols, n) = (7, 300, 3);
     for (name, block, dtype) in cases {
         let f: Format = name.parse().unwrap();
-        let m = quantized(&f, rows, cols, BlockSize::new(block).unwrap(), dtype, &mut rng);
+        let m = quantized(
+            &f,
+            rows,
+            cols,
+            BlockSize::new(block).unwrap(),
+            dtype,
+            &mut rng,
+        );
         let x = rng.normal_vec(n * cols);
         for off in 0..16 {
             let (c_off, s_off, y_off) = (off * 5 % 64, off * 3 % 64, off * 7 % 16);
@@ -336,7 +343,11 @@ fn dispatcher_uses_every_isa_the_cpu_has() {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let (avx2, avx512) = (false, false);
-    assert_eq!(Isa::Avx2.is_available(), avx2, "the CPU's AVX2 + FMA + F16C");
+    assert_eq!(
+        Isa::Avx2.is_available(),
+        avx2,
+        "the CPU's AVX2 + FMA + F16C"
+    );
     assert_eq!(
         Isa::Avx512.is_available(),
         avx512,
@@ -460,9 +471,12 @@ fn empty_shapes_are_fine() {
     }
 }
 
+/// A check run on each path.
+type IsaCase = fn(Isa);
+
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, fn(Isa)); 6] = [
+    let per_isa: [(&str, IsaCase); 6] = [
         ("matches_reference_every_format", every_format_and_dtype),
         ("matches_reference_every_shape", every_shape),
         ("matches_reference_every_batch", every_batch),
