@@ -1,7 +1,7 @@
 //! `tquant convert --format auto[:LIST] --scale-rule search`, `tquant inspect`, `tquant eval` and
 //! `tquant report` with the per-tensor choice, end to end on the bundled tiny-lite model.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! a per-matrix format choice (`--format auto`) run through tquant-model's kernels exactly as
 //! their dequantized weights do, and record what was chosen.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use support::{max_diff, Dequantized};

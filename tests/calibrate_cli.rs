@@ -1,7 +1,7 @@
 //! `tquant convert --calibrate` on the bundled tiny-lite model: the checkpoint records its
 //! calibration, differs from plain rounding, and `tquant eval` runs it.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

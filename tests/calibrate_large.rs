@@ -10,9 +10,9 @@
 //!
 //! Ignored by default (minutes):
 //!
-//!   cargo test --release --test calibrate_large -- --ignored --nocapture
+//!   cargo test --release --test calibrate calibrate_large -- --ignored --nocapture
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::path::Path;

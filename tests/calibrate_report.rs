@@ -1,7 +1,7 @@
 //! `tquant report --calibrate`: every format gets a measured GPTQ twin row (`gptq:<format>`,
 //! `auto+gptq`), on the bundled tiny-lite model.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{path, root, stdout_ok, tiny_lite};

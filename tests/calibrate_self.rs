@@ -1,7 +1,7 @@
 //! `--calibrate-self N`: calibration without calibration data, on text the float model writes
 //! itself (tquant_model::generate::self_calibration_tokens), on the bundled tiny-lite model.
 
-mod support;
+use crate::support;
 
 use support::{available_memory_kb, path, stderr_of_failure, stdout_ok, tiny_lite};
 use tquant::convert::Checkpoint;

@@ -12,7 +12,7 @@
 //! - weight-only `auto` with searched scales, spending the baseline's bits on blocks of 32 with
 //!   f16 scales instead of blocks of 64 with f32 ones, loses at most 0.8x as much.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

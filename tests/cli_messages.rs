@@ -1,7 +1,7 @@
 //! What a new user meets on the command line: messages that say what is wrong and what to do,
 //! options that mean the same in every subcommand, and output that survives a closed pipe.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::process::{Command, Stdio};

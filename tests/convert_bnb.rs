@@ -3,7 +3,7 @@
 //! also takes bitsandbytes' double-quantized absmax (tests/data/convert/bnb_nf4_nested, made by
 //! the same script with --nested).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use support::root;

@@ -1,7 +1,7 @@
 //! Bad inputs give typed errors that name the file and the tensor, never a panic; the CLI keeps
 //! its contract (JSON fields, refusal to overwrite, exit status).
 
-mod convert_support;
+use crate::convert_support;
 
 use convert_support::*;
 use serde_json::Value;

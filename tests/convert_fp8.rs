@@ -2,8 +2,8 @@
 //! scales) as input: dequantization bit for bit against torch (scripts/fixtures/fp8.py), the
 //! converter, `verify`, `inspect`, `--drop`, and the model reading them like a float checkpoint.
 
-mod convert_support;
-mod support;
+use crate::convert_support;
+use crate::support;
 
 use convert_support::{write_checkpoint, Spec};
 use serde_json::Value;

@@ -9,11 +9,11 @@
 //! default (it writes about 18 GB and
 //! takes minutes):
 //!
-//!   cargo test --release --test convert_fp8_large -- --ignored --nocapture
+//!   cargo test --release --test convert convert_fp8_large -- --ignored --nocapture
 //!
 //! `$TQUANT_LARGE_DIR` keeps the generated input between runs (default: a temporary directory).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -2,11 +2,11 @@
 //! (two shards; a fused 3-D expert tensor of 738 MB is the largest tensor), measured with
 //! `/usr/bin/time -v`. Ignored by default (it writes 5 GB and takes minutes):
 //!
-//!   cargo test --release --test convert_large -- --ignored --nocapture
+//!   cargo test --release --test convert convert_large -- --ignored --nocapture
 //!
 //! `$TQUANT_LARGE_DIR` keeps the generated input between runs (default: a temporary directory).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! gets its own scales and fitted codebook, shards and index mirror the input, the output is
 //! deterministic, and the in-memory quantizer writes the same bytes as the converter.
 
-mod convert_support;
+use crate::convert_support;
 
 use convert_support::*;
 use serde_json::Value;

@@ -1,27 +1,14 @@
 //! scripts/dequantize.py (numpy only, no tquant) must dequantize every tensor of a converted
-//! checkpoint to exactly tquant's values. Runs when `$TQUANT_PYTHON` (default `python3`) has
-//! numpy and safetensors; otherwise prints why it is skipped.
+//! checkpoint to exactly tquant's values. Needs `$TQUANT_PYTHON` (default `python3`) with numpy
+//! and safetensors: without them the test fails under CI and is skipped, loudly, elsewhere.
 
-mod convert_support;
+use crate::convert_support;
+use crate::support::tools::require_python;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tquant::convert::convert::{NoProgress, RunOptions};
 use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy};
-
-fn python() -> Option<String> {
-    let py = std::env::var("TQUANT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        Some(py)
-    } else {
-        eprintln!("note: skipping the numpy reader check: `{py}` lacks numpy or safetensors (set TQUANT_PYTHON)");
-        None
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,7 +16,7 @@ fn root() -> PathBuf {
 
 /// Converts, runs the numpy reader on every tensor, and compares bit for bit with tquant's
 /// own dequantization. Returns how many tensors were quantized.
-fn check(py: &str, input: &Path, opts: &ConvertOptions, work: &Path) -> usize {
+fn check(py: &Path, input: &Path, opts: &ConvertOptions, work: &Path) -> usize {
     let out = work.join("q");
     tquant::convert::convert(input, &out, opts, &RunOptions::default(), &NoProgress).unwrap();
     let npy = work.join("numpy.safetensors");
@@ -83,7 +70,12 @@ fn opts(format: &str, block: &str, scale: &str, layout: Layout) -> ConvertOption
 
 #[test]
 fn numpy_reader_matches_tquant_exactly() {
-    let Some(py) = python() else { return };
+    let Some(py) = require_python(
+        "numpy_reader_matches_tquant_exactly",
+        &["numpy", "safetensors"],
+    ) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let tiny = root().join("examples/tiny-lite");
     check(&py, &tiny, &ConvertOptions::default(), tmp.path());

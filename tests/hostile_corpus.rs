@@ -6,7 +6,7 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz_entry;
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use std::path::{Path, PathBuf};

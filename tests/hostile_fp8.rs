@@ -2,7 +2,7 @@
 //! one thing wrong each. Every one is a clean error naming the file and the tensor, from the
 //! command that meets it first (opening checks headers; reading checks codes and scale values).
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use serde_json::{json, Value};

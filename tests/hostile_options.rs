@@ -1,7 +1,7 @@
 //! Bad command-line options: each is refused before anything is read or written, with an error
 //! that says what is wrong.
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 

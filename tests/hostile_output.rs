@@ -2,7 +2,7 @@
 //! run leaves nothing that looks complete at the output path, two runs racing for one output
 //! cannot both win, and an unwritable output is a clear error.
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use std::path::{Path, PathBuf};

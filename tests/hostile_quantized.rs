@@ -1,7 +1,7 @@
 //! Tampered quantized checkpoints: the reader behind inspect, verify, eval and run refuses them
 //! at open, naming the file and the tensor, before any code or scale is read.
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use serde_json::{json, Value};

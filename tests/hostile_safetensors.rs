@@ -2,7 +2,7 @@
 //! eval) and the library reader must refuse it with an error naming the file (and the tensor
 //! where there is one), never panic.
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use std::path::{Path, PathBuf};

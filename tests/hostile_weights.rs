@@ -1,7 +1,7 @@
 //! Weights that are not ordinary numbers: NaN and infinities are refused with the tensor's name
 //! and the count of bad values; subnormals and all-zero blocks quantize to finite values.
 
-mod hostile_support;
+use crate::hostile_support;
 
 use hostile_support::*;
 use tquant::convert::{quantize_tensor, Checkpoint, ConvertOptions, Dtype, Layout, Policy, Weight};

@@ -3,7 +3,7 @@
 //! against plain float products), matches quantizing in memory, and costs a plausible few
 //! hundredths of a bit per byte on the trained model.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use support::{max_diff, Dequantized};

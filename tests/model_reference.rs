@@ -2,7 +2,7 @@
 //! scripts/fixtures/deepseek_reference.py (V2-Lite shape with fused f16 experts; V2 shape with
 //! q-LoRA, group-limited routing, YaRN and bf16 shards).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use support::max_diff;

@@ -1,7 +1,7 @@
 //! Larger random models (sizes where the runner's parallel branches run): prefill and decode,
 //! naive and absorbed attention, one and two threads all agree.
 
-mod support;
+use crate::support;
 
 use support::max_diff;
 use tquant::model::synthetic::SyntheticSource;

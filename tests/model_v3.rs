@@ -3,7 +3,7 @@
 //! selection-only bias, YaRN, a dense first layer, and an MTP layer in the checkpoint that the
 //! runner leaves alone; then the same checkpoint converted to nf4, MTP layer included.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use support::{max_diff, path, stdout_ok, Dequantized};

@@ -2,7 +2,7 @@
 //! committed numpy reference (scripts/fixtures/report_reference.py), a short evaluated run, and
 //! bad input.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::Path;

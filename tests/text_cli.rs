@@ -2,7 +2,7 @@
 //! DeepSeek-V2 tokenizer's (tokenizer files copied beside it): `tokenize`, `run --prompt`,
 //! `run --chat`, `eval --text`, `report --text` and `convert --calibrate`.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! comparing a quantized model with its dequantized weights. Each test crate uses a part.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

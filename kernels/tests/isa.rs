@@ -1,7 +1,13 @@
-//! Every available kernel path against the reference: every catalog format, both modes, every
-//! scale dtype, ragged shapes (rows and columns off the vector width, short tail blocks, block
-//! sizes 16/32/64/128/odd/row) and batches of 1 to 17 activation rows.
+//! Every kernel path against the reference: every catalog format, both modes, every scale dtype,
+//! ragged shapes (rows and columns off the vector width, short tail blocks, block sizes
+//! 16/32/64/128/odd/row), batches of 1 to 17 activation rows, and inputs and outputs that start
+//! off any SIMD alignment.
+//!
+//! A custom harness (libtest-mimic) so that a path this CPU lacks is reported as ignored with
+//! the reason rather than passing without running; `dispatcher_uses_every_isa_the_cpu_has`
+//! checks, from the CPU's own feature flags, that no path the CPU has is left out.
 
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
 use tquant_kernels::{
@@ -59,14 +65,20 @@ fn view<'a>(m: &'a QuantizedMatrix, f: &Format) -> QMatrix<'a> {
 
 /// Checks one product on `isa` in both modes against the reference, within the budgets.
 fn check(isa: Isa, q: &QMatrix, x: &[f32], n: usize, what: &str) {
+    check_at(isa, q, x, n, 0, what)
+}
+
+/// [`check`] with the output starting `y_off` floats into its buffer.
+fn check_at(isa: Isa, q: &QMatrix, x: &[f32], n: usize, y_off: usize, what: &str) {
     let (rows, cols) = (q.rows(), q.cols());
     let mut exact_ref = vec![0.0f32; n * rows];
     let mut fast_ref = vec![0.0f32; n * rows];
     reference::matmul(q, x, n, &mut exact_ref, Mode::Exact);
     reference::matmul(q, x, n, &mut fast_ref, Mode::Fast);
     for mode in Mode::ALL {
-        let mut y = vec![f32::NAN; n * rows];
-        matmul_with(isa, q, x, n, &mut y, mode).unwrap();
+        let mut buf = vec![f32::NAN; y_off + n * rows];
+        let y = &mut buf[y_off..];
+        matmul_with(isa, q, x, n, y, mode).unwrap();
         for j in 0..n {
             let xr = &x[j * cols..(j + 1) * cols];
             for r in 0..rows {
@@ -112,10 +124,6 @@ fn blocks() -> Vec<BlockSize> {
 
 /// Every format x scale dtype, with shapes, blocks and batch sizes cycling through the lists.
 fn every_format_and_dtype(isa: Isa) {
-    if !isa.is_available() {
-        eprintln!("skipped: this CPU has no {isa}");
-        return;
-    }
     let mut rng = Rng::new(0x6b65726e656c73);
     let blocks = blocks();
     let mut pick = |n: usize| rng.below(n as u64) as usize;
@@ -147,10 +155,6 @@ fn every_format_and_dtype(isa: Isa) {
 
 /// Every shape x block for two formats (one with an exact int8 table, one without).
 fn every_shape(isa: Isa) {
-    if !isa.is_available() {
-        eprintln!("skipped: this CPU has no {isa}");
-        return;
-    }
     let mut rng = Rng::new(17);
     for (k, name) in ["nf4", "e2m1"].into_iter().enumerate() {
         let f: Format = name.parse().unwrap();
@@ -170,10 +174,6 @@ fn every_shape(isa: Isa) {
 
 /// Batches 1..=17 on a shape with several whole SIMD chunks and a ragged tail.
 fn every_batch(isa: Isa) {
-    if !isa.is_available() {
-        eprintln!("skipped: this CPU has no {isa}");
-        return;
-    }
     let mut rng = Rng::new(99);
     let f: Format = "sf4".parse().unwrap();
     let m = quantized(
@@ -192,10 +192,6 @@ fn every_batch(isa: Isa) {
 
 /// Long rows (the budgets grow with the row length) with a ragged tail, batches 1 and 5.
 fn long_rows(isa: Isa) {
-    if !isa.is_available() {
-        eprintln!("skipped: this CPU has no {isa}");
-        return;
-    }
     let mut rng = Rng::new(23);
     let f: Format = "nf4".parse().unwrap();
     let cols = 8192 + 64 + 7;
@@ -215,10 +211,6 @@ fn long_rows(isa: Isa) {
 }
 
 fn f32_matches_reference(isa: Isa) {
-    if !isa.is_available() {
-        eprintln!("skipped: this CPU has no {isa}");
-        return;
-    }
     let mut rng = Rng::new(5);
     for (rows, cols, n) in [
         (1, 1, 1),
@@ -249,57 +241,131 @@ fn f32_matches_reference(isa: Isa) {
     }
 }
 
-macro_rules! isa_tests {
-    ($isa:expr, $formats:ident, $shapes:ident, $batches:ident, $long:ident, $f32:ident) => {
-        #[test]
-        fn $formats() {
-            every_format_and_dtype($isa);
-        }
-        #[test]
-        fn $shapes() {
-            every_shape($isa);
-        }
-        #[test]
-        fn $batches() {
-            every_batch($isa);
-        }
-        #[test]
-        fn $long() {
-            long_rows($isa);
-        }
-        #[test]
-        fn $f32() {
-            f32_matches_reference($isa);
-        }
-    };
+/// `v` copied `off` elements into a fresh buffer: `&buf[off..]` starts off any alignment the
+/// allocator gives.
+fn shifted<T: Copy + Default>(v: &[T], off: usize) -> Vec<T> {
+    let mut buf = vec![T::default(); off];
+    buf.extend_from_slice(v);
+    buf
 }
 
-isa_tests!(
-    Isa::Scalar,
-    scalar_matches_reference_every_format,
-    scalar_matches_reference_every_shape,
-    scalar_matches_reference_every_batch,
-    scalar_matches_reference_on_long_rows,
-    scalar_f32_matches_reference
-);
-isa_tests!(
-    Isa::Avx2,
-    avx2_matches_reference_every_format,
-    avx2_matches_reference_every_shape,
-    avx2_matches_reference_every_batch,
-    avx2_matches_reference_on_long_rows,
-    avx2_f32_matches_reference
-);
-isa_tests!(
-    Isa::Avx512,
-    avx512_matches_reference_every_format,
-    avx512_matches_reference_every_shape,
-    avx512_matches_reference_every_batch,
-    avx512_matches_reference_on_long_rows,
-    avx512_f32_matches_reference
-);
+/// Codes, scales, weights, activations and outputs starting at every offset within a 64-byte
+/// line, so no path relies on aligned loads or stores.
+fn every_alignment(isa: Isa) {
+    let mut rng = Rng::new(41);
+    let cases = [
+        ("nf4", 32, ScaleDtype::F16),
+        ("e2m1", 32, ScaleDtype::E8m0),
+        ("sf4", 48, ScaleDtype::F32),
+        ("int4", 64, ScaleDtype::Bf16),
+    ];
+    let (rows, cols, n) = (7, 300, 3);
+    for (name, block, dtype) in cases {
+        let f: Format = name.parse().unwrap();
+        let m = quantized(
+            &f,
+            rows,
+            cols,
+            BlockSize::new(block).unwrap(),
+            dtype,
+            &mut rng,
+        );
+        let x = rng.normal_vec(n * cols);
+        for off in 0..16 {
+            let (c_off, s_off, y_off) = (off * 5 % 64, off * 3 % 64, off * 7 % 16);
+            let codes = shifted(&m.codes, c_off);
+            let scales = shifted(&m.scales, s_off);
+            let xs = shifted(&x, off);
+            let q = QMatrix::new(
+                rows,
+                cols,
+                m.block,
+                &codes[c_off..],
+                &scales[s_off..],
+                dtype,
+                f.codebook().values(),
+            )
+            .unwrap();
+            let what = format!(
+                "{f} {dtype} block {block}, offsets: codes {c_off} B, scales {s_off} B, x {off}, y {y_off}"
+            );
+            check_at(isa, &q, &xs[off..], n, y_off, &what);
+        }
+    }
+    // The f32 path.
+    let w = rng.normal_vec(rows * cols);
+    let x = rng.normal_vec(n * cols);
+    let mut want = vec![0.0f32; n * rows];
+    matmul_f32_with(Isa::Reference, &w, rows, cols, &x, n, &mut want).unwrap();
+    for off in 0..16 {
+        let (ws, xs) = (shifted(&w, off), shifted(&x, (off * 3) % 16));
+        let y_off = off * 7 % 16;
+        let mut got = vec![f32::NAN; y_off + n * rows];
+        matmul_f32_with(
+            isa,
+            &ws[off..],
+            rows,
+            cols,
+            &xs[(off * 3) % 16..],
+            n,
+            &mut got[y_off..],
+        )
+        .unwrap();
+        for j in 0..n {
+            for r in 0..rows {
+                let mag: f64 = (0..cols)
+                    .map(|c| (w[r * cols + c] as f64 * x[j * cols + c] as f64).abs())
+                    .sum();
+                let (g, e) = (got[y_off + j * rows + r] as f64, want[j * rows + r] as f64);
+                assert!(
+                    (g - e).abs() <= exact_budget(cols) * mag + e.abs() * 1e-7,
+                    "{isa} f32 offsets w {off}, y {y_off}: y[{j},{r}] = {g}, reference {e}"
+                );
+            }
+        }
+    }
+}
 
-#[test]
+/// From the CPU's own feature flags: every path the CPU has is available (so its tests above
+/// run), none it lacks is, and `matmul` uses the fastest unless `TQUANT_ISA` names another.
+fn dispatcher_uses_every_isa_the_cpu_has() {
+    #[cfg(target_arch = "x86_64")]
+    let (avx2, avx512) = {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        let avx512 = avx2
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni");
+        (avx2, avx512)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (avx2, avx512) = (false, false);
+    assert_eq!(
+        Isa::Avx2.is_available(),
+        avx2,
+        "the CPU's AVX2 + FMA + F16C"
+    );
+    assert_eq!(
+        Isa::Avx512.is_available(),
+        avx512,
+        "the CPU's AVX-512 F + BW + VL + VNNI"
+    );
+    let best = if avx512 {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    };
+    assert_eq!(Isa::available().last(), Some(&best));
+    if std::env::var_os("TQUANT_ISA").is_none() {
+        assert_eq!(Isa::detect(), best);
+    }
+}
+
 fn fast_mode_rms_error_is_within_budget_on_gaussian_data() {
     let mut rng = Rng::new(3);
     let (rows, cols, n) = (64, 1024, 4);
@@ -334,7 +400,6 @@ fn fast_mode_rms_error_is_within_budget_on_gaussian_data() {
     }
 }
 
-#[test]
 fn threads_give_the_same_result_as_one_thread() {
     let mut rng = Rng::new(11);
     let f: Format = "nf4".parse().unwrap();
@@ -365,7 +430,6 @@ fn threads_give_the_same_result_as_one_thread() {
     }
 }
 
-#[test]
 fn wrong_lengths_are_errors_not_panics() {
     let f: Format = "nf4".parse().unwrap();
     let m = quantized(
@@ -394,7 +458,6 @@ fn wrong_lengths_are_errors_not_panics() {
     }
 }
 
-#[test]
 fn empty_shapes_are_fine() {
     let q = QMatrix::new(0, 10, 16, &[], &[], ScaleDtype::F32, &[1.0, -1.0]).unwrap();
     for isa in Isa::available() {
@@ -406,4 +469,59 @@ fn empty_shapes_are_fine() {
         matmul_with(isa, &q, &[], 2, &mut y, Mode::Exact).unwrap();
         assert_eq!(y, [0.0; 6], "{isa}");
     }
+}
+
+/// A check run on each path.
+type IsaCase = fn(Isa);
+
+fn main() {
+    let args = Arguments::from_args();
+    let per_isa: [(&str, IsaCase); 6] = [
+        ("matches_reference_every_format", every_format_and_dtype),
+        ("matches_reference_every_shape", every_shape),
+        ("matches_reference_every_batch", every_batch),
+        ("matches_reference_on_long_rows", long_rows),
+        ("f32_matches_reference", f32_matches_reference),
+        ("matches_reference_at_every_alignment", every_alignment),
+    ];
+    let mut trials = Vec::new();
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+        for (name, case) in per_isa {
+            trials.push(Trial::ignorable_test(format!("{isa}_{name}"), move || {
+                if !isa.is_available() {
+                    return Ok(Completion::ignored_with(format!(
+                        "not run: this CPU lacks {isa}"
+                    )));
+                }
+                case(isa);
+                Ok::<_, Failed>(Completion::Completed)
+            }));
+        }
+    }
+    let once: [(&str, fn()); 5] = [
+        (
+            "dispatcher_uses_every_isa_the_cpu_has",
+            dispatcher_uses_every_isa_the_cpu_has,
+        ),
+        (
+            "fast_mode_rms_error_is_within_budget_on_gaussian_data",
+            fast_mode_rms_error_is_within_budget_on_gaussian_data,
+        ),
+        (
+            "threads_give_the_same_result_as_one_thread",
+            threads_give_the_same_result_as_one_thread,
+        ),
+        (
+            "wrong_lengths_are_errors_not_panics",
+            wrong_lengths_are_errors_not_panics,
+        ),
+        ("empty_shapes_are_fine", empty_shapes_are_fine),
+    ];
+    for (name, test) in once {
+        trials.push(Trial::test(name, move || {
+            test();
+            Ok(())
+        }));
+    }
+    libtest_mimic::run(&args, trials).exit();
 }
