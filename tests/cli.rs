@@ -7,6 +7,7 @@ mod support;
 
 mod auto_cli;
 mod cli_messages;
+mod examples_run;
 mod model_cli;
 mod report_cli;
 mod report_reference;
