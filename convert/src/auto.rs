@@ -15,6 +15,7 @@ use crate::quantized::{FitInfo, Layout, MatrixInfo};
 use crate::ConvertError;
 use rayon::prelude::*;
 use tquant_formats::block::ScaleRule;
+use tquant_formats::fit::FitSampling;
 use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::select::{argmin, evaluate, selection_sample, SelectionError};
 use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, QuantizedMatrix, ScaleDtype};
@@ -330,6 +331,7 @@ pub(crate) fn options(
         auto: Some(spec),
         calibration: None,
         staged_calibration: None,
+        fit_sampling: FitSampling::DEFAULT,
     };
     opts.validate()?;
     Ok(opts)

@@ -55,6 +55,9 @@ pub struct ConvertOptions {
     /// The same, collected a group of layers at a time during the conversion (a model whose
     /// statistics do not fit in memory at once). At most one of the two is set.
     pub staged_calibration: Option<StagedCalibration>,
+    /// Which values the Student-t fits see: a seeded sample of whole blocks (the converter's
+    /// default, [`FitSampling::DEFAULT`]) or every value (the paper's fit, as the report uses).
+    pub fit_sampling: FitSampling,
 }
 
 impl Default for ConvertOptions {
@@ -71,6 +74,7 @@ impl Default for ConvertOptions {
             auto: None,
             calibration: None,
             staged_calibration: None,
+            fit_sampling: FitSampling::DEFAULT,
         }
     }
 }
@@ -145,6 +149,7 @@ impl ConvertOptions {
             auto: None,
             calibration: None,
             staged_calibration: None,
+            fit_sampling: FitSampling::DEFAULT,
         };
         opts.validate()?;
         Ok(opts)
@@ -242,7 +247,12 @@ pub const PROFILE_FIT_SAMPLES: usize = 1 << 13;
 /// The block-standardised fit the converter picks a Student Float table with, on the sample of
 /// [`FitSampling::DEFAULT`] (a function of the matrix alone, whatever the thread count).
 pub fn fit_for_codebook(values: &[f32], block: usize) -> TFit {
-    fit_block_standardized_with(values, block, FitSampling::DEFAULT)
+    fit_for_codebook_with(values, block, FitSampling::DEFAULT)
+}
+
+/// [`fit_for_codebook`] on the values `sampling` picks.
+pub fn fit_for_codebook_with(values: &[f32], block: usize, sampling: FitSampling) -> TFit {
+    fit_block_standardized_with(values, block, sampling)
 }
 
 /// The whole-matrix fit the converter records, on a sample of [`PROFILE_FIT_SAMPLES`] values.
@@ -303,7 +313,7 @@ pub fn quantize_matrix(
     let block_len = opts.block.len_for(cols);
     let (format, fit, fit_tensor) = match opts.nu {
         Some(NuChoice::Fit) => {
-            let fit = fit_for_codebook(values, block_len);
+            let fit = fit_for_codebook_with(values, block_len, opts.fit_sampling);
             let whole = fit_for_profile(values, block_len);
             let format = Format::student_float(opts.format.bits(), round_nu(fit.nu))?;
             (format, Some(FitInfo::from(fit)), Some(FitInfo::from(whole)))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tquant_convert::calibration::Calibration;
 use tquant_convert::quantize::{decide, quantize_tensor};
 use tquant_convert::{Action, Checkpoint, ConvertOptions, NuChoice, Recipe, Weight};
+use tquant_formats::fit::FitSampling;
 use tquant_formats::{BlockSize, Codebook, QuantizedMatrix, ScaleDtype};
 use tquant_model::{CheckpointSource, MemorySource, Packed, QuantTensor, TensorData};
 
@@ -32,7 +33,9 @@ impl Variant {
         block: BlockSize,
         scale_dtype: ScaleDtype,
     ) -> Result<Self> {
-        let opts = recipe.options(block, scale_dtype)?;
+        let mut opts = recipe.options(block, scale_dtype)?;
+        // A measurement: the paper's fit on every value, not the converter's faster sample.
+        opts.fit_sampling = FitSampling::Full;
         Ok(Self { name, recipe, opts })
     }
 }

@@ -14,6 +14,7 @@ use tquant_model::calibration_run::{collect_whole, MemoryCheck};
 use tquant_model::{LayerByLayer, ModelError};
 use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
 use tquant_report::ReportError;
+use tquant_text::TextError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -164,6 +165,10 @@ fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
         ReportError::Model(ModelError::Input(m)) if m.starts_with("calibration runs") => {
             anyhow::anyhow!("--calibrate: {m}")
         }
+        ReportError::Text(t @ TextError::Unsupported { .. }) => anyhow::Error::new(t).context(
+            "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \
+             vocabulary); or give token ids with --calibrate-ids",
+        ),
         e => anyhow::Error::new(e).context(format!("loading {} for calibration", model.display())),
     }
 }
