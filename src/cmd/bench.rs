@@ -1,5 +1,6 @@
 //! `tquant bench gemv|gemm`: every available kernel path and mode on one random quantized
-//! matrix, the dense f32 product of the same binary on the same weights, and the machine's read
+//! matrix, the same weights as bf16 (both modes of the bf16 kernels) and as f32 through the dense
+//! products of the same binary, and the machine's read
 //! bandwidth (summing a buffer larger than the caches), all with the same number of threads.
 //! Times are medians over rounds in which every measurement runs once, so a busy machine slows
 //! them alike; before each run the caches are swept, so a GEMV reads its weights from DRAM as
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
-use tquant_kernels::{matmul_f32, matmul_with, Isa, Mode, QMatrix};
+use tquant_kernels::{matmul_bf16_with, matmul_f32, matmul_with, Isa, Mode, QMatrix};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -55,7 +56,8 @@ pub struct Args {
     /// Size of the buffer whose summation gives the read bandwidth, MiB.
     #[arg(long, default_value_t = 1024)]
     read_mib: usize,
-    /// Print one JSON object: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
+    /// Print one JSON object: {results: [{isa, mode, seconds, weight_gbps, gflops}], bf16: [..],
+    /// f32, read_gbps}.
     #[arg(long)]
     json: bool,
 }
@@ -141,7 +143,12 @@ pub fn run(args: Args) -> Result<()> {
             t0.elapsed().as_secs_f64()
         })
     };
-    let mut labels: Vec<Option<(Isa, Mode)>> = Vec::new();
+    // The same weights rounded to bf16, for the bf16 kernels.
+    let w16: Vec<u16> = w
+        .iter()
+        .map(|&v| tquant_kernels::bf16::f32_to_bf16(v))
+        .collect();
+    let mut labels: Vec<Label> = Vec::new();
     let mut runs: Vec<Box<dyn FnMut() + Send + '_>> = Vec::new();
     for isa in Isa::available()
         .into_iter()
@@ -150,16 +157,25 @@ pub fn run(args: Args) -> Result<()> {
         for mode in Mode::ALL {
             let x = &x;
             let mut y = vec![0.0f32; n * rows];
-            labels.push(Some((isa, mode)));
+            labels.push(Label::Quant(isa, mode));
             runs.push(Box::new(move || {
                 matmul_with(isa, &q, x, n, &mut y, mode).expect("shapes were checked")
+            }));
+        }
+        for mode in Mode::ALL {
+            let (x, w16) = (&x, &w16);
+            let mut y = vec![0.0f32; n * rows];
+            labels.push(Label::Bf16(isa, mode));
+            runs.push(Box::new(move || {
+                matmul_bf16_with(isa, w16, rows, cols, x, n, &mut y, mode)
+                    .expect("shapes were checked")
             }));
         }
     }
     {
         let (x, w) = (&x, &w);
         let mut y = vec![0.0f32; n * rows];
-        labels.push(None);
+        labels.push(Label::F32);
         runs.push(Box::new(move || {
             matmul_f32(w, rows, cols, x, n, &mut y).expect("shapes were checked")
         }));
@@ -184,11 +200,17 @@ pub fn run(args: Args) -> Result<()> {
     drop(runs);
     let read_gbps = (read_buf.len() * 8) as f64 / median(read_times) / 1e9;
     let mut results = Vec::new();
+    let mut bf16 = Vec::new();
     let mut f32 = None;
     for (label, t) in labels.into_iter().zip(times) {
         match label {
-            Some((isa, mode)) => results.push((isa, mode, Measure::new(median(t), qbytes, macs))),
-            None => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
+            Label::Quant(isa, mode) => {
+                results.push((isa, mode, Measure::new(median(t), qbytes, macs)))
+            }
+            Label::Bf16(isa, mode) => {
+                bf16.push((isa, mode, Measure::new(median(t), 2 * rows * cols, macs)))
+            }
+            Label::F32 => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
         }
     }
     let f32 = f32.expect("the f32 run is always there");
@@ -203,7 +225,18 @@ pub fn run(args: Args) -> Result<()> {
                 v
             })
             .collect();
-        let out = serde_json::json!({ "results": list, "f32": f32.json(), "read_gbps": read_gbps });
+        let bf16_list: Vec<_> = bf16
+            .iter()
+            .map(|(isa, mode, r)| {
+                let mut v = r.json();
+                v["isa"] = isa.name().into();
+                v["mode"] = mode.name().into();
+                v
+            })
+            .collect();
+        let out = serde_json::json!({
+            "results": list, "bf16": bf16_list, "f32": f32.json(), "read_gbps": read_gbps
+        });
         return emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
     }
     let mut out = String::new();
@@ -222,7 +255,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<8} {:<6} {:>10} {:>9} {:>9} {:>8} {:>9}",
+        "{:<8} {:<9} {:>10} {:>9} {:>9} {:>8} {:>9}",
         "isa", "mode", "time", "GB/s", "GFLOP/s", "vs f32", "% read"
     )?;
     let mut over = false;
@@ -231,7 +264,7 @@ pub fn run(args: Args) -> Result<()> {
         over |= pct > 100.0;
         writeln!(
             out,
-            "{isa:<8} {mode:<6} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
+            "{isa:<8} {mode:<9} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
             r.seconds * 1e3,
             r.weight_gbps,
             r.gflops,
@@ -242,10 +275,24 @@ pub fn run(args: Args) -> Result<()> {
     for (isa, mode, r) in &results {
         line(&mut out, isa.name(), mode.name(), r)?;
     }
+    for (isa, mode, r) in &bf16 {
+        let name = match mode {
+            Mode::Exact => "bf16",
+            Mode::Fast => "bf16-fast",
+        };
+        line(&mut out, isa.name(), name, r)?;
+    }
     line(&mut out, Isa::detect().name(), "f32", &f32)?;
     let caches = cache_sizes(Path::new(CACHE_DIR));
     out.push_str(&cache_note(&caches, 4 * rows * cols, sweep.len() * 8, over));
     emit(&out)
+}
+
+/// What a timed run multiplies: the quantized matrix, its weights as bf16, or as f32.
+enum Label {
+    Quant(Isa, Mode),
+    Bf16(Isa, Mode),
+    F32,
 }
 
 const CACHE_DIR: &str = "/sys/devices/system/cpu/cpu0/cache";
