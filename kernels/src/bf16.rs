@@ -49,10 +49,11 @@ pub fn f32_to_bf16(v: f32) -> u16 {
 /// Little-endian bf16 bytes (as safetensors stores them) seen as `u16` bits without a copy;
 /// `None` when the bytes are not 2-byte aligned or of odd length, or on a big-endian target.
 pub fn bf16_bits(bytes: &[u8]) -> Option<&[u16]> {
-    if cfg!(target_endian = "big") || bytes.len() % 2 != 0 {
+    if cfg!(target_endian = "big") {
         return None;
     }
-    // SAFETY: every bit pattern is a valid u16; `align_to` only yields the aligned middle.
+    // SAFETY: every bit pattern is a valid u16; `align_to` only yields the aligned middle (an
+    // odd length or address leaves a head or tail, refused below).
     let (head, mid, tail) = unsafe { bytes.align_to::<u16>() };
     (head.is_empty() && tail.is_empty()).then_some(mid)
 }
