@@ -6,9 +6,9 @@
 //! if the file places them at an odd byte offset). Other float tensors (f16, f32, FP8 with
 //! block scales, 1-D bf16 vectors) are widened to f32 in memory.
 
+use crate::kernels;
 use crate::linear::{Bf16Data, Packed};
 use crate::weights::{QuantTensor, TensorData, TensorSource};
-use crate::kernels;
 use crate::ModelError;
 use std::collections::HashSet;
 use std::path::Path;
@@ -95,7 +95,9 @@ impl TensorSource for CheckpointSource {
 
     fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
         match self.ckpt.get(name)? {
-            Weight::Dense(t) if t.dtype == Dtype::BF16 && t.scales.is_none() && t.shape.len() >= 2 => {
+            Weight::Dense(t)
+                if t.dtype == Dtype::BF16 && t.scales.is_none() && t.shape.len() >= 2 =>
+            {
                 if t.bytes.len() != 2 * t.numel() {
                     return Err(ModelError::tensor(
                         name,

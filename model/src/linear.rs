@@ -149,7 +149,9 @@ impl DenseMatrix {
             )?),
             DenseData::Bf16(b) => b.with(|bits| {
                 let w = bits.get(o..o + len).unwrap_or(&[]);
-                Ok(kernels::matmul_bf16(w, self.rows, self.cols, x, n, y, mode)?)
+                Ok(kernels::matmul_bf16(
+                    w, self.rows, self.cols, x, n, y, mode,
+                )?)
             }),
         }
     }

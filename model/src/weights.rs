@@ -28,7 +28,10 @@ pub enum TensorData {
         values: Vec<f32>,
     },
     /// bf16 values at their stored width, row-major (from [`TensorSource::stored`]).
-    Bf16 { shape: Vec<usize>, data: Bf16Data },
+    Bf16 {
+        shape: Vec<usize>,
+        data: Bf16Data,
+    },
     Quantized(QuantTensor),
 }
 
@@ -146,10 +149,9 @@ impl Loader<'_> {
         match self.get(name)? {
             TensorData::Dense { shape, values } if shape == [len] => Ok(values),
             TensorData::Bf16 { shape, data } if shape == [len] => Ok(data.to_f32()),
-            TensorData::Dense { shape, .. } | TensorData::Bf16 { shape, .. } => Err(ModelError::tensor(
-                name,
-                format!("shape {shape:?}, expected [{len}]"),
-            )),
+            TensorData::Dense { shape, .. } | TensorData::Bf16 { shape, .. } => Err(
+                ModelError::tensor(name, format!("shape {shape:?}, expected [{len}]")),
+            ),
             TensorData::Quantized(_) => Err(ModelError::tensor(
                 name,
                 "is quantized; norm weights must be stored as floats",
