@@ -50,8 +50,31 @@ fn tiny_lite_f32_bits_per_byte_matches_transformers() {
     let s = bits_per_byte(&model, &heldout(), WINDOW, MAX_BYTES).unwrap();
     assert_eq!(s.tokens, 65536);
     let got = s.bits_per_token();
+    eprintln!("exact mode: {got} bits per byte (transformers, f32: {want})");
     assert!((got - want).abs() < BPB_TOLERANCE, "{got} vs {want}");
 }
+
+/// tiny-lite is bf16 on disk: the default (exact) mode above widens its weights in registers;
+/// fast mode rounds activations to bf16 for `vdpbf16ps`, which moves bits per byte a little.
+#[test]
+fn tiny_lite_fast_mode_bits_per_byte_stays_near_exact() {
+    let want = json("tests/data/model/tiny_lite_bpb.json")["bits_per_byte"]
+        .as_f64()
+        .unwrap();
+    let opts = Options {
+        mode: tquant::model::Mode::Fast,
+        ..Options::default()
+    };
+    let model = Model::open(&tiny_lite(), opts).unwrap();
+    let got = bits_per_byte(&model, &heldout(), WINDOW, MAX_BYTES)
+        .unwrap()
+        .bits_per_token();
+    eprintln!("fast mode: {got} bits per byte (transformers, f32: {want})");
+    assert!((got - want).abs() < FAST_BPB_TOLERANCE, "{got} vs {want}");
+}
+
+/// Fast mode's bar, the same as exact mode's: measured 5e-6 from transformers' figure.
+const FAST_BPB_TOLERANCE: f64 = BPB_TOLERANCE;
 
 #[test]
 fn nf4_in_memory_matches_the_numpy_reference() {

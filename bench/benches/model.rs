@@ -9,19 +9,60 @@
 //! random weights made here: hidden 2048, V2-Lite attention (16 heads, kv_lora 512, rope 64),
 //! 2 layers (a dense layer of width 10944, then a MoE layer of 64 routed experts of width 1408,
 //! 6 active, 2 shared), vocabulary 8192; prompt 64 tokens. Ids are `<format>/<threads>t`, where
-//! the format is `f32` (float weights through the f32 kernel) or a 4-bit format (RTN, block 64,
-//! f16 scales, every decoder matrix but the router). `TQUANT_BENCH_MODELS=tiny-lite` (or
-//! `gen2048`) runs one model only.
+//! the format is `f32` (float weights widened to f32, through the f32 kernel), `bf16` (float
+//! weights as bf16 through the bf16 kernels, exact mode; `bf16-fast`: fast mode) or a 4-bit
+//! format (RTN, block 64, f16 scales, every decoder matrix but the router).
+//! `TQUANT_BENCH_MODELS=tiny-lite` (or `gen2048`) runs one model only, `TQUANT_BENCH_FORMATS=f32,bf16`
+//! some formats only.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
 use std::time::Duration;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+use tquant_model::linear::Bf16Data;
 use tquant_model::synthetic::SyntheticSource;
 use tquant_model::weights::{rtn_decoder_matrices, QuantizeOnLoad, TensorSource};
-use tquant_model::{Config, Logits, Model, Options};
+use tquant_model::{Config, Logits, Mode, Model, ModelError, Options, TensorData};
 
-const FORMATS: [&str; 3] = ["f32", "nf4", "sf4"];
+const FORMATS: [&str; 5] = ["f32", "bf16", "bf16-fast", "nf4", "sf4"];
+
+/// Every tensor widened to f32 (`stored` falls back to `tensor`).
+struct Widened<'a>(&'a dyn TensorSource);
+
+impl TensorSource for Widened<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        self.0.tensor(name)
+    }
+}
+
+/// Every float matrix held as bf16 (rounded to nearest even where the source has f32).
+struct AsBf16<'a>(&'a dyn TensorSource);
+
+impl TensorSource for AsBf16<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        self.0.tensor(name)
+    }
+    fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
+        Ok(match self.0.stored(name)? {
+            TensorData::Dense { shape, values } if shape.len() >= 2 => TensorData::Bf16 {
+                shape,
+                data: Bf16Data::Owned(
+                    values
+                        .iter()
+                        .map(|&v| tquant_kernels::bf16::f32_to_bf16(v))
+                        .collect(),
+                ),
+            },
+            t => t,
+        })
+    }
+}
 const THREADS: [usize; 2] = [1, 2];
 
 fn gen2048_config() -> Config {
@@ -39,8 +80,17 @@ fn gen2048_config() -> Config {
 
 fn build(config: &Config, src: &dyn TensorSource, format: &str) -> Model {
     let opts = Options::default();
-    if format == "f32" {
-        return Model::from_source(config.clone(), src, opts).unwrap();
+    match format {
+        "f32" => return Model::from_source(config.clone(), &Widened(src), opts).unwrap(),
+        "bf16" => return Model::from_source(config.clone(), &AsBf16(src), opts).unwrap(),
+        "bf16-fast" => {
+            let opts = Options {
+                mode: Mode::Fast,
+                ..opts
+            };
+            return Model::from_source(config.clone(), &AsBf16(src), opts).unwrap();
+        }
+        _ => {}
     }
     let quantizer = BlockQuantizer {
         block: BlockSize::Elements(64),
@@ -64,7 +114,7 @@ fn bench_model(
     let prompt: Vec<u32> = (0..prompt_len)
         .map(|i| ((i * 7919 + 13) % config.vocab_size) as u32)
         .collect();
-    for format in FORMATS {
+    for format in FORMATS.into_iter().filter(|f| wanted_format(f)) {
         let mut model = build(config, src, format);
         for threads in THREADS {
             model
@@ -101,6 +151,12 @@ fn bench_model(
 
 fn wanted(name: &str) -> bool {
     std::env::var("TQUANT_BENCH_MODELS")
+        .map(|v| v.split(',').any(|m| m.trim() == name))
+        .unwrap_or(true)
+}
+
+fn wanted_format(name: &str) -> bool {
+    std::env::var("TQUANT_BENCH_FORMATS")
         .map(|v| v.split(',').any(|m| m.trim() == name))
         .unwrap_or(true)
 }

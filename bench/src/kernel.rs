@@ -1,5 +1,6 @@
 //! The kernel benchmark behind `tquant bench gemv|gemm`: every available kernel path and mode on
-//! one random quantized matrix, the dense f32 product of the same binary on the same weights,
+//! one random quantized matrix, the same weights as bf16 (both modes of the bf16 kernels) and
+//! the dense f32 product of the same binary on the same weights,
 //! and the machine's read bandwidth (summing a buffer larger than the caches), all with the
 //! same number of threads. Times are medians over rounds in which every measurement runs once,
 //! so a busy machine slows them alike; before each run the caches are swept, so a GEMV reads
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, Format, FormatError, QuantizedMatrix};
-use tquant_kernels::{matmul_f32, matmul_with, Isa, KernelError, Mode, QMatrix};
+use tquant_kernels::{matmul_bf16_with, matmul_f32, matmul_with, Isa, KernelError, Mode, QMatrix};
 
 /// Errors of the kernel benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ impl Measure {
 pub struct Results {
     /// Every available instruction set (but the reference) in every mode.
     pub kernels: Vec<(Isa, Mode, Measure)>,
+    /// The same weights as bf16 through the bf16 kernels, every instruction set and mode.
+    pub bf16: Vec<(Isa, Mode, Measure)>,
     pub f32: Measure,
     pub read_gbps: f64,
     /// Elements per block (a row's length for `row`).
@@ -116,7 +119,12 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
             t0.elapsed().as_secs_f64()
         })
     };
-    let mut labels: Vec<Option<(Isa, Mode)>> = Vec::new();
+    // The same weights rounded to bf16, for the bf16 kernels.
+    let w16: Vec<u16> = w
+        .iter()
+        .map(|&v| tquant_kernels::bf16::f32_to_bf16(v))
+        .collect();
+    let mut labels: Vec<Label> = Vec::new();
     let mut runs: Vec<Box<dyn FnMut() + Send + '_>> = Vec::new();
     for isa in Isa::available()
         .into_iter()
@@ -125,16 +133,25 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
         for mode in Mode::ALL {
             let x = &x;
             let mut y = vec![0.0f32; n * rows];
-            labels.push(Some((isa, mode)));
+            labels.push(Label::Quant(isa, mode));
             runs.push(Box::new(move || {
                 matmul_with(isa, &q, x, n, &mut y, mode).expect("shapes were checked")
+            }));
+        }
+        for mode in Mode::ALL {
+            let (x, w16) = (&x, &w16);
+            let mut y = vec![0.0f32; n * rows];
+            labels.push(Label::Bf16(isa, mode));
+            runs.push(Box::new(move || {
+                matmul_bf16_with(isa, w16, rows, cols, x, n, &mut y, mode)
+                    .expect("shapes were checked")
             }));
         }
     }
     {
         let (x, w) = (&x, &w);
         let mut y = vec![0.0f32; n * rows];
-        labels.push(None);
+        labels.push(Label::F32);
         runs.push(Box::new(move || {
             matmul_f32(w, rows, cols, x, n, &mut y).expect("shapes were checked")
         }));
@@ -159,15 +176,22 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
     drop(runs);
     let read_gbps = (read_buf.len() * 8) as f64 / median(read_times) / 1e9;
     let mut kernels = Vec::new();
+    let mut bf16 = Vec::new();
     let mut f32 = None;
     for (label, t) in labels.into_iter().zip(times) {
         match label {
-            Some((isa, mode)) => kernels.push((isa, mode, Measure::new(median(t), qbytes, macs))),
-            None => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
+            Label::Quant(isa, mode) => {
+                kernels.push((isa, mode, Measure::new(median(t), qbytes, macs)))
+            }
+            Label::Bf16(isa, mode) => {
+                bf16.push((isa, mode, Measure::new(median(t), 2 * rows * cols, macs)))
+            }
+            Label::F32 => f32 = Some(Measure::new(median(t), 4 * rows * cols, macs)),
         }
     }
     Ok(Results {
         kernels,
+        bf16,
         f32: f32.expect("the f32 run is always there"),
         read_gbps,
         block: m.block,
@@ -177,12 +201,20 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
     })
 }
 
+/// What a timed run multiplies: the quantized matrix, its weights as bf16, or as f32.
+enum Label {
+    Quant(Isa, Mode),
+    Bf16(Isa, Mode),
+    F32,
+}
+
 /// The caches of the machine and what they mean for `results` (an f32 matrix of
 /// `f32_bytes`): a note when the weights could come from a cache.
 pub fn machine_cache_note(results: &Results, f32_bytes: usize) -> String {
     let over = results
         .kernels
         .iter()
+        .chain(&results.bf16)
         .map(|k| &k.2)
         .chain([&results.f32])
         .any(|m| m.weight_gbps > results.read_gbps);

@@ -136,7 +136,12 @@ pub fn matmul(
     matmul_with(Isa::detect(), q, x, n, y, mode)
 }
 
-fn check_len(what: &'static str, got: usize, a: usize, b: usize) -> Result<(), KernelError> {
+pub(crate) fn check_len(
+    what: &'static str,
+    got: usize,
+    a: usize,
+    b: usize,
+) -> Result<(), KernelError> {
     let want = a
         .checked_mul(b)
         .ok_or(KernelError::Overflow { rows: a, cols: b })?;
@@ -261,7 +266,7 @@ const ROW_TILE: usize = 4;
 
 /// Runs `f(r0, out)` over tasks of whole output rows, in parallel when the work is large, and
 /// writes `y` (`[n, rows]`) from the `[row][j]` results.
-fn run_rows(
+pub(crate) fn run_rows(
     rows: usize,
     n: usize,
     work: usize,

@@ -52,8 +52,10 @@
 //!
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
+//! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]).
 
 mod act;
+pub mod bf16;
 mod dispatch;
 pub mod mapping;
 mod qmatrix;
@@ -62,6 +64,7 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
 pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa, PARALLEL_MIN_WORK};
 pub use qmatrix::{QMatrix, QMatrixParts};
 pub use tquant_formats::ScaleDtype;

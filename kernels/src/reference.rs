@@ -103,3 +103,29 @@ pub fn matmul_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], n: usize, y: &
         }
     }
 }
+
+/// The bf16-weight product, summed in f64: `w` widened exactly; in fast mode `x` rounded to
+/// bf16 first (see `bf16`).
+pub fn matmul_bf16(
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) {
+    let act = |v: f32| match mode {
+        Mode::Exact => v,
+        Mode::Fast => crate::bf16::bf16_to_f32(crate::bf16::f32_to_bf16(v)),
+    };
+    for j in 0..n {
+        for r in 0..rows {
+            y[j * rows + r] = (0..cols)
+                .map(|c| {
+                    crate::bf16::bf16_to_f32(w[r * cols + c]) as f64 * act(x[j * cols + c]) as f64
+                })
+                .sum::<f64>() as f32;
+        }
+    }
+}

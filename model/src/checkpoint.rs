@@ -2,15 +2,18 @@
 //!
 //! Quantized tensors stay in the memory map: a [`Packed::Mapped`] holds the checkpoint and the
 //! tensor's name, and each product borrows the codes and scales from the map again (a lookup,
-//! no copy). Float tensors are widened to f32 in memory.
+//! no copy). bf16 matrices do the same through [`Bf16Data::Mapped`] (copied once, still bf16,
+//! if the file places them at an odd byte offset). Other float tensors (f16, f32, FP8 with
+//! block scales, 1-D bf16 vectors) are widened to f32 in memory.
 
-use crate::linear::Packed;
+use crate::kernels;
+use crate::linear::{Bf16Data, Packed};
 use crate::weights::{QuantTensor, TensorData, TensorSource};
 use crate::ModelError;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tquant_convert::{Checkpoint, Layout, TensorView, Weight};
+use tquant_convert::{Checkpoint, Dtype, Layout, TensorView, Weight};
 
 /// A checkpoint as a [`TensorSource`].
 #[derive(Debug)]
@@ -88,6 +91,38 @@ impl TensorSource for CheckpointSource {
                 })
                 .map_err(ModelError::from),
         )
+    }
+
+    fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
+        match self.ckpt.get(name)? {
+            Weight::Dense(t)
+                if t.dtype == Dtype::BF16 && t.scales.is_none() && t.shape.len() >= 2 =>
+            {
+                if t.bytes.len() != 2 * t.numel() {
+                    return Err(ModelError::tensor(
+                        name,
+                        format!("{} bytes for {} bf16 values", t.bytes.len(), t.numel()),
+                    ));
+                }
+                let data = match kernels::bf16_bits(t.bytes) {
+                    Some(_) => Bf16Data::Mapped {
+                        ckpt: self.ckpt.clone(),
+                        name: name.into(),
+                    },
+                    None => Bf16Data::Owned(
+                        t.bytes
+                            .chunks_exact(2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                            .collect(),
+                    ),
+                };
+                Ok(TensorData::Bf16 {
+                    shape: t.shape.to_vec(),
+                    data,
+                })
+            }
+            _ => self.tensor(name),
+        }
     }
 
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {

@@ -34,7 +34,7 @@ pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
 pub use layerwise::{LayerwiseRun, Stage};
-pub use linear::{Linear, Packed};
+pub use linear::{Bf16Data, Linear, Packed};
 pub use model::{KvCache, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;
 pub use weights::{MemorySource, QuantTensor, QuantizeOnLoad, TensorData, TensorSource};

@@ -1,5 +1,7 @@
 //! Linear layers `y = x W^T` over float or packed 4-bit weights; every product goes through the
-//! kernels crate.
+//! kernels crate. bf16 weights stay bf16 (borrowed from the checkpoint's map where possible) and
+//! run through the bf16 kernels: exact mode widens them in registers (f32 arithmetic), fast mode
+//! rounds activations to bf16 (`vdpbf16ps` where the CPU has it).
 //!
 //! A quantized matrix holds its packed codes and scales through [`Packed`]: either bytes owned in
 //! memory (a model quantized on the fly) or a handle to a mapped checkpoint, from which a kernel
@@ -47,12 +49,53 @@ impl Packed {
     }
 }
 
-/// A float matrix, possibly a row range of a larger shared buffer (one expert of a fused tensor).
+/// bf16 weights kept at their stored width (`u16` bits, row-major).
+#[derive(Debug, Clone)]
+pub enum Bf16Data {
+    /// In memory.
+    Owned(Arc<[u16]>),
+    /// Tensor `name` of a memory-mapped checkpoint (checked 2-byte aligned when loaded),
+    /// borrowed afresh for each product: no copy at all.
+    Mapped {
+        ckpt: Arc<tquant_convert::Checkpoint>,
+        name: Arc<str>,
+    },
+}
+
+impl Bf16Data {
+    /// Calls `f` with the whole tensor's bits (empty if a mapped tensor vanished, which then
+    /// fails the kernels' length check instead of panicking).
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&[u16]) -> R) -> R {
+        match self {
+            Self::Owned(bits) => f(bits),
+            Self::Mapped { ckpt, name } => {
+                let bytes = ckpt.raw(name).map(|t| t.bytes).unwrap_or(&[]);
+                f(kernels::bf16_bits(bytes).unwrap_or(&[]))
+            }
+        }
+    }
+
+    /// The values widened to f32 (norm vectors and quantize-on-load only).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.with(|b| b.iter().map(|&v| kernels::bf16::bf16_to_f32(v)).collect())
+    }
+}
+
+/// Storage of a float matrix.
+#[derive(Debug, Clone)]
+enum DenseData {
+    F32(Arc<[f32]>),
+    Bf16(Bf16Data),
+}
+
+/// A float matrix (f32, or bf16 at its stored width), possibly a row range of a larger shared
+/// buffer (one expert of a fused tensor).
 #[derive(Debug, Clone)]
 pub struct DenseMatrix {
     pub rows: usize,
     pub cols: usize,
-    data: Arc<[f32]>,
+    data: DenseData,
     offset: usize,
 }
 
@@ -62,14 +105,67 @@ impl DenseMatrix {
         Self {
             rows,
             cols,
-            data: data.into(),
+            data: DenseData::F32(data.into()),
             offset: 0,
         }
     }
 
-    /// The row-major values.
-    pub fn values(&self) -> &[f32] {
-        &self.data[self.offset..self.offset + self.rows * self.cols]
+    /// A bf16 matrix, multiplied through the bf16 kernels without widening.
+    pub fn bf16(rows: usize, cols: usize, data: Bf16Data) -> Self {
+        Self {
+            rows,
+            cols,
+            data: DenseData::Bf16(data),
+            offset: 0,
+        }
+    }
+
+    /// The row-major values when stored as f32 (`None` for bf16).
+    pub fn f32_values(&self) -> Option<&[f32]> {
+        match &self.data {
+            DenseData::F32(v) => Some(&v[self.offset..self.offset + self.rows * self.cols]),
+            DenseData::Bf16(_) => None,
+        }
+    }
+
+    /// Bytes per stored value.
+    fn width(&self) -> usize {
+        match self.data {
+            DenseData::F32(_) => 4,
+            DenseData::Bf16(_) => 2,
+        }
+    }
+
+    fn forward(&self, x: &[f32], n: usize, y: &mut [f32], mode: Mode) -> Result<(), ModelError> {
+        let (o, len) = (self.offset, self.rows * self.cols);
+        match &self.data {
+            DenseData::F32(v) => Ok(kernels::matmul_f32(
+                &v[o..o + len],
+                self.rows,
+                self.cols,
+                x,
+                n,
+                y,
+            )?),
+            DenseData::Bf16(b) => b.with(|bits| {
+                let w = bits.get(o..o + len).unwrap_or(&[]);
+                Ok(kernels::matmul_bf16(
+                    w, self.rows, self.cols, x, n, y, mode,
+                )?)
+            }),
+        }
+    }
+
+    fn row(&self, r: usize, out: &mut [f32]) {
+        let start = self.offset + r * self.cols;
+        match &self.data {
+            DenseData::F32(v) => out.copy_from_slice(&v[start..start + self.cols]),
+            DenseData::Bf16(b) => b.with(|bits| {
+                for (o, &v) in out.iter_mut().zip(&bits[start..start + self.cols]) {
+                    *o = kernels::bf16::bf16_to_f32(v);
+                }
+            }),
+        }
     }
 }
 
@@ -222,7 +318,7 @@ impl Linear {
         debug_assert_eq!(x.len(), n * self.cols());
         debug_assert_eq!(y.len(), n * self.rows());
         match self {
-            Self::Dense(d) => Ok(kernels::matmul_f32(d.values(), d.rows, d.cols, x, n, y)?),
+            Self::Dense(d) => d.forward(x, n, y, mode),
             Self::Quant(q) => q.view(|m| Ok(kernels::matmul(&m?, x, n, y, mode)?)),
         }
     }
@@ -237,7 +333,7 @@ impl Linear {
     /// Row `r` as floats (dequantized if packed).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         match self {
-            Self::Dense(d) => out.copy_from_slice(&d.values()[r * d.cols..(r + 1) * d.cols]),
+            Self::Dense(d) => d.row(r, out),
             Self::Quant(q) => q.decode_row(r, out),
         }
     }
@@ -245,7 +341,7 @@ impl Linear {
     /// Bytes of weights one product reads.
     pub fn bytes(&self) -> usize {
         match self {
-            Self::Dense(d) => d.rows * d.cols * 4,
+            Self::Dense(d) => d.rows * d.cols * d.width(),
             Self::Quant(q) => q.bytes(),
         }
     }

@@ -29,20 +29,21 @@ fn silu(x: f32) -> f32 {
 }
 
 impl Mlp {
-    /// Gate and up kept apart when quantized (zero copy); stacked into one product when float.
+    /// Gate and up kept apart when quantized or bf16 (zero copy); stacked into one product when f32.
     fn new(gate: Linear, up: Linear, down: Linear) -> Self {
         let width = gate.rows();
-        let gate_up = match (&gate, &up) {
-            (Linear::Dense(g), Linear::Dense(u)) => {
-                let mut v = g.values().to_vec();
-                v.extend_from_slice(u.values());
-                GateUp::Fused(Linear::Dense(crate::linear::DenseMatrix::new(
-                    2 * width,
-                    g.cols,
-                    v,
-                )))
-            }
-            _ => GateUp::Split(gate, up),
+        let f32_parts = match (&gate, &up) {
+            (Linear::Dense(g), Linear::Dense(u)) => g.f32_values().zip(u.f32_values()),
+            _ => None,
+        };
+        // bf16 matrices stay apart too: stacking them would copy weights borrowed from the map.
+        let gate_up = match f32_parts {
+            Some((g, u)) => GateUp::Fused(Linear::Dense(crate::linear::DenseMatrix::new(
+                2 * width,
+                gate.cols(),
+                [g, u].concat(),
+            ))),
+            None => GateUp::Split(gate, up),
         };
         Self {
             gate_up,

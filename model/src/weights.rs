@@ -1,7 +1,7 @@
 //! Where the model's tensors come from: a [`TensorSource`] hands out float or quantized tensors by
 //! checkpoint name; [`Loader`] checks names and shapes and builds [`Linear`] layers from them.
 
-use crate::linear::{DenseMatrix, Linear, Packed, QuantMatrix};
+use crate::linear::{Bf16Data, DenseMatrix, Linear, Packed, QuantMatrix};
 use crate::ModelError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,13 +27,18 @@ pub enum TensorData {
         shape: Vec<usize>,
         values: Vec<f32>,
     },
+    /// bf16 values at their stored width, row-major (from [`TensorSource::stored`]).
+    Bf16 {
+        shape: Vec<usize>,
+        data: Bf16Data,
+    },
     Quantized(QuantTensor),
 }
 
 impl TensorData {
     pub fn shape(&self) -> &[usize] {
         match self {
-            Self::Dense { shape, .. } => shape,
+            Self::Dense { shape, .. } | Self::Bf16 { shape, .. } => shape,
             Self::Quantized(q) => &q.shape,
         }
     }
@@ -49,6 +54,12 @@ pub trait TensorSource: Sync {
     /// others, where the source can; `None`: only whole tensors (the default).
     fn part(&self, _name: &str, _index: usize) -> Option<Result<TensorData, ModelError>> {
         None
+    }
+    /// The tensor `name` as the model holds it: [`TensorSource::tensor`], except that a source
+    /// may hand out bf16 matrices at their stored width ([`TensorData::Bf16`]) instead of
+    /// widening them (the default widens).
+    fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
+        self.tensor(name)
     }
 }
 
@@ -101,8 +112,20 @@ impl TensorSource for MemorySource<'_> {
 
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
         match (self.tensors.get(name), self.fallback) {
+            (Some(TensorData::Bf16 { shape, data }), _) => Ok(TensorData::Dense {
+                shape: shape.clone(),
+                values: data.to_f32(),
+            }),
             (Some(t), _) => Ok(t.clone()),
             (None, Some(f)) => f.tensor(name),
+            (None, None) => Err(ModelError::tensor(name, "missing")),
+        }
+    }
+
+    fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
+        match (self.tensors.get(name), self.fallback) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => f.stored(name),
             (None, None) => Err(ModelError::tensor(name, "missing")),
         }
     }
@@ -118,17 +141,17 @@ impl Loader<'_> {
         if !self.src.contains(name) {
             return Err(ModelError::tensor(name, "missing from the checkpoint"));
         }
-        self.src.tensor(name)
+        self.src.stored(name)
     }
 
     /// A 1-D float vector (norm weights).
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         match self.get(name)? {
             TensorData::Dense { shape, values } if shape == [len] => Ok(values),
-            TensorData::Dense { shape, .. } => Err(ModelError::tensor(
-                name,
-                format!("shape {shape:?}, expected [{len}]"),
-            )),
+            TensorData::Bf16 { shape, data } if shape == [len] => Ok(data.to_f32()),
+            TensorData::Dense { shape, .. } | TensorData::Bf16 { shape, .. } => Err(
+                ModelError::tensor(name, format!("shape {shape:?}, expected [{len}]")),
+            ),
             TensorData::Quantized(_) => Err(ModelError::tensor(
                 name,
                 "is quantized; norm weights must be stored as floats",
@@ -219,6 +242,12 @@ fn to_linears(
                 .map(|e| whole.row_range(e * rows, rows))
                 .collect())
         }
+        TensorData::Bf16 { data, .. } => {
+            let whole = Linear::Dense(DenseMatrix::bf16(experts * rows, cols, data));
+            Ok((0..experts)
+                .map(|e| whole.row_range(e * rows, rows))
+                .collect())
+        }
         TensorData::Quantized(q) => {
             if q.tables.len() != 1 && q.tables.len() != experts {
                 return Err(ModelError::tensor(
@@ -271,7 +300,29 @@ where
     }
 
     fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
-        let t = self.inner.tensor(name)?;
+        self.quantized(self.inner.tensor(name)?, name)
+    }
+
+    /// A bf16 matrix left unquantized stays bf16; the policy sees its values widened.
+    fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
+        match self.inner.stored(name)? {
+            TensorData::Bf16 { shape, data } if shape.len() >= 2 => {
+                let values = data.to_f32();
+                match self.quantized(TensorData::Dense { shape, values }, name)? {
+                    TensorData::Dense { shape, .. } => Ok(TensorData::Bf16 { shape, data }),
+                    q => Ok(q),
+                }
+            }
+            t => self.quantized(t, name),
+        }
+    }
+}
+
+impl<F> QuantizeOnLoad<'_, F>
+where
+    F: Fn(&str, &[usize], &[f32]) -> Result<Option<QuantTensor>, ModelError> + Sync,
+{
+    fn quantized(&self, t: TensorData, name: &str) -> Result<TensorData, ModelError> {
         match &t {
             TensorData::Dense { shape, values } if shape.len() >= 2 => {
                 Ok(match (self.quantize)(name, shape, values)? {

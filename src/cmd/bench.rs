@@ -1,11 +1,12 @@
-//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel`, printed.
+//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel` (quantized, bf16
+//! and f32 products of the same weights), printed.
 
 use super::convert::emit;
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use tquant_bench::kernel::{self, Measure, Spec};
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
-use tquant_kernels::Isa;
+use tquant_kernels::{Isa, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -89,16 +90,20 @@ pub fn run(args: Args) -> Result<()> {
     let res = kernel::run(&spec)?;
     let (results, f32, read_gbps) = (&res.kernels, res.f32, res.read_gbps);
     if args.json {
-        let list: Vec<_> = results
-            .iter()
-            .map(|(isa, mode, r)| {
-                let mut v = json(r);
-                v["isa"] = isa.name().into();
-                v["mode"] = mode.name().into();
-                v
-            })
-            .collect();
-        let out = serde_json::json!({ "results": list, "f32": json(&f32), "read_gbps": read_gbps });
+        let list = |rows: &[(Isa, Mode, Measure)]| -> Vec<serde_json::Value> {
+            rows.iter()
+                .map(|(isa, mode, r)| {
+                    let mut v = json(r);
+                    v["isa"] = isa.name().into();
+                    v["mode"] = mode.name().into();
+                    v
+                })
+                .collect()
+        };
+        let out = serde_json::json!({
+            "results": list(results), "bf16": list(&res.bf16), "f32": json(&f32),
+            "read_gbps": read_gbps
+        });
         return emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
     }
     let mut out = String::new();
@@ -118,14 +123,14 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<8} {:<6} {:>10} {:>9} {:>9} {:>8} {:>9}",
+        "{:<8} {:<9} {:>10} {:>9} {:>9} {:>8} {:>9}",
         "isa", "mode", "time", "GB/s", "GFLOP/s", "vs f32", "% read"
     )?;
     let line = |out: &mut String, isa: &str, mode: &str, r: &Measure| {
         let pct = 100.0 * r.weight_gbps / read_gbps;
         writeln!(
             out,
-            "{isa:<8} {mode:<6} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
+            "{isa:<8} {mode:<9} {:>8.3}ms {:>9.2} {:>9.1} {:>7.2}x {:>8.1}%",
             r.seconds * 1e3,
             r.weight_gbps,
             r.gflops,
@@ -135,6 +140,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     for (isa, mode, r) in results {
         line(&mut out, isa.name(), mode.name(), r)?;
+    }
+    for (isa, mode, r) in &res.bf16 {
+        let name = match mode {
+            Mode::Exact => "bf16",
+            Mode::Fast => "bf16-fast",
+        };
+        line(&mut out, isa.name(), name, r)?;
     }
     line(&mut out, Isa::detect().name(), "f32", &f32)?;
     let note = kernel::machine_cache_note(&res, 4 * rows * cols);

@@ -2,6 +2,7 @@
 
 mod avx2;
 mod avx512;
+mod bf16;
 
 use crate::act::CHUNK;
 use crate::dispatch::Acts;
@@ -27,6 +28,16 @@ pub(crate) fn fast_kernel(isa: Isa) -> QRows {
     match isa {
         Isa::Avx2 => avx2::fast_rows,
         Isa::Avx512 => avx512::fast_rows,
+        _ => unreachable!("{isa} has no x86-64 kernel"),
+    }
+}
+
+/// The bf16-weight kernel of `isa`: `dot` picks AVX512-BF16's `vdpbf16ps` (fast mode).
+pub(crate) fn bf16_kernel(isa: Isa, dot: bool) -> crate::bf16::Bf16Rows {
+    match (isa, dot) {
+        (Isa::Avx2, _) => bf16::avx2_rows,
+        (Isa::Avx512, false) => bf16::avx512_rows,
+        (Isa::Avx512, true) => bf16::dot_rows,
         _ => unreachable!("{isa} has no x86-64 kernel"),
     }
 }

@@ -1,0 +1,173 @@
+//! Dense products over bf16 weights kept at their stored width: `y = x W^T` with `W` as bf16
+//! bits (`u16`, `[rows, cols]`), `x` and `y` f32.
+//!
+//! - [`Mode::Exact`]: every path widens `W` to f32 (a 16-bit shift: bf16 is the top half of an
+//!   f32) and sums `w * x` in f32, so results match f32 arithmetic on the same weights within
+//!   summation-order error ([`crate::exact_budget`]).
+//! - [`Mode::Fast`]: `x` is first rounded to bf16 (round to nearest even); the products of two
+//!   bf16 values are exact in f32 and summed in f32. With AVX512-BF16 this is `vdpbf16ps`;
+//!   elsewhere the same arithmetic runs on the widening kernels. Against exact arithmetic each
+//!   term moves by at most [`BF16_FAST_REL`] of `|w x|`.
+//!
+//! Dispatch is the crate's: [`Isa::detect`] once per process, the sub-path (`vdpbf16ps` or
+//! widening) once per call.
+
+use crate::dispatch::{check_len, run_rows};
+use crate::{reference, Isa, KernelError, Mode};
+use std::sync::OnceLock;
+
+/// Fast mode's error against exact arithmetic, per term, relative to `|w_k x_k|`: rounding
+/// `x` to bf16 (8 significant bits) moves it by at most half a unit in the last place, 2^-8
+/// relative. So `|y_fast - y_exact| <= BF16_FAST_REL * sum_k |w_k x_k|` plus f32 summation
+/// error ([`crate::exact_budget`]).
+pub const BF16_FAST_REL: f64 = 1.0 / 256.0;
+
+/// Activations prepared for one call.
+pub(crate) enum Bf16Acts<'x> {
+    /// f32 values for the widening kernels (`x` itself, or rounded to bf16 in fast mode).
+    Wide(std::borrow::Cow<'x, [f32]>),
+    /// bf16 bits for the `vdpbf16ps` kernel.
+    Bits(Vec<u16>),
+}
+
+/// A row kernel: rows `r0..r0 + out.len() / n` into `out` (`[row][j]`). Unsafe because SIMD
+/// kernels may only run where their ISA is available.
+pub(crate) type Bf16Rows = unsafe fn(&[u16], usize, &Bf16Acts, usize, usize, &mut [f32]);
+
+/// f32 value of bf16 bits.
+#[inline(always)]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// bf16 bits of `v`, rounded to nearest even (NaN stays NaN).
+#[inline]
+pub fn f32_to_bf16(v: f32) -> u16 {
+    half::bf16::from_f32(v).to_bits()
+}
+
+/// Little-endian bf16 bytes (as safetensors stores them) seen as `u16` bits without a copy;
+/// `None` when the bytes are not 2-byte aligned or of odd length, or on a big-endian target.
+pub fn bf16_bits(bytes: &[u8]) -> Option<&[u16]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid u16; `align_to` only yields the aligned middle (an
+    // odd length or address leaves a head or tail, refused below).
+    let (head, mid, tail) = unsafe { bytes.align_to::<u16>() };
+    (head.is_empty() && tail.is_empty()).then_some(mid)
+}
+
+/// Whether this CPU has AVX512-BF16 (`vdpbf16ps`), used by fast mode on the AVX-512 path.
+pub fn bf16_dot_available() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Isa::Avx512.is_available() && std::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// `y = x W^T` for bf16 `w: [rows, cols]` on the best available path.
+pub fn matmul_bf16(
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    matmul_bf16_with(Isa::detect(), w, rows, cols, x, n, y, mode)
+}
+
+/// `y = x W^T` for bf16 weights on a chosen path; an error if the CPU lacks it or a length
+/// does not match.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16_with(
+    isa: Isa,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    let dot = mode == Mode::Fast && isa == Isa::Avx512 && bf16_dot_available();
+    run(isa, dot, w, rows, cols, x, n, y, mode)
+}
+
+/// The dispatch, with the `vdpbf16ps` sub-path chosen by the caller (tests run both).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    isa: Isa,
+    dot: bool,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    if !isa.is_available() || (dot && !(isa == Isa::Avx512 && bf16_dot_available())) {
+        return Err(KernelError::Unavailable { isa });
+    }
+    check_len("weights w [rows, cols]", w.len(), rows, cols)?;
+    check_len("activations x [n, cols]", x.len(), n, cols)?;
+    check_len("output y [n, rows]", y.len(), n, rows)?;
+    // `vdpbf16ps` rounds activations to bf16: fast mode only.
+    let dot = dot && mode == Mode::Fast;
+    let acts = match (mode, dot) {
+        (Mode::Exact, _) => Bf16Acts::Wide(x.into()),
+        (Mode::Fast, false) => Bf16Acts::Wide(
+            x.iter()
+                .map(|&v| bf16_to_f32(f32_to_bf16(v)))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        (Mode::Fast, true) => Bf16Acts::Bits(x.iter().map(|&v| f32_to_bf16(v)).collect()),
+    };
+    let kernel: Bf16Rows = match isa {
+        Isa::Reference => {
+            reference::matmul_bf16(w, rows, cols, x, n, y, mode);
+            return Ok(());
+        }
+        Isa::Scalar => scalar_rows,
+        #[cfg(target_arch = "x86_64")]
+        simd => crate::x86_64::bf16_kernel(simd, dot),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no SIMD path is available off x86-64"),
+    };
+    let work = rows.saturating_mul(cols).saturating_mul(n);
+    run_rows(rows, n, work, y, |r0, out| {
+        // SAFETY: `kernel` belongs to an available ISA (checked above, `vdpbf16ps` included);
+        // `out` holds whole rows.
+        unsafe { kernel(w, cols, &acts, n, r0, out) }
+    });
+    Ok(())
+}
+
+/// The portable kernel: rows `r0..r0 + out.len() / n`, `out` is `[row][j]`.
+unsafe fn scalar_rows(w: &[u16], cols: usize, a: &Bf16Acts, n: usize, r0: usize, out: &mut [f32]) {
+    let Bf16Acts::Wide(x) = a else {
+        unreachable!("the portable path takes widened activations")
+    };
+    let mut wide = vec![0.0f32; cols];
+    for (i, o) in out.chunks_exact_mut(n).enumerate() {
+        let wr = &w[(r0 + i) * cols..(r0 + i + 1) * cols];
+        for (d, &b) in wide.iter_mut().zip(wr) {
+            *d = bf16_to_f32(b);
+        }
+        for (j, y) in o.iter_mut().enumerate() {
+            *y = crate::scalar::dot_f32(&wide, &x[j * cols..(j + 1) * cols]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
