@@ -12,7 +12,8 @@ pub struct ModelArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Use the kernels' fast mode (8-bit activations) for quantized layers.
+    /// Use the kernels' fast mode: 8-bit activations for quantized layers, bf16 activations
+    /// (AVX512-BF16 dot products) for bf16 weights.
     #[arg(long)]
     pub fast: bool,
 }
