@@ -8,7 +8,7 @@ use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::model::{build_pool, embed_rows, Ffn, Layer, Options};
 use crate::moe::{add_weighted, Assignment, Moe};
-use crate::weights::{Loader, TensorSource};
+use crate::weights::{Loader, TensorData, TensorSource};
 use crate::ModelError;
 use rayon::prelude::*;
 
@@ -147,7 +147,10 @@ impl<S: TensorSource> LayerwiseRun<S> {
             ));
         }
         let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let embed = Loader { src: &src }.matrix("model.embed_tokens.weight", vocab, h)?;
+        let embed = Loader {
+            src: &Widened(&src),
+        }
+        .matrix("model.embed_tokens.weight", vocab, h)?;
         let chunks = tokens
             .chunks(window)
             .map(|chunk| embed_rows(&embed, chunk, h, vocab))
@@ -211,7 +214,14 @@ impl<S: TensorSource> LayerwiseRun<S> {
     /// (a MoE block's router and shared experts) is kept for the stages that follow, its
     /// attention dropped.
     fn attention(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
-        let layer = Layer::load_with(&Loader { src: &self.src }, &self.config, i, false)?;
+        let layer = Layer::load_with(
+            &Loader {
+                src: &Widened(&self.src),
+            },
+            &self.config,
+            i,
+            false,
+        )?;
         let (c, dims, opts) = (&self.config, &self.dims, &self.opts);
         let (h, chunks) = (c.hidden_size, &mut self.chunks);
         let states = self.pool.install(|| {
@@ -266,7 +276,14 @@ impl<S: TensorSource> LayerwiseRun<S> {
     /// Routed expert `j` read alone, run on its tokens of every chunk, added to their sums
     /// expert by expert (the order of [`Moe::forward_tapped`]), and dropped.
     fn expert(&mut self, i: usize, j: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
-        let expert = Moe::load_expert(&Loader { src: &self.src }, &self.config, i, j)?;
+        let expert = Moe::load_expert(
+            &Loader {
+                src: &Widened(&self.src),
+            },
+            &self.config,
+            i,
+            j,
+        )?;
         let mode = self.opts.mode;
         let pool = &self.pool;
         let state = self.ffn.as_mut().ok_or_else(|| not_begun(i))?;
@@ -308,6 +325,23 @@ fn not_begun(i: usize) -> ModelError {
     ModelError::Input(format!(
         "layer {i}: its feed-forward stages run after its attention stage"
     ))
+}
+
+/// `S` with every matrix read widened to f32 (the default [`TensorSource::stored`]), never
+/// borrowed at its stored width from the checkpoint's long-lived map: a stage's weights are
+/// dropped with the stage and leave no file pages resident behind them.
+struct Widened<'a, S>(&'a S);
+
+impl<S: TensorSource> TensorSource for Widened<'_, S> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn tensor(&self, name: &str) -> Result<TensorData, ModelError> {
+        self.0.tensor(name)
+    }
+    fn part(&self, name: &str, index: usize) -> Option<Result<TensorData, ModelError>> {
+        self.0.part(name, index)
+    }
 }
 
 #[cfg(test)]
