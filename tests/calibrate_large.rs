@@ -16,8 +16,7 @@ use crate::support;
 
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
-use support::{bf16_bytes, max_rss_bytes, write_bf16_safetensors};
+use support::{bf16_bytes, tquant_peak_rss, write_bf16_safetensors};
 use tquant::formats::sample::Rng;
 
 /// The generated model's sizes.
@@ -147,28 +146,23 @@ fn generate(dir: &Path, s: Shape) -> u64 {
 fn convert_peak(input: &Path, out: &Path) -> (u64, f64) {
     let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/model/heldout_head.txt");
     let started = std::time::Instant::now();
-    let o = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(env!("CARGO_BIN_EXE_tquant"))
-        .arg("convert")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(["--format", "nf4", "--threads", "2", "--calibrate"])
-        .arg(&text)
-        .args(["--calibrate-bytes", "8192"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    (max_rss_bytes(&stderr), started.elapsed().as_secs_f64())
+    let mut args = vec![
+        "convert".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(["--format", "nf4", "--threads", "2", "--calibrate"].map(std::ffi::OsStr::new));
+    args.push(text.as_os_str());
+    args.extend(["--calibrate-bytes", "8192"].map(std::ffi::OsStr::new));
+    let (_, peak) = tquant_peak_rss(args);
+    (peak, started.elapsed().as_secs_f64())
 }
 
 #[test]
 #[ignore]
 fn calibration_memory_does_not_grow_with_the_number_of_layers() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    if !support::time_available() {
         return;
     }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -203,8 +197,7 @@ fn calibration_memory_does_not_grow_with_the_number_of_layers() {
 #[test]
 #[ignore]
 fn calibration_holds_one_routed_expert_at_a_time() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    if !support::time_available() {
         return;
     }
     let shape = Shape {

@@ -19,8 +19,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use support::{bf16_bytes, max_rss_bytes};
+use support::{bf16_bytes, tquant_peak_rss};
 use tquant::convert::fp8::e4m3_to_f32;
 use tquant::convert::header::{serialize_header, OutEntry};
 use tquant::convert::Dtype;
@@ -264,8 +263,7 @@ fn generate(dir: &Path) -> u64 {
 #[test]
 #[ignore]
 fn converting_a_v3_fp8_moe_layer_holds_a_few_matrices_at_a_time() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    if !support::time_available() {
         return;
     }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -316,20 +314,15 @@ fn converting_a_v3_fp8_moe_layer_holds_a_few_matrices_at_a_time() {
 
 /// Converts `dir` to nf4 on two threads under `/usr/bin/time -v`: the peak RSS and the summary.
 fn measure(dir: &Path, out: &Path, extra: &[&str]) -> (u64, serde_json::Value) {
-    let o = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(env!("CARGO_BIN_EXE_tquant"))
-        .arg("convert")
-        .arg(dir)
-        .arg("-o")
-        .arg(out)
-        .args(["--format", "nf4", "--json", "--threads", "2"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let peak = max_rss_bytes(&stderr);
+    let mut args = vec![
+        "convert".as_ref(),
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(["--format", "nf4", "--json", "--threads", "2"].map(std::ffi::OsStr::new));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (o, peak) = tquant_peak_rss(args);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let expert_f32 = (3 * EXPERT_INTER * HIDDEN * 4) as u64;
     let params = summary["params"].as_u64().unwrap();

@@ -11,8 +11,7 @@ use crate::support;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use support::{bf16_bytes, max_rss_bytes, write_bf16_safetensors};
+use support::{bf16_bytes, tquant_peak_rss, write_bf16_safetensors};
 use tquant::formats::sample::Rng;
 
 type Shard = Vec<(String, Vec<usize>)>;
@@ -77,8 +76,7 @@ fn generate(dir: &Path) -> (u64, u64) {
 #[test]
 #[ignore]
 fn peak_memory_stays_below_the_largest_tensor() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    if !support::time_available() {
         return;
     }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -87,21 +85,16 @@ fn peak_memory_stays_below_the_largest_tensor() {
         .unwrap_or_else(|_| tmp.path().join("in"));
     let (total, largest) = generate(&dir);
     let out = tmp.path().join("out");
-    let o = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(env!("CARGO_BIN_EXE_tquant"))
-        .arg("convert")
-        .arg(&dir)
-        .arg("-o")
-        .arg(&out)
-        .args(["--json", "--threads", "2"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let rss_kb = max_rss_bytes(&stderr) / 1024;
+    let (o, peak) = tquant_peak_rss([
+        "convert".as_ref(),
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+    ]);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let peak = rss_kb * 1024;
     eprintln!(
         "input {:.2} GB in {} tensors, largest tensor {:.0} MB; peak RSS {:.0} MB ({:.2} x the largest tensor); {:.1} s, {:.1} MB/s on {} threads",
         total as f64 / 1e9,

@@ -13,8 +13,7 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use support::{bf16_bytes, max_rss_bytes, write_bf16_safetensors};
+use support::{bf16_bytes, tquant_peak_rss, write_bf16_safetensors};
 use tquant::formats::sample::Rng;
 use tquant::model::synthetic::SyntheticSource;
 use tquant::model::Config;
@@ -53,8 +52,7 @@ fn generate(dir: &Path) -> u64 {
 #[test]
 #[ignore]
 fn run_peak_memory_stays_near_the_file_size() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    if !support::time_available() {
         return;
     }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -63,20 +61,23 @@ fn run_peak_memory_stays_near_the_file_size() {
         .unwrap_or_else(|_| tmp.path().join("in"));
     let size = generate(&dir);
     for fast in [false, true] {
-        let mut cmd = Command::new("/usr/bin/time");
-        cmd.arg("-v")
-            .arg(env!("CARGO_BIN_EXE_tquant"))
-            .arg("run")
-            .arg(&dir)
-            .args(["--prompt-tokens", "1,2,3,4,5,6,7,8", "--max-tokens", "16"])
-            .args(["--threads", "1"]);
+        let mut args = vec![dir.as_os_str()];
+        args.extend(
+            [
+                "--prompt-tokens",
+                "1,2,3,4,5,6,7,8",
+                "--max-tokens",
+                "16",
+                "--threads",
+                "1",
+            ]
+            .map(std::ffi::OsStr::new),
+        );
         if fast {
-            cmd.arg("--fast");
+            args.push("--fast".as_ref());
         }
-        let o = cmd.output().unwrap();
+        let (o, peak) = tquant_peak_rss(std::iter::once("run".as_ref()).chain(args));
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{stderr}");
-        let peak = max_rss_bytes(&stderr);
         let speed = stderr
             .lines()
             .filter(|l| l.contains("tok/s") || l.contains("tokens/s"))

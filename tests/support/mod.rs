@@ -76,6 +76,35 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Whether `/usr/bin/time` (GNU time, for `-v`'s peak RSS) is there; says so when it is not, and
+/// the peak-memory measurement that asked is skipped.
+pub fn time_available() -> bool {
+    let ok = Path::new("/usr/bin/time").exists();
+    if !ok {
+        eprintln!("note: /usr/bin/time is not available; skipping the peak-memory measurement");
+    }
+    ok
+}
+
+/// Runs `tquant ARGS` under `/usr/bin/time -v`; it must succeed. Its output, and its peak RSS in
+/// bytes.
+pub fn tquant_peak_rss<I, S>(args: I) -> (Output, u64)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(env!("CARGO_BIN_EXE_tquant"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let peak = max_rss_bytes(&stderr);
+    (o, peak)
+}
+
 /// The peak resident set size, in bytes, that `/usr/bin/time -v` printed on stderr.
 pub fn max_rss_bytes(time_stderr: &str) -> u64 {
     let kb: u64 = time_stderr
