@@ -1,0 +1,171 @@
+//! Whole-checkpoint jobs: `convert` (the streaming converter, calibrated with GPTQ when asked)
+//! and `report` (the accuracy-vs-area rows). Both return the library's JSON, which the Python
+//! part turns into dicts; the GIL is released while they run.
+
+use crate::err;
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use tquant_convert::convert::NoProgress;
+use tquant_convert::{ConvertOptions, Layout, Policy};
+use tquant_formats::{BlockSize, ScaleDtype};
+use tquant_report::measure::parse_variants;
+use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
+use tquant_report::{EvalText, Report, Setting};
+
+/// Calibration settings as `tquant convert`'s `--calibrate*` options give them.
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct Calibrate {
+    calibrate: Option<PathBuf>,
+    calibrate_self: Option<usize>,
+    calibrate_seed: u64,
+    calibrate_ids: bool,
+    calibrate_offset: usize,
+    calibrate_bytes: Option<usize>,
+    calibrate_window: usize,
+    damp: Option<f64>,
+    act_order: bool,
+    router_weighting: String,
+    min_tokens_per_column: Option<f64>,
+}
+
+impl Calibrate {
+    fn options(&self) -> Result<Option<CalibrationOptions>, String> {
+        let source = match (&self.calibrate, self.calibrate_self) {
+            (Some(_), Some(_)) => {
+                return Err("calibrate and calibrate_self exclude each other".into());
+            }
+            (Some(path), None) if self.calibrate_ids => CalibrationSource::Ids {
+                path: path.clone(),
+                offset: self.calibrate_offset,
+                len: self.calibrate_bytes,
+            },
+            (Some(path), None) => CalibrationSource::Text {
+                path: path.clone(),
+                offset: self.calibrate_offset,
+                len: self.calibrate_bytes,
+            },
+            (None, Some(tokens)) => CalibrationSource::SelfGenerated {
+                tokens,
+                seed: self.calibrate_seed,
+            },
+            (None, None) => return Ok(None),
+        };
+        let mut c = CalibrationOptions::new(source);
+        if self.calibrate_window == 0 {
+            return Err("calibrate_window must be at least 1 token".into());
+        }
+        c.window = self.calibrate_window;
+        if let Some(d) = self.damp {
+            if !(d.is_finite() && d >= 0.0) {
+                return Err(format!("damp must be a number >= 0, not {d}"));
+            }
+            c.settings.damp = d;
+        }
+        if let Some(m) = self.min_tokens_per_column {
+            if !(m.is_finite() && m >= 0.0) {
+                return Err(format!("min_tokens_per_column must be a number >= 0, not {m}"));
+            }
+            c.settings.min_tokens_per_column = m;
+        }
+        c.settings.act_order = self.act_order;
+        c.weighting = self.router_weighting.parse()?;
+        Ok(Some(c))
+    }
+}
+
+/// What `convert` takes besides the paths and the calibration, as the CLI's options.
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct Options {
+    format: Option<String>,
+    nu: Option<String>,
+    block: Option<String>,
+    scale_dtype: Option<String>,
+    scale_rule: String,
+    layout: String,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    drop: Vec<String>,
+    threads: Option<usize>,
+    force: bool,
+}
+
+fn run_convert(
+    src: &PathBuf,
+    dst: &PathBuf,
+    o: &Options,
+    cal: &Calibrate,
+) -> Result<String, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let layout: Layout = o.layout.parse().map_err(|e| s(&e))?;
+    let opts = ConvertOptions::from_args(
+        o.format.as_deref(),
+        o.nu.as_deref(),
+        o.block.as_deref(),
+        o.scale_dtype.as_deref(),
+        layout,
+        Policy {
+            include: o.include.clone(),
+            exclude: o.exclude.clone(),
+            drop: o.drop.clone(),
+        },
+    )
+    .map_err(|e| s(&e))?;
+    let rule = o.scale_rule.parse().map_err(|e| s(&e))?;
+    let mut opts = opts.with_scale_rule(rule).map_err(|e| s(&e))?;
+    let threads = o.threads.unwrap_or(0);
+    if let Some(c) = cal.options()? {
+        let run = layer_by_layer(src, dst, &opts, &c, threads, o.force).map_err(|e| s(&e))?;
+        opts.staged_calibration = Some(run.staged());
+    }
+    let summary = tquant_report::pipeline::convert(src, dst, &opts, threads, o.force, &NoProgress)
+        .map_err(|e| s(&e))?;
+    serde_json::to_string(&summary).map_err(|e| s(&e))
+}
+
+/// Converts the checkpoint `src` into a quantized one at `dst`; the summary as JSON. See
+/// `tquant.convert`.
+#[pyfunction]
+pub(crate) fn convert(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    options: Options,
+    calibration: Calibrate,
+) -> PyResult<String> {
+    py.detach(|| run_convert(&src, &dst, &options, &calibration))
+        .map_err(err)
+}
+
+/// Measures `model` with each recipe (weight errors; bits per byte on `text` when given); the
+/// report as JSON (`tquant report`'s report.json). See `tquant.report`.
+#[pyfunction]
+#[pyo3(signature = (model, text, recipes, block, scale_dtype, window, max_bytes))]
+pub(crate) fn report(
+    py: Python<'_>,
+    model: PathBuf,
+    text: Option<PathBuf>,
+    recipes: String,
+    block: &str,
+    scale_dtype: &str,
+    window: usize,
+    max_bytes: usize,
+) -> PyResult<String> {
+    let block: BlockSize = block.parse().map_err(err)?;
+    let scale_dtype: ScaleDtype = scale_dtype.parse().map_err(err)?;
+    py.detach(|| {
+        let s = |e: &dyn std::fmt::Display| e.to_string();
+        let variants = parse_variants(&recipes, block, scale_dtype)
+            .map_err(|e| format!("recipes: {e}"))?;
+        let eval = match &text {
+            Some(path) => Some(EvalText::read(&model, path, window, max_bytes).map_err(|e| s(&e))?),
+            None => None,
+        };
+        let setting = Setting { block, scale_dtype };
+        let r = Report::measure(&model, &variants, &setting, eval.as_ref(), None, |_| {})
+            .map_err(|e| s(&e))?;
+        r.json().map_err(|e| s(&e))
+    })
+    .map_err(err)
+}
