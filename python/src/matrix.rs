@@ -270,9 +270,15 @@ impl QuantizedMatrix {
     /// `q @ x` with NumPy's meaning (`W x`): a vector `x` `[cols]` gives `[rows]` (a GEMV), a
     /// matrix `x` `[cols, n]` gives `[rows, n]` (a GEMM; the kernels read x's columns as
     /// contiguous rows, so a C-ordered `x` is copied transposed and a Fortran-ordered one, such
-    /// as `a.T`, is not). Exact arithmetic, all cores.
+    /// as `a.T`, is not). Exact arithmetic, all cores. Takes what `tquant.matmul` takes.
     fn __matmul__(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let x = Input::extract(x, false, "x")?;
+        // PyTorch, DLPack and buffer objects become arrays as for every other entry point.
+        let (x, bf16, _back): (Bound<'_, PyAny>, bool, Bound<'_, PyAny>) = py
+            .import("tquant")?
+            .getattr("_as_array")?
+            .call1((x, py.None(), "x"))?
+            .extract()?;
+        let x = Input::extract(&x, bf16, "x")?;
         let (rows, cols) = self.rows_cols();
         let shape = x.shape();
         match shape.as_slice() {
