@@ -140,11 +140,7 @@ pub(crate) fn to_numpy_as(
 ) -> PyResult<Py<PyAny>> {
     match elem {
         Elem::F32 => to_numpy(py, values, shape),
-        Elem::F16 => to_numpy(
-            py,
-            values.into_iter().map(f16::from_f32).collect(),
-            shape,
-        ),
+        Elem::F16 => to_numpy(py, values.into_iter().map(f16::from_f32).collect(), shape),
         Elem::Bf16 => to_numpy(
             py,
             values

@@ -4,7 +4,7 @@
 
 use crate::err;
 use pyo3::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tquant_convert::convert::NoProgress;
 use tquant_convert::{ConvertOptions, Layout, Policy};
 use tquant_formats::{BlockSize, ScaleDtype};
@@ -64,7 +64,9 @@ impl Calibrate {
         }
         if let Some(m) = self.min_tokens_per_column {
             if !(m.is_finite() && m >= 0.0) {
-                return Err(format!("min_tokens_per_column must be a number >= 0, not {m}"));
+                return Err(format!(
+                    "min_tokens_per_column must be a number >= 0, not {m}"
+                ));
             }
             c.settings.min_tokens_per_column = m;
         }
@@ -91,12 +93,7 @@ pub(crate) struct Options {
     force: bool,
 }
 
-fn run_convert(
-    src: &PathBuf,
-    dst: &PathBuf,
-    o: &Options,
-    cal: &Calibrate,
-) -> Result<String, String> {
+fn run_convert(src: &Path, dst: &Path, o: &Options, cal: &Calibrate) -> Result<String, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let layout: Layout = o.layout.parse().map_err(|e| s(&e))?;
     let opts = ConvertOptions::from_args(
@@ -140,6 +137,8 @@ pub(crate) fn convert(
 
 /// Measures `model` with each recipe (weight errors; bits per byte on `text` when given); the
 /// report as JSON (`tquant report`'s report.json). See `tquant.report`.
+// One argument per keyword of the Python function.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(signature = (model, text, recipes, block, scale_dtype, window, max_bytes))]
 pub(crate) fn report(
@@ -156,8 +155,8 @@ pub(crate) fn report(
     let scale_dtype: ScaleDtype = scale_dtype.parse().map_err(err)?;
     py.detach(|| {
         let s = |e: &dyn std::fmt::Display| e.to_string();
-        let variants = parse_variants(&recipes, block, scale_dtype)
-            .map_err(|e| format!("recipes: {e}"))?;
+        let variants =
+            parse_variants(&recipes, block, scale_dtype).map_err(|e| format!("recipes: {e}"))?;
         let eval = match &text {
             Some(path) => Some(EvalText::read(&model, path, window, max_bytes).map_err(|e| s(&e))?),
             None => None,

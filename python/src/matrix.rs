@@ -20,7 +20,7 @@ use tquant_kernels::{Mode, QMatrix};
 #[derive(Debug)]
 pub(crate) enum Storage {
     /// Quantized by `quantize`; owns its bytes.
-    Owned(QuantizedTensor),
+    Owned(Box<QuantizedTensor>),
     /// A quantized tensor of a memory-mapped checkpoint, which it keeps open.
     Mapped {
         checkpoint: Arc<Checkpoint>,
@@ -357,7 +357,10 @@ fn options(
             if nu_arg.is_some() {
                 return Err(first);
             }
-            let opts = recipe.options(block.parse().map_err(opt)?, scale_dtype.parse().map_err(opt)?)?;
+            let opts = recipe.options(
+                block.parse().map_err(opt)?,
+                scale_dtype.parse().map_err(opt)?,
+            )?;
             if rule == ScaleRule::Search {
                 opts.with_scale_rule(rule)
             } else {
@@ -397,6 +400,8 @@ fn quantize_input(
 }
 
 /// Quantizes the matrix `w` (2-D, or 3-D experts) to `format`; see `tquant.quantize`.
+// One argument per keyword of the Python function.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(signature = (w, format, block, scale_dtype, scale_rule, nu, bf16))]
 pub(crate) fn quantize(
@@ -411,11 +416,13 @@ pub(crate) fn quantize(
 ) -> PyResult<QuantizedMatrix> {
     let w = Input::extract(w, bf16, "w")?;
     let t = quantize_input(py, &w, format, block, scale_dtype, scale_rule, nu)?;
-    QuantizedMatrix::new(Storage::Owned(t))
+    QuantizedMatrix::new(Storage::Owned(Box::new(t)))
 }
 
 /// Quantizes and dequantizes `w`, returned in w's element type (bf16 as uint16 bits); see
 /// `tquant.fake_quantize`.
+// One argument per keyword of the Python function.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(signature = (w, format, block, scale_dtype, scale_rule, nu, bf16))]
 pub(crate) fn fake_quantize(
