@@ -71,6 +71,7 @@ def kernel_isa() -> str:
 
 
 def _is_torch(x: Any) -> bool:
+    """Whether ``x`` is a PyTorch tensor (without importing torch)."""
     return type(x).__module__.split(".")[0] == "torch"
 
 
@@ -114,6 +115,7 @@ def _as_array(x: Any, dtype: Optional[str], what: str):
 
 
 def _block(block: Union[int, str]) -> str:
+    """A block argument (elements or ``"row"``) as the library's string."""
     if isinstance(block, bool) or not isinstance(block, (int, str)):
         raise TquantError(f"block must be a number of elements or 'row', not {block!r}")
     return str(block)
@@ -149,6 +151,7 @@ def quantize(
 
 
 def _nu(nu: Union[str, float, None]) -> Optional[str]:
+    """A nu argument (``"fit"``, ``"search"`` or a number) as the library's string."""
     if nu is None or isinstance(nu, str):
         return nu
     if isinstance(nu, (int, float)) and not isinstance(nu, bool):
@@ -214,15 +217,19 @@ class Checkpoint(Mapping):
         self._names = native.names()
 
     def __getitem__(self, name: str) -> Any:
+        """Tensor ``name``: a QuantizedMatrix or a NumPy array; KeyError if absent."""
         return self._native.get(name)
 
     def __iter__(self) -> Iterator[str]:
+        """The tensor names in order."""
         return iter(self._names)
 
     def __len__(self) -> int:
+        """The number of tensors."""
         return len(self._names)
 
     def __contains__(self, name: object) -> bool:
+        """Whether the checkpoint has tensor ``name``."""
         return name in self._names
 
     @property
