@@ -17,11 +17,12 @@ use crate::mmap::map_range;
 use crate::plan::{
     entries, nu_json, plan, plan_format_name, shard_metadata, write_side_files, OutShard, QuantPlan,
 };
+pub use crate::plan::TensorSummary;
 use crate::policy::Action;
-use crate::quantize::ConvertOptions;
-use crate::quantized::{Layout, MatrixInfo};
+use crate::options::ConvertOptions;
+use crate::schema::{Layout, MatrixInfo};
 use crate::writer::{write_at, StagingDir};
-use crate::ConvertError;
+use crate::error::ConvertError;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -51,26 +52,6 @@ pub struct RunOptions {
     pub force: bool,
     /// Worker threads; `None` or `Some(0)` uses one per core.
     pub threads: Option<usize>,
-}
-
-/// One tensor of the input and what became of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TensorSummary {
-    pub name: String,
-    pub action: String,
-    pub dtype: String,
-    pub shape: Vec<usize>,
-    pub format: Option<String>,
-    /// The format of each matrix (one per expert): what `--format auto` chose.
-    pub formats: Vec<String>,
-    /// nu of each matrix's codebook (one per expert), when Student Float.
-    pub nu: Vec<Option<f64>>,
-    /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
-    pub nu_tensor: Vec<Option<f64>>,
-    pub bits_per_weight: f64,
-    /// The dtype written when it is not the input's: `BF16` for a kept FP8 weight, written
-    /// dequantized since its block scales are not.
-    pub stored_dtype: Option<String>,
 }
 
 /// What a conversion did; `tquant convert --json` prints it.
@@ -227,8 +208,9 @@ pub fn convert(
     if let Some(n) = run.threads {
         pool = pool.num_threads(n); // 0: rayon's default, one per core
     }
-    let pool = pool.build().map_err(|e| {
-        ConvertError::Options(format!("cannot start {:?} threads: {e}", run.threads))
+    let pool = pool.build().map_err(|source| ConvertError::Threads {
+        threads: run.threads,
+        source,
     })?;
     let threads = pool.current_num_threads();
     for (b, batch) in batches.iter().enumerate() {
@@ -366,10 +348,9 @@ fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), Conv
             .is_ok_and(|p| p == out || p.starts_with(&out))
     };
     if touches(ckpt.root()) || ckpt.shards().iter().any(|s| touches(&s.path)) {
-        return Err(ConvertError::Options(format!(
-            "output '{}' would replace the input checkpoint",
-            output.display()
-        )));
+        return Err(ConvertError::OverwritesInput {
+            output: output.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -456,7 +437,7 @@ impl JobContext<'_> {
         let m = quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts).map_err(
             |err| ConvertError::Format {
                 tensor: p.name.clone(),
-                err,
+                source: err,
             },
         )?;
         drop(values);

@@ -5,7 +5,7 @@
 //! JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`, then
 //! the data; offsets are relative to the data start, and the tensors tile the data exactly.
 
-use crate::ConvertError;
+use crate::error::ConvertError;
 use safetensors::Dtype;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

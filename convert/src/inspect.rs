@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{Checkpoint, Weight};
 use crate::stats::{error_stats, ErrorStats};
-use crate::ConvertError;
+use crate::error::ConvertError;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -103,7 +103,7 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
                     dtype: i.dtype.clone(),
                     format: if formats.len() == 1 {
                         formats[0].to_string()
-                    } else if crate::auto::is_auto(&i.format) {
+                    } else if crate::options::is_auto(&i.format) {
                         mixed_formats(&formats)
                     } else {
                         i.format.clone()

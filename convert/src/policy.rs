@@ -2,7 +2,7 @@
 //! Qwen-MoE and BERT-style checkpoints all convert with the same default.
 
 use crate::dtype::is_float;
-use crate::fp8::is_fp8;
+use crate::dtype::is_fp8;
 use safetensors::Dtype;
 
 /// What the converter does with one tensor.
