@@ -182,46 +182,47 @@ pub(crate) fn chosen_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::FormatChoice;
+    use crate::schema::Layout;
     use tquant_formats::sample::Rng;
+    use tquant_formats::{BlockSize, ScaleDtype};
     use tquant_formats::select::SquaredError;
 
-    fn auto_opts(format: &str, nu: Option<&str>, scale: &str) -> ConvertOptions {
-        ConvertOptions::from_args(
-            Some(format),
-            nu,
-            Some("32"),
-            Some(scale),
-            Layout::Tquant,
-            Policy::default(),
-        )
+    fn auto_builder(format: &str) -> crate::options::ConvertOptionsBuilder {
+        ConvertOptions::builder().format(FormatChoice::Auto(format.into()))
+    }
+
+    fn auto_opts(format: &str, nu: Option<NuChoice>, scale: ScaleDtype) -> ConvertOptions {
+        let b = auto_builder(format)
+            .block(BlockSize::Elements(32))
+            .scale_dtype(scale);
+        match nu {
+            Some(nu) => b.nu(nu).build(),
+            None => b.build(),
+        }
         .unwrap()
     }
 
     #[test]
     fn default_list_has_searched_sf4_and_drops_int4_full_with_e8m0() {
-        let o = auto_opts("auto", None, "f16");
+        let o = auto_opts("auto", None, ScaleDtype::F16);
         let spec = o.auto.as_ref().unwrap();
         assert_eq!(
             spec.name(),
             "auto:nf4,sf4_search,apot4_sp,e2m1_sp,int4,int4_full"
         );
         assert_eq!(o.bits(), 4);
-        let e8 = auto_opts("auto", None, "e8m0");
+        let e8 = auto_opts("auto", None, ScaleDtype::E8m0);
         assert!(!e8.auto.unwrap().name().contains("int4_full"));
-        assert!(ConvertOptions::from_args(
-            Some("auto:nf4,int4_full"),
-            None,
-            None,
-            Some("e8m0"),
-            Layout::Tquant,
-            Policy::default()
-        )
-        .is_err());
+        assert!(auto_builder("auto:nf4,int4_full")
+            .scale_dtype(ScaleDtype::E8m0)
+            .build()
+            .is_err());
     }
 
     #[test]
     fn lists_parse_and_names_round_trip() {
-        let o = auto_opts("auto:nf4,sf4,sf4:nu=3", Some("fit"), "f32");
+        let o = auto_opts("auto:nf4,sf4,sf4:nu=3", Some(NuChoice::Fit), ScaleDtype::F32);
         let spec = o.auto.unwrap();
         assert_eq!(spec.name(), "auto:nf4,sf4_fit,sf4:nu=3");
         assert_eq!(AutoSpec::from_name(&spec.name()).unwrap(), spec);
@@ -255,15 +256,7 @@ mod tests {
         assert!(AutoSpec::parse("auto", Some("5"), ScaleDtype::F16).is_err());
         assert!(AutoSpec::parse("auto:nf4,int4", Some("fit"), ScaleDtype::F16).is_err());
         for layout in [Layout::Bnb, Layout::Mxfp4] {
-            assert!(ConvertOptions::from_args(
-                Some("auto"),
-                None,
-                None,
-                None,
-                layout,
-                Policy::default()
-            )
-            .is_err());
+            assert!(auto_builder("auto").layout(layout).build().is_err());
         }
     }
 
@@ -296,7 +289,7 @@ mod tests {
             .collect();
         let list = "auto:nf4,apot4_sp,int4,int4_full,e2m1_sp,e3m0";
         for rule in ScaleRule::ALL {
-            let opts = auto_opts(list, None, "f32").with_scale_rule(rule).unwrap();
+            let opts = auto_opts(list, None, ScaleDtype::F32).with_scale_rule(rule).unwrap();
             let spec = opts.auto.clone().unwrap();
             let mut winners = Vec::new();
             for w in [&normal, &uniform] {
@@ -333,7 +326,7 @@ mod tests {
         let mut rng = Rng::new(8);
         let (rows, cols) = (16, 64);
         let w = rng.normal_vec(rows * cols);
-        let opts = auto_opts("auto:nf4,int4", None, "f32");
+        let opts = auto_opts("auto:nf4,int4", None, ScaleDtype::F32);
         let spec = opts.auto.clone().unwrap();
         let sq = quantize_matrix_auto(&w, rows, cols, &opts, &spec, &SquaredError).unwrap();
         // An error that inverts the ranking must flip the choice.
@@ -353,7 +346,7 @@ mod tests {
     #[test]
     fn metadata_round_trips_the_choice_and_the_scale_rule() {
         use crate::quantized::QuantInfo;
-        let opts = auto_opts("auto", None, "f16")
+        let opts = auto_opts("auto", None, ScaleDtype::F16)
             .with_scale_rule(ScaleRule::Search)
             .unwrap();
         let info = crate::quantize::plan_info(&[4, 96, 64], safetensors::Dtype::BF16, &opts);
@@ -396,7 +389,7 @@ mod tests {
         let mut rng = Rng::new(9);
         let (rows, cols) = (64, 64);
         let w = rng.student_t_vec(rows * cols, 3.0);
-        let opts = auto_opts("auto:sf4", None, "f32");
+        let opts = auto_opts("auto:sf4", None, ScaleDtype::F32);
         let spec = opts.auto.clone().unwrap();
         let m = quantize_matrix_auto(&w, rows, cols, &opts, &spec, &SquaredError).unwrap();
         let nu = m.out.info.nu.expect("sf4 records nu");

@@ -422,6 +422,26 @@ impl ConvertError {
         WithFlags { error: self, flags }
     }
 
+    /// True for a refusal of the options asked for (settings that do not parse or do not go
+    /// together, an output that would replace the input), rather than of the files or weights.
+    pub fn is_options(&self) -> bool {
+        !matches!(
+            self,
+            Self::Io { .. }
+                | Self::Header { .. }
+                | Self::Tensor { .. }
+                | Self::NonFinite { .. }
+                | Self::Invalid { .. }
+                | Self::NotFound { .. }
+                | Self::NotACheckpoint { .. }
+                | Self::OutputExists { .. }
+                | Self::ForeignOutput { .. }
+                | Self::Kernel { .. }
+                | Self::Format { .. }
+                | Self::Mxfp4Rows { .. }
+        )
+    }
+
     fn render(&self, f: &mut fmt::Formatter<'_>, flags: Flags<'_>) -> fmt::Result {
         let n = |s: Setting| flags.map_or(s.name(), |flag| flag(s));
         const OPTS: &str = "invalid options: ";
@@ -642,8 +662,13 @@ impl ConvertError {
                 checkpoint.display()
             ),
             Self::Recipe { recipe, source } => {
-                write!(f, "{OPTS}recipe '{recipe}': ")?;
-                source.render(f, flags)
+                // The recipe's own refusal, without a second "invalid options".
+                let inner = match flags {
+                    Some(flags) => source.with_flags(flags).to_string(),
+                    None => source.to_string(),
+                };
+                let inner = inner.strip_prefix(OPTS).unwrap_or(&inner);
+                write!(f, "{OPTS}recipe '{recipe}': {inner}")
             }
             Self::RecipeFormat { recipe, source } => {
                 write!(f, "{OPTS}recipe '{recipe}': {source}")

@@ -261,7 +261,7 @@ impl QuantizedTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{quantize_tensor, ConvertOptions, Dtype, Policy};
+    use crate::{quantize_tensor, ConvertError, ConvertOptions, Dtype};
     use tquant_kernels::{matmul, Mode};
 
     fn quantized(shape: &[usize], layout: Layout) -> QuantizedTensor {
@@ -269,8 +269,7 @@ mod tests {
         let w: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
             .collect();
-        let opts =
-            ConvertOptions::from_args(None, None, None, None, layout, Policy::default()).unwrap();
+        let opts = ConvertOptions::builder().layout(layout).build().unwrap();
         quantize_tensor("t", &w, shape, Dtype::F32, &opts).unwrap()
     }
 
@@ -323,7 +322,7 @@ mod tests {
         view.codes = &t.codes[1..];
         let err = QMatrix::try_from(&view).unwrap_err();
         assert!(
-            matches!(err, ConvertError::Kernel { ref tensor, err: tquant_kernels::KernelError::CodesLength { .. } } if tensor == "t"),
+            matches!(err, ConvertError::Kernel { ref tensor, source: tquant_kernels::KernelError::CodesLength { .. } } if tensor == "t"),
             "{err}"
         );
     }

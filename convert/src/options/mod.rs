@@ -301,4 +301,106 @@ mod tests {
         let o = ConvertOptions::from_args(None, None, None, None, Layout::Mxfp4, p()).unwrap();
         assert_eq!((o.format.name(), o.scale_dtype), ("e2m1", ScaleDtype::E8m0));
     }
+
+    #[test]
+    fn the_builder_takes_layout_defaults_and_refuses_with_typed_errors() {
+        let b = ConvertOptions::builder;
+        let sf4 = |nu| FormatChoice::StudentFloat { bits: 4, nu };
+        assert_eq!(b().build().unwrap(), ConvertOptions::default());
+        let o = b()
+            .format(sf4(NuChoice::Fixed(5.0)))
+            .nu(NuChoice::Fixed(3.0))
+            .build()
+            .unwrap();
+        assert_eq!(
+            (o.format.name(), o.nu),
+            ("sf4:nu=3", Some(NuChoice::Fixed(3.0)))
+        );
+        let nf4 = FormatChoice::Table("nf4".parse().unwrap());
+        let e = b().format(nf4).nu(NuChoice::Fit).build().unwrap_err();
+        assert!(
+            matches!(&e, ConvertError::NuNotApplicable { format } if format == "nf4"),
+            "{e}"
+        );
+        let fixed = FormatChoice::Table("sf4:nu=3".parse().unwrap());
+        let e = b().format(fixed).nu(NuChoice::Fit).build().unwrap_err();
+        assert!(
+            matches!(e, ConvertError::NuAlreadyFixed { bits: 4, .. }),
+            "{e}"
+        );
+        let e = b().format(sf4(NuChoice::Fixed(-1.0))).build().unwrap_err();
+        assert!(
+            matches!(&e, ConvertError::BadSetting { setting: Setting::Nu, value, .. } if value == "-1"),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the format's error is kept");
+        let e = b()
+            .layout(Layout::Mxfp4)
+            .scale_rule(ScaleRule::Search)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConvertError::ScaleRuleLayout {
+                    rule: ScaleRule::Search,
+                    layout: Layout::Mxfp4
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn messages_name_settings_plainly_and_a_front_end_spells_them() {
+        let e = ConvertOptions::builder()
+            .layout(Layout::Bnb)
+            .format(FormatChoice::StudentFloat {
+                bits: 4,
+                nu: NuChoice::Fit,
+            })
+            .block(BlockSize::Elements(48))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConvertError::BnbSettings {
+                    format: Some(_),
+                    scale_dtype: None,
+                    block: Some(BlockSize::Elements(48))
+                }
+            ),
+            "{e}"
+        );
+        let plain = e.to_string();
+        assert!(!plain.contains("--"), "{plain}");
+        assert!(
+            plain.contains("layout bnb (bitsandbytes NF4) supports format nf4 only (got sf4)"),
+            "{plain}"
+        );
+        let flag = |s: Setting| match s {
+            Setting::Layout => "--layout",
+            Setting::Format => "--format",
+            Setting::Block => "--block",
+            _ => "--other",
+        };
+        let cli = e.with_flags(&flag).to_string();
+        assert!(
+            cli.contains("--layout bnb (bitsandbytes NF4) supports --format nf4 only (got sf4)")
+                && cli.contains("; --block 64, ")
+                && cli.ends_with("use --layout tquant for other formats"),
+            "{cli}"
+        );
+        // Advice that only a front end can give is left out of the plain message.
+        let exists = ConvertError::OutputExists {
+            path: "out".into(),
+        };
+        assert_eq!(exists.to_string(), "out: output exists");
+        let force = |_| "--force";
+        assert_eq!(
+            exists.with_flags(&force).to_string(),
+            "out: output exists; pass --force to replace it"
+        );
+    }
 }
