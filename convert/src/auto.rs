@@ -81,12 +81,14 @@ fn even_rows(
 pub struct CandidateError {
     /// The concrete format (`sf4:nu=23.45` for a searched Student Float).
     pub format: String,
+    /// Its error on the matrix (the selection error, less is better).
     pub error: f64,
 }
 
 /// What [`quantize_matrix_auto`] chose and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoMatrix {
+    /// The stored matrix of the chosen candidate.
     pub out: QuantizedMatrixOut,
     /// Index of the chosen candidate in the spec.
     pub chosen: usize,
@@ -185,8 +187,8 @@ mod tests {
     use crate::options::FormatChoice;
     use crate::schema::Layout;
     use tquant_formats::sample::Rng;
-    use tquant_formats::{BlockSize, ScaleDtype};
     use tquant_formats::select::SquaredError;
+    use tquant_formats::{BlockSize, ScaleDtype};
 
     fn auto_builder(format: &str) -> crate::options::ConvertOptionsBuilder {
         ConvertOptions::builder().format(FormatChoice::Auto(format.into()))
@@ -222,7 +224,11 @@ mod tests {
 
     #[test]
     fn lists_parse_and_names_round_trip() {
-        let o = auto_opts("auto:nf4,sf4,sf4:nu=3", Some(NuChoice::Fit), ScaleDtype::F32);
+        let o = auto_opts(
+            "auto:nf4,sf4,sf4:nu=3",
+            Some(NuChoice::Fit),
+            ScaleDtype::F32,
+        );
         let spec = o.auto.unwrap();
         assert_eq!(spec.name(), "auto:nf4,sf4_fit,sf4:nu=3");
         assert_eq!(AutoSpec::from_name(&spec.name()).unwrap(), spec);
@@ -289,7 +295,9 @@ mod tests {
             .collect();
         let list = "auto:nf4,apot4_sp,int4,int4_full,e2m1_sp,e3m0";
         for rule in ScaleRule::ALL {
-            let opts = auto_opts(list, None, ScaleDtype::F32).with_scale_rule(rule).unwrap();
+            let opts = auto_opts(list, None, ScaleDtype::F32)
+                .with_scale_rule(rule)
+                .unwrap();
             let spec = opts.auto.clone().unwrap();
             let mut winners = Vec::new();
             for w in [&normal, &uniform] {

@@ -11,14 +11,14 @@
 
 use crate::auto::chosen_output;
 use crate::matrix::quantize_matrix;
+pub use crate::options::check_calibration_layout as check_layout;
 use crate::options::ConvertOptions;
+pub use crate::schema::CalibrationRecord;
 use crate::schema::{Layout, QuantInfo, QuantizedMatrixOut};
 pub use crate::statistics::{
     Calibration, CalibrationSettings, CalibrationStages, Hessian, Lookup, StagedCalibration,
     DEFAULT_MIN_TOKENS_PER_COLUMN,
 };
-pub use crate::schema::CalibrationRecord;
-pub use crate::options::check_calibration_layout as check_layout;
 use rayon::prelude::*;
 use tquant_formats::gptq::weighted_error;
 use tquant_formats::select::argmin;
@@ -26,11 +26,11 @@ use tquant_formats::{BlockQuantizer, Codebook, FormatError};
 
 /// Records in a planned tensor's description how it is calibrated (known before any weight is
 /// read, so the header room planned for it is exact).
-pub fn annotate(info: &mut QuantInfo, name: &str, opts: &ConvertOptions) {
+pub(crate) fn annotate(info: &mut QuantInfo, name: &str, opts: &ConvertOptions) {
     info.calibration = match &opts.staged_calibration {
-        Some(staged) if staged_matrices(staged, name, &info.shape).any(|s| s.is_some()) => Some(
-            staged.0.outline().settings.reserve_record(&info.shape),
-        ),
+        Some(staged) if staged_matrices(staged, name, &info.shape).any(|s| s.is_some()) => {
+            Some(staged.0.outline().settings.reserve_record(&info.shape))
+        }
         _ => opts
             .calibration
             .as_deref()

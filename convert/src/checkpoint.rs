@@ -19,15 +19,20 @@ pub use crate::shards::{read_index, Shard, CONFIG_FILE, INDEX_FILE, SINGLE_FILE}
 /// A dense tensor as stored: dtype, shape and little-endian bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
+    /// Its name in the file.
     pub name: &'a str,
+    /// The stored dtype.
     pub dtype: Dtype,
+    /// The shape.
     pub shape: &'a [usize],
+    /// Little-endian bytes, as stored.
     pub bytes: &'a [u8],
     /// The block scales of an FP8 weight (read as `fp8 * scale`).
     pub scales: Option<BlockScales<'a>>,
 }
 
 impl TensorView<'_> {
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -57,7 +62,9 @@ impl TensorView<'_> {
 /// A weight as a model sees it: stored dense, or quantized.
 #[derive(Debug, Clone, Copy)]
 pub enum Weight<'a> {
+    /// Stored in a float (or FP8) dtype.
     Dense(TensorView<'a>),
+    /// Stored quantized, in any of the layouts.
     Quantized(QuantizedView<'a>),
 }
 
@@ -214,10 +221,13 @@ impl Checkpoint {
     /// A stored tensor by its physical name (quantized parts included; an FP8 weight comes
     /// with its block scales).
     pub fn raw(&self, name: &str) -> Result<TensorView<'_>, ConvertError> {
-        let (shard, entry) = self.files.locate(name).ok_or_else(|| ConvertError::NotFound {
-            path: self.root().to_path_buf(),
-            tensor: name.to_string(),
-        })?;
+        let (shard, entry) = self
+            .files
+            .locate(name)
+            .ok_or_else(|| ConvertError::NotFound {
+                path: self.root().to_path_buf(),
+                tensor: name.to_string(),
+            })?;
         Ok(TensorView {
             name: &entry.name,
             dtype: entry.dtype,

@@ -11,18 +11,18 @@
 use crate::calibration::quantize_matrix_for;
 use crate::checkpoint::Checkpoint;
 use crate::dtype::{count_non_finite, extend_f32};
+use crate::error::ConvertError;
 use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header};
 use crate::mmap::map_range;
+use crate::options::ConvertOptions;
+pub use crate::plan::TensorSummary;
 use crate::plan::{
     entries, nu_json, plan, plan_format_name, shard_metadata, write_side_files, OutShard, QuantPlan,
 };
-pub use crate::plan::TensorSummary;
 use crate::policy::Action;
-use crate::options::ConvertOptions;
 use crate::schema::{Layout, MatrixInfo};
 use crate::writer::{write_at, StagingDir};
-use crate::error::ConvertError;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -36,7 +36,9 @@ const COPY_CHUNK: usize = 64 << 20;
 
 /// Receives progress in bytes of input processed.
 pub trait Progress: Sync {
+    /// Called once with the bytes of input the conversion will process.
     fn start(&self, _total_bytes: u64) {}
+    /// Called as `bytes` more of input are processed.
     fn advance(&self, _bytes: u64) {}
 }
 
@@ -57,30 +59,47 @@ pub struct RunOptions {
 /// What a conversion did; `tquant convert --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertSummary {
+    /// The checkpoint converted.
     pub input: PathBuf,
+    /// The output directory.
     pub output: PathBuf,
+    /// The layout written (`tquant`, `bnb`, `mxfp4`).
     pub layout: String,
+    /// The format asked for (`sf4` for fitted or searched nu, `auto:...`).
     pub format: String,
+    /// nu: `"fit"`, `"search"`, a number, or null for formats without one.
     pub nu: Value,
+    /// The block size (`64`, `row`).
     pub block: String,
+    /// The scale dtype.
     pub scale_dtype: String,
     /// `absmax` or `search`.
     pub scale_rule: String,
+    /// Worker threads used.
     pub threads: usize,
+    /// Every tensor of the input, in file order.
     pub tensors: Vec<TensorSummary>,
+    /// Tensors quantized.
     pub quantized: usize,
+    /// Tensors copied unchanged (or dequantized from FP8).
     pub kept: usize,
+    /// Tensors left out as derived buffers.
     pub skipped: usize,
     /// Tensors `--drop` left out of the output.
     pub dropped: Vec<String>,
     /// Kept FP8 weights, written dequantized as BF16.
     pub dequantized: Vec<String>,
+    /// Parameters written.
     pub params: u64,
+    /// Parameters quantized.
     pub params_quantized: u64,
+    /// Bytes of input read.
     pub input_bytes: u64,
+    /// Bytes of tensor data written.
     pub output_bytes: u64,
     /// Output tensor bytes * 8 / parameters.
     pub bits_per_weight: f64,
+    /// Wall-clock seconds.
     pub seconds: f64,
     /// Input megabytes (1e6) per second.
     pub mb_per_s: f64,

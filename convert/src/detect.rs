@@ -1,14 +1,15 @@
 //! Finding the quantized tensors of an opened checkpoint, in any of the three layouts, and
 //! checking that their stored parts agree with their description before anything reads them.
 
-use crate::shards::ShardSet;
 use crate::dtype::from_torch_name;
+use crate::error::ConvertError;
 use crate::header::dtype_name;
+pub use crate::schema::scale_storage_dtype;
 use crate::schema::{
-    scale_storage_dtype,     Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION, META_PREFIX,
+    Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION, META_PREFIX,
     META_VERSION, SCALES_SUFFIX,
 };
-use crate::error::ConvertError;
+use crate::shards::ShardSet;
 use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,8 +26,8 @@ pub const BNB_STATE_SUFFIXES: [&str; 2] = [
 ];
 /// Hugging Face MXFP4 part suffixes.
 pub const MXFP4_BLOCKS: &str = "_blocks";
+/// Hugging Face MXFP4's scales part suffix.
 pub const MXFP4_SCALES: &str = "_scales";
-
 
 /// A quantized tensor found at open: its description and where its codes and scales are.
 #[derive(Debug)]

@@ -403,6 +403,14 @@ pub struct WithFlags<'a> {
     flags: &'a dyn Fn(Setting) -> &'static str,
 }
 
+impl fmt::Debug for WithFlags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithFlags")
+            .field("error", self.error)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Display for WithFlags<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.error.render(f, Some(self.flags))

@@ -83,5 +83,4 @@ mod tests {
             FIT_SAMPLES * 2
         );
     }
-
 }

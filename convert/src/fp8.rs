@@ -4,10 +4,10 @@
 //! (DeepSeek's `weight_dequant`). Such a weight reads as f32 like any float tensor; its scale
 //! tensor is part of it, not a tensor of its own.
 
-use crate::shards::ShardSet;
-use crate::header::dtype_name;
-use crate::error::ConvertError;
 pub use crate::dtype::is_fp8;
+use crate::error::ConvertError;
+use crate::header::dtype_name;
+use crate::shards::ShardSet;
 use half::f16;
 use safetensors::Dtype;
 use serde_json::Value;
@@ -59,6 +59,7 @@ pub fn table(dtype: Dtype) -> Option<&'static [f32; 256]> {
 pub struct BlockScales<'a> {
     /// The scale tensor's name and file.
     pub name: &'a str,
+    /// The scale tensor's file.
     pub path: &'a Path,
     /// The weight's file (named by errors about its codes).
     pub weight_path: &'a Path,

@@ -59,8 +59,8 @@ pub mod quantized;
 pub mod recipe;
 pub mod schema;
 mod shards;
-pub mod stats;
 mod statistics;
+pub mod stats;
 mod writer;
 
 pub use auto::AutoSpec;

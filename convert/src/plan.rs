@@ -4,18 +4,18 @@
 //! config.json with its `quantization_config`, tokenizer files).
 
 use crate::checkpoint::{Checkpoint, CONFIG_FILE, INDEX_FILE};
+use crate::error::ConvertError;
 use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header, OutEntry};
 use crate::layouts;
-use crate::policy::{glob_match, Action};
 use crate::options::{ConvertOptions, NuChoice};
+use crate::policy::{glob_match, Action};
 use crate::quantize::plan_info;
 use crate::schema::{
-    scale_storage_dtype, FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
-    META_PREFIX, META_VERSION, SCALES_SUFFIX,
+    scale_storage_dtype, FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX,
+    FORMAT_VERSION, META_PREFIX, META_VERSION, SCALES_SUFFIX,
 };
 use crate::writer::StagingDir;
-use crate::error::ConvertError;
 use safetensors::Dtype;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -24,10 +24,15 @@ use std::collections::BTreeMap;
 /// One tensor of the input and what became of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorSummary {
+    /// The tensor name.
     pub name: String,
+    /// What the policy decided (`quantize`, `keep`, `skip`, `drop`).
     pub action: String,
+    /// The input dtype.
     pub dtype: String,
+    /// The shape.
     pub shape: Vec<usize>,
+    /// The base format of a quantized tensor.
     pub format: Option<String>,
     /// The format of each matrix (one per expert): what `--format auto` chose.
     pub formats: Vec<String>,
@@ -35,6 +40,7 @@ pub struct TensorSummary {
     pub nu: Vec<Option<f64>>,
     /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
     pub nu_tensor: Vec<Option<f64>>,
+    /// Stored bits per weight (0 when not written).
     pub bits_per_weight: f64,
     /// The dtype written when it is not the input's: `BF16` for a kept FP8 weight, written
     /// dequantized since its block scales are not.

@@ -18,7 +18,9 @@ pub type MatrixRef<'a> = tquant_kernels::QMatrixParts<'a>;
 /// A quantized tensor's bytes, borrowed from a checkpoint or a [`QuantizedTensor`].
 #[derive(Debug, Clone, Copy)]
 pub struct QuantizedView<'a> {
+    /// The tensor name.
     pub name: &'a str,
+    /// Its description.
     pub info: &'a QuantInfo,
     /// All matrices' packed codes, matrix after matrix.
     pub codes: &'a [u8],
@@ -30,17 +32,23 @@ pub struct QuantizedView<'a> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("tensor '{tensor}': code {code} at element {index} is outside its {len}-entry codebook")]
 pub struct BadCode {
+    /// The tensor.
     pub tensor: String,
+    /// The code.
     pub code: u8,
+    /// Its element, in the flattened tensor.
     pub index: usize,
+    /// Entries of the codebook.
     pub len: usize,
 }
 
 impl<'a> QuantizedView<'a> {
+    /// Logical shape.
     pub fn shape(&self) -> &'a [usize] {
         &self.info.shape
     }
 
+    /// Matrices (experts): 1 for a 2-D tensor.
     pub fn experts(&self) -> usize {
         self.info.experts()
     }
@@ -50,6 +58,7 @@ impl<'a> QuantizedView<'a> {
         &self.info.matrices[e].format
     }
 
+    /// The codebook of matrix `e`, in code order.
     pub fn codebook(&self, e: usize) -> &'a [f32] {
         &self.info.matrices[e].codebook
     }
@@ -229,13 +238,18 @@ impl<'a> TryFrom<&QuantizedView<'a>> for QMatrix<'a> {
 /// An owned quantized tensor: the result of quantizing one tensor in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor {
+    /// The tensor name.
     pub name: String,
+    /// Its description, with each matrix's format and codebook.
     pub info: QuantInfo,
+    /// All matrices' packed codes, matrix after matrix.
     pub codes: Vec<u8>,
+    /// All matrices' scales, matrix after matrix.
     pub scales: Vec<u8>,
 }
 
 impl QuantizedTensor {
+    /// The borrowed view the readers and kernels take.
     pub fn view(&self) -> QuantizedView<'_> {
         QuantizedView {
             name: &self.name,
@@ -250,6 +264,7 @@ impl QuantizedTensor {
         self.view().matrix(e)
     }
 
+    /// The whole tensor (all experts) dequantized, row-major f32.
     pub fn dequantize(&self) -> Vec<f32> {
         // The codes were produced by the quantizer from these codebooks: always in range.
         self.view()

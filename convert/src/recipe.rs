@@ -26,7 +26,12 @@ pub enum RecipeFormat {
     /// A catalog format other than Student Float, by name (`nf4`, `int4`, `e2m1`, ...).
     Catalog(String),
     /// Student Float of `bits` bits with its nu rule.
-    StudentFloat { bits: u32, nu: NuChoice },
+    StudentFloat {
+        /// Bits per code.
+        bits: u32,
+        /// How nu is chosen.
+        nu: NuChoice,
+    },
     /// Per matrix the candidate with the least weight error; `None` is the default list.
     Auto(Option<Vec<String>>),
     /// A custom codebook, values in code order.
@@ -36,7 +41,9 @@ pub enum RecipeFormat {
 /// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
+    /// The value set.
     pub format: RecipeFormat,
+    /// How each block's scale is chosen.
     pub scale_rule: ScaleRule,
     /// Quantize with calibration statistics (GPTQ; for `auto`, the choice by the
     /// activation-weighted error).
@@ -112,7 +119,10 @@ impl Recipe {
         block: BlockSize,
         scale_dtype: ScaleDtype,
     ) -> Result<ConvertOptions, ConvertError> {
-        self.builder()?.block(block).scale_dtype(scale_dtype).build()
+        self.builder()?
+            .block(block)
+            .scale_dtype(scale_dtype)
+            .build()
     }
 
     /// The name without scale rule or GPTQ marks.

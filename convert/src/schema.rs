@@ -15,7 +15,9 @@ pub const META_PREFIX: &str = "tquant.";
 pub const META_VERSION: &str = "tquant.version";
 /// Suffixes of the stored parts of a quantized tensor `<name>` in tquant's layout.
 pub const CODES_SUFFIX: &str = ".codes";
+/// Suffix of the scales part.
 pub const SCALES_SUFFIX: &str = ".scales";
+/// Suffix of the codebook part.
 pub const CODEBOOK_SUFFIX: &str = ".codebook";
 
 /// How the bytes of a quantized tensor are laid out.
@@ -35,6 +37,7 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// The name settings and metadata use (`tquant`, `bnb`, `mxfp4`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Tquant => "tquant",
@@ -59,8 +62,11 @@ impl std::str::FromStr for Layout {
 /// A fitted location-scale Student-t, as stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FitInfo {
+    /// Degrees of freedom.
     pub nu: f64,
+    /// Location.
     pub loc: f64,
+    /// Scale.
     pub scale: f64,
 }
 
@@ -93,10 +99,13 @@ pub struct MatrixInfo {
 /// Everything needed to interpret a quantized tensor's bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantInfo {
+    /// Version of the description ([`FORMAT_VERSION`]).
     pub version: u32,
+    /// How the bytes are laid out.
     pub layout: Layout,
     /// Base format asked for (`sf4`, `nf4`); each matrix names its exact codebook.
     pub format: String,
+    /// Bits per code.
     pub bits: u32,
     /// Logical shape: `[rows, cols]` or `[experts, rows, cols]`.
     pub shape: Vec<usize>,
@@ -105,6 +114,7 @@ pub struct QuantInfo {
     /// Elements per block (the row length for whole-row blocks).
     pub block: usize,
     #[serde(with = "scale_dtype_name")]
+    /// The dtype each scale is stored in.
     pub scale_dtype: ScaleDtype,
     /// How tquant chose each block's scale (`absmax`, `search`); `None` when not recorded
     /// (files of other tools, older files). Decoding does not depend on it.
@@ -169,18 +179,22 @@ impl QuantInfo {
         }
     }
 
+    /// Rows of each matrix.
     pub fn rows(&self) -> usize {
         self.shape[self.shape.len() - 2]
     }
 
+    /// Columns of each matrix.
     pub fn cols(&self) -> usize {
         self.shape[self.shape.len() - 1]
     }
 
+    /// Elements of the whole tensor.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Blocks per row.
     pub fn blocks_per_row(&self) -> usize {
         self.cols().div_ceil(self.block)
     }
@@ -242,7 +256,9 @@ impl QuantInfo {
 pub struct CalibrationRecord {
     /// `gptq`.
     pub method: String,
+    /// GPTQ's relative damping.
     pub damp: f64,
+    /// Whether GPTQ's act-order was used.
     pub act_order: bool,
     /// Tokens a matrix needed to be calibrated.
     pub min_tokens: u64,
@@ -255,8 +271,11 @@ pub struct CalibrationRecord {
 /// One quantized matrix: its description and bytes in the options' layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedMatrixOut {
+    /// Its description (format, nu, fits, codebook).
     pub info: MatrixInfo,
+    /// Packed codes in the layout.
     pub codes: Vec<u8>,
+    /// Scales in the layout.
     pub scales: Vec<u8>,
 }
 

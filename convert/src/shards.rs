@@ -16,13 +16,17 @@ use std::path::{Path, PathBuf};
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Name of a single-file checkpoint inside a directory.
 pub const SINGLE_FILE: &str = "model.safetensors";
+/// Name of the model configuration beside the weights.
 pub const CONFIG_FILE: &str = "config.json";
 
 /// One safetensors file of a checkpoint.
 #[derive(Debug)]
 pub struct Shard {
+    /// The file.
     pub path: PathBuf,
+    /// The open file (mapped again for ranges read on their own).
     pub file: File,
+    /// Its validated header.
     pub header: Header,
     map: MappedRange,
 }

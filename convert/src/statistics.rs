@@ -166,6 +166,7 @@ pub enum Lookup<'a> {
 #[derive(Default)]
 pub struct Calibration {
     hessians: BTreeMap<(String, Option<usize>), Arc<Hessian>>,
+    /// How the statistics are used.
     pub settings: CalibrationSettings,
     /// Where the statistics came from (file, byte range, window), for the metadata.
     pub source: String,
@@ -192,6 +193,7 @@ impl PartialEq for Calibration {
 }
 
 impl Calibration {
+    /// Empty statistics with their settings, source and token count.
     pub fn new(settings: CalibrationSettings, source: String, tokens: u64) -> Self {
         Self {
             hessians: BTreeMap::new(),
@@ -238,10 +240,12 @@ impl Calibration {
         self.hessians.iter()
     }
 
+    /// Matrices with statistics.
     pub fn len(&self) -> usize {
         self.hessians.len()
     }
 
+    /// True when no matrix has statistics.
     pub fn is_empty(&self) -> bool {
         self.hessians.is_empty()
     }
@@ -279,13 +283,13 @@ impl Calibration {
     }
 }
 
-
 /// Statistics collected one stage at a time (a decoder layer, part of one, or a routed
 /// expert), so that only one stage's are held in memory: the converter quantizes a stage's
 /// matrices, drops its statistics, and collects the next.
 pub trait CalibrationStages: Send + Sync {
     /// Settings, source and token count without statistics: what the metadata records.
     fn outline(&self) -> Calibration;
+    /// Number of stages.
     fn stages(&self) -> usize;
     /// The stage whose statistics cover matrix `expert` of tensor `name` (`None`: a 2-D
     /// tensor); `None`: quantized without calibration. A fused 3-D tensor's experts are all in

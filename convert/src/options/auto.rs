@@ -21,7 +21,12 @@ pub enum Candidate {
     /// A fixed codebook (any catalog name, `sf4:nu=X`, `custom:...`).
     Fixed(Format),
     /// Student Float with nu chosen per matrix: [`NuChoice::Fit`] or [`NuChoice::Search`].
-    StudentFloat { bits: u32, nu: NuChoice },
+    StudentFloat {
+        /// Bits per code.
+        bits: u32,
+        /// How nu is chosen per matrix.
+        nu: NuChoice,
+    },
 }
 
 impl Candidate {
@@ -52,6 +57,7 @@ impl Candidate {
         }
     }
 
+    /// Bits per code.
     pub fn bits(&self) -> u32 {
         match self {
             Self::Fixed(f) => f.bits(),
@@ -92,7 +98,7 @@ pub fn is_auto(format: &str) -> bool {
 
 /// Splits a candidate list on `/` when it has one (so `custom:` tables, which contain commas,
 /// can be listed), else on `,`.
-pub fn split_candidates(list: &str) -> Vec<&str> {
+fn split_candidates(list: &str) -> Vec<&str> {
     let sep = if list.contains('/') { '/' } else { ',' };
     list.split(sep)
         .map(str::trim)
@@ -136,13 +142,12 @@ impl AutoSpec {
         }
         let mut candidates: Vec<Candidate> = Vec::new();
         for name in names {
-            let c = Candidate::parse(name, plain_sf).map_err(|source| {
-                ConvertError::AutoCandidate {
+            let c =
+                Candidate::parse(name, plain_sf).map_err(|source| ConvertError::AutoCandidate {
                     format: format.to_string(),
                     candidate: name.to_string(),
                     source,
-                }
-            })?;
+                })?;
             if candidates.contains(&c) {
                 return Err(ConvertError::AutoDuplicate {
                     format: format.to_string(),
@@ -166,7 +171,9 @@ impl AutoSpec {
             AUTO => return Err(AutoListError::Unlisted),
             n => n
                 .strip_prefix("auto:")
-                .ok_or_else(|| AutoListError::NotAuto { name: n.to_string() })?,
+                .ok_or_else(|| AutoListError::NotAuto {
+                    name: n.to_string(),
+                })?,
         };
         let candidates = split_candidates(list)
             .into_iter()
@@ -238,11 +245,12 @@ impl AutoSpec {
         self.check_bits()
             .map_err(|source| ConvertError::AutoList { source })?;
         for c in &self.candidates {
-            q.check(c.base_format().codebook())
-                .map_err(|source| ConvertError::AutoCandidateStore {
+            q.check(c.base_format().codebook()).map_err(|source| {
+                ConvertError::AutoCandidateStore {
                     candidate: c.name(),
                     source,
-                })?;
+                }
+            })?;
         }
         Ok(())
     }

@@ -207,5 +207,6 @@ impl ConvertOptionsBuilder {
 }
 
 fn catalog(name: &str) -> Format {
-    name.parse().expect("the layouts' formats are in the catalog")
+    name.parse()
+        .expect("the layouts' formats are in the catalog")
 }

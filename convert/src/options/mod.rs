@@ -5,7 +5,7 @@
 mod auto;
 mod builder;
 
-pub use auto::{is_auto, split_candidates, AutoSpec, Candidate, AUTO, DEFAULT_CANDIDATES};
+pub use auto::{is_auto, AutoSpec, Candidate, AUTO, DEFAULT_CANDIDATES};
 pub use builder::{ConvertOptionsBuilder, FormatChoice};
 
 use crate::error::{ConvertError, Setting};
@@ -333,7 +333,10 @@ mod tests {
             matches!(&e, ConvertError::BadSetting { setting: Setting::Nu, value, .. } if value == "-1"),
             "{e}"
         );
-        assert!(std::error::Error::source(&e).is_some(), "the format's error is kept");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the format's error is kept"
+        );
         let e = b()
             .layout(Layout::Mxfp4)
             .scale_rule(ScaleRule::Search)
@@ -393,9 +396,7 @@ mod tests {
             "{cli}"
         );
         // Advice that only a front end can give is left out of the plain message.
-        let exists = ConvertError::OutputExists {
-            path: "out".into(),
-        };
+        let exists = ConvertError::OutputExists { path: "out".into() };
         assert_eq!(exists.to_string(), "out: output exists");
         let force = |_| "--force";
         assert_eq!(
