@@ -391,7 +391,7 @@ mod tests {
         let cli = e.with_flags(&flag).to_string();
         assert!(
             cli.contains("--layout bnb (bitsandbytes NF4) supports --format nf4 only (got sf4)")
-                && cli.contains("; --block 64, ")
+                && cli.contains("; --block 32, 64, ")
                 && cli.ends_with("use --layout tquant for other formats"),
             "{cli}"
         );
