@@ -63,7 +63,68 @@ fn main() {
         if broken_pipe {
             return;
         }
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them, with the converter's
+/// settings spelled as this command line's flags; a cause its parent already quotes is not
+/// repeated (a converter error quotes all of its own).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let converter = convert_message(cause);
+        let quotes_its_causes = converter.is_some();
+        let text = converter.unwrap_or_else(|| cause.to_string());
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        if quotes_its_causes {
+            break;
+        }
+    }
+    out
+}
+
+/// The message of a converter error (also inside the report's and the model's errors), with
+/// the flags that set what it names.
+fn convert_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use tquant_convert::{ConvertError, Setting};
+    use tquant_model::ModelError;
+    use tquant_report::ReportError;
+    fn flag(s: Setting) -> &'static str {
+        match s {
+            Setting::Format => "--format",
+            Setting::Nu => "--nu",
+            Setting::Block => "--block",
+            Setting::ScaleDtype => "--scale-dtype",
+            Setting::ScaleRule => "--scale-rule",
+            Setting::Layout => "--layout",
+            Setting::Calibration => "--calibrate",
+            Setting::Exclude => "--exclude",
+            Setting::Drop => "--drop",
+            Setting::Force => "--force",
+            other => other.name(),
+        }
+    }
+    let spell = |c: &ConvertError| Some(c.with_flags(&flag).to_string());
+    if let Some(c) = e.downcast_ref::<ConvertError>() {
+        return spell(c);
+    }
+    match e.downcast_ref::<ModelError>() {
+        Some(ModelError::Convert(c)) => return spell(c),
+        Some(_) => return None,
+        None => {}
+    }
+    match e.downcast_ref::<ReportError>()? {
+        ReportError::Convert(c) | ReportError::Model(ModelError::Convert(c)) => spell(c),
+        ReportError::Context { context, inner } => {
+            convert_message(inner.as_ref()).map(|t| format!("{context}: {t}"))
+        }
+        _ => None,
     }
 }

@@ -81,9 +81,10 @@ impl CalibrationStages for PerExpert {
         let mut earlier = self.earlier.lock().unwrap();
         let alive = earlier.iter().filter(|w| w.strong_count() > 0).count();
         if alive > 0 {
-            return Err(ConvertError::Options(format!(
-                "stage {stage} collected while {alive} earlier statistics are held"
-            )));
+            return Err(ConvertError::Stage {
+                stage,
+                source: format!("collected while {alive} earlier statistics are held").into(),
+            });
         }
         let mut cal = outline();
         let held = stage_statistics(&mut cal, stage);

@@ -88,15 +88,33 @@ fn convert_refuses_bad_and_conflicting_options() {
 
 #[test]
 fn conflicting_layout_options_are_refused_by_the_library() {
+    use tquant::convert::ConvertError;
     use tquant::convert::{ConvertOptions, Layout, Policy};
-    let err = |f: Option<&str>, b: Option<&str>, s: Option<&str>, l: Layout| {
-        ConvertOptions::from_args(f, None, b, s, l, Policy::default())
-            .unwrap_err()
-            .to_string()
+    let error = |f: Option<&str>, b: Option<&str>, s: Option<&str>, l: Layout| {
+        ConvertOptions::from_args(f, None, b, s, l, Policy::default()).unwrap_err()
     };
-    assert!(err(Some("sf4"), None, None, Layout::Bnb).contains("--layout bnb"));
-    assert!(err(None, Some("16"), None, Layout::Mxfp4).contains("--layout mxfp4"));
-    assert!(err(None, None, Some("bf16"), Layout::Mxfp4).contains("--layout mxfp4"));
+    let err = |f, b, s, l| error(f, b, s, l).to_string();
+    // The library names settings, not flags (the command line spells them: the CLI cases above).
+    let e = error(Some("sf4"), None, None, Layout::Bnb);
+    assert!(
+        matches!(
+            e,
+            ConvertError::BnbSettings {
+                format: Some(_),
+                scale_dtype: None,
+                block: None
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("layout bnb"), "{e}");
+    for e in [
+        error(None, Some("16"), None, Layout::Mxfp4),
+        error(None, None, Some("bf16"), Layout::Mxfp4),
+    ] {
+        assert!(matches!(e, ConvertError::Mxfp4Settings { .. }), "{e}");
+        assert!(e.to_string().contains("layout mxfp4"), "{e}");
+    }
     assert!(err(Some("e2m1"), Some("0"), None, Layout::Tquant).contains("block size 0"));
     // The layouts' defaults are accepted as they are.
     for l in [Layout::Tquant, Layout::Mxfp4, Layout::Bnb] {

@@ -63,11 +63,12 @@ impl From<ConvertError> for Error {
             | ConvertError::Tensor { .. }
             | ConvertError::NotACheckpoint { .. } => TQUANT_ERR_FILE,
             ConvertError::NotFound { .. } => TQUANT_ERR_NOT_FOUND,
-            ConvertError::Kernel { err, .. } => kernel_status(err),
+            ConvertError::Kernel { source, .. } => kernel_status(source),
             ConvertError::Invalid { .. }
             | ConvertError::NonFinite { .. }
-            | ConvertError::Options(_)
-            | ConvertError::Format { .. } => TQUANT_ERR_ARG,
+            | ConvertError::Format { .. }
+            | ConvertError::Mxfp4Rows { .. } => TQUANT_ERR_ARG,
+            e if e.is_options() => TQUANT_ERR_ARG,
             _ => TQUANT_ERR_INTERNAL,
         };
         Self::new(code, e.to_string())

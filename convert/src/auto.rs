@@ -7,91 +7,18 @@
 //! the candidate list (`auto:nf4,sf4_search,...`) as its base format. The error that decides is
 //! pluggable ([`SelectionError`]): the weights' squared error by default.
 
-use crate::policy::Policy;
-use crate::quantize::{
-    fit_for_codebook, fit_for_profile, round_nu, ConvertOptions, NuChoice, QuantizedMatrixOut,
-};
-use crate::quantized::{FitInfo, Layout, MatrixInfo};
-use crate::ConvertError;
+use crate::fitting::{fit_for_codebook, fit_for_profile, round_nu};
+use crate::options::{ConvertOptions, NuChoice};
+use crate::schema::{FitInfo, MatrixInfo, QuantizedMatrixOut};
 use rayon::prelude::*;
 use tquant_formats::block::ScaleRule;
-use tquant_formats::fit::FitSampling;
 use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::select::{argmin, evaluate, selection_sample, SelectionError};
-use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, QuantizedMatrix, ScaleDtype};
+use tquant_formats::{BlockQuantizer, Format, FormatError, QuantizedMatrix};
 
-/// The format name that asks for a per-matrix choice; `auto:LIST` names the candidates.
-pub const AUTO: &str = "auto";
-
-/// The candidates of plain `auto`: the 4-bit formats with the least error on tiny-lite's weights
-/// and on N(0,1) (docs/formats.md): nf4, Student Float with nu searched per matrix, the two
-/// super-precision types, symmetric INT4 and full-range INT4 (with its signed scale the best
-/// fixed format on tiny-lite). `int4_full` needs a signed scale and is left out with e8m0 scales.
-pub const DEFAULT_CANDIDATES: [&str; 6] =
-    ["nf4", "sf4", "apot4_sp", "e2m1_sp", "int4", "int4_full"];
-
-/// One format `auto` may choose.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Candidate {
-    /// A fixed codebook (any catalog name, `sf4:nu=X`, `custom:...`).
-    Fixed(Format),
-    /// Student Float with nu chosen per matrix: [`NuChoice::Fit`] or [`NuChoice::Search`].
-    StudentFloat { bits: u32, nu: NuChoice },
-}
+pub use crate::options::{is_auto, AutoSpec, Candidate, AUTO, DEFAULT_CANDIDATES};
 
 impl Candidate {
-    /// Parses one list entry. `sf4` / `sf3` take `plain_sf` (fit or search); `sf4_fit`,
-    /// `sf4_search` (and the sf3 ones) say it themselves; `sf4:nu=X` is a fixed table.
-    pub fn parse(s: &str, plain_sf: NuChoice) -> Result<Self, FormatError> {
-        let sf = |bits, nu| Ok(Self::StudentFloat { bits, nu });
-        match s {
-            "sf4" => sf(4, plain_sf),
-            "sf3" => sf(3, plain_sf),
-            "sf4_fit" => sf(4, NuChoice::Fit),
-            "sf3_fit" => sf(3, NuChoice::Fit),
-            "sf4_search" => sf(4, NuChoice::Search),
-            "sf3_search" => sf(3, NuChoice::Search),
-            other => other.parse().map(Self::Fixed),
-        }
-    }
-
-    /// The canonical name, which [`Candidate::parse`] reads back to the same candidate.
-    pub fn name(&self) -> String {
-        match self {
-            Self::Fixed(f) => f.name().to_string(),
-            Self::StudentFloat { bits, nu } => match nu {
-                NuChoice::Fit => format!("sf{bits}_fit"),
-                NuChoice::Search => format!("sf{bits}_search"),
-                NuChoice::Fixed(v) => format!("sf{bits}:nu={v}"),
-            },
-        }
-    }
-
-    pub fn bits(&self) -> u32 {
-        match self {
-            Self::Fixed(f) => f.bits(),
-            Self::StudentFloat { bits, .. } => *bits,
-        }
-    }
-
-    /// A representative table, for checks that only depend on its shape (bits, signedness).
-    fn base_format(&self) -> Format {
-        match self {
-            Self::Fixed(f) => f.clone(),
-            Self::StudentFloat { bits, .. } => Format::student_float(*bits, 5.0)
-                .expect("Student Float with 3 or 4 bits and nu = 5 exists"),
-        }
-    }
-
-    /// The longest format name a matrix can record for this candidate.
-    fn widest_name(&self) -> String {
-        match self {
-            Self::Fixed(f) => f.name().to_string(),
-            // nu is rounded to 3 decimals and at most NU_MAX = 1000.
-            Self::StudentFloat { bits, .. } => format!("sf{bits}:nu=999.999"),
-        }
-    }
-
     /// The concrete format for one matrix, and the block-standardised fit when it was fitted.
     pub fn resolve(
         &self,
@@ -149,205 +76,19 @@ fn even_rows(
     }
     (std::borrow::Cow::Owned(out), keep)
 }
-
-/// The candidates of `--format auto[:LIST]`, in the order that breaks ties.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AutoSpec {
-    pub candidates: Vec<Candidate>,
-}
-
-/// True for `auto` and `auto:LIST`.
-pub fn is_auto(format: &str) -> bool {
-    format == AUTO || format.starts_with("auto:")
-}
-
-/// Splits a candidate list on `/` when it has one (so `custom:` tables, which contain commas,
-/// can be listed), else on `,`.
-fn split_candidates(list: &str) -> Vec<&str> {
-    let sep = if list.contains('/') { '/' } else { ',' };
-    list.split(sep)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-impl AutoSpec {
-    /// Parses `auto` or `auto:LIST` with the `--nu` for plain `sf4` / `sf3` entries (`fit` or
-    /// `search`; default `search`). Plain `auto` drops the defaults `scale_dtype` cannot store
-    /// (`int4_full` with e8m0); an explicit list is taken as written and checked later.
-    pub fn parse(
-        format: &str,
-        nu: Option<&str>,
-        scale_dtype: ScaleDtype,
-    ) -> Result<Self, ConvertError> {
-        let err = |m: String| ConvertError::Options(m);
-        let plain_sf = match nu {
-            None | Some("search") => NuChoice::Search,
-            Some("fit") => NuChoice::Fit,
-            Some(v) => {
-                return Err(err(format!(
-                    "with --format auto, --nu is 'fit' or 'search' (for the sf candidates), not '{v}'; \
-                     list a fixed table as sf4:nu=X"
-                )))
-            }
-        };
-        let (names, default) = match format {
-            AUTO => (DEFAULT_CANDIDATES.to_vec(), true),
-            f => match f.strip_prefix("auto:") {
-                Some(list) => (split_candidates(list), false),
-                None => return Err(err(format!("'{f}' is not auto or auto:LIST"))),
-            },
-        };
-        if nu.is_some() && !names.iter().any(|n| matches!(*n, "sf4" | "sf3")) {
-            return Err(err(format!(
-                "--nu applies to plain sf4 / sf3 candidates, and '{format}' lists none"
-            )));
-        }
-        let mut candidates: Vec<Candidate> = Vec::new();
-        for name in names {
-            let c = Candidate::parse(name, plain_sf)
-                .map_err(|e| err(format!("--format {format}: candidate '{name}': {e}")))?;
-            if candidates.contains(&c) {
-                return Err(err(format!(
-                    "--format {format}: '{}' is listed twice",
-                    c.name()
-                )));
-            }
-            candidates.push(c);
-        }
-        if default && scale_dtype == ScaleDtype::E8m0 {
-            candidates.retain(|c| !c.base_format().codebook().needs_signed_scale());
-        }
-        let spec = Self { candidates };
-        spec.check_bits().map_err(err)?;
-        Ok(spec)
-    }
-
-    /// Reads back a name written by [`AutoSpec::name`] (what a checkpoint's metadata holds).
-    pub fn from_name(name: &str) -> Result<Self, String> {
-        let list = match name {
-            AUTO => return Err("'auto' names no candidates".into()),
-            n => n
-                .strip_prefix("auto:")
-                .ok_or_else(|| format!("'{n}' is not auto:LIST"))?,
-        };
-        let candidates = split_candidates(list)
-            .into_iter()
-            .map(|c| Candidate::parse(c, NuChoice::Search).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let spec = Self { candidates };
-        spec.check_bits()?;
-        Ok(spec)
-    }
-
-    fn check_bits(&self) -> Result<(), String> {
-        let Some(first) = self.candidates.first() else {
-            return Err("auto needs at least one candidate format".into());
-        };
-        if let Some(c) = self.candidates.iter().find(|c| c.bits() != first.bits()) {
-            return Err(format!(
-                "auto candidates must have the same bits per code: '{}' has {}, '{}' has {}",
-                first.name(),
-                first.bits(),
-                c.name(),
-                c.bits()
-            ));
-        }
-        Ok(())
-    }
-
-    /// `auto:` and the canonical candidate names, joined by `,` (by `/` if one has a comma).
-    pub fn name(&self) -> String {
-        let names: Vec<String> = self.candidates.iter().map(Candidate::name).collect();
-        let sep = if names.iter().any(|n| n.contains(',')) {
-            "/"
-        } else {
-            ","
-        };
-        format!("auto:{}", names.join(sep))
-    }
-
-    /// Bits per code (every candidate has the same).
-    pub fn bits(&self) -> u32 {
-        self.candidates.first().map_or(4, Candidate::bits)
-    }
-
-    /// A representative format (the first candidate's table) for `ConvertOptions::format`.
-    pub fn first_format(&self) -> Format {
-        self.candidates
-            .first()
-            .map(Candidate::base_format)
-            .expect("an AutoSpec has at least one candidate")
-    }
-
-    /// The longest format name any matrix can record (reserves header room before the choice).
-    pub fn widest_format_name(&self) -> String {
-        self.candidates
-            .iter()
-            .map(Candidate::widest_name)
-            .max_by_key(String::len)
-            .unwrap_or_default()
-    }
-
-    /// Checks that tquant's layout can store every candidate with this block and scale dtype.
-    pub fn validate(&self, layout: Layout, q: &BlockQuantizer) -> Result<(), ConvertError> {
-        if layout != Layout::Tquant {
-            return Err(ConvertError::Options(format!(
-                "--format auto needs --layout tquant (it stores a codebook per matrix), not {}",
-                layout.name()
-            )));
-        }
-        self.check_bits().map_err(ConvertError::Options)?;
-        for c in &self.candidates {
-            q.check(c.base_format().codebook()).map_err(|e| {
-                ConvertError::Options(format!("auto candidate '{}': {e}", c.name()))
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// Converter options for `--format auto[:LIST]` (see [`ConvertOptions::from_args`]).
-pub(crate) fn options(
-    format: &str,
-    nu: Option<&str>,
-    block: &str,
-    scale_dtype: &str,
-    layout: Layout,
-    policy: Policy,
-) -> Result<ConvertOptions, ConvertError> {
-    let opt = |e: FormatError| ConvertError::Options(e.to_string());
-    let block: BlockSize = block.parse().map_err(opt)?;
-    let scale_dtype: ScaleDtype = scale_dtype.parse().map_err(opt)?;
-    let spec = AutoSpec::parse(format, nu, scale_dtype)?;
-    let opts = ConvertOptions {
-        format: spec.first_format(),
-        nu: None,
-        block,
-        scale_dtype,
-        layout,
-        policy,
-        scale_rule: ScaleRule::Absmax,
-        auto: Some(spec),
-        calibration: None,
-        staged_calibration: None,
-        fit_sampling: FitSampling::DEFAULT,
-    };
-    opts.validate()?;
-    Ok(opts)
-}
-
 /// One candidate's outcome on one matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidateError {
     /// The concrete format (`sf4:nu=23.45` for a searched Student Float).
     pub format: String,
+    /// Its error on the matrix (the selection error, less is better).
     pub error: f64,
 }
 
 /// What [`quantize_matrix_auto`] chose and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoMatrix {
+    /// The stored matrix of the chosen candidate.
     pub out: QuantizedMatrixOut,
     /// Index of the chosen candidate in the spec.
     pub chosen: usize,
@@ -443,46 +184,51 @@ pub(crate) fn chosen_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::FormatChoice;
+    use crate::schema::Layout;
     use tquant_formats::sample::Rng;
     use tquant_formats::select::SquaredError;
+    use tquant_formats::{BlockSize, ScaleDtype};
 
-    fn auto_opts(format: &str, nu: Option<&str>, scale: &str) -> ConvertOptions {
-        ConvertOptions::from_args(
-            Some(format),
-            nu,
-            Some("32"),
-            Some(scale),
-            Layout::Tquant,
-            Policy::default(),
-        )
+    fn auto_builder(format: &str) -> crate::options::ConvertOptionsBuilder {
+        ConvertOptions::builder().format(FormatChoice::Auto(format.into()))
+    }
+
+    fn auto_opts(format: &str, nu: Option<NuChoice>, scale: ScaleDtype) -> ConvertOptions {
+        let b = auto_builder(format)
+            .block(BlockSize::Elements(32))
+            .scale_dtype(scale);
+        match nu {
+            Some(nu) => b.nu(nu).build(),
+            None => b.build(),
+        }
         .unwrap()
     }
 
     #[test]
     fn default_list_has_searched_sf4_and_drops_int4_full_with_e8m0() {
-        let o = auto_opts("auto", None, "f16");
+        let o = auto_opts("auto", None, ScaleDtype::F16);
         let spec = o.auto.as_ref().unwrap();
         assert_eq!(
             spec.name(),
             "auto:nf4,sf4_search,apot4_sp,e2m1_sp,int4,int4_full"
         );
         assert_eq!(o.bits(), 4);
-        let e8 = auto_opts("auto", None, "e8m0");
+        let e8 = auto_opts("auto", None, ScaleDtype::E8m0);
         assert!(!e8.auto.unwrap().name().contains("int4_full"));
-        assert!(ConvertOptions::from_args(
-            Some("auto:nf4,int4_full"),
-            None,
-            None,
-            Some("e8m0"),
-            Layout::Tquant,
-            Policy::default()
-        )
-        .is_err());
+        assert!(auto_builder("auto:nf4,int4_full")
+            .scale_dtype(ScaleDtype::E8m0)
+            .build()
+            .is_err());
     }
 
     #[test]
     fn lists_parse_and_names_round_trip() {
-        let o = auto_opts("auto:nf4,sf4,sf4:nu=3", Some("fit"), "f32");
+        let o = auto_opts(
+            "auto:nf4,sf4,sf4:nu=3",
+            Some(NuChoice::Fit),
+            ScaleDtype::F32,
+        );
         let spec = o.auto.unwrap();
         assert_eq!(spec.name(), "auto:nf4,sf4_fit,sf4:nu=3");
         assert_eq!(AutoSpec::from_name(&spec.name()).unwrap(), spec);
@@ -516,15 +262,7 @@ mod tests {
         assert!(AutoSpec::parse("auto", Some("5"), ScaleDtype::F16).is_err());
         assert!(AutoSpec::parse("auto:nf4,int4", Some("fit"), ScaleDtype::F16).is_err());
         for layout in [Layout::Bnb, Layout::Mxfp4] {
-            assert!(ConvertOptions::from_args(
-                Some("auto"),
-                None,
-                None,
-                None,
-                layout,
-                Policy::default()
-            )
-            .is_err());
+            assert!(auto_builder("auto").layout(layout).build().is_err());
         }
     }
 
@@ -557,7 +295,9 @@ mod tests {
             .collect();
         let list = "auto:nf4,apot4_sp,int4,int4_full,e2m1_sp,e3m0";
         for rule in ScaleRule::ALL {
-            let opts = auto_opts(list, None, "f32").with_scale_rule(rule).unwrap();
+            let opts = auto_opts(list, None, ScaleDtype::F32)
+                .with_scale_rule(rule)
+                .unwrap();
             let spec = opts.auto.clone().unwrap();
             let mut winners = Vec::new();
             for w in [&normal, &uniform] {
@@ -594,7 +334,7 @@ mod tests {
         let mut rng = Rng::new(8);
         let (rows, cols) = (16, 64);
         let w = rng.normal_vec(rows * cols);
-        let opts = auto_opts("auto:nf4,int4", None, "f32");
+        let opts = auto_opts("auto:nf4,int4", None, ScaleDtype::F32);
         let spec = opts.auto.clone().unwrap();
         let sq = quantize_matrix_auto(&w, rows, cols, &opts, &spec, &SquaredError).unwrap();
         // An error that inverts the ranking must flip the choice.
@@ -614,7 +354,7 @@ mod tests {
     #[test]
     fn metadata_round_trips_the_choice_and_the_scale_rule() {
         use crate::quantized::QuantInfo;
-        let opts = auto_opts("auto", None, "f16")
+        let opts = auto_opts("auto", None, ScaleDtype::F16)
             .with_scale_rule(ScaleRule::Search)
             .unwrap();
         let info = crate::quantize::plan_info(&[4, 96, 64], safetensors::Dtype::BF16, &opts);
@@ -657,7 +397,7 @@ mod tests {
         let mut rng = Rng::new(9);
         let (rows, cols) = (64, 64);
         let w = rng.student_t_vec(rows * cols, 3.0);
-        let opts = auto_opts("auto:sf4", None, "f32");
+        let opts = auto_opts("auto:sf4", None, ScaleDtype::F32);
         let spec = opts.auto.clone().unwrap();
         let m = quantize_matrix_auto(&w, rows, cols, &opts, &spec, &SquaredError).unwrap();
         let nu = m.out.info.nu.expect("sf4 records nu");

@@ -11,17 +11,18 @@
 use crate::calibration::quantize_matrix_for;
 use crate::checkpoint::Checkpoint;
 use crate::dtype::{count_non_finite, extend_f32};
+use crate::error::ConvertError;
 use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header};
 use crate::mmap::map_range;
+use crate::options::ConvertOptions;
+pub use crate::plan::TensorSummary;
 use crate::plan::{
     entries, nu_json, plan, plan_format_name, shard_metadata, write_side_files, OutShard, QuantPlan,
 };
 use crate::policy::Action;
-use crate::quantize::ConvertOptions;
-use crate::quantized::{Layout, MatrixInfo};
+use crate::schema::{Layout, MatrixInfo};
 use crate::writer::{write_at, StagingDir};
-use crate::ConvertError;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -35,7 +36,9 @@ const COPY_CHUNK: usize = 64 << 20;
 
 /// Receives progress in bytes of input processed.
 pub trait Progress: Sync {
+    /// Called once with the bytes of input the conversion will process.
     fn start(&self, _total_bytes: u64) {}
+    /// Called as `bytes` more of input are processed.
     fn advance(&self, _bytes: u64) {}
 }
 
@@ -53,53 +56,50 @@ pub struct RunOptions {
     pub threads: Option<usize>,
 }
 
-/// One tensor of the input and what became of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TensorSummary {
-    pub name: String,
-    pub action: String,
-    pub dtype: String,
-    pub shape: Vec<usize>,
-    pub format: Option<String>,
-    /// The format of each matrix (one per expert): what `--format auto` chose.
-    pub formats: Vec<String>,
-    /// nu of each matrix's codebook (one per expert), when Student Float.
-    pub nu: Vec<Option<f64>>,
-    /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
-    pub nu_tensor: Vec<Option<f64>>,
-    pub bits_per_weight: f64,
-    /// The dtype written when it is not the input's: `BF16` for a kept FP8 weight, written
-    /// dequantized since its block scales are not.
-    pub stored_dtype: Option<String>,
-}
-
 /// What a conversion did; `tquant convert --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertSummary {
+    /// The checkpoint converted.
     pub input: PathBuf,
+    /// The output directory.
     pub output: PathBuf,
+    /// The layout written (`tquant`, `bnb`, `mxfp4`).
     pub layout: String,
+    /// The format asked for (`sf4` for fitted or searched nu, `auto:...`).
     pub format: String,
+    /// nu: `"fit"`, `"search"`, a number, or null for formats without one.
     pub nu: Value,
+    /// The block size (`64`, `row`).
     pub block: String,
+    /// The scale dtype.
     pub scale_dtype: String,
     /// `absmax` or `search`.
     pub scale_rule: String,
+    /// Worker threads used.
     pub threads: usize,
+    /// Every tensor of the input, in file order.
     pub tensors: Vec<TensorSummary>,
+    /// Tensors quantized.
     pub quantized: usize,
+    /// Tensors copied unchanged (or dequantized from FP8).
     pub kept: usize,
+    /// Tensors left out as derived buffers.
     pub skipped: usize,
     /// Tensors `--drop` left out of the output.
     pub dropped: Vec<String>,
     /// Kept FP8 weights, written dequantized as BF16.
     pub dequantized: Vec<String>,
+    /// Parameters written.
     pub params: u64,
+    /// Parameters quantized.
     pub params_quantized: u64,
+    /// Bytes of input read.
     pub input_bytes: u64,
+    /// Bytes of tensor data written.
     pub output_bytes: u64,
     /// Output tensor bytes * 8 / parameters.
     pub bits_per_weight: f64,
+    /// Wall-clock seconds.
     pub seconds: f64,
     /// Input megabytes (1e6) per second.
     pub mb_per_s: f64,
@@ -227,8 +227,9 @@ pub fn convert(
     if let Some(n) = run.threads {
         pool = pool.num_threads(n); // 0: rayon's default, one per core
     }
-    let pool = pool.build().map_err(|e| {
-        ConvertError::Options(format!("cannot start {:?} threads: {e}", run.threads))
+    let pool = pool.build().map_err(|source| ConvertError::Threads {
+        threads: run.threads,
+        source,
     })?;
     let threads = pool.current_num_threads();
     for (b, batch) in batches.iter().enumerate() {
@@ -366,10 +367,9 @@ fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), Conv
             .is_ok_and(|p| p == out || p.starts_with(&out))
     };
     if touches(ckpt.root()) || ckpt.shards().iter().any(|s| touches(&s.path)) {
-        return Err(ConvertError::Options(format!(
-            "output '{}' would replace the input checkpoint",
-            output.display()
-        )));
+        return Err(ConvertError::OverwritesInput {
+            output: output.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -456,7 +456,7 @@ impl JobContext<'_> {
         let m = quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts).map_err(
             |err| ConvertError::Format {
                 tensor: p.name.clone(),
-                err,
+                source: err,
             },
         )?;
         drop(values);

@@ -1,14 +1,15 @@
 //! Finding the quantized tensors of an opened checkpoint, in any of the three layouts, and
 //! checking that their stored parts agree with their description before anything reads them.
 
-use crate::checkpoint::{Checkpoint, NestedAbsmax, QuantSlot};
 use crate::dtype::from_torch_name;
+use crate::error::ConvertError;
 use crate::header::dtype_name;
-use crate::quantized::{
+pub use crate::schema::scale_storage_dtype;
+use crate::schema::{
     Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION, META_PREFIX,
     META_VERSION, SCALES_SUFFIX,
 };
-use crate::ConvertError;
+use crate::shards::ShardSet;
 use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,20 +26,49 @@ pub const BNB_STATE_SUFFIXES: [&str; 2] = [
 ];
 /// Hugging Face MXFP4 part suffixes.
 pub const MXFP4_BLOCKS: &str = "_blocks";
+/// Hugging Face MXFP4's scales part suffix.
 pub const MXFP4_SCALES: &str = "_scales";
 
-/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8).
-pub fn scale_storage_dtype(d: ScaleDtype) -> Dtype {
-    match d {
-        ScaleDtype::F32 => Dtype::F32,
-        ScaleDtype::F16 => Dtype::F16,
-        ScaleDtype::Bf16 => Dtype::BF16,
-        ScaleDtype::E8m0 => Dtype::U8,
+/// A quantized tensor found at open: its description and where its codes and scales are.
+#[derive(Debug)]
+pub(crate) struct QuantSlot {
+    pub info: QuantInfo,
+    pub codes: String,
+    pub scales: String,
+    /// Physical tensors that belong to this quantized tensor (hidden from `names()`).
+    pub parts: Vec<String>,
+    /// bitsandbytes double quantization: `scales` holds 8-bit codes of the absmax.
+    pub nested: Option<NestedAbsmax>,
+}
+
+/// bitsandbytes' double-quantized absmax: block `i`'s absmax is
+/// `map[code_i] * absmax[i / block] + offset` in f32 (bitsandbytes' `dequantize_blockwise`, then
+/// the offset), decoded on first use into f32 bytes, the form the rest of the reader takes.
+#[derive(Debug)]
+pub(crate) struct NestedAbsmax {
+    pub map: Vec<f32>,
+    pub absmax: Vec<f32>,
+    pub block: usize,
+    pub offset: f32,
+    pub decoded: OnceLock<Vec<u8>>,
+}
+
+impl NestedAbsmax {
+    pub(crate) fn decode(&self, codes: &[u8]) -> Vec<u8> {
+        codes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &c)| {
+                let v = self.map[c as usize] * self.absmax[i / self.block] + self.offset;
+                v.to_le_bytes()
+            })
+            .collect()
     }
 }
 
+/// Every quantized tensor of the files, by logical name, each checked against its parts.
 pub(crate) fn detect_quantized(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
 ) -> Result<BTreeMap<String, QuantSlot>, ConvertError> {
     let mut out = BTreeMap::new();
     for shard in ckpt.shards() {
@@ -64,16 +94,14 @@ pub(crate) fn detect_quantized(
     Ok(out)
 }
 
-fn path_of(ckpt: &Checkpoint, name: &str) -> PathBuf {
-    ckpt.locate(name)
-        .map(|(s, _)| s.path.clone())
-        .unwrap_or_else(|| ckpt.root().to_path_buf())
+fn path_of(ckpt: &ShardSet, name: &str) -> PathBuf {
+    ckpt.file_of(name)
 }
 
 /// A stored part must exist with this dtype and shape. `owner_path` is the file that describes
 /// the quantized tensor (named when the part is missing).
 fn expect_part(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     (owner_path, owner): (&Path, &str),
     part: &str,
     dtype: Dtype,
@@ -127,7 +155,7 @@ fn check_shape(shape: &[usize]) -> Result<(), String> {
 
 /// Reads and checks codebooks (`[experts?, 2^bits]` F32, finite).
 fn read_codebooks(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     name: &str,
     experts: usize,
     len: usize,
@@ -149,9 +177,9 @@ fn read_codebooks(
 
 /// A format name of tquant's metadata must be in the catalog, with `bits` bits per code.
 fn check_format(name: &str, bits: u32) -> Result<(), String> {
-    if crate::auto::is_auto(name) {
+    if crate::options::is_auto(name) {
         // A per-matrix choice: each matrix names its own format, checked on its own.
-        let spec = crate::auto::AutoSpec::from_name(name)?;
+        let spec = crate::options::AutoSpec::from_name(name).map_err(|e| e.to_string())?;
         if spec.bits() != bits {
             return Err(format!(
                 "'{name}' has {} bits per code, the metadata says {bits}",
@@ -173,7 +201,7 @@ fn check_format(name: &str, bits: u32) -> Result<(), String> {
 }
 
 fn tquant_slot(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     path: PathBuf,
     name: &str,
     json: &str,
@@ -245,7 +273,7 @@ fn tquant_slot(
         m.codebook = values;
     }
     if table_len < 16 {
-        let stored = ckpt.raw(&codes)?.bytes;
+        let stored = ckpt.entry(&codes)?.1;
         check_codes(stored, info.cols(), table_len).map_err(bad)?;
     }
     Ok(QuantSlot {
@@ -273,11 +301,11 @@ fn check_codes(codes: &[u8], cols: usize, table_len: usize) -> Result<(), String
     Ok(())
 }
 
-fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot, ConvertError> {
+fn bnb_slot(ckpt: &ShardSet, base: &str, state_name: &str) -> Result<QuantSlot, ConvertError> {
     let path = path_of(ckpt, state_name);
     let bad = |reason: String| ConvertError::tensor(&path, base, reason);
-    let state = ckpt.raw(state_name)?;
-    let state: Value = serde_json::from_slice(state.bytes)
+    let state = ckpt.entry(state_name)?.1;
+    let state: Value = serde_json::from_slice(state)
         .map_err(|e| bad(format!("bitsandbytes quant_state is not JSON: {e}")))?;
     let quant_type = state["quant_type"].as_str().unwrap_or("");
     let block = state["blocksize"]
@@ -370,7 +398,7 @@ fn bnb_slot(ckpt: &Checkpoint, base: &str, state_name: &str) -> Result<QuantSlot
 /// the `blocks` absmax, `W.nested_quant_map` their 256-entry f32 table, `W.nested_absmax` one
 /// f32 per `nested_blocksize` codes, and `nested_offset` the mean added back.
 fn nested_absmax(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     owner: (&Path, &str),
     state: &Value,
     nested_blocksize: &Value,
@@ -430,7 +458,7 @@ fn nested_absmax(
 
 /// The model's dtype from config.json (`dtype`, or the older `torch_dtype`): MXFP4 tensors do
 /// not record the dtype they were made from.
-fn config_dtype(ckpt: &Checkpoint) -> String {
+fn config_dtype(ckpt: &ShardSet) -> String {
     let cfg = ckpt.config();
     let name = cfg
         .and_then(|c| c.get("dtype").or_else(|| c.get("torch_dtype")))
@@ -440,14 +468,14 @@ fn config_dtype(ckpt: &Checkpoint) -> String {
 }
 
 fn mxfp4_slot(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     base: &str,
     blocks: &str,
     scales: &str,
 ) -> Result<QuantSlot, ConvertError> {
     let path = path_of(ckpt, blocks);
     let bad = |reason: String| ConvertError::tensor(&path, base, reason);
-    let b = ckpt.raw(blocks)?;
+    let (b, _) = ckpt.entry(blocks)?;
     let n = b.shape.len();
     if b.dtype != Dtype::U8 || !(3..=4).contains(&n) || b.shape[n - 1] != MXFP4_BLOCK / 2 {
         return Err(bad(format!(

@@ -64,6 +64,11 @@ pub fn from_torch_name(name: &str) -> Option<Dtype> {
     })
 }
 
+/// True for the FP8 dtypes a weight can be stored in (with block scales).
+pub fn is_fp8(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,67 +1,696 @@
-//! The one error type of the converter and the checkpoint reader.
+//! The one error type of the converter and the checkpoint reader, and the names of the settings
+//! its messages mention.
+//!
+//! Messages name settings by [`Setting::name`] (`layout bnb`, `nu`); a front end that spells
+//! them its own way renders the error with [`ConvertError::with_flags`], which also adds the
+//! advice that only makes sense there (the CLI: `--layout bnb`, `pass --force to replace it`).
 
+use crate::schema::Layout;
+use std::fmt;
 use std::path::PathBuf;
+use tquant_formats::{BlockSize, FormatError, ScaleDtype, ScaleRule};
+
+/// A converter setting, as the messages of [`ConvertError`] name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Setting {
+    /// The format (or recipe) quantized with.
+    Format,
+    /// The Student Float degrees of freedom.
+    Nu,
+    /// The block size.
+    Block,
+    /// The dtype scales are stored in.
+    ScaleDtype,
+    /// How each block's scale is chosen.
+    ScaleRule,
+    /// The on-disk layout.
+    Layout,
+    /// Calibration statistics (GPTQ).
+    Calibration,
+    /// The globs of tensors kept unquantized.
+    Exclude,
+    /// The globs of tensors left out of the output.
+    Drop,
+    /// Replacing an existing output.
+    Force,
+}
+
+impl Setting {
+    /// The plain name messages use: `format`, `nu`, `scale rule`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Format => "format",
+            Self::Nu => "nu",
+            Self::Block => "block",
+            Self::ScaleDtype => "scale dtype",
+            Self::ScaleRule => "scale rule",
+            Self::Layout => "layout",
+            Self::Calibration => "calibration",
+            Self::Exclude => "exclude",
+            Self::Drop => "drop",
+            Self::Force => "force",
+        }
+    }
+}
 
 /// Everything that can go wrong reading, converting or writing a checkpoint. Every variant
-/// names the file and, where there is one, the tensor.
+/// names the file and, where there is one, the tensor; errors of other layers are kept as the
+/// [`std::error::Error::source`] (and quoted in the message).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConvertError {
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
-    /// A safetensors header (or an index or config file) that does not describe a valid file.
-    #[error("{path}: malformed header: {reason}")]
-    Header { path: PathBuf, reason: String },
-    /// A tensor entry of a header that is inconsistent (offsets, sizes, dtype, shape).
-    #[error("{path}: tensor '{tensor}': {reason}")]
-    Tensor {
+    /// A file that cannot be read or written.
+    Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors header (or an index or config file) that does not describe a valid file.
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor entry of a header that is inconsistent (offsets, sizes, dtype, shape).
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// Weights that cannot be quantized because some values are NaN or infinite.
-    #[error("{path}: tensor '{tensor}' has {count} NaN or infinite values (of {total}); refusing to quantize it")]
     NonFinite {
+        /// The file.
         path: PathBuf,
+        /// The tensor (and expert).
         tensor: String,
+        /// Values that are NaN or infinite.
         count: usize,
+        /// Values of the tensor (or expert).
         total: usize,
     },
     /// A tensor that is invalid for what was asked of it, outside any file.
-    #[error("tensor '{tensor}': {reason}")]
-    Invalid { tensor: String, reason: String },
-    #[error("{path}: no tensor named '{tensor}'")]
-    NotFound { path: PathBuf, tensor: String },
-    /// A checkpoint directory without model.safetensors or an index.
-    #[error("{path}: not a safetensors checkpoint: {reason}")]
-    NotACheckpoint { path: PathBuf, reason: String },
-    #[error("{path}: output exists; pass --force to replace it")]
-    OutputExists { path: PathBuf },
-    /// An existing output that `--force` may not replace: it holds `names`, which tquant did
-    /// not write (or, with no names, it is a file of its own).
-    #[error("{path}: {}; --force replaces only a previous tquant output: choose another output path or remove {}",
-        foreign_list(.names), if .names.len() == 1 { "it" } else { "them" })]
-    ForeignOutput { path: PathBuf, names: Vec<String> },
-    /// Conversion options that do not make sense together.
-    #[error("invalid options: {0}")]
-    Options(String),
-    /// Stored parts the kernels cannot multiply (sizes that do not match the shape).
-    #[error("tensor '{tensor}': {err}")]
-    Kernel {
+    Invalid {
+        /// The tensor.
         tensor: String,
-        err: tquant_kernels::KernelError,
+        /// What is wrong with it.
+        reason: String,
     },
-    #[error("tensor '{tensor}': {err}")]
-    Format {
+    /// A tensor asked for by name that the checkpoint does not have.
+    NotFound {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The name asked for.
         tensor: String,
-        err: tquant_formats::FormatError,
+    },
+    /// A checkpoint directory without model.safetensors or an index.
+    NotACheckpoint {
+        /// The path given.
+        path: PathBuf,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// An output that exists and was not asked to be replaced.
+    OutputExists {
+        /// The output.
+        path: PathBuf,
+    },
+    /// An existing output that may not be replaced: it holds `names`, which tquant did not
+    /// write (or, with no names, it is a file of its own).
+    ForeignOutput {
+        /// The output.
+        path: PathBuf,
+        /// Its entries tquant did not write.
+        names: Vec<String>,
+    },
+    /// Stored parts the kernels cannot multiply (sizes that do not match the shape).
+    Kernel {
+        /// The tensor.
+        tensor: String,
+        /// What the kernels refused.
+        #[source]
+        source: tquant_kernels::KernelError,
+    },
+    /// A tensor the format's quantizer refused.
+    Format {
+        /// The tensor.
+        tensor: String,
+        /// What the quantizer refused.
+        #[source]
+        source: FormatError,
+    },
+    /// A setting whose value does not parse or is out of range (a format, block, scale dtype
+    /// or nu).
+    BadSetting {
+        /// The setting.
+        setting: Setting,
+        /// The value given.
+        value: String,
+        /// Why it was refused.
+        #[source]
+        source: FormatError,
+    },
+    /// A nu for a format that is not Student Float.
+    NuNotApplicable {
+        /// The format.
+        format: String,
+    },
+    /// A nu for a format whose name already fixes one (`sf4:nu=3`).
+    NuAlreadyFixed {
+        /// The format as written.
+        format: String,
+        /// Its bits per code.
+        bits: u32,
+    },
+    /// A nu that is not a number, `fit` or `search`.
+    BadNu {
+        /// The value given.
+        value: String,
+    },
+    /// A scale rule other than absmax for a layout that fixes its own.
+    ScaleRuleLayout {
+        /// The rule asked for.
+        rule: ScaleRule,
+        /// The layout.
+        layout: Layout,
+    },
+    /// Settings bitsandbytes' layout cannot store; each field is set when it is one of them.
+    BnbSettings {
+        /// The format, when it is not nf4.
+        format: Option<String>,
+        /// The scale dtype, when it is not f32.
+        scale_dtype: Option<ScaleDtype>,
+        /// The block, when it is not one bitsandbytes has.
+        block: Option<BlockSize>,
+    },
+    /// Settings the MXFP4 layout cannot store (it is e2m1, e8m0 scales, blocks of 32).
+    Mxfp4Settings {
+        /// The format.
+        format: String,
+        /// The scale dtype.
+        scale_dtype: ScaleDtype,
+        /// The block.
+        block: BlockSize,
+    },
+    /// A nu with `auto` other than `fit` or `search`.
+    AutoNu {
+        /// The value given.
+        value: String,
+    },
+    /// A nu with an `auto` list that has no plain sf4 / sf3 candidate to apply it to.
+    AutoNuUnused {
+        /// The list.
+        format: String,
+    },
+    /// A tensor whose rows MXFP4 cannot store (their length is not a multiple of its block).
+    Mxfp4Rows {
+        /// The file, when the tensor is in one.
+        path: Option<PathBuf>,
+        /// The tensor.
+        tensor: String,
+        /// Its row length.
+        cols: usize,
+    },
+    /// A format that should be `auto` or `auto:LIST` and is not.
+    NotAutoFormat {
+        /// The format.
+        format: String,
+    },
+    /// An `auto` list entry that is not a format.
+    AutoCandidate {
+        /// The list.
+        format: String,
+        /// The entry.
+        candidate: String,
+        /// Why it is not a format.
+        #[source]
+        source: FormatError,
+    },
+    /// An `auto` list that names a candidate twice.
+    AutoDuplicate {
+        /// The list.
+        format: String,
+        /// The candidate.
+        candidate: String,
+    },
+    /// An `auto` list whose candidates cannot go together.
+    AutoList {
+        /// What is wrong with it.
+        #[source]
+        source: AutoListError,
+    },
+    /// `auto` with a layout other than tquant's (which stores a codebook per matrix).
+    AutoLayout {
+        /// The layout.
+        layout: Layout,
+    },
+    /// An `auto` candidate the block and scale dtype cannot store.
+    AutoCandidateStore {
+        /// The candidate.
+        candidate: String,
+        /// Why.
+        #[source]
+        source: FormatError,
+    },
+    /// Calibration statistics given both whole and in stages.
+    CalibrationTwice,
+    /// Calibration with a layout other than tquant's (GPTQ writes tquant's layout only).
+    CalibrationLayout {
+        /// The layout.
+        layout: Layout,
+    },
+    /// Calibration statistics that do not make a `dim x dim` matrix.
+    StatisticsSize {
+        /// Values given.
+        values: usize,
+        /// Input width.
+        dim: usize,
+    },
+    /// Calibration statistics with a NaN or infinite value.
+    StatisticsNonFinite {
+        /// The value.
+        value: f64,
+    },
+    /// Calibration statistics that are not symmetric.
+    StatisticsAsymmetric {
+        /// Row of the first mismatch.
+        row: usize,
+        /// Column of the first mismatch.
+        col: usize,
+        /// The value at (row, col).
+        value: f64,
+        /// The value at (col, row).
+        mirror: f64,
+    },
+    /// A calibration stage whose statistics could not be collected.
+    Stage {
+        /// The stage.
+        stage: usize,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Calibration stages asked for out of order.
+    StageOrder {
+        /// The stage asked for.
+        asked: usize,
+        /// The stage that comes next.
+        next: usize,
+    },
+    /// Worker threads that could not be started.
+    Threads {
+        /// The count asked for.
+        threads: Option<usize>,
+        /// Why.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// An output path that would replace the input checkpoint.
+    OverwritesInput {
+        /// The output.
+        output: PathBuf,
+    },
+    /// An output path without a file name (`/`, `..`).
+    OutputName {
+        /// The output.
+        path: PathBuf,
+    },
+    /// A drop glob that matches no tensor (a typo would keep what was meant to go).
+    DropUnmatched {
+        /// The glob.
+        glob: String,
+        /// The checkpoint.
+        checkpoint: PathBuf,
+    },
+    /// A recipe that does not make converter options.
+    Recipe {
+        /// The recipe as written.
+        recipe: String,
+        /// Why.
+        #[source]
+        source: Box<ConvertError>,
+    },
+    /// A recipe whose format is not one.
+    RecipeFormat {
+        /// The recipe as written.
+        recipe: String,
+        /// Why.
+        #[source]
+        source: FormatError,
+    },
+    /// A recipe that does not follow the grammar.
+    RecipeSyntax {
+        /// The recipe as written.
+        recipe: String,
+        /// What is wrong.
+        reason: &'static str,
     },
 }
 
+/// What is wrong with an `auto` candidate list as a whole (also read back from a checkpoint's
+/// metadata).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutoListError {
+    /// `auto` without a list where one is needed (a checkpoint records the list).
+    #[error("'auto' names no candidates")]
+    Unlisted,
+    /// Not `auto` or `auto:LIST`.
+    #[error("'{name}' is not auto:LIST")]
+    NotAuto {
+        /// The name.
+        name: String,
+    },
+    /// An empty list.
+    #[error("auto needs at least one candidate format")]
+    Empty,
+    /// Candidates of different bit widths.
+    #[error("auto candidates must have the same bits per code: '{first}' has {first_bits}, '{other}' has {other_bits}")]
+    MixedBits {
+        /// The first candidate.
+        first: String,
+        /// Its bits per code.
+        first_bits: u32,
+        /// A candidate with other bits.
+        other: String,
+        /// Its bits per code.
+        other_bits: u32,
+    },
+    /// An entry that is not a format.
+    #[error("{source}")]
+    Candidate {
+        /// The entry.
+        candidate: String,
+        /// Why it is not a format.
+        #[source]
+        source: FormatError,
+    },
+}
+
+/// How a rendering spells settings: `None` is the plain names of [`Setting::name`] without
+/// front-end advice.
+type Flags<'a> = Option<&'a dyn Fn(Setting) -> &'static str>;
+
+/// A [`ConvertError`] rendered with a front end's names for the settings.
+pub struct WithFlags<'a> {
+    error: &'a ConvertError,
+    flags: &'a dyn Fn(Setting) -> &'static str,
+}
+
+impl fmt::Debug for WithFlags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithFlags")
+            .field("error", self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for WithFlags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.render(f, Some(self.flags))
+    }
+}
+
+impl fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, None)
+    }
+}
+
 impl ConvertError {
-    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+    /// The message with settings spelled by `flags` (the CLI: `Setting::Layout` is `--layout`),
+    /// with the advice that names them (`; pass --force to replace it`).
+    pub fn with_flags<'a>(&'a self, flags: &'a dyn Fn(Setting) -> &'static str) -> WithFlags<'a> {
+        WithFlags { error: self, flags }
+    }
+
+    /// True for a refusal of the options asked for (settings that do not parse or do not go
+    /// together, an output that would replace the input), rather than of the files or weights.
+    pub fn is_options(&self) -> bool {
+        !matches!(
+            self,
+            Self::Io { .. }
+                | Self::Header { .. }
+                | Self::Tensor { .. }
+                | Self::NonFinite { .. }
+                | Self::Invalid { .. }
+                | Self::NotFound { .. }
+                | Self::NotACheckpoint { .. }
+                | Self::OutputExists { .. }
+                | Self::ForeignOutput { .. }
+                | Self::Kernel { .. }
+                | Self::Format { .. }
+                | Self::Mxfp4Rows { .. }
+        )
+    }
+
+    fn render(&self, f: &mut fmt::Formatter<'_>, flags: Flags<'_>) -> fmt::Result {
+        let n = |s: Setting| flags.map_or(s.name(), |flag| flag(s));
+        const OPTS: &str = "invalid options: ";
+        match self {
+            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::Header { path, reason } => {
+                write!(f, "{}: malformed header: {reason}", path.display())
+            }
+            Self::Tensor {
+                path,
+                tensor,
+                reason,
+            } => write!(f, "{}: tensor '{tensor}': {reason}", path.display()),
+            Self::NonFinite {
+                path,
+                tensor,
+                count,
+                total,
+            } => write!(
+                f,
+                "{}: tensor '{tensor}' has {count} NaN or infinite values (of {total}); refusing to quantize it",
+                path.display()
+            ),
+            Self::Invalid { tensor, reason } => write!(f, "tensor '{tensor}': {reason}"),
+            Self::NotFound { path, tensor } => {
+                write!(f, "{}: no tensor named '{tensor}'", path.display())
+            }
+            Self::NotACheckpoint { path, reason } => write!(
+                f,
+                "{}: not a safetensors checkpoint: {reason}",
+                path.display()
+            ),
+            Self::OutputExists { path } => {
+                write!(f, "{}: output exists", path.display())?;
+                if flags.is_some() {
+                    write!(f, "; pass {} to replace it", n(Setting::Force))?;
+                }
+                Ok(())
+            }
+            Self::ForeignOutput { path, names } => {
+                write!(f, "{}: {}; ", path.display(), foreign_list(names))?;
+                if flags.is_some() {
+                    write!(
+                        f,
+                        "{} replaces only a previous tquant output: ",
+                        n(Setting::Force)
+                    )?;
+                }
+                let them = if names.len() == 1 { "it" } else { "them" };
+                write!(f, "choose another output path or remove {them}")
+            }
+            Self::Kernel { tensor, source } => write!(f, "tensor '{tensor}': {source}"),
+            Self::Format { tensor, source } => write!(f, "tensor '{tensor}': {source}"),
+            Self::BadSetting { source, .. } => write!(f, "{OPTS}{source}"),
+            Self::NuNotApplicable { format } => write!(
+                f,
+                "{OPTS}{} applies to Student Float formats (sf4, sf3), not '{format}'",
+                n(Setting::Nu)
+            ),
+            Self::NuAlreadyFixed { format, bits } => {
+                write!(f, "{OPTS}'{format}' already fixes nu")?;
+                if flags.is_some() {
+                    let nu = n(Setting::Nu);
+                    write!(f, "; drop {nu} or write the format as sf{bits}")?;
+                }
+                Ok(())
+            }
+            Self::BadNu { value } => write!(
+                f,
+                "{OPTS}{} '{value}' is not a number, 'fit' or 'search'",
+                n(Setting::Nu)
+            ),
+            Self::ScaleRuleLayout { rule, layout } => write!(
+                f,
+                "{OPTS}{} {rule} needs {} tquant ({} fixes its own scale rule)",
+                n(Setting::ScaleRule),
+                n(Setting::Layout),
+                layout.name()
+            ),
+            Self::BnbSettings {
+                format,
+                scale_dtype,
+                block,
+            } => {
+                // Name only what is wrong, with what bitsandbytes supports in its place.
+                let mut wrong = Vec::new();
+                if let Some(format) = format {
+                    wrong.push(format!("{} nf4 only (got {format})", n(Setting::Format)));
+                }
+                if let Some(d) = scale_dtype {
+                    wrong.push(format!("f32 scales only (got {d})"));
+                }
+                if let Some(b) = block {
+                    let blocks = tquant_formats::layouts::BNB_BLOCKS.map(|b| b.to_string()).join(", ");
+                    wrong.push(format!("{} {blocks} only (got {b})", n(Setting::Block)));
+                }
+                let layout = n(Setting::Layout);
+                write!(
+                    f,
+                    "{OPTS}{layout} bnb (bitsandbytes NF4) supports {}; use {layout} tquant for \
+                     other formats",
+                    wrong.join("; ")
+                )
+            }
+            Self::Mxfp4Settings {
+                format,
+                scale_dtype,
+                block,
+            } => write!(
+                f,
+                "{OPTS}{} mxfp4 stores e2m1 with e8m0 scales and blocks of {}, not {format} / {scale_dtype} / block {block}",
+                n(Setting::Layout),
+                tquant_formats::layouts::MXFP4_BLOCK
+            ),
+            Self::AutoNu { value } => write!(
+                f,
+                "{OPTS}with {} auto, {} is 'fit' or 'search' (for the sf candidates), not '{value}'; \
+                 list a fixed table as sf4:nu=X",
+                n(Setting::Format),
+                n(Setting::Nu)
+            ),
+            Self::AutoNuUnused { format } => write!(
+                f,
+                "{OPTS}{} applies to plain sf4 / sf3 candidates, and '{format}' lists none",
+                n(Setting::Nu)
+            ),
+            Self::Mxfp4Rows { path, tensor, cols } => {
+                if let Some(path) = path {
+                    write!(f, "{}: ", path.display())?;
+                }
+                write!(
+                    f,
+                    "tensor '{tensor}': MXFP4 needs rows whose length is a multiple of {}; this one has {cols}",
+                    tquant_formats::layouts::MXFP4_BLOCK
+                )?;
+                if flags.is_some() {
+                    write!(f, " (exclude it with {})", n(Setting::Exclude))?;
+                }
+                Ok(())
+            }
+            Self::NotAutoFormat { format } => {
+                write!(f, "{OPTS}'{format}' is not auto or auto:LIST")
+            }
+            Self::AutoCandidate {
+                format,
+                candidate,
+                source,
+            } => write!(
+                f,
+                "{OPTS}{} {format}: candidate '{candidate}': {source}",
+                n(Setting::Format)
+            ),
+            Self::AutoDuplicate { format, candidate } => write!(
+                f,
+                "{OPTS}{} {format}: '{candidate}' is listed twice",
+                n(Setting::Format)
+            ),
+            Self::AutoList { source } => write!(f, "{OPTS}{source}"),
+            Self::AutoLayout { layout } => write!(
+                f,
+                "{OPTS}{} auto needs {} tquant (it stores a codebook per matrix), not {}",
+                n(Setting::Format),
+                n(Setting::Layout),
+                layout.name()
+            ),
+            Self::AutoCandidateStore { candidate, source } => {
+                write!(f, "{OPTS}auto candidate '{candidate}': {source}")
+            }
+            Self::CalibrationTwice => write!(
+                f,
+                "{OPTS}give the calibration either whole or in stages, not both"
+            ),
+            Self::CalibrationLayout { layout } => write!(
+                f,
+                "{OPTS}{} needs {} tquant ({} fixes its own quantizer)",
+                n(Setting::Calibration),
+                n(Setting::Layout),
+                layout.name()
+            ),
+            Self::StatisticsSize { values, dim } => write!(
+                f,
+                "{OPTS}calibration statistics: {values} values do not make a {dim} x {dim} matrix"
+            ),
+            Self::StatisticsNonFinite { value } => write!(
+                f,
+                "{OPTS}calibration statistics: non-finite value {value} (did the model overflow on \
+                 the calibration text?)"
+            ),
+            Self::StatisticsAsymmetric {
+                row,
+                col,
+                value,
+                mirror,
+            } => write!(
+                f,
+                "{OPTS}calibration statistics: not symmetric at ({row}, {col}): {value} vs {mirror}"
+            ),
+            Self::Stage { stage, source } => write!(f, "calibration, stage {stage}: {source}"),
+            Self::StageOrder { asked, next } => write!(
+                f,
+                "calibration stages run in order: asked for stage {asked}, next is {next}"
+            ),
+            Self::Threads { threads, source } => {
+                write!(f, "{OPTS}cannot start {threads:?} threads: {source}")
+            }
+            Self::OverwritesInput { output } => write!(
+                f,
+                "{OPTS}output '{}' would replace the input checkpoint",
+                output.display()
+            ),
+            Self::OutputName { path } => {
+                write!(f, "{OPTS}output '{}' has no file name", path.display())
+            }
+            Self::DropUnmatched { glob, checkpoint } => write!(
+                f,
+                "{OPTS}{} '{glob}' matches no tensor of {}",
+                n(Setting::Drop),
+                checkpoint.display()
+            ),
+            Self::Recipe { recipe, source } => {
+                // The recipe's own refusal, without a second "invalid options".
+                let inner = match flags {
+                    Some(flags) => source.with_flags(flags).to_string(),
+                    None => source.to_string(),
+                };
+                let inner = inner.strip_prefix(OPTS).unwrap_or(&inner);
+                write!(f, "{OPTS}recipe '{recipe}': {inner}")
+            }
+            Self::RecipeFormat { recipe, source } => {
+                write!(f, "{OPTS}recipe '{recipe}': {source}")
+            }
+            Self::RecipeSyntax { recipe, reason } => {
+                write!(f, "{OPTS}recipe '{recipe}': {reason}")
+            }
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            err,
+            source,
         }
     }
 
@@ -81,6 +710,14 @@ impl ConvertError {
             path: path.into(),
             tensor: tensor.into(),
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn setting(setting: Setting, value: impl Into<String>, source: FormatError) -> Self {
+        Self::BadSetting {
+            setting,
+            value: value.into(),
+            source,
         }
     }
 }

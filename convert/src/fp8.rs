@@ -4,25 +4,21 @@
 //! (DeepSeek's `weight_dequant`). Such a weight reads as f32 like any float tensor; its scale
 //! tensor is part of it, not a tensor of its own.
 
-use crate::checkpoint::Checkpoint;
+pub use crate::dtype::is_fp8;
+use crate::error::ConvertError;
 use crate::header::dtype_name;
-use crate::ConvertError;
+use crate::shards::ShardSet;
 use half::f16;
 use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// Suffix of a weight's block-scale tensor.
 pub const SCALE_SUFFIX: &str = "_scale_inv";
 /// Rows and columns of one scale block when `quantization_config` does not say.
 pub const DEFAULT_BLOCK: [usize; 2] = [128, 128];
-
-/// True for the FP8 dtypes a weight can be stored in (with block scales).
-pub fn is_fp8(dtype: Dtype) -> bool {
-    matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
-}
 
 /// `float8_e4m3fn`: sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities, NaN only
 /// at 0x7F and 0xFF, largest finite 448.
@@ -63,6 +59,7 @@ pub fn table(dtype: Dtype) -> Option<&'static [f32; 256]> {
 pub struct BlockScales<'a> {
     /// The scale tensor's name and file.
     pub name: &'a str,
+    /// The scale tensor's file.
     pub path: &'a Path,
     /// The weight's file (named by errors about its codes).
     pub weight_path: &'a Path,
@@ -186,7 +183,7 @@ fn block_size(config: Option<&Value>, path: &Path) -> Result<[usize; 2], Convert
 /// Pairs every FP8 weight of an opened checkpoint with its scale tensor, checking dtypes and
 /// shapes from the headers (the scales' values are checked when the weight is read).
 pub(crate) fn pair_scales(
-    ckpt: &Checkpoint,
+    ckpt: &ShardSet,
     config_path: &Path,
 ) -> Result<BTreeMap<String, Fp8Slot>, ConvertError> {
     let mut out = BTreeMap::new();
@@ -242,13 +239,6 @@ pub(crate) fn pair_scales(
         }
     }
     Ok(out)
-}
-
-/// The file a tensor lives in, or the checkpoint's directory.
-pub(crate) fn file_of(ckpt: &Checkpoint, name: &str) -> PathBuf {
-    ckpt.locate(name)
-        .map(|(s, _)| s.path.clone())
-        .unwrap_or_else(|| ckpt.root().to_path_buf())
 }
 
 #[cfg(test)]

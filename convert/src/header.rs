@@ -5,7 +5,7 @@
 //! JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`, then
 //! the data; offsets are relative to the data start, and the tensors tile the data exactly.
 
-use crate::ConvertError;
+use crate::error::ConvertError;
 use safetensors::Dtype;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -21,15 +21,20 @@ pub const METADATA_KEY: &str = "__metadata__";
 /// One tensor of a header; offsets are absolute positions in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorEntry {
+    /// The tensor name.
     pub name: String,
+    /// Its dtype.
     pub dtype: Dtype,
+    /// Its shape.
     pub shape: Vec<usize>,
     /// Absolute byte offset of the tensor's first byte in the file.
     pub offset: u64,
+    /// Bytes of data.
     pub len: usize,
 }
 
 impl TensorEntry {
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -40,6 +45,7 @@ impl TensorEntry {
 pub struct Header {
     /// In file order.
     pub entries: Vec<TensorEntry>,
+    /// The `__metadata__` entries.
     pub metadata: BTreeMap<String, String>,
     /// Absolute offset of the data section.
     pub data_start: u64,
@@ -279,10 +285,15 @@ fn parse_entry(
 /// One tensor of a header being written: offsets are relative to the data start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutEntry {
+    /// The tensor name.
     pub name: String,
+    /// Its dtype.
     pub dtype: Dtype,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Offset of its first byte, relative to the data start.
     pub begin: u64,
+    /// Offset past its last byte, relative to the data start.
     pub end: u64,
 }
 

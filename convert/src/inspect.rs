@@ -2,8 +2,8 @@
 //! tensors are from the original ones.
 
 use crate::checkpoint::{Checkpoint, Weight};
+use crate::error::ConvertError;
 use crate::stats::{error_stats, ErrorStats};
-use crate::ConvertError;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -11,14 +11,19 @@ use serde_json::{json, Value};
 /// One logical tensor of a checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectRow {
+    /// Logical name (a quantized tensor under its original name).
     pub name: String,
+    /// Logical shape.
     pub shape: Vec<usize>,
     /// The stored dtype of a kept tensor; the original dtype of a quantized one.
     pub dtype: String,
     /// `none` when kept; the codebook's format (`sf4:nu=4.237`, or per expert when they differ).
     pub format: String,
+    /// Layout of a quantized tensor (`tquant`, `bnb`, `mxfp4`).
     pub layout: Option<String>,
+    /// Elements per block of a quantized tensor.
     pub block: Option<usize>,
+    /// Scale dtype of a quantized tensor.
     pub scale_dtype: Option<String>,
     /// `absmax` or `search` when the file records how its scales were chosen.
     pub scale_rule: Option<String>,
@@ -28,19 +33,26 @@ pub struct InspectRow {
     pub nu: Value,
     /// nu of the whole-tensor fit (the paper's profile), same shape as `nu`.
     pub nu_tensor: Value,
+    /// Bytes stored for it, all parts.
     pub stored_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// Every logical tensor of a checkpoint and the totals.
 pub struct InspectReport {
+    /// One row per logical tensor, sorted by name.
     pub tensors: Vec<InspectRow>,
     /// Bytes of every stored tensor.
     pub total_bytes: u64,
     /// `total_bytes * 8 / params`.
     pub bits_per_weight: f64,
+    /// Parameters of every tensor.
     pub params: u64,
+    /// Parameters of the quantized tensors.
     pub params_quantized: u64,
+    /// Quantized tensors.
     pub quantized: usize,
+    /// Tensors kept unquantized.
     pub kept: usize,
 }
 
@@ -103,7 +115,7 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
                     dtype: i.dtype.clone(),
                     format: if formats.len() == 1 {
                         formats[0].to_string()
-                    } else if crate::auto::is_auto(&i.format) {
+                    } else if crate::options::is_auto(&i.format) {
                         mixed_formats(&formats)
                     } else {
                         i.format.clone()
@@ -143,17 +155,26 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
 /// One quantized tensor compared with its original.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyRow {
+    /// The tensor.
     pub name: String,
+    /// Its format (per expert when they differ).
     pub format: String,
+    /// Normalised mean squared error against the original.
     pub nmse: f64,
+    /// Signal to quantization noise ratio, in dB.
     pub sqnr_db: f64,
+    /// Largest absolute error of an element.
     pub max_abs_err: f64,
+    /// Cosine similarity of the flattened tensors.
     pub cosine: f64,
+    /// Stored bits per weight.
     pub bits_per_weight: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// A quantized checkpoint compared with its original.
 pub struct VerifyReport {
+    /// One row per quantized tensor.
     pub tensors: Vec<VerifyRow>,
     /// Over all quantized weights together: `sum((q-w)^2) / sum(w^2)`.
     pub nmse: f64,

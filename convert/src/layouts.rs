@@ -1,24 +1,36 @@
 //! Glue to the compatible layouts of `tquant_formats` (bitsandbytes NF4, Hugging Face MXFP4):
 //! what each layout accepts, and the calls that pack a matrix in it.
 
-use crate::quantize::ConvertOptions;
-use crate::quantized::Layout;
+use crate::error::ConvertError;
+use crate::options::ConvertOptions;
+use crate::schema::Layout;
+use std::path::Path;
 use tquant_formats::layouts::{bnb_nf4_quantize, mxfp4_quantize, MxScaleRule};
 pub use tquant_formats::layouts::{BNB_BLOCKS, MXFP4_BLOCK};
 use tquant_formats::FormatError;
 
-/// Whether a `[rows, cols]` matrix can be stored in the options' layout.
-pub fn check_matrix(opts: &ConvertOptions, _rows: usize, cols: usize) -> Result<(), String> {
+/// Whether the `[rows, cols]` matrices of tensor `tensor` (in the file `path`) can be stored in
+/// the options' layout.
+pub(crate) fn check_matrix(
+    opts: &ConvertOptions,
+    (path, tensor): (Option<&Path>, &str),
+    cols: usize,
+) -> Result<(), ConvertError> {
     if opts.layout == Layout::Mxfp4 && cols % MXFP4_BLOCK != 0 {
-        return Err(format!(
-            "MXFP4 needs rows whose length is a multiple of {MXFP4_BLOCK}; this one has {cols} (exclude it with --exclude)"
-        ));
+        return Err(ConvertError::Mxfp4Rows {
+            path: path.map(Path::to_path_buf),
+            tensor: tensor.to_string(),
+            cols,
+        });
     }
     Ok(())
 }
 
 /// bitsandbytes NF4 of a flattened tensor: (packed codes, little-endian f32 absmax).
-pub fn bnb_quantize(values: &[f32], block: usize) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+pub(crate) fn bnb_quantize(
+    values: &[f32],
+    block: usize,
+) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
     let q = bnb_nf4_quantize(values, block)?;
     let absmax = q.absmax.iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok((q.packed, absmax))
@@ -26,14 +38,18 @@ pub fn bnb_quantize(values: &[f32], block: usize) -> Result<(Vec<u8>, Vec<u8>), 
 
 /// OCP MXFP4 of a `[rows, cols]` matrix (scale `floor(log2(amax)) - 2`): (`_blocks` bytes,
 /// `_scales` E8M0 bytes).
-pub fn mxfp4(values: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+pub(crate) fn mxfp4(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
     let q = mxfp4_quantize(values, rows, cols, MxScaleRule::Floor)?;
     Ok((q.blocks, q.scales))
 }
 
 /// bitsandbytes' packed quant state: the UTF-8 bytes of Python's `json.dumps` of
 /// `{quant_type, blocksize, dtype, shape}` (`QuantState.as_dict(packed=True)`).
-pub fn bnb_quant_state(info: &crate::quantized::QuantInfo) -> Vec<u8> {
+pub(crate) fn bnb_quant_state(info: &crate::schema::QuantInfo) -> Vec<u8> {
     let dtype: safetensors::Dtype =
         serde_json::from_value(serde_json::Value::String(info.dtype.clone()))
             .unwrap_or(safetensors::Dtype::F32);
@@ -53,7 +69,7 @@ pub fn bnb_quant_state(info: &crate::quantized::QuantInfo) -> Vec<u8> {
 
 /// transformers' `quantization_config` of a bitsandbytes NF4 checkpoint, as transformers 5.24
 /// writes it (`BitsAndBytesConfig.to_dict()`, tests/data/convert/bnb_nf4/config.json).
-pub fn bnb_config() -> serde_json::Value {
+pub(crate) fn bnb_config() -> serde_json::Value {
     serde_json::json!({
         "_load_in_4bit": true,
         "_load_in_8bit": false,

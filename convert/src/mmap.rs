@@ -1,7 +1,7 @@
 //! Read-only memory maps of checkpoint files, through `tquant_kernels::mapping` (the workspace
 //! keeps every `unsafe` block in the kernels crate).
 
-use crate::ConvertError;
+use crate::error::ConvertError;
 use std::fs::File;
 use std::path::Path;
 use tquant_kernels::mapping::ReadOnlyMap;

@@ -4,22 +4,48 @@
 //! config.json with its `quantization_config`, tokenizer files).
 
 use crate::checkpoint::{Checkpoint, CONFIG_FILE, INDEX_FILE};
-use crate::convert::TensorSummary;
-use crate::detect::scale_storage_dtype;
+use crate::error::ConvertError;
 use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header, OutEntry};
 use crate::layouts;
+use crate::options::{ConvertOptions, NuChoice};
 use crate::policy::{glob_match, Action};
-use crate::quantize::{plan_info, ConvertOptions, NuChoice};
-use crate::quantized::{
-    FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
-    META_PREFIX, META_VERSION, SCALES_SUFFIX,
+use crate::quantize::plan_info;
+use crate::schema::{
+    scale_storage_dtype, FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX,
+    FORMAT_VERSION, META_PREFIX, META_VERSION, SCALES_SUFFIX,
 };
 use crate::writer::StagingDir;
-use crate::ConvertError;
 use safetensors::Dtype;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+
+/// One tensor of the input and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorSummary {
+    /// The tensor name.
+    pub name: String,
+    /// What the policy decided (`quantize`, `keep`, `skip`, `drop`).
+    pub action: String,
+    /// The input dtype.
+    pub dtype: String,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The base format of a quantized tensor.
+    pub format: Option<String>,
+    /// The format of each matrix (one per expert): what `--format auto` chose.
+    pub formats: Vec<String>,
+    /// nu of each matrix's codebook (one per expert), when Student Float.
+    pub nu: Vec<Option<f64>>,
+    /// Whole-tensor fits, one per matrix (the paper's per-tensor profile).
+    pub nu_tensor: Vec<Option<f64>>,
+    /// Stored bits per weight (0 when not written).
+    pub bits_per_weight: f64,
+    /// The dtype written when it is not the input's: `BF16` for a kept FP8 weight, written
+    /// dequantized since its block scales are not.
+    pub stored_dtype: Option<String>,
+}
 
 /// Files beside the weights that are copied to the output unchanged.
 const AUX_FILES: [&str; 8] = [
@@ -139,14 +165,14 @@ pub(crate) fn entries(s: &OutShard) -> Vec<OutEntry> {
 
 pub(crate) type Plan = (Vec<OutShard>, Vec<QuantPlan>, Vec<TensorSummary>);
 
-/// Every `--drop` glob must name some tensor: a typo would otherwise keep what was meant to go.
+/// Every drop glob must name some tensor: a typo would otherwise keep what was meant to go.
 fn check_drop_globs(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<(), ConvertError> {
     for glob in &opts.policy.drop {
         if !ckpt.names().any(|n| glob_match(glob, n)) {
-            return Err(ConvertError::Options(format!(
-                "--drop '{glob}' matches no tensor of {}",
-                ckpt.root().display()
-            )));
+            return Err(ConvertError::DropUnmatched {
+                glob: glob.clone(),
+                checkpoint: ckpt.root().to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -214,8 +240,7 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                 Action::Quantize => {
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
                     crate::calibration::annotate(&mut info, &entry.name, opts);
-                    layouts::check_matrix(opts, info.rows(), info.cols())
-                        .map_err(|r| ConvertError::tensor(&shard.path, &entry.name, r))?;
+                    layouts::check_matrix(opts, (Some(&shard.path), &entry.name), info.cols())?;
                     summary.bits_per_weight = info.bits_per_weight();
                     let mut plan = add_parts(
                         &mut out,

@@ -2,7 +2,7 @@
 //! Qwen-MoE and BERT-style checkpoints all convert with the same default.
 
 use crate::dtype::is_float;
-use crate::fp8::is_fp8;
+use crate::dtype::is_fp8;
 use safetensors::Dtype;
 
 /// What the converter does with one tensor.
@@ -20,6 +20,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// The lower-case name summaries use.
     pub fn name(self) -> &'static str {
         match self {
             Action::Quantize => "quantize",
@@ -52,12 +53,16 @@ pub const ROUTER_GLOBS: [&str; 5] = [
 /// block scales counts as float). `--drop` wins over everything: the tensor is not written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
+    /// Globs of tensors quantized besides the default ones.
     pub include: Vec<String>,
+    /// Globs of tensors kept unquantized (wins over `include`).
     pub exclude: Vec<String>,
+    /// Globs of tensors left out of the output (wins over everything).
     pub drop: Vec<String>,
 }
 
 impl Policy {
+    /// What happens to tensor `name` of `shape` and `dtype`.
     pub fn decide(&self, name: &str, shape: &[usize], dtype: Dtype) -> Action {
         if self.drop.iter().any(|g| glob_match(g, name)) {
             return Action::Drop;

@@ -2,241 +2,14 @@
 //! in the file's `__metadata__` for tquant's own layout), borrowed views of its bytes
 //! ([`QuantizedView`]) and owned results of the in-memory quantizer ([`QuantizedTensor`]).
 
-use serde::{Deserialize, Serialize};
 use tquant_formats::pack::{code_at, row_bytes};
-use tquant_formats::{ScaleDtype, ScaleRule};
 use tquant_kernels::QMatrix;
 
-use crate::ConvertError;
-
-/// Version of the on-disk description; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
-/// `__metadata__` key prefix of a quantized tensor's description: `tquant.<name>`.
-pub const META_PREFIX: &str = "tquant.";
-/// `__metadata__` key carrying [`FORMAT_VERSION`].
-pub const META_VERSION: &str = "tquant.version";
-/// Suffixes of the stored parts of a quantized tensor `<name>` in tquant's layout.
-pub const CODES_SUFFIX: &str = ".codes";
-pub const SCALES_SUFFIX: &str = ".scales";
-pub const CODEBOOK_SUFFIX: &str = ".codebook";
-
-/// How the bytes of a quantized tensor are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    /// tquant's: per matrix, row-major packed codes (element 2j in the low nibble, rows start on a
-    /// byte), scales `[rows, blocks_per_row]`, codebook in code order.
-    Tquant,
-    /// bitsandbytes NF4 as transformers saves it: blocks over the flattened tensor, element 2j in
-    /// the high nibble, f32 absmax per block, `quant_map` codebook.
-    Bnb,
-    /// OCP MXFP4 as Hugging Face stores it: `_blocks` `[.., rows, cols/32, 16]` (low nibble first,
-    /// per-row blocks of 32, i.e. tquant's code layout) and `_scales` E8M0 `[.., rows, cols/32]`.
-    Mxfp4,
-}
-
-impl Layout {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Tquant => "tquant",
-            Self::Bnb => "bnb",
-            Self::Mxfp4 => "mxfp4",
-        }
-    }
-}
-
-impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tquant" => Ok(Self::Tquant),
-            "bnb" => Ok(Self::Bnb),
-            "mxfp4" => Ok(Self::Mxfp4),
-            _ => Err(format!("unknown layout '{s}' (tquant, bnb, mxfp4)")),
-        }
-    }
-}
-
-/// A fitted location-scale Student-t, as stored in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct FitInfo {
-    pub nu: f64,
-    pub loc: f64,
-    pub scale: f64,
-}
-
-impl From<tquant_formats::TFit> for FitInfo {
-    fn from(f: tquant_formats::TFit) -> Self {
-        Self {
-            nu: f.nu,
-            loc: f.loc,
-            scale: f.scale,
-        }
-    }
-}
-
-/// One quantized matrix (a 2-D tensor, or one expert of a fused 3-D tensor).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatrixInfo {
-    /// Format name, parseable by `tquant_formats::Format` (`sf4:nu=4.237`, `nf4`).
-    pub format: String,
-    /// Degrees of freedom of the Student Float codebook, when it is one.
-    pub nu: Option<f64>,
-    /// Fit on block-standardised values (what an SF codebook is built from).
-    pub fit: Option<FitInfo>,
-    /// Fit on the whole matrix's values (the paper's per-tensor profile).
-    pub fit_tensor: Option<FitInfo>,
-    /// Values in code order; stored as the `.codebook` tensor, not in the metadata.
-    #[serde(skip)]
-    pub codebook: Vec<f32>,
-}
-
-/// Everything needed to interpret a quantized tensor's bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QuantInfo {
-    pub version: u32,
-    pub layout: Layout,
-    /// Base format asked for (`sf4`, `nf4`); each matrix names its exact codebook.
-    pub format: String,
-    pub bits: u32,
-    /// Logical shape: `[rows, cols]` or `[experts, rows, cols]`.
-    pub shape: Vec<usize>,
-    /// dtype of the original tensor (`BF16`).
-    pub dtype: String,
-    /// Elements per block (the row length for whole-row blocks).
-    pub block: usize,
-    #[serde(with = "scale_dtype_name")]
-    pub scale_dtype: ScaleDtype,
-    /// How tquant chose each block's scale (`absmax`, `search`); `None` when not recorded
-    /// (files of other tools, older files). Decoding does not depend on it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "scale_rule_name"
-    )]
-    pub scale_rule: Option<ScaleRule>,
-    /// How the tensor was calibrated (GPTQ, tokens per matrix); `None` when it was not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<crate::calibration::CalibrationRecord>,
-    /// One per matrix: 1 for a 2-D tensor, `experts` for a 3-D one (bitsandbytes: always 1).
-    pub matrices: Vec<MatrixInfo>,
-    /// bitsandbytes double quantization: the absmax are stored as 8-bit codes with an f32
-    /// absmax per this many of them (readers decode them to the f32 `scale_dtype` says).
-    /// Never in tquant's own files.
-    #[serde(skip)]
-    pub nested_absmax_block: Option<usize>,
-}
-
-mod scale_dtype_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use tquant_formats::ScaleDtype;
-
-    pub fn serialize<S: Serializer>(d: &ScaleDtype, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(d.name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ScaleDtype, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-mod scale_rule_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use tquant_formats::ScaleRule;
-
-    pub fn serialize<S: Serializer>(r: &Option<ScaleRule>, s: S) -> Result<S::Ok, S::Error> {
-        match r {
-            Some(r) => s.serialize_str(r.name()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScaleRule>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
-    }
-}
-
-impl QuantInfo {
-    /// Number of matrices (experts): 1 for a 2-D tensor.
-    pub fn experts(&self) -> usize {
-        if self.shape.len() == 3 {
-            self.shape[0]
-        } else {
-            1
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.shape[self.shape.len() - 2]
-    }
-
-    pub fn cols(&self) -> usize {
-        self.shape[self.shape.len() - 1]
-    }
-
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    pub fn blocks_per_row(&self) -> usize {
-        self.cols().div_ceil(self.block)
-    }
-
-    /// Bytes of packed codes of one matrix (tquant and MXFP4 layouts).
-    pub fn matrix_code_bytes(&self) -> usize {
-        self.rows() * row_bytes(self.cols())
-    }
-
-    /// Bytes of scales of one matrix (tquant and MXFP4 layouts).
-    pub fn matrix_scale_bytes(&self) -> usize {
-        self.rows() * self.blocks_per_row() * self.scale_dtype.size()
-    }
-
-    /// Bytes of all packed codes. bitsandbytes packs the flattened tensor, two codes a byte.
-    pub fn code_bytes(&self) -> usize {
-        match self.layout {
-            Layout::Bnb => self.numel().div_ceil(2),
-            _ => self.experts() * self.matrix_code_bytes(),
-        }
-    }
-
-    /// Bytes of all scales. bitsandbytes has one per block of the flattened tensor.
-    pub fn scale_bytes(&self) -> usize {
-        match self.layout {
-            Layout::Bnb => {
-                let blocks = self.numel().div_ceil(self.block);
-                match self.nested_absmax_block {
-                    Some(n) => blocks + blocks.div_ceil(n.max(1)) * 4,
-                    None => blocks * self.scale_dtype.size(),
-                }
-            }
-            _ => self.experts() * self.matrix_scale_bytes(),
-        }
-    }
-
-    /// Bytes of all scales as a [`QuantizedView`] presents them (`scale_dtype` each; equal to
-    /// [`QuantInfo::scale_bytes`] except for double-quantized bitsandbytes absmax, decoded).
-    pub fn view_scale_bytes(&self) -> usize {
-        match self.layout {
-            Layout::Bnb => self.numel().div_ceil(self.block) * self.scale_dtype.size(),
-            _ => self.scale_bytes(),
-        }
-    }
-
-    /// Stored bits per weight, codes and scales (the codebook excluded).
-    pub fn bits_per_weight(&self) -> f64 {
-        (self.code_bytes() + self.scale_bytes()) as f64 * 8.0 / self.numel().max(1) as f64
-    }
-
-    /// The metadata JSON of tquant's layout.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("QuantInfo serializes")
-    }
-}
+use crate::error::ConvertError;
+pub use crate::schema::{
+    FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX, FORMAT_VERSION,
+    META_PREFIX, META_VERSION, SCALES_SUFFIX,
+};
 
 /// One matrix for the kernels (`tquant_kernels::QMatrix::from_parts`): tquant's code layout,
 /// scales `[rows, blocks_per_row]`, the codebook in code order.
@@ -245,7 +18,9 @@ pub type MatrixRef<'a> = tquant_kernels::QMatrixParts<'a>;
 /// A quantized tensor's bytes, borrowed from a checkpoint or a [`QuantizedTensor`].
 #[derive(Debug, Clone, Copy)]
 pub struct QuantizedView<'a> {
+    /// The tensor name.
     pub name: &'a str,
+    /// Its description.
     pub info: &'a QuantInfo,
     /// All matrices' packed codes, matrix after matrix.
     pub codes: &'a [u8],
@@ -257,17 +32,23 @@ pub struct QuantizedView<'a> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("tensor '{tensor}': code {code} at element {index} is outside its {len}-entry codebook")]
 pub struct BadCode {
+    /// The tensor.
     pub tensor: String,
+    /// The code.
     pub code: u8,
+    /// Its element, in the flattened tensor.
     pub index: usize,
+    /// Entries of the codebook.
     pub len: usize,
 }
 
 impl<'a> QuantizedView<'a> {
+    /// Logical shape.
     pub fn shape(&self) -> &'a [usize] {
         &self.info.shape
     }
 
+    /// Matrices (experts): 1 for a 2-D tensor.
     pub fn experts(&self) -> usize {
         self.info.experts()
     }
@@ -277,6 +58,7 @@ impl<'a> QuantizedView<'a> {
         &self.info.matrices[e].format
     }
 
+    /// The codebook of matrix `e`, in code order.
     pub fn codebook(&self, e: usize) -> &'a [f32] {
         &self.info.matrices[e].codebook
     }
@@ -328,7 +110,7 @@ impl<'a> QuantizedView<'a> {
         })?;
         QMatrix::from_parts(parts).map_err(|err| ConvertError::Kernel {
             tensor: self.name.to_string(),
-            err,
+            source: err,
         })
     }
 
@@ -456,13 +238,18 @@ impl<'a> TryFrom<&QuantizedView<'a>> for QMatrix<'a> {
 /// An owned quantized tensor: the result of quantizing one tensor in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor {
+    /// The tensor name.
     pub name: String,
+    /// Its description, with each matrix's format and codebook.
     pub info: QuantInfo,
+    /// All matrices' packed codes, matrix after matrix.
     pub codes: Vec<u8>,
+    /// All matrices' scales, matrix after matrix.
     pub scales: Vec<u8>,
 }
 
 impl QuantizedTensor {
+    /// The borrowed view the readers and kernels take.
     pub fn view(&self) -> QuantizedView<'_> {
         QuantizedView {
             name: &self.name,
@@ -477,6 +264,7 @@ impl QuantizedTensor {
         self.view().matrix(e)
     }
 
+    /// The whole tensor (all experts) dequantized, row-major f32.
     pub fn dequantize(&self) -> Vec<f32> {
         // The codes were produced by the quantizer from these codebooks: always in range.
         self.view()
@@ -488,7 +276,7 @@ impl QuantizedTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{quantize_tensor, ConvertOptions, Dtype, Policy};
+    use crate::{quantize_tensor, ConvertError, ConvertOptions, Dtype};
     use tquant_kernels::{matmul, Mode};
 
     fn quantized(shape: &[usize], layout: Layout) -> QuantizedTensor {
@@ -496,8 +284,7 @@ mod tests {
         let w: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
             .collect();
-        let opts =
-            ConvertOptions::from_args(None, None, None, None, layout, Policy::default()).unwrap();
+        let opts = ConvertOptions::builder().layout(layout).build().unwrap();
         quantize_tensor("t", &w, shape, Dtype::F32, &opts).unwrap()
     }
 
@@ -550,7 +337,7 @@ mod tests {
         view.codes = &t.codes[1..];
         let err = QMatrix::try_from(&view).unwrap_err();
         assert!(
-            matches!(err, ConvertError::Kernel { ref tensor, err: tquant_kernels::KernelError::CodesLength { .. } } if tensor == "t"),
+            matches!(err, ConvertError::Kernel { ref tensor, source: tquant_kernels::KernelError::CodesLength { .. } } if tensor == "t"),
             "{err}"
         );
     }

@@ -8,13 +8,14 @@
 //! weight error). `+search` searches each block's scale instead of the absmax rule; `gptq`
 //! quantizes with calibration statistics (given separately).
 //!
-//! A bare `sf4` means nu = 5 here; `ConvertOptions::from_args` with no nu fits it per tensor
-//! (the converter's default), which a recipe writes `sf4_fit`.
+//! A bare `sf4` means nu = 5 wherever a recipe is parsed (`tquant convert --format`, the
+//! report); fitting nu per tensor, the converter's default, is written `sf4_fit`.
 
-use crate::{ConvertError, ConvertOptions, Layout, NuChoice, Policy};
+use crate::error::{ConvertError, Setting};
+use crate::options::{ConvertOptions, ConvertOptionsBuilder, FormatChoice, NuChoice};
 use std::fmt;
 use std::str::FromStr;
-use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
+use tquant_formats::{BlockSize, Format, ScaleDtype, ScaleRule};
 
 /// The nu of a bare `sf4` / `sf3` recipe (Dotzel et al.'s choice).
 pub const PAPER_NU: f64 = 5.0;
@@ -25,7 +26,12 @@ pub enum RecipeFormat {
     /// A catalog format other than Student Float, by name (`nf4`, `int4`, `e2m1`, ...).
     Catalog(String),
     /// Student Float of `bits` bits with its nu rule.
-    StudentFloat { bits: u32, nu: NuChoice },
+    StudentFloat {
+        /// Bits per code.
+        bits: u32,
+        /// How nu is chosen.
+        nu: NuChoice,
+    },
     /// Per matrix the candidate with the least weight error; `None` is the default list.
     Auto(Option<Vec<String>>),
     /// A custom codebook, values in code order.
@@ -35,7 +41,9 @@ pub enum RecipeFormat {
 /// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
+    /// The value set.
     pub format: RecipeFormat,
+    /// How each block's scale is chosen.
     pub scale_rule: ScaleRule,
     /// Quantize with calibration statistics (GPTQ; for `auto`, the choice by the
     /// activation-weighted error).
@@ -62,6 +70,48 @@ impl Recipe {
         }
     }
 
+    /// A builder of converter options with this recipe's format and scale rule (tquant's
+    /// layout and the default policy unless set; no calibration attached: a `gptq` recipe
+    /// needs the caller's statistics).
+    pub fn builder(&self) -> Result<ConvertOptionsBuilder, ConvertError> {
+        let table = |name: &str| {
+            name.parse()
+                .map(FormatChoice::Table)
+                .map_err(|e| ConvertError::setting(Setting::Format, name, e))
+        };
+        let format = match &self.format {
+            RecipeFormat::StudentFloat { bits, nu } => FormatChoice::StudentFloat {
+                bits: *bits,
+                nu: *nu,
+            },
+            RecipeFormat::Auto(_) => FormatChoice::Auto(self.base()),
+            RecipeFormat::Catalog(_) | RecipeFormat::Custom(_) => table(&self.base())?,
+        };
+        Ok(ConvertOptions::builder()
+            .format(format)
+            .scale_rule(self.scale_rule))
+    }
+
+    /// The recipe `text` and a builder of its options as written: like [`Recipe::builder`],
+    /// except that a nu spelled out in it (`sf4:nu=3`) belongs to the table, so a nu set on the
+    /// builder besides is refused (a bare `sf4`'s nu = 5 may be overridden).
+    pub fn parse_builder(text: &str) -> Result<(Recipe, ConvertOptionsBuilder), ConvertError> {
+        let recipe: Recipe = text.parse()?;
+        let mut builder = recipe.builder()?;
+        if let RecipeFormat::StudentFloat {
+            bits,
+            nu: NuChoice::Fixed(nu),
+        } = recipe.format
+        {
+            if text.contains(":nu=") {
+                let table = Format::student_float(bits, nu)
+                    .map_err(|e| ConvertError::setting(Setting::Nu, nu.to_string(), e))?;
+                builder = builder.format(FormatChoice::Table(table)).written(text);
+            }
+        }
+        Ok((recipe, builder))
+    }
+
     /// Converter options for this recipe with the tquant layout and default policy (no
     /// calibration attached: a `gptq` recipe needs the caller's statistics).
     pub fn options(
@@ -69,26 +119,10 @@ impl Recipe {
         block: BlockSize,
         scale_dtype: ScaleDtype,
     ) -> Result<ConvertOptions, ConvertError> {
-        let (format, nu) = match &self.format {
-            RecipeFormat::StudentFloat { bits, nu } => {
-                let nu = match nu {
-                    NuChoice::Fit => "fit".to_string(),
-                    NuChoice::Search => "search".to_string(),
-                    NuChoice::Fixed(v) => v.to_string(),
-                };
-                (format!("sf{bits}"), Some(nu))
-            }
-            _ => (self.base(), None),
-        };
-        ConvertOptions::from_args(
-            Some(&format),
-            nu.as_deref(),
-            Some(&block.to_string()),
-            Some(scale_dtype.name()),
-            Layout::Tquant,
-            Policy::default(),
-        )?
-        .with_scale_rule(self.scale_rule)
+        self.builder()?
+            .block(block)
+            .scale_dtype(scale_dtype)
+            .build()
     }
 
     /// The name without scale rule or GPTQ marks.
@@ -128,8 +162,11 @@ impl fmt::Display for Recipe {
     }
 }
 
-fn recipe_err(s: &str, why: impl fmt::Display) -> ConvertError {
-    ConvertError::Options(format!("recipe '{s}': {why}"))
+fn syntax(s: &str, reason: &'static str) -> ConvertError {
+    ConvertError::RecipeSyntax {
+        recipe: s.to_string(),
+        reason,
+    }
 }
 
 impl FromStr for Recipe {
@@ -143,7 +180,7 @@ impl FromStr for Recipe {
         }
         if let Some(r) = rest.strip_suffix("+gptq") {
             if gptq {
-                return Err(recipe_err(s, "GPTQ is asked for twice"));
+                return Err(syntax(s, "GPTQ is asked for twice"));
             }
             (rest, gptq) = (r, true);
         }
@@ -153,7 +190,7 @@ impl FromStr for Recipe {
         };
         let sf = |bits, nu| RecipeFormat::StudentFloat { bits, nu };
         let format = match rest {
-            "" => return Err(recipe_err(s, "no format")),
+            "" => return Err(syntax(s, "no format")),
             "sf4_fit" => sf(4, NuChoice::Fit),
             "sf3_fit" => sf(3, NuChoice::Fit),
             "sf4_search" => sf(4, NuChoice::Search),
@@ -167,7 +204,10 @@ impl FromStr for Recipe {
                         .collect();
                     RecipeFormat::Auto(Some(names))
                 } else {
-                    let f: tquant_formats::Format = rest.parse().map_err(|e| recipe_err(s, e))?;
+                    let f: Format = rest.parse().map_err(|source| ConvertError::RecipeFormat {
+                        recipe: s.to_string(),
+                        source,
+                    })?;
                     let base = rest.split(':').next().unwrap_or(rest);
                     match (f.nu(), base) {
                         (Some(nu), "sf4" | "sf3") => sf(f.bits(), NuChoice::Fixed(nu)),
@@ -185,7 +225,10 @@ impl FromStr for Recipe {
         // Every recipe must make converter options (auto lists, custom tables, nu).
         recipe
             .options(BlockSize::Elements(64), ScaleDtype::F32)
-            .map_err(|e| recipe_err(s, e))?;
+            .map_err(|e| ConvertError::Recipe {
+                recipe: s.to_string(),
+                source: Box::new(e),
+            })?;
         Ok(recipe)
     }
 }

@@ -9,6 +9,7 @@ pub struct ErrorStats {
     pub nmse: f64,
     /// `-10 log10(nmse)`.
     pub sqnr_db: f64,
+    /// Largest absolute error of an element.
     pub max_abs_err: f64,
     /// `<q, w> / (|q| |w|)`.
     pub cosine: f64,

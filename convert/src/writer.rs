@@ -3,7 +3,7 @@
 //! files are created at their final size and filled by positioned writes, so tensors can be
 //! written as soon as they are ready, in any order, without holding the output in memory.
 
-use crate::ConvertError;
+use crate::error::ConvertError;
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -105,8 +105,8 @@ impl StagingDir {
         check_output(target, force, &|_| false)?;
         let name = target
             .file_name()
-            .ok_or_else(|| {
-                ConvertError::Options(format!("output '{}' has no file name", target.display()))
+            .ok_or_else(|| ConvertError::OutputName {
+                path: target.to_path_buf(),
             })?
             .to_string_lossy()
             .into_owned();

@@ -258,13 +258,16 @@ impl CalibrationStages for LayerByLayer {
         let mut run = self.lock();
         let fail = |e: ModelError| match e {
             ModelError::Convert(c) => c,
-            e => ConvertError::Options(format!("calibration, stage {stage}: {e}")),
+            e => ConvertError::Stage {
+                stage,
+                source: Box::new(e),
+            },
         };
         if run.next_index() != stage {
-            return Err(ConvertError::Options(format!(
-                "calibration stages run in order: asked for stage {stage}, next is {}",
-                run.next_index()
-            )));
+            return Err(ConvertError::StageOrder {
+                asked: stage,
+                next: run.next_index(),
+            });
         }
         let (stage, moments) = capture_next_stage(&mut run, self.weighting).map_err(fail)?;
         let has = |name: &str| run.source().contains(name);

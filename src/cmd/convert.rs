@@ -1,13 +1,14 @@
 //! `tquant convert`: quantize a safetensors checkpoint into a self-describing quantized one.
 
 use super::calibration::CalibrateArgs;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use tquant_convert::convert::{NoProgress, Progress, RunOptions};
-use tquant_convert::{ConvertOptions, ConvertSummary, Layout, Policy};
+use tquant_convert::options::{parse_block, parse_scale_dtype};
+use tquant_convert::{ConvertSummary, Layout, Policy, Recipe};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,11 +17,14 @@ pub struct Args {
     /// Output directory (written atomically; refused if it exists unless --force).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Format (sf4, nf4, int4, e2m1, sf4:nu=3.5, ...; see `tquant formats`). Default: sf4
-    /// (nf4 for --layout bnb, e2m1 for --layout mxfp4). `auto` chooses per tensor (per expert)
-    /// the format with the least weight error among nf4, sf4 (nu searched), apot4_sp, e2m1_sp,
-    /// int4 and int4_full; `auto:LIST` among LIST (comma- or /-separated), at the same bits per
-    /// weight.
+    /// Recipe: a format (nf4, int4, e2m1, ...; see `tquant formats`), where sf4 is Student
+    /// Float at nu = 5, sf4:nu=3.5 another nu, sf4_fit nu fitted per tensor and sf4_search the
+    /// nu with the least error; `+search` searches each block's scale (nf4+search); `auto`
+    /// chooses per tensor (per expert) the format with the least weight error among nf4, sf4
+    /// (nu searched), apot4_sp, e2m1_sp, int4 and int4_full, `auto:LIST` among LIST (comma- or
+    /// /-separated), at the same bits per weight; `gptq:nf4` (`auto+gptq`) quantizes with GPTQ
+    /// and needs --calibrate or --calibrate-self. Default: sf4_fit (nf4 for --layout bnb, e2m1
+    /// for --layout mxfp4).
     #[arg(long)]
     pub format: Option<String>,
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
@@ -29,17 +33,17 @@ pub struct Args {
     /// Scale dtype: f32, f16, bf16, e8m0. Default: f16 (f32 for bnb, e8m0 for mxfp4).
     #[arg(long)]
     pub scale_dtype: Option<String>,
-    /// Student Float degrees of freedom: a number; `fit` (per tensor and per expert, the
-    /// maximum-likelihood fit of block-standardised values); or `search` (per tensor and per
-    /// expert, the nu with the least quantization error; slower). Default: fit (search for
-    /// the sf candidates of --format auto).
+    /// Student Float degrees of freedom, overriding the recipe's: a number; `fit` (per tensor
+    /// and per expert, the maximum-likelihood fit of block-standardised values); or `search`
+    /// (per tensor and per expert, the nu with the least quantization error; slower). For the
+    /// plain sf candidates of --format auto, fit or search (default search).
     #[arg(long)]
     pub nu: Option<String>,
-    /// Block scales: `absmax` (the block's largest magnitude onto the table's, the paper's rule)
-    /// or `search` (per block, the scale with the least squared error, stored in the same
-    /// dtype; may be negative). tquant layout only.
-    #[arg(long, default_value = "absmax")]
-    pub scale_rule: String,
+    /// Block scales, overriding the recipe's: `absmax` (the block's largest magnitude onto the
+    /// table's, the paper's rule; the default) or `search` (per block, the scale with the least
+    /// squared error, stored in the same dtype; may be negative). tquant layout only.
+    #[arg(long)]
+    pub scale_rule: Option<String>,
     /// On-disk layout: tquant, bnb (bitsandbytes NF4 as transformers saves it), mxfp4
     /// (OCP MXFP4 as Hugging Face stores it).
     #[arg(long, default_value = "tquant")]
@@ -83,20 +87,37 @@ impl Progress for Bar {
 
 pub fn run(args: Args) -> Result<()> {
     let layout: Layout = args.layout.parse().map_err(anyhow::Error::msg)?;
-    let opts = ConvertOptions::from_args(
-        args.format.as_deref(),
-        args.nu.as_deref(),
-        args.block.as_deref(),
-        args.scale_dtype.as_deref(),
-        layout,
-        Policy {
-            include: args.include.clone(),
-            exclude: args.exclude.clone(),
-            drop: args.drop.clone(),
-        },
-    )?;
-    let rule = args.scale_rule.parse().map_err(anyhow::Error::msg)?;
-    let mut opts = opts.with_scale_rule(rule)?;
+    let default = match layout {
+        Layout::Tquant => "sf4_fit",
+        Layout::Bnb => "nf4",
+        Layout::Mxfp4 => "e2m1",
+    };
+    let (recipe, mut b) = Recipe::parse_builder(args.format.as_deref().unwrap_or(default))?;
+    b = b.layout(layout).policy(Policy {
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        drop: args.drop.clone(),
+    });
+    if let Some(nu) = &args.nu {
+        b = b.nu(nu.parse()?);
+    }
+    if let Some(block) = &args.block {
+        b = b.block(parse_block(block)?);
+    }
+    if let Some(d) = &args.scale_dtype {
+        b = b.scale_dtype(parse_scale_dtype(d)?);
+    }
+    if let Some(rule) = &args.scale_rule {
+        b = b.scale_rule(rule.parse().map_err(anyhow::Error::msg)?);
+    }
+    let mut opts = b.build()?;
+    let c = &args.calibration;
+    if recipe.gptq && c.calibrate.is_none() && c.calibrate_self.is_none() {
+        bail!(
+            "recipe '{recipe}' quantizes with GPTQ and needs calibration: pass --calibrate FILE \
+             or --calibrate-self N"
+        );
+    }
     let layerwise = args.calibration.layerwise(
         &args.input,
         &args.output,

@@ -1,0 +1,68 @@
+//! Quantizing one matrix in memory: the Student-t fit or nu search that picks a Student Float
+//! table, `auto`'s per-matrix choice, block quantization and packing in the chosen layout.
+
+use crate::fitting::{fit_for_codebook_with, fit_for_profile, round_nu};
+use crate::layouts;
+use crate::options::{ConvertOptions, NuChoice};
+use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
+use tquant_formats::nu_search::search_nu_min_error;
+use tquant_formats::select::SquaredError;
+use tquant_formats::{BlockQuantizer, Format, FormatError};
+
+/// Fits (when asked), picks the codebook and quantizes one row-major `[rows, cols]` matrix.
+pub fn quantize_matrix(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+) -> Result<QuantizedMatrixOut, FormatError> {
+    if let Some(spec) = &opts.auto {
+        return crate::auto::quantize_matrix_auto(values, rows, cols, opts, spec, &SquaredError)
+            .map(|m| m.out);
+    }
+    let block_len = opts.block.len_for(cols);
+    let (format, fit, fit_tensor) = match opts.nu {
+        Some(NuChoice::Fit) => {
+            let fit = fit_for_codebook_with(values, block_len, opts.fit_sampling);
+            let whole = fit_for_profile(values, block_len);
+            let format = Format::student_float(opts.format.bits(), round_nu(fit.nu))?;
+            (format, Some(FitInfo::from(fit)), Some(FitInfo::from(whole)))
+        }
+        Some(NuChoice::Search) => {
+            let q = BlockQuantizer {
+                block: opts.block,
+                scale_dtype: opts.scale_dtype,
+            };
+            let bits = opts.format.bits();
+            let best = search_nu_min_error(values, rows, cols, bits, &q, opts.scale_rule)?;
+            let format = Format::student_float(bits, round_nu(best.nu))?;
+            let whole = fit_for_profile(values, block_len);
+            (format, None, Some(FitInfo::from(whole)))
+        }
+        _ => (opts.format.clone(), None, None),
+    };
+    let cb = format.codebook();
+    let (codes, scales) = match opts.layout {
+        Layout::Mxfp4 => layouts::mxfp4(values, rows, cols)?,
+        Layout::Tquant => {
+            let q = BlockQuantizer {
+                block: opts.block,
+                scale_dtype: opts.scale_dtype,
+            }
+            .quantize_with(cb, values, rows, cols, opts.scale_rule)?;
+            (q.codes, q.scales)
+        }
+        Layout::Bnb => layouts::bnb_quantize(values, block_len)?,
+    };
+    Ok(QuantizedMatrixOut {
+        info: MatrixInfo {
+            format: format.name().to_string(),
+            nu: format.nu(),
+            fit,
+            fit_tensor,
+            codebook: cb.values().to_vec(),
+        },
+        codes,
+        scales,
+    })
+}
