@@ -1,6 +1,7 @@
 //! Block scaling: each row is cut into blocks along its length; each block gets one scale.
 
 use crate::pack::{pack_row, row_bytes};
+pub use crate::search::block_sq_err;
 use crate::search::SearchScratch;
 use crate::{Codebook, FormatError, ScaleDtype};
 use std::fmt;
@@ -379,25 +380,6 @@ fn block_extreme(block: &[f32]) -> (f32, f32) {
     } else {
         (-min, min)
     }
-}
-
-/// Squared error of one block encoded with `scale` and decoded as the kernels do
-/// (`values[code] * scale` in f32), summed in f64.
-pub fn block_sq_err(cb: &Codebook, block: &[f32], scale: f32) -> f64 {
-    if scale == 0.0 {
-        return block.iter().map(|&x| x as f64 * x as f64).sum();
-    }
-    let mut codes = [0u8; 256];
-    let mut err = 0.0f64;
-    for chunk in block.chunks(codes.len()) {
-        let codes = &mut codes[..chunk.len()];
-        cb.encode_scaled(chunk, scale, codes);
-        for (&x, &c) in chunk.iter().zip(codes.iter()) {
-            let d = x as f64 - (cb.decode(c) * scale) as f64;
-            err += d * d;
-        }
-    }
-    err
 }
 
 /// Encodes one block with a given (already rounded) scale. A zero scale gives the zero code.

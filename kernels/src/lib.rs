@@ -57,15 +57,18 @@
 mod act;
 pub mod bf16;
 mod dispatch;
+mod isa;
 pub mod mapping;
 mod qmatrix;
 pub mod reference;
 mod scalar;
+mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
-pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa, PARALLEL_MIN_WORK};
+pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MIN_WORK};
+pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};
 pub use tquant_formats::ScaleDtype;
 
