@@ -23,6 +23,7 @@ pub mod layerwise;
 pub mod linear;
 pub mod model;
 pub mod moe;
+mod observe;
 pub mod rope;
 pub mod synthetic;
 pub mod weights;

@@ -2,11 +2,11 @@
 //! LM head; prefill of many tokens at once and single-token decode over a [`KvCache`].
 
 use crate::attention::{rms_norm, Attention, AttentionPath, Dims};
-use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::kernels::Mode;
 use crate::linear::Linear;
 use crate::moe::{Mlp, Moe};
+use crate::observe::{Site, Tap, TapAt};
 use crate::weights::{Loader, TensorSource};
 use crate::ModelError;
 use std::sync::Arc;
@@ -238,7 +238,7 @@ impl Model {
     }
 
     /// [`Model::forward_here`] that also shows `tap` the input of every linear layer
-    /// (calibration, [`crate::calibrate`]).
+    /// (calibration: the `calibrate` module implements a tap).
     pub fn forward_observed(
         &self,
         tokens: &[u32],

@@ -2,10 +2,10 @@
 //! DeepSeekMoE routing: V2's f32 softmax gate (greedy or group-limited top-k) and V3's sigmoid
 //! gate with a selection-only bias (`noaux_tc`).
 
-use crate::calibrate::{Record, Site, TapAt};
 use crate::config::{Config, TopkMethod};
 use crate::kernels::Mode;
 use crate::linear::Linear;
+use crate::observe::{Record, Site, TapAt};
 use crate::weights::Loader;
 use crate::ModelError;
 
