@@ -62,6 +62,7 @@ impl Isa {
     /// Every path, slowest first.
     pub const ALL: [Isa; 4] = [Isa::Reference, Isa::Scalar, Isa::Avx2, Isa::Avx512];
 
+    /// The path's name (`reference`, `scalar`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Reference => "reference",
@@ -108,11 +109,10 @@ impl fmt::Display for Isa {
 impl FromStr for Isa {
     type Err = KernelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Isa::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| {
-            KernelError::Parse(format!(
-                "unknown ISA '{s}' (reference, scalar, avx2, avx512)"
-            ))
-        })
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| KernelError::UnknownIsa { name: s.into() })
     }
 }
 

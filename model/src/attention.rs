@@ -23,7 +23,9 @@ pub enum AttentionPath {
     /// Naive for blocks of several tokens (prefill), absorbed for single tokens (decode).
     #[default]
     Auto,
+    /// Heads expanded from the KV latent (transformers' way).
     Naive,
+    /// The KV up-projection absorbed into the query and output (DeepSeek's decode path).
     Absorbed,
 }
 

@@ -68,6 +68,7 @@ pub struct SecondMoments {
 }
 
 impl SecondMoments {
+    /// Empty sums; routed experts' tokens count as `weighting` says.
     pub fn new(weighting: RouterWeighting) -> Self {
         Self {
             weighting,
@@ -167,6 +168,7 @@ impl Tap for SecondMoments {
 pub struct CaptureOptions {
     /// Tokens per chunk; each chunk runs from an empty cache (as the evaluation's windows).
     pub window: usize,
+    /// How routed experts' tokens count.
     pub weighting: RouterWeighting,
 }
 

@@ -168,6 +168,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
         })
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -115,15 +115,22 @@ impl Mlp {
 /// Routing options from the config.
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// Routed experts per token.
     pub top_k: usize,
+    /// How experts are chosen.
     pub method: TopkMethod,
+    /// Expert groups.
     pub n_group: usize,
+    /// Groups a token may route to.
     pub topk_group: usize,
+    /// Whether the chosen weights are renormalised.
     pub norm_topk_prob: bool,
+    /// Factor on the routed output.
     pub routed_scaling_factor: f32,
 }
 
 impl Router {
+    /// The routing of `c`.
     pub fn from_config(c: &Config) -> Self {
         Self {
             top_k: c.num_experts_per_tok,
