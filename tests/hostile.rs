@@ -13,3 +13,4 @@ mod hostile_output;
 mod hostile_quantized;
 mod hostile_safetensors;
 mod hostile_weights;
+mod module_cycles;

@@ -82,8 +82,10 @@ fn kernel_status(e: &KernelError) -> c_int {
         | KernelError::Length { .. }
         | KernelError::Overflow { .. } => TQUANT_ERR_SIZE,
         KernelError::TableSize(_) | KernelError::TableValue { .. } => TQUANT_ERR_TABLE,
-        KernelError::ZeroBlock | KernelError::Parse(_) => TQUANT_ERR_ARG,
-        KernelError::Unavailable { .. } => TQUANT_ERR_INTERNAL,
+        KernelError::ZeroBlock
+        | KernelError::UnknownMode { .. }
+        | KernelError::UnknownIsa { .. } => TQUANT_ERR_ARG,
+        _ => TQUANT_ERR_INTERNAL,
     }
 }
 

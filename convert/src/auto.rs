@@ -126,12 +126,7 @@ pub fn quantize_matrix_auto(
         })
         .collect::<Result<Vec<_>, FormatError>>()?;
     let errors: Vec<f64> = outcomes.iter().map(|o| o.2.error).collect();
-    let chosen = argmin(&errors).ok_or_else(|| {
-        FormatError::Value(
-            "the selection error is NaN for every auto candidate (does the error fit this matrix?)"
-                .into(),
-        )
-    })?;
+    let chosen = argmin(&errors).ok_or(FormatError::SelectionNan)?;
     let errors = outcomes
         .iter()
         .map(|(f, _, ev)| CandidateError {

@@ -107,10 +107,8 @@ pub fn quantize_matrix_for(
         })
         .collect::<Result<Vec<_>, FormatError>>()?;
     let errors: Vec<f64> = outcomes.iter().map(|o| o.3).collect();
-    let chosen = argmin(&errors).ok_or_else(|| {
-        FormatError::Value(format!(
-            "the output error is NaN for every auto candidate of '{name}'"
-        ))
+    let chosen = argmin(&errors).ok_or_else(|| FormatError::OutputNan {
+        tensor: name.to_string(),
     })?;
     let (format, fit, m, _) = outcomes
         .into_iter()

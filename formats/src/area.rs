@@ -41,10 +41,15 @@ pub struct PublishedMac {
     pub paper_name: &'static str,
     /// Code width in bits (the `bits` of the overhead formula).
     pub bits: u32,
+    /// Accumulator width in bits.
     pub acc_bits: u32,
+    /// Multiplier area, µm².
     pub mult_um2: f64,
+    /// Accumulator area, µm².
     pub acc_um2: f64,
+    /// Whole MAC area, µm².
     pub mac_um2: f64,
+    /// MAC power, µW.
     pub mac_power_uw: f64,
     /// Relative chip overhead as printed, percent.
     pub overhead_pct: f64,
@@ -140,15 +145,25 @@ pub fn chip_overhead_pct(mac_um2: f64, int4_mac_um2: f64, bits: u32) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Multiplier {
     /// Two's-complement `width` x `width` integer multiplier.
-    Integer { width: u32 },
+    Integer {
+        /// Operand width in bits.
+        width: u32,
+    },
     /// Minifloat: `(mantissa_bits + 1)^2` array, exponent adder and an aligner into
     /// `aligner_bits` fixed-point bits.
     Float {
+        /// Mantissa bits of the value set.
         mantissa_bits: u32,
+        /// Fixed-point bits the aligner shifts products into.
         aligner_bits: u32,
     },
     /// A decoder from `entries` codes to `width`-bit integers, then an integer multiplier.
-    Lookup { width: u32, entries: u32 },
+    Lookup {
+        /// Width of the decoded integers.
+        width: u32,
+        /// Codes decoded.
+        entries: u32,
+    },
 }
 
 impl Multiplier {
@@ -170,6 +185,7 @@ impl Multiplier {
 /// What the model derives from a value set before any coefficient is applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MacShape {
+    /// The multiplier the value set needs.
     pub multiplier: Multiplier,
     /// Accumulator width: product magnitude bits + sign + log2(256).
     pub acc_bits: u32,
@@ -178,21 +194,30 @@ pub struct MacShape {
 /// A model estimate, in square micrometres of TSMC 28nm.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MacEstimate {
+    /// What the estimate was made from.
     pub shape: MacShape,
+    /// Multiplier area.
     pub mult_um2: f64,
     /// Part of `mult_um2` spent on the lookup decoder (0 for grid formats).
     pub decoder_um2: f64,
+    /// Accumulator area.
     pub acc_um2: f64,
+    /// Whole MAC area (multiplier plus accumulator).
     pub mac_um2: f64,
 }
 
 /// The model's coefficients (µm²).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Coefficients {
+    /// Multiplier area independent of its size.
     pub mult_const: f64,
+    /// Area per cell of the multiplier's partial-product array.
     pub per_array_cell: f64,
+    /// Area per aligner bit.
     pub per_aligner_bit: f64,
+    /// Accumulator area independent of its width.
     pub acc_const: f64,
+    /// Area per accumulator bit.
     pub per_acc_bit: f64,
 }
 
@@ -482,7 +507,9 @@ pub fn calibrated() -> Coefficients {
 /// One row of the model's check against Table 10.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelCheck {
+    /// The paper's row.
     pub published: &'static PublishedMac,
+    /// The model's estimate for the same value set.
     pub estimate: MacEstimate,
     /// `(model - published) / published`, percent, of the MAC area.
     pub error_pct: f64,

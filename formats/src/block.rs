@@ -1,13 +1,15 @@
 //! Block scaling: each row is cut into blocks along its length; each block gets one scale.
 
 use crate::pack::{pack_row, row_bytes};
+pub use crate::search::block_sq_err;
 use crate::search::SearchScratch;
 use crate::{Codebook, FormatError, ScaleDtype};
 use std::fmt;
 use std::str::FromStr;
 
-/// Smallest and largest supported block length.
+/// Shortest block, in elements.
 pub const MIN_BLOCK: usize = 16;
+/// Longest block, in elements.
 pub const MAX_BLOCK: usize = 4096;
 
 /// How many consecutive elements of a row share one scale.
@@ -20,11 +22,10 @@ pub enum BlockSize {
 }
 
 impl BlockSize {
+    /// A block of `n` elements; an error outside [`MIN_BLOCK`]..=[`MAX_BLOCK`].
     pub fn new(n: usize) -> Result<Self, FormatError> {
         if !(MIN_BLOCK..=MAX_BLOCK).contains(&n) {
-            return Err(FormatError::Parse(format!(
-                "block size {n} is not supported: use {MIN_BLOCK}..={MAX_BLOCK} or 'row'"
-            )));
+            return Err(FormatError::BlockSize { size: n });
         }
         Ok(Self::Elements(n))
     }
@@ -53,9 +54,9 @@ impl FromStr for BlockSize {
         if s == "row" {
             return Ok(Self::Row);
         }
-        let n: usize = s.parse().map_err(|_| {
-            FormatError::Parse(format!("block size '{s}' is not a number or 'row'"))
-        })?;
+        let n: usize = s
+            .parse()
+            .map_err(|_| FormatError::BlockSizeText { text: s.into() })?;
         Self::new(n)
     }
 }
@@ -63,9 +64,7 @@ impl FromStr for BlockSize {
 /// `len` values must make a row-major `[rows, cols]` matrix (no overflow).
 pub fn check_matrix_len(len: usize, rows: usize, cols: usize) -> Result<(), FormatError> {
     if rows.checked_mul(cols) != Some(len) {
-        return Err(FormatError::Shape(format!(
-            "{len} values do not make a [{rows}, {cols}] matrix"
-        )));
+        return Err(FormatError::MatrixLength { len, rows, cols });
     }
     Ok(())
 }
@@ -80,12 +79,17 @@ pub fn blocks_per_row(cols: usize, block: usize) -> usize {
 /// row-major `[rows, blocks_per_row]`, stored as `scale_dtype` bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedMatrix {
+    /// Rows.
     pub rows: usize,
+    /// Columns.
     pub cols: usize,
     /// Block length in elements (the row length for whole-row blocks).
     pub block: usize,
+    /// How the scales are stored.
     pub scale_dtype: ScaleDtype,
+    /// Packed codes, [`crate::pack`] order.
     pub codes: Vec<u8>,
+    /// Scales, row-major `[rows, blocks_per_row]`, `scale_dtype` bytes each.
     pub scales: Vec<u8>,
 }
 
@@ -113,8 +117,10 @@ pub enum ScaleRule {
 }
 
 impl ScaleRule {
+    /// Every rule.
     pub const ALL: [ScaleRule; 2] = [Self::Absmax, Self::Search];
 
+    /// The rule's name (`absmax`, `search`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Absmax => "absmax",
@@ -135,7 +141,7 @@ impl FromStr for ScaleRule {
         Self::ALL
             .into_iter()
             .find(|r| r.name() == s)
-            .ok_or_else(|| FormatError::Parse(format!("unknown scale rule '{s}' (absmax, search)")))
+            .ok_or_else(|| FormatError::UnknownScaleRule { name: s.into() })
     }
 }
 
@@ -145,7 +151,9 @@ const SEARCH_PERCENT: std::ops::RangeInclusive<u32> = 70..=110;
 /// Options of the block quantizer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockQuantizer {
+    /// Block length along a row.
     pub block: BlockSize,
+    /// How each block's scale is stored.
     pub scale_dtype: ScaleDtype,
 }
 
@@ -279,11 +287,9 @@ impl BlockQuantizer {
     /// quantized with a scale that clips half of every block.
     pub fn check(&self, cb: &Codebook) -> Result<(), FormatError> {
         if self.scale_dtype == ScaleDtype::E8m0 && cb.needs_signed_scale() {
-            return Err(FormatError::Codebook(format!(
-                "this table's largest magnitude ({}) has no counterpart of the other sign, so its \
-                 blocks need signed scales, which e8m0 cannot store; use f32, f16 or bf16 scales",
-                cb.extreme()
-            )));
+            return Err(FormatError::SignedScale {
+                extreme: cb.extreme(),
+            });
         }
         Ok(())
     }
@@ -379,25 +385,6 @@ fn block_extreme(block: &[f32]) -> (f32, f32) {
     } else {
         (-min, min)
     }
-}
-
-/// Squared error of one block encoded with `scale` and decoded as the kernels do
-/// (`values[code] * scale` in f32), summed in f64.
-pub fn block_sq_err(cb: &Codebook, block: &[f32], scale: f32) -> f64 {
-    if scale == 0.0 {
-        return block.iter().map(|&x| x as f64 * x as f64).sum();
-    }
-    let mut codes = [0u8; 256];
-    let mut err = 0.0f64;
-    for chunk in block.chunks(codes.len()) {
-        let codes = &mut codes[..chunk.len()];
-        cb.encode_scaled(chunk, scale, codes);
-        for (&x, &c) in chunk.iter().zip(codes.iter()) {
-            let d = x as f64 - (cb.decode(c) * scale) as f64;
-            err += d * d;
-        }
-    }
-    err
 }
 
 /// Encodes one block with a given (already rounded) scale. A zero scale gives the zero code.

@@ -92,16 +92,12 @@ impl Format {
     /// Student Float with `bits` (3 or 4) and any `nu > 0`.
     pub fn student_float(bits: u32, nu: f64) -> Result<Format, FormatError> {
         if nu.is_nan() || nu <= 0.0 {
-            return Err(FormatError::Parse(format!("nu must be > 0, got {nu}")));
+            return Err(FormatError::Nu { nu });
         }
         let (n_pos, n_neg, base) = match bits {
             4 => (8, 7, "sf4"),
             3 => (4, 3, "sf3"),
-            _ => {
-                return Err(FormatError::Parse(format!(
-                    "Student Float has 3 or 4 bits, not {bits}"
-                )))
-            }
+            _ => return Err(FormatError::StudentFloatBits { bits }),
         };
         let values = if bits == 4 && nu == DEFAULT_NU {
             SF4_NU5.to_vec()
@@ -147,14 +143,17 @@ impl Format {
         &self.name
     }
 
+    /// The format's values in code order.
     pub fn codebook(&self) -> &Codebook {
         &self.codebook
     }
 
+    /// Bits per code.
     pub fn bits(&self) -> u32 {
         self.codebook.bits()
     }
 
+    /// Where the format comes from (paper, library, generator).
     pub fn source(&self) -> &'static str {
         self.source
     }
@@ -196,11 +195,15 @@ impl FromStr for Format {
                 let nu = match p {
                     None => DEFAULT_NU,
                     Some(p) => {
-                        let v = p.strip_prefix("nu=").ok_or_else(|| {
-                            FormatError::Parse(format!("'{s}': write the parameter as {base}:nu=X"))
-                        })?;
-                        v.parse::<f64>().map_err(|_| {
-                            FormatError::Parse(format!("'{s}': nu '{v}' is not a number"))
+                        let v =
+                            p.strip_prefix("nu=")
+                                .ok_or_else(|| FormatError::ParameterSyntax {
+                                    base: base.into(),
+                                    text: s.into(),
+                                })?;
+                        v.parse::<f64>().map_err(|_| FormatError::NuText {
+                            text: s.into(),
+                            value: v.into(),
                         })?
                     }
                 };
@@ -210,18 +213,17 @@ impl FromStr for Format {
                 let values = list
                     .split(',')
                     .map(|v| {
-                        v.trim().parse::<f32>().map_err(|_| {
-                            FormatError::Parse(format!(
-                                "custom codebook value '{v}' is not a number"
-                            ))
-                        })
+                        v.trim()
+                            .parse::<f32>()
+                            .map_err(|_| FormatError::CustomValue { value: v.into() })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Format::custom(values)
             }
-            (_, Some(_)) => Err(FormatError::Parse(format!(
-                "format '{base}' takes no parameter ('{s}')"
-            ))),
+            (_, Some(_)) => Err(FormatError::UnexpectedParameter {
+                base: base.into(),
+                text: s.into(),
+            }),
             (name, None) => {
                 let int = |lo: i32, zero_at_min: bool, n: usize| -> Vec<f32> {
                     // Two's complement codes; the paper's symmetric grids leave the most negative code at 0.
@@ -245,10 +247,7 @@ impl FromStr for Format {
                     "nf3" => Format::fixed(name, quantile_table(None, 4, 3, NF3_OFFSET), "NormalFloat recipe with 4 positive, 3 negative values (paper's code, NF3)"),
                     "int3" => Format::fixed(name, int(-3, true, 8), "symmetric INT3 -3..3, two's complement codes, 0b100 unused"),
                     "e2m0" => Format::fixed(name, sign_mag(&E2M0_MAG), "3-bit logarithmic (paper's fp3_log)"),
-                    _ => Err(FormatError::Parse(format!(
-                        "unknown format '{name}'; known: {}, sf4:nu=X, sf3:nu=X, custom:v0,v1,...",
-                        NAMES.join(", ")
-                    ))),
+                    _ => Err(FormatError::UnknownFormat { name: name.into() }),
                 }
             }
         }

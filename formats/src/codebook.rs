@@ -30,19 +30,13 @@ impl Codebook {
     pub fn new(values: Vec<f32>) -> Result<Self, FormatError> {
         let n = values.len();
         if !matches!(n, 2 | 4 | 8 | 16) {
-            return Err(FormatError::Codebook(format!(
-                "a codebook needs 2, 4, 8 or 16 values (1 to 4 bits), got {n}"
-            )));
+            return Err(FormatError::CodebookSize { len: n });
         }
         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            return Err(FormatError::Codebook(format!(
-                "codebook values must be finite, got {v}"
-            )));
+            return Err(FormatError::CodebookValue { value: *v });
         }
         if values.iter().all(|&v| v == 0.0) {
-            return Err(FormatError::Codebook(
-                "a codebook needs at least one non-zero value".into(),
-            ));
+            return Err(FormatError::CodebookZero);
         }
         let mut sorted: Vec<(f32, u8)> = values
             .iter()

@@ -36,6 +36,7 @@ const SCALE_FLOOR: f64 = 1e-6;
 pub struct TFit {
     /// Degrees of freedom, in [`NU_MIN`, `NU_MAX`].
     pub nu: f64,
+    /// Location (centre).
     pub loc: f64,
     /// Zero only for the degenerate fallbacks (empty or constant input).
     pub scale: f64,
@@ -154,7 +155,12 @@ pub enum FitSampling {
     /// About `values` values in whole blocks, spread over the whole tensor: the blocks are cut
     /// into `values / block` equal strata and one block is drawn from each by a generator seeded
     /// with `seed`. A fixed seed makes the sample a function of the tensor alone.
-    Blocks { values: usize, seed: u64 },
+    Blocks {
+        /// Values to sample, about.
+        values: usize,
+        /// Seed of the block draw.
+        seed: u64,
+    },
 }
 
 impl FitSampling {

@@ -79,22 +79,17 @@ impl GptqFactor {
     /// entry is an error: this never panics on a singular `H`.
     pub fn new(h: &[f64], dim: usize, opts: &GptqOptions) -> Result<Self, FormatError> {
         if dim.checked_mul(dim) != Some(h.len()) {
-            return Err(FormatError::Shape(format!(
-                "a {dim} x {dim} input second moment needs {} values, got {}",
-                dim * dim,
-                h.len()
-            )));
+            return Err(FormatError::MomentLength {
+                dim,
+                want: dim * dim,
+                len: h.len(),
+            });
         }
         if let Some(v) = h.iter().find(|v| !v.is_finite()) {
-            return Err(FormatError::Value(format!(
-                "the input second moment holds a non-finite value ({v})"
-            )));
+            return Err(FormatError::MomentValue { value: *v });
         }
         if !(opts.damp.is_finite() && opts.damp >= 0.0) {
-            return Err(FormatError::Value(format!(
-                "damping must be a finite number >= 0, got {}",
-                opts.damp
-            )));
+            return Err(FormatError::Damping { damp: opts.damp });
         }
         let diag = |i: usize| h[i * dim + i];
         let mut order: Vec<usize> = (0..dim).collect();
@@ -177,10 +172,10 @@ impl GptqFactor {
     ) -> Result<QuantizedMatrix, FormatError> {
         check_matrix_len(w.len(), rows, cols)?;
         if cols != self.dim {
-            return Err(FormatError::Shape(format!(
-                "a matrix of {cols} columns, but the input second moment is {0} x {0}",
-                self.dim
-            )));
+            return Err(FormatError::MomentColumns {
+                cols,
+                dim: self.dim,
+            });
         }
         quantizer.check(cb)?;
         let block = quantizer.block.len_for(cols);

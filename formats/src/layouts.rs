@@ -39,7 +39,9 @@ pub struct BnbNf4 {
     pub packed: Vec<u8>,
     /// One f32 per block: bnb's `weight.absmax`.
     pub absmax: Vec<f32>,
+    /// Elements per absmax block (one of [`BNB_BLOCKS`]).
     pub blocksize: usize,
+    /// Elements of the tensor.
     pub numel: usize,
 }
 
@@ -54,12 +56,13 @@ fn bnb_code(bounds: &[f32; 15], scaled: f32) -> u8 {
     bounds.iter().map(|&b| (b < scaled) as u8).sum()
 }
 
-fn check_finite(x: &[f32], what: &str) -> Result<(), FormatError> {
+fn check_finite(x: &[f32], what: &'static str) -> Result<(), FormatError> {
     match x.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(FormatError::Value(format!(
-            "{what}: element {i} is {}, which the layout cannot store",
-            x[i]
-        ))),
+        Some(i) => Err(FormatError::NotFinite {
+            what,
+            index: i,
+            value: x[i],
+        }),
         None => Ok(()),
     }
 }
@@ -68,9 +71,7 @@ fn check_bnb_blocksize(blocksize: usize) -> Result<(), FormatError> {
     if BNB_BLOCKS.contains(&blocksize) {
         Ok(())
     } else {
-        Err(FormatError::Parse(format!(
-            "bitsandbytes block size {blocksize} is not one of {BNB_BLOCKS:?}"
-        )))
+        Err(FormatError::BnbBlockSize { blocksize })
     }
 }
 
@@ -127,14 +128,14 @@ impl BnbNf4 {
         check_bnb_blocksize(self.blocksize)?;
         let (bytes, blocks) = (self.numel.div_ceil(2), self.numel.div_ceil(self.blocksize));
         if self.packed.len() != bytes || self.absmax.len() != blocks {
-            return Err(FormatError::Shape(format!(
-                "bitsandbytes NF4 of {} elements in blocks of {} needs {bytes} bytes and {blocks} \
-                 absmax values, got {} and {}",
-                self.numel,
-                self.blocksize,
-                self.packed.len(),
-                self.absmax.len()
-            )));
+            return Err(FormatError::BnbLength {
+                numel: self.numel,
+                blocksize: self.blocksize,
+                bytes,
+                blocks,
+                got_bytes: self.packed.len(),
+                got_blocks: self.absmax.len(),
+            });
         }
         Ok(())
     }
@@ -164,16 +165,17 @@ impl BnbNf4 {
     pub fn to_matrix(&self, rows: usize, cols: usize) -> Result<QuantizedMatrix, FormatError> {
         self.validate()?;
         if rows.checked_mul(cols) != Some(self.numel) {
-            return Err(FormatError::Shape(format!(
-                "{} elements do not make a [{rows}, {cols}] matrix",
-                self.numel
-            )));
+            return Err(FormatError::BnbMatrix {
+                numel: self.numel,
+                rows,
+                cols,
+            });
         }
         if cols % self.blocksize != 0 {
-            return Err(FormatError::Shape(format!(
-                "bitsandbytes blocks of {} cross the rows of length {cols}; tquant blocks cannot",
-                self.blocksize
-            )));
+            return Err(FormatError::BnbRowCross {
+                blocksize: self.blocksize,
+                cols,
+            });
         }
         let rb = row_bytes(cols);
         let mut codes = vec![0u8; rows * rb];
@@ -224,7 +226,9 @@ pub struct Mxfp4 {
     pub blocks: Vec<u8>,
     /// `[rows, cols / 32]` E8M0 bytes: the `*_scales` tensor.
     pub scales: Vec<u8>,
+    /// Rows.
     pub rows: usize,
+    /// Columns (a multiple of [`MXFP4_BLOCK`]).
     pub cols: usize,
 }
 
@@ -249,10 +253,7 @@ fn e2m1_magnitude(m: f32, ties_away: bool) -> u8 {
 fn check_mx_shape(rows: usize, cols: usize, len: usize) -> Result<(), FormatError> {
     check_matrix_len(len, rows, cols)?;
     if cols % MXFP4_BLOCK != 0 {
-        return Err(FormatError::Shape(format!(
-            "MXFP4 rows hold groups of {MXFP4_BLOCK}; a row of {cols} elements is not a whole \
-             number of groups"
-        )));
+        return Err(FormatError::Mxfp4Row { cols });
     }
     Ok(())
 }
@@ -309,19 +310,17 @@ impl Mxfp4 {
         check_mx_shape(self.rows, self.cols, self.rows * self.cols)?;
         let groups = self.rows * self.cols / MXFP4_BLOCK;
         if self.blocks.len() != groups * MXFP4_GROUP_BYTES || self.scales.len() != groups {
-            return Err(FormatError::Shape(format!(
-                "MXFP4 [{}, {}] needs {} block bytes and {groups} scales, got {} and {}",
-                self.rows,
-                self.cols,
-                groups * MXFP4_GROUP_BYTES,
-                self.blocks.len(),
-                self.scales.len()
-            )));
+            return Err(FormatError::Mxfp4Length {
+                rows: self.rows,
+                cols: self.cols,
+                blocks: groups * MXFP4_GROUP_BYTES,
+                scales: groups,
+                got_blocks: self.blocks.len(),
+                got_scales: self.scales.len(),
+            });
         }
         if let Some(g) = self.scales.iter().position(|&s| s == 255) {
-            return Err(FormatError::Value(format!(
-                "MXFP4 scale of group {g} is 0xff, E8M0's NaN"
-            )));
+            return Err(FormatError::Mxfp4NanScale { group: g });
         }
         Ok(())
     }
@@ -346,10 +345,10 @@ impl Mxfp4 {
     /// already MXFP4: the bytes move unchanged.
     pub fn from_matrix(m: QuantizedMatrix) -> Result<Mxfp4, FormatError> {
         if m.block != MXFP4_BLOCK || m.scale_dtype != ScaleDtype::E8m0 {
-            return Err(FormatError::Shape(format!(
-                "MXFP4 needs blocks of {MXFP4_BLOCK} with e8m0 scales, not blocks of {} with {}",
-                m.block, m.scale_dtype
-            )));
+            return Err(FormatError::Mxfp4Layout {
+                block: m.block,
+                scale_dtype: m.scale_dtype,
+            });
         }
         let mx = Mxfp4 {
             blocks: m.codes,

@@ -8,14 +8,18 @@ use std::str::FromStr;
 /// How per-block scales are stored. Bytes are little-endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScaleDtype {
+    /// IEEE single precision, 4 bytes.
     F32,
+    /// IEEE half precision, 2 bytes.
     F16,
+    /// bfloat16, 2 bytes.
     Bf16,
     /// OCP MX E8M0: a biased power-of-two exponent in one byte, `2^(byte - 127)`; 255 is NaN.
     E8m0,
 }
 
 impl ScaleDtype {
+    /// Every dtype.
     pub const ALL: [ScaleDtype; 4] = [Self::F32, Self::F16, Self::Bf16, Self::E8m0];
 
     /// Bytes one scale takes.
@@ -138,9 +142,7 @@ impl FromStr for ScaleDtype {
         Self::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| {
-                FormatError::Parse(format!("unknown scale dtype '{s}' (f32, f16, bf16, e8m0)"))
-            })
+            .ok_or_else(|| FormatError::UnknownScaleDtype { name: s.into() })
     }
 }
 

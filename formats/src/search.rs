@@ -16,8 +16,26 @@
 //! re-evaluated with [`block_sq_err`], and the first of the least (base scale first) wins, which
 //! is the reference's rule. The chosen scale is the reference's, bit for bit.
 
-use crate::block::block_sq_err;
 use crate::Codebook;
+
+/// Squared error of one block encoded with `scale` and decoded as the kernels do
+/// (`values[code] * scale` in f32), summed in f64.
+pub fn block_sq_err(cb: &Codebook, block: &[f32], scale: f32) -> f64 {
+    if scale == 0.0 {
+        return block.iter().map(|&x| x as f64 * x as f64).sum();
+    }
+    let mut codes = [0u8; 256];
+    let mut err = 0.0f64;
+    for chunk in block.chunks(codes.len()) {
+        let codes = &mut codes[..chunk.len()];
+        cb.encode_scaled(chunk, scale, codes);
+        for (&x, &c) in chunk.iter().zip(codes.iter()) {
+            let d = x as f64 - (cb.decode(c) * scale) as f64;
+            err += d * d;
+        }
+    }
+    err
+}
 
 /// Reusable buffers of one block's search.
 #[derive(Debug, Default)]

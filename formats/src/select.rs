@@ -19,6 +19,7 @@ pub const SELECT_MAX_SAMPLES: usize = crate::nu_search::SEARCH_MAX_SAMPLES;
 /// `[rows, cols]` (`cols` is the input dimension of a linear layer `y = W x`). A NaN result
 /// means "cannot judge"; such a candidate is never chosen.
 pub trait SelectionError: Sync {
+    /// The error of `dequantized` against `original`, both `[rows, cols]`.
     fn error(&self, original: &[f32], dequantized: &[f32], rows: usize, cols: usize) -> f64;
 }
 
@@ -64,13 +65,15 @@ impl ColumnWeightedError {
             .enumerate()
             .find(|(_, w)| !w.is_finite() || **w < 0.0)
         {
-            return Err(FormatError::Value(format!(
-                "column weight {c} is {w}: weights must be finite and >= 0"
-            )));
+            return Err(FormatError::ColumnWeight {
+                column: c,
+                weight: *w,
+            });
         }
         Ok(Self { weights })
     }
 
+    /// The column weights.
     pub fn weights(&self) -> &[f64] {
         &self.weights
     }
@@ -99,7 +102,9 @@ impl SelectionError for ColumnWeightedError {
 /// One candidate quantized and judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluated {
+    /// Its error ([`SelectionError`]).
     pub error: f64,
+    /// The candidate's quantized matrix.
     pub matrix: QuantizedMatrix,
 }
 

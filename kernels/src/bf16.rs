@@ -13,6 +13,8 @@
 //! widening) once per call.
 
 use crate::dispatch::{check_len, run_rows};
+use crate::isa::{Bf16Acts, Bf16Rows};
+pub use crate::widen::{bf16_to_f32, f32_to_bf16};
 use crate::{reference, Isa, KernelError, Mode};
 use std::sync::OnceLock;
 
@@ -21,30 +23,6 @@ use std::sync::OnceLock;
 /// relative. So `|y_fast - y_exact| <= BF16_FAST_REL * sum_k |w_k x_k|` plus f32 summation
 /// error ([`crate::exact_budget`]).
 pub const BF16_FAST_REL: f64 = 1.0 / 256.0;
-
-/// Activations prepared for one call.
-pub(crate) enum Bf16Acts<'x> {
-    /// f32 values for the widening kernels (`x` itself, or rounded to bf16 in fast mode).
-    Wide(std::borrow::Cow<'x, [f32]>),
-    /// bf16 bits for the `vdpbf16ps` kernel.
-    Bits(Vec<u16>),
-}
-
-/// A row kernel: rows `r0..r0 + out.len() / n` into `out` (`[row][j]`). Unsafe because SIMD
-/// kernels may only run where their ISA is available.
-pub(crate) type Bf16Rows = unsafe fn(&[u16], usize, &Bf16Acts, usize, usize, &mut [f32]);
-
-/// f32 value of bf16 bits.
-#[inline(always)]
-pub fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
-
-/// bf16 bits of `v`, rounded to nearest even (NaN stays NaN).
-#[inline]
-pub fn f32_to_bf16(v: f32) -> u16 {
-    half::bf16::from_f32(v).to_bits()
-}
 
 /// Little-endian bf16 bytes (as safetensors stores them) seen as `u16` bits without a copy;
 /// `None` when the bytes are not 2-byte aligned or of odd length, or on a big-endian target.

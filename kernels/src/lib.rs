@@ -53,19 +53,23 @@
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
 //! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]).
+#![warn(missing_docs)]
 
 mod act;
 pub mod bf16;
 mod dispatch;
+mod isa;
 pub mod mapping;
 mod qmatrix;
 pub mod reference;
 mod scalar;
+mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
-pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa, PARALLEL_MIN_WORK};
+pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MIN_WORK};
+pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};
 pub use tquant_formats::ScaleDtype;
 
@@ -111,8 +115,10 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Both modes.
     pub const ALL: [Mode; 2] = [Mode::Exact, Mode::Fast];
 
+    /// The mode's name (`exact`, `fast`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::Exact => "exact",
@@ -133,44 +139,89 @@ impl FromStr for Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| KernelError::Parse(format!("unknown mode '{s}' (exact, fast)")))
+            .ok_or_else(|| KernelError::UnknownMode { name: s.into() })
     }
 }
 
-/// Errors of the kernel layer: a view or a buffer whose size does not match its shape.
+/// Errors of the kernel layer: a view or a buffer whose size does not match its shape, a path
+/// this CPU lacks, or a name that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KernelError {
+    /// A block length of 0.
     #[error("block length must be at least 1")]
     ZeroBlock,
+    /// A shape whose element count overflows `usize`.
     #[error("shape [{rows}, {cols}] is too large to address")]
-    Overflow { rows: usize, cols: usize },
+    Overflow {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+    },
+    /// Packed codes of the wrong length for their matrix.
     #[error("packed codes: {got} bytes, but a [{rows}, {cols}] matrix needs {want}")]
     CodesLength {
+        /// Rows.
         rows: usize,
+        /// Columns.
         cols: usize,
+        /// Bytes given.
         got: usize,
+        /// Bytes needed.
         want: usize,
     },
+    /// Scales of the wrong length for their matrix.
     #[error("scales: {got} bytes, but [{rows}, {blocks}] {dtype} scales need {want}")]
     ScalesLength {
+        /// Rows.
         rows: usize,
+        /// Blocks per row.
         blocks: usize,
+        /// The scales' dtype.
         dtype: ScaleDtype,
+        /// Bytes given.
         got: usize,
+        /// Bytes needed.
         want: usize,
     },
+    /// A codebook table of 0 or more than 16 values.
     #[error("codebook table has {0} values; 1 to 16 are supported")]
     TableSize(usize),
+    /// A codebook value that is NaN or infinite.
     #[error("codebook value {index} is not finite ({value})")]
-    TableValue { index: usize, value: f32 },
+    TableValue {
+        /// Its code.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// An activation, weight or output buffer whose length does not match the shape.
     #[error("{what}: {got} values, but the shape needs {want}")]
     Length {
+        /// Which buffer.
         what: &'static str,
+        /// Values given.
         got: usize,
+        /// Values needed.
         want: usize,
     },
+    /// A path this CPU cannot run.
     #[error("{isa} is not available on this CPU")]
-    Unavailable { isa: Isa },
-    #[error("{0}")]
-    Parse(String),
+    Unavailable {
+        /// The path asked for.
+        isa: Isa,
+    },
+    /// A mode name other than `exact` or `fast`.
+    #[error("unknown mode '{name}' (exact, fast)")]
+    UnknownMode {
+        /// The name given.
+        name: String,
+    },
+    /// A path name other than `reference`, `scalar`, `avx2` or `avx512`.
+    #[error("unknown ISA '{name}' (reference, scalar, avx2, avx512)")]
+    UnknownIsa {
+        /// The name given.
+        name: String,
+    },
 }

@@ -26,6 +26,7 @@ impl ReadOnlyMap {
         Ok(Self { map: Some(map) })
     }
 
+    /// The mapped bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }

@@ -29,12 +29,17 @@ pub struct QMatrix<'a> {
 /// [`QMatrix`]; `tquant_convert::QuantizedView::matrix` returns one for each stored matrix).
 #[derive(Debug, Clone, Copy)]
 pub struct QMatrixParts<'a> {
+    /// Rows (outputs).
     pub rows: usize,
+    /// Columns (inputs).
     pub cols: usize,
     /// Elements per block along a row (`cols` for one block per row).
     pub block: usize,
+    /// Packed codes, `tquant_formats::pack` order.
     pub codes: &'a [u8],
+    /// Scales, row-major `[rows, blocks_per_row]`.
     pub scales: &'a [u8],
+    /// How the scales are stored.
     pub scale_dtype: ScaleDtype,
     /// The codebook, 1 to 16 values in code order.
     pub table: &'a [f32],
@@ -119,9 +124,11 @@ impl<'a> QMatrix<'a> {
         })
     }
 
+    /// Rows (outputs).
     pub fn rows(&self) -> usize {
         self.rows
     }
+    /// Columns (inputs).
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -133,12 +140,15 @@ impl<'a> QMatrix<'a> {
     pub fn blocks_per_row(&self) -> usize {
         self.cols.div_ceil(self.block)
     }
+    /// The packed codes.
     pub fn codes(&self) -> &'a [u8] {
         self.codes
     }
+    /// The scale bytes.
     pub fn scales(&self) -> &'a [u8] {
         self.scales
     }
+    /// How the scales are stored.
     pub fn scale_dtype(&self) -> ScaleDtype {
         self.scale_dtype
     }
@@ -154,6 +164,7 @@ impl<'a> QMatrix<'a> {
     pub fn table_i8(&self) -> &[i8; 16] {
         &self.table_i8
     }
+    /// The step of [`QMatrix::table_i8`]: `table[c] ~= table_i8[c] * table_step`.
     pub fn table_step(&self) -> f32 {
         self.table_step
     }

@@ -117,13 +117,13 @@ pub fn matmul_bf16(
 ) {
     let act = |v: f32| match mode {
         Mode::Exact => v,
-        Mode::Fast => crate::bf16::bf16_to_f32(crate::bf16::f32_to_bf16(v)),
+        Mode::Fast => crate::widen::bf16_to_f32(crate::widen::f32_to_bf16(v)),
     };
     for j in 0..n {
         for r in 0..rows {
             y[j * rows + r] = (0..cols)
                 .map(|c| {
-                    crate::bf16::bf16_to_f32(w[r * cols + c]) as f64 * act(x[j * cols + c]) as f64
+                    crate::widen::bf16_to_f32(w[r * cols + c]) as f64 * act(x[j * cols + c]) as f64
                 })
                 .sum::<f64>() as f32;
         }

@@ -8,10 +8,10 @@
 //!   attend over the 576-wide latents directly (one shared KV head), and apply the value
 //!   up-projection `W_UV` to the attended latent.
 
-use crate::calibrate::{Site, TapAt};
 use crate::config::Config;
 use crate::kernels::{self, Mode};
 use crate::linear::Linear;
+use crate::observe::{Site, TapAt};
 use crate::rope::Rope;
 use crate::weights::Loader;
 use crate::ModelError;
@@ -23,7 +23,9 @@ pub enum AttentionPath {
     /// Naive for blocks of several tokens (prefill), absorbed for single tokens (decode).
     #[default]
     Auto,
+    /// Heads expanded from the KV latent (transformers' way).
     Naive,
+    /// The KV up-projection absorbed into the query and output (DeepSeek's decode path).
     Absorbed,
 }
 

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::kernels;
 use crate::layerwise::{LayerwiseRun, Stage};
 use crate::model::{Logits, Model};
+pub use crate::observe::{Site, Tap};
 use crate::weights::TensorSource;
 use crate::ModelError;
 use rayon::prelude::*;
@@ -26,74 +27,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use tquant_convert::calibration::{Calibration, Hessian};
-
-/// Where a linear layer's input is observed, within one decoder layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Site {
-    /// The normalised hidden state entering attention (q_proj, q_a_proj, kv_a_proj_with_mqa).
-    AttnInput,
-    /// The normalised query latent (q_b_proj).
-    QLatent,
-    /// The normalised KV latent `c` (kv_b_proj).
-    KvLatent,
-    /// The attention output, heads concatenated (o_proj).
-    AttnOutput,
-    /// The normalised hidden state entering the feed-forward block (dense gate/up, shared
-    /// experts' gate/up, the router).
-    FfnInput,
-    /// `silu(gate) * up` of the dense MLP (down_proj).
-    MlpAct,
-    /// `silu(gate) * up` of the shared experts (their down_proj).
-    SharedAct,
-    /// The tokens routed to expert `j` (its gate/up).
-    ExpertInput(usize),
-    /// `silu(gate) * up` of expert `j` on its tokens (its down_proj).
-    ExpertAct(usize),
-}
-
-/// Receives the inputs of linear layers during [`Model::forward_observed`]. Called from the
-/// model's worker threads (experts run in parallel).
-pub trait Tap: Sync {
-    /// `x` is `[n, width]`, the input rows of the layers at `site` of decoder layer `layer`;
-    /// `weights` (routed experts) is each row's routing weight.
-    fn record(&self, layer: usize, site: Site, x: &[f32], n: usize, weights: Option<&[f32]>);
-}
-
-/// A tap bound to one decoder layer.
-#[derive(Clone, Copy)]
-pub(crate) struct TapAt<'a> {
-    pub tap: &'a dyn Tap,
-    pub layer: usize,
-}
-
-impl<'a> TapAt<'a> {
-    pub fn record(&self, site: Site, x: &[f32], n: usize, weights: Option<&[f32]>) {
-        self.tap.record(self.layer, site, x, n, weights);
-    }
-
-    /// A record to be made later (inside an MLP) at `site`.
-    pub fn at(self, site: Site, weights: Option<&'a [f32]>) -> Record<'a> {
-        Record {
-            at: self,
-            site,
-            weights,
-        }
-    }
-}
-
-/// One pending record: where, and with which row weights.
-#[derive(Clone, Copy)]
-pub(crate) struct Record<'a> {
-    at: TapAt<'a>,
-    site: Site,
-    weights: Option<&'a [f32]>,
-}
-
-impl Record<'_> {
-    pub fn emit(&self, x: &[f32], n: usize) {
-        self.at.record(self.site, x, n, self.weights);
-    }
-}
 
 /// How the tokens of a routed expert count in its statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +68,7 @@ pub struct SecondMoments {
 }
 
 impl SecondMoments {
+    /// Empty sums; routed experts' tokens count as `weighting` says.
     pub fn new(weighting: RouterWeighting) -> Self {
         Self {
             weighting,
@@ -234,6 +168,7 @@ impl Tap for SecondMoments {
 pub struct CaptureOptions {
     /// Tokens per chunk; each chunk runs from an empty cache (as the evaluation's windows).
     pub window: usize,
+    /// How routed experts' tokens count.
     pub weighting: RouterWeighting,
 }
 

@@ -31,12 +31,15 @@ pub enum MemoryCheck {
 /// chunk of them runs in, GPTQ's settings and how routed experts count tokens.
 #[derive(Debug, Clone)]
 pub struct CalibrationPlan {
+    /// The calibration tokens.
     pub tokens: Vec<u32>,
     /// One line on where the tokens come from (kept in the calibration's description).
     pub source: String,
     /// Tokens per chunk; each chunk runs from an empty cache.
     pub window: usize,
+    /// GPTQ's settings.
     pub settings: CalibrationSettings,
+    /// How routed experts' tokens count.
     pub weighting: RouterWeighting,
 }
 
@@ -66,10 +69,9 @@ fn options(threads: usize) -> Options {
 pub fn float_checkpoint(model: &Path) -> Result<CheckpointSource, ModelError> {
     let src = crate::checkpoint_source(model)?;
     if src.checkpoint().is_quantized() {
-        return Err(ModelError::Input(format!(
-            "calibration runs the float model: {} is already quantized",
-            model.display()
-        )));
+        return Err(ModelError::AlreadyQuantized {
+            path: model.to_path_buf(),
+        });
     }
     Ok(src)
 }

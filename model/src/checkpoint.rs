@@ -34,6 +34,7 @@ pub fn checkpoint_source(path: &Path) -> Result<CheckpointSource, ModelError> {
 }
 
 impl CheckpointSource {
+    /// The checkpoint read.
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.ckpt
     }

@@ -36,16 +36,20 @@ pub enum Family {
 /// Rotary embedding of the decoupled rope part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RopeConfig {
+    /// Rotary base (`rope_theta`).
     pub theta: f64,
+    /// Scaling of positions (`rope_scaling`).
     pub scaling: RopeScaling,
 }
 
 /// Rope scaling variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
+    /// Positions as they are.
     None,
     /// Positions divided by `factor`.
     Linear {
+        /// The divisor.
         factor: f64,
     },
     /// YaRN (Peng et al. 2023) as DeepSeek's code and transformers implement it.
@@ -55,13 +59,21 @@ pub enum RopeScaling {
 /// YaRN parameters; absent optional fields keep transformers' meaning of "absent".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Yarn {
+    /// Context extension factor.
     pub factor: f64,
+    /// The context length trained before extension.
     pub original_max_position_embeddings: f64,
+    /// Rotations per wavelength above which dimensions are not interpolated.
     pub beta_fast: f64,
+    /// Rotations per wavelength below which dimensions are fully interpolated.
     pub beta_slow: f64,
+    /// `mscale` of DeepSeek's attention scaling.
     pub mscale: Option<f64>,
+    /// `mscale_all_dim` of DeepSeek's attention scaling.
     pub mscale_all_dim: Option<f64>,
+    /// An explicit attention factor (transformers' `attention_factor`).
     pub attention_factor: Option<f64>,
+    /// Whether the correction range is rounded out to whole dimensions (`truncate`).
     pub truncate: bool,
 }
 
@@ -92,33 +104,57 @@ impl Yarn {
 /// The model configuration (only what the forward pass needs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// DeepSeek-V2 or V3.
     pub family: Family,
+    /// Tokens of the vocabulary (embedding rows).
     pub vocab_size: usize,
+    /// Width of the hidden state.
     pub hidden_size: usize,
+    /// Width of a dense MLP.
     pub intermediate_size: usize,
+    /// Width of one expert's MLP.
     pub moe_intermediate_size: usize,
+    /// Decoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads.
     pub num_attention_heads: usize,
     /// `None`: queries come from `q_proj` (V2-Lite); `Some(r)`: `q_b_proj(norm(q_a_proj(x)))`.
     pub q_lora_rank: Option<usize>,
+    /// Width of the compressed KV latent.
     pub kv_lora_rank: usize,
+    /// Per-head query/key width without rotary embedding.
     pub qk_nope_head_dim: usize,
+    /// Per-head query/key width with rotary embedding.
     pub qk_rope_head_dim: usize,
+    /// Per-head value width.
     pub v_head_dim: usize,
     /// `None`: no MoE layers at all.
     pub n_routed_experts: Option<usize>,
+    /// Shared experts of a MoE layer.
     pub n_shared_experts: usize,
+    /// Routed experts per token.
     pub num_experts_per_tok: usize,
+    /// Leading dense (non-MoE) layers.
     pub first_k_dense_replace: usize,
+    /// Every this many layers after those is MoE.
     pub moe_layer_freq: usize,
+    /// How routed experts are chosen.
     pub topk_method: TopkMethod,
+    /// Expert groups (group-limited routing).
     pub n_group: usize,
+    /// Groups a token may route to.
     pub topk_group: usize,
+    /// Whether the chosen experts' weights are renormalised to sum to 1.
     pub norm_topk_prob: bool,
+    /// Factor on the routed experts' output.
     pub routed_scaling_factor: f32,
+    /// Epsilon of the RMS norms.
     pub rms_norm_eps: f32,
+    /// Whether the output projection is the embedding.
     pub tie_word_embeddings: bool,
+    /// Positions the model was trained for.
     pub max_position_embeddings: usize,
+    /// Rotary embedding.
     pub rope: RopeConfig,
     /// Multi-token-prediction layers stored after the decoder layers (`model.layers.{L}..`);
     /// the forward pass does not use them.

@@ -71,10 +71,10 @@ pub fn score_windows_observed(
     let data = &tokens[..tokens.len().min(max_tokens)];
     let chunk = window + 1;
     if data.len() < chunk {
-        return Err(ModelError::Input(format!(
-            "{} tokens make no chunk of window + 1 = {chunk}; use a smaller --window or more text",
-            data.len()
-        )));
+        return Err(ModelError::TooFewTokens {
+            tokens: data.len(),
+            chunk,
+        });
     }
     let vocab = model.config().vocab_size;
     let chunks = data.len() / chunk;

@@ -13,14 +13,23 @@ pub enum Sampler {
     /// The most likely token (the lowest id among ties).
     Greedy,
     /// Sampled from `softmax(logits / temperature)`.
-    Temperature { temperature: f32, rng: Rng },
+    Temperature {
+        /// Divides the logits.
+        temperature: f32,
+        /// The random source.
+        rng: Rng,
+    },
     /// Sampled from `softmax(logits / temperature)` cut to the `top_k` most likely tokens
     /// (0: all), then to the fewest most likely whose probabilities add up to `top_p` (1: all),
     /// as transformers' `TopKLogitsWarper` and `TopPLogitsWarper` do.
     Filtered {
+        /// Divides the logits.
         temperature: f32,
+        /// Tokens kept (0: all).
         top_k: usize,
+        /// Probability mass kept (1: all).
         top_p: f32,
+        /// The random source.
         rng: Rng,
     },
 }
@@ -70,6 +79,7 @@ impl Sampler {
         })
     }
 
+    /// The next token for `logits` (one row of the vocabulary).
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         match self {
             Self::Greedy => argmax(logits) as u32,
@@ -160,13 +170,18 @@ pub fn argmax(v: &[f32]) -> usize {
 /// Timing of one generation.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stats {
+    /// Tokens of the prompt.
     pub prompt_tokens: usize,
+    /// Tokens generated.
     pub generated_tokens: usize,
+    /// Seconds of the prompt's forward pass.
     pub prefill_seconds: f64,
+    /// Seconds of the generated tokens' passes.
     pub decode_seconds: f64,
 }
 
 impl Stats {
+    /// Prompt tokens per second of prefill.
     pub fn prefill_tokens_per_second(&self) -> f64 {
         self.prompt_tokens as f64 / self.prefill_seconds.max(1e-12)
     }
@@ -220,11 +235,12 @@ pub fn generate(
 pub fn check_context(model: &Model, prompt: usize, max_tokens: usize) -> Result<(), ModelError> {
     let limit = model.config().max_position_embeddings;
     if prompt + max_tokens > limit {
-        return Err(ModelError::Input(format!(
-            "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {} positions, \
-             more than the model's max_position_embeddings ({limit})",
-            prompt + max_tokens
-        )));
+        return Err(ModelError::ContextTooLong {
+            prompt,
+            max_tokens,
+            positions: prompt + max_tokens,
+            limit,
+        });
     }
     Ok(())
 }

@@ -4,10 +4,10 @@
 //! routed expert) and every chunk's hidden state.
 
 use crate::attention::Dims;
-use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::model::{build_pool, embed_rows, Ffn, Layer, Options};
 use crate::moe::{add_weighted, Assignment, Moe};
+use crate::observe::{Site, Tap, TapAt};
 use crate::weights::{Loader, TensorData, TensorSource};
 use crate::ModelError;
 use rayon::prelude::*;
@@ -168,6 +168,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
         })
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -11,6 +11,7 @@
 //! let logits = model.forward(&[104, 105], &mut cache, Logits::Last)?;
 //! # Ok::<(), tquant_model::ModelError>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod calibrate;
@@ -23,6 +24,7 @@ pub mod layerwise;
 pub mod linear;
 pub mod model;
 pub mod moe;
+mod observe;
 pub mod rope;
 pub mod synthetic;
 pub mod weights;
@@ -43,23 +45,71 @@ use std::path::Path;
 
 /// Errors of the model crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
+    /// A `config.json` the model cannot use.
     #[error("config {origin}: {msg}")]
-    Config { origin: String, msg: String },
+    Config {
+        /// The file.
+        origin: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A tensor missing or of the wrong shape or dtype.
     #[error("tensor `{name}`: {msg}")]
-    Tensor { name: String, msg: String },
+    Tensor {
+        /// The checkpoint's tensor name.
+        name: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A quantized checkpoint's matrix whose parts do not match its shape.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// Reading the checkpoint failed.
     #[error(transparent)]
     Convert(#[from] tquant_convert::ConvertError),
+    /// A product was refused by the kernels.
     #[error("kernel: {0}")]
     Kernel(#[from] tquant_kernels::KernelError),
+    /// Arguments the model cannot run with (tokens, windows, sampling settings).
     #[error("{0}")]
     Input(String),
+    /// Too few tokens for one evaluation chunk of `window + 1` tokens.
+    #[error("{tokens} tokens make no chunk of window + 1 = {chunk}")]
+    TooFewTokens {
+        /// Tokens given.
+        tokens: usize,
+        /// Tokens a chunk takes.
+        chunk: usize,
+    },
+    /// A generation that would run past the model's `max_position_embeddings`.
+    #[error(
+        "the prompt ({prompt} tokens) plus {max_tokens} new tokens make {positions} positions, \
+         more than the model's max_position_embeddings ({limit})"
+    )]
+    ContextTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Tokens to generate at most.
+        max_tokens: usize,
+        /// `prompt + max_tokens`.
+        positions: usize,
+        /// The model's `max_position_embeddings`.
+        limit: usize,
+    },
+    /// Calibration asked of a checkpoint that is already quantized.
+    #[error("calibration runs the float model: {} is already quantized", path.display())]
+    AlreadyQuantized {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+    },
     /// A run that would not fit in the memory available, refused before it starts.
     #[error("{msg}")]
     Memory {
+        /// Which check refused it.
         check: calibration_run::MemoryCheck,
+        /// What it needs and what is available.
         msg: String,
     },
 }

@@ -17,15 +17,23 @@ use tquant_formats::ScaleDtype;
 #[derive(Debug, Clone)]
 pub enum Packed {
     /// In memory (e.g. quantized by `tquant report`).
-    Owned { codes: Arc<[u8]>, scales: Arc<[u8]> },
+    Owned {
+        /// Packed codes.
+        codes: Arc<[u8]>,
+        /// Scale bytes.
+        scales: Arc<[u8]>,
+    },
     /// Tensor `name` of a memory-mapped checkpoint, borrowed afresh for each product.
     Mapped {
+        /// The checkpoint.
         ckpt: Arc<tquant_convert::Checkpoint>,
+        /// The tensor's name in it.
         name: Arc<str>,
     },
 }
 
 impl Packed {
+    /// Codes and scales held in memory.
     pub fn owned(codes: Vec<u8>, scales: Vec<u8>) -> Self {
         Self::Owned {
             codes: codes.into(),
@@ -57,7 +65,9 @@ pub enum Bf16Data {
     /// Tensor `name` of a memory-mapped checkpoint (checked 2-byte aligned when loaded),
     /// borrowed afresh for each product: no copy at all.
     Mapped {
+        /// The checkpoint.
         ckpt: Arc<tquant_convert::Checkpoint>,
+        /// The tensor's name in it.
         name: Arc<str>,
     },
 }
@@ -93,13 +103,16 @@ enum DenseData {
 /// buffer (one expert of a fused tensor).
 #[derive(Debug, Clone)]
 pub struct DenseMatrix {
+    /// Rows (outputs).
     pub rows: usize,
+    /// Columns (inputs).
     pub cols: usize,
     data: DenseData,
     offset: usize,
 }
 
 impl DenseMatrix {
+    /// A matrix over `rows * cols` f32 values, row-major.
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Self {
         debug_assert_eq!(data.len(), rows * cols);
         Self {
@@ -172,9 +185,13 @@ impl DenseMatrix {
 /// A block-quantized matrix: `rows` rows starting at `row0` of a packed tensor of `cols` columns.
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
+    /// Rows (outputs).
     pub rows: usize,
+    /// Columns (inputs).
     pub cols: usize,
+    /// Elements per block along a row.
     pub block: usize,
+    /// How the scales are stored.
     pub scale_dtype: ScaleDtype,
     packed: Packed,
     row0: usize,
@@ -266,11 +283,14 @@ impl QuantMatrix {
 /// A weight matrix `[rows, cols]` (PyTorch `[out, in]`), applied as `y = x W^T`.
 #[derive(Debug, Clone)]
 pub enum Linear {
+    /// Float weights.
     Dense(DenseMatrix),
+    /// Block-quantized weights, multiplied from their codes.
     Quant(QuantMatrix),
 }
 
 impl Linear {
+    /// Rows (outputs).
     pub fn rows(&self) -> usize {
         match self {
             Self::Dense(d) => d.rows,
@@ -278,6 +298,7 @@ impl Linear {
         }
     }
 
+    /// Columns (inputs).
     pub fn cols(&self) -> usize {
         match self {
             Self::Dense(d) => d.cols,
@@ -285,6 +306,7 @@ impl Linear {
         }
     }
 
+    /// Whether the matrix is block-quantized.
     pub fn is_quantized(&self) -> bool {
         matches!(self, Self::Quant(_))
     }

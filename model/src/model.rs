@@ -2,11 +2,11 @@
 //! LM head; prefill of many tokens at once and single-token decode over a [`KvCache`].
 
 use crate::attention::{rms_norm, Attention, AttentionPath, Dims};
-use crate::calibrate::{Site, Tap, TapAt};
 use crate::config::Config;
 use crate::kernels::Mode;
 use crate::linear::Linear;
 use crate::moe::{Mlp, Moe};
+use crate::observe::{Site, Tap, TapAt};
 use crate::weights::{Loader, TensorSource};
 use crate::ModelError;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ pub struct Options {
     pub threads: usize,
     /// Kernel accuracy mode for quantized products.
     pub mode: Mode,
+    /// Which attention formulation runs.
     pub attention: AttentionPath,
 }
 
@@ -34,7 +35,9 @@ impl Default for Options {
 /// Which positions to compute logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
+    /// Every position (evaluation).
     All,
+    /// The last position only (generation).
     Last,
 }
 
@@ -66,6 +69,7 @@ impl KvCache {
         self.len
     }
 
+    /// Whether no position is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -137,6 +141,7 @@ impl Model {
         })
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -150,6 +155,7 @@ impl Model {
         self.notes = notes;
     }
 
+    /// The options the model was opened with.
     pub fn options(&self) -> Options {
         self.opts
     }
@@ -238,7 +244,7 @@ impl Model {
     }
 
     /// [`Model::forward_here`] that also shows `tap` the input of every linear layer
-    /// (calibration, [`crate::calibrate`]).
+    /// (calibration: the `calibrate` module implements a tap).
     pub fn forward_observed(
         &self,
         tokens: &[u32],

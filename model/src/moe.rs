@@ -2,10 +2,10 @@
 //! DeepSeekMoE routing: V2's f32 softmax gate (greedy or group-limited top-k) and V3's sigmoid
 //! gate with a selection-only bias (`noaux_tc`).
 
-use crate::calibrate::{Record, Site, TapAt};
 use crate::config::{Config, TopkMethod};
 use crate::kernels::Mode;
 use crate::linear::Linear;
+use crate::observe::{Record, Site, TapAt};
 use crate::weights::Loader;
 use crate::ModelError;
 
@@ -115,15 +115,22 @@ impl Mlp {
 /// Routing options from the config.
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// Routed experts per token.
     pub top_k: usize,
+    /// How experts are chosen.
     pub method: TopkMethod,
+    /// Expert groups.
     pub n_group: usize,
+    /// Groups a token may route to.
     pub topk_group: usize,
+    /// Whether the chosen weights are renormalised.
     pub norm_topk_prob: bool,
+    /// Factor on the routed output.
     pub routed_scaling_factor: f32,
 }
 
 impl Router {
+    /// The routing of `c`.
     pub fn from_config(c: &Config) -> Self {
         Self {
             top_k: c.num_experts_per_tok,

@@ -11,9 +11,13 @@ use tquant_formats::ScaleDtype;
 /// each expert's rows consecutive, one codebook per expert).
 #[derive(Debug, Clone)]
 pub struct QuantTensor {
+    /// `[rows, cols]` or `[experts, rows, cols]`.
     pub shape: Vec<usize>,
+    /// Elements per block along a row.
     pub block: usize,
+    /// How the scales are stored.
     pub scale_dtype: ScaleDtype,
+    /// Where the codes and scales are.
     pub packed: Packed,
     /// Codebook values in code order: one table, or one per expert of a 3-D tensor.
     pub tables: Vec<Arc<[f32]>>,
@@ -24,18 +28,24 @@ pub struct QuantTensor {
 pub enum TensorData {
     /// Float values (any stored float dtype, widened to f32), row-major.
     Dense {
+        /// The tensor's shape.
         shape: Vec<usize>,
+        /// Its values.
         values: Vec<f32>,
     },
     /// bf16 values at their stored width, row-major (from [`TensorSource::stored`]).
     Bf16 {
+        /// The tensor's shape.
         shape: Vec<usize>,
+        /// Its values.
         data: Bf16Data,
     },
+    /// A block-quantized tensor.
     Quantized(QuantTensor),
 }
 
 impl TensorData {
+    /// The tensor's shape.
     pub fn shape(&self) -> &[usize] {
         match self {
             Self::Dense { shape, .. } | Self::Bf16 { shape, .. } => shape,
@@ -81,6 +91,7 @@ impl std::fmt::Debug for MemorySource<'_> {
 }
 
 impl<'a> MemorySource<'a> {
+    /// An empty source.
     pub fn new() -> Self {
         Self::default()
     }
@@ -93,6 +104,7 @@ impl<'a> MemorySource<'a> {
         }
     }
 
+    /// Adds (or replaces) tensor `name`.
     pub fn insert(&mut self, name: impl Into<String>, t: TensorData) {
         self.tensors.insert(name.into(), t);
     }
@@ -281,7 +293,9 @@ fn to_linears(
 /// Hands out `inner`'s tensors, passing every float matrix (2-D or 3-D) through `quantize`
 /// first: a model quantized in memory as it loads (`None` keeps the tensor as floats).
 pub struct QuantizeOnLoad<'a, F> {
+    /// The source of the tensors.
     pub inner: &'a dyn TensorSource,
+    /// Quantizes a float matrix: `(name, shape, values)` to its quantized form, or `None`.
     pub quantize: F,
 }
 

@@ -162,8 +162,8 @@ fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
             "--calibrate {}: nothing left after --calibrate-offset {offset} ({len} {unit} in the file)",
             path.display()
         ),
-        ReportError::Model(ModelError::Input(m)) if m.starts_with("calibration runs") => {
-            anyhow::anyhow!("--calibrate: {m}")
+        ReportError::Model(e @ ModelError::AlreadyQuantized { .. }) => {
+            anyhow::anyhow!("--calibrate: {e}")
         }
         ReportError::Text(t @ TextError::Unsupported { .. }) => anyhow::Error::new(t).context(
             "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \

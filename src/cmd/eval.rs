@@ -5,10 +5,10 @@ use super::convert::emit;
 use super::model_args::ModelArgs;
 use super::progress;
 use super::text_input::{self, TokenizedText};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use tquant_model::eval::{read_token_ids, score_windows_observed, Score};
-use tquant_model::Model;
+use tquant_model::{Model, ModelError};
 use tquant_text::Vocabulary;
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +46,10 @@ fn score(model: &Model, ids: &[u32], window: usize, max: Option<usize>) -> Resul
     let s = score_windows_observed(model, ids, window, max.unwrap_or(usize::MAX), &|d, n| {
         bar.set_length(n as u64);
         bar.set_position(d as u64);
+    })
+    .map_err(|e| match e {
+        ModelError::TooFewTokens { .. } => anyhow!("{e}; use a smaller --window or more text"),
+        e => e.into(),
     })?;
     bar.finish_and_clear();
     Ok(s)

@@ -6,7 +6,7 @@ use super::text_input;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use tquant_model::generate::{generate, Sampler, Stats};
-use tquant_model::Model;
+use tquant_model::{Model, ModelError};
 use tquant_text::{ChatTemplate, Message, Vocabulary};
 
 #[derive(Debug, clap::Args)]
@@ -105,7 +105,8 @@ fn answer(
                 false
             }
         }
-    })?;
+    })
+    .map_err(with_flags)?;
     if let Some(e) = failed {
         return Err(e.context("writing the output"));
     }
@@ -142,7 +143,8 @@ fn run_ids(args: &Args, model: &Model, prompt: &[u32], sampler: &mut Sampler) ->
                 false
             }
         }
-    })?;
+    })
+    .map_err(with_flags)?;
     if let Some(e) = io_err {
         return Err(e).context("writing the output");
     }
@@ -219,4 +221,20 @@ fn chat(args: &Args, model: &Model, vocab: &Vocabulary, sampler: &mut Sampler) -
         turn(&mut messages, line, sampler)?;
     }
     Ok(())
+}
+
+/// The library's error, naming the option that sets what it refers to.
+fn with_flags(e: ModelError) -> anyhow::Error {
+    match e {
+        ModelError::ContextTooLong {
+            prompt,
+            max_tokens,
+            positions,
+            limit,
+        } => anyhow::anyhow!(
+            "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
+             positions, more than the model's max_position_embeddings ({limit})"
+        ),
+        e => e.into(),
+    }
 }

@@ -11,10 +11,12 @@ use serde::Serialize;
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The message's text.
     pub content: String,
 }
 
 impl Message {
+    /// A message from `role` with `content`.
     pub fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.into(),
@@ -55,7 +57,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| TextError::Template(describe(&e)))?;
+            .map_err(|err| TextError::Template { err })?;
         Ok(Self { env, bos, eos })
     }
 
@@ -66,19 +68,19 @@ impl ChatTemplate {
         let t = self
             .env
             .get_template(NAME)
-            .map_err(|e| TextError::Template(describe(&e)))?;
+            .map_err(|err| TextError::Template { err })?;
         t.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_deref().unwrap_or(""),
             eos_token => self.eos.as_deref().unwrap_or(""),
         })
-        .map_err(|e| TextError::Template(describe(&e)))
+        .map_err(|err| TextError::Template { err })
     }
 }
 
 /// The error with its causes, one line.
-fn describe(e: &Error) -> String {
+pub(crate) fn describe(e: &Error) -> String {
     let mut s = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {

@@ -3,6 +3,7 @@
 //! token by token, chat templates rendered with a Jinja engine as transformers'
 //! `apply_chat_template` does, and [`Vocabulary`], which gives byte-vocabulary models (each byte
 //! one token) and tokenized models one interface.
+#![warn(missing_docs)]
 
 mod chat;
 mod stream;
@@ -18,17 +19,45 @@ use std::path::PathBuf;
 
 /// What can go wrong reading a tokenizer or a template, or turning text into ids and back.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TextError {
+    /// A file or directory that cannot be read.
     #[error("{}: {err}", path.display())]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// A tokenizer or config file whose content is wrong.
     #[error("{}: {msg}", path.display())]
-    Invalid { path: PathBuf, msg: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A model directory without a tokenizer tquant reads.
     #[error("{}: {msg}", dir.display())]
-    Unsupported { dir: PathBuf, msg: String },
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error("chat template: {0}")]
-    Template(String),
+    Unsupported {
+        /// The model directory.
+        dir: PathBuf,
+        /// What is missing.
+        msg: String,
+    },
+    /// The tokenizer failed to encode or decode.
+    #[error("tokenizer: {err}")]
+    Tokenizer {
+        /// The `tokenizers` crate's error.
+        err: tokenizers::Error,
+    },
+    /// A chat template that does not compile or render.
+    #[error("chat template: {}", chat::describe(err))]
+    Template {
+        /// The template engine's error (its causes are in the message).
+        err: minijinja::Error,
+    },
 }
 
+/// The crate's result type.
 pub type Result<T, E = TextError> = std::result::Result<T, E>;

@@ -15,8 +15,16 @@ pub struct StreamDecoder<'a> {
     read: usize,
 }
 
+// The decoder sits above the vocabulary it reads, so the vocabulary's constructor for it is here.
+impl Vocabulary {
+    /// A decoder to push generated ids into one at a time.
+    pub fn stream(&self) -> StreamDecoder<'_> {
+        StreamDecoder::new(self)
+    }
+}
+
 impl<'a> StreamDecoder<'a> {
-    pub(crate) fn new(vocab: &'a Vocabulary) -> Self {
+    fn new(vocab: &'a Vocabulary) -> Self {
         Self {
             vocab,
             ids: Vec::new(),

@@ -20,7 +20,9 @@ pub struct Tokenizer {
 /// Ids of a text with, for each token, the byte offset in the text where it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// The token ids.
     pub ids: Vec<u32>,
+    /// For each token, the byte offset in the text where it ends.
     pub ends: Vec<usize>,
 }
 
@@ -184,7 +186,7 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode(text, add_special)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+            .map_err(|err| TextError::Tokenizer { err })?;
         let mut ids = enc.get_ids().to_vec();
         let mut ends: Vec<usize> = enc.get_offsets().iter().map(|o| o.1).collect();
         if add_special {
@@ -208,7 +210,7 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))
+            .map_err(|err| TextError::Tokenizer { err })
     }
 
     /// The BOS id, where the tokenizer config or config.json names one.

@@ -1,7 +1,6 @@
 //! What a model's token ids mean: a tokenizer's tokens, or bytes (vocabulary of 256, each byte
 //! one token). The CLI encodes, decodes and streams through this one type for both.
 
-use crate::stream::StreamDecoder;
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::{Result, TextError};
 use std::path::Path;
@@ -92,11 +91,6 @@ impl Vocabulary {
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
         }
-    }
-
-    /// A decoder to push generated ids into one at a time.
-    pub fn stream(&self) -> StreamDecoder<'_> {
-        StreamDecoder::new(self)
     }
 
     /// BOS when the tokenizer config adds it to a prompt.

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use tquant_text::{Message, StreamDecoder, TextError, Tokenizer, Vocabulary};
+use tquant_text::{ChatTemplate, Message, StreamDecoder, TextError, Tokenizer, Vocabulary};
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tokenizers")
@@ -273,8 +273,11 @@ fn bad_folders_and_files_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("128815") && e.contains("1000"), "{e}");
-    assert!(matches!(
-        TextError::Template("x".into()),
-        TextError::Template(_)
-    ));
+    let e = ChatTemplate::new("{% if %}", None, None).unwrap_err();
+    assert!(matches!(e, TextError::Template { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.starts_with("chat template: ") && e.contains("syntax"),
+        "{e}"
+    );
 }

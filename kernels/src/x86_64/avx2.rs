@@ -9,7 +9,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP};
-use crate::dispatch::Acts;
+use crate::isa::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
 use std::arch::x86_64::*;
 

@@ -7,7 +7,8 @@
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
 use super::{tiles, with_tile};
-use crate::bf16::{bf16_to_f32, Bf16Acts};
+use crate::isa::Bf16Acts;
+use crate::widen::bf16_to_f32;
 use std::arch::x86_64::*;
 
 /// GEMM tiles (weight rows, activation rows).

@@ -5,16 +5,9 @@ mod avx512;
 mod bf16;
 
 use crate::act::CHUNK;
-use crate::dispatch::Acts;
-use crate::{Isa, QMatrix};
+use crate::isa::{Bf16Rows, F32Rows, Isa, QRows};
+use crate::QMatrix;
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-
-/// Whether each path is built (a path is listed as available only when it is).
-pub(crate) const AVX2_READY: bool = true;
-pub(crate) const AVX512_READY: bool = true;
-
-type QRows = unsafe fn(&QMatrix, &Acts, usize, usize, &mut [f32]);
-type F32Rows = unsafe fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
 
 pub(crate) fn exact_kernel(isa: Isa) -> QRows {
     match isa {
@@ -33,7 +26,7 @@ pub(crate) fn fast_kernel(isa: Isa) -> QRows {
 }
 
 /// The bf16-weight kernel of `isa`: `dot` picks AVX512-BF16's `vdpbf16ps` (fast mode).
-pub(crate) fn bf16_kernel(isa: Isa, dot: bool) -> crate::bf16::Bf16Rows {
+pub(crate) fn bf16_kernel(isa: Isa, dot: bool) -> Bf16Rows {
     match (isa, dot) {
         (Isa::Avx2, _) => bf16::avx2_rows,
         (Isa::Avx512, false) => bf16::avx512_rows,
