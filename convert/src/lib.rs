@@ -27,6 +27,8 @@ pub mod quantize;
 pub mod quantized;
 pub mod recipe;
 pub mod stats;
+mod summary;
+mod tables;
 mod writer;
 
 pub use auto::AutoSpec;
