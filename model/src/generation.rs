@@ -7,16 +7,20 @@ use crate::{Model, ModelError};
 /// Generates after prompts with one sampler, stopping at `max_tokens`, at a stop id (which is
 /// not passed on) or when the caller's sink fails.
 ///
-/// ```no_run
+/// ```
 /// use tquant_model::generate::Sampler;
 /// use tquant_model::{Generation, Model, Options};
-/// let model = Model::open("examples/tiny-lite".as_ref(), Options::default())?;
-/// let mut generation = Generation::new(&model, Sampler::new(0.0, 0), 16).stop_at(&[0]);
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny-lite");
+/// let model = Model::open(dir.as_ref(), Options::default())?;
+/// // Greedy, at most 16 tokens, ending at a newline (the byte vocabulary's id 10).
+/// let mut generation = Generation::new(&model, Sampler::new(0.0, 0), 16).stop_at(&[10]);
 /// let mut ids = Vec::new();
-/// let stats = generation.run(&[1, 2, 3], |id| {
+/// let stats = generation.run(&b"fn main() {".map(u32::from), |id| {
 ///     ids.push(id);
 ///     Ok::<_, tquant_model::ModelError>(())
 /// })?;
+/// assert!(!ids.contains(&10) && ids.len() <= 16);
+/// assert!(stats.generated_tokens >= ids.len());
 /// eprintln!("{}", generation.speeds(&stats));
 /// # Ok::<(), tquant_model::ModelError>(())
 /// ```

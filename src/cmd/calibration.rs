@@ -71,21 +71,11 @@ impl CalibrateArgs {
     /// The library's calibration options; `None` without --calibrate(-self).
     fn options(&self) -> Result<Option<CalibrationOptions>> {
         let (offset, len) = (self.calibrate_offset, self.calibrate_bytes);
-        let source = match (&self.calibrate, self.calibrate_self) {
-            (Some(path), _) if self.calibrate_ids => CalibrationSource::Ids {
-                path: path.clone(),
-                offset,
-                len,
-            },
-            (Some(path), _) => CalibrationSource::Text {
-                path: path.clone(),
-                offset,
-                len,
-            },
-            (None, Some(tokens)) => CalibrationSource::SelfGenerated {
-                tokens,
-                seed: self.calibrate_seed,
-            },
+        let seed = self.calibrate_seed;
+        let source = match (self.calibrate.clone(), self.calibrate_self) {
+            (Some(path), _) if self.calibrate_ids => CalibrationSource::Ids { path, offset, len },
+            (Some(path), _) => CalibrationSource::Text { path, offset, len },
+            (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
             (None, None) => return Ok(None),
         };
         if !(self.damp.is_finite() && self.damp >= 0.0) {

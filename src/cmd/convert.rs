@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use tquant_convert::{ConvertOptions, Layout, NoProgress, Policy, Progress, RunOptions};
+use tquant_convert::{ConvertOptions, Layout, Policy, Progress, RunOptions};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 
 #[derive(Debug, clap::Args)]
@@ -70,9 +70,9 @@ pub struct Args {
 }
 
 /// The converter's progress as a bar of bytes.
-struct Bar(ProgressBar);
+struct Bar<'a>(&'a ProgressBar);
 
-impl Progress for Bar {
+impl Progress for Bar<'_> {
     fn start(&self, total_bytes: u64) {
         self.0.set_length(total_bytes);
     }
@@ -105,23 +105,19 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         threads: args.threads,
     };
-    let convert = |progress: &dyn Progress| {
-        tquant_convert::convert(&args.input, &args.output, &opts, &run, progress)
-    };
-    let summary = if std::io::stderr().is_terminal() {
-        let bar = Bar(ProgressBar::new(0).with_style(
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0).with_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
             )
             .expect("valid template"),
-        ));
-        let s = convert(&bar);
-        bar.0.finish_and_clear();
-        s
+        )
     } else {
-        convert(&NoProgress)
-    }
-    .with_context(|| format!("converting {}", args.input.display()))?;
+        ProgressBar::hidden()
+    };
+    let summary = tquant_convert::convert(&args.input, &args.output, &opts, &run, &Bar(&bar));
+    bar.finish_and_clear();
+    let summary = summary.with_context(|| format!("converting {}", args.input.display()))?;
     if args.json {
         return super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?));
     }
