@@ -16,10 +16,13 @@ use tquant_kernels::{matmul_bf16_with, matmul_f32, matmul_with, Isa, KernelError
 /// Errors of the kernel benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The format or the quantizer refused the matrix.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// A kernel refused the product.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The thread pool could not be built.
     #[error("building the thread pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
 }
@@ -27,11 +30,15 @@ pub enum BenchError {
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// Output features (weight rows).
     pub rows: usize,
+    /// Input features (weight columns).
     pub cols: usize,
     /// Activation rows (1: GEMV).
     pub n: usize,
+    /// The weight format.
     pub format: Format,
+    /// Block length and scale dtype of the weights.
     pub quantizer: BlockQuantizer,
     /// Timed rounds (after one warm-up round).
     pub reps: usize,
@@ -44,8 +51,11 @@ pub struct Spec {
 /// One measurement's median time and the rates it gives.
 #[derive(Debug, Clone, Copy)]
 pub struct Measure {
+    /// Median seconds per product.
     pub seconds: f64,
+    /// Weight bytes read per second, GB/s.
     pub weight_gbps: f64,
+    /// Multiply-adds (two flops each) per second, GFLOP/s.
     pub gflops: f64,
 }
 
@@ -66,11 +76,15 @@ pub struct Results {
     pub kernels: Vec<(Isa, Mode, Measure)>,
     /// The same weights as bf16 through the bf16 kernels, every instruction set and mode.
     pub bf16: Vec<(Isa, Mode, Measure)>,
+    /// The dense f32 product of the same weights.
     pub f32: Measure,
+    /// The machine's read bandwidth, GB/s.
     pub read_gbps: f64,
     /// Elements per block (a row's length for `row`).
     pub block: usize,
+    /// Bits per weight of the quantized matrix, scales included.
     pub bits_per_weight: f64,
+    /// Threads every measurement ran on.
     pub threads: usize,
     /// Bytes summed before each timed run to evict the weights.
     pub sweep_bytes: usize,
@@ -226,6 +240,7 @@ pub fn machine_cache_note(results: &Results, f32_bytes: usize) -> String {
     )
 }
 
+/// Where Linux lists the first CPU's caches.
 pub const CACHE_DIR: &str = "/sys/devices/system/cpu/cpu0/cache";
 
 /// (level, bytes) of the data and unified caches listed under `dir`, smallest level first.

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use tquant_convert::ConvertError;
 use tquant_kernels::KernelError;
 
+/// Success.
 pub const TQUANT_OK: c_int = 0;
 /// A required pointer was null (or a buffer pointer was null with a non-zero length).
 pub const TQUANT_ERR_NULL: c_int = -1;

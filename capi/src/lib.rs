@@ -13,6 +13,7 @@
 //! records a message that [`tquant_last_error`] returns on the same thread. No panic crosses the
 //! boundary: one is caught and reported as [`TQUANT_ERR_INTERNAL`].
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 mod error;

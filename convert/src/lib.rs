@@ -61,6 +61,8 @@ pub mod schema;
 mod shards;
 mod statistics;
 pub mod stats;
+mod summary;
+mod tables;
 mod writer;
 
 pub use auto::AutoSpec;

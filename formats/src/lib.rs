@@ -14,6 +14,7 @@ pub mod fit;
 pub mod generate;
 pub mod gptq;
 pub mod layouts;
+mod listing;
 pub mod nu_search;
 pub mod pack;
 pub mod sample;
@@ -28,6 +29,7 @@ pub use fit::{
     fit_block_standardized, fit_block_standardized_with, fit_student_t, fit_student_t_with,
     FitSampling, TFit,
 };
+pub use listing::catalog_table;
 pub use nu_search::{search_nu_min_error, NuSearch};
 pub use scale::ScaleDtype;
 

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod generate;
+pub mod generation;
 pub mod layerwise;
 pub mod linear;
 pub mod model;
@@ -35,6 +36,7 @@ pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
+pub use generation::Generation;
 pub use layerwise::{LayerwiseRun, Stage};
 pub use linear::{Bf16Data, Linear, Packed};
 pub use model::{KvCache, Logits, Model, Options};

@@ -4,52 +4,82 @@
 
 use std::fmt::Write as _;
 
+/// A colour: red, green, blue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rgb(pub u8, pub u8, pub u8);
 
+/// Where a text's anchor point is along it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Anchor {
+    /// At its start.
     Start,
+    /// In its middle.
     Middle,
+    /// At its end.
     End,
 }
 
+/// One thing drawn.
 #[derive(Debug, Clone)]
 pub enum Shape {
+    /// A polyline.
     Line {
+        /// The points, in order.
         points: Vec<(f64, f64)>,
+        /// Stroke colour.
         color: Rgb,
+        /// Stroke width.
         width: f64,
         /// Dash and gap lengths; empty for a solid line.
         dash: Vec<f64>,
     },
+    /// A circle.
     Circle {
+        /// Its centre.
         center: (f64, f64),
+        /// Its radius.
         radius: f64,
+        /// Fill colour; none for an outline only.
         fill: Option<Rgb>,
+        /// Stroke colour.
         stroke: Rgb,
+        /// Stroke width.
         width: f64,
     },
+    /// An axis-aligned rectangle.
     Rect {
+        /// Its top-left corner.
         at: (f64, f64),
+        /// Width and height.
         size: (f64, f64),
+        /// Fill colour, if filled.
         fill: Option<Rgb>,
+        /// Stroke colour, if outlined.
         stroke: Option<Rgb>,
     },
     /// One line of Helvetica; `at` is the anchor on the baseline; `vertical` reads bottom-up.
     Text {
+        /// The anchor point.
         at: (f64, f64),
+        /// The text (ASCII is measured exactly).
         text: String,
+        /// Font size.
         size: f64,
+        /// Which point of the text `at` is.
         anchor: Anchor,
+        /// Rotated to read bottom-up.
         vertical: bool,
     },
 }
 
+/// A page of shapes, drawn in order.
 #[derive(Debug, Clone)]
 pub struct Canvas {
+    /// Page width.
     pub width: f64,
+    /// Page height.
     pub height: f64,
+    /// The shapes, later ones on top.
     pub shapes: Vec<Shape>,
 }
 
@@ -95,6 +125,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 impl Canvas {
+    /// An empty page of `width` by `height`.
     pub fn new(width: f64, height: f64) -> Canvas {
         Canvas {
             width,
@@ -103,6 +134,7 @@ impl Canvas {
         }
     }
 
+    /// The drawing as an SVG document.
     pub fn svg(&self) -> String {
         let mut s = String::new();
         let (w, h) = (self.width, self.height);

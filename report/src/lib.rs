@@ -12,7 +12,10 @@
 //! # Ok::<(), tquant_report::ReportError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod canvas;
+pub mod evaluation;
 pub mod measure;
 pub mod output;
 pub mod pipeline;
@@ -21,6 +24,7 @@ pub mod report;
 pub mod table;
 pub mod text_input;
 
+pub use evaluation::EvalSummary;
 pub use measure::Variant;
 pub use output::{write_atomic, Header};
 pub use pipeline::{quantize_checkpoint, CalibrationOptions, CalibrationSource, QuantizeOptions};
@@ -35,30 +39,47 @@ use tquant_text::TextError;
 /// Errors of the report crate.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// The converter or a checkpoint failed.
     #[error(transparent)]
     Convert(#[from] ConvertError),
+    /// The model failed (loading, running, calibrating).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A tokenizer or text failed.
     #[error(transparent)]
     Text(#[from] TextError),
+    /// Invalid input, described.
     #[error("{0}")]
     Invalid(String),
     /// An I/O error, with what was being done (`reading /x`, `writing /y`).
     #[error("{what}: {err}")]
-    Io { what: String, err: std::io::Error },
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// An error with what was being done.
     #[error("{context}: {inner}")]
     Context {
+        /// What was being done.
         context: String,
+        /// The error.
         inner: Box<ReportError>,
     },
     /// A calibration file with nothing left after the offset.
     #[error("{}: nothing left after offset {offset} ({len} {unit} in the file)", path.display())]
     EmptyWindow {
+        /// The calibration file.
         path: std::path::PathBuf,
+        /// The offset asked for.
         offset: usize,
+        /// The file's length, in `unit`.
         len: usize,
+        /// `bytes` or `ids`.
         unit: &'static str,
     },
+    /// report.json could not be written or read.
     #[error("report.json: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -80,4 +101,5 @@ impl ReportError {
     }
 }
 
+/// The report crate's result.
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;

@@ -17,7 +17,9 @@ use tquant_model::{CheckpointSource, MemorySource, Packed, QuantTensor, TensorDa
 pub struct Variant {
     /// The name as given (`sf4:nu=3.50` stays as written).
     pub name: String,
+    /// The recipe the name means.
     pub recipe: Recipe,
+    /// The converter options the recipe gives at the report's setting.
     pub opts: ConvertOptions,
 }
 
@@ -129,6 +131,7 @@ fn split_list(list: &str) -> Vec<String> {
 /// A model's weights quantized with one variant, in memory.
 #[derive(Debug)]
 pub struct Quantized {
+    /// What the variant measured on the weights.
     pub measured: Measured,
     /// Quantized tensors by checkpoint name, ready to put in front of the checkpoint.
     pub tensors: Vec<(String, TensorData)>,

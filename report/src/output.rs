@@ -13,21 +13,32 @@ use tquant_formats::area::{self, Coefficients, ModelCheck};
 pub struct Header {
     /// The version of report.json's layout (see [`crate::SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// The model directory.
     pub model: String,
+    /// The text bits per byte are measured on.
     pub text: Option<String>,
+    /// Tokens scored per chunk.
     pub window: Option<usize>,
+    /// Bytes of the text used.
     pub max_bytes: Option<usize>,
+    /// Bytes of the text the scored tokens cover.
     pub scored_bytes: Option<usize>,
+    /// Block length of every variant.
     pub block: String,
+    /// Scale dtype of every variant.
     pub scale_dtype: String,
+    /// Only the weight errors were measured.
     pub weights_only: bool,
     /// What `--calibrate` collected (`gptq:` and `+gptq` rows), when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<String>,
+    /// Bits per byte of the unquantized model.
     pub bits_per_byte_f32: Option<f64>,
     /// What `accuracy_loss` and the frontier's y axis are.
     pub accuracy_loss: &'static str,
+    /// How `nmse` is computed.
     pub nmse_definition: &'static str,
+    /// How `bits_per_weight` is counted.
     pub bits_per_weight_definition: &'static str,
 }
 
@@ -70,6 +81,7 @@ struct ReportJson<'a> {
     rows: &'a [Row],
 }
 
+/// The rule behind `chip_overhead_pct`.
 pub const OVERHEAD_RULE: &str = "10% x (MAC / MAC_int4 - 1) + 60% x (bits / 4 - 1)";
 const MODEL_NOTE: &str = "MAC = multiplier + accumulator sized from the value set alone \
      (integer grid, product range + sign + log2(256) accumulator bits, cheaper of integer and \

@@ -5,7 +5,9 @@ use crate::text_input::TokenizedText;
 use crate::{ReportError, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
+use tquant_convert::calibration::{
+    Calibration, CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN,
+};
 use tquant_convert::convert::{NoProgress, Progress, RunOptions};
 use tquant_convert::{ConvertOptions, ConvertSummary, Recipe};
 use tquant_formats::gptq::DEFAULT_DAMP;
@@ -22,28 +24,42 @@ pub enum CalibrationSource {
     /// `len` bytes (default: the rest) of a text file from `offset`, tokenized with the
     /// model's tokenizer.json (byte by byte for a byte vocabulary).
     Text {
+        /// The text file.
         path: PathBuf,
+        /// Bytes skipped at its start.
         offset: usize,
+        /// Bytes used after the offset (default: the rest).
         len: Option<usize>,
     },
     /// Little-endian u32 token ids; offset and length count ids.
     Ids {
+        /// The file of ids.
         path: PathBuf,
+        /// Ids skipped at its start.
         offset: usize,
+        /// Ids used after the offset (default: the rest).
         len: Option<usize>,
     },
     /// `tokens` the float model writes itself, in sequences of the window, each from a random
     /// first token, sampled at temperature 1.
-    SelfGenerated { tokens: usize, seed: u64 },
+    SelfGenerated {
+        /// Tokens to generate.
+        tokens: usize,
+        /// Seed of the sampling.
+        seed: u64,
+    },
 }
 
 /// How calibration runs: its tokens, chunk window, GPTQ settings and expert weighting.
 #[derive(Debug, Clone)]
 pub struct CalibrationOptions {
+    /// Where the tokens come from.
     pub source: CalibrationSource,
     /// Tokens per chunk (and per generated sequence).
     pub window: usize,
+    /// GPTQ damping, act-order and the tokens a matrix needs.
     pub settings: CalibrationSettings,
+    /// How routed experts count their tokens.
     pub weighting: RouterWeighting,
 }
 
@@ -133,16 +149,28 @@ impl CalibrationOptions {
         };
         Ok((plan, float))
     }
+
+    /// Runs the float model at `model` over the calibration tokens and keeps every linear
+    /// layer's input statistics at once (what a report's calibrated recipes quantize with).
+    pub fn collect(&self, model: &Path, threads: usize) -> Result<Calibration> {
+        let (plan, float) = self.plan(model, threads)?;
+        Ok(calibration_run::collect_whole(model, float, plan, threads)?)
+    }
 }
 
 /// What [`quantize_checkpoint`] does: the recipe at a block size and scale dtype, the
 /// calibration a `gptq` recipe needs, and the worker threads (0: one per core).
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
+    /// How to quantize.
     pub recipe: Recipe,
+    /// Block length.
     pub block: BlockSize,
+    /// Scale dtype.
     pub scale_dtype: ScaleDtype,
+    /// The calibration a `gptq` recipe needs.
     pub calibration: Option<CalibrationOptions>,
+    /// Worker threads (0: one per core).
     pub threads: usize,
     /// Replace an existing output that tquant wrote.
     pub force: bool,

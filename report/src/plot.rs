@@ -45,6 +45,7 @@ impl Box4 {
 /// The drawing, and the layout facts its tests check.
 #[derive(Debug)]
 pub struct Plot {
+    /// The drawing.
     pub canvas: Canvas,
     /// Every label placed in the plot area (names and key numbers).
     pub label_boxes: Vec<Box4>,

@@ -28,7 +28,9 @@ pub const REPORT_FILES: [&str; 5] = [
 /// Block length and scale dtype every variant uses.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
+    /// Block length.
     pub block: BlockSize,
+    /// Scale dtype.
     pub scale_dtype: ScaleDtype,
 }
 
@@ -45,10 +47,13 @@ impl Default for Setting {
 /// The text bits per byte are measured on, as the model's token ids.
 #[derive(Debug)]
 pub struct EvalText {
+    /// The model's configuration.
     pub config: Config,
+    /// The text's token ids.
     pub ids: Vec<u32>,
     /// Bytes of the text the scored tokens cover.
     pub bytes: usize,
+    /// The text file.
     pub path: PathBuf,
     /// Tokens scored per chunk (each chunk of window + 1 tokens scores its last `window`).
     pub window: usize,
@@ -76,9 +81,13 @@ impl EvalText {
 /// A measured report: header, rows and the area model they were set against.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// What was measured and how.
     pub header: Header,
+    /// One row per variant.
     pub rows: Vec<Row>,
+    /// The area model's fitted coefficients.
     pub coefficients: Coefficients,
+    /// The area model against the published figures.
     pub checks: Vec<ModelCheck>,
 }
 

@@ -14,30 +14,40 @@ pub struct Measured {
     pub bits: u32,
     /// The codebooks the variant used (one per fitted tensor for `sf4_fit`).
     pub codebooks: Vec<Vec<f32>>,
+    /// Bits per weight, scales included.
     pub bits_per_weight: f64,
+    /// Weight error: squared error over squared weights.
     pub nmse: f64,
+    /// Bits per byte of the text, when measured.
     pub bits_per_byte: Option<f64>,
     /// Summary of the fitted or searched nu over tensors (`sf4_fit`, `sf4_search`).
     pub nu: Option<NuSummary>,
     /// How many matrices got each format family (one entry for a fixed format; what `auto`
     /// chose), by name.
     pub chosen: Vec<Chosen>,
+    /// How block scales were chosen.
     pub scale_rule: ScaleRule,
 }
 
 /// One format family and the number of matrices quantized with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Chosen {
+    /// The format family.
     pub format: String,
+    /// Matrices quantized with it.
     pub matrices: usize,
 }
 
 /// Fitted degrees of freedom across the tensors of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct NuSummary {
+    /// Smallest.
     pub min: f64,
+    /// Median.
     pub median: f64,
+    /// Largest.
     pub max: f64,
+    /// Tensors (or experts) fitted.
     pub tensors: usize,
     /// Searched for the least weight error (`sf4_search`), not fitted (`sf4_fit`).
     pub searched: bool,
@@ -69,14 +79,21 @@ impl NuSummary {
 /// One row of report.json.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
+    /// The variant's name.
     pub format: String,
+    /// Code width in bits.
     pub bits: u32,
+    /// Bits per weight, scales included.
     pub bits_per_weight: f64,
+    /// Weight error: squared error over squared weights.
     pub nmse: f64,
+    /// Bits per byte of the text, when measured.
     pub bits_per_byte: Option<f64>,
+    /// Bits per byte over the unquantized model's.
     pub delta_bits_per_byte: Option<f64>,
     /// Table 10's MAC area, when the paper synthesised this format.
     pub mac_area_um2: Option<f64>,
+    /// Table 10's MAC power, when published.
     pub mac_power_uw: Option<f64>,
     /// tquant's area model.
     pub mac_area_model_um2: f64,
@@ -84,6 +101,7 @@ pub struct Row {
     pub mac_area_model_error_pct: Option<f64>,
     /// How the model builds the multiplier (integer, minifloat, or lookup with an estimated decoder).
     pub mac_structure: String,
+    /// Chip area overhead over INT4, percent (`OVERHEAD_RULE`).
     pub chip_overhead_pct: f64,
     /// `published` (Table 10's areas) or `model` (the model's areas relative to its own INT4).
     pub chip_overhead_source: &'static str,
@@ -91,7 +109,9 @@ pub struct Row {
     pub pareto_area_um2: f64,
     /// The loss the frontier uses: delta bits per byte, or nmse in a weights-only report.
     pub accuracy_loss: f64,
+    /// On the Pareto frontier of its bit width.
     pub pareto: bool,
+    /// Fitted or searched nu, for Student Float rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nu: Option<NuSummary>,
     /// `absmax` or `search` (the `+search` rows).

@@ -9,7 +9,9 @@ use tquant_text::Vocabulary;
 /// A text as token ids with, for each, the byte offset where it ends in the text.
 #[derive(Debug)]
 pub struct TokenizedText {
+    /// The token ids.
     pub ids: Vec<u32>,
+    /// Byte offset in the text where each token ends.
     pub ends: Vec<usize>,
 }
 

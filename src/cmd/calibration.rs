@@ -10,7 +10,8 @@ use tquant_convert::calibration::{
 };
 use tquant_convert::ConvertOptions;
 use tquant_formats::gptq::DEFAULT_DAMP;
-use tquant_model::calibration_run::{collect_whole, MemoryCheck};
+use tquant_model::calibrate::RouterWeighting;
+use tquant_model::calibration_run::MemoryCheck;
 use tquant_model::{LayerByLayer, ModelError};
 use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
 use tquant_report::ReportError;
@@ -59,7 +60,7 @@ pub struct CalibrateArgs {
     /// How routed experts count their tokens: `routed` (by the routing weight squared, the
     /// expert's share of the output error) or `uniform`.
     #[arg(long, default_value = "routed")]
-    pub router_weighting: String,
+    pub router_weighting: RouterWeighting,
     /// Calibrate a matrix only when at least this many tokens per input column reached it;
     /// rarer experts are quantized without calibration.
     #[arg(long, default_value_t = DEFAULT_MIN_TOKENS_PER_COLUMN, value_name = "X")]
@@ -67,52 +68,36 @@ pub struct CalibrateArgs {
 }
 
 impl CalibrateArgs {
-    pub fn settings(&self) -> Result<CalibrationSettings> {
+    /// The library's calibration options; `None` without --calibrate(-self).
+    fn options(&self) -> Result<Option<CalibrationOptions>> {
+        let (offset, len) = (self.calibrate_offset, self.calibrate_bytes);
+        let seed = self.calibrate_seed;
+        let source = match (self.calibrate.clone(), self.calibrate_self) {
+            (Some(path), _) if self.calibrate_ids => CalibrationSource::Ids { path, offset, len },
+            (Some(path), _) => CalibrationSource::Text { path, offset, len },
+            (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
+            (None, None) => return Ok(None),
+        };
         if !(self.damp.is_finite() && self.damp >= 0.0) {
             bail!("--damp must be a number >= 0, not {}", self.damp);
         }
         if self.calibrate_window == 0 {
             bail!("--calibrate-window must be at least 1 token");
         }
-        if !(self.min_tokens_per_column.is_finite() && self.min_tokens_per_column >= 0.0) {
-            bail!(
-                "--min-tokens-per-column must be a number >= 0, not {}",
-                self.min_tokens_per_column
-            );
+        let min_tokens_per_column = self.min_tokens_per_column;
+        if !(min_tokens_per_column.is_finite() && min_tokens_per_column >= 0.0) {
+            bail!("--min-tokens-per-column must be a number >= 0, not {min_tokens_per_column}");
         }
-        Ok(CalibrationSettings {
-            damp: self.damp,
-            act_order: self.act_order,
-            min_tokens_per_column: self.min_tokens_per_column,
-        })
-    }
-
-    /// The library's calibration options; `None` without --calibrate(-self).
-    fn options(&self) -> Result<Option<CalibrationOptions>> {
-        let source = match (&self.calibrate, self.calibrate_self) {
-            (Some(path), _) if self.calibrate_ids => CalibrationSource::Ids {
-                path: path.clone(),
-                offset: self.calibrate_offset,
-                len: self.calibrate_bytes,
-            },
-            (Some(path), _) => CalibrationSource::Text {
-                path: path.clone(),
-                offset: self.calibrate_offset,
-                len: self.calibrate_bytes,
-            },
-            (None, Some(tokens)) => CalibrationSource::SelfGenerated {
-                tokens,
-                seed: self.calibrate_seed,
-            },
-            (None, None) => return Ok(None),
-        };
-        let settings = self.settings()?;
-        let weighting = self.router_weighting.parse().map_err(anyhow::Error::msg)?;
+        let (damp, act_order) = (self.damp, self.act_order);
         Ok(Some(CalibrationOptions {
             source,
             window: self.calibrate_window,
-            settings,
-            weighting,
+            settings: CalibrationSettings {
+                damp,
+                act_order,
+                min_tokens_per_column,
+            },
+            weighting: self.router_weighting,
         }))
     }
 
@@ -139,9 +124,9 @@ impl CalibrateArgs {
         let Some(c) = self.options()? else {
             return Ok(None);
         };
-        let (plan, float) = c.plan(model, threads).map_err(|e| with_hints(e, model))?;
-        let cal = collect_whole(model, float, plan, threads)
-            .map_err(|e| with_hints(ReportError::from(e), model))?;
+        let cal = c
+            .collect(model, threads)
+            .map_err(|e| with_hints(e, model))?;
         Ok(Some(Arc::new(cal)))
     }
 }

@@ -3,12 +3,11 @@
 use super::calibration::CalibrateArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use tquant_convert::convert::{NoProgress, Progress, RunOptions};
-use tquant_convert::options::{parse_block, parse_scale_dtype};
-use tquant_convert::{ConvertSummary, Layout, Policy, Recipe};
+use tquant_convert::convert::{Progress, RunOptions};
+use tquant_convert::{Layout, Policy, Recipe};
+use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,10 +28,10 @@ pub struct Args {
     pub format: Option<String>,
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
     #[arg(long)]
-    pub block: Option<String>,
+    pub block: Option<BlockSize>,
     /// Scale dtype: f32, f16, bf16, e8m0. Default: f16 (f32 for bnb, e8m0 for mxfp4).
     #[arg(long)]
-    pub scale_dtype: Option<String>,
+    pub scale_dtype: Option<ScaleDtype>,
     /// Student Float degrees of freedom, overriding the recipe's: a number; `fit` (per tensor
     /// and per expert, the maximum-likelihood fit of block-standardised values); or `search`
     /// (per tensor and per expert, the nu with the least quantization error; slower). For the
@@ -43,11 +42,11 @@ pub struct Args {
     /// table's, the paper's rule; the default) or `search` (per block, the scale with the least
     /// squared error, stored in the same dtype; may be negative). tquant layout only.
     #[arg(long)]
-    pub scale_rule: Option<String>,
+    pub scale_rule: Option<ScaleRule>,
     /// On-disk layout: tquant, bnb (bitsandbytes NF4 as transformers saves it), mxfp4
     /// (OCP MXFP4 as Hugging Face stores it).
     #[arg(long, default_value = "tquant")]
-    pub layout: String,
+    pub layout: Layout,
     /// Also quantize tensors matching this glob (`*` and `?`); repeatable.
     #[arg(long)]
     pub include: Vec<String>,
@@ -74,9 +73,10 @@ pub struct Args {
     pub calibration: Box<CalibrateArgs>,
 }
 
-struct Bar(ProgressBar);
+/// The converter's progress as a bar of bytes.
+struct Bar<'a>(&'a ProgressBar);
 
-impl Progress for Bar {
+impl Progress for Bar<'_> {
     fn start(&self, total_bytes: u64) {
         self.0.set_length(total_bytes);
     }
@@ -86,7 +86,7 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let layout: Layout = args.layout.parse().map_err(anyhow::Error::msg)?;
+    let layout = args.layout;
     let default = match layout {
         Layout::Tquant => "sf4_fit",
         Layout::Bnb => "nf4",
@@ -101,14 +101,14 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(nu) = &args.nu {
         b = b.nu(nu.parse()?);
     }
-    if let Some(block) = &args.block {
-        b = b.block(parse_block(block)?);
+    if let Some(block) = args.block {
+        b = b.block(block);
     }
-    if let Some(d) = &args.scale_dtype {
-        b = b.scale_dtype(parse_scale_dtype(d)?);
+    if let Some(d) = args.scale_dtype {
+        b = b.scale_dtype(d);
     }
-    if let Some(rule) = &args.scale_rule {
-        b = b.scale_rule(rule.parse().map_err(anyhow::Error::msg)?);
+    if let Some(rule) = args.scale_rule {
+        b = b.scale_rule(rule);
     }
     let mut opts = b.build()?;
     let c = &args.calibration;
@@ -131,131 +131,24 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         threads: args.threads,
     };
-    let summary = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0).with_style(
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0).with_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
             )
             .expect("valid template"),
-        );
-        let bar = Bar(bar);
-        let s = tquant_convert::convert(&args.input, &args.output, &opts, &run, &bar);
-        bar.0.finish_and_clear();
-        s
+        )
     } else {
-        tquant_convert::convert(&args.input, &args.output, &opts, &run, &NoProgress)
-    }
-    .with_context(|| format!("converting {}", args.input.display()))?;
-    let mut out = String::new();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
-    } else {
-        write_text(&mut out, &summary)?;
-        if let Some(cal) = &layerwise {
-            writeln!(out, "{}", cal.describe())?;
-        }
-    }
-    emit(&out)
-}
-
-/// Prints command output; a closed pipe (`| head`) is not an error.
-pub(crate) fn emit(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
-}
-
-fn write_text(out: &mut String, s: &ConvertSummary) -> std::fmt::Result {
-    let nu = match &s.nu {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(v) => format!(" nu={v}"),
-        v => format!(" nu={v}"),
+        ProgressBar::hidden()
     };
-    writeln!(
-        out,
-        "{} -> {} ({} layout, {}{nu}, block {}, {} {} scales)",
-        s.input.display(),
-        s.output.display(),
-        s.layout,
-        s.format,
-        s.block,
-        s.scale_dtype,
-        s.scale_rule
-    )?;
-    writeln!(
-        out,
-        "{} tensors: {} quantized, {} kept, {} skipped; {} of {} parameters quantized",
-        s.tensors.len(),
-        s.quantized,
-        s.kept,
-        s.skipped,
-        s.params_quantized,
-        s.params
-    )?;
-    if !s.dropped.is_empty() {
-        writeln!(
-            out,
-            "dropped {} tensor(s) (--drop): {}",
-            s.dropped.len(),
-            some_names(&s.dropped)
-        )?;
+    let summary = tquant_convert::convert(&args.input, &args.output, &opts, &run, &Bar(&bar));
+    bar.finish_and_clear();
+    let summary = summary.with_context(|| format!("converting {}", args.input.display()))?;
+    if args.json {
+        return super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?));
     }
-    if !s.dequantized.is_empty() {
-        writeln!(
-            out,
-            "{} FP8 tensor(s) kept unquantized, written dequantized as BF16: {}",
-            s.dequantized.len(),
-            some_names(&s.dequantized)
-        )?;
+    match &layerwise {
+        Some(cal) => super::emit(&format!("{summary}{}\n", cal.describe())),
+        None => super::emit(&summary.to_string()),
     }
-    let mut nus: Vec<f64> = s
-        .tensors
-        .iter()
-        .flat_map(|t| t.nu.iter().flatten().copied())
-        .collect();
-    if !nus.is_empty() && (s.nu == "fit" || s.nu == "search") {
-        nus.sort_by(f64::total_cmp);
-        writeln!(
-            out,
-            "nu over {} matrices: min {:.3}, median {:.3}, max {:.3}",
-            nus.len(),
-            nus[0],
-            nus[nus.len() / 2],
-            nus[nus.len() - 1]
-        )?;
-    }
-    if s.format.starts_with("auto") {
-        // How often each format won, by family (sf4:nu=... counts as sf4).
-        let mut won = std::collections::BTreeMap::<&str, usize>::new();
-        for f in s.tensors.iter().flat_map(|t| t.formats.iter()) {
-            *won.entry(f.split(':').next().unwrap_or(f)).or_default() += 1;
-        }
-        let list: Vec<String> = won.iter().map(|(f, n)| format!("{f} {n}")).collect();
-        writeln!(out, "chosen per matrix: {}", list.join(", "))?;
-    }
-    writeln!(
-        out,
-        "{:.1} MB -> {:.1} MB ({:.3} bits per weight overall) in {:.2} s ({:.1} MB/s, {} threads)",
-        s.input_bytes as f64 / 1e6,
-        s.output_bytes as f64 / 1e6,
-        s.bits_per_weight,
-        s.seconds,
-        s.mb_per_s,
-        s.threads
-    )
-}
-
-/// The first few names of a list, and how many more there are.
-fn some_names(names: &[String]) -> String {
-    const SHOWN: usize = 4;
-    let mut text = names[..names.len().min(SHOWN)].join(", ");
-    if names.len() > SHOWN {
-        let _ = write!(text, ", ... ({} more)", names.len() - SHOWN);
-    }
-    text
 }

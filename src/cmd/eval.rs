@@ -1,15 +1,13 @@
 //! `tquant eval`: bits per byte and perplexity of a model on a text (tokenized with the model's
 //! tokenizer.json, or byte by byte for a byte vocabulary), or perplexity on token ids.
 
-use super::convert::emit;
 use super::model_args::ModelArgs;
-use super::progress;
-use super::text_input::{self, TokenizedText};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::path::PathBuf;
 use tquant_model::eval::{read_token_ids, score_windows_observed, Score};
 use tquant_model::{Model, ModelError};
-use tquant_text::Vocabulary;
+use tquant_report::text_input::TokenizedText;
+use tquant_report::EvalSummary;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,7 +39,7 @@ pub struct Args {
 }
 
 fn score(model: &Model, ids: &[u32], window: usize, max: Option<usize>) -> Result<Score> {
-    let bar = progress::bar(0);
+    let bar = super::progress_bar(0);
     bar.set_message("chunks scored");
     let s = score_windows_observed(model, ids, window, max.unwrap_or(usize::MAX), &|d, n| {
         bar.set_length(n as u64);
@@ -57,96 +55,26 @@ fn score(model: &Model, ids: &[u32], window: usize, max: Option<usize>) -> Resul
 
 pub fn run(args: Args) -> Result<()> {
     let model = args.model.open()?;
-    if let Some(path) = &args.text {
-        let vocab = text_input::vocabulary(
-            &args.model.model,
-            model.config().vocab_size,
-            "--tokens-file",
-        )?;
-        let text = TokenizedText::read(&vocab, path, 0, args.max_bytes)?;
-        let s = score(&model, &text.ids, args.window, None)
-            .with_context(|| format!("scoring {}", path.display()))?;
-        let summary = if matches!(vocab, Vocabulary::Bytes) {
-            bytes_summary(&s, args.json)
-        } else {
-            text_summary(&s, text.scored_bytes(args.window), args.json)
-        };
-        return emit(&summary);
-    }
-    let Some(path) = &args.tokens_file else {
-        bail!("give --text or --tokens-file");
+    let summary = match (&args.text, &args.tokens_file) {
+        (Some(path), _) => {
+            let vocab_size = model.config().vocab_size;
+            let vocab = super::vocabulary(&args.model.model, vocab_size, "--tokens-file")?;
+            let text = TokenizedText::read(&vocab, path, 0, args.max_bytes)?;
+            let s = score(&model, &text.ids, args.window, None)
+                .with_context(|| format!("scoring {}", path.display()))?;
+            EvalSummary::of_text(s, &vocab, &text, args.window)
+        }
+        (None, Some(path)) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let ids = read_token_ids(&bytes).with_context(|| path.display().to_string())?;
+            EvalSummary::Tokens(score(&model, &ids, args.window, args.max_tokens)?)
+        }
+        (None, None) => anyhow::bail!("give --text or --tokens-file"),
     };
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let ids = read_token_ids(&bytes).with_context(|| path.display().to_string())?;
-    let s = score(&model, &ids, args.window, args.max_tokens)?;
-    let summary = if args.json {
-        format!(
-            "{}\n",
-            serde_json::json!({
-                "perplexity": s.perplexity(),
-                "bits_per_token": s.bits_per_token(),
-                "tokens": s.tokens,
-                "seconds": s.seconds,
-            })
-        )
+    super::emit(&if args.json {
+        format!("{}\n", summary.to_json())
     } else {
-        format!(
-            "perplexity {:.4} ({:.4} bits per token) over {} tokens ({:.1} s)\n",
-            s.perplexity(),
-            s.bits_per_token(),
-            s.tokens,
-            s.seconds
-        )
-    };
-    emit(&summary)
-}
-
-/// A byte vocabulary: a token is a byte.
-fn bytes_summary(s: &Score, json: bool) -> String {
-    if json {
-        format!(
-            "{}\n",
-            serde_json::json!({
-                "bits_per_byte": s.bits_per_token(),
-                "tokens": s.tokens,
-                "seconds": s.seconds,
-            })
-        )
-    } else {
-        format!(
-            "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)\n",
-            s.bits_per_token(),
-            s.tokens,
-            s.seconds,
-            s.tokens as f64 / s.seconds
-        )
-    }
-}
-
-/// A tokenized text: per token, and per byte of the text the scored tokens cover.
-fn text_summary(s: &Score, bytes: usize, json: bool) -> String {
-    let bpb = text_input::bits_per_byte(s, bytes);
-    if json {
-        format!(
-            "{}\n",
-            serde_json::json!({
-                "bits_per_byte": bpb,
-                "perplexity": s.perplexity(),
-                "bits_per_token": s.bits_per_token(),
-                "tokens": s.tokens,
-                "bytes": bytes,
-                "seconds": s.seconds,
-            })
-        )
-    } else {
-        format!(
-            "bits per byte {bpb:.4} over {bytes} bytes; perplexity {:.4} ({:.4} bits per token) \
-             over {} tokens ({:.1} s, {:.0} tokens/s)\n",
-            s.perplexity(),
-            s.bits_per_token(),
-            s.tokens,
-            s.seconds,
-            s.tokens as f64 / s.seconds
-        )
-    }
+        summary.to_string()
+    })
 }

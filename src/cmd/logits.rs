@@ -1,6 +1,5 @@
 //! `tquant logits`: a model's logits for a list of token ids, as JSON.
 
-use super::convert::emit;
 use super::model_args::ModelArgs;
 use anyhow::Result;
 use tquant_model::Logits;
@@ -23,7 +22,5 @@ pub fn run(args: Args) -> Result<()> {
     let which = if args.last { Logits::Last } else { Logits::All };
     let logits = model.forward(&args.tokens, &mut cache, which)?;
     let rows: Vec<&[f32]> = logits.chunks(model.config().vocab_size).collect();
-    let mut out = serde_json::to_string(&serde_json::json!({ "logits": rows }))?;
-    out.push('\n');
-    emit(&out)
+    super::emit(&format!("{}\n", serde_json::json!({ "logits": rows })))
 }

@@ -1,4 +1,5 @@
-//! One module per subcommand; each owns its arguments (`Args`) and its `run` function.
+//! One module per subcommand, each with its arguments (`Args`) and its `run` function; and what
+//! they share: output to stdout, progress bars, the model's vocabulary.
 
 pub mod bench;
 /// `--calibrate` and its settings, shared by convert and report.
@@ -9,11 +10,50 @@ pub mod formats;
 pub mod inspect;
 pub mod logits;
 pub mod model_args;
-/// Progress bars on a terminal.
-pub mod progress;
 pub mod report;
 pub mod run;
-/// Text files as token ids, shared by eval and run.
-pub mod text_input;
 pub mod tokenize;
 pub mod verify;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use tquant_text::Vocabulary;
+
+/// Prints command output; a closed pipe (`| head`) is not an error.
+pub fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// A bar of `steps` with a message on stderr when it is a terminal; a hidden one otherwise.
+pub fn progress_bar(steps: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(steps);
+    b.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// The vocabulary of the model at `dir` (`vocab` ids); `ids_flag` is the option that takes
+/// token ids instead, named in the error when the model has no usable tokenizer.
+pub fn vocabulary(dir: &Path, vocab: usize, ids_flag: &str) -> Result<Vocabulary> {
+    Vocabulary::open(dir, Some(vocab)).with_context(|| {
+        format!(
+            "text needs tokenizer.json beside the model (or a 256-token byte vocabulary); \
+             or give token ids with {ids_flag}"
+        )
+    })
+}

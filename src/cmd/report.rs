@@ -3,12 +3,12 @@
 //! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
 
 use super::calibration::CalibrateArgs;
-use super::progress;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_report::measure::{parse_variants, with_calibrated_twins};
 use tquant_report::{EvalText, Report, Setting};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Checkpoint directory with the original (unquantized) weights.
@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         _ => None,
     };
-    let bar = progress::bar(variants.len() as u64 + u64::from(eval.is_some()));
+    let bar = super::progress_bar(variants.len() as u64 + u64::from(eval.is_some()));
     let mut started = false;
     let report = Report::measure(
         &args.model,
@@ -100,5 +100,5 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     bar.finish_and_clear();
     report.write(&args.output)?;
-    super::convert::emit(&report.markdown())
+    super::emit(&report.markdown())
 }

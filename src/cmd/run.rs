@@ -2,12 +2,11 @@
 //! a chat through its chat template, or token ids), streaming the output; speeds go to stderr.
 
 use super::model_args::ModelArgs;
-use super::text_input;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, IsTerminal, Read, Write};
-use tquant_model::generate::{generate, Sampler, Stats};
-use tquant_model::{Model, ModelError};
-use tquant_text::{ChatTemplate, Message, Vocabulary};
+use tquant_model::generate::Sampler;
+use tquant_model::{Generation, ModelError};
+use tquant_text::{Conversation, Vocabulary};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,164 +48,101 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let model = args.model.open()?;
-    let mut sampler = Sampler::with_filters(args.temperature, args.top_k, args.top_p, args.seed)?;
+    let sampler = Sampler::with_filters(args.temperature, args.top_k, args.top_p, args.seed)?;
+    let mut generation = Generation::new(&model, sampler, args.max_tokens);
+    let (dir, vocab_size) = (&args.model.model, model.config().vocab_size);
     if let Some(prompt) = &args.prompt_tokens {
-        return run_ids(&args, &model, prompt, &mut sampler);
+        // A tokenizer beside the model, where there is one, says which id ends a generation.
+        if dir.join("tokenizer.json").is_file() && !args.ignore_eos {
+            let vocab = super::vocabulary(dir, vocab_size, "--prompt-tokens")?;
+            generation = generation.stop_at(vocab.eos_ids());
+        }
+        return run_ids(&mut generation, prompt);
     }
-    let vocab = text_input::vocabulary(
-        &args.model.model,
-        model.config().vocab_size,
-        "--prompt-tokens",
-    )?;
+    let vocab = super::vocabulary(dir, vocab_size, "--prompt-tokens")?;
+    if !args.ignore_eos {
+        generation = generation.stop_at(vocab.eos_ids());
+    }
     if args.chat {
-        return chat(&args, &model, &vocab, &mut sampler);
+        return chat(&args, &mut generation, &vocab);
     }
     let Some(prompt) = &args.prompt else {
         bail!("give --prompt, --prompt-tokens or --chat");
     };
     let ids = vocab.encode(prompt, true).context("tokenizing --prompt")?;
-    answer(&args, &model, &vocab, &ids, &mut sampler)?;
+    answer(&mut generation, &vocab, &ids)?;
     Ok(())
 }
 
 /// Generates after `ids`, streaming the text to stdout; returns the text.
-fn answer(
-    args: &Args,
-    model: &Model,
-    vocab: &Vocabulary,
-    ids: &[u32],
-    sampler: &mut Sampler,
-) -> Result<String> {
-    let stop = if args.ignore_eos {
-        &[][..]
-    } else {
-        vocab.eos_ids()
-    };
+fn answer(generation: &mut Generation, vocab: &Vocabulary, ids: &[u32]) -> Result<String> {
     let mut stream = vocab.stream();
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
-    let mut failed = None;
-    let (_, stats) = generate(model, ids, args.max_tokens, sampler, |t| {
-        if stop.contains(&t) {
-            return false;
-        }
-        let r = stream
-            .push(t)
-            .map_err(anyhow::Error::from)
-            .and_then(|piece| {
-                out.write_all(piece.as_bytes())?;
-                text.push_str(&piece);
-                Ok(out.flush()?)
-            });
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
+    let stats = generation.run(ids, |t| {
+        let piece = stream.push(t).context("writing the output")?;
+        out.write_all(piece.as_bytes())
+            .and_then(|_| out.flush())
+            .context("writing the output")?;
+        text.push_str(&piece);
+        anyhow::Ok(())
     })
     .map_err(with_flags)?;
-    if let Some(e) = failed {
-        return Err(e.context("writing the output"));
-    }
     let rest = stream.flush()?;
     text.push_str(&rest);
     writeln!(out, "{rest}")?;
-    report(&stats, model);
+    eprintln!("{}", generation.speeds(&stats));
     Ok(text)
 }
 
 /// Ids in, ids out (comma-separated, as --prompt-tokens takes them).
-fn run_ids(args: &Args, model: &Model, prompt: &[u32], sampler: &mut Sampler) -> Result<()> {
-    // A tokenizer beside the model, where there is one, says which id ends a generation.
-    let dir = &args.model.model;
-    let stop = if dir.join("tokenizer.json").is_file() && !args.ignore_eos {
-        text_input::vocabulary(dir, model.config().vocab_size, "--prompt-tokens")?
-            .eos_ids()
-            .to_vec()
-    } else {
-        Vec::new()
-    };
+fn run_ids(generation: &mut Generation, prompt: &[u32]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let mut io_err = None;
-    let mut first = true;
-    let (_, stats) = generate(model, prompt, args.max_tokens, sampler, |t| {
-        if stop.contains(&t) {
-            return false;
-        }
-        let sep = if std::mem::take(&mut first) { "" } else { "," };
-        match write!(out, "{sep}{t}").and_then(|_| out.flush()) {
-            Ok(()) => true,
-            Err(e) => {
-                io_err = Some(e);
-                false
-            }
-        }
+    let mut sep = "";
+    let stats = generation.run(prompt, |t| {
+        write!(out, "{sep}{t}")
+            .and_then(|_| out.flush())
+            .context("writing the output")?;
+        sep = ",";
+        anyhow::Ok(())
     })
     .map_err(with_flags)?;
-    if let Some(e) = io_err {
-        return Err(e).context("writing the output");
-    }
     writeln!(out)?;
-    report(&stats, model);
+    eprintln!("{}", generation.speeds(&stats));
     Ok(())
 }
 
-fn report(stats: &Stats, model: &Model) {
-    eprintln!(
-        "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s ({} threads)",
-        stats.prompt_tokens,
-        stats.prefill_tokens_per_second(),
-        stats.generated_tokens,
-        stats.decode_tokens_per_second(),
-        model.threads()
-    );
-}
-
-fn template<'a>(args: &Args, vocab: &'a Vocabulary) -> Result<&'a ChatTemplate> {
+/// One answer per user message; the whole conversation is the prompt of each answer.
+fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<()> {
     let dir = args.model.model.display();
-    let Some(t) = vocab.tokenizer() else {
+    let Some(tokenizer) = vocab.tokenizer() else {
         bail!("--chat needs a tokenizer.json with a chat_template in its tokenizer_config.json beside {dir}");
     };
-    t.chat_template()
-        .with_context(|| format!("--chat: {dir} has no chat_template in tokenizer_config.json"))
-}
-
-/// One answer per user message; the whole conversation is the prompt of each answer.
-fn chat(args: &Args, model: &Model, vocab: &Vocabulary, sampler: &mut Sampler) -> Result<()> {
-    let template = template(args, vocab)?;
-    let mut messages: Vec<Message> = args
-        .system
-        .iter()
-        .map(|s| Message::new("system", s))
-        .collect();
-    let turn = |messages: &mut Vec<Message>, user: String, sampler: &mut Sampler| {
-        messages.push(Message::new("user", &user));
-        let prompt = template.render(messages, true)?;
+    let template = tokenizer
+        .chat_template()
+        .with_context(|| format!("--chat: {dir} has no chat_template in tokenizer_config.json"))?;
+    let mut conversation = Conversation::new(template, args.system.as_deref());
+    let mut turn = |user: &str| {
         // The template writes BOS itself.
-        let ids = vocab.encode(&prompt, false)?;
-        let text = answer(args, model, vocab, &ids, sampler)?;
-        messages.push(Message::new("assistant", &text));
+        let ids = vocab.encode(&conversation.ask(user)?, false)?;
+        let text = answer(generation, vocab, &ids)?;
+        conversation.answered(&text);
         anyhow::Ok(())
     };
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        let user = match &args.prompt {
-            Some(p) => p.clone(),
-            None => {
-                let mut s = String::new();
-                stdin
-                    .lock()
-                    .read_to_string(&mut s)
-                    .context("reading the message from standard input")?;
-                s.trim_end_matches(['\n', '\r']).to_string()
-            }
-        };
-        return turn(&mut messages, user, sampler);
+        if let Some(p) = &args.prompt {
+            return turn(p);
+        }
+        let mut s = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut s)
+            .context("reading the message from standard input")?;
+        return turn(s.trim_end_matches(['\n', '\r']));
     }
     if let Some(p) = &args.prompt {
-        turn(&mut messages, p.clone(), sampler)?;
+        turn(p)?;
     }
     eprintln!("(an empty line or end of input ends the conversation)");
     let mut lines = stdin.lock().lines();
@@ -218,15 +154,16 @@ fn chat(args: &Args, model: &Model, vocab: &Vocabulary, sampler: &mut Sampler) -
         if line.trim().is_empty() {
             break;
         }
-        turn(&mut messages, line, sampler)?;
+        turn(&line)?;
     }
     Ok(())
 }
 
 /// The library's error, naming the option that sets what it refers to.
-fn with_flags(e: ModelError) -> anyhow::Error {
-    match e {
-        ModelError::ContextTooLong {
+/// A model error that names a setting, spelled with the flag that sets it.
+fn with_flags(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<ModelError>() {
+        Ok(ModelError::ContextTooLong {
             prompt,
             max_tokens,
             positions,
@@ -235,6 +172,7 @@ fn with_flags(e: ModelError) -> anyhow::Error {
             "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
              positions, more than the model's max_position_embeddings ({limit})"
         ),
-        e => e.into(),
+        Ok(e) => e.into(),
+        Err(e) => e,
     }
 }

@@ -1,6 +1,6 @@
 //! `tquant tokenize`: a text's token ids with a model folder's tokenizer.json, or the text of ids.
 
-use super::convert::emit;
+use super::emit;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use tquant_text::Tokenizer;

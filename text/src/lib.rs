@@ -6,11 +6,13 @@
 #![warn(missing_docs)]
 
 mod chat;
+mod conversation;
 mod stream;
 mod tokenizer;
 mod vocabulary;
 
 pub use chat::{ChatTemplate, Message};
+pub use conversation::Conversation;
 pub use stream::StreamDecoder;
 pub use tokenizer::{Encoded, Tokenizer};
 pub use vocabulary::Vocabulary;

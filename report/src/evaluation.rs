@@ -1,0 +1,108 @@
+//! What `tquant eval` reports of a [`Score`]: bits per byte of a text, perplexity of token ids,
+//! as a line of text or as JSON.
+
+use crate::text_input::{bits_per_byte, TokenizedText};
+use serde_json::{json, Value};
+use std::fmt;
+use tquant_model::eval::Score;
+use tquant_text::Vocabulary;
+
+/// A model's score on a text or on token ids, with what it means per byte where there are bytes.
+///
+/// ```
+/// use tquant_model::eval::Score;
+/// use tquant_report::EvalSummary;
+/// let score = Score { bits: 2000.0, tokens: 1000, seconds: 2.0 };
+/// let s = EvalSummary::Text { score, bytes: 4000 };
+/// assert_eq!(s.to_json()["bits_per_byte"], 0.5);
+/// assert!(s.to_string().starts_with("bits per byte 0.5000 over 4000 bytes; perplexity 4.0000"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EvalSummary {
+    /// A text read by a byte vocabulary: a token is a byte.
+    Bytes(Score),
+    /// A tokenized text: per token, and per byte of the text the scored tokens cover.
+    Text {
+        /// The score of the tokens.
+        score: Score,
+        /// Bytes of text the scored tokens cover.
+        bytes: usize,
+    },
+    /// Token ids: per token only.
+    Tokens(Score),
+}
+
+impl EvalSummary {
+    /// The summary of `score`, the score of `text` (read with `vocab`) in windows of `window`.
+    pub fn of_text(score: Score, vocab: &Vocabulary, text: &TokenizedText, window: usize) -> Self {
+        if matches!(vocab, Vocabulary::Bytes) {
+            Self::Bytes(score)
+        } else {
+            Self::Text {
+                score,
+                bytes: text.scored_bytes(window),
+            }
+        }
+    }
+
+    /// The fields `tquant eval --json` prints: `bits_per_byte` for a text, `perplexity` and
+    /// `bits_per_token` for tokens, `bytes` for a tokenized text, `tokens` and `seconds`.
+    pub fn to_json(&self) -> Value {
+        match *self {
+            Self::Bytes(s) => json!({
+                "bits_per_byte": s.bits_per_token(),
+                "tokens": s.tokens,
+                "seconds": s.seconds,
+            }),
+            Self::Text { score: s, bytes } => json!({
+                "bits_per_byte": bits_per_byte(&s, bytes),
+                "perplexity": s.perplexity(),
+                "bits_per_token": s.bits_per_token(),
+                "tokens": s.tokens,
+                "bytes": bytes,
+                "seconds": s.seconds,
+            }),
+            Self::Tokens(s) => json!({
+                "perplexity": s.perplexity(),
+                "bits_per_token": s.bits_per_token(),
+                "tokens": s.tokens,
+                "seconds": s.seconds,
+            }),
+        }
+    }
+}
+
+/// One line, ending in a newline.
+impl fmt::Display for EvalSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Bytes(s) => writeln!(
+                f,
+                "bits per byte {:.4} over {} bytes ({:.1} s, {:.0} tokens/s)",
+                s.bits_per_token(),
+                s.tokens,
+                s.seconds,
+                s.tokens as f64 / s.seconds
+            ),
+            Self::Text { score: s, bytes } => writeln!(
+                f,
+                "bits per byte {:.4} over {bytes} bytes; perplexity {:.4} ({:.4} bits per token) \
+                 over {} tokens ({:.1} s, {:.0} tokens/s)",
+                bits_per_byte(&s, bytes),
+                s.perplexity(),
+                s.bits_per_token(),
+                s.tokens,
+                s.seconds,
+                s.tokens as f64 / s.seconds
+            ),
+            Self::Tokens(s) => writeln!(
+                f,
+                "perplexity {:.4} ({:.4} bits per token) over {} tokens ({:.1} s)",
+                s.perplexity(),
+                s.bits_per_token(),
+                s.tokens,
+                s.seconds
+            ),
+        }
+    }
+}
