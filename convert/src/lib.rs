@@ -73,6 +73,6 @@ pub use options::{ConvertOptionsBuilder, FormatChoice};
 pub use policy::{Action, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
-pub use recipe::{Recipe, RecipeFormat};
+pub use recipe::{Overrides, Recipe, RecipeFormat};
 pub use safetensors::Dtype;
 pub use writer::{check_output, sync_dir, MANIFEST_FILE};

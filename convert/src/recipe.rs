@@ -13,6 +13,7 @@
 
 use crate::error::{ConvertError, Setting};
 use crate::options::{ConvertOptions, ConvertOptionsBuilder, FormatChoice, NuChoice};
+use crate::schema::Layout;
 use std::fmt;
 use std::str::FromStr;
 use tquant_formats::{BlockSize, Format, ScaleDtype, ScaleRule};
@@ -48,6 +49,20 @@ pub struct Recipe {
     /// Quantize with calibration statistics (GPTQ; for `auto`, the choice by the
     /// activation-weighted error).
     pub gptq: bool,
+}
+
+/// Settings given apart from a recipe, each replacing the recipe's (or the layout's default)
+/// when set.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Overrides {
+    /// Student Float's nu.
+    pub nu: Option<NuChoice>,
+    /// Elements per block.
+    pub block: Option<BlockSize>,
+    /// The dtype scales are stored in.
+    pub scale_dtype: Option<ScaleDtype>,
+    /// How a block's scale is chosen.
+    pub scale_rule: Option<ScaleRule>,
 }
 
 impl Recipe {
@@ -110,6 +125,41 @@ impl Recipe {
             }
         }
         Ok((recipe, builder))
+    }
+
+    /// The recipe a layout converts with when none is given: `sf4_fit` for tquant's, `nf4` for
+    /// bitsandbytes', `e2m1` for MXFP4.
+    pub fn default_for(layout: Layout) -> &'static str {
+        match layout {
+            Layout::Tquant => "sf4_fit",
+            Layout::Bnb => "nf4",
+            Layout::Mxfp4 => "e2m1",
+        }
+    }
+
+    /// The recipe `text` (or `layout`'s default) and a builder of its options in `layout`, with
+    /// the settings of `overrides` in place of the recipe's: what a front end (the CLI, the
+    /// Python package) builds from a format name and separate settings.
+    pub fn builder_with(
+        text: Option<&str>,
+        layout: Layout,
+        overrides: &Overrides,
+    ) -> Result<(Recipe, ConvertOptionsBuilder), ConvertError> {
+        let (recipe, mut b) = Recipe::parse_builder(text.unwrap_or(Recipe::default_for(layout)))?;
+        b = b.layout(layout);
+        if let Some(nu) = overrides.nu {
+            b = b.nu(nu);
+        }
+        if let Some(block) = overrides.block {
+            b = b.block(block);
+        }
+        if let Some(d) = overrides.scale_dtype {
+            b = b.scale_dtype(d);
+        }
+        if let Some(rule) = overrides.scale_rule {
+            b = b.scale_rule(rule);
+        }
+        Ok((recipe, b))
     }
 
     /// Converter options for this recipe with the tquant layout and default policy (no

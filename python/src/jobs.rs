@@ -6,7 +6,7 @@ use crate::err;
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
 use tquant_convert::convert::NoProgress;
-use tquant_convert::{ConvertOptions, Layout, Policy};
+use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_report::measure::parse_variants;
 use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
@@ -84,7 +84,7 @@ pub(crate) struct Options {
     nu: Option<String>,
     block: Option<String>,
     scale_dtype: Option<String>,
-    scale_rule: String,
+    scale_rule: Option<String>,
     layout: String,
     include: Vec<String>,
     exclude: Vec<String>,
@@ -93,24 +93,40 @@ pub(crate) struct Options {
     force: bool,
 }
 
+/// An optional setting parsed, its error as text.
+fn parsed<T: std::str::FromStr>(v: &Option<String>) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: T::Err| e.to_string())
+}
+
 fn run_convert(src: &Path, dst: &Path, o: &Options, cal: &Calibrate) -> Result<String, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let layout: Layout = o.layout.parse().map_err(|e| s(&e))?;
-    let opts = ConvertOptions::from_args(
-        o.format.as_deref(),
-        o.nu.as_deref(),
-        o.block.as_deref(),
-        o.scale_dtype.as_deref(),
-        layout,
-        Policy {
-            include: o.include.clone(),
-            exclude: o.exclude.clone(),
-            drop: o.drop.clone(),
-        },
-    )
-    .map_err(|e| s(&e))?;
-    let rule = o.scale_rule.parse().map_err(|e| s(&e))?;
-    let mut opts = opts.with_scale_rule(rule).map_err(|e| s(&e))?;
+    let overrides = Overrides {
+        nu: parsed(&o.nu)?,
+        block: parsed(&o.block)?,
+        scale_dtype: parsed(&o.scale_dtype)?,
+        scale_rule: parsed(&o.scale_rule)?,
+    };
+    let (recipe, builder) =
+        Recipe::builder_with(o.format.as_deref(), layout, &overrides).map_err(|e| s(&e))?;
+    let builder = builder.policy(Policy {
+        include: o.include.clone(),
+        exclude: o.exclude.clone(),
+        drop: o.drop.clone(),
+    });
+    let mut opts = builder.build().map_err(|e| s(&e))?;
+    if recipe.gptq && cal.options()?.is_none() {
+        return Err(format!(
+            "recipe '{recipe}' quantizes with GPTQ and needs calibration (calibrate=... or \
+             calibrate_self=...)"
+        ));
+    }
     let threads = o.threads.unwrap_or(0);
     if let Some(c) = cal.options()? {
         let run = layer_by_layer(src, dst, &opts, &c, threads, o.force).map_err(|e| s(&e))?;

@@ -10,10 +10,9 @@ use pyo3::types::PyTuple;
 use rayon::ThreadPool;
 use std::sync::{Arc, Mutex};
 use tquant_convert::{
-    quantize_tensor, Checkpoint, ConvertError, ConvertOptions, Dtype, Layout, Policy,
+    quantize_tensor, Checkpoint, ConvertError, ConvertOptions, Dtype, Layout, Overrides,
     QuantizedTensor, QuantizedView, Recipe,
 };
-use tquant_formats::ScaleRule;
 use tquant_kernels::{Mode, QMatrix};
 
 /// Where a matrix's bytes live.
@@ -322,56 +321,29 @@ impl QuantizedMatrix {
     }
 }
 
-/// Options from the converter's strings: a format name as `tquant convert --format` takes it
-/// (`sf4` fits nu, `sf4:nu=3.5` fixes it, `auto[:LIST]`), or else a recipe as `tquant report`
-/// names it (`sf4_fit`, `nf4+search`).
+/// Options from a recipe as `tquant convert --format` takes it (`sf4_fit`, `sf4:nu=3.5`,
+/// `nf4+search`, `auto[:LIST]`) and the settings that replace the recipe's.
 fn options(
     format: &str,
     block: &str,
     scale_dtype: &str,
-    scale_rule: &str,
+    scale_rule: Option<&str>,
     nu: Option<&str>,
-) -> Result<ConvertOptions, ConvertError> {
-    let rule: ScaleRule = scale_rule.parse().map_err(opt)?;
-    let nu_arg = nu.filter(|n| *n != "fit");
-    let direct = ConvertOptions::from_args(
-        Some(format),
-        nu_arg,
-        Some(block),
-        Some(scale_dtype),
-        Layout::Tquant,
-        Policy::default(),
-    );
-    match direct {
-        Ok(o) => o.with_scale_rule(rule),
-        Err(first) => {
-            let Ok(recipe) = format.parse::<Recipe>() else {
-                return Err(first);
-            };
-            if recipe.gptq {
-                return Err(ConvertError::Options(format!(
-                    "recipe '{format}' needs calibration statistics; use tquant.convert with \
-                     calibrate=..."
-                )));
-            }
-            if nu_arg.is_some() {
-                return Err(first);
-            }
-            let opts = recipe.options(
-                block.parse().map_err(opt)?,
-                scale_dtype.parse().map_err(opt)?,
-            )?;
-            if rule == ScaleRule::Search {
-                opts.with_scale_rule(rule)
-            } else {
-                Ok(opts)
-            }
-        }
+) -> PyResult<ConvertOptions> {
+    let overrides = Overrides {
+        nu: nu.map(str::parse).transpose().map_err(err)?,
+        block: Some(block.parse().map_err(err)?),
+        scale_dtype: Some(scale_dtype.parse().map_err(err)?),
+        scale_rule: scale_rule.map(str::parse).transpose().map_err(err)?,
+    };
+    let (recipe, builder) =
+        Recipe::builder_with(Some(format), Layout::Tquant, &overrides).map_err(err)?;
+    if recipe.gptq {
+        return Err(err(format!(
+            "recipe '{format}' needs calibration statistics; use tquant.convert with calibrate=..."
+        )));
     }
-}
-
-fn opt(e: impl std::fmt::Display) -> ConvertError {
-    ConvertError::Options(e.to_string())
+    builder.build().map_err(err)
 }
 
 /// Quantizes `w` (GIL released) and returns the owned tensor.
@@ -381,10 +353,10 @@ fn quantize_input(
     format: &str,
     block: &str,
     scale_dtype: &str,
-    scale_rule: &str,
+    scale_rule: Option<&str>,
     nu: Option<&str>,
 ) -> PyResult<QuantizedTensor> {
-    let opts = options(format, block, scale_dtype, scale_rule, nu).map_err(err)?;
+    let opts = options(format, block, scale_dtype, scale_rule, nu)?;
     let shape = w.shape();
     let dtype = match w.elem() {
         Elem::F32 => Dtype::F32,
@@ -410,7 +382,7 @@ pub(crate) fn quantize(
     format: &str,
     block: &str,
     scale_dtype: &str,
-    scale_rule: &str,
+    scale_rule: Option<&str>,
     nu: Option<&str>,
     bf16: bool,
 ) -> PyResult<QuantizedMatrix> {
@@ -431,7 +403,7 @@ pub(crate) fn fake_quantize(
     format: &str,
     block: &str,
     scale_dtype: &str,
-    scale_rule: &str,
+    scale_rule: Option<&str>,
     nu: Option<&str>,
     bf16: bool,
 ) -> PyResult<Py<PyAny>> {

@@ -126,22 +126,23 @@ def _block(block: Union[int, str]) -> str:
 
 def quantize(
     w: Any,
-    format: str = "sf4",
+    format: str = "sf4_fit",
     block: Union[int, str] = 64,
     scale_dtype: str = "f16",
-    scale_rule: str = "absmax",
-    nu: Union[str, float, None] = "fit",
+    scale_rule: Optional[str] = None,
+    nu: Union[str, float, None] = None,
     dtype: Optional[str] = None,
 ) -> QuantizedMatrix:
     """Quantize the matrix ``w`` (``[rows, cols]``, or ``[experts, rows, cols]``).
 
-    ``format`` is what ``tquant convert --format`` takes: a catalog name (``nf4``, ``int4``,
-    ``e2m1``, ...; see :func:`formats`), ``sf4`` (nu fitted, or as ``nu`` says), ``sf4:nu=3.5``,
-    ``custom:v0,v1,...`` or ``auto[:A/B/...]``; recipe names of ``tquant report`` are accepted too
-    (``sf4_fit``, ``sf4_search``, ``nf4+search``). ``block`` is elements per block (16..4096) or
+    ``format`` is a recipe, as ``tquant convert --format`` and ``tquant report`` take it: a
+    catalog name (``nf4``, ``int4``, ``e2m1``, ...; see :func:`formats`), ``sf4`` (Student Float
+    at the paper's nu = 5), ``sf4:nu=3.5``, ``sf4_fit`` (nu fitted per tensor, the converter's
+    default), ``sf4_search``, ``custom:v0,v1,...``, ``auto[:A/B/...]``, each with an optional
+    ``+search`` (searched block scales: ``nf4+search``). ``block`` is elements per block (16..4096) or
     ``"row"``; ``scale_dtype`` one of ``f32``, ``f16``, ``bf16``, ``e8m0``; ``scale_rule``
-    ``absmax`` (the paper's) or ``search``; ``nu`` (Student Float only) ``"fit"``, ``"search"``
-    or a number. ``dtype="bf16"`` reads a uint16 / int16 array as bfloat16 bits.
+    ``absmax`` (the paper's) or ``search`` and ``nu`` (Student Float only: ``"fit"``,
+    ``"search"`` or a number) replace the recipe's when given. ``dtype="bf16"`` reads a uint16 / int16 array as bfloat16 bits.
 
     Quantization is the converter's own: the result equals the tensor ``tquant convert`` writes
     with the same options.
@@ -161,11 +162,11 @@ def _nu(nu: Union[str, float, None]) -> Optional[str]:
 
 def fake_quantize(
     w: Any,
-    format: str = "sf4",
+    format: str = "sf4_fit",
     block: Union[int, str] = 64,
     scale_dtype: str = "f16",
-    scale_rule: str = "absmax",
-    nu: Union[str, float, None] = "fit",
+    scale_rule: Optional[str] = None,
+    nu: Union[str, float, None] = None,
     dtype: Optional[str] = None,
 ) -> Any:
     """Quantize ``w`` and return the dequantized values in w's own type and dtype.
@@ -264,7 +265,7 @@ _CONVERT_OPTIONS = {
     "nu": None,
     "block": None,
     "scale_dtype": None,
-    "scale_rule": "absmax",
+    "scale_rule": None,
     "layout": "tquant",
     "include": [],
     "exclude": [],

@@ -92,22 +92,22 @@ def kernel_isa() -> str:
 
 def quantize(
     w: Any,
-    format: str = "sf4",
+    format: str = "sf4_fit",
     block: _Block = 64,
     scale_dtype: str = "f16",
-    scale_rule: str = "absmax",
-    nu: Union[str, float, None] = "fit",
+    scale_rule: Optional[str] = None,
+    nu: Union[str, float, None] = None,
     dtype: Optional[str] = None,
 ) -> QuantizedMatrix:
     """Quantize `w` (`[rows, cols]` or `[experts, rows, cols]`) to `format`."""
 
 def fake_quantize(
     w: Any,
-    format: str = "sf4",
+    format: str = "sf4_fit",
     block: _Block = 64,
     scale_dtype: str = "f16",
-    scale_rule: str = "absmax",
-    nu: Union[str, float, None] = "fit",
+    scale_rule: Optional[str] = None,
+    nu: Union[str, float, None] = None,
     dtype: Optional[str] = None,
 ) -> Any:
     """Quantize and dequantize `w`, returned in w's own type and dtype."""

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
-use tquant_convert::{Layout, Policy, Recipe};
+use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 
 #[derive(Debug, clap::Args)]
@@ -86,30 +86,18 @@ impl Progress for Bar<'_> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let layout = args.layout;
-    let default = match layout {
-        Layout::Tquant => "sf4_fit",
-        Layout::Bnb => "nf4",
-        Layout::Mxfp4 => "e2m1",
+    let overrides = Overrides {
+        nu: args.nu.as_deref().map(str::parse).transpose()?,
+        block: args.block,
+        scale_dtype: args.scale_dtype,
+        scale_rule: args.scale_rule,
     };
-    let (recipe, mut b) = Recipe::parse_builder(args.format.as_deref().unwrap_or(default))?;
-    b = b.layout(layout).policy(Policy {
+    let (recipe, b) = Recipe::builder_with(args.format.as_deref(), args.layout, &overrides)?;
+    let b = b.policy(Policy {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         drop: args.drop.clone(),
     });
-    if let Some(nu) = &args.nu {
-        b = b.nu(nu.parse()?);
-    }
-    if let Some(block) = args.block {
-        b = b.block(block);
-    }
-    if let Some(d) = args.scale_dtype {
-        b = b.scale_dtype(d);
-    }
-    if let Some(rule) = args.scale_rule {
-        b = b.scale_rule(rule);
-    }
     let mut opts = b.build()?;
     let c = &args.calibration;
     if recipe.gptq && c.calibrate.is_none() && c.calibrate_self.is_none() {

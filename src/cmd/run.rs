@@ -79,15 +79,16 @@ fn answer(generation: &mut Generation, vocab: &Vocabulary, ids: &[u32]) -> Resul
     let mut stream = vocab.stream();
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
-    let stats = generation.run(ids, |t| {
-        let piece = stream.push(t).context("writing the output")?;
-        out.write_all(piece.as_bytes())
-            .and_then(|_| out.flush())
-            .context("writing the output")?;
-        text.push_str(&piece);
-        anyhow::Ok(())
-    })
-    .map_err(with_flags)?;
+    let stats = generation
+        .run(ids, |t| {
+            let piece = stream.push(t).context("writing the output")?;
+            out.write_all(piece.as_bytes())
+                .and_then(|_| out.flush())
+                .context("writing the output")?;
+            text.push_str(&piece);
+            anyhow::Ok(())
+        })
+        .map_err(with_flags)?;
     let rest = stream.flush()?;
     text.push_str(&rest);
     writeln!(out, "{rest}")?;
@@ -99,14 +100,15 @@ fn answer(generation: &mut Generation, vocab: &Vocabulary, ids: &[u32]) -> Resul
 fn run_ids(generation: &mut Generation, prompt: &[u32]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut sep = "";
-    let stats = generation.run(prompt, |t| {
-        write!(out, "{sep}{t}")
-            .and_then(|_| out.flush())
-            .context("writing the output")?;
-        sep = ",";
-        anyhow::Ok(())
-    })
-    .map_err(with_flags)?;
+    let stats = generation
+        .run(prompt, |t| {
+            write!(out, "{sep}{t}")
+                .and_then(|_| out.flush())
+                .context("writing the output")?;
+            sep = ",";
+            anyhow::Ok(())
+        })
+        .map_err(with_flags)?;
     writeln!(out)?;
     eprintln!("{}", generation.speeds(&stats));
     Ok(())
@@ -159,7 +161,6 @@ fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<
     Ok(())
 }
 
-/// The library's error, naming the option that sets what it refers to.
 /// A model error that names a setting, spelled with the flag that sets it.
 fn with_flags(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<ModelError>() {
@@ -168,7 +169,7 @@ fn with_flags(e: anyhow::Error) -> anyhow::Error {
             max_tokens,
             positions,
             limit,
-        } => anyhow::anyhow!(
+        }) => anyhow::anyhow!(
             "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
              positions, more than the model's max_position_embeddings ({limit})"
         ),
