@@ -1,3 +1,4 @@
 //! Benchmarks live in benches/; `kernel` is the kernel benchmark `tquant bench` runs.
 
 pub mod kernel;
+pub mod roofline;
