@@ -19,9 +19,7 @@ fn parse(args: &[String]) -> Result<(Spec, bool), String> {
             json = true;
             continue;
         }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let num = |v: &str| {
             v.parse::<usize>()
                 .map_err(|_| format!("{flag}: `{v}` is not a whole number"))

@@ -21,8 +21,8 @@ use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, ScaleDtype}
 use tquant_model::calibrate::{Site, Tap};
 use tquant_model::synthetic::SyntheticSource;
 use tquant_model::{
-    Bf16Data, Config, KvCache, Logits, Model, ModelError, Options, Packed, QuantTensor,
-    TensorData, TensorSource,
+    Bf16Data, Config, KvCache, Logits, Model, ModelError, Options, Packed, QuantTensor, TensorData,
+    TensorSource,
 };
 
 /// Errors of the roofline benchmark.
@@ -366,7 +366,10 @@ fn argmax(logits: &[f32]) -> u32 {
     logits
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
         .0 as u32
 }
 
