@@ -94,3 +94,15 @@ fn byte_count_refuses_missing_tensors_and_wrong_layer_counts() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn run_refuses_an_empty_measurement_before_building_the_model() {
+    let spec = tquant_bench::roofline::Spec {
+        threads: Vec::new(),
+        ..Default::default()
+    };
+    match tquant_bench::roofline::run(&spec) {
+        Err(RooflineError::Input(m)) => assert!(m.contains("thread counts"), "{m}"),
+        other => panic!("{:?}", other.map(|r| r.rows)),
+    }
+}
