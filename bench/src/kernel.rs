@@ -376,13 +376,13 @@ fn random_weights(
 /// cache of the machines this was tuned on (the output says when the L3 is larger).
 const SWEEP: usize = 8 << 20;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
 /// Sum of `v` split over the current pool's threads.
-fn parallel_sum(v: &[u64]) -> u64 {
+pub(crate) fn parallel_sum(v: &[u64]) -> u64 {
     let part = v.len().div_ceil(rayon::current_num_threads()).max(8);
     v.par_chunks(part).map(sum).reduce(|| 0, u64::wrapping_add)
 }

@@ -23,5 +23,6 @@
 
 pub mod kernel;
 mod output;
+pub mod roofline;
 
 pub use kernel::Results;

@@ -1,0 +1,108 @@
+//! The roofline benchmark's byte count on the tiny-lite shape, against figures worked out by
+//! hand, against the model's own count of active weights, and with the router's real choices.
+
+use std::collections::HashMap;
+use std::path::Path;
+use tquant_bench::roofline::{token_bytes, ExpertCounter, GeneratedSource, RooflineError};
+use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+use tquant_model::{Config, Logits, Model, Options};
+
+fn tiny_lite() -> Config {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiny-lite");
+    Config::from_path(&dir).unwrap()
+}
+
+/// tiny-lite (hidden 192, 6 heads, nope 32, rope 16, v 32, kv_lora 48, dense width 512, 8
+/// experts of width 96, top-2, 2 shared, 3 layers, vocab 256) as nf4, block 16, f16 scales:
+/// 0.5 + 2/16 = 0.625 bytes per quantized weight, 2 per bf16 weight, 4 per norm value.
+fn generated(c: &Config) -> (Model, HashMap<String, usize>) {
+    let nf4: Format = "nf4".parse().unwrap();
+    let q = BlockQuantizer {
+        block: BlockSize::Elements(16),
+        scale_dtype: ScaleDtype::F16,
+    };
+    let src = GeneratedSource::new(c, 3, nf4, q).unwrap();
+    let model = Model::from_source(c.clone(), &src, Options::default()).unwrap();
+    (model, src.stored_bytes())
+}
+
+#[test]
+fn bytes_per_token_on_tiny_lite_match_the_hand_count() {
+    let c = tiny_lite();
+    let (model, stored) = generated(&c);
+    let experts = [0.0, 2.0, 2.0];
+    let b = token_bytes(&c, &stored, &experts).unwrap();
+    // Per layer: q_proj 288x192, kv_a 64x192, the value half of kv_b (192x48) packed, o_proj
+    // 192x192, plus W_UK^T as f32 (6 heads x 48 x 32).
+    let attention =
+        (288 * 192 + 64 * 192 + 192 * 48 + 192 * 192) as f64 * 0.625 + (6 * 48 * 32 * 4) as f64;
+    assert_eq!(attention, 107_904.0);
+    assert_eq!(b.attention, 3.0 * attention);
+    assert_eq!(b.dense_mlp, (3 * 512 * 192) as f64 * 0.625);
+    assert_eq!(b.router, 2.0 * (8 * 192 * 2) as f64);
+    assert_eq!(b.shared_experts, 2.0 * (3 * 192 * 192) as f64 * 0.625);
+    assert_eq!(b.routed_experts, 2.0 * 2.0 * (3 * 96 * 192) as f64 * 0.625);
+    // input, post-attention and kv_a norms per layer, and the final norm.
+    assert_eq!(b.norms, ((3 * (192 + 192 + 48) + 192) * 4) as f64);
+    assert_eq!(b.head, (256 * 192 * 2) as f64);
+    assert_eq!(b.embedding_row, (192 * 2) as f64);
+    assert_eq!(b.total(), 895_296.0);
+
+    // The model's own count reads kv_b whole and knows no norms, embedding row or W_UK^T.
+    let kv_b_key_half = 3.0 * (192 * 48) as f64 * 0.625;
+    let w_uk_t = 3.0 * (6 * 48 * 32 * 4) as f64;
+    assert_eq!(
+        b.total() - b.norms - b.embedding_row + kv_b_key_half - w_uk_t,
+        model.active_weight_bytes() as f64
+    );
+}
+
+#[test]
+fn routed_experts_counted_from_a_real_decode() {
+    let c = tiny_lite();
+    let (model, _) = generated(&c);
+    let mut cache = model.new_cache();
+    model
+        .forward(&[1, 2, 3, 4], &mut cache, Logits::Last)
+        .unwrap();
+    let counter = ExpertCounter::new(c.num_hidden_layers);
+    for t in 0..5u32 {
+        model
+            .install(|| model.forward_observed(&[t + 10], &mut cache, Logits::Last, &counter))
+            .unwrap();
+    }
+    // One token at a time: top-2 distinct experts per MoE layer, none in the dense layer.
+    assert_eq!(counter.counts(), [0, 10, 10]);
+}
+
+#[test]
+fn byte_count_refuses_missing_tensors_and_wrong_layer_counts() {
+    let c = tiny_lite();
+    let (_, mut stored) = generated(&c);
+    match token_bytes(&c, &stored, &[0.0, 2.0]) {
+        Err(RooflineError::Input(m)) => assert!(m.contains("2 expert counts for 3 layers"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    stored.remove("model.layers.1.mlp.gate.weight");
+    match token_bytes(&c, &stored, &[0.0, 2.0, 2.0]) {
+        Err(e @ RooflineError::Unloaded(_)) => {
+            assert!(
+                e.to_string().contains("model.layers.1.mlp.gate.weight"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn run_refuses_an_empty_measurement_before_building_the_model() {
+    let spec = tquant_bench::roofline::Spec {
+        threads: Vec::new(),
+        ..Default::default()
+    };
+    match tquant_bench::roofline::run(&spec) {
+        Err(RooflineError::Input(m)) => assert!(m.contains("thread counts"), "{m}"),
+        other => panic!("{:?}", other.map(|r| r.rows)),
+    }
+}
