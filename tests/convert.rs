@@ -16,4 +16,5 @@ mod convert_minilm;
 mod convert_moe;
 mod convert_mxfp4;
 mod convert_numpy;
+mod convert_recipes;
 mod convert_tiny_lite;

@@ -59,10 +59,7 @@ impl From<KernelError> for Error {
 impl From<ConvertError> for Error {
     fn from(e: ConvertError) -> Self {
         let code = match &e {
-            ConvertError::Io { .. }
-            | ConvertError::Header { .. }
-            | ConvertError::Tensor { .. }
-            | ConvertError::NotACheckpoint { .. } => TQUANT_ERR_FILE,
+            e if e.is_file() => TQUANT_ERR_FILE,
             ConvertError::NotFound { .. } => TQUANT_ERR_NOT_FOUND,
             ConvertError::Kernel { source, .. } => kernel_status(source),
             ConvertError::Invalid { .. }

@@ -108,23 +108,19 @@ fn expect_part(
     shape: &[usize],
 ) -> Result<(), ConvertError> {
     let Some((shard, entry)) = ckpt.locate(part) else {
-        return Err(ConvertError::tensor(
-            owner_path,
-            owner,
-            format!("quantized tensor lacks its part '{part}'"),
-        ));
+        return Err(ConvertError::MissingPart {
+            path: owner_path.to_path_buf(),
+            tensor: owner.to_string(),
+            part: part.to_string(),
+        });
     };
     if entry.dtype != dtype || entry.shape != shape {
-        return Err(ConvertError::tensor(
-            &shard.path,
-            part,
-            format!(
-                "expected {} {shape:?}, found {} {:?}",
-                dtype_name(dtype),
-                dtype_name(entry.dtype),
-                entry.shape
-            ),
-        ));
+        return Err(ConvertError::PartMismatch {
+            path: shard.path.clone(),
+            part: part.to_string(),
+            expected: (dtype, shape.to_vec()),
+            found: (entry.dtype, entry.shape.clone()),
+        });
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! advice that only makes sense there (the CLI: `--layout bnb`, `pass --force to replace it`).
 
 use crate::schema::Layout;
+use safetensors::Dtype;
 use std::fmt;
 use std::path::PathBuf;
 use tquant_formats::{BlockSize, FormatError, ScaleDtype, ScaleRule};
@@ -83,6 +84,36 @@ pub enum ConvertError {
         tensor: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A quantized tensor whose stored part is missing.
+    MissingPart {
+        /// The file that describes the quantized tensor.
+        path: PathBuf,
+        /// The quantized tensor.
+        tensor: String,
+        /// The part it lacks.
+        part: String,
+    },
+    /// A stored part of a quantized tensor whose dtype or shape is not what its description
+    /// says.
+    PartMismatch {
+        /// The file holding the part.
+        path: PathBuf,
+        /// The part.
+        part: String,
+        /// The dtype and shape the description asks for.
+        expected: (Dtype, Vec<usize>),
+        /// The dtype and shape stored.
+        found: (Dtype, Vec<usize>),
+    },
+    /// A tensor read as float values (a codebook, a scale table) that is stored otherwise.
+    NotFloat {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: Dtype,
     },
     /// Weights that cannot be quantized because some values are NaN or infinite.
     NonFinite {
@@ -433,20 +464,31 @@ impl ConvertError {
     /// True for a refusal of the options asked for (settings that do not parse or do not go
     /// together, an output that would replace the input), rather than of the files or weights.
     pub fn is_options(&self) -> bool {
-        !matches!(
+        !(self.is_file()
+            || matches!(
+                self,
+                Self::NonFinite { .. }
+                    | Self::Invalid { .. }
+                    | Self::NotFound { .. }
+                    | Self::OutputExists { .. }
+                    | Self::ForeignOutput { .. }
+                    | Self::Kernel { .. }
+                    | Self::Format { .. }
+                    | Self::Mxfp4Rows { .. }
+            ))
+    }
+
+    /// True for a file that cannot be read or is not a valid (quantized) checkpoint.
+    pub fn is_file(&self) -> bool {
+        matches!(
             self,
             Self::Io { .. }
                 | Self::Header { .. }
                 | Self::Tensor { .. }
-                | Self::NonFinite { .. }
-                | Self::Invalid { .. }
-                | Self::NotFound { .. }
                 | Self::NotACheckpoint { .. }
-                | Self::OutputExists { .. }
-                | Self::ForeignOutput { .. }
-                | Self::Kernel { .. }
-                | Self::Format { .. }
-                | Self::Mxfp4Rows { .. }
+                | Self::MissingPart { .. }
+                | Self::PartMismatch { .. }
+                | Self::NotFloat { .. }
         )
     }
 
@@ -463,6 +505,30 @@ impl ConvertError {
                 tensor,
                 reason,
             } => write!(f, "{}: tensor '{tensor}': {reason}", path.display()),
+            Self::MissingPart { path, tensor, part } => write!(
+                f,
+                "{}: tensor '{tensor}': quantized tensor lacks its part '{part}'",
+                path.display()
+            ),
+            Self::PartMismatch {
+                path,
+                part,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{}: tensor '{part}': expected {} {:?}, found {} {:?}",
+                path.display(),
+                expected.0,
+                expected.1,
+                found.0,
+                found.1
+            ),
+            Self::NotFloat { path, tensor, dtype } => write!(
+                f,
+                "{}: tensor '{tensor}': expected a float tensor, found {dtype}",
+                path.display()
+            ),
             Self::NonFinite {
                 path,
                 tensor,

@@ -65,7 +65,7 @@ pub struct BlockScales<'a> {
     pub weight_path: &'a Path,
     /// Rows and columns of one block.
     pub block: [usize; 2],
-    /// Little-endian F32, [ceil(rows / block[0]), ceil(cols / block[1])].
+    /// Little-endian F32, `[ceil(rows / block[0]), ceil(cols / block[1])]`.
     pub bytes: &'a [u8],
 }
 

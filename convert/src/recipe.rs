@@ -338,6 +338,27 @@ mod tests {
     }
 
     #[test]
+    fn a_builder_as_written_lets_nu_override_only_a_bare_sf4() {
+        let (r, b) = Recipe::parse_builder("sf4").unwrap();
+        assert_eq!(r.to_string(), "sf4");
+        let o = b.nu(NuChoice::Fixed(3.0)).build().unwrap();
+        assert_eq!(o.format.name(), "sf4:nu=3");
+        let (_, b) = Recipe::parse_builder("gptq:sf4:nu=5+search").unwrap();
+        let e = b.nu(NuChoice::Fixed(3.0)).build().unwrap_err();
+        assert!(
+            matches!(&e, ConvertError::NuAlreadyFixed { format, bits: 4 } if format == "gptq:sf4:nu=5+search"),
+            "{e}"
+        );
+        let (r, b) = Recipe::parse_builder("nf4+search").unwrap();
+        assert!(!r.gptq);
+        assert_eq!(b.build().unwrap().scale_rule, ScaleRule::Search);
+        let (r, b) = Recipe::parse_builder("auto:nf4/sf4+gptq").unwrap();
+        assert!(r.gptq);
+        let o = b.nu(NuChoice::Fit).build().unwrap();
+        assert_eq!(o.auto.unwrap().name(), "auto:nf4,sf4_fit");
+    }
+
+    #[test]
     fn bad_recipes_are_refused() {
         for bad in [
             "",
@@ -350,6 +371,20 @@ mod tests {
         ] {
             assert!(bad.parse::<Recipe>().is_err(), "{bad}");
         }
+        let e = "auto:nf4/nf3".parse::<Recipe>().unwrap_err();
+        assert!(
+            matches!(&e, ConvertError::Recipe { recipe, source }
+                if recipe == "auto:nf4/nf3" && matches!(**source, ConvertError::AutoList { .. })),
+            "{e}"
+        );
+        assert!(matches!(
+            "nf5+search".parse::<Recipe>(),
+            Err(ConvertError::RecipeFormat { .. })
+        ));
+        assert!(matches!(
+            "gptq:nf4+gptq".parse::<Recipe>(),
+            Err(ConvertError::RecipeSyntax { .. })
+        ));
     }
 
     proptest! {

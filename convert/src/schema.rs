@@ -231,7 +231,7 @@ impl QuantInfo {
         }
     }
 
-    /// Bytes of all scales as a [`QuantizedView`] presents them (`scale_dtype` each; equal to
+    /// Bytes of all scales as a `QuantizedView` presents them (`scale_dtype` each; equal to
     /// [`QuantInfo::scale_bytes`] except for double-quantized bitsandbytes absmax, decoded).
     pub fn view_scale_bytes(&self) -> usize {
         match self.layout {

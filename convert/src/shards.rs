@@ -176,11 +176,11 @@ impl ShardSet {
     pub(crate) fn read_f32(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         let (entry, bytes) = self.entry(name)?;
         if !is_float(entry.dtype) {
-            return Err(ConvertError::tensor(
-                self.file_of(name),
-                name,
-                format!("expected a float tensor, found {}", entry.dtype),
-            ));
+            return Err(ConvertError::NotFloat {
+                path: self.file_of(name),
+                tensor: name.to_string(),
+                dtype: entry.dtype,
+            });
         }
         let mut out = Vec::with_capacity(entry.numel());
         extend_f32(entry.dtype, bytes, &mut out);
