@@ -17,8 +17,10 @@
 //! assert_eq!(q.codes.len(), rows * cols / 2); // two 4-bit codes a byte
 //! assert_eq!(q.scales.len(), rows * 2 * 2); // two blocks a row, 2-byte scales
 //! let back = q.dequantize(nf4.codebook());
+//! // Each value is off by at most half NF4's widest gap (0.304, from -1 to -0.696) times its
+//! // block's scale (at most 1 here).
 //! let err: f32 = w.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-//! assert!(err < 0.1, "{err}");
+//! assert!(err <= 0.16, "{err}");
 //! # Ok::<(), tquant_formats::FormatError>(())
 //! ```
 #![forbid(unsafe_code)]
