@@ -3,13 +3,33 @@
 //! Every format is a [`Codebook`] (its values in code order) plus the block-scaling rule of
 //! [`BlockQuantizer`]. [`Format`] is the catalog of named formats of Dotzel et al. (ICML 2024) and
 //! their peers; [`pack`] defines tquant's nibble order. Pure: no I/O, no `unsafe`.
+//!
+//! ```
+//! use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+//! let nf4: Format = "nf4".parse()?;
+//! let quantizer = BlockQuantizer {
+//!     block: BlockSize::Elements(64),
+//!     scale_dtype: ScaleDtype::F16,
+//! };
+//! let (rows, cols) = (2, 128);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let q = quantizer.quantize(nf4.codebook(), &w, rows, cols)?;
+//! assert_eq!(q.codes.len(), rows * cols / 2); // two 4-bit codes a byte
+//! assert_eq!(q.scales.len(), rows * 2 * 2); // two blocks a row, 2-byte scales
+//! let back = q.dequantize(nf4.codebook());
+//! // Each value is off by at most half NF4's widest gap (0.304, from -1 to -0.696) times its
+//! // block's scale (at most 1 here).
+//! let err: f32 = w.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+//! assert!(err <= 0.16, "{err}");
+//! # Ok::<(), tquant_formats::FormatError>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod area;
 pub mod block;
 pub mod catalog;
-pub mod codebook;
+mod codebook;
 pub mod fit;
 pub mod generate;
 pub mod gptq;
@@ -18,7 +38,7 @@ mod listing;
 pub mod nu_search;
 pub mod pack;
 pub mod sample;
-pub mod scale;
+mod scale;
 mod search;
 pub mod select;
 

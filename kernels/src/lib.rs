@@ -53,6 +53,33 @@
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
 //! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]).
+//!
+//! ```
+//! use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+//! use tquant_kernels::{matmul, Mode, QMatrix};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (rows, cols) = (4, 64);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let nf4: Format = "nf4".parse()?;
+//! let quantizer = BlockQuantizer {
+//!     block: BlockSize::Elements(32),
+//!     scale_dtype: ScaleDtype::F16,
+//! };
+//! let q = quantizer.quantize(nf4.codebook(), &w, rows, cols)?;
+//! let table = nf4.codebook().values();
+//! let view = QMatrix::new(rows, cols, q.block, &q.codes, &q.scales, q.scale_dtype, table)?;
+//! let x = vec![1.0f32; cols];
+//! let mut y = vec![0.0f32; rows];
+//! matmul(&view, &x, 1, &mut y, Mode::Exact)?;
+//! // With x all ones, each output is the sum of its dequantized weight row.
+//! let deq = q.dequantize(nf4.codebook());
+//! for (r, &out) in y.iter().enumerate() {
+//!     let want: f32 = deq[r * cols..(r + 1) * cols].iter().sum();
+//!     assert!((out - want).abs() < 1e-4, "{out} {want}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod act;

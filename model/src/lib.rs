@@ -4,36 +4,40 @@
 //! Tensors come only through a [`TensorSource`] (a checkpoint read by tquant-convert, or tensors
 //! quantized in memory); every weight product goes through tquant-kernels.
 //!
-//! ```no_run
-//! use tquant_model::{Model, Options, Logits};
-//! let model = Model::open("examples/tiny-lite".as_ref(), Options::default())?;
+//! ```
+//! use tquant_model::{Logits, Model, Options};
+//! // The bundled example model (a byte vocabulary: ids are bytes).
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny-lite");
+//! let model = Model::open(dir.as_ref(), Options::default())?;
 //! let mut cache = model.new_cache();
 //! let logits = model.forward(&[104, 105], &mut cache, Logits::Last)?;
+//! assert_eq!(logits.len(), model.config().vocab_size);
+//! assert!(logits.iter().all(|v| v.is_finite()));
 //! # Ok::<(), tquant_model::ModelError>(())
 //! ```
 #![warn(missing_docs)]
 
-pub mod attention;
+mod attention;
 pub mod calibrate;
 pub mod calibration_run;
-pub mod checkpoint;
-pub mod config;
+mod checkpoint;
+mod config;
 pub mod eval;
 pub mod generate;
 pub mod generation;
-pub mod layerwise;
+mod layerwise;
 pub mod linear;
-pub mod model;
-pub mod moe;
+mod model;
+mod moe;
 mod observe;
-pub mod rope;
+mod rope;
 pub mod synthetic;
 pub mod weights;
 
 pub use attention::AttentionPath;
 pub use calibration_run::{CalibrationPlan, LayerByLayer};
 pub use checkpoint::{checkpoint_source, CheckpointSource};
-pub use config::{Config, RopeConfig, RopeScaling, TopkMethod, Yarn};
+pub use config::{Config, Family, RopeConfig, RopeScaling, TopkMethod, Yarn};
 pub use tquant_kernels::Mode;
 
 pub use generation::Generation;

@@ -363,13 +363,9 @@ impl Moe {
         self.gate.bytes() + self.router.top_k * per_expert + shared
     }
 
-    /// `[n, hidden] -> [n, hidden]`: each expert runs once on all the tokens routed to it.
-    pub fn forward(&self, x: &[f32], n: usize, mode: Mode) -> Result<Vec<f32>, ModelError> {
-        self.forward_tapped(x, n, mode, None)
-    }
-
-    /// [`Moe::forward`]; `tap` sees each expert's tokens (with their routing weights) and the
-    /// down_proj inputs of the experts and the shared experts.
+    /// `[n, hidden] -> [n, hidden]`: each expert runs once on all the tokens routed to it;
+    /// `tap` sees each expert's tokens (with their routing weights) and the down_proj inputs of
+    /// the experts and the shared experts.
     pub(crate) fn forward_tapped(
         &self,
         x: &[f32],

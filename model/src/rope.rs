@@ -64,7 +64,8 @@ impl Rope {
     }
 
     /// The inverse frequencies, one per pair.
-    pub fn inv_freq(&self) -> &[f32] {
+    #[cfg(test)]
+    pub(crate) fn inv_freq(&self) -> &[f32] {
         &self.inv_freq
     }
 

@@ -3,6 +3,20 @@
 //! token by token, chat templates rendered with a Jinja engine as transformers'
 //! `apply_chat_template` does, and [`Vocabulary`], which gives byte-vocabulary models (each byte
 //! one token) and tokenized models one interface.
+//!
+//! ```
+//! use tquant_text::Vocabulary;
+//! // A byte vocabulary: each UTF-8 byte is one id, so `é` takes two.
+//! let vocab = Vocabulary::Bytes;
+//! let ids = vocab.encode("héllo", false)?;
+//! assert_eq!(ids.len(), 6);
+//! // Streaming hands out whole characters only: nothing after the first byte of `é`.
+//! let mut stream = vocab.stream();
+//! let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id)).collect::<Result<_, _>>()?;
+//! assert_eq!(pieces, ["h", "", "é", "l", "l", "o"]);
+//! assert_eq!(stream.flush()?, "");
+//! # Ok::<(), tquant_text::TextError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod chat;
