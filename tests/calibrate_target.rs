@@ -16,6 +16,7 @@ use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use support::{path, root, stdout_ok, tiny_lite};
 
 fn heldout() -> PathBuf {
@@ -60,8 +61,18 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
     rows.iter().find(|r| r["format"] == name).unwrap()
 }
 
-/// The fixed format with the least loss under absmax RTN with f32 scales.
-fn best_rtn(out: &Path) -> Value {
+/// The fixed format with the least loss under absmax RTN with f32 scales: measured once for
+/// every test here (the same report each time), the first test to ask waits for it.
+fn best_rtn() -> Value {
+    static BEST: OnceLock<Value> = OnceLock::new();
+    BEST.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        measure_best_rtn(&dir.path().join("rtn"))
+    })
+    .clone()
+}
+
+fn measure_best_rtn(out: &Path) -> Value {
     let fixed = ["nf4", "int4_full", "apot4_sp", "e2m1_sp"];
     let rtn = report(
         out,
@@ -105,7 +116,7 @@ fn assert_within(rows: &[Value], name: &str, best: &Value, ratio: f64) {
 #[ignore = "minutes; needs the held-out corpus (TQUANT_HELDOUT)"]
 fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
     let dir = tempfile::tempdir().unwrap();
-    let best = best_rtn(&dir.path().join("rtn"));
+    let best = best_rtn();
     let text = heldout();
     let cal = report(
         &dir.path().join("cal"),
@@ -128,7 +139,7 @@ fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
 #[test]
 fn auto_calibrated_on_its_own_text_loses_at_most_0_8x_of_the_best_rtn_format() {
     let dir = tempfile::tempdir().unwrap();
-    let best = best_rtn(&dir.path().join("rtn"));
+    let best = best_rtn();
     let cal = report(
         &dir.path().join("self"),
         &head(),
@@ -148,7 +159,7 @@ fn auto_calibrated_on_its_own_text_loses_at_most_0_8x_of_the_best_rtn_format() {
 #[test]
 fn weight_only_auto_on_blocks_of_32_loses_at_most_0_8x_of_the_best_rtn_format() {
     let dir = tempfile::tempdir().unwrap();
-    let best = best_rtn(&dir.path().join("rtn"));
+    let best = best_rtn();
     let rows = report(
         &dir.path().join("b32"),
         &head(),

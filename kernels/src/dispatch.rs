@@ -147,6 +147,10 @@ pub fn matmul_f32_with(
 /// Rows per task are a multiple of this (the SIMD kernels' row tile).
 const ROW_TILE: usize = 4;
 
+/// Output rows moved together from a task's `[row][j]` buffer into `y` (`[j][row]`): 16 f32
+/// are one cache line of `y`.
+const SCATTER_BAND: usize = 16;
+
 /// Runs `f(r0, out)` over tasks of whole output rows, in parallel when the work is large, and
 /// writes `y` (`[n, rows]`) from the `[row][j]` results.
 pub(crate) fn run_rows(
@@ -179,11 +183,19 @@ pub(crate) fn run_rows(
     let task = |r0: usize, count: usize| {
         let mut buf = vec![0.0f32; count * n];
         f(r0, &mut buf);
-        for (i, v) in buf.chunks_exact(n).enumerate() {
-            for (j, &val) in v.iter().enumerate() {
-                // SAFETY: `j * rows + r0 + i < n * rows = y.len()`; row `r0 + i` belongs to
-                // this task alone, and `y` stays exclusively borrowed until every task ends.
-                unsafe { out.write(j * rows + r0 + i, val) };
+        // The transpose goes in bands of SCATTER_BAND rows: for each j the band's values are
+        // adjacent in `y`, so each output cache line is written whole once instead of one
+        // value per visit (a column of `y` is `rows` floats apart, which thrashes L1).
+        for i0 in (0..count).step_by(SCATTER_BAND) {
+            let band = &buf[i0 * n..(i0 + SCATTER_BAND.min(count - i0)) * n];
+            let rows_here = band.len() / n;
+            for j in 0..n {
+                for i in 0..rows_here {
+                    // SAFETY: `j * rows + r0 + i0 + i < n * rows = y.len()`; row `r0 + i0 + i`
+                    // belongs to this task alone, and `y` stays exclusively borrowed until
+                    // every task ends.
+                    unsafe { out.write(j * rows + r0 + i0 + i, band[i * n + j]) };
+                }
             }
         }
     };

@@ -17,6 +17,12 @@ use crate::weights::Loader;
 use crate::ModelError;
 use rayon::prelude::*;
 
+/// Queries per block of the naive path's products (a multiple of the kernels' 4 activation
+/// rows).
+const QUERY_BLOCK: usize = 32;
+/// The P V product's columns are whole multiples of this (the f32 kernels' column step).
+const PV_STEP: usize = 32;
+
 /// Which attention algorithm to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionPath {
@@ -266,24 +272,39 @@ impl Attention {
             for (t, r) in qh.chunks_exact_mut(qk).enumerate() {
                 r.copy_from_slice(&q[t * heads * qk + h * qk..][..qk]);
             }
-            let mut s = vec![0.0f32; n * total];
-            kernels::matmul_f32(&k, total, qk, &qh, n, &mut s)?;
-            for (t, sr) in s.chunks_exact_mut(total).enumerate() {
-                let (visible, hidden) = sr.split_at_mut(pos0 + t + 1);
-                visible.iter_mut().for_each(|v| *v *= d.scale);
-                softmax(visible);
-                hidden.fill(0.0);
-            }
-            // P V_h as a product with V_h^T ([v, total]) as the weight.
-            let mut vt = vec![0.0f32; d.v * total];
-            for j in 0..total {
-                let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
-                for (c, &x) in v.iter().enumerate() {
-                    vt[c * total + j] = x;
-                }
-            }
             let mut o = vec![0.0f32; n * d.v];
-            kernels::matmul_f32(&vt, d.v, total, &s, n, &mut o)?;
+            // Causal: a block of queries needs only the keys up to its last one, so the
+            // products skip the masked part. Blocks are a multiple of the kernels' 4
+            // activation rows and the P V product keeps whole 32-column steps, so every value
+            // is the one the full products give (the skipped terms are zeros).
+            for t0 in (0..n).step_by(QUERY_BLOCK) {
+                let t1 = (t0 + QUERY_BLOCK).min(n);
+                let nb = t1 - t0;
+                let keys = pos0 + t1;
+                let mut s = vec![0.0f32; nb * keys];
+                kernels::matmul_f32(&k[..keys * qk], keys, qk, &qh[t0 * qk..t1 * qk], nb, &mut s)?;
+                let cols = keys.next_multiple_of(PV_STEP).min(total);
+                let mut p = vec![0.0f32; nb * cols];
+                for (t, (sr, pr)) in s
+                    .chunks_exact_mut(keys)
+                    .zip(p.chunks_exact_mut(cols))
+                    .enumerate()
+                {
+                    let visible = &mut sr[..pos0 + t0 + t + 1];
+                    visible.iter_mut().for_each(|v| *v *= d.scale);
+                    softmax(visible);
+                    pr[..visible.len()].copy_from_slice(visible);
+                }
+                // P V_h as a product with V_h^T ([v, cols]) as the weight.
+                let mut vt = vec![0.0f32; d.v * cols];
+                for j in 0..cols {
+                    let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
+                    for (c, &x) in v.iter().enumerate() {
+                        vt[c * cols + j] = x;
+                    }
+                }
+                kernels::matmul_f32(&vt, d.v, cols, &p, nb, &mut o[t0 * d.v..t1 * d.v])?;
+            }
             Ok(o)
         })?;
         let mut out = vec![0.0f32; n * heads * d.v];
