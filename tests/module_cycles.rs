@@ -651,25 +651,13 @@ fn module_cycle_check_reports_a_missing_module_file() {
     );
 }
 
-/// Crates whose modules are still being untangled; each has its own test below.
-const PENDING: &[&str] = &["convert"];
-
 #[test]
 fn crate_modules_have_no_use_cycle() {
     let roots = crate_roots();
     assert!(roots.len() >= 8, "{roots:?}");
     let found: Vec<String> = roots
         .iter()
-        .filter(|(name, _)| !PENDING.contains(&name.as_str()))
         .flat_map(|(name, root)| crate_cycles(name, root))
         .collect();
-    assert!(found.is_empty(), "module use cycles:\n{}", found.join("\n"));
-}
-
-#[test]
-#[ignore = "convert's modules are untangled on another branch"]
-fn convert_modules_have_no_use_cycle() {
-    let root = workspace_root().join("convert/src/lib.rs");
-    let found = crate_cycles("convert", &root);
     assert!(found.is_empty(), "module use cycles:\n{}", found.join("\n"));
 }
