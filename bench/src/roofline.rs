@@ -11,12 +11,12 @@
 //! experts the router chose (counted through [`Tap`]), the norms, the head and one embedding
 //! row. The KV cache read is reported apart (it grows with the position).
 
+use crate::kernel::{median, parallel_sum};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use crate::kernel::{median, parallel_sum};
 use tquant_convert::{Action, Dtype, Policy};
 use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, ScaleDtype};
 use tquant_model::calibrate::{Site, Tap};
