@@ -2,7 +2,7 @@
 """Fake-quantize every linear layer of a Hugging Face causal LM with tquant and measure the
 perplexity (and bits per byte) of a text, against the unquantized model.
 
-    python python/examples/fake_quantize_hf.py MODEL --text FILE [--format sf4] [--block 64]
+    python python/examples/fake_quantize_hf.py MODEL --text FILE [--format sf4_fit] [--block 64]
         [--scale-dtype f16] [--window 256] [--max-bytes 65792] [--exclude GLOB ...]
 
 MODEL is a local folder `transformers` loads (`AutoModelForCausalLM`; no download: set
@@ -92,7 +92,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
     ap.add_argument("--text", required=True)
-    ap.add_argument("--format", default="sf4", help="a tquant format (tquant.formats()) or recipe")
+    ap.add_argument("--format", default="sf4_fit", help="a recipe, as tquant convert --format takes it")
     ap.add_argument("--block", default="64")
     ap.add_argument("--scale-dtype", default="f16")
     ap.add_argument("--window", type=int, default=256)

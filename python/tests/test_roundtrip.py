@@ -118,3 +118,14 @@ def test_open_reads_bitsandbytes_files():
         np.testing.assert_array_equal(c[name].dequantize(), files.dequantize(name))
     for name in set(c) - set(quantized):
         np.testing.assert_array_equal(np.asarray(c[name], np.float32), files.float(name))
+
+
+def test_a_recipe_name_means_what_it_means_to_the_cli():
+    # `sf4` is the paper's nu = 5 everywhere a recipe is parsed; the default, `sf4_fit`, fits nu
+    # to the matrix (here drawn with nu = 3, so the fit lands well away from 5).
+    w = student_t((64, 512), seed=3, nu=3.0)
+    assert tquant.quantize(w, "sf4").nu == [5.0]
+    fitted = tquant.quantize(w).nu[0]
+    assert fitted == tquant.quantize(w, "sf4_fit").nu[0]
+    assert abs(fitted - 5.0) > 0.5, fitted
+    assert tquant.quantize(w, "sf4", nu="fit").nu == [fitted]
