@@ -45,7 +45,7 @@ pub struct Args {
     /// Size of the buffer whose summation gives the read bandwidth, MiB.
     #[arg(long, default_value_t = 1024)]
     read_mib: usize,
-    /// Print one JSON object: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
+    /// Print JSON: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
     #[arg(long)]
     json: bool,
 }

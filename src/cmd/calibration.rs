@@ -19,15 +19,12 @@ use tquant_text::TextError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
-    /// Calibration-aware quantization (GPTQ): run the float model over FILE and quantize each
-    /// matrix with error feedback from the statistics of its real inputs. FILE is text,
-    /// tokenized with the model's tokenizer.json (byte by byte for a byte vocabulary), or token
-    /// ids with --calibrate-ids.
+    /// GPTQ: quantize each matrix with error feedback from its inputs as the float model runs
+    /// over FILE (text through the model's tokenizer, or token ids with --calibrate-ids).
     #[arg(long, value_name = "FILE")]
     pub calibrate: Option<PathBuf>,
-    /// Calibration without calibration data: the float model writes N tokens itself (sequences
-    /// of --calibrate-window tokens, each from a random first token, sampled at temperature 1),
-    /// and GPTQ runs on those as on --calibrate FILE.
+    /// GPTQ on N tokens the float model writes itself (sequences of --calibrate-window tokens
+    /// from random first tokens, temperature 1) instead of --calibrate FILE.
     #[arg(long, value_name = "N", conflicts_with = "calibrate")]
     pub calibrate_self: Option<usize>,
     /// Seed of the text --calibrate-self generates.
@@ -47,8 +44,7 @@ pub struct CalibrateArgs {
     /// Use at most N bytes of FILE after the offset (default: the rest).
     #[arg(long, value_name = "N", conflicts_with = "calibrate_self")]
     pub calibrate_bytes: Option<usize>,
-    /// Tokens per calibration chunk; each chunk runs from an empty cache (with
-    /// --calibrate-self, also the length of each generated sequence).
+    /// Tokens per calibration chunk, each from an empty cache (and per --calibrate-self sequence).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub calibrate_window: usize,
     /// GPTQ damping, relative to the mean diagonal of each input second moment.
@@ -57,12 +53,10 @@ pub struct CalibrateArgs {
     /// GPTQ act-order: quantize the columns with the largest inputs first.
     #[arg(long)]
     pub act_order: bool,
-    /// How routed experts count their tokens: `routed` (by the routing weight squared, the
-    /// expert's share of the output error) or `uniform`.
+    /// How routed experts count tokens: `routed` (by routing weight squared) or `uniform`.
     #[arg(long, default_value = "routed")]
     pub router_weighting: RouterWeighting,
-    /// Calibrate a matrix only when at least this many tokens per input column reached it;
-    /// rarer experts are quantized without calibration.
+    /// Calibrate a matrix only if this many tokens per input column reached it (else plain).
     #[arg(long, default_value_t = DEFAULT_MIN_TOKENS_PER_COLUMN, value_name = "X")]
     pub min_tokens_per_column: f64,
 }
@@ -89,15 +83,17 @@ impl CalibrateArgs {
             bail!("--min-tokens-per-column must be a number >= 0, not {min_tokens_per_column}");
         }
         let (damp, act_order) = (self.damp, self.act_order);
+        let settings = CalibrationSettings {
+            damp,
+            act_order,
+            min_tokens_per_column,
+        };
+        let (window, weighting) = (self.calibrate_window, self.router_weighting);
         Ok(Some(CalibrationOptions {
             source,
-            window: self.calibrate_window,
-            settings: CalibrationSettings {
-                damp,
-                act_order,
-                min_tokens_per_column,
-            },
-            weighting: self.router_weighting,
+            window,
+            settings,
+            weighting,
         }))
     }
 

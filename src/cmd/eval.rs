@@ -11,8 +11,7 @@ use tquant_report::EvalSummary;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Text file: tokenized with the model's tokenizer.json (or byte by byte for a 256-token
-    /// byte vocabulary); reports bits per byte and perplexity.
+    /// Text file, through the model's tokenizer: reports bits per byte and perplexity.
     #[arg(
         long,
         conflicts_with = "tokens_file",
