@@ -4,16 +4,12 @@
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tquant_convert::calibration::{
-    Calibration, CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN,
-};
-use tquant_convert::ConvertOptions;
+use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::RouterWeighting;
 use tquant_model::calibration_run::MemoryCheck;
-use tquant_model::{LayerByLayer, ModelError};
-use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
+use tquant_model::ModelError;
+use tquant_report::pipeline::{CalibrationOptions, CalibrationSource};
 use tquant_report::ReportError;
 use tquant_text::TextError;
 
@@ -72,58 +68,40 @@ impl CalibrateArgs {
             (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
             (None, None) => return Ok(None),
         };
-        if !(self.damp.is_finite() && self.damp >= 0.0) {
-            bail!("--damp must be a number >= 0, not {}", self.damp);
+        let (damp, min_tokens_per_column) = (self.damp, self.min_tokens_per_column);
+        if !(damp.is_finite() && damp >= 0.0) {
+            bail!("--damp must be a number >= 0, not {damp}");
         }
         if self.calibrate_window == 0 {
             bail!("--calibrate-window must be at least 1 token");
         }
-        let min_tokens_per_column = self.min_tokens_per_column;
         if !(min_tokens_per_column.is_finite() && min_tokens_per_column >= 0.0) {
             bail!("--min-tokens-per-column must be a number >= 0, not {min_tokens_per_column}");
         }
-        let (damp, act_order) = (self.damp, self.act_order);
-        let settings = CalibrationSettings {
-            damp,
-            act_order,
-            min_tokens_per_column,
-        };
-        let (window, weighting) = (self.calibrate_window, self.router_weighting);
+        let act_order = self.act_order;
         Ok(Some(CalibrationOptions {
             source,
-            window,
-            settings,
-            weighting,
+            window: self.calibrate_window,
+            settings: CalibrationSettings {
+                damp,
+                act_order,
+                min_tokens_per_column,
+            },
+            weighting: self.router_weighting,
         }))
     }
 
-    /// For `tquant convert`: the calibration collected in stages while the converter quantizes
-    /// `model` into `output`; `None` without --calibrate.
-    pub fn layerwise(
+    /// Runs `f` (collecting the calibration) for the model at `model`, its errors with the
+    /// options that would avoid them; `None` without --calibrate(-self).
+    pub fn run<T>(
         &self,
         model: &Path,
-        output: &Path,
-        opts: &ConvertOptions,
-        threads: usize,
-        force: bool,
-    ) -> Result<Option<Arc<LayerByLayer>>> {
+        f: impl FnOnce(&CalibrationOptions) -> Result<T, ReportError>,
+    ) -> Result<Option<T>> {
         let Some(c) = self.options()? else {
             return Ok(None);
         };
-        let run = layer_by_layer(model, output, opts, &c, threads, force);
-        Ok(Some(run.map_err(|e| with_hints(e, model))?))
-    }
-
-    /// Runs the float model at `model` over the calibration tokens and keeps every layer's
-    /// statistics (`tquant report`); `None` without --calibrate.
-    pub fn collect(&self, model: &Path, threads: usize) -> Result<Option<Arc<Calibration>>> {
-        let Some(c) = self.options()? else {
-            return Ok(None);
-        };
-        let cal = c
-            .collect(model, threads)
-            .map_err(|e| with_hints(e, model))?;
-        Ok(Some(Arc::new(cal)))
+        Ok(Some(f(&c).map_err(|e| with_hints(e, model))?))
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
 use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
+use tquant_report::pipeline::layer_by_layer;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -98,7 +99,9 @@ pub fn run(args: Args) -> Result<()> {
              or --calibrate-self N"
         );
     }
-    let layerwise = cal.layerwise(input, output, &opts, threads.unwrap_or(0), args.force)?;
+    let layerwise = cal.run(input, |c| {
+        layer_by_layer(input, output, &opts, c, threads.unwrap_or(0), args.force)
+    })?;
     opts.staged_calibration = layerwise.as_ref().map(|l| l.staged());
     opts.validate()?;
     let run = RunOptions {

@@ -5,9 +5,10 @@
 use super::calibration::CalibrateArgs;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_report::measure::{parse_variants, with_calibrated_twins};
-use tquant_report::{EvalText, Report, Setting};
+use tquant_report::{CalibrationOptions, EvalText, Report, Setting};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,7 +63,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let variants =
         parse_variants(&args.formats, args.block, args.scale_dtype).context("--formats")?;
-    let calibration = args.calibration.collect(&args.model, 0)?;
+    let collect = |c: &CalibrationOptions| c.collect(&args.model, 0).map(Arc::new);
+    let calibration = args.calibration.run(&args.model, collect)?;
     let variants = match &calibration {
         Some(cal) => with_calibrated_twins(variants, cal),
         None => variants,
