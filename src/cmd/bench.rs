@@ -1,5 +1,4 @@
-//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel` (quantized, bf16
-//! and f32 products of the same weights), printed.
+//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel`, printed.
 
 use anyhow::{bail, Result};
 use tquant_bench::kernel::{self, Spec};

@@ -1,8 +1,6 @@
-//! `--calibrate FILE` and its settings, shared by `tquant convert` and `tquant report`: runs the
-//! float model over the calibration text and collects every linear layer's input statistics for
-//! GPTQ (see docs/calibration.md).
+//! `--calibrate` and its settings (GPTQ; docs/calibration.md), shared by convert and report.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
 use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
 use tquant_formats::gptq::DEFAULT_DAMP;
@@ -108,7 +106,7 @@ impl CalibrateArgs {
 /// The library's error with the options that would avoid it.
 fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
     match e {
-        ReportError::Model(ModelError::Memory { check, msg }) => anyhow::anyhow!(match check {
+        ReportError::Model(ModelError::Memory { check, msg }) => anyhow!(match check {
             MemoryCheck::Stages => format!(
                 "{msg}; take fewer tokens (--calibrate-bytes or a smaller --calibrate-self)"
             ),
@@ -117,12 +115,12 @@ fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
                  checkpoint and pass it with --calibrate"
             ),
         }),
-        ReportError::EmptyWindow { path, offset, len, unit } => anyhow::anyhow!(
+        ReportError::EmptyWindow { path, offset, len, unit } => anyhow!(
             "--calibrate {}: nothing left after --calibrate-offset {offset} ({len} {unit} in the file)",
             path.display()
         ),
         ReportError::Model(e @ ModelError::AlreadyQuantized { .. }) => {
-            anyhow::anyhow!("--calibrate: {e}")
+            anyhow!("--calibrate: {e}")
         }
         ReportError::Text(t @ TextError::Unsupported { .. }) => anyhow::Error::new(t).context(
             "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \

@@ -1,5 +1,4 @@
-//! `tquant eval`: bits per byte and perplexity of a model on a text (tokenized with the model's
-//! tokenizer.json, or byte by byte for a byte vocabulary), or perplexity on token ids.
+//! `tquant eval`: bits per byte and perplexity of a model on a text, or perplexity on ids.
 
 use super::model_args::ModelArgs;
 use anyhow::{anyhow, Context, Result};

@@ -1,5 +1,4 @@
-//! One module per subcommand, each with its arguments (`Args`) and its `run` function; and what
-//! they share: output to stdout, progress bars, the model's vocabulary.
+//! One module per subcommand (its `Args` and `run`), and their shared output helpers.
 
 pub mod bench;
 /// `--calibrate` and its settings, shared by convert and report.

@@ -1,5 +1,4 @@
-//! What every command that runs a model takes (`eval`, `logits`, `run`): the model directory,
-//! threads and kernel mode.
+//! What `eval`, `logits` and `run` take: the model directory, threads and kernel mode.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;

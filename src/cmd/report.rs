@@ -1,6 +1,4 @@
-//! `tquant report`: quantize a model in memory with every format asked for, measure the weight
-//! error and the bits per byte each costs, and set them against the MAC area of the format
-//! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
+//! `tquant report`: weight error, bits per byte and MAC area of every format asked for.
 
 use super::calibration::CalibrateArgs;
 use anyhow::{Context, Result};
@@ -57,18 +55,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     tquant_report::report::check_output(&args.output, args.force)?;
     tquant_model::checkpoint_source(&args.model)?;
-    let setting = Setting {
-        block: args.block,
-        scale_dtype: args.scale_dtype,
-    };
-    let variants =
-        parse_variants(&args.formats, args.block, args.scale_dtype).context("--formats")?;
+    let (block, scale_dtype) = (args.block, args.scale_dtype);
+    let setting = Setting { block, scale_dtype };
+    let mut variants = parse_variants(&args.formats, block, scale_dtype).context("--formats")?;
     let collect = |c: &CalibrationOptions| c.collect(&args.model, 0).map(Arc::new);
     let calibration = args.calibration.run(&args.model, collect)?;
-    let variants = match &calibration {
-        Some(cal) => with_calibrated_twins(variants, cal),
-        None => variants,
-    };
+    if let Some(cal) = &calibration {
+        variants = with_calibrated_twins(variants, cal);
+    }
     let eval = match (&args.text, args.weights_only) {
         (Some(path), false) => Some(
             EvalText::read(&args.model, path, args.window, args.max_bytes).context(

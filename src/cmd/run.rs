@@ -1,5 +1,4 @@
-//! `tquant run`: generate from a prompt (text through the model's tokenizer or byte vocabulary,
-//! a chat through its chat template, or token ids), streaming the output; speeds go to stderr.
+//! `tquant run`: generate from a prompt, a chat or token ids, streaming; speeds go to stderr.
 
 use super::model_args::ModelArgs;
 use anyhow::{bail, Context, Result};
@@ -131,17 +130,17 @@ fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<
 
 /// A model error that names a setting, spelled with the flag that sets it.
 fn with_flags(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<ModelError>() {
-        Ok(ModelError::ContextTooLong {
-            prompt,
-            max_tokens,
-            positions,
-            limit,
-        }) => anyhow::anyhow!(
-            "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
-             positions, more than the model's max_position_embeddings ({limit})"
-        ),
-        Ok(e) => e.into(),
-        Err(e) => e,
-    }
+    let Some(&ModelError::ContextTooLong {
+        prompt,
+        max_tokens,
+        positions,
+        limit,
+    }) = e.downcast_ref()
+    else {
+        return e;
+    };
+    anyhow::anyhow!(
+        "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
+         positions, more than the model's max_position_embeddings ({limit})"
+    )
 }
