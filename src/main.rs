@@ -41,8 +41,7 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Formats(a) => cmd::formats::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
@@ -54,15 +53,13 @@ fn main() {
         Command::Report(a) => cmd::report::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
-    if let Err(e) = result {
-        // `tquant ... | head`: the reader has all it wanted.
-        let broken_pipe = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        });
-        if broken_pipe {
-            return;
-        }
+    let Err(e) = result else { return };
+    // `tquant ... | head`: the reader has all it wanted.
+    let kind = |c: &(dyn std::error::Error + 'static)| c.downcast_ref().map(std::io::Error::kind);
+    if !e
+        .chain()
+        .any(|c| kind(c) == Some(std::io::ErrorKind::BrokenPipe))
+    {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
@@ -72,22 +69,19 @@ fn main() {
 /// settings spelled as this command line's flags; a cause its parent already quotes is not
 /// repeated (a converter error quotes all of its own).
 fn message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     for cause in e.chain() {
         let converter = convert_message(cause);
         let quotes_its_causes = converter.is_some();
         let text = converter.unwrap_or_else(|| cause.to_string());
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
+        if !out.join(": ").contains(&text) {
+            out.push(text);
         }
         if quotes_its_causes {
             break;
         }
     }
-    out
+    out.join(": ")
 }
 
 /// The message of a converter error (also inside the report's and the model's errors), with

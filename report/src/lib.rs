@@ -21,6 +21,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plot;
 pub mod report;
+pub mod streaming;
 pub mod table;
 pub mod text_input;
 

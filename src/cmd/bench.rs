@@ -1,5 +1,4 @@
-//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel` (quantized, bf16
-//! and f32 products of the same weights), printed.
+//! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel`, printed.
 
 use anyhow::{bail, Result};
 use tquant_bench::kernel::{self, Spec};
@@ -45,7 +44,7 @@ pub struct Args {
     /// Size of the buffer whose summation gives the read bandwidth, MiB.
     #[arg(long, default_value_t = 1024)]
     read_mib: usize,
-    /// Print one JSON object: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
+    /// Print JSON: {results: [{isa, mode, seconds, weight_gbps, gflops}], f32, read_gbps}.
     #[arg(long)]
     json: bool,
 }

@@ -1,33 +1,24 @@
-//! `--calibrate FILE` and its settings, shared by `tquant convert` and `tquant report`: runs the
-//! float model over the calibration text and collects every linear layer's input statistics for
-//! GPTQ (see docs/calibration.md).
+//! `--calibrate` and its settings (GPTQ; docs/calibration.md), shared by convert and report.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tquant_convert::calibration::{
-    Calibration, CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN,
-};
-use tquant_convert::ConvertOptions;
+use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::RouterWeighting;
 use tquant_model::calibration_run::MemoryCheck;
-use tquant_model::{LayerByLayer, ModelError};
-use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
+use tquant_model::ModelError;
+use tquant_report::pipeline::{CalibrationOptions, CalibrationSource};
 use tquant_report::ReportError;
 use tquant_text::TextError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
-    /// Calibration-aware quantization (GPTQ): run the float model over FILE and quantize each
-    /// matrix with error feedback from the statistics of its real inputs. FILE is text,
-    /// tokenized with the model's tokenizer.json (byte by byte for a byte vocabulary), or token
-    /// ids with --calibrate-ids.
+    /// GPTQ: quantize each matrix with error feedback from its inputs as the float model runs
+    /// over FILE (text through the model's tokenizer, or token ids with --calibrate-ids).
     #[arg(long, value_name = "FILE")]
     pub calibrate: Option<PathBuf>,
-    /// Calibration without calibration data: the float model writes N tokens itself (sequences
-    /// of --calibrate-window tokens, each from a random first token, sampled at temperature 1),
-    /// and GPTQ runs on those as on --calibrate FILE.
+    /// GPTQ on N tokens the float model writes itself (sequences of --calibrate-window tokens
+    /// from random first tokens, temperature 1) instead of --calibrate FILE.
     #[arg(long, value_name = "N", conflicts_with = "calibrate")]
     pub calibrate_self: Option<usize>,
     /// Seed of the text --calibrate-self generates.
@@ -47,8 +38,7 @@ pub struct CalibrateArgs {
     /// Use at most N bytes of FILE after the offset (default: the rest).
     #[arg(long, value_name = "N", conflicts_with = "calibrate_self")]
     pub calibrate_bytes: Option<usize>,
-    /// Tokens per calibration chunk; each chunk runs from an empty cache (with
-    /// --calibrate-self, also the length of each generated sequence).
+    /// Tokens per calibration chunk, each from an empty cache (and per --calibrate-self sequence).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub calibrate_window: usize,
     /// GPTQ damping, relative to the mean diagonal of each input second moment.
@@ -57,12 +47,10 @@ pub struct CalibrateArgs {
     /// GPTQ act-order: quantize the columns with the largest inputs first.
     #[arg(long)]
     pub act_order: bool,
-    /// How routed experts count their tokens: `routed` (by the routing weight squared, the
-    /// expert's share of the output error) or `uniform`.
+    /// How routed experts count tokens: `routed` (by routing weight squared) or `uniform`.
     #[arg(long, default_value = "routed")]
     pub router_weighting: RouterWeighting,
-    /// Calibrate a matrix only when at least this many tokens per input column reached it;
-    /// rarer experts are quantized without calibration.
+    /// Calibrate a matrix only if this many tokens per input column reached it (else plain).
     #[arg(long, default_value_t = DEFAULT_MIN_TOKENS_PER_COLUMN, value_name = "X")]
     pub min_tokens_per_column: f64,
 }
@@ -78,17 +66,17 @@ impl CalibrateArgs {
             (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
             (None, None) => return Ok(None),
         };
-        if !(self.damp.is_finite() && self.damp >= 0.0) {
-            bail!("--damp must be a number >= 0, not {}", self.damp);
+        let (damp, min_tokens_per_column) = (self.damp, self.min_tokens_per_column);
+        if !(damp.is_finite() && damp >= 0.0) {
+            bail!("--damp must be a number >= 0, not {damp}");
         }
         if self.calibrate_window == 0 {
             bail!("--calibrate-window must be at least 1 token");
         }
-        let min_tokens_per_column = self.min_tokens_per_column;
         if !(min_tokens_per_column.is_finite() && min_tokens_per_column >= 0.0) {
             bail!("--min-tokens-per-column must be a number >= 0, not {min_tokens_per_column}");
         }
-        let (damp, act_order) = (self.damp, self.act_order);
+        let act_order = self.act_order;
         Ok(Some(CalibrationOptions {
             source,
             window: self.calibrate_window,
@@ -101,40 +89,24 @@ impl CalibrateArgs {
         }))
     }
 
-    /// For `tquant convert`: the calibration collected in stages while the converter quantizes
-    /// `model` into `output`; `None` without --calibrate.
-    pub fn layerwise(
+    /// Runs `f` (collecting the calibration) for the model at `model`, its errors with the
+    /// options that would avoid them; `None` without --calibrate(-self).
+    pub fn run<T>(
         &self,
         model: &Path,
-        output: &Path,
-        opts: &ConvertOptions,
-        threads: usize,
-        force: bool,
-    ) -> Result<Option<Arc<LayerByLayer>>> {
+        f: impl FnOnce(&CalibrationOptions) -> Result<T, ReportError>,
+    ) -> Result<Option<T>> {
         let Some(c) = self.options()? else {
             return Ok(None);
         };
-        let run = layer_by_layer(model, output, opts, &c, threads, force);
-        Ok(Some(run.map_err(|e| with_hints(e, model))?))
-    }
-
-    /// Runs the float model at `model` over the calibration tokens and keeps every layer's
-    /// statistics (`tquant report`); `None` without --calibrate.
-    pub fn collect(&self, model: &Path, threads: usize) -> Result<Option<Arc<Calibration>>> {
-        let Some(c) = self.options()? else {
-            return Ok(None);
-        };
-        let cal = c
-            .collect(model, threads)
-            .map_err(|e| with_hints(e, model))?;
-        Ok(Some(Arc::new(cal)))
+        Ok(Some(f(&c).map_err(|e| with_hints(e, model))?))
     }
 }
 
 /// The library's error with the options that would avoid it.
 fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
     match e {
-        ReportError::Model(ModelError::Memory { check, msg }) => anyhow::anyhow!(match check {
+        ReportError::Model(ModelError::Memory { check, msg }) => anyhow!(match check {
             MemoryCheck::Stages => format!(
                 "{msg}; take fewer tokens (--calibrate-bytes or a smaller --calibrate-self)"
             ),
@@ -143,12 +115,12 @@ fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
                  checkpoint and pass it with --calibrate"
             ),
         }),
-        ReportError::EmptyWindow { path, offset, len, unit } => anyhow::anyhow!(
+        ReportError::EmptyWindow { path, offset, len, unit } => anyhow!(
             "--calibrate {}: nothing left after --calibrate-offset {offset} ({len} {unit} in the file)",
             path.display()
         ),
         ReportError::Model(e @ ModelError::AlreadyQuantized { .. }) => {
-            anyhow::anyhow!("--calibrate: {e}")
+            anyhow!("--calibrate: {e}")
         }
         ReportError::Text(t @ TextError::Unsupported { .. }) => anyhow::Error::new(t).context(
             "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \

@@ -1,5 +1,4 @@
-//! `tquant eval`: bits per byte and perplexity of a model on a text (tokenized with the model's
-//! tokenizer.json, or byte by byte for a byte vocabulary), or perplexity on token ids.
+//! `tquant eval`: bits per byte and perplexity of a model on a text, or perplexity on ids.
 
 use super::model_args::ModelArgs;
 use anyhow::{anyhow, Context, Result};
@@ -11,8 +10,7 @@ use tquant_report::EvalSummary;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Text file: tokenized with the model's tokenizer.json (or byte by byte for a 256-token
-    /// byte vocabulary); reports bits per byte and perplexity.
+    /// Text file, through the model's tokenizer: reports bits per byte and perplexity.
     #[arg(
         long,
         conflicts_with = "tokens_file",

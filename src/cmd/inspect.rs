@@ -18,9 +18,5 @@ pub fn run(args: Args) -> Result<()> {
     let ckpt = Checkpoint::open(&args.checkpoint)
         .with_context(|| format!("opening {}", args.checkpoint.display()))?;
     let report = inspect(&ckpt)?;
-    super::emit(&if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&report)?)
-    } else {
-        report.to_string()
-    })
+    super::emit_either(args.json, &report)
 }

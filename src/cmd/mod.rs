@@ -1,5 +1,4 @@
-//! One module per subcommand, each with its arguments (`Args`) and its `run` function; and what
-//! they share: output to stdout, progress bars, the model's vocabulary.
+//! One module per subcommand (its `Args` and `run`), and their shared output helpers.
 
 pub mod bench;
 /// `--calibrate` and its settings, shared by convert and report.
@@ -33,18 +32,30 @@ pub fn emit(text: &str) -> Result<()> {
     }
 }
 
+/// Prints `value` as pretty JSON with `--json`, as its text otherwise.
+pub fn emit_either<T: serde::Serialize + std::fmt::Display>(json: bool, value: &T) -> Result<()> {
+    if json {
+        return emit(&format!("{}\n", serde_json::to_string_pretty(value)?));
+    }
+    emit(&value.to_string())
+}
+
 /// A bar of `steps` with a message on stderr when it is a terminal; a hidden one otherwise.
 pub fn progress_bar(steps: u64) -> ProgressBar {
+    styled_bar(
+        steps,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+        "=> ",
+    )
+}
+
+/// A bar of `steps` drawn by `template` with `chars` on stderr when it is a terminal.
+pub fn styled_bar(steps: u64, template: &str, chars: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let b = ProgressBar::new(steps);
-    b.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    b
+    let style = ProgressStyle::with_template(template).expect("valid template");
+    ProgressBar::new(steps).with_style(style.progress_chars(chars))
 }
 
 /// The vocabulary of the model at `dir` (`vocab` ids); `ids_flag` is the option that takes

@@ -1,5 +1,4 @@
-//! What every command that runs a model takes (`eval`, `logits`, `run`): the model directory,
-//! threads and kernel mode.
+//! What `eval`, `logits` and `run` take: the model directory, threads and kernel mode.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -12,8 +11,7 @@ pub struct ModelArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Use the kernels' fast mode: 8-bit activations for quantized layers, bf16 activations
-    /// (AVX512-BF16 dot products) for bf16 weights.
+    /// Fast kernels: 8-bit activations for quantized layers, bf16 (AVX512-BF16) for bf16 weights.
     #[arg(long)]
     pub fast: bool,
 }

@@ -1,34 +1,29 @@
-//! `tquant report`: quantize a model in memory with every format asked for, measure the weight
-//! error and the bits per byte each costs, and set them against the MAC area of the format
-//! (Table 10 of Dotzel et al. where published, tquant's area model everywhere).
+//! `tquant report`: weight error, bits per byte and MAC area of every format asked for.
 
 use super::calibration::CalibrateArgs;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_report::measure::{parse_variants, with_calibrated_twins};
-use tquant_report::{EvalText, Report, Setting};
+use tquant_report::{CalibrationOptions, EvalText, Report, Setting};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Checkpoint directory with the original (unquantized) weights.
     pub model: PathBuf,
-    /// Text for bits per byte (tokenized with the model's tokenizer.json, or byte by byte for a
-    /// byte vocabulary); not needed with --weights-only.
+    /// Text for bits per byte, through the model's tokenizer (not needed with --weights-only).
     #[arg(long)]
     pub text: Option<PathBuf>,
     /// Tokens scored per chunk: each chunk of window + 1 tokens scores its last `window`.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
-    /// Use the first N bytes of the text, cut before tokenizing (a trailing partial chunk is
-    /// dropped).
+    /// Use the first N bytes of the text, cut before tokenizing (a partial last chunk is dropped).
     #[arg(long, default_value_t = 65792)]
     pub max_bytes: usize,
-    /// `all` (every catalog format, sf4_fit, sf4_search, auto, auto+search) or a comma-separated
-    /// list: catalog names, sf4:nu=X, sf4_fit / sf3_fit (nu fitted per tensor), sf4_search /
-    /// sf3_search (nu with the least weight error per tensor), auto / auto:A/B/.. (per tensor
-    /// the candidate with the least weight error), custom:v0,v1,... (last). A `+search` suffix
-    /// searches each block's scale instead of the absmax rule (`nf4+search`, `auto+search`).
+    /// `all` (catalog, sf4_fit, sf4_search, auto, auto+search) or a comma-separated list of:
+    /// catalog names, sf4:nu=X, sf4_fit / sf3_fit, sf4_search / sf3_search, auto / auto:A/B/..,
+    /// custom:v0,v1,... (last); X+search searches each block's scale (as `tquant convert`).
     #[arg(long, default_value = "all")]
     pub formats: String,
     /// Block length (16..4096) or `row`.
@@ -40,16 +35,13 @@ pub struct Args {
     /// Only quantize and report weight errors (any safetensors model; no runner, no text).
     #[arg(long)]
     pub weights_only: bool,
-    /// Output directory (created if missing; an existing report in it is replaced only with
-    /// --force; a directory holding other files is refused).
+    /// Output directory (created if missing; one holding other files is refused).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
-    /// Replace the report files of an existing output directory (one holding other files is
-    /// refused).
+    /// Replace the report files of an existing output directory.
     #[arg(long)]
     pub force: bool,
-    /// With --calibrate, every format also gets a calibrated row (GPTQ): `gptq:<format>`, and
-    /// `auto+gptq` for `auto` (its choice by the activation-weighted error).
+    /// With --calibrate, every format also gets a calibrated (GPTQ) row: gptq:<format>, auto+gptq.
     #[command(flatten)]
     pub calibration: Box<CalibrateArgs>,
 }
@@ -63,17 +55,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     tquant_report::report::check_output(&args.output, args.force)?;
     tquant_model::checkpoint_source(&args.model)?;
-    let setting = Setting {
-        block: args.block,
-        scale_dtype: args.scale_dtype,
-    };
-    let variants =
-        parse_variants(&args.formats, args.block, args.scale_dtype).context("--formats")?;
-    let calibration = args.calibration.collect(&args.model, 0)?;
-    let variants = match &calibration {
-        Some(cal) => with_calibrated_twins(variants, cal),
-        None => variants,
-    };
+    let (block, scale_dtype) = (args.block, args.scale_dtype);
+    let setting = Setting { block, scale_dtype };
+    let mut variants = parse_variants(&args.formats, block, scale_dtype).context("--formats")?;
+    let collect = |c: &CalibrationOptions| c.collect(&args.model, 0).map(Arc::new);
+    let calibration = args.calibration.run(&args.model, collect)?;
+    if let Some(cal) = &calibration {
+        variants = with_calibrated_twins(variants, cal);
+    }
     let eval = match (&args.text, args.weights_only) {
         (Some(path), false) => Some(
             EvalText::read(&args.model, path, args.window, args.max_bytes).context(

@@ -7,8 +7,7 @@ use tquant_text::Tokenizer;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder holding tokenizer.json (and optionally tokenizer_config.json, config.json); no
-    /// weights needed.
+    /// Folder holding tokenizer.json (and optionally tokenizer_config.json, config.json).
     pub model: PathBuf,
     /// Text file to tokenize (UTF-8).
     #[arg(long, conflicts_with_all = ["prompt", "decode"])]

@@ -37,11 +37,7 @@ pub fn run(args: Args) -> Result<()> {
         (false, true) => {}
     }
     let report = verify(&original, &quantized)?;
-    super::emit(&if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&report)?)
-    } else {
-        report.to_string()
-    })?;
+    super::emit_either(args.json, &report)?;
     if !report.kept_different.is_empty() {
         bail!(
             "kept tensors differ from the original: {}",
