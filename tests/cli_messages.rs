@@ -183,7 +183,7 @@ fn bench_says_when_the_matrix_fits_in_cache() {
 /// Runs tquant with stdout on a pipe whose reading end is closed before tquant starts (`| head`
 /// that has finished): it must neither panic nor fail. A shell holds the writing end and waits
 /// a moment before it becomes tquant, so the reader is surely gone by then.
-fn into_closed_pipe(args: &[&str]) {
+fn into_closed_pipe(args: &[&str]) -> std::process::Child {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(r#"sleep 0.3; exec "$0" "$@""#)
@@ -194,6 +194,10 @@ fn into_closed_pipe(args: &[&str]) {
         .spawn()
         .unwrap();
     drop(child.stdout.take());
+    child
+}
+
+fn assert_closed_pipe_ok(args: &[&str], child: std::process::Child) {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
@@ -207,8 +211,9 @@ fn a_closed_pipe_is_not_an_error() {
     stdout_ok(&["convert", path(&tiny_lite()), "-o", path(&q)]);
     let m = tiny_lite();
     let rep = tmp.path().join("rep");
+    let q2 = tmp.path().join("q2");
     let text = support::root().join("tests/data/model/heldout_head.txt");
-    for args in [
+    let cases = [
         vec!["formats"],
         vec!["formats", "--json"],
         vec!["inspect", path(&q)],
@@ -253,8 +258,11 @@ fn a_closed_pipe_is_not_an_error() {
             "-o",
             path(&rep),
         ],
-        vec!["convert", path(&m), "-o", path(&tmp.path().join("q2"))],
-    ] {
-        into_closed_pipe(&args);
+        vec!["convert", path(&m), "-o", path(&q2)],
+    ];
+    // All started at once: each waits out its own delay before writing, not one after another.
+    let children: Vec<_> = cases.iter().map(|a| into_closed_pipe(a)).collect();
+    for (args, child) in cases.iter().zip(children) {
+        assert_closed_pipe_ok(args, child);
     }
 }

@@ -9,6 +9,7 @@ use crate::block::{check_matrix_len, BlockQuantizer, ScaleRule};
 use crate::fit::NU_MAX;
 use crate::sample::Rng;
 use crate::{Format, FormatError};
+use rayon::prelude::*;
 
 /// Smallest `nu` searched: heavier tails than t(1) put almost every value on the zero code.
 pub const SEARCH_NU_MIN: f64 = 1.0;
@@ -46,9 +47,7 @@ pub fn search_nu_min_error(
     let n_rows = sample.len() / cols.max(1);
     let mean = sample.iter().map(|&v| v as f64).sum::<f64>() / sample.len().max(1) as f64;
     let var: f64 = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
-    let mut evaluations = 0;
-    let mut eval = |u: f64| -> Result<f64, FormatError> {
-        evaluations += 1;
+    let error_at = |u: f64| -> Result<f64, FormatError> {
         let f = Format::student_float(bits, u.exp())?;
         let m = q.quantize_with(f.codebook(), &sample, n_rows, cols, rule)?;
         let deq = m.dequantize(f.codebook());
@@ -60,12 +59,20 @@ pub fn search_nu_min_error(
         Ok(if var > 0.0 { err / var } else { err })
     };
     let (u_min, u_max) = (SEARCH_NU_MIN.ln(), NU_MAX.ln());
+    // The grid points are independent quantizations: they run in parallel (collected in order,
+    // so the result does not depend on the thread count).
     let grid: Vec<(f64, f64)> = (0..GRID)
+        .into_par_iter()
         .map(|i| {
             let u = u_min + (u_max - u_min) * i as f64 / (GRID - 1) as f64;
-            eval(u).map(|e| (u, e))
+            error_at(u).map(|e| (u, e))
         })
         .collect::<Result<_, _>>()?;
+    let mut evaluations = GRID;
+    let mut eval = |u: f64| -> Result<f64, FormatError> {
+        evaluations += 1;
+        error_at(u)
+    };
     // The first minimum wins ties, so equal errors keep the heavier-tailed (earlier) nu.
     let best = (0..GRID).fold(0, |b, i| if grid[i].1 < grid[b].1 { i } else { b });
     let mut best_point = grid[best];
