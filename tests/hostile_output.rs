@@ -257,7 +257,7 @@ fn ctrl_c_mid_conversion_leaves_nothing_complete_looking() {
 /// same output removes that leftover.
 fn interrupted_conversion(interrupt: impl FnOnce(&mut std::process::Child)) {
     let tmp = tempfile::tempdir().unwrap();
-    let model = sized_model(&tmp.path().join("model"), 16);
+    let model = sized_model(&tmp.path().join("model"), 64);
     let out = tmp.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tquant"))
         .args(["convert", p(&model), "-o", p(&out), "--threads", "1"])
