@@ -463,3 +463,6 @@ mod tests {
         assert!("iq4_nl+best".parse::<GgufRecipe>().is_err());
     }
 }
+
+#[cfg(test)]
+mod end_to_end;
