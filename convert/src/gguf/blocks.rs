@@ -362,7 +362,7 @@ mod tests {
         x[16] = 4.0;
         let b = quantize(GgmlType::Q4_0, BlockRule::Ggml, &x);
         assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
-        assert_eq!(b[2], 0 | (12 << 4));
+        assert_eq!(b[2], 12 << 4);
         assert_eq!(b[3], 8 | (8 << 4));
         let back = dequantize(GgmlType::Q4_0, &b);
         assert_eq!((back[0], back[16], back[1]), (-8.0, 4.0, 0.0));

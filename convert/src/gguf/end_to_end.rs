@@ -78,7 +78,10 @@ fn write_checkpoint(dir: &Path, cfg: &serde_json::Value, t: &[(String, Vec<usize
 }
 
 /// A minimal GGUF reader: tensor name -> (ggml type id, dims fastest first, data).
-fn read_gguf(path: &Path) -> (Vec<String>, BTreeMap<String, (u32, Vec<u64>, Vec<u8>)>) {
+/// (ggml type id, dimensions fastest first, data bytes) of a tensor read back.
+type ReadTensor = (u32, Vec<u64>, Vec<u8>);
+
+fn read_gguf(path: &Path) -> (Vec<String>, BTreeMap<String, ReadTensor>) {
     let b = std::fs::read(path).unwrap();
     let mut at = 0usize;
     let u64_ = |at: &mut usize| {
