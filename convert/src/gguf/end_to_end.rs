@@ -340,3 +340,93 @@ fn bad_checkpoints_get_errors_naming_file_and_tensor() {
     assert!(matches!(e, GgufError::OutputExists { .. }), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"x");
 }
+
+/// A tquant checkpoint quantized with IQ4_NL's table (block 32, f16 scales) is moved into the
+/// GGUF file as it is: every block decodes to tquant's own dequantization of that checkpoint.
+#[test]
+fn tquant_codes_in_a_ggml_types_terms_are_moved_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("float");
+    std::fs::create_dir(&src).unwrap();
+    write_checkpoint(&src, &config(64), &tensors(64));
+    let table: Vec<String> = blocks::IQ4_NL_VALUES
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let recipe: crate::Recipe = format!("custom:{}", table.join(",")).parse().unwrap();
+    let mut copts = recipe
+        .options(
+            tquant_formats::BlockSize::Elements(32),
+            tquant_formats::ScaleDtype::F16,
+        )
+        .unwrap();
+    // kv_b_proj's key half is transposed for llama.cpp: it stays unquantized here.
+    copts.policy.exclude.push("*kv_b_proj*".into());
+    let q = dir.path().join("quantized");
+    let run = crate::RunOptions {
+        force: false,
+        threads: Some(1),
+    };
+    crate::convert(&src, &q, &copts, &run, &crate::NoProgress).unwrap();
+    unpack_fixture("deepseek-v3", &q);
+    let out = dir.path().join("m.gguf");
+    let mut o = opts("iq4_nl");
+    o.policy.exclude.push("*kv_b_proj*".into());
+    convert_gguf(&q, &out, &o).unwrap();
+    let (_, got) = read_gguf(&out);
+    let ckpt = Checkpoint::open(&q).unwrap();
+    let own = |n: &str| {
+        let w = ckpt.get(n).unwrap();
+        assert!(matches!(w, crate::Weight::Quantized(_)), "{n}");
+        w.to_f32().unwrap()
+    };
+    let (id, _, data) = &got["blk.0.attn_q_a.weight"];
+    assert_eq!(*id, GgmlType::Iq4Nl.id());
+    assert_eq!(
+        blocks::dequantize(GgmlType::Iq4Nl, data),
+        own("model.layers.0.self_attn.q_a_proj.weight")
+    );
+    let experts = [
+        own("model.layers.1.mlp.experts.0.down_proj.weight"),
+        own("model.layers.1.mlp.experts.1.down_proj.weight"),
+    ]
+    .concat();
+    let data = &got["blk.1.ffn_down_exps.weight"].2;
+    assert_eq!(blocks::dequantize(GgmlType::Iq4Nl, data), experts);
+    // Kept unquantized in both: F32 as stored.
+    assert_eq!(got["blk.0.attn_k_b.weight"].0, GgmlType::F32.id());
+
+    // Another table is refused, naming the tensor, rather than rounded again.
+    let e = convert_gguf(
+        &q,
+        &out,
+        &GgufOptions {
+            force: true,
+            ..opts("q4_0")
+        },
+    )
+    .unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("self_attn.q_a_proj.weight") && e.contains("Q4_0"),
+        "{e}"
+    );
+    // So is a quantized kv_b_proj, whose key half llama.cpp wants transposed.
+    let q2 = dir.path().join("quantized2");
+    copts.policy.exclude.clear();
+    crate::convert(&src, &q2, &copts, &run, &crate::NoProgress).unwrap();
+    unpack_fixture("deepseek-v3", &q2);
+    let e = convert_gguf(
+        &q2,
+        &out,
+        &GgufOptions {
+            force: true,
+            ..opts("iq4_nl")
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("kv_b_proj.weight: it is quantized"),
+        "{e}"
+    );
+}

@@ -15,6 +15,7 @@ pub mod blocks;
 pub mod deepseek;
 mod error;
 pub mod file;
+mod repack;
 pub mod vocab;
 
 pub use blocks::{BlockRule, GgmlType};
@@ -432,7 +433,21 @@ fn write_tensor(
             .concat()
     };
     let read = |name: &str| -> Result<Vec<f32>, GgufError> {
-        let v = ckpt.get(name)?.to_f32()?;
+        let v = match ckpt.get(name)? {
+            crate::Weight::Dense(t) => t.to_f32()?,
+            crate::Weight::Quantized(_) => {
+                return Err(tensor_err(
+                    root,
+                    name,
+                    format!(
+                        "it is quantized; {} is made from it by a transposition or in another \
+                         type, so convert it from the unquantized checkpoint (exclude it when \
+                         quantizing)",
+                        p.info.name
+                    ),
+                ))
+            }
+        };
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(tensor_err(
                 root,
@@ -442,10 +457,34 @@ fn write_tensor(
         }
         Ok(v)
     };
+    // A quantized input matrix in the type's own terms is moved, not rounded again.
+    let moved = |name: &str| -> Result<Option<Vec<u8>>, GgufError> {
+        let crate::Weight::Quantized(v) = ckpt.get(name)? else {
+            return Ok(None);
+        };
+        if let Some(why) = repack::mismatch(&v, p.info.ty) {
+            return Err(tensor_err(root, name, why));
+        }
+        let mut out = Vec::new();
+        for e in 0..v.info.experts() {
+            // Checks the parts against the shape before they are indexed.
+            v.qmatrix(e)?;
+            if let Some(m) = v.matrix(e) {
+                out.extend(repack::repack(&m, 0..m.rows));
+            }
+        }
+        Ok(Some(out))
+    };
     match &p.source {
-        Source::Tensor(n) => sink(&encode(&read(n)?)),
+        Source::Tensor(n) => match moved(n)? {
+            Some(bytes) => sink(&bytes),
+            None => sink(&encode(&read(n)?)),
+        },
         Source::KvB { name, k } => sink(&encode(&deepseek::split_kv_b(&read(name)?, c, *k))),
-        Source::Experts(names) => names.iter().try_for_each(|n| sink(&encode(&read(n)?))),
+        Source::Experts(names) => names.iter().try_for_each(|n| match moved(n)? {
+            Some(bytes) => sink(&bytes),
+            None => sink(&encode(&read(n)?)),
+        }),
     }
 }
 
