@@ -226,16 +226,6 @@ pub enum Source {
     Experts(Vec<String>),
 }
 
-impl Source {
-    /// The checkpoint tensor a message names.
-    pub fn first(&self) -> &str {
-        match self {
-            Self::Tensor(n) | Self::KvB { name: n, .. } => n,
-            Self::Experts(v) => &v[0],
-        }
-    }
-}
-
 /// The GGUF name of a checkpoint tensor outside the routed experts and `kv_b_proj`: `Ok(None)`
 /// for multi-token-prediction layers (not written, as llama.cpp's converter does).
 pub fn gguf_name(name: &str, c: &DeepseekConfig) -> Option<Option<String>> {
