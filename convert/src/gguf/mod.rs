@@ -7,7 +7,7 @@
 //! output matrix in their own dtype (F16, BF16, F32), or Q8_0 when asked.
 //!
 //! - [`blocks`]: the ggml block encoders and decoders;
-//! - [`file`]: the GGUF container and its atomic writer;
+//! - [`file`](mod@file): the GGUF container and its atomic writer;
 //! - [`deepseek`]: `deepseek2` metadata and tensor names;
 //! - [`vocab`]: the tokenizer as llama.cpp reads it.
 
