@@ -155,3 +155,59 @@ def test_gguf_refuses_a_checkpoint_without_tokenizer(cli, tmp_path):
     assert r.returncode != 0
     assert "tokenizer.json not found" in r.stderr and "--tokenizer" in r.stderr, r.stderr
     assert not (tmp_path / "m.gguf").exists()
+
+
+TABLES = {
+    "q4_0": list(range(-8, 8)),
+    "iq4_nl": [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+}
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "iq4_nl"])
+def test_searched_blocks_equal_tquants_own_quantization(cli, tmp_path, fmt):
+    # `+search` is tquant's scale search over the type's table: every quantized tensor decodes
+    # to what tquant.quantize makes of the same values with that table as its codebook.
+    import tquant
+
+    c = CONFIGS["v3"]
+    want = expected_tensors(make(tmp_path / "ckpt", "v3"), c)
+    out = tmp_path / "m.gguf"
+    convert(cli, tmp_path / "ckpt", out, fmt + "+search")
+    recipe = "custom:" + ",".join(map(str, TABLES[fmt])) + "+search"
+    checked = 0
+    for t in gguf.GGUFReader(out).tensors:
+        if not t.name.startswith("blk.") or is_f32(t.name):
+            continue
+        x = np.ascontiguousarray(want[t.name])
+        own = tquant.quantize(x, recipe, block=32, scale_dtype="f16").dequantize()
+        got = dequantize(t.data, t.tensor_type).reshape(x.shape)
+        np.testing.assert_array_equal(got, own, err_msg=t.name)
+        checked += 1
+    assert checked == 21
+
+
+def test_codes_of_a_tquant_checkpoint_in_iq4_nl_terms_reach_the_gguf_unchanged(cli, tmp_path):
+    # A tquant checkpoint quantized with IQ4_NL's table, block 32, f16 scales (as GPTQ would
+    # write it) is moved into the GGUF file: it decodes to tquant's own dequantization.
+    import tquant
+
+    make(tmp_path / "ckpt", "v2")
+    table = "custom:" + ",".join(map(str, TABLES["iq4_nl"]))
+    tquant.convert(tmp_path / "ckpt", tmp_path / "q", format=table, block=32, scale_dtype="f16",
+                   exclude=["*kv_b_proj*"])
+    r = subprocess.run([cli, "convert", str(tmp_path / "q"), "-o", str(tmp_path / "m.gguf"), "--layout",
+                        "gguf", "--tokenizer", str(tmp_path / "ckpt"), "--exclude", "*kv_b_proj*"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    q = tquant.open(tmp_path / "q")
+    got = {t.name: t for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    pairs = [("blk.0.attn_q_a.weight", "model.layers.0.self_attn.q_a_proj.weight"),
+             ("blk.1.ffn_up_shexp.weight", "model.layers.1.mlp.shared_experts.up_proj.weight")]
+    for gname, name in pairs:
+        t = got[gname]
+        assert t.tensor_type == T.IQ4_NL
+        np.testing.assert_array_equal(dequantize(t.data, t.tensor_type).reshape(q[name].shape),
+                                      q[name].dequantize(), err_msg=name)
+    t = got["blk.1.ffn_down_exps.weight"]
+    experts = np.stack([q[f"model.layers.1.mlp.experts.{e}.down_proj.weight"].dequantize() for e in range(4)])
+    np.testing.assert_array_equal(dequantize(t.data, t.tensor_type).reshape(experts.shape), experts)
