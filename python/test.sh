@@ -9,7 +9,7 @@ pyvenv="${TMPDIR:-/tmp}/tquant-py-venv"
 wheels="${TMPDIR:-/tmp}/tquant-py-wheels"
 rm -rf "$pyvenv" "$wheels"
 python3 -m venv "$pyvenv"
-"$pyvenv/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.5,<2' pytest numpy ml_dtypes
+"$pyvenv/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.5,<2' pytest numpy ml_dtypes gguf
 "$pyvenv/bin/maturin" build --release --strip -m python/Cargo.toml -o "$wheels"
 "$pyvenv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$wheels"/tquant-*.whl
 "$pyvenv/bin/python" -m pytest -q python/tests

@@ -21,7 +21,7 @@ fn convert_refuses_bad_and_conflicting_options() {
         (&["--block=-64"], &["'-64' is not a number"]),
         (&["--block", "rows"], &["'rows' is not a number or 'row'"]),
         (&["--scale-dtype", "f8"], &["f8"]),
-        (&["--layout", "gguf"], &["unknown layout 'gguf'"]),
+        (&["--layout", "onnx"], &["unknown layout 'onnx'"]),
         (&["--layout", "bnb", "--format", "sf4"], &["--layout bnb"]),
         (&["--layout", "bnb", "--format", "int4"], &["--layout bnb"]),
         (&["--layout", "bnb", "--block", "48"], &["--layout bnb"]),
@@ -63,6 +63,23 @@ fn convert_refuses_bad_and_conflicting_options() {
         (&["--nu", "NaN"], &[]),
         (&["--scale-dtype", "e8m0", "--format", "int4_full"], &[]),
         (&["--threads", "x"], &["invalid value 'x'"]),
+        (
+            &["--layout", "gguf", "--block", "64"],
+            &["--block does not apply to --layout gguf"],
+        ),
+        (
+            &["--layout", "gguf", "--calibrate-self", "8"],
+            &["--calibrate-self does not apply to --layout gguf"],
+        ),
+        (
+            &["--layout", "gguf", "--format", "nf4"],
+            &["unknown gguf type 'nf4'"],
+        ),
+        (
+            &["--layout", "gguf", "--format", "q4_0"],
+            &["config.json: not found", "model's settings"],
+        ),
+        (&["--tokenizer", "x"], &["--tokenizer is for --layout gguf"]),
     ];
     for (extra, needles) in cases {
         let mut args = vec!["convert", p(&model), "-o", p(&out)];

@@ -291,6 +291,9 @@ pub enum ConvertError {
     },
     /// Calibration statistics given both whole and in stages.
     CalibrationTwice,
+    /// The gguf layout asked of the safetensors converter: it has its own
+    /// ([`crate::gguf::convert_gguf`]), with ggml's types instead of a recipe.
+    GgufLayout,
     /// Calibration with a layout other than tquant's (GPTQ writes tquant's layout only).
     CalibrationLayout {
         /// The layout.
@@ -684,6 +687,12 @@ impl ConvertError {
             Self::AutoCandidateStore { candidate, source } => {
                 write!(f, "{OPTS}auto candidate '{candidate}': {source}")
             }
+            Self::GgufLayout => write!(
+                f,
+                "{OPTS}{} gguf is written by the GGUF exporter (ggml types q4_0 or iq4_nl, \
+                 optionally +search), not from these options",
+                n(Setting::Layout)
+            ),
             Self::CalibrationTwice => write!(
                 f,
                 "{OPTS}give the calibration either whole or in stages, not both"

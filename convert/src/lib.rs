@@ -46,6 +46,7 @@ pub mod dtype;
 mod error;
 mod fitting;
 pub mod fp8;
+pub mod gguf;
 pub mod header;
 pub mod inspect;
 pub mod layouts;

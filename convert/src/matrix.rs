@@ -44,7 +44,8 @@ pub fn quantize_matrix(
     let cb = format.codebook();
     let (codes, scales) = match opts.layout {
         Layout::Mxfp4 => layouts::mxfp4(values, rows, cols)?,
-        Layout::Tquant => {
+        // Options with the gguf layout are refused by `validate` and never reach here.
+        Layout::Tquant | Layout::Gguf => {
             let q = BlockQuantizer {
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,

@@ -329,7 +329,8 @@ fn add_parts(
     let with = |tail: &[usize]| [lead.as_slice(), tail].concat();
     let (rows, cols) = (info.rows(), info.cols());
     let (codes_part, scales_part, codebook_part) = match info.layout {
-        Layout::Tquant => {
+        // Options with the gguf layout are refused before planning (`validate`).
+        Layout::Tquant | Layout::Gguf => {
             let c = push(
                 format!("{name}{CODES_SUFFIX}"),
                 Dtype::U8,
@@ -499,6 +500,8 @@ pub(crate) fn write_side_files(
 
 fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
     match opts.layout {
+        // Refused before planning (`validate`).
+        Layout::Gguf => Value::Null,
         Layout::Tquant => json!({
             "quant_method": "tquant",
             "version": FORMAT_VERSION,

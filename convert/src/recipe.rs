@@ -134,6 +134,8 @@ impl Recipe {
             Layout::Tquant => "sf4_fit",
             Layout::Bnb => "nf4",
             Layout::Mxfp4 => "e2m1",
+            // Not a recipe: the GGUF exporter's default type (`builder_with` refuses gguf).
+            Layout::Gguf => "iq4_nl",
         }
     }
 
@@ -145,6 +147,9 @@ impl Recipe {
         layout: Layout,
         overrides: &Overrides,
     ) -> Result<(Recipe, ConvertOptionsBuilder), ConvertError> {
+        if layout == Layout::Gguf {
+            return Err(ConvertError::GgufLayout);
+        }
         let (recipe, mut b) = Recipe::parse_builder(text.unwrap_or(Recipe::default_for(layout)))?;
         b = b.layout(layout);
         if let Some(nu) = overrides.nu {

@@ -34,6 +34,9 @@ pub enum Layout {
     /// OCP MXFP4 as Hugging Face stores it: `_blocks` `[.., rows, cols/32, 16]` (low nibble first,
     /// per-row blocks of 32, i.e. tquant's code layout) and `_scales` E8M0 `[.., rows, cols/32]`.
     Mxfp4,
+    /// One GGUF file llama.cpp loads (ggml Q4_0 / IQ4_NL blocks), written by
+    /// [`crate::gguf::convert_gguf`], not by the safetensors converter.
+    Gguf,
 }
 
 impl Layout {
@@ -43,6 +46,7 @@ impl Layout {
             Self::Tquant => "tquant",
             Self::Bnb => "bnb",
             Self::Mxfp4 => "mxfp4",
+            Self::Gguf => "gguf",
         }
     }
 }
@@ -54,7 +58,8 @@ impl std::str::FromStr for Layout {
             "tquant" => Ok(Self::Tquant),
             "bnb" => Ok(Self::Bnb),
             "mxfp4" => Ok(Self::Mxfp4),
-            _ => Err(format!("unknown layout '{s}' (tquant, bnb, mxfp4)")),
+            "gguf" => Ok(Self::Gguf),
+            _ => Err(format!("unknown layout '{s}' (tquant, bnb, mxfp4, gguf)")),
         }
     }
 }

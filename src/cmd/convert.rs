@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
+use tquant_convert::gguf::{convert_gguf, BlockRule, GgufError, GgufOptions, GgufRecipe};
 use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 use tquant_report::pipeline::layer_by_layer;
@@ -13,14 +14,16 @@ use tquant_report::pipeline::layer_by_layer;
 pub struct Args {
     /// A .safetensors file, or a directory with model.safetensors or shards and their index.
     pub input: PathBuf,
-    /// Output directory (written atomically; refused if it exists unless --force).
+    /// Output directory (written atomically; refused if it exists unless --force); with
+    /// --layout gguf, the .gguf file.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Recipe: a format (see `tquant formats`); sf4:nu=X; sf4_fit / sf4_search (nu fitted /
     /// searched per tensor); X+search (per-block scale search); auto / auto:A/B/.. (least-error
     /// format per tensor among nf4, sf4, apot4_sp, e2m1_sp, int4, int4_full, or LIST); gptq:X /
     /// auto+gptq (GPTQ; needs --calibrate or --calibrate-self). Default: sf4_fit (nf4 for bnb,
-    /// e2m1 for mxfp4).
+    /// e2m1 for mxfp4). With --layout gguf a ggml type: q4_0 or iq4_nl (the default), +search
+    /// for tquant's scale search, +q8_0 to store embeddings and output in Q8_0.
     #[arg(long)]
     pub format: Option<String>,
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
@@ -37,7 +40,8 @@ pub struct Args {
     /// least-squared-error scale; may be negative). tquant layout only.
     #[arg(long)]
     pub scale_rule: Option<ScaleRule>,
-    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (OCP MXFP4 as Hugging Face stores it).
+    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (OCP MXFP4 as Hugging Face stores
+    /// it), gguf (one GGUF file for llama.cpp; DeepSeek-V2/V3).
     #[arg(long, default_value = "tquant")]
     pub layout: Layout,
     /// Also quantize tensors matching this glob (`*` and `?`); repeatable.
@@ -59,6 +63,10 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+    /// --layout gguf: the directory holding tokenizer.json (and tokenizer_config.json), when
+    /// not the checkpoint's.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub calibration: Box<CalibrateArgs>,
 }
@@ -76,6 +84,12 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.layout == Layout::Gguf {
+        return run_gguf(args);
+    }
+    if args.tokenizer.is_some() {
+        bail!("--tokenizer is for --layout gguf");
+    }
     let overrides = Overrides {
         nu: args.nu.as_deref().map(str::parse).transpose()?,
         block: args.block,
@@ -120,4 +134,49 @@ pub fn run(args: Args) -> Result<()> {
         Some(cal) if !args.json => super::emit(&format!("{summary}{}\n", cal.describe())),
         _ => super::emit_either(args.json, &summary),
     }
+}
+
+/// `--layout gguf`: one GGUF file through the GGUF exporter.
+fn run_gguf(args: Args) -> Result<()> {
+    let unused = [
+        ("--block", args.block.is_some()),
+        ("--scale-dtype", args.scale_dtype.is_some()),
+        ("--nu", args.nu.is_some()),
+        ("--calibrate", args.calibration.calibrate.is_some()),
+        (
+            "--calibrate-self",
+            args.calibration.calibrate_self.is_some(),
+        ),
+        (
+            "--scale-rule absmax",
+            args.scale_rule == Some(ScaleRule::Absmax),
+        ),
+    ];
+    if let Some((flag, _)) = unused.iter().find(|(_, set)| *set) {
+        bail!(
+            "{flag} does not apply to --layout gguf: ggml's types fix blocks of 32 with an f16 \
+             scale (--format q4_0 or iq4_nl, +search for the scale search)"
+        );
+    }
+    let mut recipe: GgufRecipe = args.format.as_deref().unwrap_or("iq4_nl").parse()?;
+    if args.scale_rule == Some(ScaleRule::Search) {
+        recipe.rule = BlockRule::Search;
+    }
+    let opts = GgufOptions {
+        recipe,
+        policy: Policy {
+            include: args.include,
+            exclude: args.exclude,
+            drop: args.drop,
+        },
+        tokenizer: args.tokenizer,
+        force: args.force,
+    };
+    let summary = convert_gguf(&args.input, &args.output, &opts).map_err(|e| match e {
+        e @ GgufError::NoTokenizer { .. } => anyhow::anyhow!("{e} (--tokenizer DIR)"),
+        e @ GgufError::OutputExists { .. } => anyhow::anyhow!("{e} (--force)"),
+        e => e.into(),
+    });
+    let summary = summary.with_context(|| format!("converting {}", args.input.display()))?;
+    super::emit_either(args.json, &summary)
 }

@@ -143,6 +143,7 @@ impl ConvertOptionsBuilder {
                 BlockSize::Elements(64),
                 ScaleDtype::F32,
             ),
+            Layout::Gguf => return Err(ConvertError::GgufLayout),
             Layout::Mxfp4 => (
                 FormatChoice::Table(catalog("e2m1")),
                 BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),

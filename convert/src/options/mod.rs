@@ -227,6 +227,7 @@ impl ConvertOptions {
                     wrong => Err(wrong),
                 }
             }
+            Layout::Gguf => Err(ConvertError::GgufLayout),
             Layout::Mxfp4 => {
                 if self.format.name() != "e2m1"
                     || self.scale_dtype != ScaleDtype::E8m0
