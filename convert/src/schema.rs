@@ -279,12 +279,13 @@ pub struct QuantizedMatrixOut {
     pub scales: Vec<u8>,
 }
 
-/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8).
+/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8, E4M3 as F8_E4M3).
 pub fn scale_storage_dtype(d: ScaleDtype) -> Dtype {
     match d {
         ScaleDtype::F32 => Dtype::F32,
         ScaleDtype::F16 => Dtype::F16,
         ScaleDtype::Bf16 => Dtype::BF16,
         ScaleDtype::E8m0 => Dtype::U8,
+        ScaleDtype::E4m3 => Dtype::F8_E4M3,
     }
 }
