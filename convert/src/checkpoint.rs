@@ -206,9 +206,10 @@ impl Checkpoint {
             });
         };
         let stored = self.raw(&q.scales)?.bytes;
-        let scales = match &q.nested {
-            Some(n) => n.decoded.get_or_init(|| n.decode(stored)).as_slice(),
-            None => stored,
+        let scales = match (&q.nested, &q.e4m3) {
+            (Some(n), _) => n.decoded.get_or_init(|| n.decode(stored)).as_slice(),
+            (None, Some(s)) => s.decoded.get_or_init(|| s.decode(stored)).as_slice(),
+            (None, None) => stored,
         };
         Ok(QuantizedView {
             name,

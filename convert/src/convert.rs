@@ -468,12 +468,19 @@ impl JobContext<'_> {
         write(&m.codes, p.codes_at)?;
         write(&m.scales, p.scales_at)?;
         if let Some(at) = p.codebook_at {
-            let table: Vec<u8> = m
-                .info
-                .codebook
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            // compressed-tensors' third part is NVFP4's tensor scale, not a table.
+            let table: Vec<u8> = if p.info.layout == Layout::CompressedTensors {
+                m.info
+                    .global_scale
+                    .map(|g| g.to_le_bytes().to_vec())
+                    .unwrap_or_default()
+            } else {
+                m.info
+                    .codebook
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            };
             write(&table, at)?;
         }
         *self.results[p.first_result + e]

@@ -60,6 +60,8 @@ const AUX_FILES: [&str; 8] = [
 ];
 /// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
 const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
+/// The same for an f32 (a tensor scale).
+const WIDEST_F32: f32 = -1.234_567_9e-38;
 /// One output tensor: its header entry and where its bytes come from.
 #[derive(Debug)]
 pub(crate) struct OutTensor {
@@ -241,6 +243,13 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
                     crate::calibration::annotate(&mut info, &entry.name, opts);
                     layouts::check_matrix(opts, (Some(&shard.path), &entry.name), info.cols())?;
+                    if opts.layout == Layout::CompressedTensors {
+                        crate::compressed_tensors::check_tensor(
+                            opts,
+                            (Some(&shard.path), &entry.name),
+                            &entry.shape,
+                        )?;
+                    }
                     summary.bits_per_weight = info.bits_per_weight();
                     let mut plan = add_parts(
                         &mut out,
@@ -361,6 +370,30 @@ fn add_parts(
             let s = push(format!("{name}_scales"), Dtype::U8, with(&[rows, g]), None);
             (c, s, None)
         }
+        Layout::CompressedTensors => {
+            use crate::compressed_tensors::{GLOBAL_SCALE_SUFFIX, PACKED_SUFFIX, SCALE_SUFFIX};
+            let c = push(
+                format!("{name}{PACKED_SUFFIX}"),
+                Dtype::U8,
+                vec![rows, cols / 2],
+                None,
+            );
+            let s = push(
+                format!("{name}{SCALE_SUFFIX}"),
+                scale_storage_dtype(info.scale_dtype),
+                vec![rows, info.blocks_per_row()],
+                None,
+            );
+            let g = (info.scale_dtype == tquant_formats::ScaleDtype::E4m3).then(|| {
+                push(
+                    format!("{name}{GLOBAL_SCALE_SUFFIX}"),
+                    Dtype::F32,
+                    vec![1],
+                    None,
+                )
+            });
+            (c, s, g)
+        }
         Layout::Bnb => {
             let n = info.numel();
             let c = push(name.clone(), Dtype::U8, vec![n.div_ceil(2), 1], None);
@@ -430,6 +463,9 @@ pub(crate) fn shard_metadata(
             Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
             None => {
                 for m in &mut info.matrices {
+                    if opts.scale_dtype == tquant_formats::ScaleDtype::E4m3 {
+                        m.global_scale = Some(WIDEST_F32);
+                    }
                     if let Some(spec) = &opts.auto {
                         m.format = spec.widest_format_name();
                         m.nu = Some(WIDEST_F64);
@@ -519,6 +555,14 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "quant_method": "mxfp4",
             "modules_to_not_convert": kept_modules(shards),
         }),
+        Layout::CompressedTensors => {
+            // Embeddings are not Linear modules: compressed-tensors' targets never match them.
+            let ignore = kept_modules(shards)
+                .into_iter()
+                .filter(|m| !m.to_ascii_lowercase().contains("embed"))
+                .collect();
+            crate::compressed_tensors::quantization_config(opts, ignore)
+        }
     }
 }
 

@@ -304,7 +304,12 @@ pub fn mxfp4_quantize(
         for (c, &v) in codes.iter_mut().zip(group) {
             // Division by a power of two: exact unless the quotient is subnormal.
             let q = if amax == 0.0 { v } else { v / scale };
-            let sign = (q.is_sign_negative() as u8) << 3;
+            // compressed-tensors takes the sign from `torch.sign`, which is +0 for -0.0.
+            let negative = match rule {
+                MxScaleRule::CompressedTensors => q < 0.0,
+                _ => q.is_sign_negative(),
+            };
+            let sign = (negative as u8) << 3;
             *c = sign | e2m1_magnitude(q.abs(), ties_away);
         }
         for (j, pair) in codes.chunks(2).enumerate() {

@@ -4,8 +4,9 @@
 //!
 //! compressed-tensors calls the per-tensor scale `weight_global_scale` and *divides* by it:
 //!
-//! * `global = 448 · 6 / amax(W)` in f32 (`generate_gparam`; amax at least f32's smallest normal,
-//!   a non-finite quotient becomes 1);
+//! * `global = 448 · 6 / amax(W)` in f32, computed as torch does `2688 / tensor`:
+//!   `(1 / amax) · 2688` (`generate_gparam`; amax at least f32's smallest normal, a non-finite
+//!   result becomes 1);
 //! * per block `s = e4m3(clamp(global · (blockamax / 6), ±448))`, a zero `s` replaced by 0.125
 //!   (`calculate_qparams`);
 //! * element `q = E2M1(clamp(x / (f32(s) / global), ±6))`, round to nearest, ties to even
@@ -44,7 +45,8 @@ pub struct Nvfp4 {
 
 /// compressed-tensors' `generate_gparam` for a tensor whose largest magnitude is `amax`.
 pub fn nvfp4_global_scale(amax: f32) -> f32 {
-    let g = (E4M3_MAX * E2M1_MAX) / amax.abs().max(f32::MIN_POSITIVE);
+    // torch evaluates `2688 / t` as `t.reciprocal() * 2688`: two roundings, kept here.
+    let g = (1.0 / amax.abs().max(f32::MIN_POSITIVE)) * (E4M3_MAX * E2M1_MAX);
     if g.is_finite() {
         g
     } else {
@@ -172,6 +174,9 @@ mod tests {
     fn global_scale_follows_generate_gparam() {
         assert_eq!(nvfp4_global_scale(2688.0), 1.0);
         assert_eq!(nvfp4_global_scale(-1.0), 2688.0);
+        // Two roundings, as torch: 1/amax, then times 2688.
+        let amax = 0.396_484_4f32;
+        assert_eq!(nvfp4_global_scale(amax), (1.0 / amax) * 2688.0);
         assert_eq!(nvfp4_global_scale(0.0), 1.0); // 2688 / 2^-126 overflows f32
         assert_eq!(nvfp4_global_scale(f32::NAN), 1.0);
     }

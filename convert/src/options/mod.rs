@@ -240,6 +240,16 @@ impl ConvertOptions {
                 }
                 Ok(())
             }
+            Layout::CompressedTensors => {
+                match crate::schema::CtFormat::of(self.format.name(), self.block, self.scale_dtype) {
+                    Some(_) => Ok(()),
+                    None => Err(ConvertError::CtSettings {
+                        format: self.format.to_string(),
+                        scale_dtype: self.scale_dtype,
+                        block: self.block,
+                    }),
+                }
+            }
         }
     }
 

@@ -1,0 +1,136 @@
+//! The compressed-tensors layout (what llm-compressor writes and vLLM loads), as
+//! compressed-tensors 0.20 stores it: which settings make which of its formats, the calls that
+//! quantize a matrix bit for bit as it does, and the `quantization_config` of config.json.
+//!
+//! * `nvfp4-pack-quantized` (e2m1, blocks of 16, e4m3 scales): `<m>.weight_packed` U8
+//!   `[rows, cols/2]`, `<m>.weight_scale` F8_E4M3 `[rows, cols/16]`, `<m>.weight_global_scale`
+//!   F32 `[1]`, a divisor ([`tquant_formats::nvfp4`]).
+//! * `mxfp4-pack-quantized` (e2m1, blocks of 32, e8m0 scales): `weight_packed` as above and
+//!   `weight_scale` U8 `[rows, cols/32]` (E8M0, compressed-tensors' power-of-two rule).
+//!
+//! Packed bytes are tquant's code layout (element `2k` in the low nibble of byte `k`).
+
+use crate::error::ConvertError;
+use crate::options::ConvertOptions;
+pub use crate::schema::CtFormat;
+use serde_json::{json, Value};
+use std::path::Path;
+use tquant_formats::layouts::{mxfp4_quantize, MxScaleRule};
+use tquant_formats::nvfp4::{nvfp4_global_scale, nvfp4_quantize, NVFP4_BLOCK};
+use tquant_formats::FormatError;
+
+/// Suffix, appended to a weight's name, of its packed codes (`X.weight` -> `X.weight_packed`).
+pub const PACKED_SUFFIX: &str = "_packed";
+/// Suffix of its block scales.
+pub const SCALE_SUFFIX: &str = "_scale";
+/// Suffix of NVFP4's tensor scale.
+pub const GLOBAL_SCALE_SUFFIX: &str = "_global_scale";
+/// The compressed-tensors version whose files these are byte for byte (config.json `version`).
+pub const CT_VERSION: &str = "0.20.0";
+
+fn format_of(opts: &ConvertOptions) -> Option<CtFormat> {
+    CtFormat::of(opts.format.name(), opts.block, opts.scale_dtype)
+}
+
+/// A tensor of `shape` (in `path`) must be a matrix whose rows are whole blocks.
+pub(crate) fn check_tensor(
+    opts: &ConvertOptions,
+    (path, tensor): (Option<&Path>, &str),
+    shape: &[usize],
+) -> Result<(), ConvertError> {
+    let block = format_of(opts).map_or(NVFP4_BLOCK, CtFormat::block);
+    if shape.len() != 2 || shape[1] % block != 0 {
+        return Err(ConvertError::CtTensor {
+            path: path.map(Path::to_path_buf),
+            tensor: tensor.to_string(),
+            shape: shape.to_vec(),
+            block,
+        });
+    }
+    Ok(())
+}
+
+/// One `[rows, cols]` matrix as compressed-tensors compresses it after a min-max observer:
+/// (packed codes, scale bytes, NVFP4's tensor scale).
+pub(crate) fn quantize(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Vec<u8>, Option<f32>), FormatError> {
+    match format_of(opts) {
+        Some(CtFormat::Mxfp4) => {
+            let q = mxfp4_quantize(values, rows, cols, MxScaleRule::CompressedTensors)?;
+            Ok((q.blocks, q.scales, None))
+        }
+        _ => {
+            let amax = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let q = nvfp4_quantize(values, rows, cols, nvfp4_global_scale(amax))?;
+            Ok((q.packed, q.scales, Some(q.global_scale)))
+        }
+    }
+}
+
+/// The `weights` arguments compressed-tensors writes for the format (`QuantizationArgs`
+/// dumped without its unset fields, as `ModelCompressor.update_config` does).
+fn weight_args(format: CtFormat) -> Value {
+    let (strategy, scale_dtype) = match format {
+        CtFormat::Nvfp4 => ("tensor_group", "torch.float8_e4m3fn"),
+        CtFormat::Mxfp4 => ("group", "torch.uint8"),
+    };
+    json!({
+        "dynamic": false,
+        "group_size": format.block(),
+        "num_bits": 4,
+        "scale_dtype": scale_dtype,
+        "strategy": strategy,
+        "symmetric": true,
+        "type": "float",
+    })
+}
+
+/// config.json's `quantization_config`, as compressed-tensors 0.20 writes it for a weight-only
+/// scheme (`NVFP4A16`, `MXFP4A16`) over every Linear module but those in `ignore`.
+pub(crate) fn quantization_config(opts: &ConvertOptions, ignore: Vec<String>) -> Value {
+    let format = format_of(opts).unwrap_or(CtFormat::Nvfp4);
+    json!({
+        "config_groups": {
+            "group_0": {
+                "format": format.name(),
+                "input_activations": null,
+                "output_activations": null,
+                "targets": ["Linear"],
+                "weights": weight_args(format),
+            }
+        },
+        "format": format.name(),
+        "global_compression_ratio": null,
+        "ignore": ignore,
+        "kv_cache_scheme": null,
+        "moe_sparsity_config": null,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": CT_VERSION,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tquant_formats::{BlockSize, ScaleDtype};
+
+    #[test]
+    fn settings_pick_the_format() {
+        let f = |b, d| CtFormat::of("e2m1", BlockSize::Elements(b), d);
+        assert_eq!(f(16, ScaleDtype::E4m3), Some(CtFormat::Nvfp4));
+        assert_eq!(f(32, ScaleDtype::E8m0), Some(CtFormat::Mxfp4));
+        assert_eq!(f(32, ScaleDtype::E4m3), None);
+        assert_eq!(
+            CtFormat::from_name("nvfp4-pack-quantized"),
+            Some(CtFormat::Nvfp4)
+        );
+        assert_eq!(CtFormat::from_name("pack-quantized"), None);
+    }
+}
