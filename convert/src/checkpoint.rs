@@ -105,13 +105,15 @@ impl Checkpoint {
     /// `model.safetensors.index.json`, and validates every header and quantized tensor.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, ConvertError> {
         let files = ShardSet::open(path.as_ref())?;
-        let fp8 = pair_scales(&files, &files.root().join(CONFIG_FILE))?;
         let quantized = detect_quantized(&files)?;
-        let hidden: std::collections::HashSet<&str> = quantized
+        // NVFP4's E4M3 block scales are parts of their weight, not FP8 weights of their own.
+        let parts: std::collections::HashSet<&str> = quantized
             .values()
             .flat_map(|q| q.parts.iter().map(String::as_str))
-            .chain(fp8.values().map(|f| f.scales.as_str()))
             .collect();
+        let fp8 = pair_scales(&files, &files.root().join(CONFIG_FILE), &parts)?;
+        let mut hidden = parts;
+        hidden.extend(fp8.values().map(|f| f.scales.as_str()));
         let mut names: Vec<String> = files
             .physical_names()
             .filter(|n| !hidden.contains(n.as_str()))
