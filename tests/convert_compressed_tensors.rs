@@ -277,3 +277,59 @@ fn settings_and_tensors_the_layout_cannot_store_are_refused() {
         .to_string();
     assert!(e.contains("multiple of 32"), "{e}");
 }
+
+#[test]
+fn fused_layers_are_written_with_one_tensor_scale() {
+    // q/k/v of one layer with different largest magnitudes: vLLM multiplies them as one layer
+    // with one tensor scale, so all three get the smallest (from the largest amax, v's).
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let names = ["q_proj", "k_proj", "v_proj", "o_proj"];
+    let tensors: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let amax = [0.5f32, 0.25, 2.0, 1.0][i];
+            let bytes = (0..16 * 32)
+                .map(|j| amax * (((j * 37 + i * 11) % 64) as f32 - 32.0) / 32.0)
+                .flat_map(f32::to_le_bytes)
+                .collect();
+            (format!("model.layers.0.self_attn.{n}.weight"), bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![16, 32], b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &input.join("model.safetensors")).unwrap();
+    let out = tmp.path().join("q");
+    tquant::convert::convert(&input, &out, &options(None, None), &RunOptions::default(), &NoProgress)
+        .unwrap();
+    let ckpt = Checkpoint::open(&out).unwrap();
+    let global = |n: &str| {
+        let t = ckpt.raw(&format!("model.layers.0.self_attn.{n}.weight_global_scale")).unwrap();
+        f32::from_le_bytes(t.bytes.try_into().unwrap())
+    };
+    let v_amax = 2.0f32; // the largest magnitude of v (its value -32/32 · 2)
+    let shared = (1.0 / v_amax) * 2688.0f32;
+    for n in ["q_proj", "k_proj", "v_proj"] {
+        assert_eq!(global(n), shared, "{n}");
+    }
+    assert_ne!(global("o_proj"), shared);
+    // Each still reads back to its own values within NVFP4's rounding.
+    let input = Checkpoint::open(&input).unwrap();
+    for n in names {
+        let name = format!("model.layers.0.self_attn.{n}.weight");
+        let want = input.get(&name).unwrap().to_f32().unwrap();
+        let Weight::Quantized(q) = ckpt.get(&name).unwrap() else { panic!("{name}") };
+        let got = q.dequantize().unwrap();
+        let amax = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= amax / 6.0, "{name}: {a} vs {b}");
+        }
+    }
+}

@@ -71,6 +71,68 @@ pub(crate) fn quantize(
     }
 }
 
+/// Members of the layers vLLM fuses into one (q/k/v; DeepSeek's MLA `q_a_proj` with
+/// `kv_a_proj_with_mqa`; gate/up), each with the key its group shares.
+const FUSED: [(&str, &str); 7] = [
+    (".q_proj.weight", ".qkv"),
+    (".k_proj.weight", ".qkv"),
+    (".v_proj.weight", ".qkv"),
+    (".q_a_proj.weight", ".qkv_a"),
+    (".kv_a_proj_with_mqa.weight", ".qkv_a"),
+    (".gate_proj.weight", ".gate_up"),
+    (".up_proj.weight", ".gate_up"),
+];
+
+/// The fused layer a weight is part of (`...self_attn.qkv`), if any.
+pub fn fused_group(name: &str) -> Option<String> {
+    FUSED
+        .iter()
+        .find_map(|(suffix, key)| name.strip_suffix(suffix).map(|m| format!("{m}{key}")))
+}
+
+/// NVFP4 tensor scales shared by fused layers, from each weight's largest magnitude: vLLM
+/// multiplies a fused layer with one tensor scale, so the weights of a group (two or more of
+/// them quantized) take the group's smallest, `2688 / max(amax)` (llm-compressor's
+/// `update_fused_layer_weight_global_scales`). Weights outside a group are not in the map.
+pub fn shared_global_scales(amax: &[(String, f32)]) -> std::collections::BTreeMap<String, f32> {
+    let mut groups: std::collections::BTreeMap<String, Vec<(&str, f32)>> = Default::default();
+    for (name, a) in amax {
+        if let Some(g) = fused_group(name) {
+            groups.entry(g).or_default().push((name, nvfp4_global_scale(*a)));
+        }
+    }
+    groups
+        .into_values()
+        .filter(|members| members.len() > 1)
+        .flat_map(|members| {
+            let g = members.iter().map(|m| m.1).fold(f32::INFINITY, f32::min);
+            members.into_iter().map(move |(n, _)| (n.to_string(), g))
+        })
+        .collect()
+}
+
+/// One matrix in NVFP4 with a given tensor scale (a fused group's), as the converter writes it.
+pub(crate) fn quantize_nvfp4_with(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    global_scale: f32,
+) -> Result<crate::schema::QuantizedMatrixOut, FormatError> {
+    let q = nvfp4_quantize(values, rows, cols, global_scale)?;
+    Ok(crate::schema::QuantizedMatrixOut {
+        info: crate::schema::MatrixInfo {
+            format: "e2m1".into(),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            codebook: tquant_formats::layouts::mxfp4_codebook().values().to_vec(),
+            global_scale: Some(global_scale),
+        },
+        codes: q.packed,
+        scales: q.scales,
+    })
+}
+
 /// The `weights` arguments compressed-tensors writes for the format (`QuantizationArgs`
 /// dumped without its unset fields, as `ModelCompressor.update_config` does).
 fn weight_args(format: CtFormat) -> Value {
@@ -132,5 +194,29 @@ mod tests {
             Some(CtFormat::Nvfp4)
         );
         assert_eq!(CtFormat::from_name("pack-quantized"), None);
+    }
+
+    #[test]
+    fn fused_layers_share_the_smallest_tensor_scale() {
+        let a = |n: &str, v: f32| (n.to_string(), v);
+        let m = shared_global_scales(&[
+            a("l.0.self_attn.q_proj.weight", 1.0),
+            a("l.0.self_attn.k_proj.weight", 2.0),
+            a("l.0.self_attn.v_proj.weight", 0.5),
+            a("l.0.self_attn.o_proj.weight", 9.0),
+            a("l.0.mlp.experts.3.gate_proj.weight", 4.0),
+            a("l.0.mlp.experts.3.up_proj.weight", 3.0),
+            a("l.0.mlp.experts.4.gate_proj.weight", 4.0),
+        ]);
+        let g2 = nvfp4_global_scale(2.0);
+        assert_eq!(m["l.0.self_attn.q_proj.weight"], g2);
+        assert_eq!(m["l.0.self_attn.v_proj.weight"], g2);
+        assert_eq!(m["l.0.mlp.experts.3.up_proj.weight"], nvfp4_global_scale(4.0));
+        // o_proj is in no group; expert 4's gate alone has nothing to share with.
+        assert_eq!(m.len(), 5);
+        assert_eq!(
+            fused_group("m.layers.1.self_attn.kv_a_proj_with_mqa.weight").as_deref(),
+            Some("m.layers.1.self_attn.qkv_a")
+        );
     }
 }
