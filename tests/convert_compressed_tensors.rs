@@ -57,6 +57,10 @@ fn assert_same_as_reference(format: &str, opts: &ConvertOptions) {
         compared += 1;
     }
     assert_eq!(compared, if format == "nvfp4" { 12 } else { 8 });
+    assert_eq!(
+        ours.shards()[0].header.metadata.get("quantization_rounding").map(String::as_str),
+        Some("rtn")
+    );
     let config = |c: &Checkpoint| c.config().unwrap()["quantization_config"].clone();
     assert_eq!(config(&ours), config(&theirs), "{format} quantization_config");
 }

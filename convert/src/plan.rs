@@ -60,7 +60,9 @@ const AUX_FILES: [&str; 8] = [
 ];
 /// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
 const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
-/// The same for an f32 (a tensor scale).
+/// `__metadata__` key recording how a compressed-tensors file was rounded (`rtn`).
+pub(crate) const ROUNDING_KEY: &str = "quantization_rounding";
+/// The widest f32 (a tensor scale), as [`WIDEST_F64`].
 const WIDEST_F32: f32 = -1.234_567_9e-38;
 /// One output tensor: its header entry and where its bytes come from.
 #[derive(Debug)]
@@ -448,6 +450,11 @@ pub(crate) fn shard_metadata(
 ) -> BTreeMap<String, String> {
     let mut meta = shard.base_metadata.clone();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
+    if opts.layout == Layout::CompressedTensors {
+        // compressed-tensors has no field for it: round to nearest with min-max scales is the
+        // only way this layout is written (no scale search, no GPTQ).
+        meta.insert(ROUNDING_KEY.into(), "rtn".into());
+    }
     if opts.layout != Layout::Tquant {
         return meta;
     }
