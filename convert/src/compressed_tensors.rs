@@ -16,7 +16,9 @@ pub use crate::schema::CtFormat;
 use serde_json::{json, Value};
 use std::path::Path;
 use tquant_formats::layouts::{mxfp4_quantize, MxScaleRule};
-use tquant_formats::nvfp4::{nvfp4_global_scale, nvfp4_quantize, NVFP4_BLOCK};
+use tquant_formats::nvfp4::{
+    modelopt_scale_2, nvfp4_global_scale, nvfp4_quantize, nvfp4_quantize_modelopt, NVFP4_BLOCK,
+};
 use tquant_formats::FormatError;
 
 /// Suffix, appended to a weight's name, of its packed codes (`X.weight` -> `X.weight_packed`).
@@ -65,8 +67,8 @@ pub(crate) fn quantize(
         }
         _ => {
             let amax = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let q = nvfp4_quantize(values, rows, cols, nvfp4_global_scale(amax))?;
-            Ok((q.packed, q.scales, Some(q.global_scale)))
+            let m = quantize_nvfp4_with(values, rows, cols, amax, opts.layout)?;
+            Ok((m.codes, m.scales, m.info.global_scale))
         }
     }
 }
@@ -90,35 +92,44 @@ pub fn fused_group(name: &str) -> Option<String> {
         .find_map(|(suffix, key)| name.strip_suffix(suffix).map(|m| format!("{m}{key}")))
 }
 
-/// NVFP4 tensor scales shared by fused layers, from each weight's largest magnitude: vLLM
-/// multiplies a fused layer with one tensor scale, so the weights of a group (two or more of
-/// them quantized) take the group's smallest, `2688 / max(amax)` (llm-compressor's
-/// `update_fused_layer_weight_global_scales`). Weights outside a group are not in the map.
-pub fn shared_global_scales(amax: &[(String, f32)]) -> std::collections::BTreeMap<String, f32> {
+/// The largest magnitude fused layers share, from each weight's: vLLM multiplies a fused layer
+/// with one tensor scale, so the weights of a group (two or more of them quantized) take the
+/// group's largest amax, i.e. compressed-tensors' smallest `weight_global_scale`
+/// (llm-compressor's `update_fused_layer_weight_global_scales`) and ModelOpt's largest
+/// `weight_scale_2`. Weights outside a group are not in the map.
+pub fn shared_amax(amax: &[(String, f32)]) -> std::collections::BTreeMap<String, f32> {
     let mut groups: std::collections::BTreeMap<String, Vec<(&str, f32)>> = Default::default();
     for (name, a) in amax {
         if let Some(g) = fused_group(name) {
-            groups.entry(g).or_default().push((name, nvfp4_global_scale(*a)));
+            groups.entry(g).or_default().push((name, a.abs()));
         }
     }
     groups
         .into_values()
         .filter(|members| members.len() > 1)
         .flat_map(|members| {
-            let g = members.iter().map(|m| m.1).fold(f32::INFINITY, f32::min);
-            members.into_iter().map(move |(n, _)| (n.to_string(), g))
+            let a = members.iter().map(|m| m.1).fold(0.0f32, f32::max);
+            members.into_iter().map(move |(n, _)| (n.to_string(), a))
         })
         .collect()
 }
 
-/// One matrix in NVFP4 with a given tensor scale (a fused group's), as the converter writes it.
+/// One matrix in NVFP4 whose tensor scale comes from `amax` (a fused group's), in the layout's
+/// arithmetic (compressed-tensors' divisor or ModelOpt's multiplier).
 pub(crate) fn quantize_nvfp4_with(
     values: &[f32],
     rows: usize,
     cols: usize,
-    global_scale: f32,
+    amax: f32,
+    layout: crate::schema::Layout,
 ) -> Result<crate::schema::QuantizedMatrixOut, FormatError> {
-    let q = nvfp4_quantize(values, rows, cols, global_scale)?;
+    let q = match layout {
+        crate::schema::Layout::ModelOpt => {
+            nvfp4_quantize_modelopt(values, rows, cols, modelopt_scale_2(amax))?
+        }
+        _ => nvfp4_quantize(values, rows, cols, nvfp4_global_scale(amax))?,
+    };
+    let global_scale = q.global_scale;
     Ok(crate::schema::QuantizedMatrixOut {
         info: crate::schema::MatrixInfo {
             format: "e2m1".into(),
@@ -132,6 +143,41 @@ pub(crate) fn quantize_nvfp4_with(
         scales: q.scales,
     })
 }
+
+/// ModelOpt's `hf_quant_config.json` for weight-only NVFP4 (`W4A16_NVFP4`, which vLLM and
+/// TensorRT-LLM accept), with the modules left unquantized.
+pub(crate) fn modelopt_hf_quant_config(exclude: &[String]) -> Value {
+    json!({
+        "producer": {"name": "tquant", "version": env!("CARGO_PKG_VERSION")},
+        "quantization": {
+            "quant_algo": "W4A16_NVFP4",
+            "kv_cache_quant_algo": null,
+            "group_size": NVFP4_BLOCK,
+            "exclude_modules": exclude,
+        }
+    })
+}
+
+/// config.json's `quantization_config` for the ModelOpt layout: ModelOpt 0.47's
+/// `convert_hf_quant_config_format` of [`modelopt_hf_quant_config`].
+pub(crate) fn modelopt_quantization_config(exclude: &[String]) -> Value {
+    let hf = modelopt_hf_quant_config(exclude);
+    json!({
+        "config_groups": {
+            "group_0": {
+                "weights": {"dynamic": false, "num_bits": 4, "type": "float", "group_size": NVFP4_BLOCK},
+                "targets": ["Linear"],
+            }
+        },
+        "ignore": exclude,
+        "quant_algo": "W4A16_NVFP4",
+        "producer": hf["producer"],
+        "quant_method": "modelopt",
+    })
+}
+
+/// ModelOpt's side file.
+pub const HF_QUANT_CONFIG: &str = "hf_quant_config.json";
 
 /// The `weights` arguments compressed-tensors writes for the format (`QuantizationArgs`
 /// dumped without its unset fields, as `ModelCompressor.update_config` does).
@@ -197,9 +243,9 @@ mod tests {
     }
 
     #[test]
-    fn fused_layers_share_the_smallest_tensor_scale() {
+    fn fused_layers_share_the_largest_amax() {
         let a = |n: &str, v: f32| (n.to_string(), v);
-        let m = shared_global_scales(&[
+        let m = shared_amax(&[
             a("l.0.self_attn.q_proj.weight", 1.0),
             a("l.0.self_attn.k_proj.weight", 2.0),
             a("l.0.self_attn.v_proj.weight", 0.5),
@@ -208,10 +254,9 @@ mod tests {
             a("l.0.mlp.experts.3.up_proj.weight", 3.0),
             a("l.0.mlp.experts.4.gate_proj.weight", 4.0),
         ]);
-        let g2 = nvfp4_global_scale(2.0);
-        assert_eq!(m["l.0.self_attn.q_proj.weight"], g2);
-        assert_eq!(m["l.0.self_attn.v_proj.weight"], g2);
-        assert_eq!(m["l.0.mlp.experts.3.up_proj.weight"], nvfp4_global_scale(4.0));
+        assert_eq!(m["l.0.self_attn.q_proj.weight"], 2.0);
+        assert_eq!(m["l.0.self_attn.v_proj.weight"], 2.0);
+        assert_eq!(m["l.0.mlp.experts.3.up_proj.weight"], 4.0);
         // o_proj is in no group; expert 4's gate alone has nothing to share with.
         assert_eq!(m.len(), 5);
         assert_eq!(

@@ -377,15 +377,15 @@ fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), Conv
     Ok(())
 }
 
-/// compressed-tensors' NVFP4: the tensor scales fused layers share, from a first read of their
-/// weights (empty for every other layout).
+/// NVFP4 (compressed-tensors, ModelOpt): the amax fused layers share, from a first read of
+/// their weights (empty for every other layout).
 fn fused_global_scales(
     ckpt: &Checkpoint,
     plans: &[QuantPlan],
     opts: &ConvertOptions,
 ) -> Result<BTreeMap<String, f32>, ConvertError> {
-    use crate::compressed_tensors::{fused_group, shared_global_scales};
-    if opts.layout != Layout::CompressedTensors
+    use crate::compressed_tensors::{fused_group, shared_amax};
+    if !matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt)
         || opts.scale_dtype != tquant_formats::ScaleDtype::E4m3
     {
         return Ok(BTreeMap::new());
@@ -398,7 +398,7 @@ fn fused_global_scales(
             Ok((p.name.clone(), v.iter().fold(0.0f32, |m, x| m.max(x.abs()))))
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
-    Ok(shared_global_scales(&amax))
+    Ok(shared_amax(&amax))
 }
 
 struct JobContext<'a> {
@@ -408,7 +408,7 @@ struct JobContext<'a> {
     plans: &'a [QuantPlan],
     files: &'a [(std::fs::File, PathBuf)],
     results: &'a [Mutex<Option<MatrixInfo>>],
-    /// NVFP4 tensor scales shared by fused layers (compressed-tensors' layout).
+    /// The largest magnitudes NVFP4 fused layers share (compressed-tensors, ModelOpt).
     global_scales: &'a BTreeMap<String, f32>,
 }
 
@@ -483,7 +483,13 @@ impl JobContext<'_> {
         }
         let expert = (p.info.shape.len() == 3).then_some(e);
         let m = match self.global_scales.get(&p.name) {
-            Some(&g) => crate::compressed_tensors::quantize_nvfp4_with(&values, rows, cols, g),
+            Some(&a) => crate::compressed_tensors::quantize_nvfp4_with(
+                &values,
+                rows,
+                cols,
+                a,
+                self.opts.layout,
+            ),
             None => quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts),
         }
         .map_err(
@@ -502,7 +508,10 @@ impl JobContext<'_> {
         write(&m.scales, p.scales_at)?;
         if let Some(at) = p.codebook_at {
             // compressed-tensors' third part is NVFP4's tensor scale, not a table.
-            let table: Vec<u8> = if p.info.layout == Layout::CompressedTensors {
+            let table: Vec<u8> = if matches!(
+                p.info.layout,
+                Layout::CompressedTensors | Layout::ModelOpt
+            ) {
                 m.info
                     .global_scale
                     .map(|g| g.to_le_bytes().to_vec())

@@ -28,6 +28,8 @@ pub const BNB_STATE_SUFFIXES: [&str; 2] = [
 pub const MXFP4_BLOCKS: &str = "_blocks";
 /// Hugging Face MXFP4's scales part suffix.
 pub const MXFP4_SCALES: &str = "_scales";
+/// ModelOpt's tensor-scale suffix (`X.weight_scale_2` beside the packed `X.weight`).
+pub const MODELOPT_SCALE_2: &str = "_scale_2";
 /// compressed-tensors' packed-weight suffix (`X.weight_packed` holds the codes of `X.weight`).
 pub const CT_PACKED: &str = "_packed";
 
@@ -49,16 +51,20 @@ pub(crate) struct QuantSlot {
 /// first use into f32 bytes `e4m3(s) / divisor`, what compressed-tensors dequantizes with.
 #[derive(Debug)]
 pub(crate) struct E4m3Scales {
-    pub divisor: f32,
+    pub tensor_scale: f32,
+    /// ModelOpt multiplies by its `weight_scale_2`; compressed-tensors divides.
+    pub multiply: bool,
     pub decoded: OnceLock<Vec<u8>>,
 }
 
 impl E4m3Scales {
     pub(crate) fn decode(&self, stored: &[u8]) -> Vec<u8> {
-        tquant_formats::nvfp4::nvfp4_step_scales(stored, self.divisor)
-            .iter()
-            .flat_map(|s| s.to_le_bytes())
-            .collect()
+        let steps = if self.multiply {
+            tquant_formats::nvfp4::modelopt_step_scales(stored, self.tensor_scale)
+        } else {
+            tquant_formats::nvfp4::nvfp4_step_scales(stored, self.tensor_scale)
+        };
+        steps.iter().flat_map(|s| s.to_le_bytes()).collect()
     }
 }
 
@@ -107,6 +113,8 @@ pub(crate) fn detect_quantized(
     for name in ckpt.raw_names() {
         if let Some(base) = BNB_STATE_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)) {
             out.insert(base.to_string(), bnb_slot(ckpt, base, name)?);
+        } else if let Some(base) = name.strip_suffix(MODELOPT_SCALE_2) {
+            out.insert(base.to_string(), modelopt_slot(ckpt, base, name)?);
         } else if let Some(base) = name
             .strip_suffix(CT_PACKED)
             .filter(|b| ct_config || ckpt.locate(&format!("{b}_scale")).is_some())
@@ -618,32 +626,18 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
     if format == CtFormat::Nvfp4 {
         debug_assert_eq!(block, NVFP4_BLOCK);
         let global = format!("{base}_global_scale");
-        let Some((gshard, g)) = ckpt.locate(&global) else {
+        if ckpt.locate(&global).is_none() {
             return Err(ConvertError::MissingPart {
                 path: path.clone(),
                 tensor: base.to_string(),
                 part: global,
             });
-        };
-        if g.dtype != Dtype::F32 || !(g.shape.is_empty() || g.shape == [1]) {
-            return Err(ConvertError::PartMismatch {
-                path: gshard.path.clone(),
-                part: global,
-                expected: (Dtype::F32, vec![1]),
-                found: (g.dtype, g.shape.clone()),
-            });
         }
-        let v = ckpt.read_f32(&global)?[0];
-        if !(v.is_finite() && v > 0.0) {
-            return Err(ConvertError::tensor(
-                path_of(ckpt, &global),
-                &global,
-                format!("NVFP4 global scale {v} is not a finite positive number"),
-            ));
-        }
+        let v = nvfp4_tensor_scale(ckpt, &global)?;
         global_scale = Some(v);
         e4m3 = Some(E4m3Scales {
-            divisor: v,
+            tensor_scale: v,
+            multiply: false,
             decoded: OnceLock::new(),
         });
         parts.push(global);
@@ -681,5 +675,99 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         parts,
         nested: None,
         e4m3,
+    })
+}
+
+/// Reads an NVFP4 tensor scale (F32 `[1]` or `[]`), which must be finite and positive.
+fn nvfp4_tensor_scale(ckpt: &ShardSet, name: &str) -> Result<f32, ConvertError> {
+    let (shard, g) = ckpt.locate(name).expect("the caller found it");
+    if g.dtype != Dtype::F32 || !(g.shape.is_empty() || g.shape == [1]) {
+        return Err(ConvertError::PartMismatch {
+            path: shard.path.clone(),
+            part: name.to_string(),
+            expected: (Dtype::F32, vec![1]),
+            found: (g.dtype, g.shape.clone()),
+        });
+    }
+    let v = ckpt.read_f32(name)?[0];
+    if !(v.is_finite() && v > 0.0) {
+        return Err(ConvertError::tensor(
+            path_of(ckpt, name),
+            name,
+            format!("NVFP4 tensor scale {v} is not a finite positive number"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A ModelOpt NVFP4 weight `base` (`X.weight` U8 `[rows, cols/2]`), with `X.weight_scale`
+/// F8_E4M3 `[rows, cols/16]` and the multiplier `X.weight_scale_2`.
+fn modelopt_slot(ckpt: &ShardSet, base: &str, scale_2: &str) -> Result<QuantSlot, ConvertError> {
+    use tquant_formats::nvfp4::NVFP4_BLOCK;
+    let path = path_of(ckpt, scale_2);
+    let bad = |reason: String| ConvertError::tensor(&path, base, reason);
+    let Some((_, p)) = ckpt.locate(base) else {
+        return Err(ConvertError::MissingPart {
+            path: path.clone(),
+            tensor: base.to_string(),
+            part: base.to_string(),
+        });
+    };
+    if p.dtype != Dtype::U8 || p.shape.len() != 2 {
+        return Err(bad(format!(
+            "a ModelOpt NVFP4 weight must be U8 [rows, cols/2], found {} {:?}",
+            p.dtype, p.shape
+        )));
+    }
+    let (rows, cols) = (p.shape[0], p.shape[1].saturating_mul(2));
+    check_shape(&[rows, cols]).map_err(bad)?;
+    if cols % NVFP4_BLOCK != 0 {
+        return Err(bad(format!(
+            "NVFP4 needs rows of whole blocks of {NVFP4_BLOCK}; the weight holds rows of {cols}"
+        )));
+    }
+    let scales = format!("{base}_scale");
+    expect_part(
+        ckpt,
+        (&path, base),
+        &scales,
+        Dtype::F8_E4M3,
+        &[rows, cols / NVFP4_BLOCK],
+    )?;
+    let v = nvfp4_tensor_scale(ckpt, scale_2)?;
+    let e2m1: Format = "e2m1".parse().expect("e2m1 is in the catalog");
+    let info = QuantInfo {
+        version: FORMAT_VERSION,
+        layout: Layout::ModelOpt,
+        format: "nvfp4".into(),
+        bits: 4,
+        shape: vec![rows, cols],
+        dtype: config_dtype(ckpt),
+        block: NVFP4_BLOCK,
+        scale_dtype: ScaleDtype::F32,
+        scale_rule: None,
+        calibration: None,
+        nested_absmax_block: None,
+        e4m3_stored: true,
+        matrices: vec![MatrixInfo {
+            format: "e2m1".into(),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            codebook: e2m1.codebook().values().to_vec(),
+            global_scale: Some(v),
+        }],
+    };
+    Ok(QuantSlot {
+        info,
+        codes: base.to_string(),
+        scales: scales.clone(),
+        parts: vec![base.to_string(), scales, scale_2.to_string()],
+        nested: None,
+        e4m3: Some(E4m3Scales {
+            tensor_scale: v,
+            multiply: true,
+            decoded: OnceLock::new(),
+        }),
     })
 }

@@ -229,9 +229,11 @@ pub enum ConvertError {
         /// The block.
         block: BlockSize,
     },
-    /// Settings the compressed-tensors layout cannot store (NVFP4: e2m1, e4m3 scales, blocks of
-    /// 16; MXFP4: e2m1, e8m0 scales, blocks of 32).
+    /// Settings the compressed-tensors layout (NVFP4: e2m1, e4m3 scales, blocks of 16; MXFP4:
+    /// e2m1, e8m0 scales, blocks of 32) or the ModelOpt layout (NVFP4 only) cannot store.
     CtSettings {
+        /// The layout.
+        layout: Layout,
         /// The format.
         format: String,
         /// The scale dtype.
@@ -654,15 +656,22 @@ impl ConvertError {
                 tquant_formats::layouts::MXFP4_BLOCK
             ),
             Self::CtSettings {
+                layout,
                 format,
                 scale_dtype,
                 block,
-            } => write!(
-                f,
-                "{OPTS}{} compressed-tensors stores e2m1 with e4m3 scales and blocks of 16 (NVFP4) \
-                 or e8m0 scales and blocks of 32 (MXFP4), not {format} / {scale_dtype} / block {block}",
-                n(Setting::Layout),
-            ),
+            } => {
+                write!(
+                    f,
+                    "{OPTS}{} {} stores e2m1 with e4m3 scales and blocks of 16 (NVFP4)",
+                    n(Setting::Layout),
+                    layout.name()
+                )?;
+                if *layout == Layout::CompressedTensors {
+                    write!(f, " or e8m0 scales and blocks of 32 (MXFP4)")?;
+                }
+                write!(f, ", not {format} / {scale_dtype} / block {block}")
+            }
             Self::CtTensor {
                 path,
                 tensor,

@@ -62,7 +62,7 @@ pub fn quantize_matrix(
             (q.codes, q.scales)
         }
         Layout::Bnb => layouts::bnb_quantize(values, block_len)?,
-        Layout::CompressedTensors => {
+        Layout::CompressedTensors | Layout::ModelOpt => {
             let (codes, scales, g) = crate::compressed_tensors::quantize(values, rows, cols, opts)?;
             global_scale = g;
             (codes, scales)

@@ -245,7 +245,7 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
                     crate::calibration::annotate(&mut info, &entry.name, opts);
                     layouts::check_matrix(opts, (Some(&shard.path), &entry.name), info.cols())?;
-                    if opts.layout == Layout::CompressedTensors {
+                    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
                         crate::compressed_tensors::check_tensor(
                             opts,
                             (Some(&shard.path), &entry.name),
@@ -396,6 +396,17 @@ fn add_parts(
             });
             (c, s, g)
         }
+        Layout::ModelOpt => {
+            let c = push(name.clone(), Dtype::U8, vec![rows, cols / 2], None);
+            let s = push(
+                format!("{name}_scale"),
+                Dtype::F8_E4M3,
+                vec![rows, info.blocks_per_row()],
+                None,
+            );
+            let g = push(format!("{name}_scale_2"), Dtype::F32, vec![], None);
+            (c, s, Some(g))
+        }
         Layout::Bnb => {
             let n = info.numel();
             let c = push(name.clone(), Dtype::U8, vec![n.div_ceil(2), 1], None);
@@ -450,8 +461,8 @@ pub(crate) fn shard_metadata(
 ) -> BTreeMap<String, String> {
     let mut meta = shard.base_metadata.clone();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
-    if opts.layout == Layout::CompressedTensors {
-        // compressed-tensors has no field for it: round to nearest with min-max scales is the
+    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+        // Neither config has a field for it: round to nearest with min-max scales is the
         // only way this layout is written (no scale search, no GPTQ).
         meta.insert(ROUNDING_KEY.into(), "rtn".into());
     }
@@ -530,6 +541,13 @@ pub(crate) fn write_side_files(
     }
     let text = serde_json::to_vec_pretty(&config).expect("json");
     staging.write_file(CONFIG_FILE, &text)?;
+    if opts.layout == Layout::ModelOpt {
+        let hf = crate::compressed_tensors::modelopt_hf_quant_config(&linear_kept(shards));
+        staging.write_file(
+            crate::compressed_tensors::HF_QUANT_CONFIG,
+            &serde_json::to_vec_pretty(&hf).expect("json"),
+        )?;
+    }
     for aux in AUX_FILES {
         let from = root.join(aux);
         if from.is_file() {
@@ -564,13 +582,19 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
         }),
         Layout::CompressedTensors => {
             // Embeddings are not Linear modules: compressed-tensors' targets never match them.
-            let ignore = kept_modules(shards)
-                .into_iter()
-                .filter(|m| !m.to_ascii_lowercase().contains("embed"))
-                .collect();
-            crate::compressed_tensors::quantization_config(opts, ignore)
+            crate::compressed_tensors::quantization_config(opts, linear_kept(shards))
         }
+        Layout::ModelOpt => crate::compressed_tensors::modelopt_quantization_config(&linear_kept(shards)),
     }
+}
+
+/// Kept modules that are Linear layers (embeddings are not): what compressed-tensors' `ignore`
+/// and ModelOpt's `exclude_modules` list.
+fn linear_kept(shards: &[OutShard]) -> Vec<String> {
+    kept_modules(shards)
+        .into_iter()
+        .filter(|m| !m.to_ascii_lowercase().contains("embed"))
+        .collect()
 }
 
 /// Modules whose `.weight` matrix was kept in full precision (what loaders must not replace).

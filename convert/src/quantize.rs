@@ -116,7 +116,7 @@ pub fn quantize_tensor(
         });
     }
     layouts::check_matrix(opts, (None, name), cols)?;
-    if opts.layout == Layout::CompressedTensors {
+    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
         crate::compressed_tensors::check_tensor(opts, (None, name), shape)?;
     }
     let per = rows * cols;
@@ -142,12 +142,19 @@ pub fn quantize_tensor(
                         .iter()
                         .flat_map(|s| s.to_le_bytes()),
                 ),
+                (Layout::ModelOpt, Some(g)) => scales.extend(
+                    tquant_formats::nvfp4::modelopt_step_scales(&m.scales, g)
+                        .iter()
+                        .flat_map(|s| s.to_le_bytes()),
+                ),
                 _ => scales.extend_from_slice(&m.scales),
             }
             m.info
         })
         .collect();
-    if info.layout == Layout::CompressedTensors && info.scale_dtype == tquant_formats::ScaleDtype::E4m3 {
+    if matches!(info.layout, Layout::CompressedTensors | Layout::ModelOpt)
+        && info.scale_dtype == tquant_formats::ScaleDtype::E4m3
+    {
         info.scale_dtype = tquant_formats::ScaleDtype::F32;
         info.e4m3_stored = true;
     }

@@ -39,6 +39,11 @@ pub enum Layout {
     /// divisor (`nvfp4-pack-quantized`), or E8M0 per 32 (`mxfp4-pack-quantized`).
     #[serde(rename = "compressed-tensors")]
     CompressedTensors,
+    /// NVIDIA ModelOpt NVFP4 (TensorRT-LLM, vLLM): `<m>.weight` U8 `[rows, cols/2]`,
+    /// `<m>.weight_scale` F8_E4M3 `[rows, cols/16]`, `<m>.weight_scale_2` F32 scalar, a
+    /// multiplier; `hf_quant_config.json` beside config.json.
+    #[serde(rename = "modelopt")]
+    ModelOpt,
 }
 
 impl Layout {
@@ -49,6 +54,7 @@ impl Layout {
             Self::Bnb => "bnb",
             Self::Mxfp4 => "mxfp4",
             Self::CompressedTensors => "compressed-tensors",
+            Self::ModelOpt => "modelopt",
         }
     }
 }
@@ -61,8 +67,9 @@ impl std::str::FromStr for Layout {
             "bnb" => Ok(Self::Bnb),
             "mxfp4" => Ok(Self::Mxfp4),
             "compressed-tensors" => Ok(Self::CompressedTensors),
+            "modelopt" => Ok(Self::ModelOpt),
             _ => Err(format!(
-                "unknown layout '{s}' (tquant, bnb, mxfp4, compressed-tensors)"
+                "unknown layout '{s}' (tquant, bnb, mxfp4, compressed-tensors, modelopt)"
             )),
         }
     }
@@ -146,7 +153,8 @@ pub struct MatrixInfo {
     /// Values in code order; stored as the `.codebook` tensor, not in the metadata.
     #[serde(skip)]
     pub codebook: Vec<f32>,
-    /// NVFP4's f32 tensor scale, a divisor (compressed-tensors' `weight_global_scale`); `None`
+    /// NVFP4's f32 tensor scale: a divisor (compressed-tensors' `weight_global_scale`), or in
+    /// the ModelOpt layout a multiplier (`weight_scale_2`); `None`
     /// for every other format. In tquant's own layout the codebook already holds
     /// `values / global_scale`, so decoding never needs it; it is kept as a record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,7 +201,8 @@ pub struct QuantInfo {
     pub nested_absmax_block: Option<usize>,
     /// NVFP4 read from another tool's files: the scales are stored as E4M3 bytes and readers
     /// see them decoded to the f32 `scale_dtype` says, each divided by its matrix's
-    /// `global_scale`. Never in tquant's own files.
+    /// `global_scale` (compressed-tensors), or multiplied by it (ModelOpt's `weight_scale_2`).
+    /// Never in tquant's own files.
     #[serde(skip)]
     pub e4m3_stored: bool,
 }
@@ -290,7 +299,7 @@ impl QuantInfo {
         if self.e4m3_stored {
             return self.experts() * self.rows() * self.blocks_per_row() + globals;
         }
-        if self.layout == Layout::CompressedTensors {
+        if matches!(self.layout, Layout::CompressedTensors | Layout::ModelOpt) {
             return self.experts() * self.matrix_scale_bytes() + globals;
         }
         match self.layout {

@@ -166,6 +166,63 @@ pub fn nvfp4_step_scales(scales: &[u8], global_scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// NVIDIA ModelOpt's per-tensor multiplier for a tensor whose largest magnitude is `amax`:
+/// `weight_scale_2 = amax / (6 · 448)` (`NVFP4QTensor.get_weights_scaling_factor_2`).
+pub fn modelopt_scale_2(amax: f32) -> f32 {
+    amax.abs() / (E2M1_MAX * E4M3_MAX)
+}
+
+/// A `[rows, cols]` matrix quantized as NVIDIA ModelOpt 0.47 does (`NVFP4QTensor.quantize` on
+/// f32 weights): block scale `e4m3(clamp(blockamax / (6 · scale_2), 2^-9, 448))`, a zero block's
+/// 1.0; element `E2M1(x / (f32(s) · scale_2))`, ties to even; dequantized
+/// `E2M1 · (f32(s) · scale_2)`. The bytes are `Nvfp4`'s, `global_scale` holding `scale_2`, a
+/// multiplier here.
+pub fn nvfp4_quantize_modelopt(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    scale_2: f32,
+) -> Result<Nvfp4, FormatError> {
+    check_shape(rows, cols, w.len())?;
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(FormatError::NotFinite {
+            what: "NVFP4 input",
+            index: i,
+            value: w[i],
+        });
+    }
+    let mut packed = vec![0u8; w.len() / 2];
+    let mut scales = Vec::with_capacity(w.len() / NVFP4_BLOCK);
+    let denom = E2M1_MAX * scale_2;
+    for (b, block) in w.chunks(NVFP4_BLOCK).enumerate() {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let mut s = amax / denom;
+        if s == 0.0 {
+            s = 1.0;
+        }
+        let byte = f32_to_e4m3(s.max(1.0 / 512.0));
+        scales.push(byte);
+        let step = e4m3_to_f32(byte) * scale_2;
+        for (k, pair) in block.chunks(2).enumerate() {
+            let lo = e2m1_code(pair[0] / step);
+            let hi = e2m1_code(pair[1] / step);
+            packed[b * NVFP4_BLOCK / 2 + k] = lo | (hi << 4);
+        }
+    }
+    Ok(Nvfp4 {
+        packed,
+        scales,
+        global_scale: scale_2,
+        rows,
+        cols,
+    })
+}
+
+/// E4M3 block scales times a ModelOpt multiplier (`weight_scale_2`), as ModelOpt dequantizes.
+pub fn modelopt_step_scales(scales: &[u8], scale_2: f32) -> Vec<f32> {
+    scales.iter().map(|&s| e4m3_to_f32(s) * scale_2).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

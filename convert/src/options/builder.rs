@@ -148,7 +148,7 @@ impl ConvertOptionsBuilder {
                 BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),
                 ScaleDtype::E8m0,
             ),
-            Layout::CompressedTensors => (
+            Layout::CompressedTensors | Layout::ModelOpt => (
                 FormatChoice::Table(catalog("e2m1")),
                 BlockSize::Elements(tquant_formats::nvfp4::NVFP4_BLOCK),
                 ScaleDtype::E4m3,
