@@ -337,3 +337,99 @@ fn fused_layers_are_written_with_one_tensor_scale() {
         }
     }
 }
+
+#[test]
+fn modelopt_is_byte_identical_to_modelopt_and_reads_back_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q");
+    let opts = ConvertOptions::from_args(None, None, None, None, Layout::ModelOpt, Policy::default())
+        .unwrap();
+    convert(&opts, &out).unwrap();
+    let ours = Checkpoint::open(&out).unwrap();
+    let dir = data().join("modelopt");
+    let theirs = Checkpoint::open(dir.join("model.safetensors")).unwrap();
+    let mut compared = 0;
+    for name in theirs.raw_names() {
+        let (a, b) = (theirs.raw(name).unwrap(), ours.raw(name).unwrap());
+        assert_eq!((a.dtype, a.shape), (b.dtype, b.shape), "{name}");
+        assert!(a.bytes == b.bytes, "{name}: bytes differ");
+        compared += 1;
+    }
+    assert_eq!(compared, 12);
+    // ModelOpt's config, but tquant names itself as the producer.
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut want = theirs.config().unwrap()["quantization_config"].clone();
+    let mut got = ours.config().unwrap()["quantization_config"].clone();
+    assert_eq!(got["producer"]["name"], "tquant");
+    want.as_object_mut().unwrap().remove("producer");
+    got.as_object_mut().unwrap().remove("producer");
+    assert_eq!(got, want);
+    let (hf_want, hf_got) = (
+        read(dir.join("hf_quant_config.json")),
+        read(out.join("hf_quant_config.json")),
+    );
+    assert_eq!(hf_got["quantization"], hf_want["quantization"]);
+    // ModelOpt's files dequantize through tquant to ModelOpt's own f32 values, bit for bit.
+    let reference = Checkpoint::open(dir.join("reference.safetensors")).unwrap();
+    for ckpt in [&theirs, &ours] {
+        for name in reference.names() {
+            let Weight::Quantized(q) = ckpt.get(name).unwrap() else {
+                panic!("{name} is read as ModelOpt NVFP4")
+            };
+            assert_eq!(q.info.layout, Layout::ModelOpt);
+            let want = reference.get(name).unwrap().to_f32().unwrap();
+            let got = q.dequantize().unwrap();
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn modelopt_without_its_tensor_scale_or_with_a_bad_one_is_refused() {
+    // Drop weight_scale_2: the U8 weight is then not read as NVFP4; with a wrong one, an error
+    // names the file and the tensor.
+    let dir = data().join("modelopt");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    let write = |tmp: &Path, scale_2: Option<(Vec<usize>, Vec<u8>)>| -> PathBuf {
+        let mut owned = Vec::new();
+        for (name, view) in st.tensors() {
+            if name == format!("{q}_scale_2") {
+                if let Some((shape, data)) = &scale_2 {
+                    owned.push((name, safetensors::Dtype::F32, shape.clone(), data.clone()));
+                }
+                continue;
+            }
+            owned.push((name, view.dtype(), view.shape().to_vec(), view.data().to_vec()));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+            .iter()
+            .map(|(n, d, s, b)| {
+                (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())
+            })
+            .collect();
+        let path = tmp.join("model.safetensors");
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        path
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let negative = write(tmp.path(), Some((vec![], (-1f32).to_le_bytes().to_vec())));
+    let e = open_err(&negative);
+    assert!(e.contains("model.safetensors") && e.contains(&format!("{q}_scale_2")), "{e}");
+    let tmp2 = tempfile::tempdir().unwrap();
+    let wide = write(tmp2.path(), Some((vec![3], vec![0; 12])));
+    let e = open_err(&wide);
+    assert!(e.contains(&format!("{q}_scale_2")) && e.contains("[3]"), "{e}");
+    let tmp3 = tempfile::tempdir().unwrap();
+    let missing = write(tmp3.path(), None);
+    // Without its multiplier the weight is a plain U8 tensor and its E4M3 scale an FP8 weight
+    // without block scales: refused, naming that tensor.
+    let e = open_err(&missing);
+    assert!(e.contains(&format!("{q}_scale")), "{e}");
+}

@@ -136,7 +136,10 @@ pub(crate) fn quantize_nvfp4_with(
             nu: None,
             fit: None,
             fit_tensor: None,
-            codebook: tquant_formats::layouts::mxfp4_codebook().values().to_vec(),
+            codebook: match layout {
+                crate::schema::Layout::ModelOpt => tquant_formats::nvfp4::modelopt_e2m1().to_vec(),
+                _ => tquant_formats::layouts::mxfp4_codebook().values().to_vec(),
+            },
             global_scale: Some(global_scale),
         },
         codes: q.packed,

@@ -735,7 +735,6 @@ fn modelopt_slot(ckpt: &ShardSet, base: &str, scale_2: &str) -> Result<QuantSlot
         &[rows, cols / NVFP4_BLOCK],
     )?;
     let v = nvfp4_tensor_scale(ckpt, scale_2)?;
-    let e2m1: Format = "e2m1".parse().expect("e2m1 is in the catalog");
     let info = QuantInfo {
         version: FORMAT_VERSION,
         layout: Layout::ModelOpt,
@@ -754,7 +753,8 @@ fn modelopt_slot(ckpt: &ShardSet, base: &str, scale_2: &str) -> Result<QuantSlot
             nu: None,
             fit: None,
             fit_tensor: None,
-            codebook: e2m1.codebook().values().to_vec(),
+            // ModelOpt decodes code 8 as +0.
+            codebook: tquant_formats::nvfp4::modelopt_e2m1().to_vec(),
             global_scale: Some(v),
         }],
     };

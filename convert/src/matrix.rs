@@ -65,6 +65,10 @@ pub fn quantize_matrix(
         Layout::CompressedTensors | Layout::ModelOpt => {
             let (codes, scales, g) = crate::compressed_tensors::quantize(values, rows, cols, opts)?;
             global_scale = g;
+            if opts.layout == Layout::ModelOpt {
+                // ModelOpt decodes code 8 as +0.
+                cb = Codebook::new(tquant_formats::nvfp4::modelopt_e2m1().to_vec())?;
+            }
             (codes, scales)
         }
     };

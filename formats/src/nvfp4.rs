@@ -218,6 +218,17 @@ pub fn nvfp4_quantize_modelopt(
     })
 }
 
+/// ModelOpt's E2M1 table (`e2m1_values`): code 8 decodes to +0, not -0 as in OCP's E2M1.
+pub fn modelopt_e2m1() -> [f32; 16] {
+    let mut t = [0.0f32; 16];
+    for (i, v) in t.iter_mut().enumerate() {
+        let m = crate::catalog::E2M1_MAG[i & 7];
+        *v = if i >= 8 { -m } else { m };
+    }
+    t[8] = 0.0;
+    t
+}
+
 /// E4M3 block scales times a ModelOpt multiplier (`weight_scale_2`), as ModelOpt dequantizes.
 pub fn modelopt_step_scales(scales: &[u8], scale_2: f32) -> Vec<f32> {
     scales.iter().map(|&s| e4m3_to_f32(s) * scale_2).collect()
