@@ -58,11 +58,19 @@ fn assert_same_as_reference(format: &str, opts: &ConvertOptions) {
     }
     assert_eq!(compared, if format == "nvfp4" { 12 } else { 8 });
     assert_eq!(
-        ours.shards()[0].header.metadata.get("quantization_rounding").map(String::as_str),
+        ours.shards()[0]
+            .header
+            .metadata
+            .get("quantization_rounding")
+            .map(String::as_str),
         Some("rtn")
     );
     let config = |c: &Checkpoint| c.config().unwrap()["quantization_config"].clone();
-    assert_eq!(config(&ours), config(&theirs), "{format} quantization_config");
+    assert_eq!(
+        config(&ours),
+        config(&theirs),
+        "{format} quantization_config"
+    );
 }
 
 #[test]
@@ -99,7 +107,9 @@ fn assert_reads_like_reference(format: &str) {
         // The kernels' product equals the product with the dequantized matrix.
         let m = q.qmatrix(0).unwrap();
         let (rows, cols) = (q.info.rows(), q.info.cols());
-        let x: Vec<f32> = (0..cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
         let mut y = vec![0.0f32; rows];
         matmul(&m, &x, 1, &mut y, Mode::Exact).unwrap();
         for (r, yr) in y.iter().enumerate() {
@@ -107,7 +117,10 @@ fn assert_reads_like_reference(format: &str) {
                 .map(|c| got[r * cols + c] as f64 * x[c] as f64)
                 .sum();
             let tol = 1e-4 * (1.0 + dense.abs());
-            assert!((*yr as f64 - dense).abs() <= tol, "{name} row {r}: {yr} vs {dense}");
+            assert!(
+                (*yr as f64 - dense).abs() <= tol,
+                "{name} row {r}: {yr} vs {dense}"
+            );
         }
         checked += 1;
     }
@@ -164,7 +177,10 @@ fn tquants_own_output_reads_back_like_the_reference() {
 
 /// A copy of the NVFP4 fixture with one tensor changed by `edit` (name -> new tensor, or
 /// removed when `None`).
-fn edited(dir: &Path, edit: impl Fn(&str) -> Option<Option<(safetensors::Dtype, Vec<usize>, Vec<u8>)>>) -> PathBuf {
+fn edited(
+    dir: &Path,
+    edit: impl Fn(&str) -> Option<Option<(safetensors::Dtype, Vec<usize>, Vec<u8>)>>,
+) -> PathBuf {
     let src = data().join("nvfp4");
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -211,40 +227,67 @@ fn bad_scale_tensors_are_refused_naming_file_and_tensor() {
         (n == format!("{q}_global_scale")).then_some(None)
     });
     let e = open_err(&missing);
-    assert!(e.contains(file) && e.contains(&format!("{q}_global_scale")), "{e}");
+    assert!(
+        e.contains(file) && e.contains(&format!("{q}_global_scale")),
+        "{e}"
+    );
 
     let tmp2 = tempfile::tempdir().unwrap();
     let wrong_dtype = edited(tmp2.path(), |n| {
-        (n == format!("{q}_scale")).then(|| Some((safetensors::Dtype::U8, vec![64, 12], vec![0x38; 64 * 12])))
+        (n == format!("{q}_scale"))
+            .then(|| Some((safetensors::Dtype::U8, vec![64, 12], vec![0x38; 64 * 12])))
     });
     let e = open_err(&wrong_dtype);
     assert!(e.contains(file) && e.contains(&format!("{q}_scale")), "{e}");
 
     let tmp3 = tempfile::tempdir().unwrap();
     let wrong_shape = edited(tmp3.path(), |n| {
-        (n == format!("{q}_scale")).then(|| Some((safetensors::Dtype::F8_E4M3, vec![64, 6], vec![0x38; 64 * 6])))
+        (n == format!("{q}_scale"))
+            .then(|| Some((safetensors::Dtype::F8_E4M3, vec![64, 6], vec![0x38; 64 * 6])))
     });
     let e = open_err(&wrong_shape);
-    assert!(e.contains(file) && e.contains(&format!("{q}_scale")) && e.contains("[64, 12]"), "{e}");
+    assert!(
+        e.contains(file) && e.contains(&format!("{q}_scale")) && e.contains("[64, 12]"),
+        "{e}"
+    );
 
     let tmp4 = tempfile::tempdir().unwrap();
     let zero_global = edited(tmp4.path(), |n| {
-        (n == format!("{q}_global_scale")).then(|| Some((safetensors::Dtype::F32, vec![1], 0f32.to_le_bytes().to_vec())))
+        (n == format!("{q}_global_scale")).then(|| {
+            Some((
+                safetensors::Dtype::F32,
+                vec![1],
+                0f32.to_le_bytes().to_vec(),
+            ))
+        })
     });
     let e = open_err(&zero_global);
-    assert!(e.contains(file) && e.contains(&format!("{q}_global_scale")) && e.contains("positive"), "{e}");
+    assert!(
+        e.contains(file) && e.contains(&format!("{q}_global_scale")) && e.contains("positive"),
+        "{e}"
+    );
 
     let tmp5 = tempfile::tempdir().unwrap();
     let global_shape = edited(tmp5.path(), |n| {
-        (n == format!("{q}_global_scale")).then(|| Some((safetensors::Dtype::F32, vec![2], vec![0; 8])))
+        (n == format!("{q}_global_scale"))
+            .then(|| Some((safetensors::Dtype::F32, vec![2], vec![0; 8])))
     });
     let e = open_err(&global_shape);
-    assert!(e.contains(file) && e.contains(&format!("{q}_global_scale")), "{e}");
+    assert!(
+        e.contains(file) && e.contains(&format!("{q}_global_scale")),
+        "{e}"
+    );
 
     // A 0-dim global scale (as some exporters write it) is accepted.
     let tmp6 = tempfile::tempdir().unwrap();
     let scalar = edited(tmp6.path(), |n| {
-        (n == format!("{q}_global_scale")).then(|| Some((safetensors::Dtype::F32, vec![], 448f32.to_le_bytes().to_vec())))
+        (n == format!("{q}_global_scale")).then(|| {
+            Some((
+                safetensors::Dtype::F32,
+                vec![],
+                448f32.to_le_bytes().to_vec(),
+            ))
+        })
     });
     let c = Checkpoint::open(&scalar).unwrap();
     assert!(matches!(c.get(q).unwrap(), Weight::Quantized(_)));
@@ -267,18 +310,30 @@ fn settings_and_tensors_the_layout_cannot_store_are_refused() {
     let opts = options(None, None);
     let q = |shape: &[usize]| {
         let n: usize = shape.iter().product();
-        tquant::convert::quantize_tensor("m.w", &vec![0.5; n], shape, tquant::convert::Dtype::BF16, &opts)
-            .unwrap_err()
-            .to_string()
+        tquant::convert::quantize_tensor(
+            "m.w",
+            &vec![0.5; n],
+            shape,
+            tquant::convert::Dtype::BF16,
+            &opts,
+        )
+        .unwrap_err()
+        .to_string()
     };
     let e = q(&[2, 16, 32]);
     assert!(e.contains("'m.w'") && e.contains("fused 3-D"), "{e}");
     let e = q(&[4, 24]);
     assert!(e.contains("'m.w'") && e.contains("multiple of 16"), "{e}");
     let mx = options(Some("32"), Some("e8m0"));
-    let e = tquant::convert::quantize_tensor("m.w", &[0.5; 64], &[4, 16], tquant::convert::Dtype::BF16, &mx)
-        .unwrap_err()
-        .to_string();
+    let e = tquant::convert::quantize_tensor(
+        "m.w",
+        &[0.5; 64],
+        &[4, 16],
+        tquant::convert::Dtype::BF16,
+        &mx,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("multiple of 32"), "{e}");
 }
 
@@ -311,11 +366,19 @@ fn fused_layers_are_written_with_one_tensor_scale() {
         .collect();
     safetensors::serialize_to_file(views, None, &input.join("model.safetensors")).unwrap();
     let out = tmp.path().join("q");
-    tquant::convert::convert(&input, &out, &options(None, None), &RunOptions::default(), &NoProgress)
-        .unwrap();
+    tquant::convert::convert(
+        &input,
+        &out,
+        &options(None, None),
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let ckpt = Checkpoint::open(&out).unwrap();
     let global = |n: &str| {
-        let t = ckpt.raw(&format!("model.layers.0.self_attn.{n}.weight_global_scale")).unwrap();
+        let t = ckpt
+            .raw(&format!("model.layers.0.self_attn.{n}.weight_global_scale"))
+            .unwrap();
         f32::from_le_bytes(t.bytes.try_into().unwrap())
     };
     let v_amax = 2.0f32; // the largest magnitude of v (its value -32/32 · 2)
@@ -329,7 +392,9 @@ fn fused_layers_are_written_with_one_tensor_scale() {
     for n in names {
         let name = format!("model.layers.0.self_attn.{n}.weight");
         let want = input.get(&name).unwrap().to_f32().unwrap();
-        let Weight::Quantized(q) = ckpt.get(&name).unwrap() else { panic!("{name}") };
+        let Weight::Quantized(q) = ckpt.get(&name).unwrap() else {
+            panic!("{name}")
+        };
         let got = q.dequantize().unwrap();
         let amax = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (a, b) in got.iter().zip(&want) {
@@ -342,8 +407,9 @@ fn fused_layers_are_written_with_one_tensor_scale() {
 fn modelopt_is_byte_identical_to_modelopt_and_reads_back_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q");
-    let opts = ConvertOptions::from_args(None, None, None, None, Layout::ModelOpt, Policy::default())
-        .unwrap();
+    let opts =
+        ConvertOptions::from_args(None, None, None, None, Layout::ModelOpt, Policy::default())
+            .unwrap();
     convert(&opts, &out).unwrap();
     let ours = Checkpoint::open(&out).unwrap();
     let dir = data().join("modelopt");
@@ -382,7 +448,9 @@ fn modelopt_is_byte_identical_to_modelopt_and_reads_back_exactly() {
             let want = reference.get(name).unwrap().to_f32().unwrap();
             let got = q.dequantize().unwrap();
             assert!(
-                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{name}"
             );
         }
@@ -406,12 +474,20 @@ fn modelopt_without_its_tensor_scale_or_with_a_bad_one_is_refused() {
                 }
                 continue;
             }
-            owned.push((name, view.dtype(), view.shape().to_vec(), view.data().to_vec()));
+            owned.push((
+                name,
+                view.dtype(),
+                view.shape().to_vec(),
+                view.data().to_vec(),
+            ));
         }
         let views: Vec<(String, safetensors::tensor::TensorView)> = owned
             .iter()
             .map(|(n, d, s, b)| {
-                (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
             })
             .collect();
         let path = tmp.join("model.safetensors");
@@ -421,11 +497,17 @@ fn modelopt_without_its_tensor_scale_or_with_a_bad_one_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let negative = write(tmp.path(), Some((vec![], (-1f32).to_le_bytes().to_vec())));
     let e = open_err(&negative);
-    assert!(e.contains("model.safetensors") && e.contains(&format!("{q}_scale_2")), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains(&format!("{q}_scale_2")),
+        "{e}"
+    );
     let tmp2 = tempfile::tempdir().unwrap();
     let wide = write(tmp2.path(), Some((vec![3], vec![0; 12])));
     let e = open_err(&wide);
-    assert!(e.contains(&format!("{q}_scale_2")) && e.contains("[3]"), "{e}");
+    assert!(
+        e.contains(&format!("{q}_scale_2")) && e.contains("[3]"),
+        "{e}"
+    );
     let tmp3 = tempfile::tempdir().unwrap();
     let missing = write(tmp3.path(), None);
     // Without its multiplier the weight is a plain U8 tensor and its E4M3 scale an FP8 weight

@@ -52,6 +52,9 @@ pub(crate) fn check_tensor(
     Ok(())
 }
 
+/// A matrix's packed codes, scale bytes and NVFP4 tensor scale.
+pub(crate) type Packed = (Vec<u8>, Vec<u8>, Option<f32>);
+
 /// One `[rows, cols]` matrix as compressed-tensors compresses it after a min-max observer:
 /// (packed codes, scale bytes, NVFP4's tensor scale).
 pub(crate) fn quantize(
@@ -59,7 +62,7 @@ pub(crate) fn quantize(
     rows: usize,
     cols: usize,
     opts: &ConvertOptions,
-) -> Result<(Vec<u8>, Vec<u8>, Option<f32>), FormatError> {
+) -> Result<Packed, FormatError> {
     match format_of(opts) {
         Some(CtFormat::Mxfp4) => {
             let q = mxfp4_quantize(values, rows, cols, MxScaleRule::CompressedTensors)?;

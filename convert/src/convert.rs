@@ -492,12 +492,10 @@ impl JobContext<'_> {
             ),
             None => quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts),
         }
-        .map_err(
-            |err| ConvertError::Format {
-                tensor: p.name.clone(),
-                source: err,
-            },
-        )?;
+        .map_err(|err| ConvertError::Format {
+            tensor: p.name.clone(),
+            source: err,
+        })?;
         drop(values);
         let (file, path) = &self.files[p.out_shard];
         let write = |bytes: &[u8], at: u64| {
@@ -508,21 +506,19 @@ impl JobContext<'_> {
         write(&m.scales, p.scales_at)?;
         if let Some(at) = p.codebook_at {
             // compressed-tensors' third part is NVFP4's tensor scale, not a table.
-            let table: Vec<u8> = if matches!(
-                p.info.layout,
-                Layout::CompressedTensors | Layout::ModelOpt
-            ) {
-                m.info
-                    .global_scale
-                    .map(|g| g.to_le_bytes().to_vec())
-                    .unwrap_or_default()
-            } else {
-                m.info
-                    .codebook
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            };
+            let table: Vec<u8> =
+                if matches!(p.info.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+                    m.info
+                        .global_scale
+                        .map(|g| g.to_le_bytes().to_vec())
+                        .unwrap_or_default()
+                } else {
+                    m.info
+                        .codebook
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
+                };
             write(&table, at)?;
         }
         *self.results[p.first_result + e]

@@ -619,7 +619,13 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         CtFormat::Nvfp4 => (ScaleDtype::F32, Dtype::F8_E4M3),
         CtFormat::Mxfp4 => (ScaleDtype::E8m0, Dtype::U8),
     };
-    expect_part(ckpt, (&path, base), &scales, stored_dtype, &[rows, cols / block])?;
+    expect_part(
+        ckpt,
+        (&path, base),
+        &scales,
+        stored_dtype,
+        &[rows, cols / block],
+    )?;
     let mut parts = vec![packed.to_string(), scales.clone()];
     let mut e4m3 = None;
     let mut global_scale = None;

@@ -6,8 +6,8 @@ use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
 use tquant_formats::nu_search::search_nu_min_error;
-use tquant_formats::select::SquaredError;
 use tquant_formats::nvfp4::nvfp4_global_scale;
+use tquant_formats::select::SquaredError;
 use tquant_formats::{BlockQuantizer, Codebook, Format, FormatError, ScaleDtype};
 
 /// Fits (when asked), picks the codebook and quantizes one row-major `[rows, cols]` matrix.

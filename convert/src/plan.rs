@@ -584,7 +584,9 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             // Embeddings are not Linear modules: compressed-tensors' targets never match them.
             crate::compressed_tensors::quantization_config(opts, linear_kept(shards))
         }
-        Layout::ModelOpt => crate::compressed_tensors::modelopt_quantization_config(&linear_kept(shards)),
+        Layout::ModelOpt => {
+            crate::compressed_tensors::modelopt_quantization_config(&linear_kept(shards))
+        }
     }
 }
 

@@ -102,10 +102,22 @@ impl CtFormat {
     }
 
     /// The format that stores `e2m1` with these blocks and scales, if any.
-    pub fn of(format: &str, block: tquant_formats::BlockSize, scale_dtype: ScaleDtype) -> Option<Self> {
+    pub fn of(
+        format: &str,
+        block: tquant_formats::BlockSize,
+        scale_dtype: ScaleDtype,
+    ) -> Option<Self> {
         match (format, block, scale_dtype) {
-            ("e2m1", tquant_formats::BlockSize::Elements(tquant_formats::nvfp4::NVFP4_BLOCK), ScaleDtype::E4m3) => Some(Self::Nvfp4),
-            ("e2m1", tquant_formats::BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK), ScaleDtype::E8m0) => Some(Self::Mxfp4),
+            (
+                "e2m1",
+                tquant_formats::BlockSize::Elements(tquant_formats::nvfp4::NVFP4_BLOCK),
+                ScaleDtype::E4m3,
+            ) => Some(Self::Nvfp4),
+            (
+                "e2m1",
+                tquant_formats::BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),
+                ScaleDtype::E8m0,
+            ) => Some(Self::Mxfp4),
             _ => None,
         }
     }
@@ -294,7 +306,13 @@ impl QuantInfo {
         // tquant's layout folds the tensor scale into the codebook, which is not counted.
         let globals = match self.layout {
             Layout::Tquant => 0,
-            _ => self.matrices.iter().filter(|m| m.global_scale.is_some()).count() * 4,
+            _ => {
+                self.matrices
+                    .iter()
+                    .filter(|m| m.global_scale.is_some())
+                    .count()
+                    * 4
+            }
         };
         if self.e4m3_stored {
             return self.experts() * self.rows() * self.blocks_per_row() + globals;

@@ -170,7 +170,7 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
     let e = floor_log2(a).max(-6);
     let step = f32::from_bits(((e - 3 + 127) as u32) << 23);
     let q = (a / step).round_ties_even() as u32; // 0..=16 (8..=16 for normal binades)
-    // In binade -6 the subnormals (q < 8) continue the codes below the normals: code = q.
+                                                 // In binade -6 the subnormals (q < 8) continue the codes below the normals: code = q.
     let code = (((e + 7) as u32) << 3) + q - 8;
     sign | code.min(0x7e) as u8
 }

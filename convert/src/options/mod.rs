@@ -241,7 +241,8 @@ impl ConvertOptions {
                 Ok(())
             }
             Layout::CompressedTensors | Layout::ModelOpt => {
-                let ct = crate::schema::CtFormat::of(self.format.name(), self.block, self.scale_dtype);
+                let ct =
+                    crate::schema::CtFormat::of(self.format.name(), self.block, self.scale_dtype);
                 match ct {
                     Some(crate::schema::CtFormat::Mxfp4) if self.layout == Layout::ModelOpt => {
                         Err(ConvertError::CtSettings {
