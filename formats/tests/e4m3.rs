@@ -3,15 +3,19 @@
 //! (midpoints between neighbouring codes and one ulp either side, values past 448, subnormals)
 //! as compressed-tensors stores it (`clamp(x, ±448).to(float8_e4m3fn)`).
 
-use tquant_formats::{e4m3_to_f32, f32_to_e4m3};
 use tquant_formats::ScaleDtype;
+use tquant_formats::{e4m3_to_f32, f32_to_e4m3};
 
 fn data() -> serde_json::Value {
     serde_json::from_str(include_str!("data/e4m3.json")).unwrap()
 }
 
 fn ints(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
