@@ -46,6 +46,7 @@ extern "C" {
 #define TQUANT_SCALE_F16 1
 #define TQUANT_SCALE_BF16 2
 #define TQUANT_SCALE_E8M0 3 /* OCP MX: 2^(byte - 127), 255 is NaN */
+#define TQUANT_SCALE_E4M3 4 /* OCP FP8 E4M3 (float8_e4m3fn): bias 7, max 448, 0x7F/0xFF NaN */
 
 /* Modes of the product.
  * EXACT: f32 table and accumulation; every output is within

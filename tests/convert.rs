@@ -8,6 +8,7 @@ mod convert_support;
 mod support;
 
 mod convert_bnb;
+mod convert_compressed_tensors;
 mod convert_errors;
 mod convert_fp8;
 mod convert_fp8_large;

@@ -170,6 +170,7 @@ pub(crate) fn chosen_output(
             fit,
             fit_tensor: Some(FitInfo::from(whole)),
             codebook: format.codebook().values().to_vec(),
+            global_scale: None,
         },
         codes: matrix.codes,
         scales: matrix.scales,

@@ -105,13 +105,15 @@ impl Checkpoint {
     /// `model.safetensors.index.json`, and validates every header and quantized tensor.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, ConvertError> {
         let files = ShardSet::open(path.as_ref())?;
-        let fp8 = pair_scales(&files, &files.root().join(CONFIG_FILE))?;
         let quantized = detect_quantized(&files)?;
-        let hidden: std::collections::HashSet<&str> = quantized
+        // NVFP4's E4M3 block scales are parts of their weight, not FP8 weights of their own.
+        let parts: std::collections::HashSet<&str> = quantized
             .values()
             .flat_map(|q| q.parts.iter().map(String::as_str))
-            .chain(fp8.values().map(|f| f.scales.as_str()))
             .collect();
+        let fp8 = pair_scales(&files, &files.root().join(CONFIG_FILE), &parts)?;
+        let mut hidden = parts;
+        hidden.extend(fp8.values().map(|f| f.scales.as_str()));
         let mut names: Vec<String> = files
             .physical_names()
             .filter(|n| !hidden.contains(n.as_str()))
@@ -206,9 +208,10 @@ impl Checkpoint {
             });
         };
         let stored = self.raw(&q.scales)?.bytes;
-        let scales = match &q.nested {
-            Some(n) => n.decoded.get_or_init(|| n.decode(stored)).as_slice(),
-            None => stored,
+        let scales = match (&q.nested, &q.e4m3) {
+            (Some(n), _) => n.decoded.get_or_init(|| n.decode(stored)).as_slice(),
+            (None, Some(s)) => s.decoded.get_or_init(|| s.decode(stored)).as_slice(),
+            (None, None) => stored,
         };
         Ok(QuantizedView {
             name,

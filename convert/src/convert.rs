@@ -26,6 +26,7 @@ use crate::writer::{write_at, StagingDir};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -232,6 +233,7 @@ pub fn convert(
         source,
     })?;
     let threads = pool.current_num_threads();
+    let global_scales = fused_global_scales(&ckpt, &plans, opts)?;
     for (b, batch) in batches.iter().enumerate() {
         let stage_opts;
         let batch_opts = match (&staged, b) {
@@ -251,6 +253,7 @@ pub fn convert(
             plans: &plans,
             files: &files,
             results: &results,
+            global_scales: &global_scales,
         };
         pool.install(|| {
             batch.par_iter().try_for_each(|&(bytes, job)| {
@@ -374,6 +377,30 @@ fn refuse_overwriting_input(ckpt: &Checkpoint, output: &Path) -> Result<(), Conv
     Ok(())
 }
 
+/// NVFP4 (compressed-tensors, ModelOpt): the amax fused layers share, from a first read of
+/// their weights (empty for every other layout).
+fn fused_global_scales(
+    ckpt: &Checkpoint,
+    plans: &[QuantPlan],
+    opts: &ConvertOptions,
+) -> Result<BTreeMap<String, f32>, ConvertError> {
+    use crate::compressed_tensors::{fused_group, shared_amax};
+    if !matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt)
+        || opts.scale_dtype != tquant_formats::ScaleDtype::E4m3
+    {
+        return Ok(BTreeMap::new());
+    }
+    let amax = plans
+        .iter()
+        .filter(|p| fused_group(&p.name).is_some())
+        .map(|p| {
+            let v = ckpt.dense_f32(&p.name)?;
+            Ok((p.name.clone(), v.iter().fold(0.0f32, |m, x| m.max(x.abs()))))
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(shared_amax(&amax))
+}
+
 struct JobContext<'a> {
     ckpt: &'a Checkpoint,
     opts: &'a ConvertOptions,
@@ -381,6 +408,8 @@ struct JobContext<'a> {
     plans: &'a [QuantPlan],
     files: &'a [(std::fs::File, PathBuf)],
     results: &'a [Mutex<Option<MatrixInfo>>],
+    /// The largest magnitudes NVFP4 fused layers share (compressed-tensors, ModelOpt).
+    global_scales: &'a BTreeMap<String, f32>,
 }
 
 impl JobContext<'_> {
@@ -453,12 +482,20 @@ impl JobContext<'_> {
             });
         }
         let expert = (p.info.shape.len() == 3).then_some(e);
-        let m = quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts).map_err(
-            |err| ConvertError::Format {
-                tensor: p.name.clone(),
-                source: err,
-            },
-        )?;
+        let m = match self.global_scales.get(&p.name) {
+            Some(&a) => crate::compressed_tensors::quantize_nvfp4_with(
+                &values,
+                rows,
+                cols,
+                a,
+                self.opts.layout,
+            ),
+            None => quantize_matrix_for(&p.name, expert, &values, rows, cols, self.opts),
+        }
+        .map_err(|err| ConvertError::Format {
+            tensor: p.name.clone(),
+            source: err,
+        })?;
         drop(values);
         let (file, path) = &self.files[p.out_shard];
         let write = |bytes: &[u8], at: u64| {
@@ -468,12 +505,20 @@ impl JobContext<'_> {
         write(&m.codes, p.codes_at)?;
         write(&m.scales, p.scales_at)?;
         if let Some(at) = p.codebook_at {
-            let table: Vec<u8> = m
-                .info
-                .codebook
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            // compressed-tensors' third part is NVFP4's tensor scale, not a table.
+            let table: Vec<u8> =
+                if matches!(p.info.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+                    m.info
+                        .global_scale
+                        .map(|g| g.to_le_bytes().to_vec())
+                        .unwrap_or_default()
+                } else {
+                    m.info
+                        .codebook
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
+                };
             write(&table, at)?;
         }
         *self.results[p.first_result + e]

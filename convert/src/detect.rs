@@ -28,6 +28,10 @@ pub const BNB_STATE_SUFFIXES: [&str; 2] = [
 pub const MXFP4_BLOCKS: &str = "_blocks";
 /// Hugging Face MXFP4's scales part suffix.
 pub const MXFP4_SCALES: &str = "_scales";
+/// ModelOpt's tensor-scale suffix (`X.weight_scale_2` beside the packed `X.weight`).
+pub const MODELOPT_SCALE_2: &str = "_scale_2";
+/// compressed-tensors' packed-weight suffix (`X.weight_packed` holds the codes of `X.weight`).
+pub const CT_PACKED: &str = "_packed";
 
 /// A quantized tensor found at open: its description and where its codes and scales are.
 #[derive(Debug)]
@@ -39,6 +43,29 @@ pub(crate) struct QuantSlot {
     pub parts: Vec<String>,
     /// bitsandbytes double quantization: `scales` holds 8-bit codes of the absmax.
     pub nested: Option<NestedAbsmax>,
+    /// NVFP4 of another tool: `scales` holds E4M3 bytes, decoded with the tensor scale.
+    pub e4m3: Option<E4m3Scales>,
+}
+
+/// NVFP4 block scales as stored (E4M3) and the f32 tensor scale they are divided by, decoded on
+/// first use into f32 bytes `e4m3(s) / divisor`, what compressed-tensors dequantizes with.
+#[derive(Debug)]
+pub(crate) struct E4m3Scales {
+    pub tensor_scale: f32,
+    /// ModelOpt multiplies by its `weight_scale_2`; compressed-tensors divides.
+    pub multiply: bool,
+    pub decoded: OnceLock<Vec<u8>>,
+}
+
+impl E4m3Scales {
+    pub(crate) fn decode(&self, stored: &[u8]) -> Vec<u8> {
+        let steps = if self.multiply {
+            tquant_formats::nvfp4::modelopt_step_scales(stored, self.tensor_scale)
+        } else {
+            tquant_formats::nvfp4::nvfp4_step_scales(stored, self.tensor_scale)
+        };
+        steps.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
 }
 
 /// bitsandbytes' double-quantized absmax: block `i`'s absmax is
@@ -81,9 +108,18 @@ pub(crate) fn detect_quantized(
             out.insert(name.to_string(), slot);
         }
     }
+    // A `_packed` tensor is compressed-tensors' when config.json says so or its scale is there.
+    let ct_config = ct_config_format(ckpt).is_some();
     for name in ckpt.raw_names() {
         if let Some(base) = BNB_STATE_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)) {
             out.insert(base.to_string(), bnb_slot(ckpt, base, name)?);
+        } else if let Some(base) = name.strip_suffix(MODELOPT_SCALE_2) {
+            out.insert(base.to_string(), modelopt_slot(ckpt, base, name)?);
+        } else if let Some(base) = name
+            .strip_suffix(CT_PACKED)
+            .filter(|b| ct_config || ckpt.locate(&format!("{b}_scale")).is_some())
+        {
+            out.insert(base.to_string(), ct_slot(ckpt, base, name)?);
         } else if let Some(base) = name.strip_suffix(MXFP4_BLOCKS) {
             let scales = format!("{base}{MXFP4_SCALES}");
             if ckpt.locate(&scales).is_some() {
@@ -278,6 +314,7 @@ fn tquant_slot(
         scales: scales.clone(),
         parts: vec![codes, scales, codebook],
         nested: None,
+        e4m3: None,
     })
 }
 
@@ -373,12 +410,14 @@ fn bnb_slot(ckpt: &ShardSet, base: &str, state_name: &str) -> Result<QuantSlot, 
         scale_rule: None,
         calibration: None,
         nested_absmax_block: nested.as_ref().map(|n| n.block),
+        e4m3_stored: false,
         matrices: vec![MatrixInfo {
             format: format!("bnb_{quant_type}"),
             nu: None,
             fit: None,
             fit_tensor: None,
             codebook,
+            global_scale: None,
         }],
     };
     Ok(QuantSlot {
@@ -387,6 +426,7 @@ fn bnb_slot(ckpt: &ShardSet, base: &str, state_name: &str) -> Result<QuantSlot, 
         scales: absmax,
         parts,
         nested,
+        e4m3: None,
     })
 }
 
@@ -499,6 +539,7 @@ fn mxfp4_slot(
         scale_rule: None,
         calibration: None,
         nested_absmax_block: None,
+        e4m3_stored: false,
         matrices: vec![
             MatrixInfo {
                 format: "e2m1".into(),
@@ -506,6 +547,7 @@ fn mxfp4_slot(
                 fit: None,
                 fit_tensor: None,
                 codebook: e2m1.codebook().values().to_vec(),
+                global_scale: None,
             };
             experts
         ],
@@ -516,5 +558,222 @@ fn mxfp4_slot(
         scales: scales.to_string(),
         parts: vec![blocks.to_string(), scales.to_string()],
         nested: None,
+        e4m3: None,
+    })
+}
+
+/// The compressed-tensors format config.json names (`quantization_config.format`, or the one
+/// format of its config groups), when it is a compressed-tensors checkpoint.
+fn ct_config_format(ckpt: &ShardSet) -> Option<String> {
+    let q = ckpt.config()?.get("quantization_config")?;
+    if q.get("quant_method").and_then(Value::as_str) != Some("compressed-tensors") {
+        return None;
+    }
+    q.get("format").and_then(Value::as_str).map(str::to_string)
+}
+
+/// A compressed-tensors weight `base` (`X.weight`), from `base_packed`, `base_scale` and, for
+/// NVFP4, `base_global_scale` (F32 `[1]`, or `[]` as some exporters write it).
+fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, ConvertError> {
+    use crate::schema::CtFormat;
+    use tquant_formats::nvfp4::NVFP4_BLOCK;
+    let path = path_of(ckpt, packed);
+    let bad = |reason: String| ConvertError::tensor(&path, base, reason);
+    let (p, _) = ckpt.entry(packed)?;
+    if p.dtype != Dtype::U8 || p.shape.len() != 2 {
+        return Err(bad(format!(
+            "compressed-tensors weight_packed must be U8 [rows, cols/2], found {} {:?}",
+            p.dtype, p.shape
+        )));
+    }
+    let (rows, cols) = (p.shape[0], p.shape[1].saturating_mul(2));
+    check_shape(&[rows, cols]).map_err(bad)?;
+    let scales = format!("{base}_scale");
+    let Some((_, s)) = ckpt.locate(&scales) else {
+        return Err(ConvertError::MissingPart {
+            path: path.clone(),
+            tensor: base.to_string(),
+            part: scales,
+        });
+    };
+    let format = match (ct_config_format(ckpt), s.dtype) {
+        (Some(f), _) if CtFormat::from_name(&f).is_none() => {
+            return Err(bad(format!(
+                "compressed-tensors format '{f}' is not read (nvfp4-pack-quantized, \
+                 mxfp4-pack-quantized)"
+            )))
+        }
+        (Some(f), _) => CtFormat::from_name(&f).expect("checked above"),
+        (None, Dtype::F8_E4M3) => CtFormat::Nvfp4,
+        (None, _) => CtFormat::Mxfp4,
+    };
+    let block = format.block();
+    if cols % block != 0 {
+        return Err(bad(format!(
+            "{} needs rows of whole blocks of {block}; weight_packed {:?} holds rows of {cols}",
+            format.name(),
+            p.shape
+        )));
+    }
+    let (scale_dtype, stored_dtype) = match format {
+        CtFormat::Nvfp4 => (ScaleDtype::F32, Dtype::F8_E4M3),
+        CtFormat::Mxfp4 => (ScaleDtype::E8m0, Dtype::U8),
+    };
+    expect_part(
+        ckpt,
+        (&path, base),
+        &scales,
+        stored_dtype,
+        &[rows, cols / block],
+    )?;
+    let mut parts = vec![packed.to_string(), scales.clone()];
+    let mut e4m3 = None;
+    let mut global_scale = None;
+    if format == CtFormat::Nvfp4 {
+        debug_assert_eq!(block, NVFP4_BLOCK);
+        let global = format!("{base}_global_scale");
+        if ckpt.locate(&global).is_none() {
+            return Err(ConvertError::MissingPart {
+                path: path.clone(),
+                tensor: base.to_string(),
+                part: global,
+            });
+        }
+        let v = nvfp4_tensor_scale(ckpt, &global)?;
+        global_scale = Some(v);
+        e4m3 = Some(E4m3Scales {
+            tensor_scale: v,
+            multiply: false,
+            decoded: OnceLock::new(),
+        });
+        parts.push(global);
+    }
+    let e2m1: Format = "e2m1".parse().expect("e2m1 is in the catalog");
+    let info = QuantInfo {
+        version: FORMAT_VERSION,
+        layout: Layout::CompressedTensors,
+        format: match format {
+            CtFormat::Nvfp4 => "nvfp4".into(),
+            CtFormat::Mxfp4 => "mxfp4".into(),
+        },
+        bits: 4,
+        shape: vec![rows, cols],
+        dtype: config_dtype(ckpt),
+        block,
+        scale_dtype,
+        scale_rule: None,
+        calibration: None,
+        nested_absmax_block: None,
+        e4m3_stored: e4m3.is_some(),
+        matrices: vec![MatrixInfo {
+            format: "e2m1".into(),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            codebook: e2m1.codebook().values().to_vec(),
+            global_scale,
+        }],
+    };
+    Ok(QuantSlot {
+        info,
+        codes: packed.to_string(),
+        scales,
+        parts,
+        nested: None,
+        e4m3,
+    })
+}
+
+/// Reads an NVFP4 tensor scale (F32 `[1]` or `[]`), which must be finite and positive.
+fn nvfp4_tensor_scale(ckpt: &ShardSet, name: &str) -> Result<f32, ConvertError> {
+    let (shard, g) = ckpt.locate(name).expect("the caller found it");
+    if g.dtype != Dtype::F32 || !(g.shape.is_empty() || g.shape == [1]) {
+        return Err(ConvertError::PartMismatch {
+            path: shard.path.clone(),
+            part: name.to_string(),
+            expected: (Dtype::F32, vec![1]),
+            found: (g.dtype, g.shape.clone()),
+        });
+    }
+    let v = ckpt.read_f32(name)?[0];
+    if !(v.is_finite() && v > 0.0) {
+        return Err(ConvertError::tensor(
+            path_of(ckpt, name),
+            name,
+            format!("NVFP4 tensor scale {v} is not a finite positive number"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A ModelOpt NVFP4 weight `base` (`X.weight` U8 `[rows, cols/2]`), with `X.weight_scale`
+/// F8_E4M3 `[rows, cols/16]` and the multiplier `X.weight_scale_2`.
+fn modelopt_slot(ckpt: &ShardSet, base: &str, scale_2: &str) -> Result<QuantSlot, ConvertError> {
+    use tquant_formats::nvfp4::NVFP4_BLOCK;
+    let path = path_of(ckpt, scale_2);
+    let bad = |reason: String| ConvertError::tensor(&path, base, reason);
+    let Some((_, p)) = ckpt.locate(base) else {
+        return Err(ConvertError::MissingPart {
+            path: path.clone(),
+            tensor: base.to_string(),
+            part: base.to_string(),
+        });
+    };
+    if p.dtype != Dtype::U8 || p.shape.len() != 2 {
+        return Err(bad(format!(
+            "a ModelOpt NVFP4 weight must be U8 [rows, cols/2], found {} {:?}",
+            p.dtype, p.shape
+        )));
+    }
+    let (rows, cols) = (p.shape[0], p.shape[1].saturating_mul(2));
+    check_shape(&[rows, cols]).map_err(bad)?;
+    if cols % NVFP4_BLOCK != 0 {
+        return Err(bad(format!(
+            "NVFP4 needs rows of whole blocks of {NVFP4_BLOCK}; the weight holds rows of {cols}"
+        )));
+    }
+    let scales = format!("{base}_scale");
+    expect_part(
+        ckpt,
+        (&path, base),
+        &scales,
+        Dtype::F8_E4M3,
+        &[rows, cols / NVFP4_BLOCK],
+    )?;
+    let v = nvfp4_tensor_scale(ckpt, scale_2)?;
+    let info = QuantInfo {
+        version: FORMAT_VERSION,
+        layout: Layout::ModelOpt,
+        format: "nvfp4".into(),
+        bits: 4,
+        shape: vec![rows, cols],
+        dtype: config_dtype(ckpt),
+        block: NVFP4_BLOCK,
+        scale_dtype: ScaleDtype::F32,
+        scale_rule: None,
+        calibration: None,
+        nested_absmax_block: None,
+        e4m3_stored: true,
+        matrices: vec![MatrixInfo {
+            format: "e2m1".into(),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            // ModelOpt decodes code 8 as +0.
+            codebook: tquant_formats::nvfp4::modelopt_e2m1().to_vec(),
+            global_scale: Some(v),
+        }],
+    };
+    Ok(QuantSlot {
+        info,
+        codes: base.to_string(),
+        scales: scales.clone(),
+        parts: vec![base.to_string(), scales, scale_2.to_string()],
+        nested: None,
+        e4m3: Some(E4m3Scales {
+            tensor_scale: v,
+            multiply: true,
+            decoded: OnceLock::new(),
+        }),
     })
 }

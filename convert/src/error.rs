@@ -229,6 +229,30 @@ pub enum ConvertError {
         /// The block.
         block: BlockSize,
     },
+    /// Settings the compressed-tensors layout (NVFP4: e2m1, e4m3 scales, blocks of 16; MXFP4:
+    /// e2m1, e8m0 scales, blocks of 32) or the ModelOpt layout (NVFP4 only) cannot store.
+    CtSettings {
+        /// The layout.
+        layout: Layout,
+        /// The format.
+        format: String,
+        /// The scale dtype.
+        scale_dtype: ScaleDtype,
+        /// The block.
+        block: BlockSize,
+    },
+    /// A tensor the compressed-tensors layout cannot store: rows not a whole number of blocks,
+    /// or a fused 3-D expert tensor (compressed-tensors stores one Linear module per matrix).
+    CtTensor {
+        /// The file, when the tensor is in one.
+        path: Option<PathBuf>,
+        /// The tensor.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Elements per block of the format.
+        block: usize,
+    },
     /// A nu with `auto` other than `fit` or `search`.
     AutoNu {
         /// The value given.
@@ -478,6 +502,7 @@ impl ConvertError {
                     | Self::Kernel { .. }
                     | Self::Format { .. }
                     | Self::Mxfp4Rows { .. }
+                    | Self::CtTensor { .. }
             ))
     }
 
@@ -633,6 +658,50 @@ impl ConvertError {
                 n(Setting::Layout),
                 tquant_formats::layouts::MXFP4_BLOCK
             ),
+            Self::CtSettings {
+                layout,
+                format,
+                scale_dtype,
+                block,
+            } => {
+                write!(
+                    f,
+                    "{OPTS}{} {} stores e2m1 with e4m3 scales and blocks of 16 (NVFP4)",
+                    n(Setting::Layout),
+                    layout.name()
+                )?;
+                if *layout == Layout::CompressedTensors {
+                    write!(f, " or e8m0 scales and blocks of 32 (MXFP4)")?;
+                }
+                write!(f, ", not {format} / {scale_dtype} / block {block}")
+            }
+            Self::CtTensor {
+                path,
+                tensor,
+                shape,
+                block,
+            } => {
+                if let Some(path) = path {
+                    write!(f, "{}: ", path.display())?;
+                }
+                if shape.len() == 3 {
+                    write!(
+                        f,
+                        "tensor '{tensor}' {shape:?}: compressed-tensors stores one matrix per module, \
+                         not a fused 3-D expert tensor"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "tensor '{tensor}' {shape:?}: compressed-tensors needs rows whose length is a \
+                         multiple of {block}"
+                    )?;
+                }
+                if flags.is_some() {
+                    write!(f, " (exclude it with {})", n(Setting::Exclude))?;
+                }
+                Ok(())
+            }
             Self::AutoNu { value } => write!(
                 f,
                 "{OPTS}with {} auto, {} is 'fit' or 'search' (for the sf candidates), not '{value}'; \

@@ -185,12 +185,16 @@ fn block_size(config: Option<&Value>, path: &Path) -> Result<[usize; 2], Convert
 pub(crate) fn pair_scales(
     ckpt: &ShardSet,
     config_path: &Path,
+    quantized_parts: &std::collections::HashSet<&str>,
 ) -> Result<BTreeMap<String, Fp8Slot>, ConvertError> {
     let mut out = BTreeMap::new();
     let mut block = None;
     for shard in ckpt.shards() {
         for entry in &shard.header.entries {
             let name = &entry.name;
+            if quantized_parts.contains(name.as_str()) {
+                continue;
+            }
             let bad = |reason: String| ConvertError::tensor(&shard.path, name, reason);
             if let Some(base) = name.strip_suffix(SCALE_SUFFIX) {
                 if let Some((_, w)) = ckpt.locate(base).filter(|(_, w)| !is_fp8(w.dtype)) {

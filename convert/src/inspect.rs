@@ -122,7 +122,15 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
                     },
                     layout: Some(i.layout.name().into()),
                     block: Some(i.block),
-                    scale_dtype: Some(i.scale_dtype.name().into()),
+                    // NVFP4 of another tool is read as f32 scales but stored as E4M3.
+                    scale_dtype: Some(
+                        if i.e4m3_stored {
+                            "e4m3"
+                        } else {
+                            i.scale_dtype.name()
+                        }
+                        .into(),
+                    ),
                     scale_rule: i.scale_rule.map(|r| r.name().into()),
                     bits_per_weight: i.bits_per_weight(),
                     nu: per_matrix(i.matrices.iter().map(|m| m.nu).collect(), three_d),

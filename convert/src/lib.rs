@@ -30,7 +30,7 @@
 //! Modules come in layers, each using only those below it:
 //! - data and options: [`schema`] (what files record), [`dtype`], [`header`], [`policy`],
 //!   [`options`] ([`ConvertOptions`], `auto`'s candidate lists), [`recipe`], and the error type;
-//! - strategies: [`layouts`], [`auto`], [`calibration`] (GPTQ with the statistics) and
+//! - strategies: [`layouts`], [`compressed_tensors`], [`auto`], [`calibration`] (GPTQ with the statistics) and
 //!   [`quantize`] (a tensor);
 //! - files and orchestration: [`fp8`], [`detect`], [`checkpoint`], [`quantized`] (views),
 //!   [`inspect`], the plan, the writer and [`convert()`].
@@ -40,6 +40,7 @@
 pub mod auto;
 pub mod calibration;
 pub mod checkpoint;
+pub mod compressed_tensors;
 pub mod convert;
 pub mod detect;
 pub mod dtype;

@@ -6,8 +6,9 @@ use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
 use tquant_formats::nu_search::search_nu_min_error;
+use tquant_formats::nvfp4::nvfp4_global_scale;
 use tquant_formats::select::SquaredError;
-use tquant_formats::{BlockQuantizer, Format, FormatError};
+use tquant_formats::{BlockQuantizer, Codebook, Format, FormatError, ScaleDtype};
 
 /// Fits (when asked), picks the codebook and quantizes one row-major `[rows, cols]` matrix.
 pub fn quantize_matrix(
@@ -41,19 +42,36 @@ pub fn quantize_matrix(
         }
         _ => (opts.format.clone(), None, None),
     };
-    let cb = format.codebook();
+    let mut cb = format.codebook().clone();
+    let mut global_scale = None;
     let (codes, scales) = match opts.layout {
         Layout::Mxfp4 => layouts::mxfp4(values, rows, cols)?,
         // Options with the gguf layout are refused by `validate` and never reach here.
         Layout::Tquant | Layout::Gguf => {
+            if opts.scale_dtype == ScaleDtype::E4m3 {
+                // E4M3 spans only 2^-9..448: a tensor scale maps the largest block to 448
+                // (NVFP4's rule), and the stored codebook holds `values / tensor scale`.
+                let (scaled, g) = e4m3_tensor_scaled(&cb, values)?;
+                cb = scaled;
+                global_scale = Some(g);
+            }
             let q = BlockQuantizer {
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,
             }
-            .quantize_with(cb, values, rows, cols, opts.scale_rule)?;
+            .quantize_with(&cb, values, rows, cols, opts.scale_rule)?;
             (q.codes, q.scales)
         }
         Layout::Bnb => layouts::bnb_quantize(values, block_len)?,
+        Layout::CompressedTensors | Layout::ModelOpt => {
+            let (codes, scales, g) = crate::compressed_tensors::quantize(values, rows, cols, opts)?;
+            global_scale = g;
+            if opts.layout == Layout::ModelOpt {
+                // ModelOpt decodes code 8 as +0.
+                cb = Codebook::new(tquant_formats::nvfp4::modelopt_e2m1().to_vec())?;
+            }
+            (codes, scales)
+        }
     };
     Ok(QuantizedMatrixOut {
         info: MatrixInfo {
@@ -62,8 +80,19 @@ pub fn quantize_matrix(
             fit,
             fit_tensor,
             codebook: cb.values().to_vec(),
+            global_scale,
         },
         codes,
         scales,
     })
+}
+
+/// `cb` divided by NVFP4's tensor scale for `values` (`448 · max|cb| / amax`, 2688 / amax for
+/// e2m1), and that scale.
+fn e4m3_tensor_scaled(cb: &Codebook, values: &[f32]) -> Result<(Codebook, f32), FormatError> {
+    let amax = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    // nvfp4_global_scale is 2688 / amax; other tables scale their largest value to 448 alike.
+    let g = nvfp4_global_scale(amax * 6.0 / cb.max_abs());
+    let scaled = Codebook::new(cb.values().iter().map(|v| v / g).collect())?;
+    Ok((scaled, g))
 }

@@ -60,6 +60,10 @@ const AUX_FILES: [&str; 8] = [
 ];
 /// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
 const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
+/// `__metadata__` key recording how a compressed-tensors file was rounded (`rtn`).
+pub(crate) const ROUNDING_KEY: &str = "quantization_rounding";
+/// The widest f32 (a tensor scale), as [`WIDEST_F64`].
+const WIDEST_F32: f32 = -1.234_567_9e-38;
 /// One output tensor: its header entry and where its bytes come from.
 #[derive(Debug)]
 pub(crate) struct OutTensor {
@@ -241,6 +245,13 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
                     crate::calibration::annotate(&mut info, &entry.name, opts);
                     layouts::check_matrix(opts, (Some(&shard.path), &entry.name), info.cols())?;
+                    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+                        crate::compressed_tensors::check_tensor(
+                            opts,
+                            (Some(&shard.path), &entry.name),
+                            &entry.shape,
+                        )?;
+                    }
                     summary.bits_per_weight = info.bits_per_weight();
                     let mut plan = add_parts(
                         &mut out,
@@ -362,6 +373,41 @@ fn add_parts(
             let s = push(format!("{name}_scales"), Dtype::U8, with(&[rows, g]), None);
             (c, s, None)
         }
+        Layout::CompressedTensors => {
+            use crate::compressed_tensors::{GLOBAL_SCALE_SUFFIX, PACKED_SUFFIX, SCALE_SUFFIX};
+            let c = push(
+                format!("{name}{PACKED_SUFFIX}"),
+                Dtype::U8,
+                vec![rows, cols / 2],
+                None,
+            );
+            let s = push(
+                format!("{name}{SCALE_SUFFIX}"),
+                scale_storage_dtype(info.scale_dtype),
+                vec![rows, info.blocks_per_row()],
+                None,
+            );
+            let g = (info.scale_dtype == tquant_formats::ScaleDtype::E4m3).then(|| {
+                push(
+                    format!("{name}{GLOBAL_SCALE_SUFFIX}"),
+                    Dtype::F32,
+                    vec![1],
+                    None,
+                )
+            });
+            (c, s, g)
+        }
+        Layout::ModelOpt => {
+            let c = push(name.clone(), Dtype::U8, vec![rows, cols / 2], None);
+            let s = push(
+                format!("{name}_scale"),
+                Dtype::F8_E4M3,
+                vec![rows, info.blocks_per_row()],
+                None,
+            );
+            let g = push(format!("{name}_scale_2"), Dtype::F32, vec![], None);
+            (c, s, Some(g))
+        }
         Layout::Bnb => {
             let n = info.numel();
             let c = push(name.clone(), Dtype::U8, vec![n.div_ceil(2), 1], None);
@@ -416,6 +462,11 @@ pub(crate) fn shard_metadata(
 ) -> BTreeMap<String, String> {
     let mut meta = shard.base_metadata.clone();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
+    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+        // Neither config has a field for it: round to nearest with min-max scales is the
+        // only way this layout is written (no scale search, no GPTQ).
+        meta.insert(ROUNDING_KEY.into(), "rtn".into());
+    }
     if opts.layout != Layout::Tquant {
         return meta;
     }
@@ -431,6 +482,9 @@ pub(crate) fn shard_metadata(
             Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
             None => {
                 for m in &mut info.matrices {
+                    if opts.scale_dtype == tquant_formats::ScaleDtype::E4m3 {
+                        m.global_scale = Some(WIDEST_F32);
+                    }
                     if let Some(spec) = &opts.auto {
                         m.format = spec.widest_format_name();
                         m.nu = Some(WIDEST_F64);
@@ -488,6 +542,13 @@ pub(crate) fn write_side_files(
     }
     let text = serde_json::to_vec_pretty(&config).expect("json");
     staging.write_file(CONFIG_FILE, &text)?;
+    if opts.layout == Layout::ModelOpt {
+        let hf = crate::compressed_tensors::modelopt_hf_quant_config(&linear_kept(shards));
+        staging.write_file(
+            crate::compressed_tensors::HF_QUANT_CONFIG,
+            &serde_json::to_vec_pretty(&hf).expect("json"),
+        )?;
+    }
     for aux in AUX_FILES {
         let from = root.join(aux);
         if from.is_file() {
@@ -522,7 +583,23 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "quant_method": "mxfp4",
             "modules_to_not_convert": kept_modules(shards),
         }),
+        Layout::CompressedTensors => {
+            // Embeddings are not Linear modules: compressed-tensors' targets never match them.
+            crate::compressed_tensors::quantization_config(opts, linear_kept(shards))
+        }
+        Layout::ModelOpt => {
+            crate::compressed_tensors::modelopt_quantization_config(&linear_kept(shards))
+        }
     }
+}
+
+/// Kept modules that are Linear layers (embeddings are not): what compressed-tensors' `ignore`
+/// and ModelOpt's `exclude_modules` list.
+fn linear_kept(shards: &[OutShard]) -> Vec<String> {
+    kept_modules(shards)
+        .into_iter()
+        .filter(|m| !m.to_ascii_lowercase().contains("embed"))
+        .collect()
 }
 
 /// Modules whose `.weight` matrix was kept in full precision (what loaders must not replace).

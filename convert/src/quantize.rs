@@ -50,10 +50,12 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
                 fit: None,
                 fit_tensor: None,
                 codebook: opts.format.codebook().values().to_vec(),
+                global_scale: None,
             };
             matrices
         ],
         nested_absmax_block: None,
+        e4m3_stored: false,
     }
 }
 
@@ -114,6 +116,9 @@ pub fn quantize_tensor(
         });
     }
     layouts::check_matrix(opts, (None, name), cols)?;
+    if matches!(opts.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+        crate::compressed_tensors::check_tensor(opts, (None, name), shape)?;
+    }
     let per = rows * cols;
     let outs = values
         .par_chunks(per)
@@ -130,10 +135,29 @@ pub fn quantize_tensor(
         .into_iter()
         .map(|m| {
             codes.extend_from_slice(&m.codes);
-            scales.extend_from_slice(&m.scales);
+            match (info.layout, m.info.global_scale) {
+                // Held as readers of such files see it: f32 `E4M3 / tensor scale`.
+                (Layout::CompressedTensors, Some(g)) => scales.extend(
+                    tquant_formats::nvfp4::nvfp4_step_scales(&m.scales, g)
+                        .iter()
+                        .flat_map(|s| s.to_le_bytes()),
+                ),
+                (Layout::ModelOpt, Some(g)) => scales.extend(
+                    tquant_formats::nvfp4::modelopt_step_scales(&m.scales, g)
+                        .iter()
+                        .flat_map(|s| s.to_le_bytes()),
+                ),
+                _ => scales.extend_from_slice(&m.scales),
+            }
             m.info
         })
         .collect();
+    if matches!(info.layout, Layout::CompressedTensors | Layout::ModelOpt)
+        && info.scale_dtype == tquant_formats::ScaleDtype::E4m3
+    {
+        info.scale_dtype = tquant_formats::ScaleDtype::F32;
+        info.e4m3_stored = true;
+    }
     Ok(QuantizedTensor {
         name: name.to_string(),
         info,

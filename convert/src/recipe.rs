@@ -128,12 +128,13 @@ impl Recipe {
     }
 
     /// The recipe a layout converts with when none is given: `sf4_fit` for tquant's, `nf4` for
-    /// bitsandbytes', `e2m1` for MXFP4.
+    /// bitsandbytes', `e2m1` for MXFP4 and compressed-tensors (NVFP4 unless the block and scale
+    /// dtype say MXFP4) and ModelOpt.
     pub fn default_for(layout: Layout) -> &'static str {
         match layout {
             Layout::Tquant => "sf4_fit",
             Layout::Bnb => "nf4",
-            Layout::Mxfp4 => "e2m1",
+            Layout::Mxfp4 | Layout::CompressedTensors | Layout::ModelOpt => "e2m1",
             // Not a recipe: the GGUF exporter's default type (`builder_with` refuses gguf).
             Layout::Gguf => "iq4_nl",
         }

@@ -34,6 +34,16 @@ pub enum Layout {
     /// OCP MXFP4 as Hugging Face stores it: `_blocks` `[.., rows, cols/32, 16]` (low nibble first,
     /// per-row blocks of 32, i.e. tquant's code layout) and `_scales` E8M0 `[.., rows, cols/32]`.
     Mxfp4,
+    /// compressed-tensors (llm-compressor, vLLM): `<module>.weight_packed` U8 `[rows, cols/2]`
+    /// (tquant's code layout) and `weight_scale`: E4M3 per 16 with an f32 `weight_global_scale`
+    /// divisor (`nvfp4-pack-quantized`), or E8M0 per 32 (`mxfp4-pack-quantized`).
+    #[serde(rename = "compressed-tensors")]
+    CompressedTensors,
+    /// NVIDIA ModelOpt NVFP4 (TensorRT-LLM, vLLM): `<m>.weight` U8 `[rows, cols/2]`,
+    /// `<m>.weight_scale` F8_E4M3 `[rows, cols/16]`, `<m>.weight_scale_2` F32 scalar, a
+    /// multiplier; `hf_quant_config.json` beside config.json.
+    #[serde(rename = "modelopt")]
+    ModelOpt,
     /// One GGUF file llama.cpp loads (ggml Q4_0 / IQ4_NL blocks), written by
     /// [`crate::gguf::convert_gguf`], not by the safetensors converter.
     Gguf,
@@ -46,6 +56,8 @@ impl Layout {
             Self::Tquant => "tquant",
             Self::Bnb => "bnb",
             Self::Mxfp4 => "mxfp4",
+            Self::CompressedTensors => "compressed-tensors",
+            Self::ModelOpt => "modelopt",
             Self::Gguf => "gguf",
         }
     }
@@ -58,9 +70,68 @@ impl std::str::FromStr for Layout {
             "tquant" => Ok(Self::Tquant),
             "bnb" => Ok(Self::Bnb),
             "mxfp4" => Ok(Self::Mxfp4),
+            "compressed-tensors" => Ok(Self::CompressedTensors),
+            "modelopt" => Ok(Self::ModelOpt),
             "gguf" => Ok(Self::Gguf),
-            _ => Err(format!("unknown layout '{s}' (tquant, bnb, mxfp4, gguf)")),
+            _ => Err(format!(
+                "unknown layout '{s}' (tquant, bnb, mxfp4, compressed-tensors, modelopt, gguf)"
+            )),
         }
+    }
+}
+
+/// One of compressed-tensors' 4-bit float formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtFormat {
+    /// `nvfp4-pack-quantized`.
+    Nvfp4,
+    /// `mxfp4-pack-quantized`.
+    Mxfp4,
+}
+
+impl CtFormat {
+    /// The format's name in config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nvfp4 => "nvfp4-pack-quantized",
+            Self::Mxfp4 => "mxfp4-pack-quantized",
+        }
+    }
+
+    /// Elements per block.
+    pub fn block(self) -> usize {
+        match self {
+            Self::Nvfp4 => tquant_formats::nvfp4::NVFP4_BLOCK,
+            Self::Mxfp4 => tquant_formats::layouts::MXFP4_BLOCK,
+        }
+    }
+
+    /// The format that stores `e2m1` with these blocks and scales, if any.
+    pub fn of(
+        format: &str,
+        block: tquant_formats::BlockSize,
+        scale_dtype: ScaleDtype,
+    ) -> Option<Self> {
+        match (format, block, scale_dtype) {
+            (
+                "e2m1",
+                tquant_formats::BlockSize::Elements(tquant_formats::nvfp4::NVFP4_BLOCK),
+                ScaleDtype::E4m3,
+            ) => Some(Self::Nvfp4),
+            (
+                "e2m1",
+                tquant_formats::BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),
+                ScaleDtype::E8m0,
+            ) => Some(Self::Mxfp4),
+            _ => None,
+        }
+    }
+
+    /// The format a config.json names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Nvfp4, Self::Mxfp4]
+            .into_iter()
+            .find(|f| f.name() == name)
     }
 }
 
@@ -99,6 +170,12 @@ pub struct MatrixInfo {
     /// Values in code order; stored as the `.codebook` tensor, not in the metadata.
     #[serde(skip)]
     pub codebook: Vec<f32>,
+    /// NVFP4's f32 tensor scale: a divisor (compressed-tensors' `weight_global_scale`), or in
+    /// the ModelOpt layout a multiplier (`weight_scale_2`); `None`
+    /// for every other format. In tquant's own layout the codebook already holds
+    /// `values / global_scale`, so decoding never needs it; it is kept as a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_scale: Option<f32>,
 }
 
 /// Everything needed to interpret a quantized tensor's bytes.
@@ -139,6 +216,12 @@ pub struct QuantInfo {
     /// Never in tquant's own files.
     #[serde(skip)]
     pub nested_absmax_block: Option<usize>,
+    /// NVFP4 read from another tool's files: the scales are stored as E4M3 bytes and readers
+    /// see them decoded to the f32 `scale_dtype` says, each divided by its matrix's
+    /// `global_scale` (compressed-tensors), or multiplied by it (ModelOpt's `weight_scale_2`).
+    /// Never in tquant's own files.
+    #[serde(skip)]
+    pub e4m3_stored: bool,
 }
 
 mod scale_dtype_name {
@@ -222,8 +305,26 @@ impl QuantInfo {
         }
     }
 
-    /// Bytes of all scales. bitsandbytes has one per block of the flattened tensor.
+    /// Bytes of all scales. bitsandbytes has one per block of the flattened tensor; NVFP4 adds
+    /// its f32 tensor scale per matrix.
     pub fn scale_bytes(&self) -> usize {
+        // tquant's layout folds the tensor scale into the codebook, which is not counted.
+        let globals = match self.layout {
+            Layout::Tquant => 0,
+            _ => {
+                self.matrices
+                    .iter()
+                    .filter(|m| m.global_scale.is_some())
+                    .count()
+                    * 4
+            }
+        };
+        if self.e4m3_stored {
+            return self.experts() * self.rows() * self.blocks_per_row() + globals;
+        }
+        if matches!(self.layout, Layout::CompressedTensors | Layout::ModelOpt) {
+            return self.experts() * self.matrix_scale_bytes() + globals;
+        }
         match self.layout {
             Layout::Bnb => {
                 let blocks = self.numel().div_ceil(self.block);
@@ -241,6 +342,7 @@ impl QuantInfo {
     pub fn view_scale_bytes(&self) -> usize {
         match self.layout {
             Layout::Bnb => self.numel().div_ceil(self.block) * self.scale_dtype.size(),
+            _ if self.e4m3_stored => self.experts() * self.matrix_scale_bytes(),
             _ => self.scale_bytes(),
         }
     }
@@ -284,12 +386,13 @@ pub struct QuantizedMatrixOut {
     pub scales: Vec<u8>,
 }
 
-/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8).
+/// The safetensors dtype that stores scales of a scale dtype (E8M0 bytes as U8, E4M3 as F8_E4M3).
 pub fn scale_storage_dtype(d: ScaleDtype) -> Dtype {
     match d {
         ScaleDtype::F32 => Dtype::F32,
         ScaleDtype::F16 => Dtype::F16,
         ScaleDtype::Bf16 => Dtype::BF16,
         ScaleDtype::E8m0 => Dtype::U8,
+        ScaleDtype::E4m3 => Dtype::F8_E4M3,
     }
 }

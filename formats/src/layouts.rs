@@ -217,6 +217,10 @@ pub enum MxScaleRule {
     /// the scale is `amax / 6` rounded *up* to a power of two, so nothing clips, and elements
     /// round to nearest with ties *away from zero*.
     Ceil,
+    /// compressed-tensors' `generate_mx_scales` (`mxfp4-pack-quantized`): amax rounded to a
+    /// power of two by adding a quarter of the mantissa range and truncating (up iff its
+    /// mantissa is >= 1.75), then `- 2`; elements clamp to ±6 and round to nearest even.
+    CompressedTensors,
 }
 
 /// A `[rows, cols]` matrix in Hugging Face's MXFP4 layout.
@@ -234,7 +238,7 @@ pub struct Mxfp4 {
 
 /// E2M1 magnitude code of `m >= 0` (already divided by the scale), saturating at 6.
 #[inline]
-fn e2m1_magnitude(m: f32, ties_away: bool) -> u8 {
+pub(crate) fn e2m1_magnitude(m: f32, ties_away: bool) -> u8 {
     // Midpoints between 0, 0.5, 1, 1.5, 2, 3, 4, 6.
     const MIDS: [f32; 7] = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0];
     let mut c = 0u8;
@@ -278,6 +282,17 @@ pub fn mxfp4_quantize(
         let (byte, ties_away) = match rule {
             MxScaleRule::Floor if amax == 0.0 => (0u8, false),
             MxScaleRule::Floor => ((floor_log2(amax) - 2 + 127).clamp(0, 254) as u8, false),
+            MxScaleRule::CompressedTensors => {
+                // round_to_power_2: bits + 2^(23 - 1 - 1), exponent kept; a zero or
+                // subnormal result has log2 <= -126 and clamps to byte 0, as in torch.
+                let p = f32::from_bits((amax.to_bits() + (1 << 21)) & 0xff80_0000);
+                let byte = if p == 0.0 {
+                    0
+                } else {
+                    (floor_log2(p) - 2 + 127).clamp(0, 254) as u8
+                };
+                (byte, false)
+            }
             MxScaleRule::Ceil => {
                 // triton_kernels: (bits(amax / 6) + 0x7fffff) & 0x7f800000, exponent byte.
                 let d = (amax / 6.0).to_bits();
@@ -289,7 +304,12 @@ pub fn mxfp4_quantize(
         for (c, &v) in codes.iter_mut().zip(group) {
             // Division by a power of two: exact unless the quotient is subnormal.
             let q = if amax == 0.0 { v } else { v / scale };
-            let sign = (q.is_sign_negative() as u8) << 3;
+            // compressed-tensors takes the sign from `torch.sign`, which is +0 for -0.0.
+            let negative = match rule {
+                MxScaleRule::CompressedTensors => q < 0.0,
+                _ => q.is_sign_negative(),
+            };
+            let sign = (negative as u8) << 3;
             *c = sign | e2m1_magnitude(q.abs(), ties_away);
         }
         for (j, pair) in codes.chunks(2).enumerate() {

@@ -36,6 +36,7 @@ pub mod gptq;
 pub mod layouts;
 mod listing;
 pub mod nu_search;
+pub mod nvfp4;
 pub mod pack;
 pub mod sample;
 mod scale;
@@ -51,7 +52,7 @@ pub use fit::{
 };
 pub use listing::catalog_table;
 pub use nu_search::{search_nu_min_error, NuSearch};
-pub use scale::ScaleDtype;
+pub use scale::{e4m3_to_f32, f32_to_e4m3, ScaleDtype};
 
 /// Errors of the format layer: a bad codebook, a name or number that does not parse, lengths
 /// that do not match a shape, or a value an operation cannot represent.
@@ -294,6 +295,45 @@ pub enum FormatError {
     Mxfp4NanScale {
         /// The group's index.
         group: usize,
+    },
+    /// A row length that is not a whole number of NVFP4 blocks.
+    #[error(
+        "shape: NVFP4 rows hold blocks of {}; a row of {cols} elements is not a whole number of \
+         blocks",
+        nvfp4::NVFP4_BLOCK
+    )]
+    Nvfp4Row {
+        /// The row length.
+        cols: usize,
+    },
+    /// NVFP4 data whose lengths do not match its shape.
+    #[error(
+        "shape: NVFP4 [{rows}, {cols}] needs {} packed bytes and {} scales, got {got_packed} and \
+         {got_scales}",
+        rows * cols / 2,
+        rows * cols / nvfp4::NVFP4_BLOCK
+    )]
+    Nvfp4Length {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Packed bytes given.
+        got_packed: usize,
+        /// Scales given.
+        got_scales: usize,
+    },
+    /// An NVFP4 block scale that is E4M3's NaN (0x7f or 0xff).
+    #[error("value: NVFP4 scale of block {block} is E4M3's NaN")]
+    Nvfp4NanScale {
+        /// The block's index.
+        block: usize,
+    },
+    /// An NVFP4 tensor scale that is zero, negative or not finite.
+    #[error("value: NVFP4 tensor scale {value} is not a finite positive number")]
+    Nvfp4GlobalScale {
+        /// The value.
+        value: f32,
     },
     /// A column weight that is negative or not finite.
     #[error("value: column weight {column} is {weight}: weights must be finite and >= 0")]

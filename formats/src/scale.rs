@@ -16,18 +16,21 @@ pub enum ScaleDtype {
     Bf16,
     /// OCP MX E8M0: a biased power-of-two exponent in one byte, `2^(byte - 127)`; 255 is NaN.
     E8m0,
+    /// OCP FP8 E4M3 (`float8_e4m3fn`, NVFP4's block scale): sign, 4 exponent bits (bias 7),
+    /// 3 mantissa bits; largest 448, no infinities, 0x7F / 0xFF are NaN.
+    E4m3,
 }
 
 impl ScaleDtype {
     /// Every dtype.
-    pub const ALL: [ScaleDtype; 4] = [Self::F32, Self::F16, Self::Bf16, Self::E8m0];
+    pub const ALL: [ScaleDtype; 5] = [Self::F32, Self::F16, Self::Bf16, Self::E8m0, Self::E4m3];
 
     /// Bytes one scale takes.
     pub fn size(self) -> usize {
         match self {
             Self::F32 => 4,
             Self::F16 | Self::Bf16 => 2,
-            Self::E8m0 => 1,
+            Self::E8m0 | Self::E4m3 => 1,
         }
     }
 
@@ -38,12 +41,14 @@ impl ScaleDtype {
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
             Self::E8m0 => "e8m0",
+            Self::E4m3 => "e4m3",
         }
     }
 
     /// Rounds an ideal scale (finite; negative for tables with a one-sided extreme) to this dtype.
     ///
-    /// f16 and bf16 round to nearest even and saturate at their largest finite magnitude. E8M0
+    /// f16, bf16 and E4M3 round to nearest even and saturate at their largest finite magnitude
+    /// (E4M3 as compressed-tensors does: clamp to ±448, then cast). E8M0
     /// has no sign: it takes positive scales only. E8M0
     /// follows OCP MX: `2^(floor(log2(absmax)) - emax)` with `emax = floor(log2(max|values|))`,
     /// so pass `absmax` and the codebook's `max_abs` through [`ScaleDtype::e8m0_exponent`] instead.
@@ -52,6 +57,7 @@ impl ScaleDtype {
             Self::F32 => scale,
             Self::F16 => f16::from_f32(scale).clamp(f16::MIN, f16::MAX).to_f32(),
             Self::Bf16 => bf16::from_f32(scale).clamp(bf16::MIN, bf16::MAX).to_f32(),
+            Self::E4m3 => e4m3_to_f32(f32_to_e4m3(scale)),
             Self::E8m0 => {
                 if scale <= 0.0 || !scale.is_finite() {
                     return e8m0_to_f32(0);
@@ -68,6 +74,7 @@ impl ScaleDtype {
             Self::F16 => out.extend_from_slice(&f16::from_f32(scale).to_le_bytes()),
             Self::Bf16 => out.extend_from_slice(&bf16::from_f32(scale).to_le_bytes()),
             Self::E8m0 => out.push(f32_to_e8m0(scale)),
+            Self::E4m3 => out.push(f32_to_e4m3(scale)),
         }
     }
 
@@ -79,6 +86,7 @@ impl ScaleDtype {
             Self::F16 => f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
             Self::Bf16 => bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
             Self::E8m0 => e8m0_to_f32(bytes[i]),
+            Self::E4m3 => e4m3_to_f32(bytes[i]),
         }
     }
 
@@ -130,6 +138,43 @@ pub fn f32_to_e8m0(x: f32) -> u8 {
     (floor_log2(x) + 127).clamp(0, 254) as u8
 }
 
+/// Largest finite E4M3 magnitude (0x7E, 1.75 · 2^8).
+pub const E4M3_MAX: f32 = 448.0;
+
+/// The value of an E4M3 (`float8_e4m3fn`) byte: exact in f32; 0x7F and 0xFF are NaN.
+#[inline]
+pub fn e4m3_to_f32(byte: u8) -> f32 {
+    let sign = if byte & 0x80 != 0 { -1.0f32 } else { 1.0 };
+    let (e, m) = ((byte >> 3) & 0x0f, byte & 0x07);
+    if e == 0x0f && m == 0x07 {
+        return f32::NAN;
+    }
+    let mag = if e == 0 {
+        m as f32 * (1.0 / 512.0) // subnormal: m/8 · 2^-6
+    } else {
+        f32::from_bits(((e as u32 + 120) << 23) | ((m as u32) << 20))
+    };
+    sign * mag
+}
+
+/// The E4M3 byte nearest `x`, ties to even, saturating at ±448 (compressed-tensors clamps to
+/// `finfo(float8_e4m3fn)` before torch's cast); NaN gives 0x7F, and the sign of a zero is kept.
+pub fn f32_to_e4m3(x: f32) -> u8 {
+    if x.is_nan() {
+        return 0x7f;
+    }
+    let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
+    let a = x.abs().min(E4M3_MAX);
+    // Below 2^-6 the step is 2^-9 (subnormals); above, 2^(e - 3) in binade e. Both scalings are
+    // by powers of two, so exact, and `round_ties_even` is the only rounding.
+    let e = floor_log2(a).max(-6);
+    let step = f32::from_bits(((e - 3 + 127) as u32) << 23);
+    let q = (a / step).round_ties_even() as u32; // 0..=16 (8..=16 for normal binades)
+                                                 // In binade -6 the subnormals (q < 8) continue the codes below the normals: code = q.
+    let code = (((e + 7) as u32) << 3) + q - 8;
+    sign | code.min(0x7e) as u8
+}
+
 impl fmt::Display for ScaleDtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -177,6 +222,22 @@ mod tests {
             ScaleDtype::e8m0_exponent(f32::from_bits(8f32.to_bits() - 1), 6.0),
             0
         );
+    }
+
+    #[test]
+    fn e4m3_round_trips_every_finite_byte() {
+        for b in 0..=255u8 {
+            let x = e4m3_to_f32(b);
+            if b & 0x7f == 0x7f {
+                assert!(x.is_nan());
+                continue;
+            }
+            assert_eq!(f32_to_e4m3(x), b, "{b:#04x} = {x}");
+        }
+        assert_eq!(e4m3_to_f32(0x7e), E4M3_MAX);
+        assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
+        assert_eq!(f32_to_e4m3(1e9), 0x7e);
+        assert_eq!(f32_to_e4m3(-1e9), 0xfe);
     }
 
     #[test]

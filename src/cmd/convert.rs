@@ -29,7 +29,8 @@ pub struct Args {
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
     #[arg(long)]
     pub block: Option<BlockSize>,
-    /// Scale dtype: f32, f16, bf16, e8m0. Default: f16 (f32 for bnb, e8m0 for mxfp4).
+    /// Scale dtype: f32, f16, bf16, e8m0, e4m3. Default: f16 (f32 for bnb, e8m0 for mxfp4, e4m3 for
+    /// compressed-tensors and modelopt).
     #[arg(long)]
     pub scale_dtype: Option<ScaleDtype>,
     /// Student Float nu, overriding the recipe's: a number, `fit` (maximum likelihood per
@@ -40,8 +41,9 @@ pub struct Args {
     /// least-squared-error scale; may be negative). tquant layout only.
     #[arg(long)]
     pub scale_rule: Option<ScaleRule>,
-    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (OCP MXFP4 as Hugging Face stores
-    /// it), gguf (one GGUF file for llama.cpp; DeepSeek-V2/V3).
+    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (OCP MXFP4 as Hugging Face stores it),
+    /// compressed-tensors (NVFP4; MXFP4 with --block 32 --scale-dtype e8m0), modelopt (NVFP4),
+    /// gguf (one GGUF file for llama.cpp; DeepSeek-V2/V3).
     #[arg(long, default_value = "tquant")]
     pub layout: Layout,
     /// Also quantize tensors matching this glob (`*` and `?`); repeatable.

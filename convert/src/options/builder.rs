@@ -149,6 +149,11 @@ impl ConvertOptionsBuilder {
                 BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),
                 ScaleDtype::E8m0,
             ),
+            Layout::CompressedTensors | Layout::ModelOpt => (
+                FormatChoice::Table(catalog("e2m1")),
+                BlockSize::Elements(tquant_formats::nvfp4::NVFP4_BLOCK),
+                ScaleDtype::E4m3,
+            ),
         };
         let block = self.block.unwrap_or(def_block);
         let scale_dtype = self.scale_dtype.unwrap_or(def_scale);

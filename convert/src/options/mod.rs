@@ -241,6 +241,27 @@ impl ConvertOptions {
                 }
                 Ok(())
             }
+            Layout::CompressedTensors | Layout::ModelOpt => {
+                let ct =
+                    crate::schema::CtFormat::of(self.format.name(), self.block, self.scale_dtype);
+                match ct {
+                    Some(crate::schema::CtFormat::Mxfp4) if self.layout == Layout::ModelOpt => {
+                        Err(ConvertError::CtSettings {
+                            layout: self.layout,
+                            format: self.format.to_string(),
+                            scale_dtype: self.scale_dtype,
+                            block: self.block,
+                        })
+                    }
+                    Some(_) => Ok(()),
+                    None => Err(ConvertError::CtSettings {
+                        layout: self.layout,
+                        format: self.format.to_string(),
+                        scale_dtype: self.scale_dtype,
+                        block: self.block,
+                    }),
+                }
+            }
         }
     }
 

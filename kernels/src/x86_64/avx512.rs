@@ -76,6 +76,12 @@ fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
                 let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
             }
+            ScaleDtype::E4m3 => {
+                // One byte each, decoded by table lookup (no SIMD conversion needed).
+                let t: [f32; 16] = std::array::from_fn(|i| q.scale_dtype().read(bytes, b + i));
+                // SAFETY: `t` holds 16 floats.
+                unsafe { _mm512_loadu_ps(t.as_ptr()) }
+            }
             ScaleDtype::E8m0 => {
                 // SAFETY: as above, blocks b.. of this row exist.
                 let e = unsafe { _mm_loadu_si128(bytes.as_ptr().add(b).cast()) };
