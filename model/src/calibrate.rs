@@ -368,10 +368,10 @@ fn to_calibration_of(
             .remove(&(layer, site))
             .unwrap_or_else(|| (0, vec![0.0; dim * dim]));
         let h = Arc::new(
-            Hessian::new(dim, n, sum).map_err(|source| ModelError::Statistics {
+            Hessian::new(dim, n, sum).map_err(|e| ModelError::Statistics {
                 layer,
                 site,
-                source,
+                source: Box::new(e),
             })?,
         );
         for (name, expert) in site_tensors(layer, site) {

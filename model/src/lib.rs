@@ -214,7 +214,7 @@ pub enum ModelError {
         site: observe::Site,
         /// Why.
         #[source]
-        source: tquant_convert::ConvertError,
+        source: Box<tquant_convert::ConvertError>,
     },
     /// Too few tokens for one evaluation chunk of `window + 1` tokens.
     #[error("{tokens} tokens make no chunk of window + 1 = {chunk}")]
