@@ -1,6 +1,9 @@
 //! The `tquant` command line: argument parsing, progress and output only; the work is in the crates.
 
 use clap::{Parser, Subcommand};
+use tquant_convert::{ConvertError, Setting};
+use tquant_model::ModelError;
+use tquant_report::ReportError;
 
 mod cmd;
 
@@ -84,40 +87,56 @@ fn message(e: &anyhow::Error) -> String {
     out.join(": ")
 }
 
-/// The message of a converter error (also inside the report's and the model's errors), with
-/// the flags that set what it names.
+/// The flag that sets each converter setting this command line has one for.
+const FLAGS: [(Setting, &str); 13] = [
+    (Setting::Format, "--format"),
+    (Setting::Nu, "--nu"),
+    (Setting::Block, "--block"),
+    (Setting::ScaleDtype, "--scale-dtype"),
+    (Setting::ScaleRule, "--scale-rule"),
+    (Setting::Layout, "--layout"),
+    (Setting::Calibration, "--calibrate"),
+    (Setting::Exclude, "--exclude"),
+    (Setting::Drop, "--drop"),
+    (Setting::Force, "--force"),
+    (Setting::Damp, "--damp"),
+    (Setting::CalibrationWindow, "--calibrate-window"),
+    (Setting::MinTokensPerColumn, "--min-tokens-per-column"),
+];
+
+/// The message of a converter error (also inside the report's and the model's errors) or of a
+/// model error that names a setting, with the flags that set what it names.
 fn convert_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    use tquant_convert::{ConvertError, Setting};
-    use tquant_model::ModelError;
-    use tquant_report::ReportError;
-    fn flag(s: Setting) -> &'static str {
-        match s {
-            Setting::Format => "--format",
-            Setting::Nu => "--nu",
-            Setting::Block => "--block",
-            Setting::ScaleDtype => "--scale-dtype",
-            Setting::ScaleRule => "--scale-rule",
-            Setting::Layout => "--layout",
-            Setting::Calibration => "--calibrate",
-            Setting::Exclude => "--exclude",
-            Setting::Drop => "--drop",
-            Setting::Force => "--force",
-            other => other.name(),
-        }
-    }
+    let flag = |s: Setting| -> &'static str {
+        FLAGS
+            .iter()
+            .find(|(k, _)| *k == s)
+            .map_or(s.name(), |f| f.1)
+    };
     let spell = |c: &ConvertError| Some(c.with_flags(&flag).to_string());
     if let Some(c) = e.downcast_ref::<ConvertError>() {
         return spell(c);
     }
     match e.downcast_ref::<ModelError>() {
         Some(ModelError::Convert(c)) => return spell(c),
+        Some(&ModelError::ContextTooLong {
+            prompt,
+            max_tokens,
+            positions,
+            limit,
+        }) => {
+            return Some(format!(
+                "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
+                 positions, more than the model's max_position_embeddings ({limit})"
+            ))
+        }
         Some(_) => return None,
         None => {}
     }
     match e.downcast_ref::<ReportError>()? {
         ReportError::Convert(c) | ReportError::Model(ModelError::Convert(c)) => spell(c),
-        ReportError::Context { context, inner } => {
-            convert_message(inner.as_ref()).map(|t| format!("{context}: {t}"))
+        ReportError::Context { context, source } => {
+            convert_message(source.as_ref()).map(|t| format!("{context}: {t}"))
         }
         _ => None,
     }

@@ -1,4 +1,5 @@
-//! The calibration targets on tiny-lite, measured through `tquant report`. Evaluation on the
+//! The calibration targets on tiny-lite, measured with the library calls `tquant report` makes
+//! (the same numbers as its rows; the baseline is measured once for every test). Evaluation on the
 //! first 65792 bytes of the held-out text (256 windows of 257; the repository carries them as
 //! tests/data/model/heldout_head.txt), block 64, against the best fixed format under plain
 //! absmax RTN with f32 scales, at no more bits per weight:
@@ -14,10 +15,13 @@
 
 use crate::support;
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use support::{path, root, stdout_ok, tiny_lite};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use support::{root, tiny_lite};
+use tquant::formats::{BlockSize, ScaleDtype};
+use tquant::model::checkpoint_source;
+use tquant::report::measure::{self, parse_variants, with_calibrated_twins, Variant};
+use tquant::report::{CalibrationOptions, CalibrationSource, EvalText};
 
 fn heldout() -> PathBuf {
     let p = std::env::var("TQUANT_HELDOUT").unwrap_or("/work/shared/corpus/heldout.txt".into());
@@ -34,137 +38,124 @@ fn head() -> PathBuf {
     root().join("tests/data/model/heldout_head.txt")
 }
 
-fn report(out: &Path, text: &Path, block: &str, extra: &[&str]) -> Vec<Value> {
-    let model = tiny_lite();
-    let mut args = vec![
-        "report",
-        path(&model),
-        "--text",
-        path(text),
-        "--window",
-        "256",
-        "--max-bytes",
-        "65792",
-        "--block",
-        block,
-        "-o",
-        path(out),
-    ];
-    args.extend_from_slice(extra);
-    stdout_ok(&args);
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    v["rows"].as_array().unwrap().clone()
+/// A report row's accuracy loss and size.
+#[derive(Debug, Clone)]
+struct Row {
+    format: String,
+    /// Bits per byte above the float model's (`delta_bits_per_byte`).
+    loss: f64,
+    bits_per_weight: f64,
 }
 
-fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
-    rows.iter().find(|r| r["format"] == name).unwrap()
+/// The evaluation text as `tquant report --window 256 --max-bytes 65792` reads it.
+fn eval_text() -> &'static EvalText {
+    static TEXT: OnceLock<EvalText> = OnceLock::new();
+    TEXT.get_or_init(|| EvalText::read(&tiny_lite(), &head(), 256, 65792).unwrap())
+}
+
+/// The float model's bits per byte (the report's baseline), measured once for every test.
+fn baseline() -> f64 {
+    static BPB: OnceLock<f64> = OnceLock::new();
+    *BPB.get_or_init(|| {
+        let (e, source) = (eval_text(), checkpoint_source(&tiny_lite()).unwrap());
+        measure::bits_per_byte(&source, &e.config, Vec::new(), &e.ids, e.window, e.bytes).unwrap()
+    })
+}
+
+/// The rows of `variants` as `tquant report` measures them.
+fn rows(variants: &[Variant]) -> Vec<Row> {
+    let source = checkpoint_source(&tiny_lite()).unwrap();
+    variants
+        .iter()
+        .map(|v| {
+            let q = measure::quantize_checkpoint(source.checkpoint(), v).unwrap();
+            let e = eval_text();
+            let bpb =
+                measure::bits_per_byte(&source, &e.config, q.tensors, &e.ids, e.window, e.bytes)
+                    .unwrap();
+            Row {
+                format: v.name.clone(),
+                loss: bpb - baseline(),
+                bits_per_weight: q.measured.bits_per_weight,
+            }
+        })
+        .collect()
+}
+
+/// `--formats LIST --block BLOCK --scale-dtype DTYPE`.
+fn variants(list: &str, block: usize, scale_dtype: ScaleDtype) -> Vec<Variant> {
+    parse_variants(list, BlockSize::Elements(block), scale_dtype).unwrap()
+}
+
+/// The calibrated (GPTQ) twin `tquant report --calibrate...` adds beside `auto`, calibrated
+/// from `source` with the default window, damping and weighting.
+fn auto_gptq(source: CalibrationSource) -> Variant {
+    let cal = CalibrationOptions::new(source)
+        .collect(&tiny_lite(), 0)
+        .map(Arc::new)
+        .unwrap();
+    let twins = with_calibrated_twins(variants("auto", 64, ScaleDtype::F16), &cal);
+    twins.into_iter().find(|v| v.name == "auto+gptq").unwrap()
 }
 
 /// The fixed format with the least loss under absmax RTN with f32 scales: measured once for
-/// every test here (the same report each time), the first test to ask waits for it.
-fn best_rtn() -> Value {
-    static BEST: OnceLock<Value> = OnceLock::new();
+/// every test here, the first test to ask waits for it.
+fn best_rtn() -> Row {
+    static BEST: OnceLock<Row> = OnceLock::new();
     BEST.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        measure_best_rtn(&dir.path().join("rtn"))
+        let fixed = ["nf4", "int4_full", "apot4_sp", "e2m1_sp"];
+        rows(&variants(&fixed.join(","), 64, ScaleDtype::F32))
+            .into_iter()
+            .min_by(|a, b| a.loss.total_cmp(&b.loss))
+            .unwrap()
     })
     .clone()
 }
 
-fn measure_best_rtn(out: &Path) -> Value {
-    let fixed = ["nf4", "int4_full", "apot4_sp", "e2m1_sp"];
-    let rtn = report(
-        out,
-        &head(),
-        "64",
-        &["--scale-dtype", "f32", "--formats", &fixed.join(",")],
-    );
-    fixed
-        .iter()
-        .map(|f| row(&rtn, f))
-        .min_by(|a, b| {
-            let d = |r: &Value| r["delta_bits_per_byte"].as_f64().unwrap();
-            d(a).total_cmp(&d(b))
-        })
-        .unwrap()
-        .clone()
-}
-
-/// Asserts that `row` of `rows` loses at most `ratio` times what `best` loses, at no more bits
-/// per weight.
-fn assert_within(rows: &[Value], name: &str, best: &Value, ratio: f64) {
-    let r = row(rows, name);
-    let loss = |v: &Value| v["delta_bits_per_byte"].as_f64().unwrap();
-    let bits = |v: &Value| v["bits_per_weight"].as_f64().unwrap();
-    let (a, b) = (loss(r), loss(best));
+/// Asserts that `r` loses at most `ratio` times what `best` loses, at no more bits per weight.
+fn assert_within(r: &Row, best: &Row, ratio: f64) {
+    let (name, a, b) = (&r.format, r.loss, best.loss);
     eprintln!(
         "{name} +{a:.4} at {:.3} bits/weight vs best RTN {} +{b:.4} at {:.3}",
-        bits(r),
-        best["format"],
-        bits(best)
+        r.bits_per_weight, best.format, best.bits_per_weight
     );
     assert!(
         a <= ratio * b,
         "{name} loses {a:.4}, {ratio}x the best RTN is {:.4}",
         ratio * b
     );
-    assert!(bits(r) <= bits(best));
+    assert!(r.bits_per_weight <= best.bits_per_weight);
 }
 
 #[test]
 #[ignore = "minutes; needs the held-out corpus (TQUANT_HELDOUT)"]
 fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
-    let dir = tempfile::tempdir().unwrap();
     let best = best_rtn();
-    let text = heldout();
-    let cal = report(
-        &dir.path().join("cal"),
-        &text,
-        "64",
-        &[
-            "--scale-dtype",
-            "f16",
-            "--formats",
-            "auto",
-            "--calibrate",
-            text.to_str().unwrap(),
-            "--calibrate-offset",
-            "65792",
-        ],
-    );
-    assert_within(&cal, "auto+gptq", &best, 0.5);
+    let path = heldout();
+    // The evaluated bytes are the corpus's first 65792 (heldout_head.txt).
+    let head = std::fs::read(head()).unwrap();
+    assert!(std::fs::read(&path).unwrap().starts_with(&head));
+    let source = CalibrationSource::Text {
+        path,
+        offset: 65792,
+        len: None,
+    };
+    assert_within(&rows(&[auto_gptq(source)])[0], &best, 0.5);
 }
 
 #[test]
 fn auto_calibrated_on_its_own_text_loses_at_most_0_8x_of_the_best_rtn_format() {
-    let dir = tempfile::tempdir().unwrap();
     let best = best_rtn();
-    let cal = report(
-        &dir.path().join("self"),
-        &head(),
-        "64",
-        &[
-            "--scale-dtype",
-            "f16",
-            "--formats",
-            "auto",
-            "--calibrate-self",
-            "65536",
-        ],
-    );
-    assert_within(&cal, "auto+gptq", &best, 0.8);
+    let source = CalibrationSource::SelfGenerated {
+        tokens: 65536,
+        seed: 0,
+    };
+    assert_within(&rows(&[auto_gptq(source)])[0], &best, 0.8);
 }
 
 #[test]
 fn weight_only_auto_on_blocks_of_32_loses_at_most_0_8x_of_the_best_rtn_format() {
-    let dir = tempfile::tempdir().unwrap();
     let best = best_rtn();
-    let rows = report(
-        &dir.path().join("b32"),
-        &head(),
-        "32",
-        &["--scale-dtype", "f16", "--formats", "auto+search"],
-    );
-    assert_within(&rows, "auto+search", &best, 0.8);
+    let r = rows(&variants("auto+search", 32, ScaleDtype::F16));
+    assert_within(&r[0], &best, 0.8);
 }

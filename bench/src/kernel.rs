@@ -15,6 +15,7 @@ use tquant_kernels::{matmul_bf16_with, matmul_f32, matmul_with, Isa, KernelError
 
 /// Errors of the kernel benchmark.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BenchError {
     /// The format or the quantizer refused the matrix.
     #[error(transparent)]

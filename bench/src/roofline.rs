@@ -28,6 +28,7 @@ use tquant_model::{
 
 /// Errors of the roofline benchmark.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RooflineError {
     /// The model refused its weights or a forward pass failed.
     #[error(transparent)]
@@ -36,11 +37,22 @@ pub enum RooflineError {
     #[error(transparent)]
     Format(#[from] FormatError),
     /// A tensor the byte count needs was never loaded.
-    #[error("tensor {0}: no stored size recorded (the model never loaded it)")]
-    Unloaded(String),
-    /// A [`Spec`] that cannot run.
-    #[error("{0}")]
-    Input(String),
+    #[error("tensor {name}: no stored size recorded (the model never loaded it)")]
+    Unloaded {
+        /// The tensor.
+        name: String,
+    },
+    /// Expert counts given for another number of layers than the model has.
+    #[error("{experts} expert counts for {layers} layers")]
+    ExpertCounts {
+        /// Counts given.
+        experts: usize,
+        /// The model's layers.
+        layers: usize,
+    },
+    /// A [`Spec`] with nothing to measure: no thread counts, or no tokens or rounds.
+    #[error("thread counts, prefill, decode and rounds must be given and not 0")]
+    NothingToMeasure,
 }
 
 /// DeepSeek-V2-Lite's shape (hidden 2048, MLA with kv_lora 512, no query LoRA; a dense first
@@ -291,14 +303,15 @@ pub fn token_bytes(
         stored
             .get(name)
             .map(|&b| b as f64)
-            .ok_or_else(|| RooflineError::Unloaded(name.to_string()))
+            .ok_or_else(|| RooflineError::Unloaded {
+                name: name.to_string(),
+            })
     };
     if experts.len() != c.num_hidden_layers {
-        return Err(RooflineError::Input(format!(
-            "{} expert counts for {} layers",
-            experts.len(),
-            c.num_hidden_layers
-        )));
+        return Err(RooflineError::ExpertCounts {
+            experts: experts.len(),
+            layers: c.num_hidden_layers,
+        });
     }
     let mlp = |p: &str| -> Result<f64, RooflineError> {
         Ok(get(&format!("{p}.gate_proj.weight"))?
@@ -498,9 +511,7 @@ pub struct Report {
 /// Builds the model, counts the bytes of a decoded token, and measures every thread count.
 pub fn run(spec: &Spec) -> Result<Report, RooflineError> {
     if spec.threads.is_empty() || spec.prefill == 0 || spec.decode == 0 || spec.rounds == 0 {
-        return Err(RooflineError::Input(
-            "thread counts, prefill, decode and rounds must be given and not 0".into(),
-        ));
+        return Err(RooflineError::NothingToMeasure);
     }
     let config = v2_lite_config(spec.layers, spec.vocab)?;
     let quantizer = BlockQuantizer {

@@ -80,12 +80,17 @@ fn byte_count_refuses_missing_tensors_and_wrong_layer_counts() {
     let c = tiny_lite();
     let (_, mut stored) = generated(&c);
     match token_bytes(&c, &stored, &[0.0, 2.0]) {
-        Err(RooflineError::Input(m)) => assert!(m.contains("2 expert counts for 3 layers"), "{m}"),
+        Err(e @ RooflineError::ExpertCounts { .. }) => {
+            assert!(
+                e.to_string().contains("2 expert counts for 3 layers"),
+                "{e}"
+            )
+        }
         other => panic!("{other:?}"),
     }
     stored.remove("model.layers.1.mlp.gate.weight");
     match token_bytes(&c, &stored, &[0.0, 2.0, 2.0]) {
-        Err(e @ RooflineError::Unloaded(_)) => {
+        Err(e @ RooflineError::Unloaded { .. }) => {
             assert!(
                 e.to_string().contains("model.layers.1.mlp.gate.weight"),
                 "{e}"
@@ -102,7 +107,9 @@ fn run_refuses_an_empty_measurement_before_building_the_model() {
         ..Default::default()
     };
     match tquant_bench::roofline::run(&spec) {
-        Err(RooflineError::Input(m)) => assert!(m.contains("thread counts"), "{m}"),
+        Err(e @ RooflineError::NothingToMeasure) => {
+            assert!(e.to_string().contains("thread counts"), "{e}")
+        }
         other => panic!("{:?}", other.map(|r| r.rows)),
     }
 }

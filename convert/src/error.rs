@@ -35,6 +35,12 @@ pub enum Setting {
     Drop,
     /// Replacing an existing output.
     Force,
+    /// GPTQ's relative damping.
+    Damp,
+    /// Tokens per calibration chunk.
+    CalibrationWindow,
+    /// Tokens per input column a matrix needs to be calibrated.
+    MinTokensPerColumn,
 }
 
 impl Setting {
@@ -51,6 +57,9 @@ impl Setting {
             Self::Exclude => "exclude",
             Self::Drop => "drop",
             Self::Force => "force",
+            Self::Damp => "damp",
+            Self::CalibrationWindow => "calibration window",
+            Self::MinTokensPerColumn => "min tokens per column",
         }
     }
 }
@@ -318,6 +327,15 @@ pub enum ConvertError {
     /// The gguf layout asked of the safetensors converter: it has its own
     /// ([`crate::gguf::convert_gguf`]), with ggml's types instead of a recipe.
     GgufLayout,
+    /// A calibration setting that must be a number >= 0 and is not.
+    NegativeSetting {
+        /// The setting.
+        setting: Setting,
+        /// The value given.
+        value: f64,
+    },
+    /// Calibration chunks of no tokens.
+    EmptyCalibrationWindow,
     /// Calibration with a layout other than tquant's (GPTQ writes tquant's layout only).
     CalibrationLayout {
         /// The layout.
@@ -765,6 +783,14 @@ impl ConvertError {
             Self::CalibrationTwice => write!(
                 f,
                 "{OPTS}give the calibration either whole or in stages, not both"
+            ),
+            Self::NegativeSetting { setting, value } => {
+                write!(f, "{} must be a number >= 0, not {value}", n(*setting))
+            }
+            Self::EmptyCalibrationWindow => write!(
+                f,
+                "{} must be at least 1 token",
+                n(Setting::CalibrationWindow)
             ),
             Self::CalibrationLayout { layout } => write!(
                 f,

@@ -4,7 +4,7 @@
 //! tensor's metadata keeps of them ([`CalibrationRecord`]). Data only: their use by GPTQ is
 //! the `calibration` module.
 
-use crate::error::ConvertError;
+use crate::error::{ConvertError, Setting};
 use crate::schema::CalibrationRecord;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -140,6 +140,21 @@ impl CalibrationSettings {
             damp: self.damp,
             act_order: self.act_order,
             rule,
+        }
+    }
+
+    /// Refuses a damping or a token threshold that is not a number >= 0.
+    pub fn validate(&self) -> Result<(), ConvertError> {
+        let checks = [
+            (Setting::Damp, self.damp),
+            (Setting::MinTokensPerColumn, self.min_tokens_per_column),
+        ];
+        match checks
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+        {
+            Some((setting, value)) => Err(ConvertError::NegativeSetting { setting, value }),
+            None => Ok(()),
         }
     }
 

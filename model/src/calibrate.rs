@@ -189,12 +189,10 @@ pub fn capture(
     opts: &CaptureOptions,
 ) -> Result<SecondMoments, ModelError> {
     if opts.window == 0 {
-        return Err(ModelError::Input(
-            "the calibration window must be at least 1 token".into(),
-        ));
+        return Err(ModelError::EmptyCalibrationWindow);
     }
     if tokens.is_empty() {
-        return Err(ModelError::Input("no calibration tokens".into()));
+        return Err(ModelError::NoCalibrationTokens);
     }
     let moments = SecondMoments::new(opts.weighting);
     model.install(|| {
@@ -370,8 +368,11 @@ fn to_calibration_of(
             .remove(&(layer, site))
             .unwrap_or_else(|| (0, vec![0.0; dim * dim]));
         let h = Arc::new(
-            Hessian::new(dim, n, sum)
-                .map_err(|e| ModelError::Input(format!("layer {layer} {site:?}: {e}")))?,
+            Hessian::new(dim, n, sum).map_err(|e| ModelError::Statistics {
+                layer,
+                site,
+                source: Box::new(e),
+            })?,
         );
         for (name, expert) in site_tensors(layer, site) {
             if has(&name) {

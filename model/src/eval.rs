@@ -63,9 +63,7 @@ pub fn score_windows_observed(
     done: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Score, ModelError> {
     if window == 0 {
-        return Err(ModelError::Input(
-            "the window must be at least 1 token".into(),
-        ));
+        return Err(ModelError::EmptyWindow);
     }
     check_window(model, window)?;
     let data = &tokens[..tokens.len().min(max_tokens)];
@@ -107,12 +105,7 @@ pub fn score_windows_observed(
 pub fn check_window(model: &Model, window: usize) -> Result<(), ModelError> {
     let limit = model.config().max_position_embeddings;
     if window + 1 > limit {
-        return Err(ModelError::Input(format!(
-            "a window of {window} tokens needs {} positions; the model's \
-             max_position_embeddings is {limit}, so the window can be at most {}",
-            window + 1,
-            limit.saturating_sub(1)
-        )));
+        return Err(ModelError::WindowTooLong { window, limit });
     }
     Ok(())
 }
@@ -136,10 +129,9 @@ pub fn bits_per_byte(
     max_bytes: usize,
 ) -> Result<Score, ModelError> {
     if model.config().vocab_size != 256 {
-        return Err(ModelError::Input(format!(
-            "bits per byte needs a byte vocabulary (256 tokens); this model has {}: give token ids instead",
-            model.config().vocab_size
-        )));
+        return Err(ModelError::NotByteVocabulary {
+            vocab: model.config().vocab_size,
+        });
     }
     let tokens: Vec<u32> = text[..text.len().min(max_bytes)]
         .iter()
@@ -151,10 +143,7 @@ pub fn bits_per_byte(
 /// Reads token ids stored as little-endian u32.
 pub fn read_token_ids(bytes: &[u8]) -> Result<Vec<u32>, ModelError> {
     if bytes.len() % 4 != 0 {
-        return Err(ModelError::Input(format!(
-            "a token file holds little-endian u32 ids; {} bytes is not a multiple of 4",
-            bytes.len()
-        )));
+        return Err(ModelError::TokenFileLength { bytes: bytes.len() });
     }
     Ok(bytes
         .chunks_exact(4)

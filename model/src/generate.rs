@@ -56,14 +56,10 @@ impl Sampler {
         seed: u64,
     ) -> Result<Self, ModelError> {
         if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ModelError::Input(format!(
-                "top-p must be in (0, 1], got {top_p}"
-            )));
+            return Err(ModelError::TopP { top_p });
         }
         if !temperature.is_finite() {
-            return Err(ModelError::Input(format!(
-                "the temperature must be a finite number, got {temperature}"
-            )));
+            return Err(ModelError::Temperature { temperature });
         }
         if temperature <= 0.0 {
             return Ok(Self::Greedy);
@@ -202,7 +198,7 @@ pub fn generate(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, Stats), ModelError> {
     if prompt.is_empty() {
-        return Err(ModelError::Input("the prompt is empty".into()));
+        return Err(ModelError::EmptyPrompt);
     }
     check_context(model, prompt.len(), max_tokens)?;
     let mut stats = Stats {
@@ -257,10 +253,7 @@ pub fn self_calibration_tokens(
     seed: u64,
 ) -> Result<Vec<u32>, ModelError> {
     if total == 0 || window == 0 {
-        return Err(ModelError::Input(format!(
-            "self-calibration needs at least one token in sequences of at least one \
-             (asked for {total} in sequences of {window})"
-        )));
+        return Err(ModelError::SelfCalibrationSize { total, window });
     }
     let vocab = model.config().vocab_size as u64;
     let sequences = total.div_ceil(window);

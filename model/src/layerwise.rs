@@ -142,9 +142,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
         window: usize,
     ) -> Result<Self, ModelError> {
         if window == 0 {
-            return Err(ModelError::Input(
-                "the window must be at least 1 token".into(),
-            ));
+            return Err(ModelError::EmptyWindow);
         }
         let (h, vocab) = (config.hidden_size, config.vocab_size);
         let embed = Loader {
@@ -192,10 +190,9 @@ impl<S: TensorSource> LayerwiseRun<S> {
     /// linear layers; returns it.
     pub fn next_stage(&mut self, tap: &dyn Tap) -> Result<Stage, ModelError> {
         let Some(&stage) = self.stages.get(self.next) else {
-            return Err(ModelError::Input(format!(
-                "all {} calibration stages have run already",
-                self.stages.len()
-            )));
+            return Err(ModelError::StagesDone {
+                stages: self.stages.len(),
+            });
         };
         let tap = TapAt {
             tap,
@@ -256,7 +253,10 @@ impl<S: TensorSource> LayerwiseRun<S> {
     fn mlp(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
         let state = self.ffn.take().ok_or_else(|| not_begun(i))?;
         let Ffn::Dense(mlp) = &state.ffn else {
-            return Err(ModelError::Input(format!("layer {i} is not a dense layer")));
+            return Err(ModelError::LayerKind {
+                layer: i,
+                kind: "dense",
+            });
         };
         let (mode, h) = (self.opts.mode, self.config.hidden_size);
         let chunks = &mut self.chunks;
@@ -304,7 +304,10 @@ impl<S: TensorSource> LayerwiseRun<S> {
     fn shared(&mut self, i: usize, tap: TapAt<'_>) -> Result<(), ModelError> {
         let state = self.ffn.take().ok_or_else(|| not_begun(i))?;
         let Ffn::Moe(moe) = &state.ffn else {
-            return Err(ModelError::Input(format!("layer {i} is not a MoE layer")));
+            return Err(ModelError::LayerKind {
+                layer: i,
+                kind: "MoE",
+            });
         };
         let (mode, h) = (self.opts.mode, self.config.hidden_size);
         let chunks = &mut self.chunks;
@@ -323,9 +326,7 @@ impl<S: TensorSource> LayerwiseRun<S> {
 }
 
 fn not_begun(i: usize) -> ModelError {
-    ModelError::Input(format!(
-        "layer {i}: its feed-forward stages run after its attention stage"
-    ))
+    ModelError::StageBeforeAttention { layer: i }
 }
 
 /// `S` with every matrix read widened to f32 (the default [`TensorSource::stored`]), never

@@ -69,18 +69,153 @@ pub enum ModelError {
         /// What is wrong.
         msg: String,
     },
-    /// A quantized checkpoint's matrix whose parts do not match its shape.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    /// A quantized matrix (rows `row0..row0 + rows` of a tensor) whose stored codes or scales
+    /// are shorter than its shape needs.
+    #[error(
+        "checkpoint: rows {row0}..{} of {cols} columns need {code_bytes} code and \
+         {scale_bytes} scale bytes, the tensor has {codes} and {scales}", row0 + rows
+    )]
+    PartsTooShort {
+        /// The first row.
+        row0: usize,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Code bytes the rows need.
+        code_bytes: usize,
+        /// Scale bytes the rows need.
+        scale_bytes: usize,
+        /// Code bytes stored.
+        codes: usize,
+        /// Scale bytes stored.
+        scales: usize,
+    },
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Convert(#[from] tquant_convert::ConvertError),
     /// A product was refused by the kernels.
     #[error("kernel: {0}")]
     Kernel(#[from] tquant_kernels::KernelError),
-    /// Arguments the model cannot run with (tokens, windows, sampling settings).
-    #[error("{0}")]
-    Input(String),
+    /// A KV cache made for a model of other layers or widths.
+    #[error("the KV cache was made for another model")]
+    CacheMismatch,
+    /// A token id outside the vocabulary.
+    #[error("token id {token} is outside the vocabulary (size {vocab})")]
+    TokenOutOfVocabulary {
+        /// The id.
+        token: u32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// Worker threads that could not be started.
+    #[error("cannot start {threads} threads: {source}")]
+    Threads {
+        /// The count asked for.
+        threads: usize,
+        /// Why.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// No quantized matrices given to stack into one tensor.
+    #[error("no matrices to stack")]
+    NothingToStack,
+    /// Quantized matrices to stack whose shape, block or scale dtype differ.
+    #[error("stacked matrices differ in shape, block or scale dtype")]
+    StackMismatch,
+    /// A top-p outside (0, 1].
+    #[error("top-p must be in (0, 1], got {top_p}")]
+    TopP {
+        /// The value given.
+        top_p: f32,
+    },
+    /// A temperature that is NaN or infinite.
+    #[error("the temperature must be a finite number, got {temperature}")]
+    Temperature {
+        /// The value given.
+        temperature: f32,
+    },
+    /// A generation from no prompt tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// An evaluation window of no tokens.
+    #[error("the window must be at least 1 token")]
+    EmptyWindow,
+    /// A calibration window of no tokens.
+    #[error("the calibration window must be at least 1 token")]
+    EmptyCalibrationWindow,
+    /// Calibration over no tokens.
+    #[error("no calibration tokens")]
+    NoCalibrationTokens,
+    /// An evaluation window longer than the model has positions for.
+    #[error(
+        "a window of {window} tokens needs {} positions; the model's \
+         max_position_embeddings is {limit}, so the window can be at most {}",
+        window + 1, limit.saturating_sub(1)
+    )]
+    WindowTooLong {
+        /// Tokens per window.
+        window: usize,
+        /// The model's `max_position_embeddings`.
+        limit: usize,
+    },
+    /// Bits per byte asked of a model whose vocabulary is not bytes.
+    #[error(
+        "bits per byte needs a byte vocabulary (256 tokens); this model has {vocab}: give token \
+         ids instead"
+    )]
+    NotByteVocabulary {
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+    /// A token file that is not whole little-endian u32 values.
+    #[error("a token file holds little-endian u32 ids; {bytes} bytes is not a multiple of 4")]
+    TokenFileLength {
+        /// The file's length.
+        bytes: usize,
+    },
+    /// Self-calibration asked for no tokens, or in sequences of none.
+    #[error(
+        "self-calibration needs at least one token in sequences of at least one \
+         (asked for {total} in sequences of {window})"
+    )]
+    SelfCalibrationSize {
+        /// Tokens asked for.
+        total: usize,
+        /// Tokens per sequence.
+        window: usize,
+    },
+    /// A calibration stage asked for after the last one.
+    #[error("all {stages} calibration stages have run already")]
+    StagesDone {
+        /// The stages there are.
+        stages: usize,
+    },
+    /// A feed-forward stage run for a layer of the other kind (`dense` or `MoE`).
+    #[error("layer {layer} is not a {kind} layer")]
+    LayerKind {
+        /// The layer.
+        layer: usize,
+        /// The kind the stage needs.
+        kind: &'static str,
+    },
+    /// A layer's feed-forward stage run before its attention stage.
+    #[error("layer {layer}: its feed-forward stages run after its attention stage")]
+    StageBeforeAttention {
+        /// The layer.
+        layer: usize,
+    },
+    /// Collected statistics the converter refuses.
+    #[error("layer {layer} {site:?}: {source}")]
+    Statistics {
+        /// The layer.
+        layer: usize,
+        /// Where in the layer.
+        site: observe::Site,
+        /// Why.
+        #[source]
+        source: Box<tquant_convert::ConvertError>,
+    },
     /// Too few tokens for one evaluation chunk of `window + 1` tokens.
     #[error("{tokens} tokens make no chunk of window + 1 = {chunk}")]
     TooFewTokens {

@@ -244,16 +244,15 @@ impl QuantMatrix {
                     &self.table,
                 )
                 .map_err(ModelError::from),
-                _ => Err(ModelError::Checkpoint(format!(
-                    "rows {}..{} of {} columns need {} code and {} scale bytes, the tensor has {} and {}",
-                    self.row0,
-                    self.row0 + self.rows,
-                    self.cols,
-                    (self.row0 + self.rows) * rb,
-                    (self.row0 + self.rows) * sb,
-                    codes.len(),
-                    scales.len()
-                ))),
+                _ => Err(ModelError::PartsTooShort {
+                    row0: self.row0,
+                    rows: self.rows,
+                    cols: self.cols,
+                    code_bytes: (self.row0 + self.rows) * rb,
+                    scale_bytes: (self.row0 + self.rows) * sb,
+                    codes: codes.len(),
+                    scales: scales.len(),
+                }),
             };
             f(q)
         })

@@ -267,9 +267,7 @@ impl Model {
             return Ok(Vec::new());
         }
         if cache.layers.len() != self.layers.len() || cache.width != self.config.kv_cache_width() {
-            return Err(ModelError::Input(
-                "the KV cache was made for another model".into(),
-            ));
+            return Err(ModelError::CacheMismatch);
         }
         let (h, vocab, mode) = (
             self.config.hidden_size,
@@ -425,9 +423,7 @@ pub(crate) fn embed_rows(
     let mut x = vec![0.0f32; tokens.len() * h];
     for (t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
         if *t as usize >= vocab {
-            return Err(ModelError::Input(format!(
-                "token id {t} is outside the vocabulary (size {vocab})"
-            )));
+            return Err(ModelError::TokenOutOfVocabulary { token: *t, vocab });
         }
         embed.row(*t as usize, row);
     }
@@ -438,5 +434,5 @@ pub(crate) fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| ModelError::Input(format!("cannot start {threads} threads: {e}")))
+        .map_err(|source| ModelError::Threads { threads, source })
 }

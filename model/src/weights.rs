@@ -362,16 +362,14 @@ impl QuantTensor {
         parts: Vec<(tquant_formats::QuantizedMatrix, Vec<f32>)>,
     ) -> Result<Self, ModelError> {
         let Some((first, _)) = parts.first() else {
-            return Err(ModelError::Input("no matrices to stack".into()));
+            return Err(ModelError::NothingToStack);
         };
         let (rows, cols, block, sd) = (first.rows, first.cols, first.block, first.scale_dtype);
         if parts
             .iter()
             .any(|(m, _)| (m.rows, m.cols, m.block, m.scale_dtype) != (rows, cols, block, sd))
         {
-            return Err(ModelError::Input(
-                "stacked matrices differ in shape, block or scale dtype".into(),
-            ));
+            return Err(ModelError::StackMismatch);
         }
         let shape = if parts.len() == 1 {
             vec![rows, cols]

@@ -39,6 +39,7 @@ use tquant_text::TextError;
 
 /// Errors of the report crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReportError {
     /// The converter or a checkpoint failed.
     #[error(transparent)]
@@ -49,9 +50,70 @@ pub enum ReportError {
     /// A tokenizer or text failed.
     #[error(transparent)]
     Text(#[from] TextError),
-    /// Invalid input, described.
-    #[error("{0}")]
-    Invalid(String),
+    /// A format list that names no format.
+    #[error("the list names no format")]
+    EmptyFormatList,
+    /// A format list that names a format twice.
+    #[error("the list names '{name}' twice")]
+    DuplicateFormat {
+        /// The format.
+        name: String,
+    },
+    /// A calibrated (`gptq`) recipe in a format list: calibrated rows come with calibration.
+    #[error("'{name}': calibrated rows are added for every format when calibration is given")]
+    CalibratedInList {
+        /// The recipe as written.
+        name: String,
+    },
+    /// A `gptq` recipe without the calibration it needs.
+    #[error("recipe '{recipe}' quantizes with GPTQ and needs calibration")]
+    NeedsCalibration {
+        /// The recipe.
+        recipe: String,
+    },
+    /// A `gptq` recipe where a model is quantized in memory, without calibration.
+    #[error("recipe '{recipe}' quantizes with GPTQ: convert with calibration instead")]
+    GptqInMemory {
+        /// The recipe.
+        recipe: String,
+    },
+    /// A checkpoint with a quantized tensor where the original is needed.
+    #[error("{}: '{tensor}' is already quantized; the report needs the original checkpoint", path.display())]
+    AlreadyQuantized {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// The quantized tensor.
+        tensor: String,
+    },
+    /// A checkpoint of which the converter's policy quantizes nothing.
+    #[error("{}: the converter's policy quantizes no tensor of this checkpoint", path.display())]
+    NothingToQuantize {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+    },
+    /// A quantized tensor whose codebook is not one.
+    #[error("tensor '{tensor}': codebook: {source}")]
+    Codebook {
+        /// The tensor.
+        tensor: String,
+        /// Why the codebook was refused.
+        #[source]
+        source: tquant_formats::FormatError,
+    },
+    /// A text that is not UTF-8 before its end.
+    #[error("{}: a tokenizer reads UTF-8 text, and byte {byte} is not UTF-8", path.display())]
+    NotUtf8 {
+        /// The text file.
+        path: std::path::PathBuf,
+        /// The offset of the first byte that is not UTF-8.
+        byte: usize,
+    },
+    /// An output path without a file name.
+    #[error("{}: not a file path", path.display())]
+    NotAFilePath {
+        /// The path.
+        path: std::path::PathBuf,
+    },
     /// An I/O error, with what was being done (`reading /x`, `writing /y`).
     #[error("{what}: {err}")]
     Io {
@@ -60,13 +122,14 @@ pub enum ReportError {
         /// The error.
         err: std::io::Error,
     },
-    /// An error with what was being done.
-    #[error("{context}: {inner}")]
+    /// An error with what was being done; the error is its source (and quoted in the message).
+    #[error("{context}: {source}")]
     Context {
         /// What was being done.
         context: String,
         /// The error.
-        inner: Box<ReportError>,
+        #[source]
+        source: Box<ReportError>,
     },
     /// A calibration file with nothing left after the offset.
     #[error("{}: nothing left after offset {offset} ({len} {unit} in the file)", path.display())]
@@ -90,7 +153,7 @@ impl ReportError {
     pub fn context(self, context: impl Into<String>) -> Self {
         Self::Context {
             context: context.into(),
-            inner: Box::new(self),
+            source: Box::new(self),
         }
     }
 

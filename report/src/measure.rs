@@ -62,22 +62,18 @@ pub fn parse_variants(
         split_list(list)
     };
     if names.is_empty() {
-        return Err(ReportError::Invalid("the list names no format".into()));
+        return Err(ReportError::EmptyFormatList);
     }
     let mut seen = BTreeSet::new();
     names
         .into_iter()
         .map(|name| {
             if !seen.insert(name.clone()) {
-                return Err(ReportError::Invalid(format!(
-                    "the list names '{name}' twice"
-                )));
+                return Err(ReportError::DuplicateFormat { name });
             }
             let recipe: Recipe = name.parse()?;
             if recipe.gptq {
-                return Err(ReportError::Invalid(format!(
-                    "'{name}': calibrated rows are added for every format when calibration is given"
-                )));
+                return Err(ReportError::CalibratedInList { name });
             }
             Variant::named(name.clone(), recipe, block, scale_dtype)
                 .map_err(|e| e.context(format!("'{name}'")))
@@ -152,10 +148,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
         let view = match w {
             Weight::Dense(t) => t,
             Weight::Quantized(_) => {
-                return Err(ReportError::Invalid(format!(
-                    "{}: '{name}' is already quantized; the report needs the original checkpoint",
-                    ckpt.root().display()
-                )))
+                return Err(ReportError::AlreadyQuantized {
+                    path: ckpt.root().to_path_buf(),
+                    tensor: name.clone(),
+                })
             }
         };
         if decide(name, view.shape, view.dtype, opts) != Action::Quantize {
@@ -170,8 +166,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             q.scales.len() / info.experts(),
         );
         for (e, m) in info.matrices.iter().enumerate() {
-            let cb = Codebook::new(m.codebook.clone())
-                .map_err(|err| ReportError::Invalid(format!("tensor '{name}': codebook: {err}")))?;
+            let cb = Codebook::new(m.codebook.clone()).map_err(|source| ReportError::Codebook {
+                tensor: name.clone(),
+                source,
+            })?;
             let qm = QuantizedMatrix {
                 rows,
                 cols,
@@ -204,10 +202,9 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
         tensors.push((name.clone(), model_tensor(&q)));
     }
     if weights == 0 {
-        return Err(ReportError::Invalid(format!(
-            "{}: the converter's policy quantizes no tensor of this checkpoint",
-            ckpt.root().display()
-        )));
+        return Err(ReportError::NothingToQuantize {
+            path: ckpt.root().to_path_buf(),
+        });
     }
     let bits = opts.bits();
     Ok(Quantized {

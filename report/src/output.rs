@@ -345,9 +345,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| ReportError::Invalid(format!("{}: not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| ReportError::NotAFilePath {
+        path: path.to_path_buf(),
+    })?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         name.to_string_lossy(),

@@ -9,7 +9,7 @@ use tquant_convert::calibration::{
     Calibration, CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN,
 };
 use tquant_convert::convert::{NoProgress, Progress, RunOptions};
-use tquant_convert::{ConvertOptions, ConvertSummary, Recipe};
+use tquant_convert::{ConvertError, ConvertOptions, ConvertSummary, Recipe};
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_model::calibrate::RouterWeighting;
@@ -79,14 +79,20 @@ impl CalibrationOptions {
         }
     }
 
+    /// Refuses a window of no tokens and a damping or token threshold that is not a number
+    /// >= 0 (the settings each name, [`tquant_convert::Setting`]).
+    pub fn validate(&self) -> Result<()> {
+        self.settings.validate()?;
+        if self.window == 0 {
+            return Err(ConvertError::EmptyCalibrationWindow.into());
+        }
+        Ok(())
+    }
+
     /// The tokens and their description, for the float model at `model`; generating them
     /// opens the float model, returned for reuse.
     pub fn plan(&self, model: &Path, threads: usize) -> Result<(CalibrationPlan, Option<Model>)> {
-        if self.window == 0 {
-            return Err(ReportError::Invalid(
-                "the calibration window must be at least 1 token".into(),
-            ));
-        }
+        self.validate()?;
         let mut float = None;
         let (tokens, source) = match &self.source {
             CalibrationSource::Text { path, offset, len }
@@ -208,10 +214,9 @@ pub fn quantize_checkpoint(
             options.force,
         )?),
         (None, true) => {
-            return Err(ReportError::Invalid(format!(
-                "recipe '{}' quantizes with GPTQ and needs calibration",
-                options.recipe
-            )))
+            return Err(ReportError::NeedsCalibration {
+                recipe: options.recipe.to_string(),
+            })
         }
         (_, false) => None,
     };

@@ -245,9 +245,9 @@ pub fn open_quantized(
     opts: tquant_model::Options,
 ) -> Result<tquant_model::Model> {
     if recipe.gptq {
-        return Err(ReportError::Invalid(format!(
-            "recipe '{recipe}' quantizes with GPTQ: convert with calibration instead"
-        )));
+        return Err(ReportError::GptqInMemory {
+            recipe: recipe.to_string(),
+        });
     }
     let source = tquant_model::checkpoint_source(model)?;
     let config = Config::from_path(model)?;

@@ -58,11 +58,10 @@ impl TokenizedText {
                 std::str::from_utf8(&slice[..e.valid_up_to()]).expect("valid up to here")
             }
             Err(e) => {
-                return Err(ReportError::Invalid(format!(
-                    "{}: a tokenizer reads UTF-8 text, and byte {} is not UTF-8",
-                    path.display(),
-                    s + e.valid_up_to()
-                )))
+                return Err(ReportError::NotUtf8 {
+                    path: path.to_path_buf(),
+                    byte: s + e.valid_up_to(),
+                })
             }
         };
         let e = vocab

@@ -1,6 +1,6 @@
 //! `--calibrate` and its settings (GPTQ; docs/calibration.md), shared by convert and report.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
 use tquant_formats::gptq::DEFAULT_DAMP;
@@ -66,27 +66,20 @@ impl CalibrateArgs {
             (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
             (None, None) => return Ok(None),
         };
-        let (damp, min_tokens_per_column) = (self.damp, self.min_tokens_per_column);
-        if !(damp.is_finite() && damp >= 0.0) {
-            bail!("--damp must be a number >= 0, not {damp}");
-        }
-        if self.calibrate_window == 0 {
-            bail!("--calibrate-window must be at least 1 token");
-        }
-        if !(min_tokens_per_column.is_finite() && min_tokens_per_column >= 0.0) {
-            bail!("--min-tokens-per-column must be a number >= 0, not {min_tokens_per_column}");
-        }
-        let act_order = self.act_order;
-        Ok(Some(CalibrationOptions {
+        let settings = CalibrationSettings {
+            damp: self.damp,
+            act_order: self.act_order,
+            min_tokens_per_column: self.min_tokens_per_column,
+        };
+        let (window, weighting) = (self.calibrate_window, self.router_weighting);
+        let options = CalibrationOptions {
             source,
-            window: self.calibrate_window,
-            settings: CalibrationSettings {
-                damp,
-                act_order,
-                min_tokens_per_column,
-            },
-            weighting: self.router_weighting,
-        }))
+            window,
+            settings,
+            weighting,
+        };
+        options.validate()?;
+        Ok(Some(options))
     }
 
     /// Runs `f` (collecting the calibration) for the model at `model`, its errors with the

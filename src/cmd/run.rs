@@ -2,11 +2,11 @@
 
 use super::model_args::ModelArgs;
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use tquant_model::generate::Sampler;
-use tquant_model::{Generation, ModelError};
+use tquant_model::Generation;
 use tquant_report::streaming;
-use tquant_text::{Conversation, Vocabulary};
+use tquant_text::{Conversation, UserTurns, Vocabulary};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -79,8 +79,7 @@ fn answer(generation: &mut Generation, vocab: Option<&Vocabulary>, ids: &[u32]) 
         out.write_all(piece.as_bytes())
             .and_then(|_| out.flush())
             .context("writing the output")
-    })
-    .map_err(with_flags)?;
+    })?;
     writeln!(out)?;
     eprintln!("{}", generation.speeds(&stats));
     Ok(text)
@@ -104,43 +103,18 @@ fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<
         anyhow::Ok(())
     };
     let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        if let Some(p) = &args.prompt {
-            return turn(p);
+    let mut turns = UserTurns::new(stdin.lock(), stdin.is_terminal(), args.prompt.as_deref());
+    let prompt = |first| {
+        if first {
+            eprintln!("(an empty line or end of input ends the conversation)");
         }
-        let message = std::io::read_to_string(stdin.lock())
-            .context("reading the message from standard input")?;
-        return turn(message.trim_end_matches(['\n', '\r']));
-    }
-    if let Some(p) = &args.prompt {
-        turn(p)?;
-    }
-    eprintln!("(an empty line or end of input ends the conversation)");
-    eprint!("> ");
-    for line in stdin.lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            break;
-        }
-        turn(&line)?;
         eprint!("> ");
+    };
+    while let Some(message) = turns
+        .next_message(prompt)
+        .context("reading the message from standard input")?
+    {
+        turn(&message)?;
     }
     Ok(())
-}
-
-/// A model error that names a setting, spelled with the flag that sets it.
-fn with_flags(e: anyhow::Error) -> anyhow::Error {
-    let Some(&ModelError::ContextTooLong {
-        prompt,
-        max_tokens,
-        positions,
-        limit,
-    }) = e.downcast_ref()
-    else {
-        return e;
-    };
-    anyhow::anyhow!(
-        "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
-         positions, more than the model's max_position_embeddings ({limit})"
-    )
 }

@@ -58,3 +58,122 @@ impl<'t> Conversation<'t> {
         &self.messages
     }
 }
+
+/// Where a chat's user messages come from: one message given up front, then, from an
+/// interactive input (a terminal), one message per line until an empty line or the end of the
+/// input; from any other input (a pipe, a file), only the message given, or else the whole
+/// input as one message without its trailing line breaks.
+///
+/// ```
+/// use tquant_text::UserTurns;
+/// let mut piped = UserTurns::new(&b"Hi\nthere\n"[..], false, None);
+/// assert_eq!(piped.next_message(|_| {})?.as_deref(), Some("Hi\nthere"));
+/// assert_eq!(piped.next_message(|_| {})?, None);
+/// let mut typed = UserTurns::new(&b"Hi\nBye\n\nignored\n"[..], true, Some("Hello"));
+/// let mut prompts = Vec::new();
+/// let mut all = Vec::new();
+/// while let Some(m) = typed.next_message(|first| prompts.push(first))? {
+///     all.push(m);
+/// }
+/// assert_eq!(all, ["Hello", "Hi", "Bye"]);
+/// assert_eq!(prompts, [true, false, false]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct UserTurns<R> {
+    input: R,
+    interactive: bool,
+    given: Option<String>,
+    lines_read: usize,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> UserTurns<R> {
+    /// Messages from `input` (`interactive`: a person types them line by line), after `first`.
+    pub fn new(input: R, interactive: bool, first: Option<&str>) -> Self {
+        Self {
+            input,
+            interactive,
+            given: first.map(str::to_string),
+            lines_read: 0,
+            done: false,
+        }
+    }
+
+    /// The next message, or `None` when the conversation is over. `before_line(first)` is
+    /// called before waiting for a typed line (`first`: the first such wait), so a front end
+    /// can prompt for it.
+    pub fn next_message(
+        &mut self,
+        before_line: impl FnOnce(bool),
+    ) -> std::io::Result<Option<String>> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(m) = self.given.take() {
+            self.done = !self.interactive;
+            return Ok(Some(m));
+        }
+        if !self.interactive {
+            self.done = true;
+            let mut all = String::new();
+            self.input.read_to_string(&mut all)?;
+            return Ok(Some(all.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        before_line(self.lines_read == 0);
+        self.lines_read += 1;
+        let mut line = String::new();
+        let n = self.input.read_line(&mut line)?;
+        // As `BufRead::lines`: without its `\n` or `\r\n`.
+        let line = match line.strip_suffix('\n') {
+            Some(l) => l.strip_suffix('\r').unwrap_or(l),
+            None => &line,
+        };
+        if n == 0 || line.trim().is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(line.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserTurns;
+
+    fn all(input: &str, interactive: bool, first: Option<&str>) -> (Vec<String>, Vec<bool>) {
+        let mut turns = UserTurns::new(input.as_bytes(), interactive, first);
+        let (mut messages, mut prompts) = (Vec::new(), Vec::new());
+        while let Some(m) = turns.next_message(|f| prompts.push(f)).unwrap() {
+            messages.push(m);
+        }
+        (messages, prompts)
+    }
+
+    #[test]
+    fn piped_input_is_one_message_without_its_trailing_line_breaks() {
+        let (m, p) = all("line one\r\nline two\n\n", false, None);
+        assert_eq!(m, ["line one\r\nline two"]);
+        assert!(p.is_empty());
+        // Even an empty input is one (empty) message.
+        assert_eq!(all("", false, None).0, [""]);
+    }
+
+    #[test]
+    fn a_given_message_replaces_piped_input() {
+        let (m, p) = all("never read\n", false, Some("given"));
+        assert_eq!(m, ["given"]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn typed_lines_end_at_a_blank_line_or_the_end() {
+        let (m, p) = all("a\r\nb\n   \nc\n", true, None);
+        assert_eq!(m, ["a", "b"]);
+        assert_eq!(p, [true, false, false]);
+        let (m, p) = all("a\nb", true, Some("first"));
+        assert_eq!(m, ["first", "a", "b"]);
+        assert_eq!(p, [true, false, false]);
+        assert_eq!(all("", true, None), (vec![], vec![true]));
+    }
+}

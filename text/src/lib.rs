@@ -26,7 +26,7 @@ mod tokenizer;
 mod vocabulary;
 
 pub use chat::{ChatTemplate, Message};
-pub use conversation::Conversation;
+pub use conversation::{Conversation, UserTurns};
 pub use stream::StreamDecoder;
 pub use tokenizer::{Encoded, Tokenizer};
 pub use vocabulary::Vocabulary;
