@@ -87,6 +87,7 @@ pub mod bf16;
 mod dispatch;
 mod isa;
 pub mod mapping;
+mod panel;
 mod qmatrix;
 pub mod reference;
 mod scalar;
