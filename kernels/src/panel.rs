@@ -11,7 +11,8 @@
 //! super-chunk, so a decoder reads the codes' dwords `4 L + d` (a transpose) and splits nibbles.
 //!
 //! Weights are stored decoded as `table_i8 + 128` (unsigned, for `vpdpbusd`); each activation
-//! lane's accumulator starts at `-128 *` its piece's sum to undo the shift (as in `act`).
+//! lane's accumulator starts at `-128 *` its piece's sum to undo the shift (as in `act`). The
+//! AVX2 path, whose int8 dot needs signed weights, stores `table_i8` and skips the correction.
 //! Elements past the row are zero activations, so the padding's codes do not matter.
 //!
 //! [`rows`] is the loop nest every path shares; a path supplies the decoder and the micro-kernel
@@ -66,7 +67,7 @@ const EMPTY_ACT: ActSuper = ActSuper {
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct WSuper {
-    /// `table_i8 + 128` per element, `[step][row][64]`.
+    /// `table_i8 + 128` per element (AVX2: `table_i8`), `[step][row][64]`.
     pub vals: [[[u8; 64]; MR]; STEPS],
     /// Each piece's weight scale (its block's), 0 past the row.
     pub scale: [[f32; PIECES]; MR],
@@ -141,15 +142,21 @@ pub(crate) type Decode = unsafe fn(&QMatrix, [usize; MR], &[i32], &mut [f32], &m
 /// over the row before the table step, `[row][activation row]`.
 pub(crate) type Micro = unsafe fn(&[WSuper], &PanelActs, usize, usize) -> [[f32; NB]; MR];
 
-/// The decoder and micro-kernel of `isa`, if it has them (AVX2 keeps the row-tile kernels).
+/// The decoder and micro-kernel of `isa`.
 pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
     match isa {
         Isa::Scalar | Isa::Reference => Some((decode_scalar, micro_scalar)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some((
+            crate::x86_64::panel256::decode,
+            crate::x86_64::panel256::micro,
+        )),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => Some((
             crate::x86_64::panel512::decode,
             crate::x86_64::panel512::micro,
         )),
+        #[cfg(not(target_arch = "x86_64"))]
         _ => None,
     }
 }
@@ -183,8 +190,8 @@ pub(crate) unsafe fn rows(
                 let nb = NB.min(j1 - j);
                 // SAFETY: the caller's contract; `j + nb <= n`.
                 let sums = unsafe { micro(&tile, a, j, nb) };
-                for m in 0..mr {
-                    for (jj, &s) in sums[m][..nb].iter().enumerate() {
+                for (m, sums) in sums.iter().enumerate().take(mr) {
+                    for (jj, &s) in sums[..nb].iter().enumerate() {
                         out[(r + m) * n + j + jj] = s * q.table_step();
                     }
                 }
