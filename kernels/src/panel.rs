@@ -174,7 +174,10 @@ pub(crate) unsafe fn rows(
 ) {
     let count = out.len() / n;
     let per_row = (a.supers * std::mem::size_of::<ActSuper>()).max(1);
-    let panel = (PANEL_BYTES / per_row).clamp(NB, MAX_PANEL) / NB * NB;
+    // Panels of equal size (in whole micro-kernels): a short last panel would decode every
+    // weight tile for a few activation rows.
+    let most = (PANEL_BYTES / per_row).clamp(NB, MAX_PANEL);
+    let panel = n.div_ceil(n.div_ceil(most)).div_ceil(NB) * NB;
     let mut tile = vec![EMPTY_W; a.supers];
     let mut scratch = vec![0.0f32; q.blocks_per_row() + PIECES];
     for j0 in (0..n).step_by(panel) {
