@@ -291,11 +291,11 @@ mod tests {
         let x: Vec<f32> = (0..cols).map(|c| ((c % 32) as f32) - 10.0).collect();
         let a = PanelActs::new(&x, 1, cols, 32);
         assert_eq!(a.supers, 2);
-        for c in 0..cols {
+        for (c, &want) in x.iter().enumerate() {
             let (s, lane, k) = (c / SUPER, c % SUPER / 32, c % 32);
             let (d, e, h) = (k / 8, k % 8 / 2, k % 2);
             let v = a.row(0)[s].vals[2 * d + h][4 * lane + e] as f32 * a.row(0)[s].scale[lane];
-            assert!((v - x[c]).abs() <= 0.5 * a.row(0)[s].scale[lane], "{c}");
+            assert!((v - want).abs() <= 0.5 * a.row(0)[s].scale[lane], "{c}");
         }
         // Past the row: zero values and scales.
         let last = &a.row(0)[1];
