@@ -249,14 +249,16 @@ pub(crate) unsafe fn micro_scalar(
         for (m, o) in out.iter_mut().enumerate() {
             let mut acc = [0.0f32; PIECES];
             for (ws, xs) in tile.iter().zip(x) {
-                let mut dot = xs.ncorr;
+                // Element-wise over the 8 steps (vectorizes), then each lane's 4 bytes.
+                let mut prod = [0i32; 64];
                 for (wt, xt) in ws.vals.iter().zip(&xs.vals) {
-                    for (k, (&w, &v)) in wt[m].iter().zip(xt).enumerate() {
-                        dot[k / 4] += w as i32 * v as i32;
+                    for ((p, &w), &v) in prod.iter_mut().zip(&wt[m]).zip(xt) {
+                        *p += w as i32 * v as i32;
                     }
                 }
                 for (lane, acc) in acc.iter_mut().enumerate() {
-                    *acc += dot[lane] as f32 * xs.scale[lane] * ws.scale[m][lane];
+                    let dot = xs.ncorr[lane] + prod[4 * lane..4 * lane + 4].iter().sum::<i32>();
+                    *acc += dot as f32 * xs.scale[lane] * ws.scale[m][lane];
                 }
             }
             o[jj] = lane_sum(&acc);
