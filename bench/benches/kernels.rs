@@ -8,6 +8,10 @@
 //! - `gemm/<format>`: 32 activation rows, 2048 x 2048 weights. Throughput is elements =
 //!   multiply-adds (`rows * cols * batch`).
 //!
+//! - `gemm-batch/<format>`: fast mode on the detected path against the dense f32 product,
+//!   4096 x 4096 weights, batches of 32, 128 and 512 activation rows (prefill): the blocked GEMM
+//!   should hold its rate per token as the batch grows. Ids `<isa>-fast/<batch>`, `f32/<batch>`.
+//!
 //! Ids are `<isa>-<mode>/<rows>x<cols>` (`f32/...` for the dense path on the same weights,
 //! `reference-<mode>/...` for the oracle). Threads: rayon's global pool (`RAYON_NUM_THREADS`).
 //! Formats: nf4 and e2m1 (a table exact in int8); `TQUANT_BENCH_FORMATS=all` or a comma list
@@ -91,9 +95,44 @@ fn bench_kind(c: &mut Criterion, kind: &str, rows: usize, cols: usize, n: usize)
     }
 }
 
+/// Fast-mode GEMM at growing batches, with the f32 product of the same weights per batch.
+fn bench_batches(c: &mut Criterion, rows: usize, cols: usize, batches: &[usize]) {
+    let isa = Isa::detect();
+    for f in formats() {
+        let (w, m) = quantize(&f, rows, cols);
+        let q = QMatrix::new(
+            rows,
+            cols,
+            m.block,
+            &m.codes,
+            &m.scales,
+            m.scale_dtype,
+            f.codebook().values(),
+        )
+        .unwrap();
+        let mut g = c.benchmark_group(format!("gemm-batch/{f}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        for &n in batches {
+            let x = Rng::new(2).normal_vec(n * cols);
+            let mut y = vec![0.0f32; n * rows];
+            g.throughput(Throughput::Elements((rows * cols * n) as u64));
+            g.bench_function(BenchmarkId::new(format!("{isa}-fast"), n), |b| {
+                b.iter(|| matmul_with(isa, &q, &x, n, &mut y, Mode::Fast).unwrap())
+            });
+            g.bench_function(BenchmarkId::new("f32", n), |b| {
+                b.iter(|| matmul_f32_with(isa, &w, rows, cols, &x, n, &mut y).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
 fn benches(c: &mut Criterion) {
     bench_kind(c, "gemv", 4096, 4096, 1);
     bench_kind(c, "gemm", 2048, 2048, 32);
+    bench_batches(c, 4096, 4096, &[32, 128, 512]);
 }
 
 criterion_group!(group, benches);

@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p tquant-bench --example roofline -- [--threads 1,2] [--format nf4]
 //! [--block 32] [--layers 6] [--vocab 102400] [--prefill 512] [--decode 64] [--rounds 3]
-//! [--read-mib 256] [--json]`
+//! [--read-mib 256] [--mode exact|fast] [--json]`
 
 use std::process::ExitCode;
 use tquant_bench::roofline::{run, Spec};
@@ -37,6 +37,7 @@ fn parse(args: &[String]) -> Result<(Spec, bool), String> {
                     .map_err(|e| format!("--format {value}: {e}"))?
             }
             "--block" => spec.block = num(value)?,
+            "--mode" => spec.mode = value.parse().map_err(|e| format!("--mode {value}: {e}"))?,
             "--layers" => spec.layers = num(value)?,
             "--vocab" => spec.vocab = num(value)?,
             "--prefill" => spec.prefill = num(value)?,

@@ -22,8 +22,8 @@ use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, ScaleDtype}
 use tquant_model::calibrate::{Site, Tap};
 use tquant_model::synthetic::SyntheticSource;
 use tquant_model::{
-    Bf16Data, Config, KvCache, Logits, Model, ModelError, Options, Packed, QuantTensor, TensorData,
-    TensorSource,
+    Bf16Data, Config, KvCache, Logits, Mode, Model, ModelError, Options, Packed, QuantTensor,
+    TensorData, TensorSource,
 };
 
 /// Errors of the roofline benchmark.
@@ -448,6 +448,8 @@ pub struct Spec {
     pub read_mib: usize,
     /// Seed of the generated weights.
     pub seed: u64,
+    /// Arithmetic of the quantized products (`Mode::Fast`: int8 activations).
+    pub mode: Mode,
 }
 
 impl Default for Spec {
@@ -463,6 +465,7 @@ impl Default for Spec {
             rounds: 3,
             read_mib: 256,
             seed: 7,
+            mode: Mode::Exact,
         }
     }
 }
@@ -520,7 +523,11 @@ pub fn run(spec: &Spec) -> Result<Report, RooflineError> {
     };
     let src = GeneratedSource::new(&config, spec.seed, spec.format.clone(), quantizer)?;
     let t0 = Instant::now();
-    let mut model = Model::from_source(config.clone(), &src, Options::default())?;
+    let options = Options {
+        mode: spec.mode,
+        ..Options::default()
+    };
+    let mut model = Model::from_source(config.clone(), &src, options)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let stored = src.stored_bytes();
     drop(src);

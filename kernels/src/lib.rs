@@ -43,6 +43,12 @@
 //! - A GEMV works on 4 weight rows at a time and prefetches the next 4 (a row of 8192 codes is
 //!   one 4 KiB page, where hardware prefetchers stop); a GEMM on tiles of 4 weight rows x 4
 //!   activation rows (2 x 4 on AVX2), so each decoded weight chunk serves 4 activation rows.
+//! - A fast-mode GEMM of 8 or more activation rows whose blocks are a multiple of 32 (or one
+//!   per row) is cache-blocked (`panel`): the activations are quantized once, in panels of up
+//!   to 255 rows that stay in L2; each tile of 4 weight rows is decoded to int8 once per panel
+//!   and a 4 x 3 micro-kernel (`vpdpbusd`; AVX2: 2 x 2, `vpmaddubsw`) runs over it, each int32
+//!   lane summing one 32-element piece so the scales cost one multiply and one FMA per 16
+//!   pieces. The portable path has the same loop nest (`panel::micro_scalar`).
 //!
 //! # Threads
 //! Output rows are split over the current rayon thread pool. To choose the number of threads,
@@ -87,6 +93,7 @@ pub mod bf16;
 mod dispatch;
 mod isa;
 pub mod mapping;
+mod panel;
 mod qmatrix;
 pub mod reference;
 mod scalar;

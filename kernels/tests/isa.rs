@@ -210,6 +210,65 @@ fn long_rows(isa: Isa) {
     }
 }
 
+/// The blocked GEMM (fast mode, 8 or more activation rows, blocks of a multiple of 32 or one per
+/// row): every format and scale dtype, rows off the 4-row tile, columns off the 512-element
+/// super-chunk, batches off the 3-row micro-kernel and past one 255-row activation panel.
+fn blocked_gemm(isa: Isa) {
+    let mut rng = Rng::new(0x70616e656c);
+    let blocks: Vec<BlockSize> = [32, 64, 128]
+        .into_iter()
+        .map(|n| BlockSize::new(n).unwrap())
+        .chain([BlockSize::Row])
+        .collect();
+    let shapes = [
+        (1, 32, 8),
+        (5, 100, 9),
+        (6, 513, 11),
+        (7, 1000, 29),
+        (9, 1088, 8),
+        (3, 96, 260),
+    ];
+    let mut k = 0;
+    for f in Format::all() {
+        for dtype in ScaleDtype::ALL {
+            let (rows, cols, n) = shapes[k % shapes.len()];
+            let block = blocks[(k / shapes.len() + k) % blocks.len()];
+            k += 1;
+            let Some(m) = try_quantized(&f, rows, cols, block, dtype, &mut rng) else {
+                assert_eq!(dtype, ScaleDtype::E8m0, "{f} refuses {dtype}");
+                continue;
+            };
+            let x = rng.normal_vec(n * cols);
+            let what = format!("blocked {f} {dtype} [{rows}x{cols}] block {block} n {n}");
+            check(isa, &view(&m, &f), &x, n, &what);
+        }
+    }
+    // Several row tasks on two threads, each with its own tiles.
+    let f: Format = "nf4".parse().unwrap();
+    let m = quantized(
+        &f,
+        70,
+        2048 + 32,
+        BlockSize::new(64).unwrap(),
+        ScaleDtype::F16,
+        &mut rng,
+    );
+    let x = rng.normal_vec(40 * m.cols);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+        .install(|| {
+            check(
+                isa,
+                &view(&m, &f),
+                &x,
+                40,
+                "blocked nf4 [70x2080] n 40, 2 threads",
+            )
+        });
+}
+
 fn f32_matches_reference(isa: Isa) {
     let mut rng = Rng::new(5);
     for (rows, cols, n) in [
@@ -412,7 +471,8 @@ fn threads_give_the_same_result_as_one_thread() {
         &mut rng,
     );
     let q = view(&m, &f);
-    for n in [1, 5] {
+    // 40 activation rows: the blocked GEMM in fast mode.
+    for n in [1, 5, 40] {
         let x = rng.normal_vec(n * 1000);
         for mode in Mode::ALL {
             let mut one = vec![0.0f32; n * 300];
@@ -476,7 +536,8 @@ type IsaCase = fn(Isa);
 
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, IsaCase); 6] = [
+    let per_isa: [(&str, IsaCase); 7] = [
+        ("matches_reference_blocked_gemm", blocked_gemm),
         ("matches_reference_every_format", every_format_and_dtype),
         ("matches_reference_every_shape", every_shape),
         ("matches_reference_every_batch", every_batch),

@@ -49,7 +49,7 @@ pub(crate) unsafe fn f32_rows(
 
 /// Converts the scales of row `r` to f32 into `out[..blocks]`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
+pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
     let bytes = q.row_scales(r);
     let nb = q.blocks_per_row();
     let mut b = 0;

@@ -3,6 +3,8 @@
 mod avx2;
 mod avx512;
 mod bf16;
+pub(crate) mod panel256;
+pub(crate) mod panel512;
 
 use crate::act::CHUNK;
 use crate::isa::{Bf16Rows, F32Rows, Isa, QRows};

@@ -1,0 +1,308 @@
+//! The fast mode's cache-blocked GEMM (prefill): activations quantized to int8 once per call,
+//! each tile of weight rows decoded to int8 table values once per panel of activation rows and
+//! reused by every activation row of the panel.
+//!
+//! Layout: a row is cut into super-chunks of 512 elements, 16 activation pieces of 32 (the
+//! shapes this path takes have pieces starting at multiples of 32). A super-chunk is 8 steps of
+//! 64 bytes; int32 lane `L` of a step holds 4 elements of piece `L`, so 8 `vpdpbusd` leave each
+//! lane with its piece's whole integer dot product and one convert + multiply + FMA per 16
+//! pieces applies the activation and weight scales. Step `2d + h`, lane `L`, byte `e` is element
+//! `32 L + 8 d + 2 e + h`: the low (`h = 0`) or high nibble of code byte `16 L + 4 d + e` of the
+//! super-chunk, so a decoder reads the codes' dwords `4 L + d` (a transpose) and splits nibbles.
+//!
+//! Weights are stored decoded as `table_i8 + 128` (unsigned, for `vpdpbusd`); each activation
+//! lane's accumulator starts at `-128 *` its piece's sum to undo the shift (as in `act`). The
+//! AVX2 path, whose int8 dot needs signed weights, stores `table_i8` and skips the correction.
+//! Elements past the row are zero activations, so the padding's codes do not matter.
+//!
+//! [`rows`] is the loop nest every path shares; a path supplies the decoder and the micro-kernel
+//! (`MR` weight rows x up to `NB` activation rows over the whole row). `decode_scalar` and
+//! `micro_scalar` are the portable twins of the SIMD ones.
+
+use crate::act::{pieces, quantize_piece};
+use crate::{Isa, QMatrix, ACT_BLOCK};
+use rayon::prelude::*;
+use tquant_formats::pack::row_bytes;
+
+/// Elements per super-chunk, pieces (int32 lanes) per super-chunk, 64-byte steps per super-chunk.
+pub(crate) const SUPER: usize = 512;
+pub(crate) const PIECES: usize = SUPER / ACT_BLOCK;
+pub(crate) const STEPS: usize = 8;
+/// Weight rows per micro-kernel and most activation rows per micro-kernel.
+pub(crate) const MR: usize = 4;
+pub(crate) const NB: usize = 3;
+/// Fewer activation rows than this keep the row-tile kernels (they decode per tile, which is
+/// cheaper when a decoded tile would serve only a few rows).
+pub(crate) const MIN_BATCH: usize = 8;
+/// Bytes of quantized activations per panel: the panel stays in L2 while every weight tile
+/// passes over it.
+const PANEL_BYTES: usize = 1 << 20;
+/// Most activation rows per panel: more would save little decoding.
+pub(crate) const MAX_PANEL: usize = 255;
+
+/// Whether this path can take `q`: every activation piece starts at a multiple of 32.
+pub(crate) fn fits(q: &QMatrix) -> bool {
+    q.block() % ACT_BLOCK == 0 || q.blocks_per_row() == 1
+}
+
+/// One super-chunk of one activation row.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct ActSuper {
+    pub vals: [[i8; 64]; STEPS],
+    /// `-128 *` each piece's sum of int8 values.
+    pub ncorr: [i32; PIECES],
+    /// Each piece's activation scale (0 past the row).
+    pub scale: [f32; PIECES],
+}
+
+const EMPTY_ACT: ActSuper = ActSuper {
+    vals: [[0; 64]; STEPS],
+    ncorr: [0; PIECES],
+    scale: [0.0; PIECES],
+};
+
+/// One super-chunk of a tile of `MR` decoded weight rows: step-major so a micro-kernel reads
+/// one stream.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct WSuper {
+    /// `table_i8 + 128` per element (AVX2: `table_i8`), `[step][row][64]`.
+    pub vals: [[[u8; 64]; MR]; STEPS],
+    /// Each piece's weight scale (its block's), 0 past the row.
+    pub scale: [[f32; PIECES]; MR],
+}
+
+pub(crate) const EMPTY_W: WSuper = WSuper {
+    vals: [[[0; 64]; MR]; STEPS],
+    scale: [[0.0; PIECES]; MR],
+};
+
+/// Activations quantized for this path, `n` rows of `supers` super-chunks.
+#[derive(Debug)]
+pub(crate) struct PanelActs {
+    pub supers: usize,
+    pub data: Vec<ActSuper>,
+    /// The weight block of each piece, `[supers * PIECES]`; past the row, `blocks_per_row`
+    /// (where the decoders keep a zero scale).
+    pub piece_block: Vec<i32>,
+}
+
+impl PanelActs {
+    /// Quantizes `x` (`[n, cols]`) with the fast mode's pieces for weight blocks of `block`.
+    pub fn new(x: &[f32], n: usize, cols: usize, block: usize) -> Self {
+        let supers = cols.div_ceil(SUPER);
+        let pieces = pieces(cols, block);
+        let mut data = vec![EMPTY_ACT; n * supers];
+        let fill = |(j, out): (usize, &mut [ActSuper])| {
+            let xr = &x[j * cols..(j + 1) * cols];
+            let mut q = [0i8; ACT_BLOCK];
+            for p in &pieces {
+                let q = &mut q[..p.len];
+                let scale = quantize_piece(&xr[p.start..p.start + p.len], q);
+                let (s, lane) = (p.start / SUPER, p.start % SUPER / ACT_BLOCK);
+                let dst = &mut out[s];
+                dst.scale[lane] = scale;
+                dst.ncorr[lane] = -128 * q.iter().map(|&v| v as i32).sum::<i32>();
+                for (k, &v) in q.iter().enumerate() {
+                    let (d, e, h) = (k / 8, k % 8 / 2, k % 2);
+                    dst.vals[2 * d + h][4 * lane + e] = v;
+                }
+            }
+        };
+        if supers > 0 {
+            if n >= 4 {
+                data.par_chunks_mut(supers).enumerate().for_each(fill);
+            } else {
+                data.chunks_mut(supers).enumerate().for_each(fill);
+            }
+        }
+        let blocks = cols.div_ceil(block);
+        let piece_block = (0..supers * PIECES)
+            .map(|p| (p * ACT_BLOCK / block).min(blocks) as i32)
+            .collect();
+        PanelActs {
+            supers,
+            data,
+            piece_block,
+        }
+    }
+
+    /// Super-chunks of activation row `j`.
+    pub fn row(&self, j: usize) -> &[ActSuper] {
+        &self.data[j * self.supers..(j + 1) * self.supers]
+    }
+}
+
+/// Decodes the codes and scales of `rows` into `tile` (one entry per super-chunk), with the
+/// pieces' blocks (`PanelActs::piece_block`) and room for a row of scales and 16 zeros.
+/// Unsafe because SIMD decoders may only run where their ISA is available.
+pub(crate) type Decode = unsafe fn(&QMatrix, [usize; MR], &[i32], &mut [f32], &mut [WSuper]);
+/// `MR` weight rows (`tile`) times activation rows `j..j + nb` (`nb <= NB`): each output's sum
+/// over the row before the table step, `[row][activation row]`.
+pub(crate) type Micro = unsafe fn(&[WSuper], &PanelActs, usize, usize) -> [[f32; NB]; MR];
+
+/// The decoder and micro-kernel of `isa`.
+pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
+    match isa {
+        Isa::Scalar | Isa::Reference => Some((decode_scalar, micro_scalar)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some((
+            crate::x86_64::panel256::decode,
+            crate::x86_64::panel256::micro,
+        )),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some((
+            crate::x86_64::panel512::decode,
+            crate::x86_64::panel512::micro,
+        )),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// Rows `r0..r0 + out.len() / n` into `out` (`[row][j]`), with a path's decoder and
+/// micro-kernel. Safety: both belong to an ISA this CPU has.
+pub(crate) unsafe fn rows(
+    q: &QMatrix,
+    a: &PanelActs,
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+    decode: Decode,
+    micro: Micro,
+) {
+    let count = out.len() / n;
+    let per_row = (a.supers * std::mem::size_of::<ActSuper>()).max(1);
+    // Panels of equal size (in whole micro-kernels): a short last panel would decode every
+    // weight tile for a few activation rows.
+    let most = (PANEL_BYTES / per_row).clamp(NB, MAX_PANEL);
+    let panel = n.div_ceil(n.div_ceil(most)).div_ceil(NB) * NB;
+    let mut tile = vec![EMPTY_W; a.supers];
+    let mut scratch = vec![0.0f32; q.blocks_per_row() + PIECES];
+    for j0 in (0..n).step_by(panel) {
+        let j1 = (j0 + panel).min(n);
+        for r in (0..count).step_by(MR) {
+            let mr = MR.min(count - r);
+            // An edge tile repeats its last row; those outputs are not written.
+            let rows: [usize; MR] = std::array::from_fn(|m| r0 + r + m.min(mr - 1));
+            // SAFETY: the caller's contract.
+            unsafe { decode(q, rows, &a.piece_block, &mut scratch, &mut tile) };
+            let mut j = j0;
+            while j < j1 {
+                let nb = NB.min(j1 - j);
+                // SAFETY: the caller's contract; `j + nb <= n`.
+                let sums = unsafe { micro(&tile, a, j, nb) };
+                for (m, sums) in sums.iter().enumerate().take(mr) {
+                    for (jj, &s) in sums[..nb].iter().enumerate() {
+                        out[(r + m) * n + j + jj] = s * q.table_step();
+                    }
+                }
+                j += nb;
+            }
+        }
+    }
+}
+
+/// The portable decoder (see the module's layout).
+pub(crate) unsafe fn decode_scalar(
+    q: &QMatrix,
+    rows: [usize; MR],
+    piece_block: &[i32],
+    scratch: &mut [f32],
+    tile: &mut [WSuper],
+) {
+    let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
+    let rb = row_bytes(q.cols());
+    let blocks = q.blocks_per_row();
+    for (m, &r) in rows.iter().enumerate() {
+        let codes = q.row_codes(r);
+        crate::scalar::row_scales(q, r, &mut scratch[..blocks]);
+        scratch[blocks..].fill(0.0);
+        for (s, ws) in tile.iter_mut().enumerate() {
+            for (v, &b) in ws.scale[m].iter_mut().zip(&piece_block[s * PIECES..]) {
+                *v = scratch[b as usize];
+            }
+            for lane in 0..PIECES {
+                for b in 0..16 {
+                    let i = s * SUPER / 2 + 16 * lane + b;
+                    let byte = if i < rb { codes[i] } else { 0 };
+                    let (d, e) = (b / 4, b % 4);
+                    ws.vals[2 * d][m][4 * lane + e] = shifted[(byte & 15) as usize];
+                    ws.vals[2 * d + 1][m][4 * lane + e] = shifted[(byte >> 4) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// The portable micro-kernel: the SIMD ones' arithmetic lane by lane.
+pub(crate) unsafe fn micro_scalar(
+    tile: &[WSuper],
+    a: &PanelActs,
+    j: usize,
+    nb: usize,
+) -> [[f32; NB]; MR] {
+    let mut out = [[0.0f32; NB]; MR];
+    for jj in 0..nb {
+        let x = a.row(j + jj);
+        for (m, o) in out.iter_mut().enumerate() {
+            let mut acc = [0.0f32; PIECES];
+            for (ws, xs) in tile.iter().zip(x) {
+                // Element-wise over the 8 steps (vectorizes), then each lane's 4 bytes.
+                let mut prod = [0i32; 64];
+                for (wt, xt) in ws.vals.iter().zip(&xs.vals) {
+                    for ((p, &w), &v) in prod.iter_mut().zip(&wt[m]).zip(xt) {
+                        *p += w as i32 * v as i32;
+                    }
+                }
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let dot = xs.ncorr[lane] + prod[4 * lane..4 * lane + 4].iter().sum::<i32>();
+                    *acc += dot as f32 * xs.scale[lane] * ws.scale[m][lane];
+                }
+            }
+            o[jj] = lane_sum(&acc);
+        }
+    }
+    out
+}
+
+/// The sum of 16 lanes, pairwise (every path reduces in this order).
+#[inline]
+pub(crate) fn lane_sum(v: &[f32; PIECES]) -> f32 {
+    let mut w = *v;
+    let mut half = PIECES / 2;
+    while half > 0 {
+        for k in 0..half {
+            w[k] += w[k + half];
+        }
+        half /= 2;
+    }
+    w[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout: step `2d + h`, lane `L`, byte `e` holds element `32 L + 8 d + 2 e + h`.
+    #[test]
+    fn activations_land_in_their_pieces_lanes() {
+        let cols = 600;
+        // Distinct small integers, exactly representable after the piece scaling below.
+        let x: Vec<f32> = (0..cols).map(|c| ((c % 32) as f32) - 10.0).collect();
+        let a = PanelActs::new(&x, 1, cols, 32);
+        assert_eq!(a.supers, 2);
+        for (c, &want) in x.iter().enumerate() {
+            let (s, lane, k) = (c / SUPER, c % SUPER / 32, c % 32);
+            let (d, e, h) = (k / 8, k % 8 / 2, k % 2);
+            let v = a.row(0)[s].vals[2 * d + h][4 * lane + e] as f32 * a.row(0)[s].scale[lane];
+            assert!((v - want).abs() <= 0.5 * a.row(0)[s].scale[lane], "{c}");
+        }
+        // Past the row: zero values and scales.
+        let last = &a.row(0)[1];
+        assert!(last.scale[(cols - SUPER).div_ceil(32)..]
+            .iter()
+            .all(|&s| s == 0.0));
+    }
+}
