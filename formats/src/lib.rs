@@ -37,6 +37,7 @@ pub mod layouts;
 mod listing;
 pub mod nu_search;
 pub mod pack;
+pub mod q8_0;
 pub mod sample;
 mod scale;
 mod search;
