@@ -3,6 +3,7 @@
 mod avx2;
 mod avx512;
 mod bf16;
+pub(crate) mod int8;
 
 use crate::act::CHUNK;
 use crate::isa::{Bf16Rows, F32Rows, Isa, QRows};
