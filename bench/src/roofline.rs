@@ -18,12 +18,13 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tquant_convert::{Action, Dtype, Policy};
+use tquant_formats::q8_0::Q8Matrix;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, ScaleDtype};
 use tquant_model::calibrate::{Site, Tap};
 use tquant_model::synthetic::SyntheticSource;
 use tquant_model::{
-    Bf16Data, Config, KvCache, Logits, Model, ModelError, Options, Packed, QuantTensor, TensorData,
-    TensorSource,
+    Bf16Data, Config, KvCache, Logits, Model, ModelError, Options, Packed, Q8Data, QuantTensor,
+    TensorData, TensorSource,
 };
 
 /// Errors of the roofline benchmark.
@@ -73,7 +74,44 @@ pub struct GeneratedSource {
     policy: Policy,
     format: Format,
     quantizer: BlockQuantizer,
+    head: HeadFormat,
     stored_bytes: Mutex<HashMap<String, usize>>,
+}
+
+/// How the output head and the token embeddings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadFormat {
+    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight.
+    #[default]
+    Q8_0,
+    /// bf16, as V2-Lite stores them.
+    Bf16,
+}
+
+impl HeadFormat {
+    /// `q8_0` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for HeadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "q8_0" => Ok(Self::Q8_0),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown head format '{s}' (q8_0, bf16)")),
+        }
+    }
+}
+
+/// The output head and the token embedding table.
+fn is_head_or_embedding(name: &str) -> bool {
+    name == "lm_head.weight" || name == "model.embed_tokens.weight"
 }
 
 /// Rows generated and quantized together.
@@ -95,8 +133,15 @@ impl GeneratedSource {
             policy: Policy::default(),
             format,
             quantizer,
+            head: HeadFormat::default(),
             stored_bytes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same source with the head and embeddings stored as `head`.
+    pub fn with_head(mut self, head: HeadFormat) -> Self {
+        self.head = head;
+        self
     }
 
     /// Bytes each tensor handed out so far takes as stored.
@@ -149,6 +194,25 @@ impl GeneratedSource {
                     .map(move |r| (m * rows + r, BAND.min(rows - r)))
             })
             .collect();
+        if self.head == HeadFormat::Q8_0 && is_head_or_embedding(name) {
+            let parts = bands
+                .par_iter()
+                .map(|&(r0, n)| Q8Matrix::quantize(&self.band(name, r0, n, cols), n, cols))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tensor_error(name, e.to_string()))?;
+            let mut codes = Vec::with_capacity(rows * cols * matrices);
+            let mut scales = Vec::new();
+            for m in parts {
+                codes.extend_from_slice(&m.codes);
+                scales.extend_from_slice(&m.scales);
+            }
+            let bytes = codes.len() + 2 * scales.len();
+            let data = Q8Data::Owned {
+                codes: codes.into(),
+                scales: scales.into(),
+            };
+            return Ok((TensorData::Q8 { shape, data }, bytes));
+        }
         if self.policy.decide(name, &shape, Dtype::BF16) != Action::Quantize {
             let parts: Vec<Vec<u16>> = bands
                 .par_iter()
@@ -435,6 +499,8 @@ pub struct Spec {
     pub read_mib: usize,
     /// Seed of the generated weights.
     pub seed: u64,
+    /// How the head and the token embeddings are stored.
+    pub head: HeadFormat,
 }
 
 impl Default for Spec {
@@ -450,6 +516,7 @@ impl Default for Spec {
             rounds: 3,
             read_mib: 256,
             seed: 7,
+            head: HeadFormat::default(),
         }
     }
 }
@@ -507,7 +574,8 @@ pub fn run(spec: &Spec) -> Result<Report, RooflineError> {
         block: BlockSize::new(spec.block)?,
         scale_dtype: ScaleDtype::F16,
     };
-    let src = GeneratedSource::new(&config, spec.seed, spec.format.clone(), quantizer)?;
+    let src = GeneratedSource::new(&config, spec.seed, spec.format.clone(), quantizer)?
+        .with_head(spec.head);
     let t0 = Instant::now();
     let mut model = Model::from_source(config.clone(), &src, Options::default())?;
     let load_seconds = t0.elapsed().as_secs_f64();
@@ -601,10 +669,11 @@ impl Report {
         let _ = writeln!(
             o,
             "model: DeepSeek-V2-Lite shape, {} layers, vocabulary {}; decoder matrices {}, \
-             embeddings, head and routers bf16; {} of weights, generated and loaded in {:.1} s",
+             embeddings and head {}, routers bf16; {} of weights, generated and loaded in {:.1} s",
             s.layers,
             s.vocab,
             self.format_label(),
+            s.head.name(),
             mb(self.weight_bytes as f64),
             self.load_seconds
         );
@@ -693,7 +762,7 @@ impl Report {
             .collect();
         format!(
             "{{\"model\":\"DeepSeek-V2-Lite shape\",\"layers\":{},\"vocab\":{},\"format\":\"{}\",\
-             \"block\":{},\"scale_dtype\":\"f16\",\"weight_bytes\":{},\"load_seconds\":{:.2},\
+             \"block\":{},\"scale_dtype\":\"f16\",\"head_format\":\"{}\",\"weight_bytes\":{},\"load_seconds\":{:.2},\
              \"prefill_tokens\":{},\"decode_tokens\":{},\"rounds\":{},\
              \"bytes_per_token\":{{\"total\":{:.0},\"attention\":{:.0},\"dense_mlp\":{:.0},\
              \"router\":{:.0},\"shared_experts\":{:.0},\"routed_experts\":{:.0},\"norms\":{:.0},\
@@ -703,6 +772,7 @@ impl Report {
             s.vocab,
             s.format.name(),
             s.block,
+            s.head.name(),
             self.weight_bytes,
             self.load_seconds,
             s.prefill,

@@ -280,6 +280,107 @@ impl QuantMatrix {
     }
 }
 
+/// Where q8_0 codes and scales live.
+#[derive(Debug, Clone)]
+pub enum Q8Data {
+    /// In memory: int8 codes `[rows, cols]`, f16 scale bits `[rows, blocks]`.
+    Owned {
+        /// Codes.
+        codes: Arc<[i8]>,
+        /// Scale bits.
+        scales: Arc<[u16]>,
+    },
+    /// Tensor `name` of a memory-mapped checkpoint (its scales checked 2-byte aligned when
+    /// loaded), borrowed afresh for each product.
+    Mapped {
+        /// The checkpoint.
+        ckpt: Arc<tquant_convert::Checkpoint>,
+        /// The tensor's name in it.
+        name: Arc<str>,
+    },
+}
+
+impl Q8Data {
+    /// Codes and scales held in memory.
+    pub fn owned(m: tquant_formats::q8_0::Q8Matrix) -> Self {
+        Self::Owned {
+            codes: m.codes.into(),
+            scales: m.scales.into(),
+        }
+    }
+
+    /// Calls `f` with the whole tensor's codes and scale bits (empty if a mapped tensor
+    /// vanished, which then fails the kernels' length check instead of panicking).
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&[i8], &[u16]) -> R) -> R {
+        match self {
+            Self::Owned { codes, scales } => f(codes, scales),
+            Self::Mapped { ckpt, name } => match ckpt.quantized_parts(name) {
+                Ok(v) => f(
+                    kernels::int8::i8_codes(v.codes),
+                    kernels::int8::f16_bits(v.scales).unwrap_or(&[]),
+                ),
+                Err(_) => f(&[], &[]),
+            },
+        }
+    }
+}
+
+/// A q8_0 matrix (ggml's Q8_0: int8 codes, an f16 scale per 32 along a row): `rows` rows from
+/// `row0` of a tensor of `cols` columns.
+#[derive(Debug, Clone)]
+pub struct Q8Linear {
+    /// Rows (outputs).
+    pub rows: usize,
+    /// Columns (inputs).
+    pub cols: usize,
+    data: Q8Data,
+    row0: usize,
+}
+
+impl Q8Linear {
+    /// Checks the lengths once; later views are built per call without copying.
+    pub fn new(rows: usize, cols: usize, data: Q8Data, row0: usize) -> Result<Self, ModelError> {
+        let m = Self {
+            rows,
+            cols,
+            data,
+            row0,
+        };
+        m.view(|q| q.map(|_| ()))?;
+        Ok(m)
+    }
+
+    fn view<R>(&self, f: impl FnOnce(Result<kernels::Q8Matrix<'_>, ModelError>) -> R) -> R {
+        let bpr = self.cols.div_ceil(kernels::int8::Q8_BLOCK);
+        self.data.with(|codes, scales| {
+            let c = codes.get(self.row0 * self.cols..(self.row0 + self.rows) * self.cols);
+            let s = scales.get(self.row0 * bpr..(self.row0 + self.rows) * bpr);
+            let q = match (c, s) {
+                (Some(c), Some(s)) => kernels::Q8Matrix::new(self.rows, self.cols, c, s)
+                    .map_err(ModelError::from),
+                _ => Err(ModelError::Checkpoint(format!(
+                    "q8_0 rows {}..{} of {} columns need {} codes and {} scales, the tensor has \
+                     {} and {}",
+                    self.row0,
+                    self.row0 + self.rows,
+                    self.cols,
+                    (self.row0 + self.rows) * self.cols,
+                    (self.row0 + self.rows) * bpr,
+                    codes.len(),
+                    scales.len()
+                ))),
+            };
+            f(q)
+        })
+    }
+
+    /// Bytes of codes and scales one product reads.
+    pub fn bytes(&self) -> usize {
+        self.rows * (self.cols + 2 * self.cols.div_ceil(kernels::int8::Q8_BLOCK))
+    }
+}
+
 /// A weight matrix `[rows, cols]` (PyTorch `[out, in]`), applied as `y = x W^T`.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -287,6 +388,8 @@ pub enum Linear {
     Dense(DenseMatrix),
     /// Block-quantized weights, multiplied from their codes.
     Quant(QuantMatrix),
+    /// q8_0 weights, multiplied from their int8 codes.
+    Q8(Q8Linear),
 }
 
 impl Linear {
@@ -295,6 +398,7 @@ impl Linear {
         match self {
             Self::Dense(d) => d.rows,
             Self::Quant(q) => q.rows,
+            Self::Q8(q) => q.rows,
         }
     }
 
@@ -303,12 +407,13 @@ impl Linear {
         match self {
             Self::Dense(d) => d.cols,
             Self::Quant(q) => q.cols,
+            Self::Q8(q) => q.cols,
         }
     }
 
     /// Whether the matrix is block-quantized.
     pub fn is_quantized(&self) -> bool {
-        matches!(self, Self::Quant(_))
+        matches!(self, Self::Quant(_) | Self::Q8(_))
     }
 
     /// Rows `r0..r0 + rows` as their own matrix (shares the storage).
@@ -322,6 +427,11 @@ impl Linear {
                 offset: d.offset + r0 * d.cols,
             }),
             Self::Quant(q) => Self::Quant(QuantMatrix {
+                rows,
+                row0: q.row0 + r0,
+                ..q.clone()
+            }),
+            Self::Q8(q) => Self::Q8(Q8Linear {
                 rows,
                 row0: q.row0 + r0,
                 ..q.clone()
@@ -342,6 +452,7 @@ impl Linear {
         match self {
             Self::Dense(d) => d.forward(x, n, y, mode),
             Self::Quant(q) => q.view(|m| Ok(kernels::matmul(&m?, x, n, y, mode)?)),
+            Self::Q8(q) => q.view(|m| Ok(kernels::matmul_q8_0(&m?, x, n, y, mode)?)),
         }
     }
 
@@ -357,6 +468,12 @@ impl Linear {
         match self {
             Self::Dense(d) => d.row(r, out),
             Self::Quant(q) => q.decode_row(r, out),
+            // Only the gathered row is dequantized (embedding lookups).
+            Self::Q8(q) => q.view(|m| {
+                if let Ok(m) = m {
+                    m.decode_row(r, out)
+                }
+            }),
         }
     }
 
@@ -365,6 +482,7 @@ impl Linear {
         match self {
             Self::Dense(d) => d.rows * d.cols * d.width(),
             Self::Quant(q) => q.bytes(),
+            Self::Q8(q) => q.bytes(),
         }
     }
 }
