@@ -81,11 +81,11 @@ pub struct GeneratedSource {
 /// How the output head and the token embeddings are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeadFormat {
-    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight.
+    /// bf16, as V2-Lite stores them and the converter's default policy keeps them.
     #[default]
-    Q8_0,
-    /// bf16, as V2-Lite stores them.
     Bf16,
+    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight.
+    Q8_0,
 }
 
 impl HeadFormat {

@@ -486,3 +486,39 @@ impl Linear {
         }
     }
 }
+
+#[cfg(test)]
+mod q8_tests {
+    use super::*;
+    use tquant_formats::q8_0::Q8Matrix;
+
+    /// A q8_0 layer multiplies like the f32 layer of its dequantized weights, a row range is
+    /// the same rows, and a row lookup dequantizes that row alone.
+    #[test]
+    fn q8_0_layers_match_their_dequantized_weights() {
+        let (rows, cols, n) = (12, 70, 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+        let q = Q8Matrix::quantize(&w, rows, cols).unwrap();
+        let deq = q.dequantize();
+        let lin = Linear::Q8(Q8Linear::new(rows, cols, Q8Data::owned(q), 0).unwrap());
+        let dense = Linear::Dense(DenseMatrix::new(rows, cols, deq.clone()));
+        let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).cos()).collect();
+        let a = lin.apply(&x, n, Mode::Exact).unwrap();
+        let b = dense.apply(&x, n, Mode::Exact).unwrap();
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{u} {v}");
+        }
+        let part = lin.row_range(4, 5);
+        assert_eq!(part.bytes(), 5 * (cols + 2 * 3));
+        let mut row = vec![0.0; cols];
+        part.row(2, &mut row);
+        assert_eq!(row, deq[6 * cols..7 * cols]);
+        assert!(lin.is_quantized());
+        // A view whose codes do not fill the shape is refused when built.
+        let short = Q8Data::Owned {
+            codes: vec![0i8; 10].into(),
+            scales: vec![0u16; 3].into(),
+        };
+        assert!(Q8Linear::new(rows, cols, short, 0).is_err());
+    }
+}
