@@ -31,8 +31,8 @@ impl TensorSource for HeadQ8<'_> {
                 msg: "not stored as floats".into(),
             });
         };
-        let m = Q8Matrix::quantize(&values, shape[0], shape[1])
-            .map_err(|e| ModelError::Tensor {
+        let m =
+            Q8Matrix::quantize(&values, shape[0], shape[1]).map_err(|e| ModelError::Tensor {
                 name: name.into(),
                 msg: e.to_string(),
             })?;

@@ -77,7 +77,10 @@ fn a_q8_0_head_and_embeddings_are_counted_at_their_stored_width() {
     let b = token_bytes(&c, &src.stored_bytes(), &[0.0, 2.0, 2.0]).unwrap();
     assert_eq!(b.head, (256 * (192 + 2 * 192 / 32)) as f64);
     assert_eq!(b.embedding_row, (192 + 2 * 192 / 32) as f64);
-    assert_eq!(b.total(), 895_296.0 - (256 + 1) as f64 * (192 * 2 - 204) as f64);
+    assert_eq!(
+        b.total(),
+        895_296.0 - (256 + 1) as f64 * (192 * 2 - 204) as f64
+    );
     let mut cache = model.new_cache();
     let logits = model.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
     assert_eq!(logits.len(), 256);

@@ -189,7 +189,10 @@ mod tests {
                 let d = f16::from_bits(m.row_scales(r)[blk]).to_f32();
                 for (u, v) in xa.iter().zip(xb) {
                     // Half a step, plus the scale's f16 rounding over 127 steps.
-                    assert!((u - v).abs() <= 0.5 * d + 127.0 * d * 2f32.powi(-11), "{u} {v}");
+                    assert!(
+                        (u - v).abs() <= 0.5 * d + 127.0 * d * 2f32.powi(-11),
+                        "{u} {v}"
+                    );
                 }
             }
         }

@@ -543,7 +543,9 @@ fn q8_0_matches_reference(isa: Isa) {
             }
         }
     };
-    for cols in [1, 7, 8, 15, 16, 17, 31, 32, 33, 47, 64, 65, 96, 100, 200, 300] {
+    for cols in [
+        1, 7, 8, 15, 16, 17, 31, 32, 33, 47, 64, 65, 96, 100, 200, 300,
+    ] {
         check(1 + cols % 9, cols, 1 + cols % 5, 0, &mut rng);
     }
     for rows in 1..=9 {

@@ -357,8 +357,9 @@ impl Q8Linear {
             let c = codes.get(self.row0 * self.cols..(self.row0 + self.rows) * self.cols);
             let s = scales.get(self.row0 * bpr..(self.row0 + self.rows) * bpr);
             let q = match (c, s) {
-                (Some(c), Some(s)) => kernels::Q8Matrix::new(self.rows, self.cols, c, s)
-                    .map_err(ModelError::from),
+                (Some(c), Some(s)) => {
+                    kernels::Q8Matrix::new(self.rows, self.cols, c, s).map_err(ModelError::from)
+                }
                 _ => Err(ModelError::Checkpoint(format!(
                     "q8_0 rows {}..{} of {} columns need {} codes and {} scales, the tensor has \
                      {} and {}",

@@ -87,10 +87,7 @@ macro_rules! tile_loop {
                 for m in 0..mr {
                     // SAFETY: the enclosing kernel runs only where F16C is present.
                     unsafe {
-                        widen_scales(
-                            $q.row_scales($r0 + r + m),
-                            &mut d[m * bpr..(m + 1) * bpr],
-                        )
+                        widen_scales($q.row_scales($r0 + r + m), &mut d[m * bpr..(m + 1) * bpr])
                     };
                 }
                 have = r;
