@@ -89,6 +89,7 @@ mod dispatch;
 pub mod int8;
 mod isa;
 pub mod mapping;
+mod q8;
 mod qmatrix;
 pub mod reference;
 mod scalar;

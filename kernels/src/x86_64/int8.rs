@@ -12,7 +12,7 @@
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
 use super::{tiles, with_tile};
-use crate::int8::{f16_to_f32, Q8In, Q8Matrix, Q8Rows, Q8_BLOCK};
+use crate::q8::{f16_to_f32, Q8In, Q8Matrix, Q8Rows, Q8_BLOCK};
 use crate::{Isa, Mode};
 use std::arch::x86_64::*;
 
