@@ -160,6 +160,19 @@ mod tests {
     }
 
     #[test]
+    fn byte_views_of_codes_and_scales() {
+        assert_eq!(i8_codes(&[0x81, 0x7f, 0]), &[-127i8, 127, 0]);
+        let words = [0x3c00u16, 0xbc00];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut buf = vec![0u8; bytes.len() + 2];
+        let even = (buf.as_ptr() as usize) % 2;
+        buf[even..even + 4].copy_from_slice(&bytes);
+        let bits = f16_bits(&buf[even..even + 4]).unwrap();
+        assert_eq!((f16_to_f32(bits[0]), f16_to_f32(bits[1])), (1.0, -1.0));
+        assert_eq!(f16_bits(&buf[even + 1..even + 3]), None, "odd address");
+    }
+
+    #[test]
     fn activations_round_to_nearest_even_per_block() {
         // amax 127: scale 1, so 2.5 -> 2 and 3.5 -> 4 (ties to even).
         let mut x = vec![0.0f32; 40];

@@ -280,23 +280,15 @@ impl QuantMatrix {
     }
 }
 
-/// Where q8_0 codes and scales live.
+/// q8_0 codes and scales, held in memory (a model quantized as it loads, or generated).
 #[derive(Debug, Clone)]
 pub enum Q8Data {
-    /// In memory: int8 codes `[rows, cols]`, f16 scale bits `[rows, blocks]`.
+    /// int8 codes `[rows, cols]`, f16 scale bits `[rows, blocks]`.
     Owned {
         /// Codes.
         codes: Arc<[i8]>,
         /// Scale bits.
         scales: Arc<[u16]>,
-    },
-    /// Tensor `name` of a memory-mapped checkpoint (its scales checked 2-byte aligned when
-    /// loaded), borrowed afresh for each product.
-    Mapped {
-        /// The checkpoint.
-        ckpt: Arc<tquant_convert::Checkpoint>,
-        /// The tensor's name in it.
-        name: Arc<str>,
     },
 }
 
@@ -309,19 +301,11 @@ impl Q8Data {
         }
     }
 
-    /// Calls `f` with the whole tensor's codes and scale bits (empty if a mapped tensor
-    /// vanished, which then fails the kernels' length check instead of panicking).
+    /// Calls `f` with the whole tensor's codes and scale bits.
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&[i8], &[u16]) -> R) -> R {
         match self {
             Self::Owned { codes, scales } => f(codes, scales),
-            Self::Mapped { ckpt, name } => match ckpt.quantized_parts(name) {
-                Ok(v) => f(
-                    kernels::int8::i8_codes(v.codes),
-                    kernels::int8::f16_bits(v.scales).unwrap_or(&[]),
-                ),
-                Err(_) => f(&[], &[]),
-            },
         }
     }
 }
