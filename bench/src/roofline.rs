@@ -1,6 +1,7 @@
 //! Decode against the memory roofline: a DeepSeek-V2-Lite-shaped model of generated weights
 //! (decoder matrices quantized as they are made, embeddings, head and routers kept as the
-//! converter's default policy keeps them, at bf16 as V2-Lite stores them), its prefill and
+//! converter's default policy keeps them, at bf16 as V2-Lite stores them, or the head and
+//! embeddings as q8_0: [`HeadFormat`]), its prefill and
 //! decode speed, the machine's read bandwidth in the same rounds, and the bytes of weights one
 //! decoded token reads. The roofline is bandwidth / bytes per token: no decoder can beat it
 //! while its weights come from DRAM.
