@@ -4,8 +4,8 @@
 //! (bandwidth / bytes per token), per thread count. See `tquant_bench::roofline`.
 //!
 //! `cargo run --release -p tquant-bench --example roofline -- [--threads 1,2] [--format nf4]
-//! [--block 32] [--layers 6] [--vocab 102400] [--prefill 512] [--decode 64] [--rounds 3]
-//! [--read-mib 256] [--mode exact|fast] [--json]`
+//! [--block 32] [--head q8_0|bf16] [--layers 6] [--vocab 102400] [--prefill 512] [--decode 64]
+//! [--rounds 3] [--read-mib 256] [--mode exact|fast] [--json]`
 
 use std::process::ExitCode;
 use tquant_bench::roofline::{run, Spec};
@@ -38,6 +38,7 @@ fn parse(args: &[String]) -> Result<(Spec, bool), String> {
             }
             "--block" => spec.block = num(value)?,
             "--mode" => spec.mode = value.parse().map_err(|e| format!("--mode {value}: {e}"))?,
+            "--head" => spec.head = value.parse().map_err(|e| format!("--head: {e}"))?,
             "--layers" => spec.layers = num(value)?,
             "--vocab" => spec.vocab = num(value)?,
             "--prefill" => spec.prefill = num(value)?,

@@ -1,6 +1,7 @@
 //! Decode against the memory roofline: a DeepSeek-V2-Lite-shaped model of generated weights
 //! (decoder matrices quantized as they are made, embeddings, head and routers kept as the
-//! converter's default policy keeps them, at bf16 as V2-Lite stores them), its prefill and
+//! converter's default policy keeps them, at bf16 as V2-Lite stores them, or the head and
+//! embeddings as q8_0: [`HeadFormat`]), its prefill and
 //! decode speed, the machine's read bandwidth in the same rounds, and the bytes of weights one
 //! decoded token reads. The roofline is bandwidth / bytes per token: no decoder can beat it
 //! while its weights come from DRAM.
@@ -18,12 +19,13 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tquant_convert::{Action, Dtype, Policy};
+use tquant_formats::q8_0::Q8Matrix;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, FormatError, ScaleDtype};
 use tquant_model::calibrate::{Site, Tap};
 use tquant_model::synthetic::SyntheticSource;
 use tquant_model::{
-    Bf16Data, Config, KvCache, Logits, Mode, Model, ModelError, Options, Packed, QuantTensor,
-    TensorData, TensorSource,
+    Bf16Data, Config, KvCache, Logits, Mode, Model, ModelError, Options, Packed, Q8Data,
+    QuantTensor, TensorData, TensorSource,
 };
 
 /// Errors of the roofline benchmark.
@@ -85,7 +87,44 @@ pub struct GeneratedSource {
     policy: Policy,
     format: Format,
     quantizer: BlockQuantizer,
+    head: HeadFormat,
     stored_bytes: Mutex<HashMap<String, usize>>,
+}
+
+/// How the output head and the token embeddings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadFormat {
+    /// bf16, as V2-Lite stores them and the converter's default policy keeps them.
+    #[default]
+    Bf16,
+    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight.
+    Q8_0,
+}
+
+impl HeadFormat {
+    /// `q8_0` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for HeadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "q8_0" => Ok(Self::Q8_0),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown head format '{s}' (q8_0, bf16)")),
+        }
+    }
+}
+
+/// The output head and the token embedding table.
+fn is_head_or_embedding(name: &str) -> bool {
+    name == "lm_head.weight" || name == "model.embed_tokens.weight"
 }
 
 /// Rows generated and quantized together.
@@ -107,8 +146,15 @@ impl GeneratedSource {
             policy: Policy::default(),
             format,
             quantizer,
+            head: HeadFormat::default(),
             stored_bytes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same source with the head and embeddings stored as `head`.
+    pub fn with_head(mut self, head: HeadFormat) -> Self {
+        self.head = head;
+        self
     }
 
     /// Bytes each tensor handed out so far takes as stored.
@@ -161,6 +207,25 @@ impl GeneratedSource {
                     .map(move |r| (m * rows + r, BAND.min(rows - r)))
             })
             .collect();
+        if self.head == HeadFormat::Q8_0 && is_head_or_embedding(name) {
+            let parts = bands
+                .par_iter()
+                .map(|&(r0, n)| Q8Matrix::quantize(&self.band(name, r0, n, cols), n, cols))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tensor_error(name, e.to_string()))?;
+            let mut codes = Vec::with_capacity(rows * cols * matrices);
+            let mut scales = Vec::new();
+            for m in parts {
+                codes.extend_from_slice(&m.codes);
+                scales.extend_from_slice(&m.scales);
+            }
+            let bytes = codes.len() + 2 * scales.len();
+            let data = Q8Data::Owned {
+                codes: codes.into(),
+                scales: scales.into(),
+            };
+            return Ok((TensorData::Q8 { shape, data }, bytes));
+        }
         if self.policy.decide(name, &shape, Dtype::BF16) != Action::Quantize {
             let parts: Vec<Vec<u16>> = bands
                 .par_iter()
@@ -450,6 +515,8 @@ pub struct Spec {
     pub seed: u64,
     /// Arithmetic of the quantized products (`Mode::Fast`: int8 activations).
     pub mode: Mode,
+    /// How the head and the token embeddings are stored.
+    pub head: HeadFormat,
 }
 
 impl Default for Spec {
@@ -466,6 +533,7 @@ impl Default for Spec {
             read_mib: 256,
             seed: 7,
             mode: Mode::Exact,
+            head: HeadFormat::default(),
         }
     }
 }
@@ -521,7 +589,8 @@ pub fn run(spec: &Spec) -> Result<Report, RooflineError> {
         block: BlockSize::new(spec.block)?,
         scale_dtype: ScaleDtype::F16,
     };
-    let src = GeneratedSource::new(&config, spec.seed, spec.format.clone(), quantizer)?;
+    let src = GeneratedSource::new(&config, spec.seed, spec.format.clone(), quantizer)?
+        .with_head(spec.head);
     let t0 = Instant::now();
     let options = Options {
         mode: spec.mode,
@@ -619,10 +688,11 @@ impl Report {
         let _ = writeln!(
             o,
             "model: DeepSeek-V2-Lite shape, {} layers, vocabulary {}; decoder matrices {}, \
-             embeddings, head and routers bf16; {} of weights, generated and loaded in {:.1} s",
+             embeddings and head {}, routers bf16; {} of weights, generated and loaded in {:.1} s",
             s.layers,
             s.vocab,
             self.format_label(),
+            s.head.name(),
             mb(self.weight_bytes as f64),
             self.load_seconds
         );
@@ -711,7 +781,7 @@ impl Report {
             .collect();
         format!(
             "{{\"model\":\"DeepSeek-V2-Lite shape\",\"layers\":{},\"vocab\":{},\"format\":\"{}\",\
-             \"block\":{},\"scale_dtype\":\"f16\",\"weight_bytes\":{},\"load_seconds\":{:.2},\
+             \"block\":{},\"scale_dtype\":\"f16\",\"head_format\":\"{}\",\"weight_bytes\":{},\"load_seconds\":{:.2},\
              \"prefill_tokens\":{},\"decode_tokens\":{},\"rounds\":{},\
              \"bytes_per_token\":{{\"total\":{:.0},\"attention\":{:.0},\"dense_mlp\":{:.0},\
              \"router\":{:.0},\"shared_experts\":{:.0},\"routed_experts\":{:.0},\"norms\":{:.0},\
@@ -721,6 +791,7 @@ impl Report {
             s.vocab,
             s.format.name(),
             s.block,
+            s.head.name(),
             self.weight_bytes,
             self.load_seconds,
             s.prefill,

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use tquant_bench::roofline::{token_bytes, ExpertCounter, GeneratedSource, RooflineError};
+use tquant_bench::roofline::{
+    token_bytes, ExpertCounter, GeneratedSource, HeadFormat, RooflineError,
+};
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
 use tquant_model::{Config, Logits, Model, Options};
 
@@ -55,6 +57,34 @@ fn bytes_per_token_on_tiny_lite_match_the_hand_count() {
         b.total() - b.norms - b.embedding_row + kv_b_key_half - w_uk_t,
         model.active_weight_bytes() as f64
     );
+}
+
+/// With `--head q8_0` the head and the embedding row are counted at 1 + 2/32 bytes a weight
+/// (int8 codes, an f16 scale per 32), the rest as before; the model multiplies and looks up
+/// through them.
+#[test]
+fn a_q8_0_head_and_embeddings_are_counted_at_their_stored_width() {
+    let c = tiny_lite();
+    let nf4: Format = "nf4".parse().unwrap();
+    let q = BlockQuantizer {
+        block: BlockSize::Elements(16),
+        scale_dtype: ScaleDtype::F16,
+    };
+    let src = GeneratedSource::new(&c, 3, nf4, q)
+        .unwrap()
+        .with_head(HeadFormat::Q8_0);
+    let model = Model::from_source(c.clone(), &src, Options::default()).unwrap();
+    let b = token_bytes(&c, &src.stored_bytes(), &[0.0, 2.0, 2.0]).unwrap();
+    assert_eq!(b.head, (256 * (192 + 2 * 192 / 32)) as f64);
+    assert_eq!(b.embedding_row, (192 + 2 * 192 / 32) as f64);
+    assert_eq!(
+        b.total(),
+        895_296.0 - (256 + 1) as f64 * (192 * 2 - 204) as f64
+    );
+    let mut cache = model.new_cache();
+    let logits = model.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
+    assert_eq!(logits.len(), 256);
+    assert!(logits.iter().all(|v| v.is_finite()));
 }
 
 #[test]

@@ -38,6 +38,7 @@ mod listing;
 pub mod nu_search;
 pub mod nvfp4;
 pub mod pack;
+pub mod q8_0;
 pub mod sample;
 mod scale;
 mod search;

@@ -58,7 +58,8 @@
 //!
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
-//! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]).
+//! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]);
+//! [`matmul_q8_0`] by 8-bit q8_0 weights (ggml's Q8_0; see [`int8`]).
 //!
 //! ```
 //! use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
@@ -91,9 +92,11 @@
 mod act;
 pub mod bf16;
 mod dispatch;
+pub mod int8;
 mod isa;
 pub mod mapping;
 mod panel;
+mod q8;
 mod qmatrix;
 pub mod reference;
 mod scalar;
@@ -103,6 +106,7 @@ mod x86_64;
 
 pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
 pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MIN_WORK};
+pub use int8::{matmul_q8_0, matmul_q8_0_with, Q8Matrix};
 pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};
 pub use tquant_formats::ScaleDtype;

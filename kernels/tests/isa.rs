@@ -531,12 +531,102 @@ fn empty_shapes_are_fine() {
     }
 }
 
+/// q8_0 weights (ggml's Q8_0) against their reference in both modes: ragged columns (a short
+/// last block), every tile edge of rows and batches, inputs off any alignment, a row long
+/// enough to be split over threads, and the fast mode's distance from exact arithmetic.
+fn q8_0_matches_reference(isa: Isa) {
+    use tquant_kernels::int8::{self, Q8Matrix as Q8View};
+    let mut rng = Rng::new(77);
+    let check = |rows: usize, cols: usize, n: usize, off: usize, rng: &mut Rng| {
+        let mut w = rng.student_t_vec(rows * cols, 5.0);
+        for (i, v) in w.iter_mut().enumerate() {
+            *v *= 0.02 * (1 + (i / cols.max(1)) % 5) as f32;
+        }
+        let m = tquant_formats::q8_0::Q8Matrix::quantize(&w, rows, cols).unwrap();
+        let (codes, scales) = (shifted(&m.codes, off), shifted(&m.scales, off));
+        let q = Q8View::new(rows, cols, &codes[off..], &scales[off..]).unwrap();
+        let xbuf = shifted(&rng.normal_vec(n * cols), off);
+        let x = &xbuf[off..];
+        let deq = m.dequantize();
+        for mode in Mode::ALL {
+            let mut want = vec![0.0f32; n * rows];
+            int8::reference(&q, x, n, &mut want, mode);
+            let mut buf = vec![f32::NAN; off + n * rows];
+            tquant_kernels::matmul_q8_0_with(isa, &q, x, n, &mut buf[off..], mode).unwrap();
+            let got = &buf[off..];
+            let budget = match mode {
+                Mode::Exact => exact_budget(cols),
+                Mode::Fast => fast_budget(cols),
+            };
+            for j in 0..n {
+                for r in 0..rows {
+                    let mag: f64 = (0..cols)
+                        .map(|c| (deq[r * cols + c] as f64 * x[j * cols + c] as f64).abs())
+                        .sum();
+                    let i = j * rows + r;
+                    assert!(
+                        ((got[i] - want[i]) as f64).abs() <= budget * mag * 1.05 + 1e-30,
+                        "{isa} {mode} q8_0 [{rows}, {cols}] x {n} (offset {off}) output ({j}, {r}): \
+                         {} vs reference {}",
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+        // Fast against exact: int8 activations move each product by half a step of |x|'s
+        // block maximum at most.
+        let mut exact = vec![0.0f32; n * rows];
+        let mut fast = vec![0.0f32; n * rows];
+        int8::reference(&q, x, n, &mut exact, Mode::Exact);
+        tquant_kernels::matmul_q8_0_with(isa, &q, x, n, &mut fast, Mode::Fast).unwrap();
+        for j in 0..n {
+            for r in 0..rows {
+                let bound: f64 = (0..cols)
+                    .map(|c| {
+                        let b0 = c / 32 * 32;
+                        let amax = x[j * cols + b0..j * cols + (b0 + 32).min(cols)]
+                            .iter()
+                            .fold(0.0f32, |a, v| a.max(v.abs()));
+                        (deq[r * cols + c] as f64).abs() * (amax as f64 / 127.0) * 0.5
+                    })
+                    .sum::<f64>()
+                    * 1.01
+                    + 1e-6;
+                let i = j * rows + r;
+                assert!(
+                    ((fast[i] - exact[i]) as f64).abs() <= bound,
+                    "{isa} q8_0 fast vs exact ({j}, {r}): {} vs {}",
+                    fast[i],
+                    exact[i]
+                );
+            }
+        }
+    };
+    for cols in [
+        1, 7, 8, 15, 16, 17, 31, 32, 33, 47, 64, 65, 96, 100, 200, 300,
+    ] {
+        check(1 + cols % 9, cols, 1 + cols % 5, 0, &mut rng);
+    }
+    for rows in 1..=9 {
+        for n in 1..=9 {
+            check(rows, 45, n, 0, &mut rng);
+        }
+    }
+    for off in [1, 3, 17, 33] {
+        check(5, 77, 3, off, &mut rng);
+    }
+    // Above PARALLEL_MIN_WORK: rows split over threads.
+    check(67, 4099, 1, 0, &mut rng);
+    check(37, 1031, 9, 0, &mut rng);
+}
+
 /// A check run on each path.
 type IsaCase = fn(Isa);
 
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, IsaCase); 7] = [
+    let per_isa: [(&str, IsaCase); 8] = [
         ("matches_reference_blocked_gemm", blocked_gemm),
         ("matches_reference_every_format", every_format_and_dtype),
         ("matches_reference_every_shape", every_shape),
@@ -544,6 +634,7 @@ fn main() {
         ("matches_reference_on_long_rows", long_rows),
         ("f32_matches_reference", f32_matches_reference),
         ("matches_reference_at_every_alignment", every_alignment),
+        ("q8_0_matches_reference", q8_0_matches_reference),
     ];
     let mut trials = Vec::new();
     for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {

@@ -42,7 +42,7 @@ pub use tquant_kernels::Mode;
 
 pub use generation::Generation;
 pub use layerwise::{LayerwiseRun, Stage};
-pub use linear::{Bf16Data, Linear, Packed};
+pub use linear::{Bf16Data, Linear, Packed, Q8Data, Q8Linear};
 pub use model::{KvCache, Logits, Model, Options};
 pub(crate) use tquant_kernels as kernels;
 pub use weights::{MemorySource, QuantTensor, QuantizeOnLoad, TensorData, TensorSource};

@@ -279,6 +279,90 @@ impl QuantMatrix {
     }
 }
 
+/// q8_0 codes and scales, held in memory (a model quantized as it loads, or generated).
+#[derive(Debug, Clone)]
+pub enum Q8Data {
+    /// int8 codes `[rows, cols]`, f16 scale bits `[rows, blocks]`.
+    Owned {
+        /// Codes.
+        codes: Arc<[i8]>,
+        /// Scale bits.
+        scales: Arc<[u16]>,
+    },
+}
+
+impl Q8Data {
+    /// Codes and scales held in memory.
+    pub fn owned(m: tquant_formats::q8_0::Q8Matrix) -> Self {
+        Self::Owned {
+            codes: m.codes.into(),
+            scales: m.scales.into(),
+        }
+    }
+
+    /// Calls `f` with the whole tensor's codes and scale bits.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&[i8], &[u16]) -> R) -> R {
+        match self {
+            Self::Owned { codes, scales } => f(codes, scales),
+        }
+    }
+}
+
+/// A q8_0 matrix (ggml's Q8_0: int8 codes, an f16 scale per 32 along a row): `rows` rows from
+/// `row0` of a tensor of `cols` columns.
+#[derive(Debug, Clone)]
+pub struct Q8Linear {
+    /// Rows (outputs).
+    pub rows: usize,
+    /// Columns (inputs).
+    pub cols: usize,
+    data: Q8Data,
+    row0: usize,
+}
+
+impl Q8Linear {
+    /// Checks the lengths once; later views are built per call without copying.
+    pub fn new(rows: usize, cols: usize, data: Q8Data, row0: usize) -> Result<Self, ModelError> {
+        let m = Self {
+            rows,
+            cols,
+            data,
+            row0,
+        };
+        m.view(|q| q.map(|_| ()))?;
+        Ok(m)
+    }
+
+    fn view<R>(&self, f: impl FnOnce(Result<kernels::Q8Matrix<'_>, ModelError>) -> R) -> R {
+        let bpr = self.cols.div_ceil(kernels::int8::Q8_BLOCK);
+        self.data.with(|codes, scales| {
+            let c = codes.get(self.row0 * self.cols..(self.row0 + self.rows) * self.cols);
+            let s = scales.get(self.row0 * bpr..(self.row0 + self.rows) * bpr);
+            let q = match (c, s) {
+                (Some(c), Some(s)) => {
+                    kernels::Q8Matrix::new(self.rows, self.cols, c, s).map_err(ModelError::from)
+                }
+                _ => Err(ModelError::PartsTooShort {
+                    row0: self.row0,
+                    rows: self.rows,
+                    cols: self.cols,
+                    code_bytes: (self.row0 + self.rows) * self.cols,
+                    scale_bytes: (self.row0 + self.rows) * bpr * 2,
+                    codes: codes.len(),
+                    scales: scales.len() * 2,
+                }),
+            };
+            f(q)
+        })
+    }
+
+    /// Bytes of codes and scales one product reads.
+    pub fn bytes(&self) -> usize {
+        self.rows * (self.cols + 2 * self.cols.div_ceil(kernels::int8::Q8_BLOCK))
+    }
+}
+
 /// A weight matrix `[rows, cols]` (PyTorch `[out, in]`), applied as `y = x W^T`.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -286,6 +370,8 @@ pub enum Linear {
     Dense(DenseMatrix),
     /// Block-quantized weights, multiplied from their codes.
     Quant(QuantMatrix),
+    /// q8_0 weights, multiplied from their int8 codes.
+    Q8(Q8Linear),
 }
 
 impl Linear {
@@ -294,6 +380,7 @@ impl Linear {
         match self {
             Self::Dense(d) => d.rows,
             Self::Quant(q) => q.rows,
+            Self::Q8(q) => q.rows,
         }
     }
 
@@ -302,12 +389,13 @@ impl Linear {
         match self {
             Self::Dense(d) => d.cols,
             Self::Quant(q) => q.cols,
+            Self::Q8(q) => q.cols,
         }
     }
 
     /// Whether the matrix is block-quantized.
     pub fn is_quantized(&self) -> bool {
-        matches!(self, Self::Quant(_))
+        matches!(self, Self::Quant(_) | Self::Q8(_))
     }
 
     /// Rows `r0..r0 + rows` as their own matrix (shares the storage).
@@ -321,6 +409,11 @@ impl Linear {
                 offset: d.offset + r0 * d.cols,
             }),
             Self::Quant(q) => Self::Quant(QuantMatrix {
+                rows,
+                row0: q.row0 + r0,
+                ..q.clone()
+            }),
+            Self::Q8(q) => Self::Q8(Q8Linear {
                 rows,
                 row0: q.row0 + r0,
                 ..q.clone()
@@ -341,6 +434,7 @@ impl Linear {
         match self {
             Self::Dense(d) => d.forward(x, n, y, mode),
             Self::Quant(q) => q.view(|m| Ok(kernels::matmul(&m?, x, n, y, mode)?)),
+            Self::Q8(q) => q.view(|m| Ok(kernels::matmul_q8_0(&m?, x, n, y, mode)?)),
         }
     }
 
@@ -356,6 +450,12 @@ impl Linear {
         match self {
             Self::Dense(d) => d.row(r, out),
             Self::Quant(q) => q.decode_row(r, out),
+            // Only the gathered row is dequantized (embedding lookups).
+            Self::Q8(q) => q.view(|m| {
+                if let Ok(m) = m {
+                    m.decode_row(r, out)
+                }
+            }),
         }
     }
 
@@ -364,6 +464,43 @@ impl Linear {
         match self {
             Self::Dense(d) => d.rows * d.cols * d.width(),
             Self::Quant(q) => q.bytes(),
+            Self::Q8(q) => q.bytes(),
         }
+    }
+}
+
+#[cfg(test)]
+mod q8_tests {
+    use super::*;
+    use tquant_formats::q8_0::Q8Matrix;
+
+    /// A q8_0 layer multiplies like the f32 layer of its dequantized weights, a row range is
+    /// the same rows, and a row lookup dequantizes that row alone.
+    #[test]
+    fn q8_0_layers_match_their_dequantized_weights() {
+        let (rows, cols, n) = (12, 70, 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+        let q = Q8Matrix::quantize(&w, rows, cols).unwrap();
+        let deq = q.dequantize();
+        let lin = Linear::Q8(Q8Linear::new(rows, cols, Q8Data::owned(q), 0).unwrap());
+        let dense = Linear::Dense(DenseMatrix::new(rows, cols, deq.clone()));
+        let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).cos()).collect();
+        let a = lin.apply(&x, n, Mode::Exact).unwrap();
+        let b = dense.apply(&x, n, Mode::Exact).unwrap();
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{u} {v}");
+        }
+        let part = lin.row_range(4, 5);
+        assert_eq!(part.bytes(), 5 * (cols + 2 * 3));
+        let mut row = vec![0.0; cols];
+        part.row(2, &mut row);
+        assert_eq!(row, deq[6 * cols..7 * cols]);
+        assert!(lin.is_quantized());
+        // A view whose codes do not fill the shape is refused when built.
+        let short = Q8Data::Owned {
+            codes: vec![0i8; 10].into(),
+            scales: vec![0u16; 3].into(),
+        };
+        assert!(Q8Linear::new(rows, cols, short, 0).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Where the model's tensors come from: a [`TensorSource`] hands out float or quantized tensors by
 //! checkpoint name; [`Loader`] checks names and shapes and builds [`Linear`] layers from them.
 
-use crate::linear::{Bf16Data, DenseMatrix, Linear, Packed, QuantMatrix};
+use crate::linear::{Bf16Data, DenseMatrix, Linear, Packed, Q8Data, Q8Linear, QuantMatrix};
 use crate::ModelError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,13 +42,20 @@ pub enum TensorData {
     },
     /// A block-quantized tensor.
     Quantized(QuantTensor),
+    /// A q8_0 tensor (int8 codes, an f16 scale per 32 along a row).
+    Q8 {
+        /// `[rows, cols]` or `[experts, rows, cols]`.
+        shape: Vec<usize>,
+        /// Its codes and scales.
+        data: Q8Data,
+    },
 }
 
 impl TensorData {
     /// The tensor's shape.
     pub fn shape(&self) -> &[usize] {
         match self {
-            Self::Dense { shape, .. } | Self::Bf16 { shape, .. } => shape,
+            Self::Dense { shape, .. } | Self::Bf16 { shape, .. } | Self::Q8 { shape, .. } => shape,
             Self::Quantized(q) => &q.shape,
         }
     }
@@ -164,7 +171,7 @@ impl Loader<'_> {
             TensorData::Dense { shape, .. } | TensorData::Bf16 { shape, .. } => Err(
                 ModelError::tensor(name, format!("shape {shape:?}, expected [{len}]")),
             ),
-            TensorData::Quantized(_) => Err(ModelError::tensor(
+            TensorData::Quantized(_) | TensorData::Q8 { .. } => Err(ModelError::tensor(
                 name,
                 "is quantized; norm weights must be stored as floats",
             )),
@@ -256,6 +263,14 @@ fn to_linears(
         }
         TensorData::Bf16 { data, .. } => {
             let whole = Linear::Dense(DenseMatrix::bf16(experts * rows, cols, data));
+            Ok((0..experts)
+                .map(|e| whole.row_range(e * rows, rows))
+                .collect())
+        }
+        TensorData::Q8 { data, .. } => {
+            let whole = Q8Linear::new(experts * rows, cols, data, 0)
+                .map_err(|e| ModelError::tensor(name, e.to_string()))?;
+            let whole = Linear::Q8(whole);
             Ok((0..experts)
                 .map(|e| whole.row_range(e * rows, rows))
                 .collect())
