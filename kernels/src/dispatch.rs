@@ -2,7 +2,7 @@
 
 use crate::act::{exact_order, FastActs};
 use crate::isa::{Acts, F32Rows, Isa, QRows};
-use crate::{panel, reference, scalar, KernelError, Mode, QMatrix};
+use crate::{panel, panel_layout, reference, scalar, KernelError, Mode, QMatrix};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds (`rows * cols * n`) a product stays on the calling thread.
@@ -56,7 +56,7 @@ pub fn matmul_with(
     let isa = if q.simd_regular() { isa } else { Isa::Scalar };
     if mode == Mode::Fast && n >= panel::MIN_BATCH && panel::fits(q) {
         if let Some((decode, micro)) = panel::kernels(isa) {
-            let acts = panel::PanelActs::new(x, n, q.cols(), q.block());
+            let acts = panel_layout::PanelActs::new(x, n, q.cols(), q.block());
             let work = q.rows().saturating_mul(q.cols()).saturating_mul(n);
             run_rows(q.rows(), n, work, y, |r0, out| {
                 // SAFETY: the kernels belong to `isa`, available on this CPU (checked above).

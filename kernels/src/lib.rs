@@ -96,6 +96,7 @@ pub mod int8;
 mod isa;
 pub mod mapping;
 mod panel;
+mod panel_layout;
 mod q8;
 mod qmatrix;
 pub mod reference;

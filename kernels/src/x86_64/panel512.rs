@@ -11,7 +11,7 @@
 // Tiles index small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
 use super::avx512::row_scales;
-use crate::panel::{lane_sum, ActSuper, PanelActs, WSuper, MR, NB, PIECES, STEPS, SUPER};
+use crate::panel_layout::{lane_sum, ActSuper, PanelActs, WSuper, MR, NB, PIECES, STEPS, SUPER};
 use crate::QMatrix;
 use std::arch::x86_64::*;
 use tquant_formats::pack::row_bytes;
