@@ -14,28 +14,13 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
+/// The E4M3 decoder the block scales of NVFP4 use too.
+pub use tquant_formats::e4m3_to_f32;
 
 /// Suffix of a weight's block-scale tensor.
 pub const SCALE_SUFFIX: &str = "_scale_inv";
 /// Rows and columns of one scale block when `quantization_config` does not say.
 pub const DEFAULT_BLOCK: [usize; 2] = [128, 128];
-
-/// `float8_e4m3fn`: sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities, NaN only
-/// at 0x7F and 0xFF, largest finite 448.
-pub fn e4m3_to_f32(code: u8) -> f32 {
-    let sign = if code & 0x80 != 0 { -1.0f32 } else { 1.0 };
-    let exp = i32::from((code >> 3) & 0x0F);
-    let man = f32::from(code & 0x07);
-    if exp == 0x0F && code & 0x07 == 0x07 {
-        return f32::NAN;
-    }
-    let magnitude = if exp == 0 {
-        man * 2f32.powi(-9)
-    } else {
-        (1.0 + man / 8.0) * 2f32.powi(exp - 7)
-    };
-    sign * magnitude
-}
 
 /// `float8_e5m2`: the upper byte of an IEEE half (5 exponent bits, bias 15, infinities and NaN).
 pub fn e5m2_to_f32(code: u8) -> f32 {

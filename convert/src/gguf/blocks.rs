@@ -216,12 +216,10 @@ fn iq4_nl_block(x: &[f32], ntry: i32, codes: &mut [u8; QK], out: &mut Vec<u8>) {
 
 /// `quantize_row_q8_0_ref` of one block.
 fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
-    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    put_f16(out, d);
-    // C's `roundf`: halves away from zero, as Rust's `round`.
-    out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+    let mut codes = [0i8; QK];
+    let d = tquant_formats::q8_0::quantize_block(x, &mut codes[..x.len()]);
+    out.extend(d.to_le_bytes());
+    out.extend(codes[..x.len()].iter().map(|&c| c as u8));
 }
 
 /// A 4-bit block with tquant's searched f16 scale over the type's table.
