@@ -1,14 +1,55 @@
 //! compressed-tensors `pack-quantized` INT4 (preset `W4A16`, group 64; tests/data/convert/ct/int4,
-//! made by scripts/fixtures/ct_int4.py): tquant reads compressed-tensors' files to exactly what
-//! compressed-tensors decompresses them to, the kernels multiply the same values, and malformed
+//! made by scripts/fixtures/ct_int4.py): `--format int4_full --block 64 --scale-dtype f32`
+//! writes compressed-tensors' bytes and config; tquant reads compressed-tensors' files to exactly
+//! what compressed-tensors decompresses them to, the kernels multiply the same values, and malformed
 //! files are refused with the file and tensor named.
 
 use std::path::{Path, PathBuf};
-use tquant::convert::{Checkpoint, Layout, Weight};
+use tquant::convert::convert::{NoProgress, RunOptions};
+use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy, Weight};
 use tquant::kernels::{matmul, Mode};
 
 fn int4_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/convert/ct/int4")
+}
+
+#[test]
+fn int4_is_byte_identical_to_compressed_tensors() {
+    let opts = ConvertOptions::from_args(
+        Some("int4_full"),
+        None,
+        Some("64"),
+        Some("f32"),
+        Layout::CompressedTensors,
+        Policy::default(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q");
+    let input = int4_dir().parent().unwrap().join("input");
+    tquant::convert::convert(&input, &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
+    let ours = Checkpoint::open(&out).unwrap();
+    let theirs = Checkpoint::open(int4_dir().join("model.safetensors")).unwrap();
+    let mut compared = 0;
+    for name in theirs.raw_names() {
+        let (a, b) = (theirs.raw(name).unwrap(), ours.raw(name).unwrap());
+        assert_eq!((a.dtype, a.shape), (b.dtype, b.shape), "{name}");
+        assert!(a.bytes == b.bytes, "{name}: bytes differ");
+        compared += 1;
+    }
+    assert_eq!(compared, 12);
+    let config = |c: &Checkpoint| c.config().unwrap()["quantization_config"].clone();
+    assert_eq!(config(&ours), config(&theirs));
+    // The catalog's int4 (-7..7) is not compressed-tensors' range.
+    assert!(ConvertOptions::from_args(
+        Some("int4"),
+        None,
+        Some("64"),
+        Some("f32"),
+        Layout::CompressedTensors,
+        Policy::default(),
+    )
+    .is_err());
 }
 
 #[test]

@@ -612,7 +612,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         (None, Dtype::F8_E4M3) => CtFormat::Nvfp4,
         (None, _) => CtFormat::Mxfp4,
     };
-    let block = format.block();
+    let block = format.block().unwrap_or(MXFP4_BLOCK);
     if cols % block != 0 {
         return Err(bad(format!(
             "{} needs rows of whole blocks of {block}; weight_packed {:?} holds rows of {cols}",
@@ -622,7 +622,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
     }
     let (scale_dtype, stored_dtype) = match format {
         CtFormat::Nvfp4 => (ScaleDtype::F32, Dtype::F8_E4M3),
-        CtFormat::Mxfp4 => (ScaleDtype::E8m0, Dtype::U8),
+        CtFormat::Mxfp4 | CtFormat::Int4 => (ScaleDtype::E8m0, Dtype::U8),
     };
     expect_part(
         ckpt,
@@ -659,7 +659,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         layout: Layout::CompressedTensors,
         format: match format {
             CtFormat::Nvfp4 => "nvfp4".into(),
-            CtFormat::Mxfp4 => "mxfp4".into(),
+            CtFormat::Mxfp4 | CtFormat::Int4 => "mxfp4".into(),
         },
         bits: 4,
         shape: vec![rows, cols],

@@ -15,11 +15,6 @@ use tquant_formats::ScaleDtype;
 /// The config.json format name.
 pub(crate) const PACK_QUANTIZED: &str = "pack-quantized";
 
-/// The value of code `c`: compressed-tensors adds `2^(bits-1)` before packing.
-pub(crate) fn int4_offset_codebook() -> Vec<f32> {
-    (0..16).map(|c| c as f32 - 8.0).collect()
-}
-
 /// The weights' group size, when config.json's one config group is symmetric 4-bit int with
 /// the `group` strategy; otherwise why it is not read.
 fn group_size(ckpt: &ShardSet) -> Result<usize, String> {
@@ -123,7 +118,7 @@ pub(super) fn ct_int4_slot(
     let info = QuantInfo {
         version: FORMAT_VERSION,
         layout: Layout::CompressedTensors,
-        format: "int4".into(),
+        format: "int4_full".into(),
         bits: 4,
         shape: vec![rows, cols],
         dtype: config_dtype(ckpt),
@@ -134,11 +129,11 @@ pub(super) fn ct_int4_slot(
         nested_absmax_block: None,
         e4m3_stored: false,
         matrices: vec![MatrixInfo {
-            format: "int4".into(),
+            format: "int4_full".into(),
             nu: None,
             fit: None,
             fit_tensor: None,
-            codebook: int4_offset_codebook(),
+            codebook: crate::compressed_tensors::int4_offset_codebook(),
             global_scale: None,
         }],
     };
