@@ -9,6 +9,7 @@ mod support;
 
 mod convert_bnb;
 mod convert_compressed_tensors;
+mod convert_ct_int4;
 mod convert_errors;
 mod convert_fp8;
 mod convert_fp8_large;

@@ -30,6 +30,14 @@ pub const GLOBAL_SCALE_SUFFIX: &str = "_global_scale";
 /// The compressed-tensors version whose files these are byte for byte (config.json `version`).
 pub const CT_VERSION: &str = "0.20.0";
 
+/// The chosen elements per block (INT4's group).
+fn group_of(opts: &ConvertOptions) -> usize {
+    match opts.block {
+        tquant_formats::BlockSize::Elements(n) => n,
+        _ => NVFP4_BLOCK,
+    }
+}
+
 fn format_of(opts: &ConvertOptions) -> Option<CtFormat> {
     CtFormat::of(opts.format.name(), opts.block, opts.scale_dtype)
 }
@@ -40,7 +48,10 @@ pub(crate) fn check_tensor(
     (path, tensor): (Option<&Path>, &str),
     shape: &[usize],
 ) -> Result<(), ConvertError> {
-    let block = format_of(opts).map_or(NVFP4_BLOCK, CtFormat::block);
+    let block = match format_of(opts) {
+        Some(f) => f.block().unwrap_or_else(|| group_of(opts)),
+        None => NVFP4_BLOCK,
+    };
     if shape.len() != 2 || shape[1] % block != 0 {
         return Err(ConvertError::CtTensor {
             path: path.map(Path::to_path_buf),
@@ -68,12 +79,54 @@ pub(crate) fn quantize(
             let q = mxfp4_quantize(values, rows, cols, MxScaleRule::CompressedTensors)?;
             Ok((q.blocks, q.scales, None))
         }
+        Some(CtFormat::Int4) => {
+            let (codes, scales) =
+                int4_quantize(values, rows, cols, group_of(opts), opts.scale_dtype);
+            Ok((codes, scales, None))
+        }
         _ => {
             let amax = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let m = quantize_nvfp4_with(values, rows, cols, amax, opts.layout)?;
             Ok((m.codes, m.scales, m.info.global_scale))
         }
     }
+}
+
+/// The value of INT4 code `c`: compressed-tensors adds `2^(bits-1)` before packing.
+pub fn int4_offset_codebook() -> Vec<f32> {
+    (0..16).map(|c| c as f32 - 8.0).collect()
+}
+
+/// `pack-quantized` INT4 as compressed-tensors 0.20 computes it on f32 weights: per group
+/// `scale = amax / 7.5` (`calculate_qparams`: `bit_range / 2`; 0 becomes f32's epsilon), then
+/// stored in `scale_dtype`; `q = round(clamp(x / scale, -8, 7))` with ties to even, code
+/// `q + 8` (tquant's nibble order is `pack_to_int32`'s). Codes and scale bytes.
+fn int4_quantize(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    scale_dtype: tquant_formats::ScaleDtype,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut codes = vec![0u8; rows * cols / 2];
+    let mut scales = Vec::with_capacity(rows * (cols / group) * scale_dtype.size());
+    for r in 0..rows {
+        for g in 0..cols / group {
+            let start = r * cols + g * group;
+            let block = &values[start..start + group];
+            let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = amax / 7.5;
+            let s = scale_dtype.round(if s == 0.0 { f32::EPSILON } else { s });
+            scale_dtype.push_bytes(s, &mut scales);
+            for (i, x) in block.iter().enumerate() {
+                let q = (x / s).clamp(-8.0, 7.0).round_ties_even();
+                let code = (q as i32 + 8) as u8;
+                let at = start + i;
+                codes[at / 2] |= if at % 2 == 0 { code } else { code << 4 };
+            }
+        }
+    }
+    (codes, scales)
 }
 
 /// Members of the layers vLLM fuses into one (q/k/v; DeepSeek's MLA `q_a_proj` with
@@ -187,14 +240,24 @@ pub const HF_QUANT_CONFIG: &str = "hf_quant_config.json";
 
 /// The `weights` arguments compressed-tensors writes for the format (`QuantizationArgs`
 /// dumped without its unset fields, as `ModelCompressor.update_config` does).
-fn weight_args(format: CtFormat) -> Value {
+fn weight_args(format: CtFormat, group: usize) -> Value {
     let (strategy, scale_dtype) = match format {
         CtFormat::Nvfp4 => ("tensor_group", "torch.float8_e4m3fn"),
         CtFormat::Mxfp4 => ("group", "torch.uint8"),
+        CtFormat::Int4 => {
+            return json!({
+                "dynamic": false,
+                "group_size": group,
+                "num_bits": 4,
+                "strategy": "group",
+                "symmetric": true,
+                "type": "int",
+            })
+        }
     };
     json!({
         "dynamic": false,
-        "group_size": format.block(),
+        "group_size": format.block().unwrap_or(group),
         "num_bits": 4,
         "scale_dtype": scale_dtype,
         "strategy": strategy,
@@ -214,7 +277,7 @@ pub(crate) fn quantization_config(opts: &ConvertOptions, ignore: Vec<String>) ->
                 "input_activations": null,
                 "output_activations": null,
                 "targets": ["Linear"],
-                "weights": weight_args(format),
+                "weights": weight_args(format, group_of(opts)),
             }
         },
         "format": format.name(),
@@ -241,6 +304,14 @@ mod tests {
         assert_eq!(f(16, ScaleDtype::E4m3), Some(CtFormat::Nvfp4));
         assert_eq!(f(32, ScaleDtype::E8m0), Some(CtFormat::Mxfp4));
         assert_eq!(f(32, ScaleDtype::E4m3), None);
+        let int4 = |b, d| CtFormat::of("int4_full", BlockSize::Elements(b), d);
+        assert_eq!(int4(128, ScaleDtype::Bf16), Some(CtFormat::Int4));
+        assert_eq!(int4(12, ScaleDtype::Bf16), None);
+        assert_eq!(int4(128, ScaleDtype::E4m3), None);
+        assert_eq!(
+            CtFormat::of("int4", BlockSize::Elements(128), ScaleDtype::Bf16),
+            None
+        );
         assert_eq!(
             CtFormat::from_name("nvfp4-pack-quantized"),
             Some(CtFormat::Nvfp4)

@@ -19,6 +19,8 @@ use tquant_formats::layouts::MXFP4_BLOCK;
 use tquant_formats::pack::{code_at, row_bytes};
 use tquant_formats::{Format, ScaleDtype};
 
+mod ct_int4;
+
 /// Suffix of bitsandbytes' serialized quant state (`<weight>.quant_state.bitsandbytes__nf4`).
 pub const BNB_STATE_SUFFIXES: [&str; 2] = [
     ".quant_state.bitsandbytes__nf4",
@@ -577,6 +579,9 @@ fn ct_config_format(ckpt: &ShardSet) -> Option<String> {
 fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, ConvertError> {
     use crate::schema::CtFormat;
     use tquant_formats::nvfp4::NVFP4_BLOCK;
+    if ct_config_format(ckpt).as_deref() == Some(ct_int4::PACK_QUANTIZED) {
+        return ct_int4::ct_int4_slot(ckpt, base, packed);
+    }
     let path = path_of(ckpt, packed);
     let bad = |reason: String| ConvertError::tensor(&path, base, reason);
     let (p, _) = ckpt.entry(packed)?;
@@ -600,14 +605,14 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         (Some(f), _) if CtFormat::from_name(&f).is_none() => {
             return Err(bad(format!(
                 "compressed-tensors format '{f}' is not read (nvfp4-pack-quantized, \
-                 mxfp4-pack-quantized)"
+                 mxfp4-pack-quantized, pack-quantized)"
             )))
         }
         (Some(f), _) => CtFormat::from_name(&f).expect("checked above"),
         (None, Dtype::F8_E4M3) => CtFormat::Nvfp4,
         (None, _) => CtFormat::Mxfp4,
     };
-    let block = format.block();
+    let block = format.block().unwrap_or(MXFP4_BLOCK);
     if cols % block != 0 {
         return Err(bad(format!(
             "{} needs rows of whole blocks of {block}; weight_packed {:?} holds rows of {cols}",
@@ -617,7 +622,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
     }
     let (scale_dtype, stored_dtype) = match format {
         CtFormat::Nvfp4 => (ScaleDtype::F32, Dtype::F8_E4M3),
-        CtFormat::Mxfp4 => (ScaleDtype::E8m0, Dtype::U8),
+        CtFormat::Mxfp4 | CtFormat::Int4 => (ScaleDtype::E8m0, Dtype::U8),
     };
     expect_part(
         ckpt,
@@ -654,7 +659,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
         layout: Layout::CompressedTensors,
         format: match format {
             CtFormat::Nvfp4 => "nvfp4".into(),
-            CtFormat::Mxfp4 => "mxfp4".into(),
+            CtFormat::Mxfp4 | CtFormat::Int4 => "mxfp4".into(),
         },
         bits: 4,
         shape: vec![rows, cols],

@@ -689,7 +689,11 @@ impl ConvertError {
                     layout.name()
                 )?;
                 if *layout == Layout::CompressedTensors {
-                    write!(f, " or e8m0 scales and blocks of 32 (MXFP4)")?;
+                    write!(
+                        f,
+                        " or e8m0 scales and blocks of 32 (MXFP4), or int4_full with f32 / bf16 / \
+                         f16 scales and groups of a multiple of 8 (pack-quantized INT4)"
+                    )?;
                 }
                 write!(f, ", not {format} / {scale_dtype} / block {block}")
             }

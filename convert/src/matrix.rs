@@ -69,6 +69,9 @@ pub fn quantize_matrix(
             if opts.layout == Layout::ModelOpt {
                 // ModelOpt decodes code 8 as +0.
                 cb = Codebook::new(tquant_formats::nvfp4::modelopt_e2m1().to_vec())?;
+            } else if global_scale.is_none() && format.name() == "int4_full" {
+                // pack-quantized stores `q + 8`.
+                cb = Codebook::new(crate::compressed_tensors::int4_offset_codebook())?;
             }
             (codes, scales)
         }

@@ -373,6 +373,25 @@ fn add_parts(
             let s = push(format!("{name}_scales"), Dtype::U8, with(&[rows, g]), None);
             (c, s, None)
         }
+        Layout::CompressedTensors if info.format == "int4_full" => {
+            use crate::compressed_tensors::{PACKED_SUFFIX, SCALE_SUFFIX};
+            // pack-quantized: 8 codes per little-endian I32, the unpacked shape beside them.
+            let c = push(
+                format!("{name}{PACKED_SUFFIX}"),
+                Dtype::I32,
+                vec![rows, cols / 8],
+                None,
+            );
+            let s = push(
+                format!("{name}{SCALE_SUFFIX}"),
+                scale_storage_dtype(info.scale_dtype),
+                vec![rows, info.blocks_per_row()],
+                None,
+            );
+            let dims = [rows as i64, cols as i64].map(i64::to_le_bytes).concat();
+            push(format!("{name}_shape"), Dtype::I64, vec![2], Some(dims));
+            (c, s, None)
+        }
         Layout::CompressedTensors => {
             use crate::compressed_tensors::{GLOBAL_SCALE_SUFFIX, PACKED_SUFFIX, SCALE_SUFFIX};
             let c = push(

@@ -87,6 +87,9 @@ pub enum CtFormat {
     Nvfp4,
     /// `mxfp4-pack-quantized`.
     Mxfp4,
+    /// `pack-quantized` INT4 (symmetric, `group` strategy, -8..7 stored as `q + 8`), the group
+    /// the user's.
+    Int4,
 }
 
 impl CtFormat {
@@ -95,14 +98,16 @@ impl CtFormat {
         match self {
             Self::Nvfp4 => "nvfp4-pack-quantized",
             Self::Mxfp4 => "mxfp4-pack-quantized",
+            Self::Int4 => "pack-quantized",
         }
     }
 
-    /// Elements per block.
-    pub fn block(self) -> usize {
+    /// Elements per block (INT4's group is chosen: `None`).
+    pub fn block(self) -> Option<usize> {
         match self {
-            Self::Nvfp4 => tquant_formats::nvfp4::NVFP4_BLOCK,
-            Self::Mxfp4 => tquant_formats::layouts::MXFP4_BLOCK,
+            Self::Nvfp4 => Some(tquant_formats::nvfp4::NVFP4_BLOCK),
+            Self::Mxfp4 => Some(tquant_formats::layouts::MXFP4_BLOCK),
+            Self::Int4 => None,
         }
     }
 
@@ -123,11 +128,16 @@ impl CtFormat {
                 tquant_formats::BlockSize::Elements(tquant_formats::layouts::MXFP4_BLOCK),
                 ScaleDtype::E8m0,
             ) => Some(Self::Mxfp4),
+            (
+                "int4_full",
+                tquant_formats::BlockSize::Elements(g),
+                ScaleDtype::F32 | ScaleDtype::Bf16 | ScaleDtype::F16,
+            ) if g > 0 && g % 8 == 0 => Some(Self::Int4),
             _ => None,
         }
     }
 
-    /// The format a config.json names.
+    /// The float format a config.json names (`pack-quantized` is read on its own).
     pub fn from_name(name: &str) -> Option<Self> {
         [Self::Nvfp4, Self::Mxfp4]
             .into_iter()
