@@ -107,6 +107,8 @@ def test_gguf_reads_back_as_llama_cpp_lays_it_out(cli, tmp_path, which):
         assert not missing, missing
         assert value(r, "general.architecture") == "deepseek2"
         assert value(r, "general.alignment") == 32
+        want_rounding = "search" if fmt.endswith("+search") else "ggml"
+        assert value(r, "tquant.quantization_rounding") == want_rounding
         assert value(r, "deepseek2.block_count") == c["num_hidden_layers"]
         assert value(r, "deepseek2.attention.head_count_kv") == 1
         assert value(r, "deepseek2.attention.key_length") == c["kv_lora_rank"] + c["qk_rope_head_dim"]

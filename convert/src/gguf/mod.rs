@@ -152,6 +152,9 @@ fn is_f32_tensor(gguf: &str, ndim: usize) -> bool {
         || !gguf.ends_with(".weight")
 }
 
+/// The metadata key recording how the codes were chosen (`ggml` or `search`).
+pub const ROUNDING_KEY: &str = "tquant.quantization_rounding";
+
 /// Converts the DeepSeek-V2/V3 checkpoint at `input` into the GGUF file `output`.
 pub fn convert_gguf(
     input: &Path,
@@ -176,6 +179,13 @@ pub fn convert_gguf(
         25
     };
     file.set("general.file_type", Value::U32(ftype));
+    // How this run chose the codes: ggml's own encoders, or tquant's scale search. Codes moved
+    // from an already quantized input keep the rounding that input records.
+    let rounding = match opts.recipe.rule {
+        BlockRule::Ggml => "ggml",
+        BlockRule::Search => "search",
+    };
+    file.set(ROUNDING_KEY, Value::Str(rounding.into()));
     if let Some(n) = cfg.get("_name_or_path").and_then(|v| v.as_str()) {
         file.set("general.name", Value::Str(n.to_string()));
     }
