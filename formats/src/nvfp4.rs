@@ -78,6 +78,24 @@ pub fn nvfp4_quantize(
     cols: usize,
     global_scale: f32,
 ) -> Result<Nvfp4, FormatError> {
+    encode(w, rows, cols, global_scale, |amax| {
+        let mut s = e4m3_to_f32(f32_to_e4m3(global_scale * (amax / E2M1_MAX)));
+        if s == 0.0 {
+            s = ZERO_SCALE;
+        }
+        (f32_to_e4m3(s), s / global_scale)
+    })
+}
+
+/// Checks `w` and packs it block by block: `block_scale(amax)` gives a block's stored E4M3
+/// byte and the step its elements are divided by before rounding to E2M1.
+fn encode(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    global_scale: f32,
+    block_scale: impl Fn(f32) -> (u8, f32),
+) -> Result<Nvfp4, FormatError> {
     check_shape(rows, cols, w.len())?;
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
         return Err(FormatError::NotFinite {
@@ -90,12 +108,8 @@ pub fn nvfp4_quantize(
     let mut scales = Vec::with_capacity(w.len() / NVFP4_BLOCK);
     for (b, block) in w.chunks(NVFP4_BLOCK).enumerate() {
         let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let mut s = e4m3_to_f32(f32_to_e4m3(global_scale * (amax / E2M1_MAX)));
-        if s == 0.0 {
-            s = ZERO_SCALE;
-        }
-        scales.push(f32_to_e4m3(s));
-        let step = s / global_scale;
+        let (byte, step) = block_scale(amax);
+        scales.push(byte);
         for (k, pair) in block.chunks(2).enumerate() {
             let lo = e2m1_code(pair[0] / step);
             let hi = e2m1_code(pair[1] / step);
@@ -183,38 +197,14 @@ pub fn nvfp4_quantize_modelopt(
     cols: usize,
     scale_2: f32,
 ) -> Result<Nvfp4, FormatError> {
-    check_shape(rows, cols, w.len())?;
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(FormatError::NotFinite {
-            what: "NVFP4 input",
-            index: i,
-            value: w[i],
-        });
-    }
-    let mut packed = vec![0u8; w.len() / 2];
-    let mut scales = Vec::with_capacity(w.len() / NVFP4_BLOCK);
     let denom = E2M1_MAX * scale_2;
-    for (b, block) in w.chunks(NVFP4_BLOCK).enumerate() {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    encode(w, rows, cols, scale_2, |amax| {
         let mut s = amax / denom;
         if s == 0.0 {
             s = 1.0;
         }
         let byte = f32_to_e4m3(s.max(1.0 / 512.0));
-        scales.push(byte);
-        let step = e4m3_to_f32(byte) * scale_2;
-        for (k, pair) in block.chunks(2).enumerate() {
-            let lo = e2m1_code(pair[0] / step);
-            let hi = e2m1_code(pair[1] / step);
-            packed[b * NVFP4_BLOCK / 2 + k] = lo | (hi << 4);
-        }
-    }
-    Ok(Nvfp4 {
-        packed,
-        scales,
-        global_scale: scale_2,
-        rows,
-        cols,
+        (byte, e4m3_to_f32(byte) * scale_2)
     })
 }
 
