@@ -173,9 +173,10 @@ pub fn add_metadata(
     };
     file.set(k("leading_dense_block_count"), u(dense_lead));
     file.set(k("vocab_size"), u(c.vocab));
-    if let Some(q) = cfg.get("q_lora_rank").and_then(Json::as_u64) {
-        file.set(k("attention.q_lora_rank"), u(q as usize));
-    }
+    // Written as 0 when the model has no query LoRA: llama.cpp guesses "lite" from the layer
+    // count (26 or 27) and requires the key otherwise, so a cut of V2-Lite would not load.
+    let q_lora = cfg.get("q_lora_rank").and_then(Json::as_u64).unwrap_or(0);
+    file.set(k("attention.q_lora_rank"), u(q_lora as usize));
     file.set(k("attention.kv_lora_rank"), u(c.kv_lora));
     file.set(k("attention.key_length"), u(c.kv_lora + c.qk_rope));
     file.set(k("attention.value_length"), u(c.kv_lora));
@@ -356,5 +357,19 @@ mod tests {
             Some((3, 17, "down_proj"))
         );
         assert_eq!(experts_name(3, "gate_proj"), "blk.3.ffn_gate_exps.weight");
+    }
+
+    #[test]
+    fn a_model_without_query_lora_loads_at_any_layer_count() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/model/lite/config.json");
+        let cfg: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(cfg["q_lora_rank"].is_null());
+        let mut file = GgufFile::default();
+        add_metadata(&mut file, &cfg, &path).unwrap();
+        assert_eq!(
+            file.get("deepseek2.attention.q_lora_rank"),
+            Some(&Value::U32(0))
+        );
     }
 }
