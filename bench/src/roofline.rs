@@ -8,7 +8,7 @@
 //!
 //! Bytes per token follow what the forward pass reads for one token: every attention matrix
 //! (the absorbed MLA path reads the value half of `kv_b_proj` packed and the key half as its
-//! f32 transposed copy `W_UK^T`), the dense MLP, the router, the shared experts, the routed
+//! transposed copy `W_UK^T`: f32 in exact mode, q8_0 in fast mode), the dense MLP, the router, the shared experts, the routed
 //! experts the router chose (counted through [`Tap`]), the norms, the head and one embedding
 //! row. The KV cache read is reported apart (it grows with the position).
 
@@ -358,11 +358,25 @@ impl TokenBytes {
 
 /// What one decoded token reads, from the stored size of every tensor (`stored`, by name) and
 /// the number of routed experts chosen per token in each decoder layer (`experts[i]`, 0 for a
-/// dense layer; an average over tokens).
+/// dense layer; an average over tokens), with the absorbed path's `W_UK^T` as f32 (exact
+/// mode's copy).
 pub fn token_bytes(
     c: &Config,
     stored: &HashMap<String, usize>,
     experts: &[f64],
+) -> Result<TokenBytes, RooflineError> {
+    let f32_keys = 4 * c.num_hidden_layers * c.num_attention_heads * c.kv_lora_rank;
+    token_bytes_with_keys(c, stored, experts, (f32_keys * c.qk_nope_head_dim) as f64)
+}
+
+/// [`token_bytes`] with `keys` bytes of `W_UK^T` over all layers, as
+/// [`Model::absorbed_key_bytes`] gives them for the model's mode (fast mode reads a narrower
+/// copy).
+pub fn token_bytes_with_keys(
+    c: &Config,
+    stored: &HashMap<String, usize>,
+    experts: &[f64],
+    keys: f64,
 ) -> Result<TokenBytes, RooflineError> {
     let get = |name: &str| -> Result<f64, RooflineError> {
         stored
@@ -403,12 +417,11 @@ pub fn token_bytes(
                 get(&format!("{a}.q_a_proj.weight"))? + get(&format!("{a}.q_b_proj.weight"))?
             }
         };
-        // Absorbed decode: the value rows of kv_b_proj as stored, its key rows as the f32
-        // copy W_UK^T ([heads][kv_lora, nope]).
-        let w_uk_t = 4 * c.num_attention_heads * c.kv_lora_rank * nope;
+        // Absorbed decode: the value rows of kv_b_proj as stored, its key rows as the copy
+        // W_UK^T ([heads][kv_lora, nope]), an equal share of `keys` per layer.
         b.attention += get(&format!("{a}.kv_a_proj_with_mqa.weight"))?
             + get(&format!("{a}.kv_b_proj.weight"))? * v as f64 / (nope + v) as f64
-            + w_uk_t as f64
+            + keys / c.num_hidden_layers as f64
             + get(&format!("{a}.o_proj.weight"))?;
         let m = format!("{p}.mlp");
         if !c.is_moe_layer(i) {
@@ -609,7 +622,8 @@ pub fn run(spec: &Spec) -> Result<Report, RooflineError> {
     let first = argmax(&model.forward(&prompt, &mut cache, Logits::Last)?);
     let counter = ExpertCounter::new(config.num_hidden_layers);
     let experts = decode(&model, &mut cache, first, spec.decode, Some(&counter))?;
-    let token = token_bytes(&config, &stored, &experts)?;
+    let keys = model.absorbed_key_bytes() as f64;
+    let token = token_bytes_with_keys(&config, &stored, &experts, keys)?;
     let kv_cache_bytes = 4 * config.kv_cache_width() * cache.len() * config.num_hidden_layers;
     drop(cache);
 

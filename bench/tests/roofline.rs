@@ -143,3 +143,75 @@ fn run_refuses_an_empty_measurement_before_building_the_model() {
         other => panic!("{:?}", other.map(|r| r.rows)),
     }
 }
+
+/// Fast mode's absorbed attention reads `W_UK^T` as q8_0 (1 + 2/32 bytes a weight) instead of
+/// f32, the byte count follows, and its decode stays as close to the naive path (which
+/// expands the packed `kv_b_proj`) as fast mode's int8 activations allow.
+#[test]
+fn fast_mode_reads_the_transposed_key_projection_as_q8_0() {
+    use tquant_model::{AttentionPath, Mode};
+    let c = tiny_lite();
+    let (mut model, stored) = generated(&c);
+    assert_eq!(model.absorbed_key_bytes(), 3 * 6 * 48 * 32 * 4);
+    let exact = token_bytes(&c, &stored, &[0.0, 2.0, 2.0]).unwrap();
+    let keys = |m: &Model| m.absorbed_key_bytes() as f64;
+    assert_eq!(
+        tquant_bench::roofline::token_bytes_with_keys(&c, &stored, &[0.0, 2.0, 2.0], keys(&model))
+            .unwrap(),
+        exact
+    );
+    let decode = |model: &mut Model, mode: Mode, attention: AttentionPath| {
+        model
+            .set_options(Options {
+                mode,
+                attention,
+                ..model.options()
+            })
+            .unwrap();
+        let mut cache = model.new_cache();
+        model
+            .forward(&[5, 9, 14, 3], &mut cache, Logits::Last)
+            .unwrap();
+        (0..4u32)
+            .flat_map(|t| {
+                model
+                    .forward(&[t * 31 + 7], &mut cache, Logits::Last)
+                    .unwrap()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let exact_naive = decode(&mut model, Mode::Exact, AttentionPath::Naive);
+    let fast_naive = decode(&mut model, Mode::Fast, AttentionPath::Naive);
+    let fast_absorbed = decode(&mut model, Mode::Fast, AttentionPath::Absorbed);
+    assert_eq!(model.absorbed_key_bytes(), 3 * 6 * 48 * (32 + 2));
+    let fast =
+        tquant_bench::roofline::token_bytes_with_keys(&c, &stored, &[0.0, 2.0, 2.0], keys(&model))
+            .unwrap();
+    assert_eq!(
+        exact.attention - fast.attention,
+        (3 * 6 * 48 * (32 * 4 - 34)) as f64
+    );
+    // RMS differences over all logits of the decoded tokens.
+    let rms = |a: &[f32], b: &[f32]| {
+        (a.iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            / a.len() as f64)
+            .sqrt()
+    };
+    let scale = rms(&exact_naive, &vec![0.0; exact_naive.len()]);
+    let (int8_acts, with_q8_keys) = (
+        rms(&exact_naive, &fast_naive),
+        rms(&fast_naive, &fast_absorbed),
+    );
+    eprintln!(
+        "logits RMS {scale}: fast vs exact {int8_acts}, absorbed vs naive (fast) {with_q8_keys}"
+    );
+    // The query rounded to int8 and the keys to q8_0 cost about what fast mode's other
+    // roundings do (measured 1.0x on this model).
+    assert!(
+        with_q8_keys > 0.0 && with_q8_keys <= 1.25 * int8_acts,
+        "{with_q8_keys} vs {int8_acts}"
+    );
+}

@@ -10,12 +10,14 @@
 
 use crate::config::Config;
 use crate::kernels::{self, Mode};
-use crate::linear::Linear;
+use crate::linear::{Bf16Data, DenseMatrix, Linear, Q8Data, Q8Linear};
 use crate::observe::{Site, TapAt};
 use crate::rope::Rope;
 use crate::weights::Loader;
 use crate::ModelError;
 use rayon::prelude::*;
+use std::sync::OnceLock;
+use tquant_formats::q8_0::Q8Matrix;
 
 /// Queries per block of the naive path's products (a multiple of the kernels' 4 activation
 /// rows).
@@ -53,9 +55,12 @@ pub struct Attention {
     kv_a: Linear,
     kv_a_norm: Vec<f32>,
     kv_b: Linear,
-    /// Per head `W_UK[h]^T` as a dense `[kv_lora_rank, qk_nope]` matrix, for the absorbed path
-    /// (a transposed product the kernels do not do; dequantized if `kv_b_proj` is packed).
-    w_uk_t: Vec<Vec<f32>>,
+    /// Per head `W_UK[h]^T` as a dense `[kv_lora_rank, qk_nope]` f32 matrix, for the absorbed
+    /// path in exact mode (a transposed product the kernels do not do; dequantized if
+    /// `kv_b_proj` is packed). Built on first use.
+    w_uk_t: OnceLock<Vec<Vec<f32>>>,
+    /// The same for fast mode at a stored width ([`Attention::uk_fast`]). Built on first use.
+    w_uk_t_fast: OnceLock<Vec<Linear>>,
     /// Per head `W_UV[h]`: rows of `kv_b_proj`, `[v_head_dim, kv_lora_rank]`, no copy.
     w_uv: Vec<Linear>,
     o: Linear,
@@ -137,20 +142,6 @@ impl Attention {
         )?;
         let kv_a_norm = ld.vector(&format!("{p}.kv_a_layernorm.weight"), lora)?;
         let kv_b = ld.matrix(&format!("{p}.kv_b_proj.weight"), n * (nope + v), lora)?;
-        // kv_b rows are head-major, each head [k_nope (nope) | v (v)].
-        let mut row = vec![0.0f32; lora];
-        let w_uk_t = (0..n)
-            .map(|hd| {
-                let mut t = vec![0.0f32; lora * nope];
-                for j in 0..nope {
-                    kv_b.row(hd * (nope + v) + j, &mut row);
-                    for (ci, &x) in row.iter().enumerate() {
-                        t[ci * nope + j] = x;
-                    }
-                }
-                t
-            })
-            .collect();
         let w_uv = (0..n)
             .map(|hd| kv_b.row_range(hd * (nope + v) + nope, v))
             .collect();
@@ -160,10 +151,86 @@ impl Attention {
             kv_a,
             kv_a_norm,
             kv_b,
-            w_uk_t,
+            w_uk_t: OnceLock::new(),
+            w_uk_t_fast: OnceLock::new(),
             w_uv,
             o,
         })
+    }
+
+    /// Per head `W_UK[h]^T` (`[lora, nope]`) in f32: `kv_b_proj`'s key rows, transposed.
+    fn uk_transposed(&self, d: &Dims) -> Vec<Vec<f32>> {
+        let (lora, nope) = (d.lora, d.nope);
+        // kv_b rows are head-major, each head [k_nope (nope) | v (v)].
+        let mut row = vec![0.0f32; lora];
+        (0..d.heads)
+            .map(|hd| {
+                let mut t = vec![0.0f32; lora * nope];
+                for j in 0..nope {
+                    self.kv_b.row(hd * (nope + d.v) + j, &mut row);
+                    for (ci, &x) in row.iter().enumerate() {
+                        t[ci * nope + j] = x;
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
+    fn uk_exact(&self, d: &Dims) -> &[Vec<f32>] {
+        self.w_uk_t.get_or_init(|| self.uk_transposed(d))
+    }
+
+    /// Fast mode's `W_UK[h]^T`, at `kv_b_proj`'s width where that is float (bf16 stays bf16,
+    /// values unchanged), and as q8_0 where `kv_b_proj` is quantized: the dequantized values
+    /// rounded once more, to int8 with a scale per 32 (an error of at most `amax / 254` per
+    /// weight, small beside the 4-bit code's), so the transposed copy reads about a quarter of
+    /// the f32 bytes.
+    fn uk_fast(&self, d: &Dims) -> Result<&[Linear], ModelError> {
+        if let Some(v) = self.w_uk_t_fast.get() {
+            return Ok(v);
+        }
+        let (lora, nope) = (d.lora, d.nope);
+        let built = self
+            .uk_transposed(d)
+            .into_iter()
+            .map(|t| match &self.kv_b {
+                Linear::Dense(m) if m.f32_values().is_some() => {
+                    Ok(Linear::Dense(DenseMatrix::new(lora, nope, t)))
+                }
+                Linear::Dense(_) => {
+                    let bits: Vec<u16> = t.iter().map(|&v| kernels::bf16::f32_to_bf16(v)).collect();
+                    Ok(Linear::Dense(DenseMatrix::bf16(
+                        lora,
+                        nope,
+                        Bf16Data::Owned(bits.into()),
+                    )))
+                }
+                Linear::Quant(_) | Linear::Q8(_) => {
+                    let q = Q8Matrix::quantize(&t, lora, nope)
+                        .map_err(|e| ModelError::tensor("kv_b_proj (W_UK^T)", e.to_string()))?;
+                    Ok(Linear::Q8(Q8Linear::new(lora, nope, Q8Data::owned(q), 0)?))
+                }
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(self.w_uk_t_fast.get_or_init(|| built))
+    }
+
+    /// Bytes of `W_UK^T` the absorbed path reads per token in `mode`.
+    pub(crate) fn uk_bytes(&self, d: &Dims, mode: Mode) -> usize {
+        let per_head = d.lora * d.nope;
+        let fast_width = match &self.kv_b {
+            Linear::Dense(m) if m.f32_values().is_some() => 4 * per_head,
+            Linear::Dense(_) => 2 * per_head,
+            Linear::Quant(_) | Linear::Q8(_) => {
+                d.lora * (d.nope + 2 * d.nope.div_ceil(kernels::int8::Q8_BLOCK))
+            }
+        };
+        d.heads
+            * match mode {
+                Mode::Exact => 4 * per_head,
+                Mode::Fast => fast_width,
+            }
     }
 
     /// Linear layers of this attention, for byte counts.
@@ -339,7 +406,14 @@ impl Attention {
                 qn[t * d.nope..][..d.nope].copy_from_slice(&src[..d.nope]);
                 qcat[(t * heads + h) * w + d.lora..][..d.rope].copy_from_slice(&src[d.nope..]);
             }
-            kernels::matmul_f32(&self.w_uk_t[h], d.lora, d.nope, &qn, n, &mut qa)?;
+            match mode {
+                Mode::Exact => {
+                    kernels::matmul_f32(&self.uk_exact(d)[h], d.lora, d.nope, &qn, n, &mut qa)?
+                }
+                // f32 activations (the q8_0 weights widened in registers): the query is not
+                // rounded to int8 on top of the keys' q8_0 rounding.
+                Mode::Fast => self.uk_fast(d)?[h].forward(&qn, n, &mut qa, Mode::Exact)?,
+            }
             for t in 0..n {
                 qcat[(t * heads + h) * w..][..d.lora].copy_from_slice(&qa[t * d.lora..][..d.lora]);
             }

@@ -207,6 +207,17 @@ impl Model {
             .chain([&self.lm_head])
     }
 
+    /// Bytes of the transposed key up-projections `W_UK^T` the absorbed attention (decode)
+    /// reads per token in the current mode, over all layers: f32 in exact mode; in fast mode
+    /// at `kv_b_proj`'s float width, or q8_0 where it is quantized. Not in
+    /// [`Model::active_weight_bytes`], which counts the stored matrices.
+    pub fn absorbed_key_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.attn.uk_bytes(&self.dims, self.opts.mode))
+            .sum()
+    }
+
     /// Bytes of weights one decoded token reads (attention, active experts, LM head).
     pub fn active_weight_bytes(&self) -> usize {
         let mut b = self.lm_head.bytes();

@@ -4,10 +4,13 @@
 //!
 //! - exact: 8 (AVX2) or 16 (AVX-512, masked at a ragged end) codes widened to f32, times the
 //!   block's scale, FMA with f32 activations.
-//! - fast: one 32-code block per 256-bit register; `|w|` (unsigned) dotted with the int8
-//!   activations carrying `w`'s sign (`vpsignb`), by `vpdpbusd` (AVX-512 VNNI + VL) or
-//!   `vpmaddubsw` + `vpmaddwd` (AVX2: pairs of products fit i16, at most 2 x 127 x 127);
-//!   the 8 int32 lanes converted and FMA'd with the product of the two scales.
+//! - fast, AVX2: one 32-code block per 256-bit register; `|w|` (unsigned) dotted with the int8
+//!   activations carrying `w`'s sign (`vpsignb`) by `vpmaddubsw` + `vpmaddwd` (pairs of
+//!   products fit i16, at most 2 x 127 x 127); the 8 int32 lanes converted and FMA'd with the
+//!   product of the two scales.
+//! - fast, AVX-512: two blocks per 512-bit register, the codes offset to unsigned (`w ^ 0x80`)
+//!   for `vpdpbusd` and the offset taken back by starting each lane at `-128 *` its activations'
+//!   sum; the scales of 16 blocks multiplied at once (`avx512_fast_tile`).
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
@@ -314,25 +317,10 @@ unsafe fn load_avx2(p: *const i8, len: usize) -> __m256i {
     }
 }
 
-/// 32 codes at `p`, `len` of them valid (masked). Safety: AVX-512 BW/VL; `len` readable.
-#[target_feature(enable = "avx512bw,avx512vl")]
-#[inline]
-unsafe fn load_avx512(p: *const i8, len: usize) -> __m256i {
-    let mask = if len >= 32 { !0 } else { (1u32 << len) - 1 };
-    // SAFETY: the masked load reads only the `len` valid bytes.
-    unsafe { _mm256_maskz_loadu_epi8(mask, p) }
-}
-
 #[target_feature(enable = "avx2")]
 #[inline]
 fn dot_avx2(aw: __m256i, sx: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
-}
-
-#[target_feature(enable = "avx512vnni,avx512vl")]
-#[inline]
-fn dot_vnni(aw: __m256i, sx: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx)
 }
 
 fast_kernel!(
@@ -344,12 +332,104 @@ fast_kernel!(
     load_avx2,
     dot_avx2
 );
-fast_kernel!(
-    avx512_fast,
-    avx512_fast_impl,
-    avx512_fast_tile,
-    AVX512_TILE,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    load_avx512,
-    dot_vnni
-);
+
+unsafe fn avx512_fast(q: &Q8Matrix, a: &Q8In, n: usize, r0: usize, out: &mut [f32]) {
+    // SAFETY: the dispatcher runs this only where AVX-512 F/BW/VL/VNNI and F16C are present.
+    unsafe { avx512_fast_impl(q, a, n, r0, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn avx512_fast_impl(q: &Q8Matrix, a: &Q8In, n: usize, r0: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    tile_loop!(avx512_fast_tile, AVX512_TILE, q, a, n, r0, out)
+}
+
+/// Blocks whose combined scales one 16-lane vector holds.
+const SCALE_GROUP: usize = 16;
+
+/// The fast AVX-512 tile, two 32-code blocks (64 bytes) per step: `vpdpbusd` takes the codes
+/// as unsigned bytes `w + 128` (`w ^ 0x80`), and each int32 lane starts at `-128 *` the sum of
+/// its 4 activations (one `vpdpbusd` per activation chunk, shared by the tile's rows), so it
+/// ends at the signed dot exactly. Lanes 0-7 hold the even block, 8-15 the odd one; the
+/// weight and activation scales of 16 blocks are multiplied once, and each step picks its two
+/// by `vpermps`. Per 64 codes and row: a load, an xor, a `vpdpbusd`, a convert, a permute and
+/// an FMA.
+///
+/// Safety: AVX-512 F/BW/VL/VNNI; the tile's rows exist.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn avx512_fast_tile<const MR: usize, const NB: usize>(t: &Tile, out: &mut [f32]) {
+    let Q8In::Fast(acts) = t.a else {
+        unreachable!("fast kernels take int8 activations")
+    };
+    let (cols, bpr) = (t.q.cols(), t.q.blocks_per_row());
+    // Activation bytes per row: whole blocks, zero past `cols`.
+    let span = bpr * Q8_BLOCK;
+    let steps = bpr.div_ceil(2);
+    let full = cols / 64;
+    let cp: [*const i8; MR] = std::array::from_fn(|m| t.q.row_codes(t.r + m).as_ptr());
+    let xp: [*const i8; NB] = std::array::from_fn(|j| acts.codes[(t.j0 + j) * span..].as_ptr());
+    let dxp: [*const f32; NB] = std::array::from_fn(|j| acts.scales[(t.j0 + j) * bpr..].as_ptr());
+    let dwp: [*const f32; MR] = std::array::from_fn(|m| t.d(m).as_ptr());
+    let flip = _mm512_set1_epi8(-128);
+    // Lanes 0-7 pick block 0 of a pair, lanes 8-15 block 1.
+    let pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+    let mut s = 0;
+    while s < steps {
+        let b0 = 2 * s;
+        let nbk = (bpr - b0).min(SCALE_GROUP);
+        let smask = ((1u32 << nbk) - 1) as __mmask16;
+        // SAFETY: blocks b0..b0 + nbk of every scale row exist (masked loads).
+        let sv: [[__m512; NB]; MR] = unsafe {
+            std::array::from_fn(|m| {
+                let dw = _mm512_maskz_loadu_ps(smask, dwp[m].add(b0));
+                std::array::from_fn(|j| {
+                    _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(smask, dxp[j].add(b0)))
+                })
+            })
+        };
+        let end = (s + SCALE_GROUP / 2).min(steps);
+        let mut idx = pair;
+        for c in s..end {
+            let k0 = 64 * c;
+            if NB == 1 {
+                for m in 0..MR {
+                    prefetch_next::<MR>(cp[m], cols, k0);
+                }
+            }
+            // SAFETY: a whole step (c < full) has 64 codes in every row and 64 activation
+            // bytes (span >= cols); the last one is masked to the row's codes and the
+            // activation row's bytes.
+            unsafe {
+                let (wmask, xmask) = if c < full {
+                    (!0u64, !0u64)
+                } else {
+                    let keep = |len: usize| if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
+                    (keep(cols - k0), keep(span - k0))
+                };
+                let xv: [__m512i; NB] =
+                    std::array::from_fn(|j| _mm512_maskz_loadu_epi8(xmask, xp[j].add(k0)));
+                let ncorr: [__m512i; NB] = std::array::from_fn(|j| {
+                    let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, xv[j]);
+                    _mm512_sub_epi32(_mm512_setzero_si512(), c)
+                });
+                for m in 0..MR {
+                    let w = _mm512_maskz_loadu_epi8(wmask, cp[m].add(k0));
+                    let uw = _mm512_xor_si512(w, flip);
+                    for j in 0..NB {
+                        let dot = _mm512_dpbusd_epi32(ncorr[j], uw, xv[j]);
+                        let sc = _mm512_permutexvar_ps(idx, sv[m][j]);
+                        acc[m][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[m][j]);
+                    }
+                }
+            }
+            idx = _mm512_add_epi32(idx, _mm512_set1_epi32(2));
+        }
+        s = end;
+    }
+    for m in 0..MR {
+        for j in 0..NB {
+            out[t.out_index(m, j)] += _mm512_reduce_add_ps(acc[m][j]);
+        }
+    }
+}
