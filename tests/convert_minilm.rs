@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use tquant::convert::convert::{NoProgress, RunOptions};
 use tquant::convert::inspect::{inspect, verify};
-use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy, Weight};
+use tquant::convert::{Checkpoint, ConvertOptions, KeepAs, Layout, Policy, Weight};
 
 #[test]
 fn minilm_rows_convert_and_verify() {
@@ -31,10 +31,15 @@ fn minilm_real_weights_convert_and_verify() {
 fn convert_and_verify(model: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q");
+    // Embeddings at source precision (not q8_0): every quantized tensor is an sf4 matrix.
+    let opts = ConvertOptions {
+        keep_as: KeepAs::Source,
+        ..ConvertOptions::default()
+    };
     let summary = tquant::convert::convert(
         model,
         &out,
-        &ConvertOptions::default(),
+        &opts,
         &RunOptions::default(),
         &NoProgress,
     )
