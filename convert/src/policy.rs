@@ -280,6 +280,48 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_and_head_are_q8_0_when_asked() {
+        let p = Policy::default();
+        let d = |n: &str, s: &[usize], k| p.decide_keeping(n, s, Dtype::BF16, k);
+        for n in [
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.layers.61.embed_tokens.weight",
+            "embeddings.word_embeddings.weight",
+        ] {
+            assert_eq!(d(n, &[8, 16], KeepAs::Q8_0), Action::Q8, "{n}");
+            assert_eq!(d(n, &[8, 16], KeepAs::Source), Action::Keep, "{n}");
+            assert_eq!(p.decide(n, &[8, 16], Dtype::BF16), Action::Keep, "{n}");
+        }
+        // Routers, norms, vectors, 3-D and integer tensors are never q8_0.
+        for (n, s) in [
+            ("model.layers.1.mlp.gate.weight", &[8, 16][..]),
+            ("model.norm.weight", &[8, 16]),
+            ("embeddings.LayerNorm.weight", &[16]),
+            ("model.embed_tokens.weight", &[16]),
+            ("model.embed_tokens.weight", &[2, 8, 16]),
+        ] {
+            assert_eq!(d(n, s, KeepAs::Q8_0), Action::Keep, "{n}");
+        }
+        assert_eq!(
+            p.decide_keeping("lm_head.weight", &[8, 16], Dtype::I32, KeepAs::Q8_0),
+            Action::Keep
+        );
+        // --include still quantizes to 4 bits, --exclude still keeps the source.
+        let p = Policy {
+            include: vec!["lm_head.weight".into()],
+            exclude: vec!["model.embed_tokens.weight".into()],
+            drop: Vec::new(),
+        };
+        let d = |n: &str| p.decide_keeping(n, &[8, 16], Dtype::F32, KeepAs::Q8_0);
+        assert_eq!(d("lm_head.weight"), Action::Quantize);
+        assert_eq!(d("model.embed_tokens.weight"), Action::Keep);
+        assert_eq!("source".parse::<KeepAs>(), Ok(KeepAs::Source));
+        assert_eq!(KeepAs::Q8_0.to_string().parse::<KeepAs>(), Ok(KeepAs::Q8_0));
+        assert!("q4".parse::<KeepAs>().unwrap_err().contains("q8_0, source"));
+    }
+
+    #[test]
     fn exclude_beats_include_beats_default() {
         let p = Policy {
             include: vec!["lm_head.weight".into(), "*.q_proj.*".into()],
