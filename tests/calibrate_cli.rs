@@ -62,7 +62,14 @@ fn calibrated_checkpoint_records_its_calibration_and_runs() {
     let (gptq, rtn) = (dir.path().join("gptq"), dir.path().join("rtn"));
     let t = text();
     // Embeddings and lm_head at source precision: every quantized tensor is calibrated.
-    let mut args = vec!["--format", "nf4", "--keep-as", "source", "--calibrate", path(&t)];
+    let mut args = vec![
+        "--format",
+        "nf4",
+        "--keep-as",
+        "source",
+        "--calibrate",
+        path(&t),
+    ];
     args.extend_from_slice(&CALIBRATE);
     let printed = convert(&gptq, &args);
     assert!(printed.contains("calibration: 3000 tokens"), "{printed}");

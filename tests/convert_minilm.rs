@@ -36,14 +36,8 @@ fn convert_and_verify(model: &Path) {
         keep_as: KeepAs::Source,
         ..ConvertOptions::default()
     };
-    let summary = tquant::convert::convert(
-        model,
-        &out,
-        &opts,
-        &RunOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let summary =
+        tquant::convert::convert(model, &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
     // 6 layers x (query, key, value, attention output, intermediate, output) matrices.
     assert_eq!(summary.quantized, 36);
     assert_eq!(summary.skipped, 0);

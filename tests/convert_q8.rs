@@ -39,14 +39,24 @@ fn embeddings_and_head_are_ggml_q8_0_of_the_source() {
     assert_eq!((a.quantized, a.q8_0, a.kept), (71, 2, 12));
     assert_eq!((b.quantized, b.q8_0, b.kept), (69, 0, 14));
     let text = a.to_string();
-    assert!(text.contains("83 tensors: 71 quantized (2 as q8_0), 12 kept"), "{text}");
+    assert!(
+        text.contains("83 tensors: 71 quantized (2 as q8_0), 12 kept"),
+        "{text}"
+    );
     // [256, 192] bf16 (2 bytes a weight) becomes 1 byte a weight plus 6 f16 scales a row.
     let per = 256 * 192 * 2 - (256 * 192 + 256 * 6 * 2);
     assert_eq!(a.output_bytes, b.output_bytes - 2 * per as u64);
     assert_eq!(a.params, b.params);
     assert_eq!(a.params_quantized, b.params_quantized + 2 * 256 * 192);
-    for t in a.tensors.iter().filter(|t| Q8_NAMES.contains(&t.name.as_str())) {
-        assert_eq!((t.action.as_str(), t.format.as_deref()), ("quantize", Some("q8_0")));
+    for t in a
+        .tensors
+        .iter()
+        .filter(|t| Q8_NAMES.contains(&t.name.as_str()))
+    {
+        assert_eq!(
+            (t.action.as_str(), t.format.as_deref()),
+            ("quantize", Some("q8_0"))
+        );
         assert_eq!(t.bits_per_weight, 8.5);
     }
 
@@ -75,20 +85,33 @@ fn embeddings_and_head_are_ggml_q8_0_of_the_source() {
     // Everything else is the same bytes.
     for name in s.raw_names() {
         if Q8_NAMES.iter().all(|n| !name.starts_with(n)) {
-            assert_eq!(q.raw(name).unwrap().bytes, s.raw(name).unwrap().bytes, "{name}");
+            assert_eq!(
+                q.raw(name).unwrap().bytes,
+                s.raw(name).unwrap().bytes,
+                "{name}"
+            );
         }
     }
     let config = q.config().unwrap();
     assert_eq!(config["quantization_config"]["keep_as"], "q8_0");
-    assert_eq!(s.config().unwrap()["quantization_config"]["keep_as"], "source");
+    assert_eq!(
+        s.config().unwrap()["quantization_config"]["keep_as"],
+        "source"
+    );
 
     let info = inspect(&q).unwrap();
     assert_eq!((info.quantized, info.q8_0, info.kept), (71, 2, 12));
-    let head = info.tensors.iter().find(|t| t.name == "lm_head.weight").unwrap();
+    let head = info
+        .tensors
+        .iter()
+        .find(|t| t.name == "lm_head.weight")
+        .unwrap();
     assert_eq!((head.format.as_str(), head.block), ("q8_0", Some(32)));
     assert_eq!(head.scale_dtype.as_deref(), Some("f16"));
     assert_eq!(head.stored_bytes, 256 * 192 + 256 * 6 * 2);
-    assert!(info.to_string().contains("(71 quantized (2 as q8_0), 12 kept)"));
+    assert!(info
+        .to_string()
+        .contains("(71 quantized (2 as q8_0), 12 kept)"));
     let report = verify(&orig, &q).unwrap();
     assert_eq!(report.tensors.len(), 71);
     assert!(report.kept_different.is_empty());
@@ -120,7 +143,10 @@ fn include_and_exclude_still_win_over_q8_0() {
 fn other_layouts_keep_embeddings_at_source_precision() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("bnb");
-    let bnb = ConvertOptions::builder().layout(Layout::Bnb).build().unwrap();
+    let bnb = ConvertOptions::builder()
+        .layout(Layout::Bnb)
+        .build()
+        .unwrap();
     assert_eq!(bnb.keep_as(), KeepAs::Source);
     let summary = convert(&bnb, &out);
     assert_eq!((summary.quantized, summary.q8_0), (69, 0));
@@ -129,7 +155,12 @@ fn other_layouts_keep_embeddings_at_source_precision() {
         .keep_as(KeepAs::Q8_0)
         .build()
         .unwrap_err();
-    assert!(matches!(err, ConvertError::KeepAsLayout { layout: Layout::Mxfp4 }));
+    assert!(matches!(
+        err,
+        ConvertError::KeepAsLayout {
+            layout: Layout::Mxfp4
+        }
+    ));
     assert!(err.to_string().contains("needs layout tquant"), "{err}");
     // A default built for tquant and then moved to another layout keeps the embeddings too.
     let moved = ConvertOptions {
@@ -157,11 +188,17 @@ fn keep_as_on_the_command_line() {
     let o = run(&["--keep-as", "source", "--format", "int4"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((s["quantized"].as_u64(), s["q8_0"].as_u64()), (Some(69), Some(0)));
+    assert_eq!(
+        (s["quantized"].as_u64(), s["q8_0"].as_u64()),
+        (Some(69), Some(0))
+    );
     let o = run(&["--keep-as", "q8_0", "--layout", "bnb", "--format", "nf4"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--keep-as q8_0 needs --layout tquant"), "{err}");
+    assert!(
+        err.contains("--keep-as q8_0 needs --layout tquant"),
+        "{err}"
+    );
     let o = run(&["--keep-as", "q4"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("q8_0, source"));

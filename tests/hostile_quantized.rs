@@ -686,11 +686,7 @@ fn tampered_q8_0_tensors_are_refused_naming_file_and_tensor() {
             "q8_0 has 8 bits",
             info(|v| v["bits"] = json!(4)),
         ),
-        (
-            "q8_block_64",
-            "block 64",
-            info(|v| v["block"] = json!(64)),
-        ),
+        ("q8_block_64", "block 64", info(|v| v["block"] = json!(64))),
         (
             "q8_matrix_format",
             "format 'nf4' in a q8_0 tensor",
@@ -736,7 +732,11 @@ fn tampered_q8_0_tensors_are_refused_naming_file_and_tensor() {
         let s = find(t, &format!("{EMB}.scales"));
         s.bytes[2 * 5..2 * 5 + 2].copy_from_slice(&[0, 0x7e]);
     });
-    let err = Checkpoint::open(&dir).unwrap().get(EMB).map(|_| ()).unwrap_err();
+    let err = Checkpoint::open(&dir)
+        .unwrap()
+        .get(EMB)
+        .map(|_| ())
+        .unwrap_err();
     let err = err.to_string();
     for n in ["model.safetensors", EMB, "row 2, block 1", "is not finite"] {
         assert!(err.contains(n), "'{n}' not in {err}");

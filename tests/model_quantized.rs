@@ -143,7 +143,14 @@ fn quantized_file_matches_quantizing_in_memory() {
         .unwrap()
     };
     let out = dir.path().join("q");
-    convert(&fixture("lite"), &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
+    convert(
+        &fixture("lite"),
+        &out,
+        &opts,
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let from_file = logits(&Model::open(&dir.path().join("q"), Options::default()).unwrap());
     let rule = rtn_decoder_matrices(
         "nf4".parse().unwrap(),
@@ -258,7 +265,10 @@ fn q8_0_embeddings_and_head_run_from_the_map() {
     );
     let mut memory = MemorySource::over(&file);
     for name in ["model.embed_tokens.weight", "lm_head.weight"] {
-        assert!(matches!(file.tensor(name).unwrap(), TensorData::Q8 { .. }), "{name}");
+        assert!(
+            matches!(file.tensor(name).unwrap(), TensorData::Q8 { .. }),
+            "{name}"
+        );
         let TensorData::Dense { shape, values } = original.tensor(name).unwrap() else {
             panic!("{name} is float in the original")
         };

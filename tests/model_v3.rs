@@ -265,7 +265,10 @@ fn converted_to_nf4_keeps_the_mtp_layer_and_runs() {
         );
     }
     // Its embedding table is stored as q8_0, as the model's own (the default).
-    for name in [format!("{mtp}.embed_tokens.weight"), "model.embed_tokens.weight".into()] {
+    for name in [
+        format!("{mtp}.embed_tokens.weight"),
+        "model.embed_tokens.weight".into(),
+    ] {
         let info = ckpt.quant_info(&name);
         assert!(info.is_some_and(|i| i.is_q8_0()), "{name} is not q8_0");
     }
