@@ -11,6 +11,9 @@ quantized tensors dequantized, kept tensors converted. Layouts (docs/checkpoint-
   [E?, rows, ceil(cols/block)] (f32, f16, bf16, or e8m0 bytes), `W.codebook` f32 [E?, 2^bits],
   and `__metadata__["tquant.W"]` (JSON: shape, block, scale_dtype, ...).
   W[e, r, c] = codebook[e, code(e, r, c)] * scales[e, r, c // block]   (float32 product)
+- tquant q8_0 (format "q8_0" in the metadata; the embeddings and lm_head by default):
+  `W.codes` i8 [E?, rows, cols], `W.scales` f16 [E?, rows, ceil(cols/32)], no codebook.
+  W[e, r, c] = codes[e, r, c] * scales[e, r, c // 32]   (ggml's Q8_0)
 - bitsandbytes NF4 (`W`, `W.absmax`, `W.quant_map`, `W.quant_state.bitsandbytes__nf4`) and
   Hugging Face MXFP4 (`W_blocks`, `W_scales`) are read too.
 
@@ -108,6 +111,10 @@ class Checkpoint:
         shape, block = info["shape"], info["block"]
         rows, cols = shape[-2], shape[-1]
         experts = shape[0] if len(shape) == 3 else 1
+        if info["format"] == "q8_0":
+            q = self.raw(name + ".codes").reshape(experts, rows, cols).astype(np.float32)
+            s = self.raw(name + ".scales").reshape(experts, rows, -1).astype(np.float32)
+            return (q * s[:, :, np.arange(cols) // block]).astype(np.float32).reshape(shape)
         codes = self.raw(name + ".codes").reshape(experts, rows, -1)
         idx = np.stack([codes & 0x0F, codes >> 4], axis=-1).reshape(experts, rows, -1)[:, :, :cols]
         table = self.raw(name + ".codebook").reshape(experts, -1)

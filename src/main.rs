@@ -88,7 +88,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 /// The flag that sets each converter setting this command line has one for.
-const FLAGS: [(Setting, &str); 13] = [
+const FLAGS: [(Setting, &str); 14] = [
     (Setting::Format, "--format"),
     (Setting::Nu, "--nu"),
     (Setting::Block, "--block"),
@@ -102,6 +102,7 @@ const FLAGS: [(Setting, &str); 13] = [
     (Setting::Damp, "--damp"),
     (Setting::CalibrationWindow, "--calibrate-window"),
     (Setting::MinTokensPerColumn, "--min-tokens-per-column"),
+    (Setting::KeepAs, "--keep-as"),
 ];
 
 /// The message of a converter error (also inside the report's and the model's errors) or of a

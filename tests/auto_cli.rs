@@ -51,6 +51,9 @@ fn auto_mixes_formats_inspect_shows_them_and_eval_runs() {
         path(&out),
         "--format",
         "auto:apot4_sp,int4_full",
+        // Embeddings and lm_head at source precision: every quantized tensor is auto's.
+        "--keep-as",
+        "source",
     ]);
     assert!(text.contains("auto:apot4_sp,int4_full"), "{text}");
     assert!(text.contains("chosen per matrix: apot4_sp "), "{text}");
@@ -109,6 +112,8 @@ fn default_auto_with_searched_scales_records_both_choices() {
         "*.layers.1.*",
         "--exclude",
         "*.layers.2.*",
+        "--keep-as",
+        "source",
         "--json",
     ]);
     let s: Value = serde_json::from_str(&summary).unwrap();

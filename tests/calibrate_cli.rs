@@ -61,11 +61,19 @@ fn calibrated_checkpoint_records_its_calibration_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (gptq, rtn) = (dir.path().join("gptq"), dir.path().join("rtn"));
     let t = text();
-    let mut args = vec!["--format", "nf4", "--calibrate", path(&t)];
+    // Embeddings and lm_head at source precision: every quantized tensor is calibrated.
+    let mut args = vec![
+        "--format",
+        "nf4",
+        "--keep-as",
+        "source",
+        "--calibrate",
+        path(&t),
+    ];
     args.extend_from_slice(&CALIBRATE);
     let printed = convert(&gptq, &args);
     assert!(printed.contains("calibration: 3000 tokens"), "{printed}");
-    convert(&rtn, &["--format", "nf4"]);
+    convert(&rtn, &["--format", "nf4", "--keep-as", "source"]);
 
     let q = Checkpoint::open(&gptq).unwrap();
     let r = Checkpoint::open(&rtn).unwrap();

@@ -259,6 +259,7 @@ fn cli_contract_convert_inspect_verify() {
     for k in [
         "tensors",
         "quantized",
+        "q8_0",
         "kept",
         "skipped",
         "input_bytes",
@@ -269,7 +270,9 @@ fn cli_contract_convert_inspect_verify() {
     ] {
         assert!(s.get(k).is_some(), "convert --json lacks {k}");
     }
-    assert_eq!(s["quantized"], 69);
+    // 69 decoder matrices in nf4, the embeddings and lm_head in q8_0 (the default).
+    assert_eq!(s["quantized"], 71);
+    assert_eq!(s["q8_0"], 2);
     // An existing output is refused (exit status 1, message), then replaced with --force.
     let o = tquant_bin()
         .arg("convert")
@@ -325,8 +328,15 @@ fn cli_contract_convert_inspect_verify() {
         (Some(192), Some("bf16"))
     );
     assert!(q["format"].as_str().unwrap().starts_with("sf4"));
+    // q8_0 keeps its blocks of 32 with f16 scales whatever --block and --scale-dtype say.
     let e = t.iter().find(|t| t["name"] == "lm_head.weight").unwrap();
-    assert_eq!(e["format"], "none");
+    assert_eq!(e["format"], "q8_0");
+    assert_eq!(
+        (e["block"].as_u64(), e["scale_dtype"].as_str()),
+        (Some(32), Some("f16"))
+    );
+    assert_eq!(e["bits_per_weight"], 8.5);
+    assert_eq!(i["q8_0"], 2);
 
     let o = tquant_bin()
         .arg("verify")
@@ -338,7 +348,7 @@ fn cli_contract_convert_inspect_verify() {
     assert!(o.status.success());
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = v["tensors"].as_array().unwrap();
-    assert_eq!(t.len(), 69);
+    assert_eq!(t.len(), 71);
     for k in ["name", "format", "nmse", "sqnr_db", "max_abs_err", "cosine"] {
         assert!(
             t.iter().all(|t| t.get(k).is_some()),

@@ -124,9 +124,11 @@ fn verify(quantized: &Path) -> Value {
 fn converts_fp8_to_nf4_and_sf4_without_scale_inv_or_fp8_config() {
     let tmp = tempfile::tempdir().unwrap();
     let fp8_weights = torch_digests().len();
+    // The embeddings and lm_head (bf16 in the FP8 original) at source precision: every
+    // quantized tensor is an FP8 weight.
     for (dir, extra, bound) in [
-        ("nf4", &["--format", "nf4"][..], 0.02),
-        ("sf4", &[][..], 0.02),
+        ("nf4", &["--format", "nf4", "--keep-as", "source"][..], 0.02),
+        ("sf4", &["--keep-as", "source"][..], 0.02),
     ] {
         let out = tmp.path().join(dir);
         let summary = convert(&out, extra);
@@ -359,6 +361,8 @@ fn calibrated_conversion_of_fp8_equals_that_of_its_f32_dequantization() {
             "1500",
             "--calibrate-window",
             "256",
+            "--keep-as",
+            "source",
         ])
     };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use tquant::convert::convert::{NoProgress, RunOptions};
 use tquant::convert::inspect::{inspect, verify};
-use tquant::convert::{Checkpoint, ConvertOptions, Layout, Policy, Weight};
+use tquant::convert::{Checkpoint, ConvertOptions, KeepAs, Layout, Policy, Weight};
 
 #[test]
 fn minilm_rows_convert_and_verify() {
@@ -31,14 +31,13 @@ fn minilm_real_weights_convert_and_verify() {
 fn convert_and_verify(model: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q");
-    let summary = tquant::convert::convert(
-        model,
-        &out,
-        &ConvertOptions::default(),
-        &RunOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    // Embeddings at source precision (not q8_0): every quantized tensor is an sf4 matrix.
+    let opts = ConvertOptions {
+        keep_as: KeepAs::Source,
+        ..ConvertOptions::default()
+    };
+    let summary =
+        tquant::convert::convert(model, &out, &opts, &RunOptions::default(), &NoProgress).unwrap();
     // 6 layers x (query, key, value, attention output, intermediate, output) matrices.
     assert_eq!(summary.quantized, 36);
     assert_eq!(summary.skipped, 0);

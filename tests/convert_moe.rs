@@ -9,14 +9,19 @@ use serde_json::Value;
 use std::path::Path;
 use tquant::convert::convert::{NoProgress, RunOptions};
 use tquant::convert::inspect::verify;
-use tquant::convert::{quantize_tensor, Checkpoint, ConvertOptions, Weight};
+use tquant::convert::{quantize_tensor, Checkpoint, ConvertOptions, KeepAs, Weight};
 
 fn convert(input: &Path, out: &Path, threads: usize) -> tquant::convert::ConvertSummary {
     let run = RunOptions {
         force: false,
         threads: Some(threads),
     };
-    tquant::convert::convert(input, out, &ConvertOptions::default(), &run, &NoProgress).unwrap()
+    // Embeddings and lm_head at source precision: the shards' counts are the 4-bit matrices.
+    let opts = ConvertOptions {
+        keep_as: KeepAs::Source,
+        ..ConvertOptions::default()
+    };
+    tquant::convert::convert(input, out, &opts, &run, &NoProgress).unwrap()
 }
 
 #[test]

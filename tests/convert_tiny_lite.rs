@@ -20,8 +20,9 @@ fn default_conversion_quantizes_decoder_matrices_and_keeps_the_rest() {
     let out = tmp.path().join("q");
     let summary = convert_with(&ConvertOptions::default(), &out);
     // 3 layers: attention (4 matrices each), layer 0 dense MLP (3), layers 1-2: 8 experts x 3
-    // + shared experts (3); routers, norms, embeddings and lm_head kept.
-    assert_eq!(summary.quantized, 3 * 4 + 3 + 2 * (8 * 3 + 3));
+    // + shared experts (3) in sf4; embeddings and lm_head in q8_0; routers and norms kept.
+    assert_eq!(summary.quantized, 3 * 4 + 3 + 2 * (8 * 3 + 3) + 2);
+    assert_eq!(summary.q8_0, 2);
     assert_eq!(summary.skipped, 0);
 
     let original = Checkpoint::open(tiny_lite()).unwrap();
@@ -32,12 +33,16 @@ fn default_conversion_quantizes_decoder_matrices_and_keeps_the_rest() {
         names,
         "logical names survive"
     );
-    for kept in [
-        "model.embed_tokens.weight",
-        "lm_head.weight",
-        "model.layers.1.mlp.gate.weight",
-    ] {
-        assert!(matches!(q.get(kept).unwrap(), Weight::Dense(_)), "{kept}");
+    assert!(matches!(
+        q.get("model.layers.1.mlp.gate.weight").unwrap(),
+        Weight::Dense(_)
+    ));
+    for q8 in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let Weight::Quantized(v) = q.get(q8).unwrap() else {
+            panic!("{q8} is not quantized")
+        };
+        assert!(v.info.is_q8_0(), "{q8}: {}", v.info.format);
+        assert_eq!(v.info.bits_per_weight(), 8.5);
     }
     let cfg = q.config().expect("config.json copied");
     assert_eq!(cfg["quantization_config"]["quant_method"], "tquant");
@@ -46,8 +51,13 @@ fn default_conversion_quantizes_decoder_matrices_and_keeps_the_rest() {
     let report = verify(&original, &q).unwrap();
     assert_eq!(report.tensors.len(), summary.quantized);
     assert!(report.kept_different.is_empty());
-    assert_eq!(report.kept_identical, 14);
-    for t in &report.tensors {
+    assert_eq!(report.kept_identical, 12);
+    for t in report.tensors.iter().filter(|t| t.format == "q8_0") {
+        // 8-bit codes with an f16 scale per 32: about 3e-5.
+        assert!(t.nmse > 0.0 && t.nmse < 1e-4, "{}: nmse {}", t.name, t.nmse);
+        assert_eq!(t.bits_per_weight, 8.5);
+    }
+    for t in report.tensors.iter().filter(|t| t.format != "q8_0") {
         // Round-to-nearest 4-bit with per-64 absmax scales on near-normal weights: about 0.0085.
         assert!(
             t.nmse > 0.004 && t.nmse < 0.012,

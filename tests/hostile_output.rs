@@ -321,7 +321,8 @@ fn racing_processes_for_one_output_one_wins_the_other_errors() {
         let spawn = |format: &str| {
             Command::new(env!("CARGO_BIN_EXE_tquant"))
                 .args(["convert", p(&model), "-o", p(&out), "--format", format])
-                .args(["--threads", "1"])
+                // Embeddings at source precision: every quantized tensor has the format.
+                .args(["--threads", "1", "--keep-as", "source"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -614,3 +614,135 @@ fn eval_refuses_a_non_finite_stored_scale() {
         &[target, "is not finite"],
     );
 }
+
+const EMB: &str = "model.embed_tokens.weight";
+
+/// A q8_0 tensor (the embeddings, stored so by default) that is cut short, mis-shaped,
+/// mis-described or holds a non-finite scale is refused, naming the file and the tensor.
+#[test]
+fn tampered_q8_0_tensors_are_refused_naming_file_and_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("model.safetensors"),
+        st_bytes(
+            &[
+                f32s(EMB, &[40, 64], &values(2560, 4)),
+                f32s(Q, &[32, 64], &values(2048, 1)),
+            ],
+            &[],
+        ),
+    )
+    .unwrap();
+    let good = quantized(&src, &tmp.path().join("good"), None, Layout::Tquant);
+    let ckpt = Checkpoint::open(&good).unwrap();
+    let Weight::Quantized(v) = ckpt.get(EMB).unwrap() else {
+        panic!("{EMB} is stored as q8_0 by default")
+    };
+    assert!(v.info.is_q8_0());
+    drop(ckpt);
+    let info = |f: fn(&mut Value)| -> Edit { Box::new(move |_, m| edit_info(m, EMB, f)) };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "q8_codes_short",
+            "",
+            Box::new(|t, _| {
+                let c = find(t, &format!("{EMB}.codes"));
+                c.shape[0] -= 1;
+                c.bytes.truncate(39 * 64);
+            }),
+        ),
+        (
+            "q8_codes_u8",
+            "I8",
+            Box::new(|t, _| find(t, &format!("{EMB}.codes")).dtype = "U8"),
+        ),
+        (
+            "q8_codes_packed",
+            "",
+            Box::new(|t, _| {
+                let c = find(t, &format!("{EMB}.codes"));
+                c.shape[1] = 32;
+                c.bytes.truncate(40 * 32);
+            }),
+        ),
+        (
+            "q8_scales_per_64",
+            "",
+            Box::new(|t, _| {
+                let s = find(t, &format!("{EMB}.scales"));
+                s.shape[1] = 1;
+                s.bytes.truncate(40 * 2);
+            }),
+        ),
+        (
+            "q8_scales_missing",
+            "lacks its part",
+            Box::new(|t, _| t.retain(|t| t.name != format!("{EMB}.scales"))),
+        ),
+        (
+            "q8_bits_4",
+            "q8_0 has 8 bits",
+            info(|v| v["bits"] = json!(4)),
+        ),
+        ("q8_block_64", "block 64", info(|v| v["block"] = json!(64))),
+        (
+            "q8_matrix_format",
+            "format 'nf4' in a q8_0 tensor",
+            info(|v| v["matrices"][0]["format"] = json!("nf4")),
+        ),
+    ];
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "abc").unwrap();
+    for (name, needle, edit) in cases {
+        let dir = tmp.path().join(name);
+        copy_dir(&good, &dir);
+        rebuild(&dir.join("model.safetensors"), |t, m| edit(t, m));
+        let err = Checkpoint::open(&dir)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        for n in ["model.safetensors", EMB, needle] {
+            assert!(err.contains(n), "{name}: '{n}' not in {err}");
+        }
+        for args in [
+            vec!["inspect", p(&dir)],
+            vec!["verify", p(&src), p(&dir)],
+            vec!["eval", p(&dir), "--text", p(&text)],
+        ] {
+            assert_clean_error(&tquant(&args), &["model.safetensors", EMB, needle]);
+        }
+    }
+
+    // A file cut short.
+    let dir = tmp.path().join("q8_truncated");
+    copy_dir(&good, &dir);
+    let file = dir.join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Checkpoint::open(&dir).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert_clean_error(&tquant(&["inspect", p(&dir)]), &["model.safetensors"]);
+
+    // A NaN scale: refused when the tensor is read, naming the block.
+    let dir = tmp.path().join("q8_nan_scale");
+    copy_dir(&good, &dir);
+    rebuild(&dir.join("model.safetensors"), |t, _| {
+        let s = find(t, &format!("{EMB}.scales"));
+        s.bytes[2 * 5..2 * 5 + 2].copy_from_slice(&[0, 0x7e]);
+    });
+    let err = Checkpoint::open(&dir)
+        .unwrap()
+        .get(EMB)
+        .map(|_| ())
+        .unwrap_err();
+    let err = err.to_string();
+    for n in ["model.safetensors", EMB, "row 2, block 1", "is not finite"] {
+        assert!(err.contains(n), "'{n}' not in {err}");
+    }
+    assert_clean_error(
+        &tquant(&["verify", p(&src), p(&dir)]),
+        &[EMB, "is not finite"],
+    );
+}

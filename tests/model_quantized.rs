@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use support::{max_diff, Dequantized};
 use tempfile::TempDir;
 use tquant::convert::{
-    convert, Checkpoint, ConvertOptions, Layout, NoProgress, Policy, RunOptions,
+    convert, Checkpoint, ConvertOptions, KeepAs, Layout, NoProgress, Policy, RunOptions,
 };
 use tquant::formats::{BlockQuantizer, BlockSize, ScaleDtype};
 use tquant::model::eval::bits_per_byte;
@@ -128,7 +128,29 @@ fn mxfp4_checkpoint_runs_quantized_as_dequantized() {
 
 #[test]
 fn quantized_file_matches_quantizing_in_memory() {
-    let dir = quantize(&fixture("lite"), "nf4", "32", "f32");
+    // Embeddings and lm_head at source precision, as the in-memory rule keeps them.
+    let dir = TempDir::new().unwrap();
+    let opts = ConvertOptions {
+        keep_as: KeepAs::Source,
+        ..ConvertOptions::from_args(
+            Some("nf4"),
+            None,
+            Some("32"),
+            Some("f32"),
+            Layout::Tquant,
+            Policy::default(),
+        )
+        .unwrap()
+    };
+    let out = dir.path().join("q");
+    convert(
+        &fixture("lite"),
+        &out,
+        &opts,
+        &RunOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let from_file = logits(&Model::open(&dir.path().join("q"), Options::default()).unwrap());
     let rule = rtn_decoder_matrices(
         "nf4".parse().unwrap(),
@@ -224,4 +246,42 @@ fn fused_experts_use_their_own_codebooks() {
     assert!(a.is_quantized() && !b.is_quantized());
     let d = max_diff(&logits(&a), &logits(&b));
     assert!(d < 1e-4, "per-expert codebooks: {d}");
+}
+
+/// The q8_0 embeddings and lm_head of a default conversion run from the memory map exactly as
+/// the same q8_0 matrices held in memory, quantized from the original's values.
+#[test]
+fn q8_0_embeddings_and_head_run_from_the_map() {
+    use tquant::formats::q8_0::Q8Matrix;
+    use tquant::model::{checkpoint_source, MemorySource, Q8Data};
+    let tiny = root().join("examples/tiny-lite");
+    let dir = quantize(&tiny, "sf4", "64", "f16");
+    let q = dir.path().join("q");
+    let model = Model::open(&q, Options::default()).unwrap();
+    let from_file = logits(&model);
+    let (file, original) = (
+        checkpoint_source(&q).unwrap(),
+        checkpoint_source(&tiny).unwrap(),
+    );
+    let mut memory = MemorySource::over(&file);
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        assert!(
+            matches!(file.tensor(name).unwrap(), TensorData::Q8 { .. }),
+            "{name}"
+        );
+        let TensorData::Dense { shape, values } = original.tensor(name).unwrap() else {
+            panic!("{name} is float in the original")
+        };
+        let m = Q8Matrix::quantize(&values, shape[0], shape[1]).unwrap();
+        memory.insert(
+            name,
+            TensorData::Q8 {
+                shape,
+                data: Q8Data::owned(m),
+            },
+        );
+    }
+    let config = Config::from_path(&q).unwrap();
+    let in_memory = logits(&Model::from_source(config, &memory, Options::default()).unwrap());
+    assert_eq!(max_diff(&from_file, &in_memory), 0.0);
 }

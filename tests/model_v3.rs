@@ -257,12 +257,20 @@ fn converted_to_nf4_keeps_the_mtp_layer_and_runs() {
         let name = format!("{mtp}.{q}");
         assert!(ckpt.quant_info(&name).is_some(), "{name} is not quantized");
     }
-    for kept in ["enorm.weight", "hnorm.weight", "embed_tokens.weight"] {
+    for kept in ["enorm.weight", "hnorm.weight"] {
         let name = format!("{mtp}.{kept}");
         assert!(
             matches!(ckpt.get(&name).unwrap(), Weight::Dense(_)),
             "{name}"
         );
+    }
+    // Its embedding table is stored as q8_0, as the model's own (the default).
+    for name in [
+        format!("{mtp}.embed_tokens.weight"),
+        "model.embed_tokens.weight".into(),
+    ] {
+        let info = ckpt.quant_info(&name);
+        assert!(info.is_some_and(|i| i.is_q8_0()), "{name} is not q8_0");
     }
     // Routers stay float; the bias keeps its f32.
     for l in [2, 3] {

@@ -55,6 +55,16 @@ fn matrix(c: &Arc<Checkpoint>, name: &str, expert: usize) -> Result<Matrix> {
             ),
         ));
     }
+    if view.info.is_q8_0() {
+        return Err(Error::new(
+            TQUANT_ERR_UNSUPPORTED,
+            format!(
+                "{}: tensor '{name}' is q8_0 (the converter's default for embeddings and \
+                 lm_head), which the C API does not multiply; convert with keep-as source",
+                c.root().display()
+            ),
+        ));
+    }
     if expert >= view.experts() {
         return Err(Error::new(
             TQUANT_ERR_ARG,
@@ -109,4 +119,36 @@ pub unsafe extern "C" fn tquant_checkpoint_free(c: *mut CheckpointHandle) {
     // SAFETY: made by Box::into_raw in this crate and not freed before, by the caller's contract.
     let c = unsafe { Box::from_raw(c) };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(c)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The converter's default stores an embedding as q8_0, which the C API refuses by name.
+    #[test]
+    fn a_q8_0_tensor_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("float");
+        std::fs::create_dir_all(&input).unwrap();
+        let bytes: Vec<u8> = (0..32 * 64)
+            .flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes())
+            .collect();
+        let name = "model.embed_tokens.weight";
+        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![32, 64], &bytes)
+            .unwrap();
+        safetensors::serialize_to_file(vec![(name, v)], None, &input.join("model.safetensors"))
+            .unwrap();
+        let out = dir.path().join("q");
+        let run = tquant_convert::RunOptions::default();
+        let opts = tquant_convert::ConvertOptions::default();
+        tquant_convert::convert(&input, &out, &opts, &run, &tquant_convert::NoProgress).unwrap();
+        let c = Arc::new(Checkpoint::open(&out).unwrap());
+        assert!(c.quant_info(name).unwrap().is_q8_0());
+        let Err(err) = matrix(&c, name, 0) else {
+            panic!("a q8_0 tensor became a matrix")
+        };
+        assert_eq!(err.code, TQUANT_ERR_UNSUPPORTED);
+        assert!(err.message.contains(name) && err.message.contains("q8_0"));
+    }
 }

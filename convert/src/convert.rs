@@ -80,8 +80,10 @@ pub struct ConvertSummary {
     pub threads: usize,
     /// Every tensor of the input, in file order.
     pub tensors: Vec<TensorSummary>,
-    /// Tensors quantized.
+    /// Tensors quantized (q8_0 ones included).
     pub quantized: usize,
+    /// Of those, the tensors stored as q8_0 (embeddings and output head by default).
+    pub q8_0: usize,
     /// Tensors copied unchanged (or dequantized from FP8).
     pub kept: usize,
     /// Tensors left out as derived buffers.
@@ -92,13 +94,14 @@ pub struct ConvertSummary {
     pub dequantized: Vec<String>,
     /// Parameters written.
     pub params: u64,
-    /// Parameters quantized.
+    /// Parameters quantized (q8_0 ones included).
     pub params_quantized: u64,
     /// Bytes of input read.
     pub input_bytes: u64,
     /// Bytes of tensor data written.
     pub output_bytes: u64,
-    /// Output tensor bytes * 8 / parameters.
+    /// Output tensor bytes * 8 / parameters: every stored byte (codes, scales, codebooks, kept
+    /// tensors; q8_0 ones at 8.5 bits per weight) over every parameter written.
     pub bits_per_weight: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
@@ -119,6 +122,11 @@ enum Job {
     /// A kept FP8 weight, written as BF16.
     Dequantize {
         tensor: (usize, usize),
+    },
+    /// Rows of a q8_0 tensor.
+    Q8 {
+        plan: usize,
+        chunk: usize,
     },
 }
 
@@ -197,6 +205,15 @@ pub fn convert(
     }
     for (pi, p) in plans.iter().enumerate() {
         let elem = dtype_bytes(p.dtype).unwrap_or(4) as u64;
+        if p.info.is_q8_0() {
+            let (rows, per) = (p.info.experts() * p.info.rows(), p.q8_rows_per_chunk());
+            for chunk in 0..p.q8_chunks() {
+                let n = per.min(rows - chunk * per);
+                let bytes = (n * p.info.cols()) as u64 * elem;
+                batches[0].push((bytes, Job::Q8 { plan: pi, chunk }));
+            }
+            continue;
+        }
         let per_job = p.info.numel() as u64 * elem / p.jobs() as u64;
         let fused = p.info.shape.len() == 3;
         for e in 0..p.jobs() {
@@ -304,7 +321,10 @@ pub fn convert(
         output_bytes += s.data_len();
     }
     for p in &plans {
-        let infos = &results[p.first_result..p.first_result + p.jobs()];
+        let infos = match p.info.is_q8_0() {
+            true => &p.info.matrices[..],
+            false => &results[p.first_result..p.first_result + p.jobs()],
+        };
         let s = &mut summaries[p.summary];
         s.format = Some(p.info.format.clone());
         s.formats = infos.iter().map(|m| m.format.clone()).collect();
@@ -338,6 +358,7 @@ pub fn convert(
         scale_rule: opts.scale_rule.name().into(),
         threads,
         quantized: count(Action::Quantize),
+        q8_0: plans.iter().filter(|p| p.info.is_q8_0()).count(),
         kept: count(Action::Keep),
         skipped: count(Action::Skip),
         dropped: summaries
@@ -434,6 +455,7 @@ impl JobContext<'_> {
                 .map_err(|e| ConvertError::io(path, e))
             }
             Job::Matrix { plan, expert } => self.quantize(&self.plans[plan], expert),
+            Job::Q8 { plan, chunk } => self.quantize_q8(&self.plans[plan], chunk),
             Job::Dequantize { tensor: (si, ti) } => {
                 let t = &self.shards[si].tensors[ti];
                 let bytes: Vec<u8> = self
@@ -447,6 +469,47 @@ impl JobContext<'_> {
                     .map_err(|e| ConvertError::io(path, e))
             }
         }
+    }
+
+    /// Rows `chunk * per..` of a q8_0 tensor: read, quantized as ggml does, written.
+    fn quantize_q8(&self, p: &QuantPlan, chunk: usize) -> Result<(), ConvertError> {
+        let src = &self.ckpt.shards()[p.in_shard];
+        let (rows, cols) = (p.info.experts() * p.info.rows(), p.info.cols());
+        let per = p.q8_rows_per_chunk();
+        let (r0, n) = (chunk * per, per.min(rows - chunk * per));
+        let values = if is_fp8(p.dtype) {
+            // One chunk: the whole weight with its block scales.
+            self.ckpt.dense_f32(&p.name)?
+        } else {
+            let elem = dtype_bytes(p.dtype).unwrap_or(4);
+            let at = p.in_offset + (r0 * cols * elem) as u64;
+            let map = map_range(&src.file, &src.path, at, n * cols * elem)?;
+            let mut values = Vec::with_capacity(n * cols);
+            extend_f32(p.dtype, map.bytes(), &mut values);
+            values
+        };
+        let bad = count_non_finite(&values);
+        if bad > 0 {
+            return Err(ConvertError::NonFinite {
+                path: src.path.clone(),
+                tensor: p.name.clone(),
+                count: bad,
+                total: values.len(),
+            });
+        }
+        let m = tquant_formats::q8_0::Q8Matrix::quantize(&values, n, cols).map_err(|err| {
+            ConvertError::Format {
+                tensor: p.name.clone(),
+                source: err,
+            }
+        })?;
+        drop(values);
+        let (file, path) = &self.files[p.out_shard];
+        let bpr = p.info.blocks_per_row();
+        write_at(file, &m.code_bytes(), p.codes_at + (r0 * cols) as u64)
+            .map_err(|err| ConvertError::io(path, err))?;
+        write_at(file, &m.scale_bytes(), p.scales_at + (r0 * bpr * 2) as u64)
+            .map_err(|err| ConvertError::io(path, err))
     }
 
     fn quantize(&self, p: &QuantPlan, e: usize) -> Result<(), ConvertError> {

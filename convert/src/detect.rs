@@ -20,6 +20,7 @@ use tquant_formats::pack::{code_at, row_bytes};
 use tquant_formats::{Format, ScaleDtype};
 
 mod ct_int4;
+mod q8_0;
 
 /// Suffix of bitsandbytes' serialized quant state (`<weight>.quant_state.bitsandbytes__nf4`).
 pub const BNB_STATE_SUFFIXES: [&str; 2] = [
@@ -256,6 +257,9 @@ fn tquant_slot(
         )));
     }
     check_shape(&info.shape).map_err(bad)?;
+    if info.is_q8_0() {
+        return q8_0::q8_slot(ckpt, &path, name, info);
+    }
     if !(1..=4).contains(&info.bits) || info.block == 0 {
         return Err(bad(format!(
             "bits {} / block {} out of range",

@@ -41,6 +41,8 @@ pub enum Setting {
     CalibrationWindow,
     /// Tokens per input column a matrix needs to be calibrated.
     MinTokensPerColumn,
+    /// How the embeddings and the output head are stored.
+    KeepAs,
 }
 
 impl Setting {
@@ -60,6 +62,7 @@ impl Setting {
             Self::Damp => "damp",
             Self::CalibrationWindow => "calibration window",
             Self::MinTokensPerColumn => "min tokens per column",
+            Self::KeepAs => "keep as",
         }
     }
 }
@@ -212,6 +215,11 @@ pub enum ConvertError {
     BadNu {
         /// The value given.
         value: String,
+    },
+    /// q8_0 embeddings and output head asked of a layout other than tquant's.
+    KeepAsLayout {
+        /// The layout.
+        layout: Layout,
     },
     /// A scale rule other than absmax for a layout that fixes its own.
     ScaleRuleLayout {
@@ -633,6 +641,15 @@ impl ConvertError {
                 f,
                 "{OPTS}{} '{value}' is not a number, 'fit' or 'search'",
                 n(Setting::Nu)
+            ),
+            Self::KeepAsLayout { layout } => write!(
+                f,
+                "{OPTS}{} q8_0 needs {} tquant ({} stores the embeddings and the output head \
+                 at source precision: {} source)",
+                n(Setting::KeepAs),
+                n(Setting::Layout),
+                layout.name(),
+                n(Setting::KeepAs),
             ),
             Self::ScaleRuleLayout { rule, layout } => write!(
                 f,

@@ -44,14 +44,16 @@ pub struct InspectReport {
     pub tensors: Vec<InspectRow>,
     /// Bytes of every stored tensor.
     pub total_bytes: u64,
-    /// `total_bytes * 8 / params`.
+    /// `total_bytes * 8 / params`: every stored byte (a q8_0 tensor's at 8.5 bits per weight).
     pub bits_per_weight: f64,
     /// Parameters of every tensor.
     pub params: u64,
-    /// Parameters of the quantized tensors.
+    /// Parameters of the quantized tensors (q8_0 ones included).
     pub params_quantized: u64,
-    /// Quantized tensors.
+    /// Quantized tensors (q8_0 ones included).
     pub quantized: usize,
+    /// Of those, the tensors stored as q8_0.
+    pub q8_0: usize,
     /// Tensors kept unquantized.
     pub kept: usize,
 }
@@ -149,7 +151,12 @@ pub fn inspect(ckpt: &Checkpoint) -> Result<InspectReport, ConvertError> {
         tensors.push(row);
     }
     let quantized = tensors.iter().filter(|t| t.format != "none").count();
+    let q8_0 = tensors
+        .iter()
+        .filter(|t| t.format == tquant_formats::q8_0::Q8_NAME)
+        .count();
     Ok(InspectReport {
+        q8_0,
         kept: tensors.len() - quantized,
         quantized,
         bits_per_weight: total_bytes as f64 * 8.0 / params.max(1) as f64,

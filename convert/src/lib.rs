@@ -72,7 +72,7 @@ pub use checkpoint::{Checkpoint, TensorView, Weight};
 pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
 pub use error::{AutoListError, ConvertError, Setting, WithFlags};
 pub use options::{ConvertOptionsBuilder, FormatChoice};
-pub use policy::{Action, Policy};
+pub use policy::{Action, KeepAs, Policy};
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
 pub use recipe::{Overrides, Recipe, RecipeFormat};

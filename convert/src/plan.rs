@@ -58,6 +58,8 @@ const AUX_FILES: [&str; 8] = [
     "vocab.json",
     "merges.txt",
 ];
+/// Input bytes a q8_0 write job reads at most (whole rows; at least one).
+const Q8_CHUNK_BYTES: usize = 64 << 20;
 /// Worst-case float (longest JSON spelling) used to reserve header room for fit results.
 const WIDEST_F64: f64 = -1.234_567_890_123_456_7e-300;
 /// `__metadata__` key recording how a compressed-tensors file was rounded (`rtn`).
@@ -125,13 +127,33 @@ pub(crate) struct QuantPlan {
 }
 
 impl QuantPlan {
-    /// Jobs: one per matrix, except bitsandbytes' flattened layout (one per tensor).
+    /// Matrix jobs, each with its result (fit, codebook): one per matrix, except bitsandbytes'
+    /// flattened layout (one per tensor) and q8_0 (none: its description is final at plan
+    /// time, and its rows are written in chunks, [`QuantPlan::q8_chunks`]).
     pub(crate) fn jobs(&self) -> usize {
-        if self.info.layout == Layout::Bnb {
+        if self.info.is_q8_0() {
+            0
+        } else if self.info.layout == Layout::Bnb {
             1
         } else {
             self.info.experts()
         }
+    }
+
+    /// A q8_0 tensor's rows per write job: about [`Q8_CHUNK_BYTES`] of input, so a large
+    /// embedding is never read whole (an FP8 one is, once: its block scales span rows).
+    pub(crate) fn q8_rows_per_chunk(&self) -> usize {
+        let rows = self.info.experts() * self.info.rows();
+        if is_fp8(self.dtype) {
+            return rows;
+        }
+        let row_bytes = self.info.cols() * dtype_bytes(self.dtype).unwrap_or(4);
+        (Q8_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.max(1))
+    }
+
+    /// Write jobs of a q8_0 tensor.
+    pub(crate) fn q8_chunks(&self) -> usize {
+        (self.info.experts() * self.info.rows()).div_ceil(self.q8_rows_per_chunk())
     }
 }
 
@@ -202,7 +224,9 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                 continue;
             }
             let fp8 = is_fp8(entry.dtype);
-            let action = opts.policy.decide(&entry.name, &entry.shape, entry.dtype);
+            let action =
+                opts.policy
+                    .decide_keeping(&entry.name, &entry.shape, entry.dtype, opts.keep_as());
             let mut summary = TensorSummary {
                 name: entry.name.clone(),
                 action: action.name().into(),
@@ -241,6 +265,24 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
                     copy_from: Some((si, entry.offset)),
                     dequantize: false,
                 }),
+                Action::Q8 => {
+                    // Counted with the quantized tensors; its format says q8_0.
+                    summary.action = Action::Quantize.name().into();
+                    let info = QuantInfo::q8_0(&entry.shape, entry.dtype);
+                    summary.bits_per_weight = info.bits_per_weight();
+                    let mut plan = add_parts(
+                        &mut out,
+                        si,
+                        entry.name.clone(),
+                        entry.offset,
+                        entry.dtype,
+                        info,
+                        shards.len(),
+                        n_results,
+                    );
+                    plan.summary = summaries.len();
+                    plans.push(plan);
+                }
                 Action::Quantize => {
                     let mut info = plan_info(&entry.shape, entry.dtype, opts);
                     crate::calibration::annotate(&mut info, &entry.name, opts);
@@ -340,6 +382,21 @@ fn add_parts(
     let with = |tail: &[usize]| [lead.as_slice(), tail].concat();
     let (rows, cols) = (info.rows(), info.cols());
     let (codes_part, scales_part, codebook_part) = match info.layout {
+        Layout::Tquant if info.is_q8_0() => {
+            let c = push(
+                format!("{name}{CODES_SUFFIX}"),
+                Dtype::I8,
+                with(&[rows, cols]),
+                None,
+            );
+            let s = push(
+                format!("{name}{SCALES_SUFFIX}"),
+                Dtype::F16,
+                with(&[rows, info.blocks_per_row()]),
+                None,
+            );
+            (c, s, None)
+        }
         // Options with the gguf layout are refused before planning (`validate`).
         Layout::Tquant | Layout::Gguf => {
             let c = push(
@@ -496,6 +553,11 @@ pub(crate) fn shard_metadata(
         scale: WIDEST_F64,
     };
     for p in plans.iter().filter(|p| p.out_shard == si) {
+        if p.info.is_q8_0() {
+            // Final at plan time: nothing is fitted.
+            meta.insert(format!("{META_PREFIX}{}", p.name), p.info.to_json());
+            continue;
+        }
         let mut info = p.info.clone();
         match results {
             Some(r) => info.matrices = r[p.first_result..p.first_result + p.jobs()].to_vec(),
@@ -596,6 +658,7 @@ fn quantization_config(shards: &[OutShard], opts: &ConvertOptions) -> Value {
             "exclude": opts.policy.exclude,
             "drop": opts.policy.drop,
             "calibration": opts.calibration.as_deref().map(|c| c.summary()),
+            "keep_as": opts.keep_as().name(),
         }),
         Layout::Bnb => layouts::bnb_config(),
         Layout::Mxfp4 => json!({

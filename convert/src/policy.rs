@@ -17,6 +17,9 @@ pub enum Action {
     /// Leave out of the output because `--drop` names it (e.g. DeepSeek-V3's multi-token
     /// prediction layer, which inference does not run).
     Drop,
+    /// Store as q8_0 (int8 codes, an f16 scale per 32 along a row): the embeddings and the
+    /// output head under [`KeepAs::Q8_0`], in tquant's layout.
+    Q8,
 }
 
 impl Action {
@@ -27,6 +30,45 @@ impl Action {
             Action::Keep => "keep",
             Action::Skip => "skip",
             Action::Drop => "drop",
+            Action::Q8 => "q8_0",
+        }
+    }
+}
+
+/// How the matrices the default policy does not quantize to 4 bits, the embeddings and the
+/// output head (`lm_head`), are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum KeepAs {
+    /// q8_0 (8.5 bits per weight; ggml's Q8_0): the default in tquant's layout.
+    #[default]
+    Q8_0,
+    /// Their source dtype, copied unchanged.
+    Source,
+}
+
+impl KeepAs {
+    /// The name settings use (`q8_0`, `source`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::Source => "source",
+        }
+    }
+}
+
+impl std::fmt::Display for KeepAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeepAs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "q8_0" => Ok(Self::Q8_0),
+            "source" => Ok(Self::Source),
+            _ => Err(format!("unknown storage '{s}' (q8_0, source)")),
         }
     }
 }
@@ -48,7 +90,8 @@ pub const ROUTER_GLOBS: [&str; 5] = [
 /// Default: quantize float matrices inside repeated blocks (`layers.N.`, `layer.N.`, `h.N.`,
 /// `blocks.N.`): attention projections, dense MLPs, shared experts, routed experts (per expert,
 /// or fused 3-D tensors whose name mentions `experts`). Keep embeddings, `lm_head`, routers,
-/// norms and every 1-D tensor. `--exclude` wins over `--include`, which wins over the default;
+/// norms and every 1-D tensor (the embeddings and `lm_head` as q8_0 with
+/// [`Policy::decide_keeping`] and [`KeepAs::Q8_0`], tquant's layout's default). `--exclude` wins over `--include`, which wins over the default;
 /// an included tensor is still only quantized when it is a float matrix (2-D or 3-D; FP8 with
 /// block scales counts as float). `--drop` wins over everything: the tensor is not written.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,8 +105,23 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// What happens to tensor `name` of `shape` and `dtype`.
+    /// What happens to tensor `name` of `shape` and `dtype`, the embeddings and output head
+    /// kept at their source precision (as every layout but tquant's stores them).
     pub fn decide(&self, name: &str, shape: &[usize], dtype: Dtype) -> Action {
+        self.decide_keeping(name, shape, dtype, KeepAs::Source)
+    }
+
+    /// [`Policy::decide`], with the embeddings and the output head that the default keeps
+    /// stored as `keep` says: [`Action::Q8`] for a 2-D float one under [`KeepAs::Q8_0`]. An
+    /// `exclude` glob still keeps them at source precision, an `include` glob still quantizes
+    /// them to 4 bits.
+    pub fn decide_keeping(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: Dtype,
+        keep: KeepAs,
+    ) -> Action {
         if self.drop.iter().any(|g| glob_match(g, name)) {
             return Action::Drop;
         }
@@ -80,10 +138,22 @@ impl Policy {
         }
         if default_quantizes(name, shape) {
             Action::Quantize
+        } else if keep == KeepAs::Q8_0 && shape.len() == 2 && is_embedding_or_head(name) {
+            Action::Q8
         } else {
             Action::Keep
         }
     }
+}
+
+/// Token (and position) embeddings, and the output head: `*embed*.weight`, `lm_head.weight`.
+fn is_embedding_or_head(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    name.ends_with("weight")
+        && !lower.contains("norm")
+        && (lower.contains("embed")
+            || name == "lm_head.weight"
+            || name.ends_with(".lm_head.weight"))
 }
 
 fn default_quantizes(name: &str, shape: &[usize]) -> bool {
@@ -207,6 +277,48 @@ mod tests {
             ),
             Action::Keep
         );
+    }
+
+    #[test]
+    fn embeddings_and_head_are_q8_0_when_asked() {
+        let p = Policy::default();
+        let d = |n: &str, s: &[usize], k| p.decide_keeping(n, s, Dtype::BF16, k);
+        for n in [
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.layers.61.embed_tokens.weight",
+            "embeddings.word_embeddings.weight",
+        ] {
+            assert_eq!(d(n, &[8, 16], KeepAs::Q8_0), Action::Q8, "{n}");
+            assert_eq!(d(n, &[8, 16], KeepAs::Source), Action::Keep, "{n}");
+            assert_eq!(p.decide(n, &[8, 16], Dtype::BF16), Action::Keep, "{n}");
+        }
+        // Routers, norms, vectors, 3-D and integer tensors are never q8_0.
+        for (n, s) in [
+            ("model.layers.1.mlp.gate.weight", &[8, 16][..]),
+            ("model.norm.weight", &[8, 16]),
+            ("embeddings.LayerNorm.weight", &[16]),
+            ("model.embed_tokens.weight", &[16]),
+            ("model.embed_tokens.weight", &[2, 8, 16]),
+        ] {
+            assert_eq!(d(n, s, KeepAs::Q8_0), Action::Keep, "{n}");
+        }
+        assert_eq!(
+            p.decide_keeping("lm_head.weight", &[8, 16], Dtype::I32, KeepAs::Q8_0),
+            Action::Keep
+        );
+        // --include still quantizes to 4 bits, --exclude still keeps the source.
+        let p = Policy {
+            include: vec!["lm_head.weight".into()],
+            exclude: vec!["model.embed_tokens.weight".into()],
+            drop: Vec::new(),
+        };
+        let d = |n: &str| p.decide_keeping(n, &[8, 16], Dtype::F32, KeepAs::Q8_0);
+        assert_eq!(d("lm_head.weight"), Action::Quantize);
+        assert_eq!(d("model.embed_tokens.weight"), Action::Keep);
+        assert_eq!("source".parse::<KeepAs>(), Ok(KeepAs::Source));
+        assert_eq!(KeepAs::Q8_0.to_string().parse::<KeepAs>(), Ok(KeepAs::Q8_0));
+        assert!("q4".parse::<KeepAs>().unwrap_err().contains("q8_0, source"));
     }
 
     #[test]

@@ -64,10 +64,11 @@ impl<'a> QuantizedView<'a> {
     }
 
     /// Matrix `e` (0 for a 2-D tensor) in tquant's code layout, or `None` for bitsandbytes'
-    /// flattened layout, which no kernel reads directly.
+    /// flattened layout, which no kernel reads directly, and for q8_0 (no codebook:
+    /// [`QuantizedView::q8_matrix`]).
     pub fn matrix(&self, e: usize) -> Option<MatrixRef<'a>> {
         let i = self.info;
-        if i.layout == Layout::Bnb || e >= i.experts() {
+        if i.layout == Layout::Bnb || i.is_q8_0() || e >= i.experts() {
             return None;
         }
         let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
@@ -102,6 +103,11 @@ impl<'a> QuantizedView<'a> {
                     .into(),
             ));
         }
+        if self.info.is_q8_0() {
+            return Err(invalid(
+                "q8_0 has no codebook: take it with QuantizedView::q8_matrix".into(),
+            ));
+        }
         let parts = self.matrix(e).ok_or_else(|| {
             invalid(format!(
                 "expert {e} asked for, the tensor has {}",
@@ -111,6 +117,38 @@ impl<'a> QuantizedView<'a> {
         QMatrix::from_parts(parts).map_err(|err| ConvertError::Kernel {
             tensor: self.name.to_string(),
             source: err,
+        })
+    }
+
+    /// The kernels' view of q8_0 matrix `e` (0 for a 2-D tensor), checked: an error for
+    /// another format, an expert past the end, parts that do not match the shape, or scales
+    /// not on a 2-byte boundary in memory (never so in tquant's files).
+    pub fn q8_matrix(&self, e: usize) -> Result<tquant_kernels::Q8Matrix<'a>, ConvertError> {
+        let invalid = |reason: String| ConvertError::Invalid {
+            tensor: self.name.to_string(),
+            reason,
+        };
+        let i = self.info;
+        if !i.is_q8_0() {
+            return Err(invalid(format!("format '{}' is not q8_0", i.format)));
+        }
+        if e >= i.experts() {
+            return Err(invalid(format!(
+                "expert {e} asked for, the tensor has {}",
+                i.experts()
+            )));
+        }
+        let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
+        let codes = self.codes.get(e * cb..(e + 1) * cb).unwrap_or(&[]);
+        let scales = self.scales.get(e * sb..(e + 1) * sb).unwrap_or(&[]);
+        let scales = tquant_kernels::bf16_bits(scales)
+            .ok_or_else(|| invalid("f16 scales not on a 2-byte boundary".into()))?;
+        let codes = tquant_kernels::int8::i8_codes(codes);
+        tquant_kernels::Q8Matrix::new(i.rows(), i.cols(), codes, scales).map_err(|err| {
+            ConvertError::Kernel {
+                tensor: self.name.to_string(),
+                source: err,
+            }
         })
     }
 
@@ -155,6 +193,16 @@ impl<'a> QuantizedView<'a> {
         let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
         let codes = &self.codes[e * cb..(e + 1) * cb];
         let scales = &self.scales[e * sb..(e + 1) * sb];
+        if i.is_q8_0() {
+            // int8 codes times the f16 scale of their block of 32.
+            let nb = i.blocks_per_row();
+            for (k, o) in out.iter_mut().enumerate() {
+                let (r, c) = (k / cols, k % cols);
+                let s = i.scale_dtype.read(scales, r * nb + c / i.block);
+                *o = codes[k] as i8 as f32 * s;
+            }
+            return Ok(out);
+        }
         let table = &i.matrices[e].codebook;
         let rb = row_bytes(cols);
         let nb = i.blocks_per_row();

@@ -5,6 +5,7 @@
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use tquant_formats::pack::row_bytes;
+use tquant_formats::q8_0::{Q8_BLOCK, Q8_NAME};
 use tquant_formats::{ScaleDtype, ScaleRule};
 
 /// Version of the on-disk description; bumped on any incompatible change.
@@ -297,8 +298,18 @@ impl QuantInfo {
         self.cols().div_ceil(self.block)
     }
 
-    /// Bytes of packed codes of one matrix (tquant and MXFP4 layouts).
+    /// Whether this is a q8_0 tensor (int8 codes, an f16 scale per 32 along a row; no
+    /// codebook), which tquant's layout stores beside its 4-bit ones.
+    pub fn is_q8_0(&self) -> bool {
+        self.format == Q8_NAME
+    }
+
+    /// Bytes of codes of one matrix: packed nibbles (tquant and MXFP4 layouts), one byte per
+    /// element for q8_0.
     pub fn matrix_code_bytes(&self) -> usize {
+        if self.is_q8_0() {
+            return self.rows() * self.cols();
+        }
         self.rows() * row_bytes(self.cols())
     }
 
@@ -357,9 +368,41 @@ impl QuantInfo {
         }
     }
 
-    /// Stored bits per weight, codes and scales (the codebook excluded).
+    /// Stored bits per weight, codes and scales (the codebook excluded): 8.5 for q8_0 whose rows
+    /// are whole blocks of 32.
     pub fn bits_per_weight(&self) -> f64 {
         (self.code_bytes() + self.scale_bytes()) as f64 * 8.0 / self.numel().max(1) as f64
+    }
+
+    /// A 2-D tensor of `shape` and original `dtype` stored as q8_0 in tquant's layout: codes
+    /// `I8 [rows, cols]` and f16 scales `[rows, ceil(cols / 32)]`, no codebook.
+    pub fn q8_0(shape: &[usize], dtype: Dtype) -> Self {
+        let experts = if shape.len() == 3 { shape[0] } else { 1 };
+        Self {
+            version: FORMAT_VERSION,
+            layout: Layout::Tquant,
+            format: Q8_NAME.into(),
+            bits: 8,
+            shape: shape.to_vec(),
+            dtype: dtype.to_string(),
+            block: Q8_BLOCK,
+            scale_dtype: ScaleDtype::F16,
+            scale_rule: Some(ScaleRule::Absmax),
+            calibration: None,
+            matrices: vec![
+                MatrixInfo {
+                    format: Q8_NAME.into(),
+                    nu: None,
+                    fit: None,
+                    fit_tensor: None,
+                    codebook: Vec::new(),
+                    global_scale: None,
+                };
+                experts
+            ],
+            nested_absmax_block: None,
+            e4m3_stored: false,
+        }
     }
 
     /// The metadata JSON of tquant's layout.

@@ -45,9 +45,13 @@ impl fmt::Display for InspectReport {
                 nu_cell(&t.nu)
             )?;
         }
+        let q8 = match self.q8_0 {
+            0 => String::new(),
+            n => format!(" ({n} as q8_0)"),
+        };
         writeln!(
             out,
-            "{} tensors ({} quantized, {} kept), {:.3} M parameters, {:.2} MB, {:.3} bits per weight",
+            "{} tensors ({} quantized{q8}, {} kept), {:.3} M parameters, {:.2} MB, {:.3} bits per weight",
             self.tensors.len(),
             self.quantized,
             self.kept,

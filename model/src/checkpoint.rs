@@ -1,13 +1,13 @@
 //! Checkpoints through tquant-convert's reader: original (bf16/f16/f32, sharded) or quantized.
 //!
-//! Quantized tensors stay in the memory map: a [`Packed::Mapped`] holds the checkpoint and the
-//! tensor's name, and each product borrows the codes and scales from the map again (a lookup,
+//! Quantized tensors stay in the memory map: a [`Packed::Mapped`] (a q8_0 tensor's
+//! [`Q8Data::Mapped`]) holds the checkpoint and the tensor's name, and each product borrows the codes and scales from the map again (a lookup,
 //! no copy). bf16 matrices do the same through [`Bf16Data::Mapped`] (copied once, still bf16,
 //! if the file places them at an odd byte offset). Other float tensors (f16, f32, FP8 with
 //! block scales, 1-D bf16 vectors) are widened to f32 in memory.
 
 use crate::kernels;
-use crate::linear::{Bf16Data, Packed};
+use crate::linear::{Bf16Data, Packed, Q8Data};
 use crate::weights::{QuantTensor, TensorData, TensorSource};
 use crate::ModelError;
 use std::collections::HashSet;
@@ -141,6 +141,27 @@ impl TensorSource for CheckpointSource {
                 Ok(TensorData::Dense {
                     shape: v.shape().to_vec(),
                     values: Weight::Quantized(v).to_f32()?,
+                })
+            }
+            Weight::Quantized(v) if v.info.is_q8_0() => {
+                let data = match kernels::bf16_bits(v.scales) {
+                    Some(_) => Q8Data::Mapped {
+                        ckpt: self.ckpt.clone(),
+                        name: name.into(),
+                    },
+                    // Scales at an odd address: copied once.
+                    None => Q8Data::Owned {
+                        codes: kernels::int8::i8_codes(v.codes).into(),
+                        scales: v
+                            .scales
+                            .chunks_exact(2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                            .collect(),
+                    },
+                };
+                Ok(TensorData::Q8 {
+                    shape: v.shape().to_vec(),
+                    data,
                 })
             }
             Weight::Quantized(v) => Ok(TensorData::Quantized(QuantTensor {

@@ -279,15 +279,24 @@ impl QuantMatrix {
     }
 }
 
-/// q8_0 codes and scales, held in memory (a model quantized as it loads, or generated).
+/// Where q8_0 codes and scales live.
 #[derive(Debug, Clone)]
 pub enum Q8Data {
-    /// int8 codes `[rows, cols]`, f16 scale bits `[rows, blocks]`.
+    /// In memory (a model quantized as it loads, or generated): int8 codes `[rows, cols]`,
+    /// f16 scale bits `[rows, blocks]`.
     Owned {
         /// Codes.
         codes: Arc<[i8]>,
         /// Scale bits.
         scales: Arc<[u16]>,
+    },
+    /// q8_0 tensor `name` of a memory-mapped checkpoint (its scales checked 2-byte aligned
+    /// when loaded), borrowed afresh for each product: no copy.
+    Mapped {
+        /// The checkpoint.
+        ckpt: Arc<tquant_convert::Checkpoint>,
+        /// The tensor's name in it.
+        name: Arc<str>,
     },
 }
 
@@ -305,6 +314,14 @@ impl Q8Data {
     fn with<R>(&self, f: impl FnOnce(&[i8], &[u16]) -> R) -> R {
         match self {
             Self::Owned { codes, scales } => f(codes, scales),
+            // A vanished tensor gives empty slices, which fail the view's length check.
+            Self::Mapped { ckpt, name } => match ckpt.quantized_parts(name) {
+                Ok(v) => f(
+                    kernels::int8::i8_codes(v.codes),
+                    kernels::bf16_bits(v.scales).unwrap_or(&[]),
+                ),
+                Err(_) => f(&[], &[]),
+            },
         }
     }
 }

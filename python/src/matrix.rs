@@ -83,9 +83,18 @@ impl QuantizedMatrix {
                     &view.shape()[1..]
                 ));
             }
+            let mode = if fast { Mode::Fast } else { Mode::Exact };
+            if view.info.is_q8_0() {
+                let q = view.q8_matrix(0).map_err(|e| e.to_string())?;
+                let mut y = vec![0.0f32; n * q.rows()];
+                let run = |y: &mut [f32]| {
+                    tquant_kernels::matmul_q8_0(&q, x, n, y, mode).map_err(|e| e.to_string())
+                };
+                in_pool(threads, || run(&mut y))?;
+                return Ok(y);
+            }
             let q = view.qmatrix(0).map_err(|e| e.to_string())?;
             let mut y = vec![0.0f32; n * q.rows()];
-            let mode = if fast { Mode::Fast } else { Mode::Exact };
             multiply(&q, x, n, &mut y, mode, threads)?;
             Ok(y)
         })
@@ -129,11 +138,20 @@ fn multiply(
     mode: Mode,
     threads: Option<usize>,
 ) -> Result<(), String> {
-    let run = |y: &mut [f32]| tquant_kernels::matmul(q, x, n, y, mode).map_err(|e| e.to_string());
+    in_pool(threads, || {
+        tquant_kernels::matmul(q, x, n, y, mode).map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `f` on all cores, or on a pool of `threads`.
+fn in_pool(
+    threads: Option<usize>,
+    f: impl FnOnce() -> Result<(), String> + Send,
+) -> Result<(), String> {
     match threads {
-        None | Some(0) => run(y),
+        None | Some(0) => f(),
         Some(t) if t > MAX_THREADS => Err(format!("{t} threads asked for; at most {MAX_THREADS}")),
-        Some(t) => pool(t)?.install(|| run(y)),
+        Some(t) => pool(t)?.install(f),
     }
 }
 
@@ -192,7 +210,7 @@ impl QuantizedMatrix {
 
     /// The packed codes as stored (uint8, a copy): `[rows, ceil(cols / 2)]` per matrix, element
     /// `2j` of a row in the low nibble of byte `j` (bitsandbytes' layout: flat, high nibble
-    /// first).
+    /// first; q8_0: one int8 code a byte, `[rows, cols]`, read them with `.view(np.int8)`).
     #[getter]
     fn codes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let v = self.view();
@@ -200,7 +218,7 @@ impl QuantizedMatrix {
         let mut shape = v.shape().to_vec();
         if i.layout == Layout::Bnb {
             shape = vec![v.codes.len()];
-        } else {
+        } else if !i.is_q8_0() {
             let last = shape.len() - 1;
             shape[last] = i.cols().div_ceil(2);
         }
@@ -227,7 +245,8 @@ impl QuantizedMatrix {
         to_numpy(py, values, &shape)
     }
 
-    /// The codebook in code order (float32): `[2^bits]`, or `[experts, 2^bits]`.
+    /// The codebook in code order (float32): `[2^bits]`, or `[experts, 2^bits]` (q8_0, whose
+    /// codes are the values: empty).
     #[getter]
     fn table(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let v = self.view();

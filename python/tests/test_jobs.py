@@ -43,6 +43,23 @@ def test_open_maps_names_to_arrays_and_matrices(tmp_path):
         np.testing.assert_array_equal(got, files.dequantize(name))
 
 
+def test_open_reads_q8_0_embeddings_and_head(tmp_path):
+    # The converter's default stores them as q8_0 (int8 codes, an f16 scale per 32 along a row).
+    tquant.convert(TINY, tmp_path / "q")
+    c = tquant.open(tmp_path / "q")
+    files = reader.Checkpoint(str(tmp_path / "q"))
+    x = np.linspace(-1, 1, 192, dtype=np.float32)
+    for name in ["model.embed_tokens.weight", "lm_head.weight"]:
+        m = c[name]
+        assert isinstance(m, tquant.QuantizedMatrix) and m.format == "q8_0"
+        assert m.bits_per_weight == 8.5 and m.block == 32 and m.scale_dtype == "f16"
+        assert m.codes.shape == (256, 192) and m.scales.shape == (256, 6)
+        d = m.dequantize()
+        np.testing.assert_array_equal(d, files.dequantize(name))
+        np.testing.assert_array_equal(d, m.codes.view(np.int8) * np.repeat(m.scales, 32, axis=1))
+        np.testing.assert_allclose(m @ x, d @ x, rtol=1e-5, atol=1e-5)
+
+
 def test_convert_refuses_an_existing_output_unless_forced(tmp_path):
     w = student_t((16, 64))
     write_safetensors(tmp_path / "model.safetensors", {WEIGHT: w})

@@ -6,7 +6,7 @@ use indicatif::ProgressBar;
 use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
 use tquant_convert::gguf::{convert_gguf, BlockRule, GgufError, GgufOptions, GgufRecipe};
-use tquant_convert::{Layout, Overrides, Policy, Recipe};
+use tquant_convert::{KeepAs, Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 use tquant_report::pipeline::layer_by_layer;
 
@@ -52,6 +52,11 @@ pub struct Args {
     /// Keep tensors matching this glob unquantized (FP8 ones as BF16); repeatable; beats --include.
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// How the embeddings and lm_head are stored: q8_0 (the default in the tquant layout; 8.5
+    /// bits per weight) or source (copied at source precision, as the other layouts keep them;
+    /// with gguf, q8_0 is the +q8_0 suffix). --include and --exclude still win.
+    #[arg(long)]
+    pub keep_as: Option<KeepAs>,
     /// Leave tensors matching this glob out of the output (e.g. 'model.layers.61.*'); repeatable;
     /// a glob matching nothing is an error.
     #[arg(long)]
@@ -100,6 +105,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let (recipe, b) = Recipe::builder_with(args.format.as_deref(), args.layout, &overrides)?;
     let (include, exclude, drop) = (args.include, args.exclude, args.drop);
+    let b = match args.keep_as {
+        Some(keep) => b.keep_as(keep),
+        None => b,
+    };
     let mut opts = b
         .policy(Policy {
             include,
@@ -163,6 +172,13 @@ fn run_gguf(args: Args) -> Result<()> {
     let mut recipe: GgufRecipe = args.format.as_deref().unwrap_or("iq4_nl").parse()?;
     if args.scale_rule == Some(ScaleRule::Search) {
         recipe.rule = BlockRule::Search;
+    }
+    match args.keep_as {
+        Some(KeepAs::Q8_0) => recipe.keep_q8_0 = true,
+        Some(KeepAs::Source) if recipe.keep_q8_0 => {
+            bail!("--keep-as source contradicts --format {recipe}: drop one of them")
+        }
+        _ => {}
     }
     let opts = GgufOptions {
         recipe,

@@ -395,6 +395,20 @@ fn tquant_codes_in_a_ggml_types_terms_are_moved_unchanged() {
     assert_eq!(blocks::dequantize(GgmlType::Iq4Nl, data), experts);
     // Kept unquantized in both: F32 as stored.
     assert_eq!(got["blk.0.attn_k_b.weight"].0, GgmlType::F32.id());
+    // The q8_0 embeddings and lm_head (the tquant layout's default) move into Q8_0 bit for
+    // bit, though the recipe has no +q8_0: ggml's Q8_0 of the source values.
+    let float = Checkpoint::open(&src).unwrap();
+    for (tq, gg) in [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("lm_head.weight", "output.weight"),
+    ] {
+        assert!(ckpt.quant_info(tq).unwrap().is_q8_0(), "{tq}");
+        let values = float.get(tq).unwrap().to_f32().unwrap();
+        let want = tquant_formats::q8_0::Q8Matrix::quantize(&values, VOCAB, 64).unwrap();
+        let (id, _, data) = &got[gg];
+        assert_eq!(*id, GgmlType::Q8_0.id(), "{gg}");
+        assert!(*data == want.to_ggml().unwrap(), "{gg}");
+    }
 
     // Another table is refused, naming the tensor, rather than rounded again.
     let e = convert_gguf(

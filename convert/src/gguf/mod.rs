@@ -318,8 +318,20 @@ fn plan(
                 ))
             }
         };
+        // A q8_0 tensor of a tquant checkpoint (its embeddings and output by default) is
+        // moved into Q8_0 bit for bit, whatever the recipe says of kept matrices.
+        let q8_input = matches!(&w, crate::Weight::Quantized(v) if v.info.is_q8_0());
         let ty = if is_f32_tensor(&gname, shape.len()) {
             GgmlType::F32
+        } else if q8_input && !quantize {
+            let q8 = GgufOptions {
+                recipe: GgufRecipe {
+                    keep_q8_0: true,
+                    ..opts.recipe
+                },
+                ..opts.clone()
+            };
+            matrix_type(root, name, &gname, &shape, false, dtype, &q8)?
         } else {
             matrix_type(root, name, &gname, &shape, quantize, dtype, opts)?
         };
@@ -472,6 +484,13 @@ fn write_tensor(
         let crate::Weight::Quantized(v) = ckpt.get(name)? else {
             return Ok(None);
         };
+        if v.info.is_q8_0() && p.info.ty == GgmlType::Q8_0 {
+            let mut out = Vec::new();
+            for e in 0..v.info.experts() {
+                out.extend(repack::repack_q8_0(&v.q8_matrix(e)?));
+            }
+            return Ok(Some(out));
+        }
         if let Some(why) = repack::mismatch(&v, p.info.ty) {
             return Err(tensor_err(root, name, why));
         }

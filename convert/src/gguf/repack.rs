@@ -1,6 +1,7 @@
 //! Matrices of a tquant checkpoint that are already in a ggml type's terms (its 16 values as
 //! the codebook, blocks of 32, f16 scales): their codes and scales moved into ggml's blocks,
-//! nothing rounded again. This is how codes chosen by GPTQ reach a GGUF file.
+//! nothing rounded again. This is how codes chosen by GPTQ reach a GGUF file; q8_0 matrices
+//! move into ggml's Q8_0 the same way.
 
 use super::blocks::{GgmlType, QK};
 use crate::quantized::MatrixRef;
@@ -56,6 +57,19 @@ pub fn repack(m: &MatrixRef<'_>, rows: std::ops::Range<usize>) -> Vec<u8> {
             // tquant: element 2k in the low nibble of byte k of the block's 16 bytes.
             let code = |k: usize| (codes[b * QK / 2 + k / 2] >> (4 * (k % 2))) & 15;
             out.extend((0..QK / 2).map(|j| code(j) | (code(j + QK / 2) << 4)));
+        }
+    }
+    out
+}
+
+/// ggml's `block_q8_0` stream of a q8_0 matrix whose rows are whole blocks (checked by the
+/// type's planning): per block the f16 scale, then its 32 codes.
+pub fn repack_q8_0(m: &tquant_kernels::Q8Matrix<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.rows() * (m.cols() + 2 * m.blocks_per_row()));
+    for r in 0..m.rows() {
+        for (s, q) in m.row_scales(r).iter().zip(m.row_codes(r).chunks(QK)) {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend(q.iter().map(|&c| c as u8));
         }
     }
     out

@@ -3,7 +3,7 @@
 
 use super::{AutoSpec, ConvertOptions, NuChoice};
 use crate::error::{ConvertError, Setting};
-use crate::policy::Policy;
+use crate::policy::{KeepAs, Policy};
 use crate::schema::Layout;
 use crate::statistics::{Calibration, StagedCalibration};
 use std::sync::Arc;
@@ -54,6 +54,7 @@ pub struct ConvertOptionsBuilder {
     fit_sampling: Option<FitSampling>,
     calibration: Option<Arc<Calibration>>,
     staged_calibration: Option<StagedCalibration>,
+    keep_as: Option<KeepAs>,
     /// The format as the user wrote it, for messages.
     written: Option<String>,
 }
@@ -100,6 +101,14 @@ impl ConvertOptionsBuilder {
     /// Which tensors are quantized.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// How the embeddings and the output head are stored (default: q8_0 in tquant's layout,
+    /// source precision in the others, which cannot store q8_0: asking them for it is an
+    /// error at build).
+    pub fn keep_as(mut self, keep: KeepAs) -> Self {
+        self.keep_as = Some(keep);
         self
     }
 
@@ -155,6 +164,14 @@ impl ConvertOptionsBuilder {
                 ScaleDtype::E4m3,
             ),
         };
+        let keep_as = match (self.keep_as, self.layout) {
+            (Some(KeepAs::Q8_0), layout) if layout != Layout::Tquant => {
+                return Err(ConvertError::KeepAsLayout { layout })
+            }
+            (Some(keep), _) => keep,
+            (None, Layout::Tquant) => KeepAs::Q8_0,
+            (None, _) => KeepAs::Source,
+        };
         let block = self.block.unwrap_or(def_block);
         let scale_dtype = self.scale_dtype.unwrap_or(def_scale);
         let (format, nu, auto) = match (self.format.unwrap_or(def_format), self.nu) {
@@ -206,6 +223,7 @@ impl ConvertOptionsBuilder {
             calibration: self.calibration,
             staged_calibration: self.staged_calibration,
             fit_sampling: self.fit_sampling.unwrap_or(FitSampling::DEFAULT),
+            keep_as,
         };
         opts.validate()?;
         Ok(opts)

@@ -9,7 +9,7 @@ pub use auto::{is_auto, AutoSpec, Candidate, AUTO, DEFAULT_CANDIDATES};
 pub use builder::{ConvertOptionsBuilder, FormatChoice};
 
 use crate::error::{ConvertError, Setting};
-use crate::policy::Policy;
+use crate::policy::{KeepAs, Policy};
 use crate::schema::Layout;
 use crate::statistics::{Calibration, StagedCalibration};
 use std::sync::Arc;
@@ -74,6 +74,10 @@ pub struct ConvertOptions {
     /// Which values the Student-t fits see: a seeded sample of whole blocks (the converter's
     /// default, [`FitSampling::DEFAULT`]) or every value (the paper's fit, as the report uses).
     pub fit_sampling: FitSampling,
+    /// How the embeddings and the output head the policy does not quantize to 4 bits are
+    /// stored: q8_0 (the default) or at source precision. Only tquant's layout stores q8_0;
+    /// every other layout keeps them at source precision ([`ConvertOptions::keep_as`]).
+    pub keep_as: KeepAs,
 }
 
 impl Default for ConvertOptions {
@@ -91,6 +95,7 @@ impl Default for ConvertOptions {
             calibration: None,
             staged_calibration: None,
             fit_sampling: FitSampling::DEFAULT,
+            keep_as: KeepAs::Q8_0,
         }
     }
 }
@@ -175,6 +180,15 @@ impl ConvertOptions {
         match nu {
             Some(nu) => b.nu(nu.parse()?).build(),
             None => b.build(),
+        }
+    }
+
+    /// How the embeddings and output head are stored in this layout: [`ConvertOptions::keep_as`]
+    /// in tquant's, at source precision in every other (their engines do not load q8_0).
+    pub fn keep_as(&self) -> KeepAs {
+        match self.layout {
+            Layout::Tquant => self.keep_as,
+            _ => KeepAs::Source,
         }
     }
 
