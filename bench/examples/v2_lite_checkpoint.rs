@@ -50,7 +50,7 @@ fn run(out: PathBuf, layers: usize, vocab: usize) -> Result<u64, String> {
     let pool: Vec<u8> = rng
         .student_t_vec(1 << 20, 5.0)
         .into_iter()
-        .flat_map(|v| bf16_bytes(v as f32 * 0.02))
+        .flat_map(|v| bf16_bytes(v * 0.02))
         .collect();
     let mut f = BufWriter::new(std::fs::File::create(&file).map_err(io)?);
     let header = serialize_header(&entries, &BTreeMap::new(), 0);
