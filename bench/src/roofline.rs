@@ -1,16 +1,16 @@
 //! Decode against the memory roofline: a DeepSeek-V2-Lite-shaped model of generated weights
-//! (decoder matrices quantized as they are made, embeddings, head and routers kept as the
-//! converter's default policy keeps them, at bf16 as V2-Lite stores them, or the head and
-//! embeddings as q8_0: [`HeadFormat`]), its prefill and
-//! decode speed, the machine's read bandwidth in the same rounds, and the bytes of weights one
-//! decoded token reads. The roofline is bandwidth / bytes per token: no decoder can beat it
-//! while its weights come from DRAM.
+//! (decoder matrices quantized as they are made; the head and embeddings as the converter's
+//! default policy stores them, q8_0, or at bf16 as V2-Lite stores them: [`HeadFormat`]; routers
+//! bf16), its prefill and decode speed, the machine's read bandwidth in the same rounds, and the
+//! bytes of weights one decoded token reads. The roofline is bandwidth / bytes per token: no
+//! decoder can beat it while its weights come from DRAM.
 //!
 //! Bytes per token follow what the forward pass reads for one token: every attention matrix
 //! (the absorbed MLA path reads the value half of `kv_b_proj` packed and the key half as its
-//! transposed copy `W_UK^T`: f32 in exact mode, q8_0 in fast mode), the dense MLP, the router, the shared experts, the routed
-//! experts the router chose (counted through [`Tap`]), the norms, the head and one embedding
-//! row. The KV cache read is reported apart (it grows with the position).
+//! transposed copy `W_UK^T`: f32 in exact mode, q8_0 in fast mode), the dense MLP, the router,
+//! the shared experts, the routed experts the router chose (counted through [`Tap`]), the norms,
+//! the head and one embedding row. The KV cache read is reported apart (it grows with the
+//! position).
 
 use crate::kernel::{median, parallel_sum};
 use rayon::prelude::*;
@@ -94,10 +94,11 @@ pub struct GeneratedSource {
 /// How the output head and the token embeddings are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeadFormat {
-    /// bf16, as V2-Lite stores them and the converter's default policy keeps them.
-    #[default]
+    /// bf16, as V2-Lite stores them (`tquant convert --keep-as source`).
     Bf16,
-    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight.
+    /// q8_0 (ggml's Q8_0: int8 codes, an f16 scale per 32), 8.5 bits per weight, as the
+    /// converter's default policy stores them.
+    #[default]
     Q8_0,
 }
 
