@@ -41,6 +41,8 @@ pub enum Setting {
     CalibrationWindow,
     /// Tokens per input column a matrix needs to be calibrated.
     MinTokensPerColumn,
+    /// Calibration on text the model writes itself.
+    SelfCalibration,
 }
 
 impl Setting {
@@ -60,6 +62,7 @@ impl Setting {
             Self::Damp => "damp",
             Self::CalibrationWindow => "calibration window",
             Self::MinTokensPerColumn => "min tokens per column",
+            Self::SelfCalibration => "self calibration",
         }
     }
 }
@@ -327,6 +330,19 @@ pub enum ConvertError {
     /// The gguf layout asked of the safetensors converter: it has its own
     /// ([`crate::gguf::convert_gguf`]), with ggml's types instead of a recipe.
     GgufLayout,
+    /// A setting the gguf layout has no use for: ggml's types fix blocks of 32 with an f16
+    /// scale.
+    GgufFixes {
+        /// The setting.
+        setting: Setting,
+        /// The value, when only some values do not apply (the absmax scale rule).
+        value: Option<String>,
+    },
+    /// A recipe that quantizes with GPTQ given no calibration.
+    NeedsCalibration {
+        /// The recipe.
+        recipe: String,
+    },
     /// A calibration setting that must be a number >= 0 and is not.
     NegativeSetting {
         /// The setting.
@@ -783,6 +799,21 @@ impl ConvertError {
                 "{OPTS}{} gguf is written by the GGUF exporter (ggml types q4_0 or iq4_nl, \
                  optionally +search), not from these options",
                 n(Setting::Layout)
+            ),
+            Self::GgufFixes { setting, value } => write!(
+                f,
+                "{}{} does not apply to {} gguf: ggml's types fix blocks of 32 with an f16 scale \
+                 ({} q4_0 or iq4_nl, +search for the scale search)",
+                n(*setting),
+                value.as_ref().map_or(String::new(), |v| format!(" {v}")),
+                n(Setting::Layout),
+                n(Setting::Format)
+            ),
+            Self::NeedsCalibration { recipe } => write!(
+                f,
+                "recipe '{recipe}' quantizes with GPTQ and needs calibration: pass {} FILE or {} N",
+                n(Setting::Calibration),
+                n(Setting::SelfCalibration)
             ),
             Self::CalibrationTwice => write!(
                 f,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
-use tquant_convert::gguf::{convert_gguf, BlockRule, GgufError, GgufOptions, GgufRecipe};
+use tquant_convert::gguf::{convert_gguf, GgufError, GgufOptions};
 use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 use tquant_report::pipeline::layer_by_layer;
@@ -86,35 +86,41 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.layout == Layout::Gguf {
-        return run_gguf(args);
-    }
-    if args.tokenizer.is_some() {
-        bail!("--tokenizer is for --layout gguf");
-    }
     let overrides = Overrides {
         nu: args.nu.as_deref().map(str::parse).transpose()?,
         block: args.block,
         scale_dtype: args.scale_dtype,
         scale_rule: args.scale_rule,
     };
-    let (recipe, b) = Recipe::builder_with(args.format.as_deref(), args.layout, &overrides)?;
-    let (include, exclude, drop) = (args.include, args.exclude, args.drop);
-    let mut opts = b
-        .policy(Policy {
-            include,
-            exclude,
-            drop,
-        })
-        .build()?;
-    let (input, output, threads) = (&args.input, &args.output, args.threads);
+    let policy = Policy {
+        include: args.include,
+        exclude: args.exclude,
+        drop: args.drop,
+    };
+    let (input, output, format) = (&args.input, &args.output, args.format.as_deref());
     let cal = &args.calibration;
-    if recipe.gptq && cal.calibrate.is_none() && cal.calibrate_self.is_none() {
-        bail!(
-            "recipe '{recipe}' quantizes with GPTQ and needs calibration: pass --calibrate FILE \
-             or --calibrate-self N"
-        );
+    if args.layout == Layout::Gguf {
+        let opts = GgufOptions {
+            policy,
+            tokenizer: args.tokenizer,
+            force: args.force,
+            ..GgufOptions::with_settings(format, &overrides, cal.setting())?
+        };
+        let summary = convert_gguf(input, output, &opts).map_err(|e| match e {
+            e @ GgufError::NoTokenizer { .. } => anyhow::anyhow!("{e} (--tokenizer DIR)"),
+            e @ GgufError::OutputExists { .. } => anyhow::anyhow!("{e} (--force)"),
+            e => e.into(),
+        });
+        let summary = summary.with_context(|| format!("converting {}", input.display()))?;
+        return super::emit_either(args.json, &summary);
     }
+    if args.tokenizer.is_some() {
+        bail!("--tokenizer is for --layout gguf");
+    }
+    let (recipe, b) = Recipe::builder_with(format, args.layout, &overrides)?;
+    let mut opts = b.policy(policy).build()?;
+    recipe.check_calibrated(cal.setting().is_some())?;
+    let threads = args.threads;
     let layerwise = cal.run(input, |c| {
         layer_by_layer(input, output, &opts, c, threads.unwrap_or(0), args.force)
     })?;
@@ -136,49 +142,4 @@ pub fn run(args: Args) -> Result<()> {
         Some(cal) if !args.json => super::emit(&format!("{summary}{}\n", cal.describe())),
         _ => super::emit_either(args.json, &summary),
     }
-}
-
-/// `--layout gguf`: one GGUF file through the GGUF exporter.
-fn run_gguf(args: Args) -> Result<()> {
-    let unused = [
-        ("--block", args.block.is_some()),
-        ("--scale-dtype", args.scale_dtype.is_some()),
-        ("--nu", args.nu.is_some()),
-        ("--calibrate", args.calibration.calibrate.is_some()),
-        (
-            "--calibrate-self",
-            args.calibration.calibrate_self.is_some(),
-        ),
-        (
-            "--scale-rule absmax",
-            args.scale_rule == Some(ScaleRule::Absmax),
-        ),
-    ];
-    if let Some((flag, _)) = unused.iter().find(|(_, set)| *set) {
-        bail!(
-            "{flag} does not apply to --layout gguf: ggml's types fix blocks of 32 with an f16 \
-             scale (--format q4_0 or iq4_nl, +search for the scale search)"
-        );
-    }
-    let mut recipe: GgufRecipe = args.format.as_deref().unwrap_or("iq4_nl").parse()?;
-    if args.scale_rule == Some(ScaleRule::Search) {
-        recipe.rule = BlockRule::Search;
-    }
-    let opts = GgufOptions {
-        recipe,
-        policy: Policy {
-            include: args.include,
-            exclude: args.exclude,
-            drop: args.drop,
-        },
-        tokenizer: args.tokenizer,
-        force: args.force,
-    };
-    let summary = convert_gguf(&args.input, &args.output, &opts).map_err(|e| match e {
-        e @ GgufError::NoTokenizer { .. } => anyhow::anyhow!("{e} (--tokenizer DIR)"),
-        e @ GgufError::OutputExists { .. } => anyhow::anyhow!("{e} (--force)"),
-        e => e.into(),
-    });
-    let summary = summary.with_context(|| format!("converting {}", args.input.display()))?;
-    super::emit_either(args.json, &summary)
 }
