@@ -14,12 +14,10 @@ use tquant_text::TextError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
-    /// GPTQ: quantize each matrix with error feedback from its inputs as the float model runs
-    /// over FILE (text through the model's tokenizer, or token ids with --calibrate-ids).
+    /// GPTQ with the float model's inputs on FILE (text, or token ids with --calibrate-ids).
     #[arg(long, value_name = "FILE")]
     pub calibrate: Option<PathBuf>,
-    /// GPTQ on N tokens the float model writes itself (sequences of --calibrate-window tokens
-    /// from random first tokens, temperature 1) instead of --calibrate FILE.
+    /// GPTQ on N tokens the float model writes itself (temperature 1, --calibrate-window long).
     #[arg(long, value_name = "N", conflicts_with = "calibrate")]
     pub calibrate_self: Option<usize>,
     /// Seed of the text --calibrate-self generates.

@@ -14,36 +14,29 @@ use tquant_report::pipeline::layer_by_layer;
 pub struct Args {
     /// A .safetensors file, or a directory with model.safetensors or shards and their index.
     pub input: PathBuf,
-    /// Output directory (written atomically; refused if it exists unless --force); with
-    /// --layout gguf, the .gguf file.
+    /// Output directory, written atomically (with --layout gguf, the .gguf file).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Recipe: a format (see `tquant formats`); sf4:nu=X; sf4_fit / sf4_search (nu fitted /
-    /// searched per tensor); X+search (per-block scale search); auto / auto:A/B/.. (least-error
-    /// format per tensor among nf4, sf4, apot4_sp, e2m1_sp, int4, int4_full, or LIST); gptq:X /
-    /// auto+gptq (GPTQ; needs --calibrate or --calibrate-self). Default: sf4_fit (nf4 for bnb,
-    /// e2m1 for mxfp4). With --layout gguf a ggml type: q4_0 or iq4_nl (the default), +search
-    /// for tquant's scale search, +q8_0 to store embeddings and output in Q8_0.
+    /// Recipe: a format (`tquant formats`), sf4:nu=X, sf4_fit / sf4_search (nu per tensor),
+    /// X+search (block scale search), auto[:A/B/..] (least-error format per tensor), gptq:X /
+    /// auto+gptq (needs --calibrate[-self]). Default: sf4_fit (nf4 for bnb, e2m1 for mxfp4).
+    /// --layout gguf: q4_0 or iq4_nl (default), +search, +q8_0 (embeddings, output in Q8_0).
     #[arg(long)]
     pub format: Option<String>,
     /// Elements per block (16..4096) or `row`. Default: 64 (32 for mxfp4).
     #[arg(long)]
     pub block: Option<BlockSize>,
-    /// Scale dtype: f32, f16, bf16, e8m0, e4m3. Default: f16 (f32 for bnb, e8m0 for mxfp4, e4m3 for
-    /// compressed-tensors and modelopt).
+    /// Scale dtype: f32, f16 (default), bf16, e8m0, e4m3 (layout defaults: bnb f32, mxfp4 e8m0).
     #[arg(long)]
     pub scale_dtype: Option<ScaleDtype>,
-    /// Student Float nu, overriding the recipe's: a number, `fit` (maximum likelihood per
-    /// tensor and expert) or `search` (least error; slower; the default for auto's sf candidates).
+    /// Student Float nu over the recipe's: a number, `fit` (per tensor) or `search` (least error).
     #[arg(long)]
     pub nu: Option<String>,
-    /// Block scales, overriding the recipe's: `absmax` (the default) or `search` (per block the
-    /// least-squared-error scale; may be negative). tquant layout only.
+    /// Block scales over the recipe's: `absmax` (default) or `search` (least squared error).
     #[arg(long)]
     pub scale_rule: Option<ScaleRule>,
-    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (OCP MXFP4 as Hugging Face stores it),
-    /// compressed-tensors (NVFP4; MXFP4 with --block 32 --scale-dtype e8m0), modelopt (NVFP4),
-    /// gguf (one GGUF file for llama.cpp; DeepSeek-V2/V3).
+    /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (Hugging Face's), compressed-tensors
+    /// (NVFP4, MXFP4), modelopt (NVFP4), gguf (one file for llama.cpp; DeepSeek-V2/V3).
     #[arg(long, default_value = "tquant")]
     pub layout: Layout,
     /// Also quantize tensors matching this glob (`*` and `?`); repeatable.
@@ -52,8 +45,7 @@ pub struct Args {
     /// Keep tensors matching this glob unquantized (FP8 ones as BF16); repeatable; beats --include.
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Leave tensors matching this glob out of the output (e.g. 'model.layers.61.*'); repeatable;
-    /// a glob matching nothing is an error.
+    /// Leave tensors matching this glob out (e.g. 'model.layers.61.*'); repeatable; must match.
     #[arg(long)]
     pub drop: Vec<String>,
     /// Worker threads (0: one per core, the default).
@@ -65,8 +57,7 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
-    /// --layout gguf: the directory holding tokenizer.json (and tokenizer_config.json), when
-    /// not the checkpoint's.
+    /// --layout gguf: the directory with tokenizer.json, when not the checkpoint's.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
