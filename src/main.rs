@@ -1,6 +1,7 @@
 //! The `tquant` command line: argument parsing, progress and output only; the work is in the crates.
 
 use clap::{Parser, Subcommand};
+use tquant_convert::gguf::GgufError;
 use tquant_convert::{ConvertError, Setting};
 use tquant_model::ModelError;
 use tquant_report::ReportError;
@@ -88,7 +89,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 /// The flag that sets each converter setting this command line has one for.
-const FLAGS: [(Setting, &str); 14] = [
+const FLAGS: [(Setting, &str); 15] = [
     (Setting::Format, "--format"),
     (Setting::Nu, "--nu"),
     (Setting::Block, "--block"),
@@ -96,6 +97,7 @@ const FLAGS: [(Setting, &str); 14] = [
     (Setting::ScaleRule, "--scale-rule"),
     (Setting::Layout, "--layout"),
     (Setting::Calibration, "--calibrate"),
+    (Setting::SelfCalibration, "--calibrate-self"),
     (Setting::Exclude, "--exclude"),
     (Setting::Drop, "--drop"),
     (Setting::Force, "--force"),
@@ -116,6 +118,9 @@ fn convert_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     };
     let spell = |c: &ConvertError| Some(c.with_flags(&flag).to_string());
     if let Some(c) = e.downcast_ref::<ConvertError>() {
+        return spell(c);
+    }
+    if let Some(GgufError::Checkpoint(c)) = e.downcast_ref::<GgufError>() {
         return spell(c);
     }
     match e.downcast_ref::<ModelError>() {

@@ -43,6 +43,8 @@ pub enum Setting {
     MinTokensPerColumn,
     /// How the embeddings and the output head are stored.
     KeepAs,
+    /// Calibration on text the model writes itself.
+    SelfCalibration,
 }
 
 impl Setting {
@@ -63,6 +65,7 @@ impl Setting {
             Self::CalibrationWindow => "calibration window",
             Self::MinTokensPerColumn => "min tokens per column",
             Self::KeepAs => "keep as",
+            Self::SelfCalibration => "self calibration",
         }
     }
 }
@@ -335,6 +338,24 @@ pub enum ConvertError {
     /// The gguf layout asked of the safetensors converter: it has its own
     /// ([`crate::gguf::convert_gguf`]), with ggml's types instead of a recipe.
     GgufLayout,
+    /// A setting the gguf layout has no use for: ggml's types fix blocks of 32 with an f16
+    /// scale.
+    GgufFixes {
+        /// The setting.
+        setting: Setting,
+        /// The value, when only some values do not apply (the absmax scale rule).
+        value: Option<String>,
+    },
+    /// Source-precision embeddings and head asked with a gguf recipe that stores them as Q8_0.
+    KeepAsContradicts {
+        /// The gguf recipe.
+        recipe: String,
+    },
+    /// A recipe that quantizes with GPTQ given no calibration.
+    NeedsCalibration {
+        /// The recipe.
+        recipe: String,
+    },
     /// A calibration setting that must be a number >= 0 and is not.
     NegativeSetting {
         /// The setting.
@@ -800,6 +821,27 @@ impl ConvertError {
                 "{OPTS}{} gguf is written by the GGUF exporter (ggml types q4_0 or iq4_nl, \
                  optionally +search), not from these options",
                 n(Setting::Layout)
+            ),
+            Self::GgufFixes { setting, value } => write!(
+                f,
+                "{}{} does not apply to {} gguf: ggml's types fix blocks of 32 with an f16 scale \
+                 ({} q4_0 or iq4_nl, +search for the scale search)",
+                n(*setting),
+                value.as_ref().map_or(String::new(), |v| format!(" {v}")),
+                n(Setting::Layout),
+                n(Setting::Format)
+            ),
+            Self::KeepAsContradicts { recipe } => write!(
+                f,
+                "{} source contradicts {} {recipe}: drop one of them",
+                n(Setting::KeepAs),
+                n(Setting::Format)
+            ),
+            Self::NeedsCalibration { recipe } => write!(
+                f,
+                "recipe '{recipe}' quantizes with GPTQ and needs calibration: pass {} FILE or {} N",
+                n(Setting::Calibration),
+                n(Setting::SelfCalibration)
             ),
             Self::CalibrationTwice => write!(
                 f,

@@ -140,6 +140,15 @@ impl Recipe {
         }
     }
 
+    /// Refuses a recipe that quantizes with GPTQ when there is no calibration to give it.
+    pub fn check_calibrated(&self, calibrated: bool) -> Result<(), ConvertError> {
+        if self.gptq && !calibrated {
+            let recipe = self.to_string();
+            return Err(ConvertError::NeedsCalibration { recipe });
+        }
+        Ok(())
+    }
+
     /// The recipe `text` (or `layout`'s default) and a builder of its options in `layout`, with
     /// the settings of `overrides` in place of the recipe's: what a front end (the CLI, the
     /// Python package) builds from a format name and separate settings.

@@ -51,7 +51,7 @@ pub use fit::{
     fit_block_standardized, fit_block_standardized_with, fit_student_t, fit_student_t_with,
     FitSampling, TFit,
 };
-pub use listing::catalog_table;
+pub use listing::{catalog_json, catalog_table};
 pub use nu_search::{search_nu_min_error, NuSearch};
 pub use scale::{e4m3_to_f32, f32_to_e4m3, ScaleDtype};
 

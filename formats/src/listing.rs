@@ -1,5 +1,5 @@
-//! The catalog as a table: one line per format with its bits, its values in code order and
-//! where they come from (what `tquant formats` prints).
+//! The catalog as a table (one line per format with its bits, its values in code order and
+//! where they come from: what `tquant formats` prints) and as JSON.
 
 use crate::Format;
 use std::fmt::Write as _;
@@ -41,4 +41,23 @@ pub fn catalog_table(formats: &[Format]) -> String {
         );
     }
     out
+}
+
+/// `formats` as JSON: an array of `{name, bits, values, source}` (what `tquant formats --json`
+/// prints).
+///
+/// ```
+/// let json = tquant_formats::catalog_json(&tquant_formats::Format::all());
+/// assert!(json.as_array().unwrap().iter().any(|f| f["name"] == "nf4" && f["bits"] == 4));
+/// ```
+pub fn catalog_json(formats: &[Format]) -> serde_json::Value {
+    let list = formats.iter().map(|f| {
+        serde_json::json!({
+            "name": f.name(),
+            "bits": f.bits(),
+            "values": f.codebook().values(),
+            "source": f.source(),
+        })
+    });
+    serde_json::Value::Array(list.collect())
 }

@@ -10,7 +10,7 @@ use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_report::measure::parse_variants;
 use tquant_report::pipeline::{layer_by_layer, CalibrationOptions, CalibrationSource};
-use tquant_report::{EvalText, Report, Setting};
+use tquant_report::{EvalText, Report, ReportError, Setting};
 
 /// Calibration settings as `tquant convert`'s `--calibrate*` options give them.
 #[derive(Debug, FromPyObject)]
@@ -31,48 +31,41 @@ pub(crate) struct Calibrate {
 
 impl Calibrate {
     fn options(&self) -> Result<Option<CalibrationOptions>, String> {
-        let source = match (&self.calibrate, self.calibrate_self) {
-            (Some(_), Some(_)) => {
-                return Err("calibrate and calibrate_self exclude each other".into());
-            }
-            (Some(path), None) if self.calibrate_ids => CalibrationSource::Ids {
-                path: path.clone(),
-                offset: self.calibrate_offset,
-                len: self.calibrate_bytes,
-            },
-            (Some(path), None) => CalibrationSource::Text {
-                path: path.clone(),
-                offset: self.calibrate_offset,
-                len: self.calibrate_bytes,
-            },
-            (None, Some(tokens)) => CalibrationSource::SelfGenerated {
-                tokens,
-                seed: self.calibrate_seed,
-            },
-            (None, None) => return Ok(None),
+        if self.calibrate.is_some() && self.calibrate_self.is_some() {
+            return Err("calibrate and calibrate_self exclude each other".into());
+        }
+        let Some(source) = CalibrationSource::from_settings(
+            self.calibrate.clone(),
+            self.calibrate_ids,
+            self.calibrate_offset,
+            self.calibrate_bytes,
+            self.calibrate_self,
+            self.calibrate_seed,
+        ) else {
+            return Ok(None);
         };
         let mut c = CalibrationOptions::new(source);
-        if self.calibrate_window == 0 {
-            return Err("calibrate_window must be at least 1 token".into());
-        }
         c.window = self.calibrate_window;
-        if let Some(d) = self.damp {
-            if !(d.is_finite() && d >= 0.0) {
-                return Err(format!("damp must be a number >= 0, not {d}"));
-            }
-            c.settings.damp = d;
-        }
-        if let Some(m) = self.min_tokens_per_column {
-            if !(m.is_finite() && m >= 0.0) {
-                return Err(format!(
-                    "min_tokens_per_column must be a number >= 0, not {m}"
-                ));
-            }
-            c.settings.min_tokens_per_column = m;
-        }
+        c.settings.damp = self.damp.unwrap_or(c.settings.damp);
+        c.settings.min_tokens_per_column =
+            (self.min_tokens_per_column).unwrap_or(c.settings.min_tokens_per_column);
         c.settings.act_order = self.act_order;
         c.weighting = self.router_weighting.parse()?;
+        c.validate().map_err(|e| match e {
+            ReportError::Convert(e) => e.with_flags(&keyword).to_string(),
+            e => e.to_string(),
+        })?;
         Ok(Some(c))
+    }
+}
+
+/// The keyword argument that sets a converter setting.
+fn keyword(s: tquant_convert::Setting) -> &'static str {
+    use tquant_convert::Setting;
+    match s {
+        Setting::CalibrationWindow => "calibrate_window",
+        Setting::MinTokensPerColumn => "min_tokens_per_column",
+        s => s.name(),
     }
 }
 

@@ -65,12 +65,6 @@ pub enum ReportError {
         /// The recipe as written.
         name: String,
     },
-    /// A `gptq` recipe without the calibration it needs.
-    #[error("recipe '{recipe}' quantizes with GPTQ and needs calibration")]
-    NeedsCalibration {
-        /// The recipe.
-        recipe: String,
-    },
     /// A `gptq` recipe where a model is quantized in memory, without calibration.
     #[error("recipe '{recipe}' quantizes with GPTQ: convert with calibration instead")]
     GptqInMemory {

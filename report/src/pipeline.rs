@@ -50,6 +50,27 @@ pub enum CalibrationSource {
     },
 }
 
+impl CalibrationSource {
+    /// The source a front end's settings name: `file` (little-endian u32 token ids with `ids`,
+    /// else text; `len` of it after `offset`), else `self_tokens` tokens the model writes from
+    /// `seed`; `None` for neither.
+    pub fn from_settings(
+        file: Option<PathBuf>,
+        ids: bool,
+        offset: usize,
+        len: Option<usize>,
+        self_tokens: Option<usize>,
+        seed: u64,
+    ) -> Option<Self> {
+        match (file, self_tokens) {
+            (Some(path), _) if ids => Some(Self::Ids { path, offset, len }),
+            (Some(path), _) => Some(Self::Text { path, offset, len }),
+            (None, Some(tokens)) => Some(Self::SelfGenerated { tokens, seed }),
+            (None, None) => None,
+        }
+    }
+}
+
 /// How calibration runs: its tokens, chunk window, GPTQ settings and expert weighting.
 #[derive(Debug, Clone)]
 pub struct CalibrationOptions {
@@ -204,8 +225,10 @@ pub fn quantize_checkpoint(
     options: &QuantizeOptions,
 ) -> Result<ConvertSummary> {
     let mut opts = options.recipe.options(options.block, options.scale_dtype)?;
-    let layerwise = match (&options.calibration, options.recipe.gptq) {
-        (Some(c), true) => Some(layer_by_layer(
+    let recipe = &options.recipe;
+    recipe.check_calibrated(options.calibration.is_some())?;
+    let layerwise = match options.calibration.as_ref().filter(|_| recipe.gptq) {
+        Some(c) => Some(layer_by_layer(
             input,
             output,
             &opts,
@@ -213,12 +236,7 @@ pub fn quantize_checkpoint(
             options.threads,
             options.force,
         )?),
-        (None, true) => {
-            return Err(ReportError::NeedsCalibration {
-                recipe: options.recipe.to_string(),
-            })
-        }
-        (_, false) => None,
+        None => None,
     };
     opts.staged_calibration = layerwise.as_ref().map(|l| l.staged());
     convert(

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
+use tquant_convert::Setting;
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::RouterWeighting;
 use tquant_model::calibration_run::MemoryCheck;
@@ -13,12 +14,10 @@ use tquant_text::TextError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
-    /// GPTQ: quantize each matrix with error feedback from its inputs as the float model runs
-    /// over FILE (text through the model's tokenizer, or token ids with --calibrate-ids).
+    /// GPTQ with the float model's inputs on FILE (text, or token ids with --calibrate-ids).
     #[arg(long, value_name = "FILE")]
     pub calibrate: Option<PathBuf>,
-    /// GPTQ on N tokens the float model writes itself (sequences of --calibrate-window tokens
-    /// from random first tokens, temperature 1) instead of --calibrate FILE.
+    /// GPTQ on N tokens the float model writes itself (temperature 1, --calibrate-window long).
     #[arg(long, value_name = "N", conflicts_with = "calibrate")]
     pub calibrate_self: Option<usize>,
     /// Seed of the text --calibrate-self generates.
@@ -56,15 +55,26 @@ pub struct CalibrateArgs {
 }
 
 impl CalibrateArgs {
+    /// The setting that asks for calibration, if any.
+    pub fn setting(&self) -> Option<Setting> {
+        match (&self.calibrate, self.calibrate_self) {
+            (Some(_), _) => Some(Setting::Calibration),
+            (None, Some(_)) => Some(Setting::SelfCalibration),
+            (None, None) => None,
+        }
+    }
+
     /// The library's calibration options; `None` without --calibrate(-self).
     fn options(&self) -> Result<Option<CalibrationOptions>> {
-        let (offset, len) = (self.calibrate_offset, self.calibrate_bytes);
-        let seed = self.calibrate_seed;
-        let source = match (self.calibrate.clone(), self.calibrate_self) {
-            (Some(path), _) if self.calibrate_ids => CalibrationSource::Ids { path, offset, len },
-            (Some(path), _) => CalibrationSource::Text { path, offset, len },
-            (None, Some(tokens)) => CalibrationSource::SelfGenerated { tokens, seed },
-            (None, None) => return Ok(None),
+        let Some(source) = CalibrationSource::from_settings(
+            self.calibrate.clone(),
+            self.calibrate_ids,
+            self.calibrate_offset,
+            self.calibrate_bytes,
+            self.calibrate_self,
+            self.calibrate_seed,
+        ) else {
+            return Ok(None);
         };
         let settings = CalibrationSettings {
             damp: self.damp,

@@ -1,7 +1,7 @@
 //! `tquant formats`: the catalog with values in code order.
 
 use anyhow::Result;
-use tquant_formats::{catalog_table, Format};
+use tquant_formats::{catalog_json, catalog_table, Format};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,16 +15,6 @@ pub fn run(args: Args) -> Result<()> {
     if !args.json {
         return super::emit(&catalog_table(&formats));
     }
-    let list: Vec<_> = formats
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "name": f.name(),
-                "bits": f.bits(),
-                "values": f.codebook().values(),
-                "source": f.source(),
-            })
-        })
-        .collect();
-    super::emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))
+    let json = serde_json::to_string_pretty(&catalog_json(&formats))?;
+    super::emit(&format!("{json}\n"))
 }

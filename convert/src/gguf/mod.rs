@@ -22,12 +22,15 @@ pub use blocks::{BlockRule, GgmlType};
 pub use error::GgufError;
 
 use crate::checkpoint::Checkpoint;
-use crate::policy::{Action, Policy};
+use crate::error::{ConvertError, Setting};
+use crate::policy::{Action, KeepAs, Policy};
+use crate::recipe::Overrides;
 use deepseek::{DeepseekConfig, Source};
 use file::{GgufFile, TensorInfo, Value};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tquant_formats::ScaleRule;
 
 /// How the quantized matrices are stored: `q4_0` or `iq4_nl`, `+search` for tquant's scale
 /// search, `+q8_0` for the kept matrices (embeddings, output) in Q8_0.
@@ -103,6 +106,55 @@ pub struct GgufOptions {
     pub tokenizer: Option<PathBuf>,
     /// Replace an existing output file.
     pub force: bool,
+}
+
+impl GgufOptions {
+    /// The options for `recipe` (`iq4_nl` when `None`) given the converter's settings a front
+    /// end takes for every layout: ggml's types fix blocks of 32 with an f16 scale, so a block,
+    /// a scale dtype, nu, calibration (`calibration`: the setting that asked for it) and the
+    /// absmax rule are refused; the search rule is tquant's scale search. `keep_as` q8_0 is the
+    /// recipe's `+q8_0`; source with a `+q8_0` recipe is refused.
+    pub fn with_settings(
+        recipe: Option<&str>,
+        overrides: &Overrides,
+        calibration: Option<Setting>,
+        keep_as: Option<KeepAs>,
+    ) -> Result<Self, GgufError> {
+        let given = [
+            (Setting::Block, overrides.block.is_some()),
+            (Setting::ScaleDtype, overrides.scale_dtype.is_some()),
+            (Setting::Nu, overrides.nu.is_some()),
+        ];
+        let refused = given.iter().filter(|g| g.1).map(|g| g.0).chain(calibration);
+        if let Some(setting) = refused.into_iter().next() {
+            return Err(ConvertError::GgufFixes {
+                setting,
+                value: None,
+            }
+            .into());
+        }
+        if overrides.scale_rule == Some(ScaleRule::Absmax) {
+            let value = Some(ScaleRule::Absmax.to_string());
+            let setting = Setting::ScaleRule;
+            return Err(ConvertError::GgufFixes { setting, value }.into());
+        }
+        let mut recipe: GgufRecipe = recipe.unwrap_or("iq4_nl").parse()?;
+        if overrides.scale_rule == Some(ScaleRule::Search) {
+            recipe.rule = BlockRule::Search;
+        }
+        match keep_as {
+            Some(KeepAs::Q8_0) => recipe.keep_q8_0 = true,
+            Some(KeepAs::Source) if recipe.keep_q8_0 => {
+                let recipe = recipe.to_string();
+                return Err(ConvertError::KeepAsContradicts { recipe }.into());
+            }
+            _ => {}
+        }
+        Ok(Self {
+            recipe,
+            ..Self::default()
+        })
+    }
 }
 
 /// What [`convert_gguf`] wrote.
