@@ -16,6 +16,8 @@
 //! re-evaluated with [`block_sq_err`], and the first of the least (base scale first) wins, which
 //! is the reference's rule. The chosen scale is the reference's, bit for bit.
 
+use crate::block::{BASE_STEP, SEARCH_STEPS};
+use crate::screen::{screen_tolerance, Screen, ScreenJob, ScreenTable};
 use crate::Codebook;
 
 /// Squared error of one block encoded with `scale` and decoded as the kernels do
@@ -200,13 +202,80 @@ pub(crate) fn least_error_scale(
     best.1
 }
 
-/// The next f32 above a finite `x`.
-fn next_up(x: f32) -> f32 {
-    if x == 0.0 {
-        return f32::from_bits(1);
+use crate::screen::next_up;
+
+/// The reference's choice among the candidates of a block the screen accepts: the base scale
+/// (`mags[BASE_STEP]` with the sign of `base`), then `mags` with that sign, then (when `flip`)
+/// with the other. The screen's f32 errors decide unless candidates are within its rounding
+/// bound of the least; those are evaluated exactly, and the first of the least wins.
+pub(crate) fn screened_scale(
+    cb: &Codebook,
+    table: &ScreenTable,
+    block: &[f32],
+    base: f32,
+    mags: &[f32; SEARCH_STEPS],
+    flip: bool,
+    screen: &dyn Screen,
+) -> f32 {
+    let neg = base < 0.0;
+    let sides = [neg, !neg];
+    let negate = &sides[..1 + flip as usize];
+    let mut errs = [0.0f32; 2 * SEARCH_STEPS];
+    let errs = &mut errs[..negate.len() * SEARCH_STEPS];
+    screen.screen(
+        &ScreenJob {
+            block,
+            table,
+            mags,
+            negate,
+        },
+        errs,
+    );
+    let n = block.len();
+    // Candidates in the reference's order, repeats of the previous one (or the base) dropped.
+    let mut order = [0usize; 1 + 2 * SEARCH_STEPS];
+    let mut len = 1;
+    order[0] = BASE_STEP;
+    for c in 0..errs.len() {
+        let prev = order[len - 1];
+        let same = |a: usize, b: usize| {
+            a / SEARCH_STEPS == b / SEARCH_STEPS && mags[a % SEARCH_STEPS] == mags[b % SEARCH_STEPS]
+        };
+        if !same(c, BASE_STEP) && !same(c, prev) {
+            order[len] = c;
+            len += 1;
+        }
     }
-    let b = x.to_bits();
-    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+    let order = &order[..len];
+    let ceiling = order
+        .iter()
+        .map(|&c| errs[c] as f64 + screen_tolerance(n, errs[c]))
+        .fold(f64::INFINITY, f64::min);
+    let scale = |c: usize| {
+        let a = mags[c % SEARCH_STEPS];
+        // Side 0 has the base's sign.
+        if (c >= SEARCH_STEPS) == neg {
+            a
+        } else {
+            -a
+        }
+    };
+    let mut near = order
+        .iter()
+        .copied()
+        .filter(|&c| errs[c] as f64 - screen_tolerance(n, errs[c]) <= ceiling);
+    let first = near.next().expect("the least screened candidate is near");
+    let Some(second) = near.next() else {
+        return scale(first);
+    };
+    let mut best = (block_sq_err(cb, block, scale(first)), scale(first));
+    for c in std::iter::once(second).chain(near) {
+        let e = block_sq_err(cb, block, scale(c));
+        if e < best.0 {
+            best = (e, scale(c));
+        }
+    }
+    best.1
 }
 
 #[cfg(test)]

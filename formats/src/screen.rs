@@ -1,0 +1,254 @@
+//! Screening the candidate scales of [`crate::ScaleRule::Search`]: every candidate's squared
+//! error in f32, with codes that are exactly the reference encoder's, so that only candidates
+//! within an f32 rounding bound of the least need the exact (f64) evaluation.
+//!
+//! For a scale magnitude `a > 0`, `z` encodes at or below threshold `j` iff `z < B_j(a)`, where
+//! `B_j(a)` is one f32 ([`ScreenTable::boundaries`]): the exact boundary `m_j * a` (`m_j` the
+//! midpoint of the threshold and the next f32 above it, exact in f64) moved to the f32 that
+//! makes a strict comparison agree with the reference's division and round-to-even tie. A code
+//! is then a count of boundaries at or below `z`, with no division.
+//!
+//! The candidates' magnitudes ascend and each is within [`ScreenTable::max_step`] of the
+//! previous one, so from one candidate to the next an element crosses at most one boundary, and
+//! only towards the zero code: a positive `z` can only drop below `B_{k-1}`, a negative one only
+//! reach `B_k`. One table lookup and one comparison per element and candidate update its code
+//! ([`screen_portable`] is the plain version; `tquant-kernels` vectorizes it). A negative scale
+//! is the positive one on the negated block (`x / s == (-x) / (-s)` and
+//! `f32(v * s) == -f32(v * -s)` exactly).
+
+use crate::Codebook;
+
+/// The most distinct values a table has.
+pub const MAX_LEVELS: usize = 16;
+
+/// What a screen needs to know about a codebook.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScreenTable {
+    /// Distinct values ascending in `levels[..len]`, then zeros.
+    pub levels: [f32; MAX_LEVELS],
+    /// Number of distinct values.
+    pub len: usize,
+    /// Per threshold `j < len - 1`: the exact midpoint between it and the next f32 above it.
+    pub mids: [f64; MAX_LEVELS],
+    /// Per threshold: whether an element exactly at `mids[j] * a` encodes above it (the
+    /// round-to-even tie of `x / a` falls on the next f32 up).
+    pub tie_up: [bool; MAX_LEVELS],
+    /// Largest ratio between consecutive candidate magnitudes for which no element crosses two
+    /// boundaries in one step.
+    pub max_step: f64,
+}
+
+impl ScreenTable {
+    /// The table of `cb`, or `None` when it does not suit the screen: its lowest threshold must
+    /// be negative and its highest positive (so the zero code is never the first or the last;
+    /// every catalog table of more than two values is like this).
+    pub fn new(cb: &Codebook) -> Option<Self> {
+        let t = cb.thresholds();
+        let len = cb.sorted().len();
+        if len < 3 || len > MAX_LEVELS {
+            return None;
+        }
+        let mut s = Self {
+            levels: [0.0; MAX_LEVELS],
+            len,
+            mids: [0.0; MAX_LEVELS],
+            tie_up: [false; MAX_LEVELS],
+            max_step: f64::INFINITY,
+        };
+        for (l, &(v, _)) in s.levels.iter_mut().zip(cb.sorted()) {
+            *l = v;
+        }
+        for (j, &tj) in t.iter().enumerate() {
+            let u = next_up(tj);
+            s.mids[j] = (tj as f64 + u as f64) * 0.5;
+            s.tie_up[j] = u.to_bits() & 1 == 0;
+        }
+        let m = &s.mids[..len - 1];
+        // Far from every edge of f32: boundaries stay normal for the magnitudes screened.
+        if m[0] > -1e-20 || m[len - 2] < 1e-20 || m.iter().any(|v| v.abs() > 1e20) {
+            return None;
+        }
+        for w in m.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            // Two boundaries of one sign: an element between them crosses the outer one first.
+            let ratio = if lo > 0.0 {
+                hi / lo
+            } else if hi < 0.0 {
+                lo / hi
+            } else {
+                continue;
+            };
+            s.max_step = s.max_step.min(ratio);
+        }
+        // Margin for the boundaries' rounding to f32.
+        s.max_step *= 1.0 - 1e-5;
+        Some(s)
+    }
+
+    /// The boundaries for magnitude `a` (positive, finite): `z` encodes at or below threshold
+    /// `j` under scale `a` iff `z < out[j]`; entries from `len - 1` on are +inf.
+    pub fn boundaries(&self, a: f32, out: &mut [f32; MAX_LEVELS]) {
+        out.fill(f32::INFINITY);
+        for j in 0..self.len - 1 {
+            out[j] = boundary(self.mids[j], self.tie_up[j], a);
+        }
+    }
+
+    /// Whether the screen handles magnitudes `mags` (ascending, positive, finite, each within
+    /// `max_step` of the previous) on a block whose largest magnitude is `absmax` (away from the
+    /// ends of f32, so that neither the f32 errors nor the boundaries under- or overflow).
+    pub fn accepts(&self, absmax: f32, mags: &[f32]) -> bool {
+        if !(1e-12..=1e12).contains(&absmax) {
+            return false;
+        }
+        let ok_mag = |a: f32| (1e-20..=1e20).contains(&a);
+        let Some(&first) = mags.first() else {
+            return false;
+        };
+        ok_mag(first)
+            && mags
+                .windows(2)
+                .all(|w| ok_mag(w[1]) && w[1] >= w[0] && w[1] as f64 <= w[0] as f64 * self.max_step)
+    }
+}
+
+/// The f32 `b` with `z < b` iff `z` encodes at or below the threshold whose upper midpoint is
+/// `m`, under scale magnitude `a`: `z < m * a`, or `z == m * a` with the tie going down.
+#[inline]
+pub fn boundary(m: f64, tie_up: bool, a: f32) -> f32 {
+    let b = m * a as f64; // exact: 25 + 24 significant bits
+    let f = b as f32 + 0.0; // nearest; -0 becomes +0
+    let fd = f as f64;
+    // No f32 lies strictly between b and f: below f, every f32 is below b.
+    if fd < b || (fd == b && !tie_up) {
+        next_up(f)
+    } else {
+        f
+    }
+}
+
+/// One block's screening: the squared errors of `block` under every magnitude of `mags`, on
+/// each side.
+#[derive(Debug, Clone, Copy)]
+pub struct ScreenJob<'a> {
+    /// The block (finite values).
+    pub block: &'a [f32],
+    /// The codebook's table.
+    pub table: &'a ScreenTable,
+    /// Scale magnitudes, accepted by [`ScreenTable::accepts`].
+    pub mags: &'a [f32],
+    /// One entry per side (one or two): side `s` screens `z = -x` when `negate[s]`, else `x`.
+    pub negate: &'a [bool],
+}
+
+/// A screen: `out[s * mags.len() + i]` receives `sum (z - f32(v(z) * mags[i]))^2` in f32, in any
+/// order of summation, where `v(z)` is the table value the reference encoder picks for
+/// `z / mags[i]` ([`crate::Codebook::encode`]): the codes must be exact.
+pub trait Screen {
+    /// Fills `out` (`negate.len() * mags.len()` entries).
+    fn screen(&self, job: &ScreenJob<'_>, out: &mut [f32]);
+}
+
+/// [`screen_portable`] as a [`Screen`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PortableScreen;
+
+impl Screen for PortableScreen {
+    fn screen(&self, job: &ScreenJob<'_>, out: &mut [f32]) {
+        screen_portable(job, out)
+    }
+}
+
+/// The screen in plain Rust: codes stepped from one magnitude to the next as described in the
+/// module's documentation.
+pub fn screen_portable(job: &ScreenJob<'_>, out: &mut [f32]) {
+    let m = job.mags.len();
+    assert_eq!(out.len(), job.negate.len() * m);
+    let t = job.table;
+    let mut bounds = vec![[0.0f32; MAX_LEVELS]; m];
+    let mut ys = vec![[0.0f32; MAX_LEVELS]; m];
+    for ((b, y), &a) in bounds.iter_mut().zip(ys.iter_mut()).zip(job.mags) {
+        t.boundaries(a, b);
+        for (yk, &v) in y.iter_mut().zip(&t.levels) {
+            *yk = v * a;
+        }
+    }
+    for (side, &neg) in job.negate.iter().enumerate() {
+        let out = &mut out[side * m..(side + 1) * m];
+        out.fill(0.0);
+        for &x in job.block {
+            let z = if neg { -x } else { x };
+            let mut k = bounds[0][..t.len - 1].iter().filter(|&&b| z >= b).count();
+            for (i, o) in out.iter_mut().enumerate() {
+                if i > 0 {
+                    // Towards the zero code by at most one step.
+                    if z < 0.0 {
+                        k += (z >= bounds[i][k]) as usize;
+                    } else {
+                        k -= (z < bounds[i][k - 1]) as usize;
+                    }
+                }
+                let d = z - ys[i][k];
+                *o += d * d;
+            }
+        }
+    }
+}
+
+/// Upper bound on `|screened - exact|` for a block of `n` elements and a screened error `e`:
+/// `n` squares and sums in f32, each within a relative 2^-24 (twice that, plus the reference's
+/// own f64 rounding, with room), and subnormal roundings.
+pub fn screen_tolerance(n: usize, e: f32) -> f64 {
+    let n = n as f64 + 8.0;
+    e as f64 * n * 2f64.powi(-22) + n * 2f64.powi(-120)
+}
+
+/// The next f32 above a finite `x`.
+pub(crate) fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = x.to_bits();
+    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Format;
+
+    #[test]
+    fn boundaries_agree_with_dividing() {
+        let mut rng = crate::sample::Rng::new(9);
+        for f in Format::all() {
+            let cb = f.codebook();
+            let Some(t) = ScreenTable::new(cb) else {
+                continue;
+            };
+            let mut b = [0.0f32; MAX_LEVELS];
+            for _ in 0..2000 {
+                let a = (rng.uniform() * 3.0 + 1e-3) as f32;
+                t.boundaries(a, &mut b);
+                for j in 0..t.len - 1 {
+                    // The boundary itself, its neighbours, and exact ties.
+                    let tie = (t.mids[j] * a as f64) as f32;
+                    for z in [b[j], next_up(b[j]), f32::from_bits(b[j].to_bits() - 1), tie] {
+                        let below = cb.thresholds()[j] >= z / a;
+                        assert_eq!(z < b[j], below, "{f} a {a} j {j} z {z}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_tables_of_three_or_more_values_are_screened() {
+        for f in Format::all() {
+            let cb = f.codebook();
+            let t = ScreenTable::new(cb);
+            assert!(t.is_some(), "{f}");
+            // A step of 1.5% (the search's grid) never crosses two boundaries.
+            assert!(t.unwrap().max_step > 1.02, "{f}");
+        }
+    }
+}
