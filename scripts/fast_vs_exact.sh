@@ -10,7 +10,7 @@ bpb() { "$tq" eval "$1" --text "$text" --max-bytes 65792 --json "${@:2}" | sed '
 echo "| format | exact | fast | fast - exact |"
 echo "|---|---:|---:|---:|"
 for f in $("$tq" formats | awk 'NR > 1 {print $1}'); do
-  "$tq" convert examples/tiny-lite -o "$dir/$f" --format "$f" >/dev/null
+  "$tq" convert examples/tiny-lite -o "$dir/$f" --format "$f" --force >/dev/null
   e=$(bpb "$dir/$f")
   q=$(bpb "$dir/$f" --fast)
   printf '| `%s` | %.4f | %.4f | %+.4f |\n' "$f" "$e" "$q" "$(echo "$q - $e" | bc -l)"

@@ -23,6 +23,8 @@ pub struct Codebook {
     max_abs: f32,
     extreme: f32,
     one_sided: bool,
+    /// Whether the set of values is closed under negation.
+    symmetric: bool,
 }
 
 impl Codebook {
@@ -60,9 +62,13 @@ impl Codebook {
             .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then(a.1.cmp(&b.1)))
             .map(|p| p.1)
             .unwrap_or(0);
+        let symmetric = sorted
+            .iter()
+            .all(|&(v, _)| sorted.iter().any(|&(w, _)| w == -v));
         Ok(Self {
             values,
             sorted,
+            symmetric,
             thresholds,
             zero_code,
             rank_code,
@@ -111,9 +117,7 @@ impl Codebook {
     /// True when the set of values is closed under negation (E2M1, INT4, APoT4; not NF4 or SF4,
     /// which have one more positive value than negative ones).
     pub fn is_symmetric(&self) -> bool {
-        self.sorted
-            .iter()
-            .all(|&(v, _)| self.sorted.iter().any(|&(w, _)| w == -v))
+        self.symmetric
     }
 
     /// Distinct values in ascending order, each with the code the encoder emits for it.

@@ -20,6 +20,8 @@ use crate::Codebook;
 
 /// The most distinct values a table has.
 pub const MAX_LEVELS: usize = 16;
+/// The most magnitudes one job screens.
+pub const MAX_MAGS: usize = 64;
 
 /// What a screen needs to know about a codebook.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,6 +107,9 @@ impl ScreenTable {
         let Some(&first) = mags.first() else {
             return false;
         };
+        if mags.len() > MAX_MAGS {
+            return false;
+        }
         ok_mag(first)
             && mags
                 .windows(2)
@@ -135,7 +140,7 @@ pub struct ScreenJob<'a> {
     pub block: &'a [f32],
     /// The codebook's table.
     pub table: &'a ScreenTable,
-    /// Scale magnitudes, accepted by [`ScreenTable::accepts`].
+    /// Scale magnitudes (at most [`MAX_MAGS`]), accepted by [`ScreenTable::accepts`].
     pub mags: &'a [f32],
     /// One entry per side (one or two): side `s` screens `z = -x` when `negate[s]`, else `x`.
     pub negate: &'a [bool],
@@ -164,6 +169,9 @@ impl Screen for PortableScreen {
 pub fn screen_portable(job: &ScreenJob<'_>, out: &mut [f32]) {
     let m = job.mags.len();
     assert_eq!(out.len(), job.negate.len() * m);
+    if m == 0 {
+        return;
+    }
     let t = job.table;
     let mut bounds = vec![[0.0f32; MAX_LEVELS]; m];
     let mut ys = vec![[0.0f32; MAX_LEVELS]; m];
@@ -173,23 +181,45 @@ pub fn screen_portable(job: &ScreenJob<'_>, out: &mut [f32]) {
             *yk = v * a;
         }
     }
+    const LANES: usize = 8;
     for (side, &neg) in job.negate.iter().enumerate() {
         let out = &mut out[side * m..(side + 1) * m];
         out.fill(0.0);
-        for &x in job.block {
-            let z = if neg { -x } else { x };
-            let mut k = bounds[0][..t.len - 1].iter().filter(|&&b| z >= b).count();
+        // Eight elements at a time, so that eight code updates are in flight.
+        for chunk in job.block.chunks(LANES) {
+            let mut z = [0.0f32; LANES];
+            let mut k = [0usize; LANES];
+            // Where `z < 0` the code looks at `B[k]` and steps up, elsewhere at `B[k-1]`, down.
+            let mut up = [false; LANES];
+            for (l, &x) in chunk.iter().enumerate() {
+                z[l] = if neg { -x } else { x };
+                k[l] = bounds[0][..t.len - 1]
+                    .iter()
+                    .filter(|&&b| z[l] >= b)
+                    .count();
+                up[l] = z[l] < 0.0;
+            }
+            let lanes = chunk.len();
             for (i, o) in out.iter_mut().enumerate() {
-                if i > 0 {
-                    // Towards the zero code by at most one step.
-                    if z < 0.0 {
-                        k += (z >= bounds[i][k]) as usize;
-                    } else {
-                        k -= (z < bounds[i][k - 1]) as usize;
+                let mut sum = 0.0f32;
+                for l in 0..lanes {
+                    if i > 0 {
+                        let b = bounds[i][k[l] + up[l] as usize - 1];
+                        let cross = (z[l] < b) != up[l];
+                        k[l] = if cross {
+                            if up[l] {
+                                k[l] + 1
+                            } else {
+                                k[l] - 1
+                            }
+                        } else {
+                            k[l]
+                        };
                     }
+                    let d = z[l] - ys[i][k[l]];
+                    sum += d * d;
                 }
-                let d = z - ys[i][k];
-                *o += d * d;
+                *o += sum;
             }
         }
     }

@@ -232,25 +232,14 @@ pub(crate) fn screened_scale(
         errs,
     );
     let n = block.len();
-    // Candidates in the reference's order, repeats of the previous one (or the base) dropped.
-    let mut order = [0usize; 1 + 2 * SEARCH_STEPS];
-    let mut len = 1;
-    order[0] = BASE_STEP;
-    for c in 0..errs.len() {
-        let prev = order[len - 1];
-        let same = |a: usize, b: usize| {
-            a / SEARCH_STEPS == b / SEARCH_STEPS && mags[a % SEARCH_STEPS] == mags[b % SEARCH_STEPS]
-        };
-        if !same(c, BASE_STEP) && !same(c, prev) {
-            order[len] = c;
-            len += 1;
-        }
-    }
-    let order = &order[..len];
-    let ceiling = order
-        .iter()
-        .map(|&c| errs[c] as f64 + screen_tolerance(n, errs[c]))
-        .fold(f64::INFINITY, f64::min);
+    let c = screen_tolerance(n, 1.0) - screen_tolerance(n, 0.0);
+    let abs = screen_tolerance(n, 0.0);
+    // The least upper bound over candidates is the least error's (the tolerance grows with
+    // the error); a candidate is near when its lower bound is at most that.
+    let emin = errs.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    let ceiling = emin + emin * c + abs;
+    let limit = (ceiling + abs) / (1.0 - c);
+    let near = |c: usize| errs[c] as f64 <= limit;
     let scale = |c: usize| {
         let a = mags[c % SEARCH_STEPS];
         // Side 0 has the base's sign.
@@ -260,19 +249,23 @@ pub(crate) fn screened_scale(
             -a
         }
     };
-    let mut near = order
-        .iter()
-        .copied()
-        .filter(|&c| errs[c] as f64 - screen_tolerance(n, errs[c]) <= ceiling);
-    let first = near.next().expect("the least screened candidate is near");
-    let Some(second) = near.next() else {
-        return scale(first);
-    };
-    let mut best = (block_sq_err(cb, block, scale(first)), scale(first));
-    for c in std::iter::once(second).chain(near) {
-        let e = block_sq_err(cb, block, scale(c));
+    if errs.iter().filter(|&&e| e as f64 <= limit).count() == 1 {
+        return scale((0..errs.len()).find(|&c| near(c)).expect("one is near"));
+    }
+    // Near ties: the exact errors, in the reference's order (the base first), the first of the
+    // least winning; a repeat of the scale evaluated last cannot win.
+    let order = std::iter::once(BASE_STEP).chain(0..errs.len());
+    let mut best = (f64::INFINITY, 0.0f32);
+    let mut last = 0.0f32;
+    for c in order.filter(|&c| near(c)) {
+        let s = scale(c);
+        if s == last || s == best.1 {
+            continue;
+        }
+        last = s;
+        let e = block_sq_err(cb, block, s);
         if e < best.0 {
-            best = (e, scale(c));
+            best = (e, s);
         }
     }
     best.1

@@ -12,7 +12,7 @@
 //! - AVX2 looks up 16-entry tables with two `vpermps` and a blend, and compares `z` itself.
 
 use std::arch::x86_64::*;
-use tquant_formats::screen::{ScreenJob, MAX_LEVELS};
+use tquant_formats::screen::{ScreenJob, MAX_LEVELS, MAX_MAGS};
 
 /// 16 f32 on one cache line.
 #[derive(Clone, Copy)]
@@ -61,8 +61,8 @@ fn next_up512(v: __m512, m: __mmask16) -> __m512 {
 /// the 32-entry decoded table (`y[k]` at `k`, `-y[k]` at `16 + k`), and the plain boundaries of
 /// the first magnitude.
 struct Tables512 {
-    step: Vec<[Row; 2]>,
-    ys: Vec<[Row; 2]>,
+    step: [[Row; 2]; MAX_MAGS],
+    ys: [[Row; 2]; MAX_MAGS],
     first: Row,
 }
 
@@ -88,8 +88,8 @@ fn tables512(job: &ScreenJob<'_>) -> Tables512 {
     let shift_up = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0);
     let zero = _mm512_setzero_ps();
     let mut out = Tables512 {
-        step: vec![[Row([0.0; 16]); 2]; job.mags.len()],
-        ys: vec![[Row([0.0; 16]); 2]; job.mags.len()],
+        step: [[Row([0.0; 16]); 2]; MAX_MAGS],
+        ys: [[Row([0.0; 16]); 2]; MAX_MAGS],
         first: Row([0.0; 16]),
     };
     for (i, &a) in job.mags.iter().enumerate() {
@@ -119,22 +119,58 @@ fn tables512(job: &ScreenJob<'_>) -> Tables512 {
     out
 }
 
+/// Sixteen horizontal sums at once: lane `i` of the result is the sum of `r[i]`'s lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn reduce16(r: &[__m512; 16]) -> __m512 {
+    let mut t = [_mm512_setzero_ps(); 8];
+    for j in 0..8 {
+        let (a, b) = (r[2 * j], r[2 * j + 1]);
+        t[j] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    }
+    let mut u = [_mm512_setzero_ps(); 4];
+    for j in 0..4 {
+        let (a, b) = (_mm512_castps_pd(t[2 * j]), _mm512_castps_pd(t[2 * j + 1]));
+        // Pairs of f32 moved as f64, added as f32.
+        u[j] = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+        );
+    }
+    // u[j]'s 128-bit block q: rows 4j..4j+4 summed over quarter q of their lanes.
+    let x01 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(u[0], u[1]),
+        _mm512_shuffle_f32x4::<0xdd>(u[0], u[1]),
+    );
+    let x23 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(u[2], u[3]),
+        _mm512_shuffle_f32x4::<0xdd>(u[2], u[3]),
+    );
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(x01, x23),
+        _mm512_shuffle_f32x4::<0xdd>(x01, x23),
+    )
+}
+
 /// The screen in AVX-512. Safety: the CPU must have AVX-512 F, BW and VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
     let m = job.mags.len();
     let sides = job.negate.len();
     assert!(job.table.len <= MAX_LEVELS && job.table.len >= 3);
+    assert!(m <= MAX_MAGS && sides <= 2);
     assert_eq!(out.len(), sides * m);
     out.fill(0.0);
     if m == 0 {
         return;
     }
     let tabs = tables512(job);
-    let nb = job.table.len - 1;
+    // Per side and magnitude, the 16 lanes of squared errors summed over the block.
+    let mut accs = [[_mm512_setzero_ps(); MAX_MAGS]; 2];
     let one = _mm512_set1_epi32(1);
     let sixteen = _mm512_set1_epi32(16);
     let sign = _mm512_set1_epi32(i32::MIN);
+    // SAFETY: `first` is 16 aligned f32.
+    let first = unsafe { _mm512_load_ps(tabs.first.0.as_ptr()) };
     for chunk in job.block.chunks(CHUNK512) {
         let mut w = [_mm512_setzero_ps(); 4];
         let mut valid = [0 as __mmask16; 4];
@@ -155,10 +191,14 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
                 } else {
                     x
                 };
+                // The first magnitude's code: a binary search of the ascending boundaries
+                // (+inf past the table), counting those at or below z.
                 let mut k = _mm512_setzero_si512();
-                for j in 0..nb {
-                    let ge = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(tabs.first.0[j]));
-                    k = _mm512_mask_add_epi32(k, ge, k, one);
+                for step in [8, 4, 2, 1] {
+                    let probe = _mm512_add_epi32(k, _mm512_set1_epi32(step - 1));
+                    let ge =
+                        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_permutexvar_ps(probe, first));
+                    k = _mm512_mask_add_epi32(k, ge, k, _mm512_set1_epi32(step));
                 }
                 let negm = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, _mm512_setzero_ps());
                 kk[s][v] = _mm512_mask_add_epi32(k, negm, k, sixteen);
@@ -176,7 +216,7 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
                 )
             };
             for s in 0..sides {
-                let mut acc = [_mm512_setzero_ps(); 2];
+                let mut acc = [accs[s][i], _mm512_setzero_ps()];
                 for v in 0..4 {
                     let mut k = kk[s][v];
                     if i > 0 {
@@ -188,8 +228,24 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
                     let d = _mm512_sub_ps(w[v], _mm512_permutex2var_ps(y0, k, y1));
                     acc[v & 1] = _mm512_mask3_fmadd_ps(d, d, acc[v & 1], valid[v]);
                 }
-                out[s * m + i] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+                accs[s][i] = _mm512_add_ps(acc[0], acc[1]);
             }
+        }
+    }
+    for s in 0..sides {
+        for i0 in (0..m).step_by(16) {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            let cnt = (m - i0).min(16);
+            rows[..cnt].copy_from_slice(&accs[s][i0..i0 + cnt]);
+            let sums = reduce16(&rows);
+            // SAFETY: the masked store writes only `out[s * m + i0..][..cnt]`.
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    out.as_mut_ptr().add(s * m + i0),
+                    ((1u32 << cnt) - 1) as u16,
+                    sums,
+                )
+            };
         }
     }
 }
