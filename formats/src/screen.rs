@@ -47,7 +47,7 @@ impl ScreenTable {
     pub fn new(cb: &Codebook) -> Option<Self> {
         let t = cb.thresholds();
         let len = cb.sorted().len();
-        if len < 3 || len > MAX_LEVELS {
+        if !(3..=MAX_LEVELS).contains(&len) {
             return None;
         }
         let mut s = Self {
@@ -91,8 +91,9 @@ impl ScreenTable {
     /// `j` under scale `a` iff `z < out[j]`; entries from `len - 1` on are +inf.
     pub fn boundaries(&self, a: f32, out: &mut [f32; MAX_LEVELS]) {
         out.fill(f32::INFINITY);
-        for j in 0..self.len - 1 {
-            out[j] = boundary(self.mids[j], self.tie_up[j], a);
+        let nb = self.len - 1;
+        for ((o, &m), &up) in out[..nb].iter_mut().zip(&self.mids).zip(&self.tie_up) {
+            *o = boundary(m, up, a);
         }
     }
 
@@ -259,12 +260,12 @@ mod tests {
             for _ in 0..2000 {
                 let a = (rng.uniform() * 3.0 + 1e-3) as f32;
                 t.boundaries(a, &mut b);
-                for j in 0..t.len - 1 {
+                for (j, &bj) in b[..t.len - 1].iter().enumerate() {
                     // The boundary itself, its neighbours, and exact ties.
                     let tie = (t.mids[j] * a as f64) as f32;
-                    for z in [b[j], next_up(b[j]), f32::from_bits(b[j].to_bits() - 1), tie] {
+                    for z in [bj, next_up(bj), f32::from_bits(bj.to_bits() - 1), tie] {
                         let below = cb.thresholds()[j] >= z / a;
-                        assert_eq!(z < b[j], below, "{f} a {a} j {j} z {z}");
+                        assert_eq!(z < bj, below, "{f} a {a} j {j} z {z}");
                     }
                 }
             }

@@ -11,6 +11,8 @@
 //!   16 elements and candidate.
 //! - AVX2 looks up 16-entry tables with two `vpermps` and a blend, and compares `z` itself.
 
+// Sides, vectors and magnitudes index several small arrays with the same loop variables.
+#![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 use tquant_formats::screen::{ScreenJob, MAX_LEVELS, MAX_MAGS};
 
