@@ -151,6 +151,16 @@ const SEARCH_PERCENT: std::ops::RangeInclusive<u32> = 70..=110;
 /// How many multipliers, and where 100% is among them.
 pub(crate) const SEARCH_STEPS: usize = 41;
 pub(crate) const BASE_STEP: usize = 30;
+/// `pct as f32 / 100.0` for each of [`SEARCH_PERCENT`].
+const SEARCH_MULTIPLIERS: [f32; SEARCH_STEPS] = {
+    let mut m = [0.0f32; SEARCH_STEPS];
+    let mut i = 0;
+    while i < SEARCH_STEPS {
+        m[i] = (*SEARCH_PERCENT.start() + i as u32) as f32 / 100.0;
+        i += 1;
+    }
+    m
+};
 
 /// Options of the block quantizer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -233,11 +243,15 @@ impl BlockQuantizer {
         if let Some(table) = table {
             // Every candidate's magnitude: the two signs give the same ones (each dtype rounds
             // symmetrically), and the base is the one at 100%.
-            let mut mags = [0.0f32; SEARCH_STEPS];
-            for (m, pct) in mags.iter_mut().zip(SEARCH_PERCENT) {
-                *m = self.scale_dtype.round(base.abs() * (pct as f32 / 100.0));
-            }
-            let exact = mags.iter().all(|&m| self.scale_dtype.round(m) == m);
+            let d = self.scale_dtype;
+            let mut mags = SEARCH_MULTIPLIERS.map(|p| base.abs() * p);
+            // f32 scales need no rounding (and store exactly).
+            let exact = d == ScaleDtype::F32 || {
+                for m in &mut mags {
+                    *m = d.round(*m);
+                }
+                mags.iter().all(|&m| d.round(m) == m)
+            };
             if exact && mags[BASE_STEP] == base.abs() && table.accepts(absmax, &mags) {
                 return crate::search::screened_scale(cb, table, block, base, &mags, flip, screen);
             }

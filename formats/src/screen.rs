@@ -105,16 +105,15 @@ impl ScreenTable {
             return false;
         }
         let ok_mag = |a: f32| (1e-20..=1e20).contains(&a);
-        let Some(&first) = mags.first() else {
+        let (Some(&first), Some(&last)) = (mags.first(), mags.last()) else {
             return false;
         };
-        if mags.len() > MAX_MAGS {
-            return false;
-        }
-        ok_mag(first)
+        mags.len() <= MAX_MAGS
+            && ok_mag(first)
+            && ok_mag(last)
             && mags
                 .windows(2)
-                .all(|w| ok_mag(w[1]) && w[1] >= w[0] && w[1] as f64 <= w[0] as f64 * self.max_step)
+                .all(|w| w[1] >= w[0] && w[1] as f64 <= w[0] as f64 * self.max_step)
     }
 }
 

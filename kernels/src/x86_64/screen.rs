@@ -59,66 +59,57 @@ fn next_up512(v: __m512, m: __mmask16) -> __m512 {
     _mm512_castsi512_ps(bits)
 }
 
-/// Per magnitude: the 32-entry step table (`B[k-1]` at `k`, `next_up(-B[k])` at `16 + k`) and
-/// the 32-entry decoded table (`y[k]` at `k`, `-y[k]` at `16 + k`), and the plain boundaries of
-/// the first magnitude.
-struct Tables512 {
-    step: [[Row; 2]; MAX_MAGS],
-    ys: [[Row; 2]; MAX_MAGS],
-    first: Row,
+/// What the boundaries of every magnitude are computed from.
+#[derive(Clone, Copy)]
+struct Consts512 {
+    mids: [__m512d; 2],
+    tie_up: __mmask16,
+    valid: __mmask16,
+    levels: __m512,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn tables512(job: &ScreenJob<'_>) -> Tables512 {
+fn consts512(job: &ScreenJob<'_>) -> Consts512 {
     let t = job.table;
-    let nb = t.len - 1;
-    // SAFETY: `mids` has 16 f64, read as two 8-lane vectors.
-    let mids = unsafe {
-        [
-            _mm512_loadu_pd(t.mids.as_ptr()),
-            _mm512_loadu_pd(t.mids.as_ptr().add(8)),
-        ]
+    // SAFETY: `mids` has 16 f64, read as two 8-lane vectors; `levels` has 16 f32.
+    let (mids, levels) = unsafe {
+        (
+            [
+                _mm512_loadu_pd(t.mids.as_ptr()),
+                _mm512_loadu_pd(t.mids.as_ptr().add(8)),
+            ],
+            _mm512_loadu_ps(t.levels.as_ptr()),
+        )
     };
     let tie_up = t
         .tie_up
         .iter()
         .enumerate()
         .fold(0u16, |m, (j, &u)| m | ((u as u16) << j));
-    let valid: __mmask16 = ((1u32 << nb) - 1) as u16;
-    // SAFETY: `levels` has 16 f32.
-    let levels = unsafe { _mm512_loadu_ps(t.levels.as_ptr()) };
+    Consts512 {
+        mids,
+        tie_up,
+        valid: ((1u32 << (t.len - 1)) - 1) as u16,
+        levels,
+    }
+}
+
+/// Magnitude `a`'s 32-entry step table (`B[k-1]` at `k`, `next_up(-B[k])` at `16 + k`) and
+/// 32-entry decoded table (`y[k]` at `k`, `-y[k]` at `16 + k`), as two vectors each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn tables512(c: &Consts512, a: f32) -> [__m512; 4] {
+    let b = boundaries512(c.mids, c.tie_up, c.valid, a);
     let shift_up = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0);
     let zero = _mm512_setzero_ps();
-    let mut out = Tables512 {
-        step: [[Row([0.0; 16]); 2]; MAX_MAGS],
-        ys: [[Row([0.0; 16]); 2]; MAX_MAGS],
-        first: Row([0.0; 16]),
-    };
-    for (i, &a) in job.mags.iter().enumerate() {
-        let b = boundaries512(mids, tie_up, valid, a);
-        if i == 0 {
-            // SAFETY: `first` is 16 aligned f32.
-            unsafe { _mm512_store_ps(out.first.0.as_mut_ptr(), b) };
-        }
-        // B[k-1] at k (lane 0 unused: -inf); next_up(-B[k]) at k.
-        let down = _mm512_mask_blend_ps(
-            1,
-            _mm512_permutexvar_ps(shift_up, b),
-            _mm512_set1_ps(f32::NEG_INFINITY),
-        );
-        let nb_ = _mm512_add_ps(_mm512_sub_ps(zero, b), zero);
-        let up = next_up512(nb_, !0);
-        let y = _mm512_mul_ps(levels, _mm512_set1_ps(a));
-        let ny = _mm512_sub_ps(zero, y);
-        // SAFETY: each row is 16 aligned f32.
-        unsafe {
-            _mm512_store_ps(out.step[i][0].0.as_mut_ptr(), down);
-            _mm512_store_ps(out.step[i][1].0.as_mut_ptr(), up);
-            _mm512_store_ps(out.ys[i][0].0.as_mut_ptr(), y);
-            _mm512_store_ps(out.ys[i][1].0.as_mut_ptr(), ny);
-        }
-    }
-    out
+    // B[k-1] at k (lane 0 unused: -inf).
+    let down = _mm512_mask_blend_ps(
+        1,
+        _mm512_permutexvar_ps(shift_up, b),
+        _mm512_set1_ps(f32::NEG_INFINITY),
+    );
+    let up = next_up512(_mm512_add_ps(_mm512_sub_ps(zero, b), zero), !0);
+    let y = _mm512_mul_ps(c.levels, _mm512_set1_ps(a));
+    [down, up, y, _mm512_sub_ps(zero, y)]
 }
 
 /// Sixteen horizontal sums at once: lane `i` of the result is the sum of `r[i]`'s lanes.
@@ -165,14 +156,11 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
     if m == 0 {
         return;
     }
-    let tabs = tables512(job);
-    // Per side and magnitude, the 16 lanes of squared errors summed over the block.
-    let mut accs = [[_mm512_setzero_ps(); MAX_MAGS]; 2];
+    let c = consts512(job);
     let one = _mm512_set1_epi32(1);
     let sixteen = _mm512_set1_epi32(16);
     let sign = _mm512_set1_epi32(i32::MIN);
-    // SAFETY: `first` is 16 aligned f32.
-    let first = unsafe { _mm512_load_ps(tabs.first.0.as_ptr()) };
+    let first = boundaries512(c.mids, c.tie_up, c.valid, job.mags[0]);
     for chunk in job.block.chunks(CHUNK512) {
         let mut w = [_mm512_setzero_ps(); 4];
         let mut valid = [0 as __mmask16; 4];
@@ -207,18 +195,12 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
                 dir[s][v] = _mm512_mask_blend_epi32(negm, _mm512_set1_epi32(-1), one);
             }
         }
+        // Each side's per-lane sums of 16 magnitudes, reduced together.
+        let mut rows = [[_mm512_setzero_ps(); 16]; 2];
         for i in 0..m {
-            // SAFETY: each row is 16 aligned f32.
-            let (s0, s1, y0, y1) = unsafe {
-                (
-                    _mm512_load_ps(tabs.step[i][0].0.as_ptr()),
-                    _mm512_load_ps(tabs.step[i][1].0.as_ptr()),
-                    _mm512_load_ps(tabs.ys[i][0].0.as_ptr()),
-                    _mm512_load_ps(tabs.ys[i][1].0.as_ptr()),
-                )
-            };
+            let [s0, s1, y0, y1] = tables512(&c, job.mags[i]);
             for s in 0..sides {
-                let mut acc = [accs[s][i], _mm512_setzero_ps()];
+                let mut acc = [_mm512_setzero_ps(); 2];
                 for v in 0..4 {
                     let mut k = kk[s][v];
                     if i > 0 {
@@ -230,24 +212,23 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
                     let d = _mm512_sub_ps(w[v], _mm512_permutex2var_ps(y0, k, y1));
                     acc[v & 1] = _mm512_mask3_fmadd_ps(d, d, acc[v & 1], valid[v]);
                 }
-                accs[s][i] = _mm512_add_ps(acc[0], acc[1]);
+                rows[s][i % 16] = _mm512_add_ps(acc[0], acc[1]);
             }
-        }
-    }
-    for s in 0..sides {
-        for i0 in (0..m).step_by(16) {
-            let mut rows = [_mm512_setzero_ps(); 16];
-            let cnt = (m - i0).min(16);
-            rows[..cnt].copy_from_slice(&accs[s][i0..i0 + cnt]);
-            let sums = reduce16(&rows);
-            // SAFETY: the masked store writes only `out[s * m + i0..][..cnt]`.
-            unsafe {
-                _mm512_mask_storeu_ps(
-                    out.as_mut_ptr().add(s * m + i0),
-                    ((1u32 << cnt) - 1) as u16,
-                    sums,
-                )
-            };
+            if i % 16 == 15 || i == m - 1 {
+                let i0 = i - i % 16;
+                let cnt = i - i0 + 1;
+                for s in 0..sides {
+                    rows[s][cnt..].fill(_mm512_setzero_ps());
+                    let o = &mut out[s * m + i0..s * m + i0 + cnt];
+                    let mask = ((1u32 << cnt) - 1) as u16;
+                    // SAFETY: the masked load and store touch only `o`'s `cnt` values.
+                    unsafe {
+                        let prev = _mm512_maskz_loadu_ps(mask, o.as_ptr());
+                        let sums = _mm512_add_ps(prev, reduce16(&rows[s]));
+                        _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, sums);
+                    }
+                }
+            }
         }
     }
 }
