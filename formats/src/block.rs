@@ -216,9 +216,8 @@ impl BlockQuantizer {
         block: &[f32],
         screen: &dyn Screen,
     ) -> f32 {
-        let table = ScreenTable::new(cb);
         let mut sc = SearchScratch::default();
-        self.searched_block_scale_in(cb, block, table.as_ref(), screen, &mut sc)
+        self.searched_block_scale_in(cb, block, cb.screen_table(), screen, &mut sc)
     }
 
     fn searched_block_scale_in(
@@ -394,19 +393,15 @@ impl BlockQuantizer {
         let mut scales = Vec::with_capacity(rows * nb * self.scale_dtype.size());
         let mut row_codes = vec![0u8; cols];
         let mut scratch = SearchScratch::default();
-        let table = ScreenTable::new(cb);
+        let table = cb.screen_table();
         for r in 0..rows {
             let row = &w[r * cols..(r + 1) * cols];
             for (b, chunk) in row.chunks(block).enumerate() {
                 let s = match rule {
                     ScaleRule::Absmax => self.block_scale(cb, chunk),
-                    ScaleRule::Search => self.searched_block_scale_in(
-                        cb,
-                        chunk,
-                        table.as_ref(),
-                        screen,
-                        &mut scratch,
-                    ),
+                    ScaleRule::Search => {
+                        self.searched_block_scale_in(cb, chunk, table, screen, &mut scratch)
+                    }
                 };
                 self.scale_dtype.push_bytes(s, &mut scales);
                 encode_block(

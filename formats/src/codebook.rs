@@ -25,6 +25,8 @@ pub struct Codebook {
     one_sided: bool,
     /// Whether the set of values is closed under negation.
     symmetric: bool,
+    /// What the scale search's screen needs, when the table suits it.
+    screen: Option<crate::screen::ScreenTable>,
 }
 
 impl Codebook {
@@ -65,17 +67,25 @@ impl Codebook {
         let symmetric = sorted
             .iter()
             .all(|&(v, _)| sorted.iter().any(|&(w, _)| w == -v));
-        Ok(Self {
+        let mut cb = Self {
             values,
             sorted,
             symmetric,
+            screen: None,
             thresholds,
             zero_code,
             rank_code,
             max_abs,
             extreme,
             one_sided,
-        })
+        };
+        cb.screen = crate::screen::ScreenTable::new(&cb);
+        Ok(cb)
+    }
+
+    /// The table of the scale search's screen ([`crate::screen::ScreenTable::new`]), built once.
+    pub fn screen_table(&self) -> Option<&crate::screen::ScreenTable> {
+        self.screen.as_ref()
     }
 
     /// The values in code order.

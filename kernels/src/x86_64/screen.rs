@@ -148,14 +148,24 @@ fn reduce16(r: &[__m512; 16]) -> __m512 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
     let m = job.mags.len();
-    let sides = job.negate.len();
     assert!(job.table.len <= MAX_LEVELS && job.table.len >= 3);
-    assert!(m <= MAX_MAGS && sides <= 2);
-    assert_eq!(out.len(), sides * m);
+    assert!(m <= MAX_MAGS);
+    assert_eq!(out.len(), job.negate.len() * m);
     out.fill(0.0);
     if m == 0 {
         return;
     }
+    // The number of sides fixed at compile time keeps every code in a register.
+    match job.negate.len() {
+        1 => screen512::<1>(job, out),
+        2 => screen512::<2>(job, out),
+        n => panic!("{n} sides"),
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn screen512<const SIDES: usize>(job: &ScreenJob<'_>, out: &mut [f32]) {
+    let m = job.mags.len();
     let c = consts512(job);
     let one = _mm512_set1_epi32(1);
     let sixteen = _mm512_set1_epi32(16);
@@ -165,8 +175,8 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
         let mut w = [_mm512_setzero_ps(); 4];
         let mut valid = [0 as __mmask16; 4];
         // Codes (+16 in negative lanes) and step directions, per side and vector.
-        let mut kk = [[_mm512_setzero_si512(); 4]; 2];
-        let mut dir = [[_mm512_setzero_si512(); 4]; 2];
+        let mut kk = [[_mm512_setzero_si512(); 4]; SIDES];
+        let mut dir = [[_mm512_setzero_si512(); 4]; SIDES];
         for v in 0..4 {
             let lo = (16 * v).min(chunk.len());
             let n = (chunk.len() - lo).min(16);
@@ -175,8 +185,8 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
             // SAFETY: the masked load reads only `chunk[lo..lo + n]`.
             let x = unsafe { _mm512_maskz_loadu_ps(mask, chunk.as_ptr().add(lo)) };
             w[v] = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
-            for (s, &neg) in job.negate.iter().enumerate() {
-                let z = if neg {
+            for s in 0..SIDES {
+                let z = if job.negate[s] {
                     _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign))
                 } else {
                     x
@@ -196,10 +206,10 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
             }
         }
         // Each side's per-lane sums of 16 magnitudes, reduced together.
-        let mut rows = [[_mm512_setzero_ps(); 16]; 2];
+        let mut rows = [[_mm512_setzero_ps(); 16]; SIDES];
         for i in 0..m {
             let [s0, s1, y0, y1] = tables512(&c, job.mags[i]);
-            for s in 0..sides {
+            for s in 0..SIDES {
                 let mut acc = [_mm512_setzero_ps(); 2];
                 for v in 0..4 {
                     let mut k = kk[s][v];
@@ -217,7 +227,7 @@ pub(crate) unsafe fn screen_avx512(job: &ScreenJob<'_>, out: &mut [f32]) {
             if i % 16 == 15 || i == m - 1 {
                 let i0 = i - i % 16;
                 let cnt = i - i0 + 1;
-                for s in 0..sides {
+                for s in 0..SIDES {
                     rows[s][cnt..].fill(_mm512_setzero_ps());
                     let o = &mut out[s * m + i0..s * m + i0 + cnt];
                     let mask = ((1u32 << cnt) - 1) as u16;
