@@ -271,6 +271,48 @@ mod tests {
         }
     }
 
+    /// The portable screen, counting its jobs.
+    struct Counting(std::cell::Cell<usize>);
+
+    impl Screen for Counting {
+        fn screen(&self, job: &ScreenJob<'_>, out: &mut [f32]) {
+            self.0.set(self.0.get() + 1);
+            screen_portable(job, out)
+        }
+    }
+
+    #[test]
+    fn ordinary_blocks_take_the_screen_and_get_the_reference_scale() {
+        use crate::{BlockQuantizer, BlockSize, ScaleDtype};
+        let mut rng = crate::sample::Rng::new(5);
+        for f in Format::all() {
+            let cb = f.codebook();
+            for d in [
+                ScaleDtype::F32,
+                ScaleDtype::F16,
+                ScaleDtype::Bf16,
+                ScaleDtype::E4m3,
+            ] {
+                let q = BlockQuantizer {
+                    block: BlockSize::Elements(64),
+                    scale_dtype: d,
+                };
+                if q.check(cb).is_err() {
+                    continue;
+                }
+                let counting = Counting(std::cell::Cell::new(0));
+                for _ in 0..20 {
+                    // (E4M3 candidates below 2^-6 are subnormal and too far apart to screen.)
+                    let b = rng.normal_vec(64);
+                    let got = q.searched_block_scale_with(cb, &b, &counting);
+                    let want = q.searched_block_scale_reference(cb, &b);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{f} {d}");
+                }
+                assert_eq!(counting.0.get(), 20, "{f} {d}: every block screened");
+            }
+        }
+    }
+
     #[test]
     fn catalog_tables_of_three_or_more_values_are_screened() {
         for f in Format::all() {

@@ -1,5 +1,10 @@
 //! [`crate::ScaleRule::Search`] without encoding the block once per candidate scale.
 //!
+//! Blocks that [`crate::screen`] takes (every catalog table of more than two values, f32, f16,
+//! bf16 and E4M3 scales, magnitudes away from the ends of f32) go through
+//! [`screened_scale`]. The others (two-value tables, scale dtypes whose candidates are too far
+//! apart for the screen's one-step walk, extreme magnitudes) use [`least_error_scale`]:
+//!
 //! The block is sorted once. For a scale `s > 0`, the elements that encode to the `k` smallest
 //! table values are then a prefix of the sorted block: `x` encodes at or below threshold `t` iff
 //! `round_f32(x / s) <= t`, iff `x < m * s` (or `x == m * s` and the round-to-even tie falls on
