@@ -25,8 +25,9 @@ pub struct Codebook {
     one_sided: bool,
     /// Whether the set of values is closed under negation.
     symmetric: bool,
-    /// What the scale search's screen needs, when the table suits it.
-    screen: Option<crate::screen::ScreenTable>,
+    /// What the scale search's screen needs, when the table suits it (boxed: a codebook is
+    /// held by value in many enums).
+    screen: Option<Box<crate::screen::ScreenTable>>,
 }
 
 impl Codebook {
@@ -79,13 +80,13 @@ impl Codebook {
             extreme,
             one_sided,
         };
-        cb.screen = crate::screen::ScreenTable::new(&cb);
+        cb.screen = crate::screen::ScreenTable::new(&cb).map(Box::new);
         Ok(cb)
     }
 
     /// The table of the scale search's screen ([`crate::screen::ScreenTable::new`]), built once.
     pub fn screen_table(&self) -> Option<&crate::screen::ScreenTable> {
-        self.screen.as_ref()
+        self.screen.as_deref()
     }
 
     /// The values in code order.
