@@ -6,9 +6,12 @@
 //!   absmax, divide, threshold count, pack), `decode/1024x1024` (`QuantizedMatrix::dequantize`),
 //!   and the baseline `encode-one-at-a-time/1024x1024` (the same codes from `Codebook::encode`
 //!   element by element, what the batch encoder replaces).
-//! - `formats-search/<format>`: `ScaleRule::Search` (82 candidate scales per block) for a few
-//!   formats: `encode` (the whole quantization), `scales` (the scale choice alone) and its
-//!   baseline `scales-reference` (`searched_block_scale_reference`: every candidate encoded).
+//! - `formats-search/<format>`: `ScaleRule::Search` (41 candidate scales per block, 82 for
+//!   tables that are not symmetric: nf4, sf4) for a few formats: `encode` (the whole
+//!   quantization, portable screen), `encode-simd` (the same through `tquant_kernels::ScaleScreen`,
+//!   as the converter runs it), `scales` (the scale choice alone, portable screen),
+//!   `scales-simd` (the same on the best path of this CPU) and the baseline `scales-reference`
+//!   (`searched_block_scale_reference`: every candidate encoded).
 //! - `layouts/<layout>`: bitsandbytes NF4 and Hugging Face MXFP4, both directions.
 //!
 //! Throughput is in elements (weights) per second. Inputs: seeded N(0, 1) values.
@@ -18,6 +21,7 @@ use std::hint::black_box;
 use tquant_formats::layouts::{bnb_nf4_quantize, mxfp4_quantize, MxScaleRule};
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype, ScaleRule};
+use tquant_kernels::ScaleScreen;
 
 const ROWS: usize = 1024;
 const COLS: usize = 1024;
@@ -72,8 +76,23 @@ fn benches(c: &mut Criterion) {
                     .unwrap()
             })
         });
+        let simd = ScaleScreen::detect();
+        g.bench_function(BenchmarkId::new("encode-simd", &id), |b| {
+            b.iter(|| {
+                q.quantize_with_screen(cb, black_box(&w), ROWS, COLS, ScaleRule::Search, &simd)
+                    .unwrap()
+            })
+        });
         // The scale choice alone, and the same with the reference search (every candidate
-        // encoded), which the sorted-block search replaces.
+        // encoded), which the screened search replaces.
+        g.bench_function(BenchmarkId::new("scales-simd", &id), |b| {
+            b.iter(|| {
+                black_box(&w)
+                    .chunks(BLOCK)
+                    .map(|blk| q.searched_block_scale_with(cb, blk, &simd))
+                    .sum::<f32>()
+            })
+        });
         g.bench_function(BenchmarkId::new("scales", &id), |b| {
             b.iter(|| {
                 black_box(&w)

@@ -139,7 +139,8 @@ pub fn quantize_matrix_auto(
         .nth(chosen)
         .expect("argmin is an index of the outcomes");
     let matrix = if sampled {
-        q.quantize_with(format.codebook(), values, rows, cols, rule)?
+        let screen = tquant_kernels::ScaleScreen::detect();
+        q.quantize_with_screen(format.codebook(), values, rows, cols, rule, &screen)?
     } else {
         ev.matrix
     };

@@ -59,7 +59,15 @@ pub fn quantize_matrix(
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,
             }
-            .quantize_with(&cb, values, rows, cols, opts.scale_rule)?;
+            // The searched scales' candidates screened on this CPU's widest path.
+            .quantize_with_screen(
+                &cb,
+                values,
+                rows,
+                cols,
+                opts.scale_rule,
+                &tquant_kernels::ScaleScreen::detect(),
+            )?;
             (q.codes, q.scales)
         }
         Layout::Bnb => layouts::bnb_quantize(values, block_len)?,

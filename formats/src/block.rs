@@ -1,6 +1,7 @@
 //! Block scaling: each row is cut into blocks along its length; each block gets one scale.
 
 use crate::pack::{pack_row, row_bytes};
+use crate::screen::{PortableScreen, Screen, ScreenTable};
 pub use crate::search::block_sq_err;
 use crate::search::SearchScratch;
 use crate::{Codebook, FormatError, ScaleDtype};
@@ -147,6 +148,19 @@ impl FromStr for ScaleRule {
 
 /// The multipliers of the base scale that [`ScaleRule::Search`] tries, in hundredths.
 const SEARCH_PERCENT: std::ops::RangeInclusive<u32> = 70..=110;
+/// How many multipliers, and where 100% is among them.
+pub(crate) const SEARCH_STEPS: usize = 41;
+pub(crate) const BASE_STEP: usize = 30;
+/// `pct as f32 / 100.0` for each of [`SEARCH_PERCENT`].
+const SEARCH_MULTIPLIERS: [f32; SEARCH_STEPS] = {
+    let mut m = [0.0f32; SEARCH_STEPS];
+    let mut i = 0;
+    while i < SEARCH_STEPS {
+        m[i] = (*SEARCH_PERCENT.start() + i as u32) as f32 / 100.0;
+        i += 1;
+    }
+    m
+};
 
 /// Options of the block quantizer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,6 +183,11 @@ impl BlockQuantizer {
     /// [`ScaleRule::Search`] repairs.
     pub fn block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
         let (absmax, extreme) = block_extreme(block);
+        self.scale_of_extreme(cb, absmax, extreme)
+    }
+
+    /// [`BlockQuantizer::block_scale`] from the block's [`block_extreme`].
+    fn scale_of_extreme(&self, cb: &Codebook, absmax: f32, extreme: f32) -> f32 {
         if absmax == 0.0 {
             return 0.0;
         }
@@ -184,22 +203,59 @@ impl BlockQuantizer {
 
     /// The scale [`ScaleRule::Search`] picks for one block: bit for bit the choice of
     /// [`BlockQuantizer::searched_block_scale_reference`], found without encoding the block once
-    /// per candidate (the block is sorted once; each candidate then costs O(table), not O(block)).
+    /// per candidate (see [`crate::screen`]), on the portable path.
     pub fn searched_block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
-        self.searched_block_scale_in(cb, block, &mut SearchScratch::default())
+        self.searched_block_scale_with(cb, block, &PortableScreen)
     }
 
-    fn searched_block_scale_in(&self, cb: &Codebook, block: &[f32], sc: &mut SearchScratch) -> f32 {
-        let base = self.block_scale(cb, block);
+    /// [`BlockQuantizer::searched_block_scale`] with the candidates screened by `screen` (a
+    /// vectorized one lives in `tquant-kernels`); the same scale whatever the screen.
+    pub fn searched_block_scale_with(
+        &self,
+        cb: &Codebook,
+        block: &[f32],
+        screen: &dyn Screen,
+    ) -> f32 {
+        let mut sc = SearchScratch::default();
+        self.searched_block_scale_in(cb, block, cb.screen_table(), screen, &mut sc)
+    }
+
+    fn searched_block_scale_in(
+        &self,
+        cb: &Codebook,
+        block: &[f32],
+        table: Option<&ScreenTable>,
+        screen: &dyn Screen,
+        sc: &mut SearchScratch,
+    ) -> f32 {
+        let (absmax, extreme) = block_extreme(block);
+        let base = self.scale_of_extreme(cb, absmax, extreme);
         if base == 0.0 {
             return 0.0;
         }
-        // E8M0 tries three scales: encoding them is cheaper than sorting. Non-finite elements
-        // have no place in the sorted block's sums.
+        // E8M0 tries three scales: encoding them is cheaper than screening. Non-finite elements
+        // have no place in the screened or sorted sums.
         if self.scale_dtype == ScaleDtype::E8m0 || block.iter().any(|v| !v.is_finite()) {
             return self.searched_block_scale_reference(cb, block);
         }
-        let mut cands = [0.0f32; 1 + 2 * 41];
+        let flip = !cb.is_symmetric();
+        if let Some(table) = table {
+            // Every candidate's magnitude: the two signs give the same ones (each dtype rounds
+            // symmetrically), and the base is the one at 100%.
+            let d = self.scale_dtype;
+            let mut mags = SEARCH_MULTIPLIERS.map(|p| base.abs() * p);
+            // f32 scales need no rounding (and store exactly).
+            let exact = d == ScaleDtype::F32 || {
+                for m in &mut mags {
+                    *m = d.round(*m);
+                }
+                mags.iter().all(|&m| d.round(m) == m)
+            };
+            if exact && mags[BASE_STEP] == base.abs() && table.accepts(absmax, &mags) {
+                return crate::search::screened_scale(cb, table, block, base, &mags, flip, screen);
+            }
+        }
+        let mut cands = [0.0f32; 1 + 2 * SEARCH_STEPS];
         let mut len = 1;
         cands[0] = base;
         self.for_each_search_candidate(cb, base, |s| {
@@ -314,6 +370,20 @@ impl BlockQuantizer {
         cols: usize,
         rule: ScaleRule,
     ) -> Result<QuantizedMatrix, FormatError> {
+        self.quantize_with_screen(cb, w, rows, cols, rule, &PortableScreen)
+    }
+
+    /// [`BlockQuantizer::quantize_with`], screening [`ScaleRule::Search`]'s candidates with
+    /// `screen`; the same result whatever the screen.
+    pub fn quantize_with_screen(
+        &self,
+        cb: &Codebook,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        rule: ScaleRule,
+        screen: &dyn Screen,
+    ) -> Result<QuantizedMatrix, FormatError> {
         check_matrix_len(w.len(), rows, cols)?;
         self.check(cb)?;
         let block = self.block.len_for(cols);
@@ -323,12 +393,15 @@ impl BlockQuantizer {
         let mut scales = Vec::with_capacity(rows * nb * self.scale_dtype.size());
         let mut row_codes = vec![0u8; cols];
         let mut scratch = SearchScratch::default();
+        let table = cb.screen_table();
         for r in 0..rows {
             let row = &w[r * cols..(r + 1) * cols];
             for (b, chunk) in row.chunks(block).enumerate() {
                 let s = match rule {
                     ScaleRule::Absmax => self.block_scale(cb, chunk),
-                    ScaleRule::Search => self.searched_block_scale_in(cb, chunk, &mut scratch),
+                    ScaleRule::Search => {
+                        self.searched_block_scale_in(cb, chunk, table, screen, &mut scratch)
+                    }
                 };
                 self.scale_dtype.push_bytes(s, &mut scales);
                 encode_block(

@@ -23,6 +23,11 @@ pub struct Codebook {
     max_abs: f32,
     extreme: f32,
     one_sided: bool,
+    /// Whether the set of values is closed under negation.
+    symmetric: bool,
+    /// What the scale search's screen needs, when the table suits it (boxed: a codebook is
+    /// held by value in many enums).
+    screen: Option<Box<crate::screen::ScreenTable>>,
 }
 
 impl Codebook {
@@ -60,16 +65,28 @@ impl Codebook {
             .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then(a.1.cmp(&b.1)))
             .map(|p| p.1)
             .unwrap_or(0);
-        Ok(Self {
+        let symmetric = sorted
+            .iter()
+            .all(|&(v, _)| sorted.iter().any(|&(w, _)| w == -v));
+        let mut cb = Self {
             values,
             sorted,
+            symmetric,
+            screen: None,
             thresholds,
             zero_code,
             rank_code,
             max_abs,
             extreme,
             one_sided,
-        })
+        };
+        cb.screen = crate::screen::ScreenTable::new(&cb).map(Box::new);
+        Ok(cb)
+    }
+
+    /// The table of the scale search's screen ([`crate::screen::ScreenTable::new`]), built once.
+    pub fn screen_table(&self) -> Option<&crate::screen::ScreenTable> {
+        self.screen.as_deref()
     }
 
     /// The values in code order.
@@ -111,9 +128,7 @@ impl Codebook {
     /// True when the set of values is closed under negation (E2M1, INT4, APoT4; not NF4 or SF4,
     /// which have one more positive value than negative ones).
     pub fn is_symmetric(&self) -> bool {
-        self.sorted
-            .iter()
-            .all(|&(v, _)| self.sorted.iter().any(|&(w, _)| w == -v))
+        self.symmetric
     }
 
     /// Distinct values in ascending order, each with the code the encoder emits for it.

@@ -41,6 +41,7 @@ pub mod pack;
 pub mod q8_0;
 pub mod sample;
 mod scale;
+pub mod screen;
 mod search;
 pub mod select;
 
@@ -54,6 +55,7 @@ pub use fit::{
 pub use listing::{catalog_json, catalog_table};
 pub use nu_search::{search_nu_min_error, NuSearch};
 pub use scale::{e4m3_to_f32, f32_to_e4m3, ScaleDtype};
+pub use screen::{Screen, ScreenJob, ScreenTable};
 
 /// Errors of the format layer: a bad codebook, a name or number that does not parse, lengths
 /// that do not match a shape, or a value an operation cannot represent.

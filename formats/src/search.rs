@@ -1,5 +1,10 @@
 //! [`crate::ScaleRule::Search`] without encoding the block once per candidate scale.
 //!
+//! Blocks that [`crate::screen`] takes (every catalog table of more than two values, f32, f16,
+//! bf16 and E4M3 scales, magnitudes away from the ends of f32) go through
+//! [`screened_scale`]. The others (two-value tables, scale dtypes whose candidates are too far
+//! apart for the screen's one-step walk, extreme magnitudes) use [`least_error_scale`]:
+//!
 //! The block is sorted once. For a scale `s > 0`, the elements that encode to the `k` smallest
 //! table values are then a prefix of the sorted block: `x` encodes at or below threshold `t` iff
 //! `round_f32(x / s) <= t`, iff `x < m * s` (or `x == m * s` and the round-to-even tie falls on
@@ -16,6 +21,8 @@
 //! re-evaluated with [`block_sq_err`], and the first of the least (base scale first) wins, which
 //! is the reference's rule. The chosen scale is the reference's, bit for bit.
 
+use crate::block::{BASE_STEP, SEARCH_STEPS};
+use crate::screen::{screen_tolerance, Screen, ScreenJob, ScreenTable};
 use crate::Codebook;
 
 /// Squared error of one block encoded with `scale` and decoded as the kernels do
@@ -200,13 +207,73 @@ pub(crate) fn least_error_scale(
     best.1
 }
 
-/// The next f32 above a finite `x`.
-fn next_up(x: f32) -> f32 {
-    if x == 0.0 {
-        return f32::from_bits(1);
+use crate::screen::next_up;
+
+/// The reference's choice among the candidates of a block the screen accepts: the base scale
+/// (`mags[BASE_STEP]` with the sign of `base`), then `mags` with that sign, then (when `flip`)
+/// with the other. The screen's f32 errors decide unless candidates are within its rounding
+/// bound of the least; those are evaluated exactly, and the first of the least wins.
+pub(crate) fn screened_scale(
+    cb: &Codebook,
+    table: &ScreenTable,
+    block: &[f32],
+    base: f32,
+    mags: &[f32; SEARCH_STEPS],
+    flip: bool,
+    screen: &dyn Screen,
+) -> f32 {
+    let neg = base < 0.0;
+    let sides = [neg, !neg];
+    let negate = &sides[..1 + flip as usize];
+    let mut errs = [0.0f32; 2 * SEARCH_STEPS];
+    let errs = &mut errs[..negate.len() * SEARCH_STEPS];
+    screen.screen(
+        &ScreenJob {
+            block,
+            table,
+            mags,
+            negate,
+        },
+        errs,
+    );
+    let n = block.len();
+    let c = screen_tolerance(n, 1.0) - screen_tolerance(n, 0.0);
+    let abs = screen_tolerance(n, 0.0);
+    // The least upper bound over candidates is the least error's (the tolerance grows with
+    // the error); a candidate is near when its lower bound is at most that.
+    let emin = errs.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    let ceiling = emin + emin * c + abs;
+    let limit = (ceiling + abs) / (1.0 - c);
+    let near = |c: usize| errs[c] as f64 <= limit;
+    let scale = |c: usize| {
+        let a = mags[c % SEARCH_STEPS];
+        // Side 0 has the base's sign.
+        if (c >= SEARCH_STEPS) == neg {
+            a
+        } else {
+            -a
+        }
+    };
+    if errs.iter().filter(|&&e| e as f64 <= limit).count() == 1 {
+        return scale((0..errs.len()).find(|&c| near(c)).expect("one is near"));
     }
-    let b = x.to_bits();
-    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+    // Near ties: the exact errors, in the reference's order (the base first), the first of the
+    // least winning; a repeat of the scale evaluated last cannot win.
+    let order = std::iter::once(BASE_STEP).chain(0..errs.len());
+    let mut best = (f64::INFINITY, 0.0f32);
+    let mut last = 0.0f32;
+    for c in order.filter(|&c| near(c)) {
+        let s = scale(c);
+        if s == last || s == best.1 {
+            continue;
+        }
+        last = s;
+        let e = block_sq_err(cb, block, s);
+        if e < best.0 {
+            best = (e, s);
+        }
+    }
+    best.1
 }
 
 #[cfg(test)]

@@ -101,6 +101,7 @@ mod q8;
 mod qmatrix;
 pub mod reference;
 mod scalar;
+pub mod screen;
 mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -110,6 +111,7 @@ pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MI
 pub use int8::{matmul_q8_0, matmul_q8_0_with, Q8Matrix};
 pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};
+pub use screen::ScaleScreen;
 pub use tquant_formats::ScaleDtype;
 
 use std::fmt;

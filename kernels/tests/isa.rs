@@ -7,6 +7,9 @@
 //! the reason rather than passing without running; `dispatcher_uses_every_isa_the_cpu_has`
 //! checks, from the CPU's own feature flags, that no path the CPU has is left out.
 
+#[path = "isa_cases/screen.rs"]
+mod screen;
+
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
@@ -627,7 +630,16 @@ type IsaCase = fn(Isa);
 
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, IsaCase); 8] = [
+    let per_isa: [(&str, IsaCase); 11] = [
+        ("screen_matches_reference", screen::screen_matches_reference),
+        (
+            "screen_errors_are_within_tolerance",
+            screen::screen_errors_are_within_tolerance,
+        ),
+        (
+            "screened_matrix_matches_portable",
+            screen::screened_matrix_matches_portable,
+        ),
         ("matches_reference_blocked_gemm", blocked_gemm),
         ("matches_reference_every_format", every_format_and_dtype),
         ("matches_reference_every_shape", every_shape),

@@ -224,7 +224,7 @@ fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
 
 /// A 4-bit block with tquant's searched f16 scale over the type's table.
 fn searched_block(cb: &Codebook, q: &BlockQuantizer, x: &[f32], out: &mut Vec<u8>) {
-    let d = q.searched_block_scale(cb, x);
+    let d = q.searched_block_scale_with(cb, x, &tquant_kernels::ScaleScreen::detect());
     put_f16(out, d);
     let mut codes = [0u8; QK];
     tquant_formats::block::encode_block(cb, x, d, &mut codes);

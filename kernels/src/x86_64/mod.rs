@@ -6,6 +6,7 @@ mod bf16;
 pub(crate) mod int8;
 pub(crate) mod panel256;
 pub(crate) mod panel512;
+pub(crate) mod screen;
 
 use crate::act::CHUNK;
 use crate::isa::{Bf16Rows, F32Rows, Isa, QRows};
