@@ -23,7 +23,10 @@ fn generated(c: &Config) -> (Model, HashMap<String, usize>) {
         block: BlockSize::Elements(16),
         scale_dtype: ScaleDtype::F16,
     };
-    let src = GeneratedSource::new(c, 3, nf4, q).unwrap();
+    // The hand counts below take the head and embeddings at bf16.
+    let src = GeneratedSource::new(c, 3, nf4, q)
+        .unwrap()
+        .with_head(HeadFormat::Bf16);
     let model = Model::from_source(c.clone(), &src, Options::default()).unwrap();
     (model, src.stored_bytes())
 }

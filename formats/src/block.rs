@@ -3,7 +3,7 @@
 use crate::pack::{pack_row, row_bytes};
 use crate::screen::{PortableScreen, Screen, ScreenTable};
 pub use crate::search::block_sq_err;
-use crate::search::SearchScratch;
+use crate::search::{SearchScratch, BASE_STEP, SEARCH_STEPS};
 use crate::{Codebook, FormatError, ScaleDtype};
 use std::fmt;
 use std::str::FromStr;
@@ -148,9 +148,6 @@ impl FromStr for ScaleRule {
 
 /// The multipliers of the base scale that [`ScaleRule::Search`] tries, in hundredths.
 const SEARCH_PERCENT: std::ops::RangeInclusive<u32> = 70..=110;
-/// How many multipliers, and where 100% is among them.
-pub(crate) const SEARCH_STEPS: usize = 41;
-pub(crate) const BASE_STEP: usize = 30;
 /// `pct as f32 / 100.0` for each of [`SEARCH_PERCENT`].
 const SEARCH_MULTIPLIERS: [f32; SEARCH_STEPS] = {
     let mut m = [0.0f32; SEARCH_STEPS];

@@ -80,7 +80,7 @@ impl Codebook {
             extreme,
             one_sided,
         };
-        cb.screen = crate::screen::ScreenTable::new(&cb).map(Box::new);
+        cb.screen = crate::screen::ScreenTable::new(cb.sorted(), cb.thresholds()).map(Box::new);
         Ok(cb)
     }
 

@@ -16,7 +16,6 @@
 //! is the positive one on the negated block (`x / s == (-x) / (-s)` and
 //! `f32(v * s) == -f32(v * -s)` exactly).
 
-use crate::Codebook;
 
 /// The most distinct values a table has.
 pub const MAX_LEVELS: usize = 16;
@@ -41,12 +40,14 @@ pub struct ScreenTable {
 }
 
 impl ScreenTable {
-    /// The table of `cb`, or `None` when it does not suit the screen: its lowest threshold must
-    /// be negative and its highest positive (so the zero code is never the first or the last;
-    /// every catalog table of more than two values is like this).
-    pub fn new(cb: &Codebook) -> Option<Self> {
-        let t = cb.thresholds();
-        let len = cb.sorted().len();
+    /// The table of a codebook given as its values in ascending order with their codes
+    /// ([`crate::Codebook::sorted`]) and the midpoints between them
+    /// ([`crate::Codebook::thresholds`]), or `None` when it does not suit the screen: its lowest
+    /// threshold must be negative and its highest positive (so the zero code is never the first
+    /// or the last; every catalog table of more than two values is like this).
+    pub fn new(sorted: &[(f32, u8)], thresholds: &[f32]) -> Option<Self> {
+        let t = thresholds;
+        let len = sorted.len();
         if !(3..=MAX_LEVELS).contains(&len) {
             return None;
         }
@@ -57,7 +58,7 @@ impl ScreenTable {
             tie_up: [false; MAX_LEVELS],
             max_step: f64::INFINITY,
         };
-        for (l, &(v, _)) in s.levels.iter_mut().zip(cb.sorted()) {
+        for (l, &(v, _)) in s.levels.iter_mut().zip(sorted) {
             *l = v;
         }
         for (j, &tj) in t.iter().enumerate() {
@@ -252,7 +253,7 @@ mod tests {
         let mut rng = crate::sample::Rng::new(9);
         for f in Format::all() {
             let cb = f.codebook();
-            let Some(t) = ScreenTable::new(cb) else {
+            let Some(t) = ScreenTable::new(cb.sorted(), cb.thresholds()) else {
                 continue;
             };
             let mut b = [0.0f32; MAX_LEVELS];
@@ -317,7 +318,7 @@ mod tests {
     fn catalog_tables_of_three_or_more_values_are_screened() {
         for f in Format::all() {
             let cb = f.codebook();
-            let t = ScreenTable::new(cb);
+            let t = ScreenTable::new(cb.sorted(), cb.thresholds());
             assert!(t.is_some(), "{f}");
             // A step of 1.5% (the search's grid) never crosses two boundaries.
             assert!(t.unwrap().max_step > 1.02, "{f}");

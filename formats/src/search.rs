@@ -21,9 +21,13 @@
 //! re-evaluated with [`block_sq_err`], and the first of the least (base scale first) wins, which
 //! is the reference's rule. The chosen scale is the reference's, bit for bit.
 
-use crate::block::{BASE_STEP, SEARCH_STEPS};
 use crate::screen::{screen_tolerance, Screen, ScreenJob, ScreenTable};
 use crate::Codebook;
+
+/// How many candidate scales [`crate::ScaleRule::Search`] tries on each side of the sign (the
+/// multipliers 70%..=110% of the base scale), and where 100% is among them.
+pub(crate) const SEARCH_STEPS: usize = 41;
+pub(crate) const BASE_STEP: usize = 30;
 
 /// Squared error of one block encoded with `scale` and decoded as the kernels do
 /// (`values[code] * scale` in f32), summed in f64.

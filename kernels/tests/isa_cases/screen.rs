@@ -85,7 +85,7 @@ pub fn screen_errors_are_within_tolerance(isa: Isa) {
     let mut rng = Rng::new(29);
     for f in Format::all() {
         let cb = f.codebook();
-        let table = ScreenTable::new(cb).unwrap();
+        let table = ScreenTable::new(cb.sorted(), cb.thresholds()).unwrap();
         let mut sorted = cb.values().to_vec();
         sorted.sort_by(f32::total_cmp);
         for b in blocks(&sorted, &mut rng) {
