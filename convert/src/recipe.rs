@@ -3,8 +3,9 @@
 //!
 //! Grammar: `[gptq:]BASE[+search]` or `AUTO[+search][+gptq]`, where BASE is a catalog name,
 //! `sf4` / `sf3` (the paper's fixed nu = 5), `sf4:nu=X`, `sf4_fit` / `sf3_fit` (nu fitted per
-//! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor) or
-//! `custom:v0,v1,...`; AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
+//! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor),
+//! `custom:v0,v1,...` or `learned` (a 16-value table per matrix by k-means on its
+//! block-normalised values, from `sf4_opt`'s); AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
 //! weight error). `+search` searches each block's scale instead of the absmax rule; `gptq`
 //! quantizes with calibration statistics (given separately).
 //!
@@ -37,6 +38,8 @@ pub enum RecipeFormat {
     Auto(Option<Vec<String>>),
     /// A custom codebook, values in code order.
     Custom(Vec<f32>),
+    /// A table learned per matrix (`learned`).
+    Learned,
 }
 
 /// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
@@ -100,6 +103,7 @@ impl Recipe {
                 nu: *nu,
             },
             RecipeFormat::Auto(_) => FormatChoice::Auto(self.base()),
+            RecipeFormat::Learned => FormatChoice::Learned,
             RecipeFormat::Catalog(_) | RecipeFormat::Custom(_) => table(&self.base())?,
         };
         Ok(ConvertOptions::builder()
@@ -192,6 +196,7 @@ impl Recipe {
                 NuChoice::Fixed(v) => format!("sf{bits}:nu={v}"),
             },
             RecipeFormat::Auto(None) => "auto".into(),
+            RecipeFormat::Learned => crate::options::LEARNED.into(),
             RecipeFormat::Auto(Some(list)) => format!("auto:{}", list.join("/")),
             RecipeFormat::Custom(values) => {
                 let v: Vec<String> = values.iter().map(f32::to_string).collect();
@@ -252,6 +257,7 @@ impl FromStr for Recipe {
             "sf4_search" => sf(4, NuChoice::Search),
             "sf3_search" => sf(3, NuChoice::Search),
             "auto" => RecipeFormat::Auto(None),
+            crate::options::LEARNED => RecipeFormat::Learned,
             _ => {
                 if let Some(list) = rest.strip_prefix("auto:") {
                     let names: Vec<String> = list
@@ -308,6 +314,9 @@ mod tests {
                 "sf4:nu=3.5",
                 "auto:apot4_sp/int4_full",
                 "custom:-1,0,0.5,1",
+                "learned",
+                "sf4_opt",
+                "sf4_opt:nu=3.5",
             ]
             .map(String::from),
         );

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use tquant_formats::pack::row_bytes;
 use tquant_formats::{ScaleDtype, ScaleRule};
 
+/// The format name of per-matrix learned tables (a recipe, and a tensor's `format` in files,
+/// each matrix then naming its table as `custom:...`).
+pub const LEARNED: &str = "learned";
+
 /// Version of the on-disk description; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 /// `__metadata__` key prefix of a quantized tensor's description: `tquant.<name>`.
@@ -357,9 +361,16 @@ impl QuantInfo {
         }
     }
 
-    /// Stored bits per weight, codes and scales (the codebook excluded).
+    /// Stored bits per weight: codes and scales, and a learned table's values (a fixed
+    /// format's codebook, known from its name, is excluded).
     pub fn bits_per_weight(&self) -> f64 {
-        (self.code_bytes() + self.scale_bytes()) as f64 * 8.0 / self.numel().max(1) as f64
+        // A learned table belongs to its matrix alone: its f32 values count, as its scales do.
+        let tables = if self.format == LEARNED {
+            self.matrices.len() * (1usize << self.bits) * 4
+        } else {
+            0
+        };
+        (self.code_bytes() + self.scale_bytes() + tables) as f64 * 8.0 / self.numel().max(1) as f64
     }
 
     /// The metadata JSON of tquant's layout.

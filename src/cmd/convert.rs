@@ -19,7 +19,8 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Recipe: a format (see `tquant formats`); sf4:nu=X; sf4_fit / sf4_search (nu fitted /
-    /// searched per tensor); X+search (per-block scale search); auto / auto:A/B/.. (least-error
+    /// searched per tensor); sf4_opt:nu=X; learned (a table per tensor, k-means); X+search
+    /// (per-block scale search); auto / auto:A/B/.. (least-error
     /// format per tensor among nf4, sf4, apot4_sp, e2m1_sp, int4, int4_full, or LIST); gptq:X /
     /// auto+gptq (GPTQ; needs --calibrate or --calibrate-self). Default: sf4_fit (nf4 for bnb,
     /// e2m1 for mxfp4). With --layout gguf a ggml type: q4_0 or iq4_nl (the default), +search

@@ -74,7 +74,15 @@ pub struct ConvertOptions {
     /// Which values the Student-t fits see: a seeded sample of whole blocks (the converter's
     /// default, [`FitSampling::DEFAULT`]) or every value (the paper's fit, as the report uses).
     pub fit_sampling: FitSampling,
+    /// `learned`: each matrix gets its own table, k-means on its block-normalised values
+    /// (weighted per column by the calibration's `diag(H)` when there is one) starting from
+    /// `format`'s table ([`LEARNED_START`]); tquant's layout only.
+    pub learned: bool,
 }
+
+pub use crate::schema::LEARNED;
+/// The table learned tables start from: the Lloyd-Max table of block-normalised Student-t (nu 5).
+pub const LEARNED_START: &str = "sf4_opt";
 
 impl Default for ConvertOptions {
     /// sf4 with fitted nu, blocks of 64, f16 scales, tquant's layout, the default policy.
@@ -91,6 +99,7 @@ impl Default for ConvertOptions {
             calibration: None,
             staged_calibration: None,
             fit_sampling: FitSampling::DEFAULT,
+            learned: false,
         }
     }
 }
@@ -192,6 +201,11 @@ impl ConvertOptions {
         }
         if self.calibration.is_some() || self.staged_calibration.is_some() {
             check_calibration_layout(self.layout)?;
+        }
+        if self.learned && self.layout != Layout::Tquant {
+            return Err(ConvertError::LearnedLayout {
+                layout: self.layout,
+            });
         }
         if self.scale_rule != ScaleRule::Absmax && self.layout != Layout::Tquant {
             return Err(ConvertError::ScaleRuleLayout {
