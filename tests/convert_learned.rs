@@ -15,9 +15,13 @@ fn convert(dir: &std::path::Path, name: &str, extra: &[&str]) -> (std::path::Pat
 
 /// `tquant verify --json`'s rows by tensor name: (format, nmse, bits per weight).
 fn verify(out: &std::path::Path) -> Vec<(String, String, f64, f64)> {
-    let v: Value =
-        serde_json::from_str(&stdout_ok(&["verify", path(&tiny_lite()), path(out), "--json"]))
-            .unwrap();
+    let v: Value = serde_json::from_str(&stdout_ok(&[
+        "verify",
+        path(&tiny_lite()),
+        path(out),
+        "--json",
+    ]))
+    .unwrap();
     v["tensors"]
         .as_array()
         .unwrap()
@@ -63,7 +67,14 @@ fn learned_is_refused_where_it_cannot_be_stored_or_takes_no_nu() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, out) = (tiny_lite(), tmp.path().join("x"));
     let args = |extra: &[&'static str]| {
-        let mut a = vec!["convert", path(&model), "-o", path(&out), "--format", "learned"];
+        let mut a = vec![
+            "convert",
+            path(&model),
+            "-o",
+            path(&out),
+            "--format",
+            "learned",
+        ];
         a.extend_from_slice(extra);
         a
     };

@@ -226,7 +226,9 @@ fn check_format(name: &str, bits: u32) -> Result<(), String> {
         // Each matrix's own table, named `custom:...` and checked on its own.
         return match bits {
             4 => Ok(()),
-            _ => Err(format!("'{name}' has 4 bits per code, the metadata says {bits}")),
+            _ => Err(format!(
+                "'{name}' has 4 bits per code, the metadata says {bits}"
+            )),
         };
     }
     let format: Format = name

@@ -81,7 +81,12 @@ impl WeightedPoints {
             err += wxx - 2.0 * l * wx + l * l * w;
             lo = hi;
         }
-        err / self.cum_w.last().copied().unwrap_or(0.0).max(f64::MIN_POSITIVE)
+        err / self
+            .cum_w
+            .last()
+            .copied()
+            .unwrap_or(0.0)
+            .max(f64::MIN_POSITIVE)
     }
 
     /// Lloyd's algorithm from `init` (ascending): levels where `fixed` is true stay put, the
@@ -93,7 +98,11 @@ impl WeightedPoints {
         lloyd_cells(init, fixed, |a, b| {
             let (lo, hi) = (
                 if a == f64::NEG_INFINITY { 0 } else { index(a) },
-                if b == f64::INFINITY { self.x.len() } else { index(b) },
+                if b == f64::INFINITY {
+                    self.x.len()
+                } else {
+                    index(b)
+                },
             );
             (
                 self.cum_w[hi] - self.cum_w[lo],
@@ -198,7 +207,12 @@ impl BinnedDensity {
             err += wxx - 2.0 * l * wx + l * l * w;
             lo = hi;
         }
-        err / self.cum_w.last().copied().unwrap_or(0.0).max(f64::MIN_POSITIVE)
+        err / self
+            .cum_w
+            .last()
+            .copied()
+            .unwrap_or(0.0)
+            .max(f64::MIN_POSITIVE)
     }
 }
 
@@ -229,7 +243,11 @@ pub fn symmetric_lloyd_max(density: &BinnedDensity, start: &[f64]) -> Vec<f64> {
     let last = start.len() - 1;
     let fixed: Vec<bool> = (0..start.len()).map(|i| i == last).collect();
     let half = points.lloyd(start, &fixed);
-    half.iter().rev().map(|v| -v).chain(half.iter().copied()).collect()
+    half.iter()
+        .rev()
+        .map(|v| -v)
+        .chain(half.iter().copied())
+        .collect()
 }
 
 /// Nodes of the integral over the absmax in [`block_absmax_lloyd_max`].
@@ -244,7 +262,12 @@ pub fn block_absmax_density(nu: f64, block: usize) -> BinnedDensity {
 }
 
 /// [`block_absmax_density`] with `nodes` quadrature nodes and `bins` bins.
-pub fn block_absmax_density_with(nu: f64, block: usize, nodes: usize, bins: usize) -> BinnedDensity {
+pub fn block_absmax_density_with(
+    nu: f64,
+    block: usize,
+    nodes: usize,
+    bins: usize,
+) -> BinnedDensity {
     let n = block.max(2) as f64;
     // m(v): the quantile of |X| at u = v^(1/(n-1)), i.e. the t quantile at 1 - (1 - u) / 2,
     // with 1 - u computed as -expm1(ln v / (n-1)) so the far tail keeps its precision.
@@ -387,7 +410,8 @@ mod tests {
 
     #[test]
     fn lloyd_on_two_clusters_finds_their_means_and_keeps_fixed_levels() {
-        let pts = WeightedPoints::new([(-1.0, 1.0), (-0.9, 1.0), (0.1, 1.0), (0.3, 3.0), (1.0, 1.0)]);
+        let pts =
+            WeightedPoints::new([(-1.0, 1.0), (-0.9, 1.0), (0.1, 1.0), (0.3, 3.0), (1.0, 1.0)]);
         let l = pts.lloyd(&[-1.0, -0.5, 0.5, 1.0], &[true, false, false, true]);
         // -0.9 is nearer -1 than -0.5 at first; -0.5's cell empties and it stays.
         assert_eq!(l[0], -1.0);
@@ -412,7 +436,10 @@ mod tests {
             let cb = Codebook::new(table.to_vec()).unwrap();
             let m = q.quantize(&cb, &w, rows, cols).unwrap();
             let d = m.dequantize(&cb);
-            w.iter().zip(&d).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+            w.iter()
+                .zip(&d)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
         };
         assert!(err(&t) < 0.95 * err(&start), "{} {}", err(&t), err(&start));
     }

@@ -64,7 +64,12 @@ fn sf4_opt_has_less_error_than_sf4_on_the_normalised_density() {
         };
         let sf4 = Format::student_float(4, nu).unwrap();
         let opt = Format::student_float_opt(nu).unwrap();
-        assert!(err(&opt) < 0.97 * err(&sf4), "nu {nu}: {} vs {}", err(&opt), err(&sf4));
+        assert!(
+            err(&opt) < 0.97 * err(&sf4),
+            "nu {nu}: {} vs {}",
+            err(&opt),
+            err(&sf4)
+        );
         let nf4: Format = "nf4".parse().unwrap();
         assert!(err(&opt) < err(&nf4), "nu {nu}");
     }
@@ -108,7 +113,10 @@ fn learned_tables_match_numpy_k_means() {
     // The weights matter: the two tables differ.
     let plain = floats(&l["table"]);
     let weighted = floats(&l["weighted_table"]);
-    assert!(plain.iter().zip(&weighted).any(|(a, b)| (a - b).abs() > 1e-3));
+    assert!(plain
+        .iter()
+        .zip(&weighted)
+        .any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
 #[test]
