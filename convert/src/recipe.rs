@@ -317,6 +317,7 @@ mod tests {
                 "learned",
                 "sf4_opt",
                 "sf4_opt:nu=3.5",
+                "auto:sf4_opt/int4_full",
             ]
             .map(String::from),
         );
@@ -371,6 +372,23 @@ mod tests {
         assert!(r.gptq);
         let o = b.nu(NuChoice::Fit).build().unwrap();
         assert_eq!(o.auto.unwrap().name(), "auto:nf4,sf4_fit");
+    }
+
+    #[test]
+    fn learned_learns_from_sf4_opt_and_sf4_opt_is_a_fixed_table() {
+        let o = "learned+search".parse::<Recipe>().unwrap();
+        assert_eq!(o.format, RecipeFormat::Learned);
+        let o = o.options(BlockSize::Elements(64), ScaleDtype::F16).unwrap();
+        assert!(o.learned);
+        assert_eq!((o.format.name(), o.nu), ("sf4_opt", None));
+        assert_eq!(o.scale_rule, ScaleRule::Search);
+        let o = "sf4_opt:nu=3".parse::<Recipe>().unwrap();
+        assert_eq!(o.format, RecipeFormat::Catalog("sf4_opt:nu=3".into()));
+        let o = o.options(BlockSize::Elements(64), ScaleDtype::F16).unwrap();
+        assert!(!o.learned);
+        assert_eq!(o.nu, Some(NuChoice::Fixed(3.0)));
+        let e = "auto:learned/nf4".parse::<Recipe>().unwrap_err();
+        assert!(e.to_string().contains("unknown format 'learned'"), "{e}");
     }
 
     #[test]
