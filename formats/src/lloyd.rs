@@ -7,7 +7,7 @@
 //! level moved to its cell's weighted mean) then costs O(levels · log points), so iterating to
 //! convergence is cheap next to the sort.
 
-use crate::generate::quantile;
+use crate::generate::{quantile, quantile_table, SF4_OFFSET};
 use crate::{BlockQuantizer, Codebook, FormatError};
 use std::sync::Mutex;
 
@@ -389,11 +389,12 @@ pub fn sf4_opt_table(nu: f64) -> Result<Vec<f32>, FormatError> {
     {
         return Ok(t.clone());
     }
-    let sf4 = crate::Format::student_float(4, nu)?;
-    let init: Vec<f64> = sf4.codebook().values()[8..]
-        .iter()
-        .map(|&v| v as f64)
-        .collect();
+    if nu.is_nan() || nu <= 0.0 {
+        return Err(FormatError::Nu { nu });
+    }
+    // SF4's table (the paper's Algorithm 1), its zero and positive half.
+    let sf4 = quantile_table(Some(nu), 8, 7, SF4_OFFSET);
+    let init: Vec<f64> = sf4[8..].iter().map(|&v| v as f64).collect();
     let table = distinct_f32(&block_absmax_lloyd_max(nu, SF4_OPT_BLOCK, &init));
     let mut cache = CACHE.lock().expect("cache lock");
     if cache.len() >= 64 {
