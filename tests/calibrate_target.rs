@@ -10,6 +10,9 @@
 //!   /work/shared/corpus/heldout.txt);
 //! - `auto` calibrated on 65536 tokens the model writes itself (`--calibrate-self`, no
 //!   calibration data) loses at most 0.8x as much;
+//! - `learned+search` (a table per matrix, weighted by the same statistics' diag(H), then GPTQ
+//!   with searched scales) calibrated alike loses at most 0.45x as much (0.42x measured; the
+//!   0.4x goal is not met; `auto+search+gptq` is at 0.56x);
 //! - weight-only `auto` with searched scales, spending the baseline's bits on blocks of 32 with
 //!   f16 scales instead of blocks of 64 with f32 ones, loses at most 0.8x as much.
 
@@ -18,6 +21,7 @@ use crate::support;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use support::{root, tiny_lite};
+use tquant::convert::calibration::Calibration;
 use tquant::formats::{BlockSize, ScaleDtype};
 use tquant::model::checkpoint_source;
 use tquant::report::measure::{self, parse_variants, with_calibrated_twins, Variant};
@@ -94,8 +98,32 @@ fn auto_gptq(source: CalibrationSource) -> Variant {
         .collect(&tiny_lite(), 0)
         .map(Arc::new)
         .unwrap();
-    let twins = with_calibrated_twins(variants("auto", 64, ScaleDtype::F16), &cal);
-    twins.into_iter().find(|v| v.name == "auto+gptq").unwrap()
+    gptq_twin("auto", &cal)
+}
+
+/// The calibrated twin of the report row `name` (block 64, f16 scales).
+fn gptq_twin(name: &str, cal: &Arc<Calibration>) -> Variant {
+    let twins = with_calibrated_twins(variants(name, 64, ScaleDtype::F16), cal);
+    let want = measure::calibrated_variant_name(name);
+    twins.into_iter().find(|v| v.name == want).unwrap()
+}
+
+/// Statistics of 65536 tokens the model writes itself (`--calibrate-self 65536`, seed 0),
+/// collected once for every test that asks.
+fn self_calibration() -> Arc<Calibration> {
+    static CAL: OnceLock<Arc<Calibration>> = OnceLock::new();
+    CAL.get_or_init(|| {
+        let source = CalibrationSource::SelfGenerated {
+            tokens: 65536,
+            seed: 0,
+        };
+        Arc::new(
+            CalibrationOptions::new(source)
+                .collect(&tiny_lite(), 0)
+                .unwrap(),
+        )
+    })
+    .clone()
 }
 
 /// The fixed format with the least loss under absmax RTN with f32 scales: measured once for
@@ -146,11 +174,15 @@ fn auto_with_calibration_halves_the_loss_of_the_best_rtn_format() {
 #[test]
 fn auto_calibrated_on_its_own_text_loses_at_most_0_8x_of_the_best_rtn_format() {
     let best = best_rtn();
-    let source = CalibrationSource::SelfGenerated {
-        tokens: 65536,
-        seed: 0,
-    };
-    assert_within(&rows(&[auto_gptq(source)])[0], &best, 0.8);
+    let twin = gptq_twin("auto", &self_calibration());
+    assert_within(&rows(&[twin])[0], &best, 0.8);
+}
+
+#[test]
+fn learned_tables_calibrated_on_their_own_text_lose_at_most_0_45x_of_the_best_rtn_format() {
+    let best = best_rtn();
+    let twin = gptq_twin("learned+search", &self_calibration());
+    assert_within(&rows(&[twin])[0], &best, 0.45);
 }
 
 #[test]

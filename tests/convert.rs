@@ -14,6 +14,7 @@ mod convert_errors;
 mod convert_fp8;
 mod convert_fp8_large;
 mod convert_large;
+mod convert_learned;
 mod convert_minilm;
 mod convert_moe;
 mod convert_mxfp4;

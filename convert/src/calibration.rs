@@ -10,7 +10,7 @@
 //! the calibration ([`CalibrationRecord`]) but nothing a reader needs to decode.
 
 use crate::auto::chosen_output;
-use crate::matrix::quantize_matrix;
+use crate::matrix::{quantize_matrix, quantize_matrix_weighted};
 pub use crate::options::check_calibration_layout as check_layout;
 use crate::options::ConvertOptions;
 pub use crate::schema::CalibrationRecord;
@@ -86,7 +86,11 @@ pub fn quantize_matrix_for(
         scale_dtype: opts.scale_dtype,
     };
     let Some(spec) = &opts.auto else {
-        let base = quantize_matrix(values, rows, cols, opts)?;
+        // A learned table weighs each column's values by how much its input moves the output.
+        let diag: Option<Vec<f64>> = opts
+            .learned
+            .then(|| (0..cols).map(|c| h.sum()[c * cols + c]).collect());
+        let base = quantize_matrix_weighted(values, rows, cols, opts, diag.as_deref())?;
         let cb = Codebook::new(base.info.codebook.clone())?;
         let m = factor.quantize(&q, &cb, values, rows, cols, rule)?;
         return Ok(QuantizedMatrixOut {

@@ -223,6 +223,15 @@ fn check_format(name: &str, bits: u32) -> Result<(), String> {
         }
         return Ok(());
     }
+    if name == crate::options::LEARNED {
+        // Each matrix's own table, named `custom:...` and checked on its own.
+        return match bits {
+            4 => Ok(()),
+            _ => Err(format!(
+                "'{name}' has 4 bits per code, the metadata says {bits}"
+            )),
+        };
+    }
     let format: Format = name
         .parse()
         .map_err(|e| format!("unknown format '{name}': {e}"))?;

@@ -231,6 +231,11 @@ pub enum ConvertError {
         /// The layout.
         layout: Layout,
     },
+    /// A learned table (`learned`) for a layout that stores only its own fixed table.
+    LearnedLayout {
+        /// The layout.
+        layout: Layout,
+    },
     /// Settings bitsandbytes' layout cannot store; each field is set when it is one of them.
     BnbSettings {
         /// The format, when it is not nf4.
@@ -676,6 +681,13 @@ impl ConvertError {
                 f,
                 "{OPTS}{} {rule} needs {} tquant ({} fixes its own scale rule)",
                 n(Setting::ScaleRule),
+                n(Setting::Layout),
+                layout.name()
+            ),
+            Self::LearnedLayout { layout } => write!(
+                f,
+                "{OPTS}{} learned needs {} tquant ({} stores fixed tables only)",
+                n(Setting::Format),
                 n(Setting::Layout),
                 layout.name()
             ),

@@ -5,6 +5,7 @@ use crate::fitting::{fit_for_codebook_with, fit_for_profile, round_nu};
 use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
+use tquant_formats::lloyd::learn_table;
 use tquant_formats::nu_search::search_nu_min_error;
 use tquant_formats::nvfp4::nvfp4_global_scale;
 use tquant_formats::select::SquaredError;
@@ -16,6 +17,18 @@ pub fn quantize_matrix(
     rows: usize,
     cols: usize,
     opts: &ConvertOptions,
+) -> Result<QuantizedMatrixOut, FormatError> {
+    quantize_matrix_weighted(values, rows, cols, opts, None)
+}
+
+/// [`quantize_matrix`], with a weight per column for the error a learned table
+/// (`opts.learned`) minimises (the calibration's `diag(H)`); other formats ignore it.
+pub fn quantize_matrix_weighted(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+    col_weights: Option<&[f64]>,
 ) -> Result<QuantizedMatrixOut, FormatError> {
     if let Some(spec) = &opts.auto {
         return crate::auto::quantize_matrix_auto(values, rows, cols, opts, spec, &SquaredError)
@@ -39,6 +52,15 @@ pub fn quantize_matrix(
             let format = Format::student_float(bits, round_nu(best.nu))?;
             let whole = fit_for_profile(values, block_len);
             (format, None, Some(FitInfo::from(whole)))
+        }
+        _ if opts.learned => {
+            let q = BlockQuantizer {
+                block: opts.block,
+                scale_dtype: opts.scale_dtype,
+            };
+            let start = opts.format.codebook().values();
+            let table = learn_table(&q, values, rows, cols, col_weights, start)?;
+            (Format::custom(table)?, None, None)
         }
         _ => (opts.format.clone(), None, None),
     };

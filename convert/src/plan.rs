@@ -161,6 +161,9 @@ pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
     if let Some(spec) = &opts.auto {
         return spec.name();
     }
+    if opts.learned {
+        return crate::schema::LEARNED.to_string();
+    }
     match opts.nu {
         Some(NuChoice::Fit | NuChoice::Search) => format!("sf{}", opts.bits()),
         _ => opts.format.name().to_string(),
@@ -571,6 +574,11 @@ pub(crate) fn shard_metadata(
                         m.nu = Some(WIDEST_F64);
                         m.fit = Some(widest);
                         m.fit_tensor = Some(widest);
+                    } else if opts.learned {
+                        // Each table is named `custom:v0,...`; an f32 in (-1, 1) prints as at
+                        // most 48 characters (`-0.` and 45 digits, down to subnormals).
+                        let widest = format!("-0.{}", "9".repeat(47));
+                        m.format = format!("custom:{}", vec![widest; 1 << opts.bits()].join(","));
                     } else if matches!(opts.nu, Some(NuChoice::Fit | NuChoice::Search)) {
                         // nu is rounded to 3 decimals and at most NU_MAX = 1000.
                         m.format = format!("sf{}:nu=999.999", opts.bits());

@@ -3,8 +3,9 @@
 //!
 //! Grammar: `[gptq:]BASE[+search]` or `AUTO[+search][+gptq]`, where BASE is a catalog name,
 //! `sf4` / `sf3` (the paper's fixed nu = 5), `sf4:nu=X`, `sf4_fit` / `sf3_fit` (nu fitted per
-//! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor) or
-//! `custom:v0,v1,...`; AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
+//! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor),
+//! `custom:v0,v1,...` or `learned` (a 16-value table per matrix by k-means on its
+//! block-normalised values, from `sf4_opt`'s); AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
 //! weight error). `+search` searches each block's scale instead of the absmax rule; `gptq`
 //! quantizes with calibration statistics (given separately).
 //!
@@ -37,6 +38,8 @@ pub enum RecipeFormat {
     Auto(Option<Vec<String>>),
     /// A custom codebook, values in code order.
     Custom(Vec<f32>),
+    /// A table learned per matrix (`learned`).
+    Learned,
 }
 
 /// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
@@ -100,6 +103,7 @@ impl Recipe {
                 nu: *nu,
             },
             RecipeFormat::Auto(_) => FormatChoice::Auto(self.base()),
+            RecipeFormat::Learned => FormatChoice::Learned,
             RecipeFormat::Catalog(_) | RecipeFormat::Custom(_) => table(&self.base())?,
         };
         Ok(ConvertOptions::builder()
@@ -201,6 +205,7 @@ impl Recipe {
                 NuChoice::Fixed(v) => format!("sf{bits}:nu={v}"),
             },
             RecipeFormat::Auto(None) => "auto".into(),
+            RecipeFormat::Learned => crate::options::LEARNED.into(),
             RecipeFormat::Auto(Some(list)) => format!("auto:{}", list.join("/")),
             RecipeFormat::Custom(values) => {
                 let v: Vec<String> = values.iter().map(f32::to_string).collect();
@@ -261,6 +266,7 @@ impl FromStr for Recipe {
             "sf4_search" => sf(4, NuChoice::Search),
             "sf3_search" => sf(3, NuChoice::Search),
             "auto" => RecipeFormat::Auto(None),
+            crate::options::LEARNED => RecipeFormat::Learned,
             _ => {
                 if let Some(list) = rest.strip_prefix("auto:") {
                     let names: Vec<String> = list
@@ -317,6 +323,10 @@ mod tests {
                 "sf4:nu=3.5",
                 "auto:apot4_sp/int4_full",
                 "custom:-1,0,0.5,1",
+                "learned",
+                "sf4_opt",
+                "sf4_opt:nu=3.5",
+                "auto:sf4_opt/int4_full",
             ]
             .map(String::from),
         );
@@ -371,6 +381,23 @@ mod tests {
         assert!(r.gptq);
         let o = b.nu(NuChoice::Fit).build().unwrap();
         assert_eq!(o.auto.unwrap().name(), "auto:nf4,sf4_fit");
+    }
+
+    #[test]
+    fn learned_learns_from_sf4_opt_and_sf4_opt_is_a_fixed_table() {
+        let o = "learned+search".parse::<Recipe>().unwrap();
+        assert_eq!(o.format, RecipeFormat::Learned);
+        let o = o.options(BlockSize::Elements(64), ScaleDtype::F16).unwrap();
+        assert!(o.learned);
+        assert_eq!((o.format.name(), o.nu), ("sf4_opt", None));
+        assert_eq!(o.scale_rule, ScaleRule::Search);
+        let o = "sf4_opt:nu=3".parse::<Recipe>().unwrap();
+        assert_eq!(o.format, RecipeFormat::Catalog("sf4_opt:nu=3".into()));
+        let o = o.options(BlockSize::Elements(64), ScaleDtype::F16).unwrap();
+        assert!(!o.learned);
+        assert_eq!(o.nu, Some(NuChoice::Fixed(3.0)));
+        let e = "auto:learned/nf4".parse::<Recipe>().unwrap_err();
+        assert!(e.to_string().contains("unknown format 'learned'"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,10 @@ use tquant_formats::pack::row_bytes;
 use tquant_formats::q8_0::{Q8_BLOCK, Q8_NAME};
 use tquant_formats::{ScaleDtype, ScaleRule};
 
+/// The format name of per-matrix learned tables (a recipe, and a tensor's `format` in files,
+/// each matrix then naming its table as `custom:...`).
+pub const LEARNED: &str = "learned";
+
 /// Version of the on-disk description; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 /// `__metadata__` key prefix of a quantized tensor's description: `tquant.<name>`.
@@ -368,10 +372,17 @@ impl QuantInfo {
         }
     }
 
-    /// Stored bits per weight, codes and scales (the codebook excluded): 8.5 for q8_0 whose rows
-    /// are whole blocks of 32.
+    /// Stored bits per weight: codes and scales, and a learned table's values (a fixed
+    /// format's codebook, known from its name, is excluded): 8.5 for q8_0, whose rows are whole
+    /// blocks of 32.
     pub fn bits_per_weight(&self) -> f64 {
-        (self.code_bytes() + self.scale_bytes()) as f64 * 8.0 / self.numel().max(1) as f64
+        // A learned table belongs to its matrix alone: its f32 values count, as its scales do.
+        let tables = if self.format == LEARNED {
+            self.matrices.len() * (1usize << self.bits) * 4
+        } else {
+            0
+        };
+        (self.code_bytes() + self.scale_bytes() + tables) as f64 * 8.0 / self.numel().max(1) as f64
     }
 
     /// A 2-D tensor of `shape` and original `dtype` stored as q8_0 in tquant's layout: codes

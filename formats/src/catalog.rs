@@ -68,6 +68,11 @@ pub const NAMES: [&str; 16] = [
     "e2m0",
 ];
 
+/// Formats derived from the catalog's by optimisation, listed after [`NAMES`] by
+/// [`Format::listed`]: `sf4_opt` (Student Float's Lloyd-Max table for block-absmax-normalised
+/// values, `sf4_opt:nu=X`).
+pub const DERIVED_NAMES: [&str; 1] = ["sf4_opt"];
+
 /// The default degrees of freedom of Student Float (the paper fixes nu = 5).
 pub const DEFAULT_NU: f64 = 5.0;
 
@@ -87,6 +92,41 @@ impl Format {
             .iter()
             .map(|n| n.parse().expect("catalog names parse"))
             .collect()
+    }
+
+    /// [`Format::all`], then the derived formats of [`DERIVED_NAMES`] (what `tquant formats`
+    /// lists).
+    pub fn listed() -> Vec<Format> {
+        let mut all = Format::all();
+        all.extend(
+            DERIVED_NAMES
+                .iter()
+                .map(|n| n.parse::<Format>().expect("derived names parse")),
+        );
+        all
+    }
+
+    /// `sf4_opt` at `nu > 0`: the 16 values with the least mean squared error for blocks of 64
+    /// Student-t (`nu`) values divided by their block's absmax, with -1 and +1 kept
+    /// (Lloyd-Max, symmetric, from SF4's positive half of the same nu;
+    /// [`crate::lloyd::block_absmax_lloyd_max`]).
+    pub fn student_float_opt(nu: f64) -> Result<Format, FormatError> {
+        if nu.is_nan() || nu <= 0.0 {
+            return Err(FormatError::Nu { nu });
+        }
+        let name = if nu == DEFAULT_NU {
+            "sf4_opt".to_string()
+        } else if (1e-3..1e6).contains(&nu) {
+            format!("sf4_opt:nu={nu}")
+        } else {
+            format!("sf4_opt:nu={nu:e}")
+        };
+        Ok(Format {
+            name,
+            codebook: Codebook::new(crate::lloyd::sf4_opt_table(nu)?)?,
+            source: "Lloyd-Max table of Student-t (nu) values divided by their block's absmax: blocks of 64, symmetric, -1 and +1 fixed, from SF4's positive half (density by numerical integration; docs/formats.md)",
+            nu: Some(nu),
+        })
     }
 
     /// Student Float with `bits` (3 or 4) and any `nu > 0`.
@@ -191,7 +231,7 @@ impl FromStr for Format {
             None => (s, None),
         };
         match (base, param) {
-            ("sf4" | "sf3", p) => {
+            ("sf4" | "sf3" | "sf4_opt", p) => {
                 let nu = match p {
                     None => DEFAULT_NU,
                     Some(p) => {
@@ -207,7 +247,11 @@ impl FromStr for Format {
                         })?
                     }
                 };
-                Format::student_float(if base == "sf4" { 4 } else { 3 }, nu)
+                match base {
+                    "sf4_opt" => Format::student_float_opt(nu),
+                    "sf4" => Format::student_float(4, nu),
+                    _ => Format::student_float(3, nu),
+                }
             }
             ("custom", Some(list)) => {
                 let values = list

@@ -35,6 +35,7 @@ pub mod generate;
 pub mod gptq;
 pub mod layouts;
 mod listing;
+pub mod lloyd;
 pub mod nu_search;
 pub mod nvfp4;
 pub mod pack;
@@ -117,8 +118,9 @@ pub enum FormatError {
     },
     /// A format name that is not in the catalog.
     #[error(
-        "unknown format '{name}'; known: {}, sf4:nu=X, sf3:nu=X, custom:v0,v1,...",
-        catalog::NAMES.join(", ")
+        "unknown format '{name}'; known: {}, {}, sf4:nu=X, sf3:nu=X, sf4_opt:nu=X, custom:v0,v1,...",
+        catalog::NAMES.join(", "),
+        catalog::DERIVED_NAMES.join(", ")
     )]
     UnknownFormat {
         /// The name given.

@@ -16,7 +16,6 @@
 //! is the positive one on the negated block (`x / s == (-x) / (-s)` and
 //! `f32(v * s) == -f32(v * -s)` exactly).
 
-
 /// The most distinct values a table has.
 pub const MAX_LEVELS: usize = 16;
 /// The most magnitudes one job screens.

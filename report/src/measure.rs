@@ -137,7 +137,8 @@ pub struct Quantized {
 pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quantized> {
     let opts = &variant.opts;
     let (mut sq_err, mut sq_w) = (0.0f64, 0.0f64);
-    let (mut weights, mut scale_bytes) = (0usize, 0usize);
+    let (mut weights, mut side_bytes) = (0usize, 0usize);
+    // Scales, and learned tables: what a weight costs besides its code.
     let mut codebooks: Vec<Vec<f32>> = Vec::new();
     let mut chosen = std::collections::BTreeMap::<String, usize>::new();
     let mut nus = Vec::new();
@@ -187,6 +188,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
                 sq_err += d * d;
                 sq_w += a as f64 * a as f64;
             }
+            if opts.learned {
+                // The matrix's own table is stored with it (f32 values).
+                side_bytes += m.codebook.len() * 4;
+            }
             if !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
             }
@@ -198,7 +203,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             }
         }
         weights += values.len();
-        scale_bytes += q.scales.len();
+        side_bytes += q.scales.len();
         tensors.push((name.clone(), model_tensor(&q)));
     }
     if weights == 0 {
@@ -212,7 +217,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             format: variant.name.clone(),
             bits,
             codebooks,
-            bits_per_weight: (bits as f64 * weights as f64 + 8.0 * scale_bytes as f64)
+            bits_per_weight: (bits as f64 * weights as f64 + 8.0 * side_bytes as f64)
                 / weights as f64,
             nmse: if sq_w > 0.0 { sq_err / sq_w } else { 0.0 },
             bits_per_byte: None,

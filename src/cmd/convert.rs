@@ -18,8 +18,9 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Recipe: a format (`tquant formats`), sf4:nu=X, sf4_fit / sf4_search (nu per tensor),
-    /// X+search (block scale search), auto[:A/B/..] (least-error format per tensor), gptq:X /
-    /// auto+gptq (needs --calibrate[-self]). Default: sf4_fit (nf4 for bnb, e2m1 for mxfp4).
+    /// sf4_opt[:nu=X] (Lloyd-Max SF4), learned (a k-means table per tensor), X+search (block
+    /// scale search), auto[:A/B/..] (least-error format per tensor), gptq:X / auto+gptq (needs
+    /// --calibrate[-self]). Default: sf4_fit (nf4 for bnb, e2m1 for mxfp4).
     /// --layout gguf: q4_0 or iq4_nl (default), +search, +q8_0 (embeddings, output in Q8_0).
     #[arg(long)]
     pub format: Option<String>,

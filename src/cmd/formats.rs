@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let formats = Format::all();
+    let formats = Format::listed();
     if !args.json {
         return super::emit(&catalog_table(&formats));
     }

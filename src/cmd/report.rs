@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long, default_value_t = 65792)]
     pub max_bytes: usize,
     /// `all` (catalog, sf4_fit, sf4_search, auto, auto+search) or a comma-separated list of:
-    /// catalog names, sf4:nu=X, sf4_fit / sf3_fit, sf4_search / sf3_search, auto / auto:A/B/..,
-    /// custom:v0,v1,... (last); X+search searches each block's scale (as `tquant convert`).
+    /// catalog names, sf4:nu=X, sf4_opt:nu=X, sf4_fit / sf3_fit, sf4_search / sf3_search,
+    /// learned, auto / auto:A/B/.., custom:v0,v1,... (last); X+search searches each block's scale (as `tquant convert`).
     #[arg(long, default_value = "all")]
     pub formats: String,
     /// Block length (16..4096) or `row`.

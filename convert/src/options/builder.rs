@@ -23,6 +23,8 @@ pub enum FormatChoice {
     },
     /// `auto` or `auto:LIST` as written: per matrix the candidate with the least error.
     Auto(String),
+    /// `learned`: a table per matrix by k-means, from [`super::LEARNED_START`]'s.
+    Learned,
 }
 
 /// Builds [`ConvertOptions`]; every setting left out takes the layout's default (tquant: sf4
@@ -174,7 +176,17 @@ impl ConvertOptionsBuilder {
         };
         let block = self.block.unwrap_or(def_block);
         let scale_dtype = self.scale_dtype.unwrap_or(def_scale);
+        let mut learned = false;
         let (format, nu, auto) = match (self.format.unwrap_or(def_format), self.nu) {
+            (FormatChoice::Learned, None) => {
+                learned = true;
+                (catalog(super::LEARNED_START), None, None)
+            }
+            (FormatChoice::Learned, Some(_)) => {
+                return Err(ConvertError::NuNotApplicable {
+                    format: super::LEARNED.to_string(),
+                })
+            }
             (FormatChoice::Auto(text), nu) => {
                 let nu = nu.map(|nu| match nu {
                     NuChoice::Fit => "fit".to_string(),
@@ -224,6 +236,7 @@ impl ConvertOptionsBuilder {
             staged_calibration: self.staged_calibration,
             fit_sampling: self.fit_sampling.unwrap_or(FitSampling::DEFAULT),
             keep_as,
+            learned,
         };
         opts.validate()?;
         Ok(opts)

@@ -78,7 +78,15 @@ pub struct ConvertOptions {
     /// stored: q8_0 (the default) or at source precision. Only tquant's layout stores q8_0;
     /// every other layout keeps them at source precision ([`ConvertOptions::keep_as`]).
     pub keep_as: KeepAs,
+    /// `learned`: each matrix gets its own table, k-means on its block-normalised values
+    /// (weighted per column by the calibration's `diag(H)` when there is one) starting from
+    /// `format`'s table ([`LEARNED_START`]); tquant's layout only.
+    pub learned: bool,
 }
+
+pub use crate::schema::LEARNED;
+/// The table learned tables start from: the Lloyd-Max table of block-normalised Student-t (nu 5).
+pub const LEARNED_START: &str = "sf4_opt";
 
 impl Default for ConvertOptions {
     /// sf4 with fitted nu, blocks of 64, f16 scales, tquant's layout, the default policy.
@@ -96,6 +104,7 @@ impl Default for ConvertOptions {
             staged_calibration: None,
             fit_sampling: FitSampling::DEFAULT,
             keep_as: KeepAs::Q8_0,
+            learned: false,
         }
     }
 }
@@ -206,6 +215,11 @@ impl ConvertOptions {
         }
         if self.calibration.is_some() || self.staged_calibration.is_some() {
             check_calibration_layout(self.layout)?;
+        }
+        if self.learned && self.layout != Layout::Tquant {
+            return Err(ConvertError::LearnedLayout {
+                layout: self.layout,
+            });
         }
         if self.scale_rule != ScaleRule::Absmax && self.layout != Layout::Tquant {
             return Err(ConvertError::ScaleRuleLayout {
