@@ -40,9 +40,19 @@ fn verify(out: &std::path::Path) -> Vec<(String, String, f64, f64)> {
 #[test]
 fn learned_tables_are_stored_per_matrix_and_beat_their_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let (learned, summary) = convert(tmp.path(), "learned", &["--format", "learned"]);
+    // The embeddings and head at source precision: every verified tensor is a 4-bit matrix.
+    let keep = ["--keep-as", "source"];
+    let (learned, summary) = convert(
+        tmp.path(),
+        "learned",
+        &[&["--format", "learned"], &keep[..]].concat(),
+    );
     assert_eq!(summary["format"], "learned");
-    let (start, _) = convert(tmp.path(), "sf4_opt", &["--format", "sf4_opt"]);
+    let (start, _) = convert(
+        tmp.path(),
+        "sf4_opt",
+        &[&["--format", "sf4_opt"], &keep[..]].concat(),
+    );
     let (l, s) = (verify(&learned), verify(&start));
     assert_eq!(l.len(), s.len());
     assert!(!l.is_empty());
