@@ -140,7 +140,16 @@ pub fn quantize_matrix_auto(
         .expect("argmin is an index of the outcomes");
     let matrix = if sampled {
         let screen = tquant_kernels::ScaleScreen::detect();
-        q.quantize_with_screen(format.codebook(), values, rows, cols, rule, &screen)?
+        let encoder = tquant_kernels::Encoder::detect();
+        q.quantize_with_kernels(
+            format.codebook(),
+            values,
+            rows,
+            cols,
+            rule,
+            &screen,
+            &encoder,
+        )?
     } else {
         ev.matrix
     };

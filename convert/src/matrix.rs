@@ -81,14 +81,16 @@ pub fn quantize_matrix_weighted(
                 block: opts.block,
                 scale_dtype: opts.scale_dtype,
             }
-            // The searched scales' candidates screened on this CPU's widest path.
-            .quantize_with_screen(
+            // The searched scales' candidates screened, and the blocks encoded, on this CPU's
+            // widest path.
+            .quantize_with_kernels(
                 &cb,
                 values,
                 rows,
                 cols,
                 opts.scale_rule,
                 &tquant_kernels::ScaleScreen::detect(),
+                &tquant_kernels::Encoder::detect(),
             )?;
             (q.codes, q.scales)
         }

@@ -1,5 +1,6 @@
 //! Block scaling: each row is cut into blocks along its length; each block gets one scale.
 
+use crate::encode::{block_extreme, BlockEncode, EncodeTable, PortableEncode};
 use crate::pack::{pack_row, row_bytes};
 use crate::screen::{PortableScreen, Screen, ScreenTable};
 pub use crate::search::block_sq_err;
@@ -214,18 +215,20 @@ impl BlockQuantizer {
         screen: &dyn Screen,
     ) -> f32 {
         let mut sc = SearchScratch::default();
-        self.searched_block_scale_in(cb, block, cb.screen_table(), screen, &mut sc)
+        let ext = block_extreme(block);
+        self.searched_block_scale_in(cb, block, ext, cb.screen_table(), screen, &mut sc)
     }
 
+    /// The search given the block's [`block_extreme`].
     fn searched_block_scale_in(
         &self,
         cb: &Codebook,
         block: &[f32],
+        (absmax, extreme): (f32, f32),
         table: Option<&ScreenTable>,
         screen: &dyn Screen,
         sc: &mut SearchScratch,
     ) -> f32 {
-        let (absmax, extreme) = block_extreme(block);
         let base = self.scale_of_extreme(cb, absmax, extreme);
         if base == 0.0 {
             return 0.0;
@@ -381,6 +384,23 @@ impl BlockQuantizer {
         rule: ScaleRule,
         screen: &dyn Screen,
     ) -> Result<QuantizedMatrix, FormatError> {
+        self.quantize_with_kernels(cb, w, rows, cols, rule, screen, &PortableEncode)
+    }
+
+    /// [`BlockQuantizer::quantize_with_screen`] with each block's extreme and codes computed by
+    /// `encoder` (a vectorized one lives in `tquant-kernels`); the same result whatever the
+    /// screen and encoder.
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantize_with_kernels(
+        &self,
+        cb: &Codebook,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        rule: ScaleRule,
+        screen: &dyn Screen,
+        encoder: &dyn BlockEncode,
+    ) -> Result<QuantizedMatrix, FormatError> {
         check_matrix_len(w.len(), rows, cols)?;
         self.check(cb)?;
         let block = self.block.len_for(cols);
@@ -391,22 +411,25 @@ impl BlockQuantizer {
         let mut row_codes = vec![0u8; cols];
         let mut scratch = SearchScratch::default();
         let table = cb.screen_table();
+        let enc_table = EncodeTable::new(cb);
         for r in 0..rows {
             let row = &w[r * cols..(r + 1) * cols];
             for (b, chunk) in row.chunks(block).enumerate() {
+                let ext = encoder.extreme(chunk);
                 let s = match rule {
-                    ScaleRule::Absmax => self.block_scale(cb, chunk),
+                    ScaleRule::Absmax => self.scale_of_extreme(cb, ext.0, ext.1),
                     ScaleRule::Search => {
-                        self.searched_block_scale_in(cb, chunk, table, screen, &mut scratch)
+                        self.searched_block_scale_in(cb, chunk, ext, table, screen, &mut scratch)
                     }
                 };
                 self.scale_dtype.push_bytes(s, &mut scales);
-                encode_block(
-                    cb,
-                    chunk,
-                    s,
-                    &mut row_codes[b * block..b * block + chunk.len()],
-                );
+                let out = &mut row_codes[b * block..b * block + chunk.len()];
+                if s == 0.0 || !s.is_finite() {
+                    // As `encode_block`.
+                    out.fill(cb.encode(0.0));
+                } else {
+                    encoder.encode_scaled(&enc_table, chunk, s, out);
+                }
             }
             pack_row(&row_codes, &mut codes[r * rb..(r + 1) * rb]);
         }
@@ -418,42 +441,6 @@ impl BlockQuantizer {
             codes,
             scales,
         })
-    }
-}
-
-/// The block's largest finite magnitude and the signed element holding it (the positive one on
-/// ties); (0, 0) when there is none. Eight lanes of max and min, which vectorize (`f32::max`
-/// skips NaN); infinities send the block to a filtering pass.
-fn block_extreme(block: &[f32]) -> (f32, f32) {
-    const LANES: usize = 8;
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    let mut lo = [f32::INFINITY; LANES];
-    let mut chunks = block.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            hi[l] = hi[l].max(c[l]);
-            lo[l] = lo[l].min(c[l]);
-        }
-    }
-    let mut max = hi.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut min = lo.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-    for &v in chunks.remainder() {
-        max = max.max(v);
-        min = min.min(v);
-    }
-    if max.is_infinite() || min.is_infinite() {
-        // Some element is infinite, or none is a number: use the finite ones only.
-        let finite = || block.iter().copied().filter(|v| v.is_finite());
-        max = finite().fold(f32::NEG_INFINITY, f32::max);
-        min = finite().fold(f32::INFINITY, f32::min);
-        if max == f32::NEG_INFINITY {
-            return (0.0, 0.0);
-        }
-    }
-    if max >= -min {
-        (max.abs(), max)
-    } else {
-        (-min, min)
     }
 }
 

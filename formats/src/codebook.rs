@@ -89,6 +89,11 @@ impl Codebook {
         self.screen.as_deref()
     }
 
+    /// The code of each rank (the k-th distinct value ascending), zero past the last.
+    pub fn rank_codes(&self) -> [u8; 16] {
+        self.rank_code
+    }
+
     /// The values in code order.
     pub fn values(&self) -> &[f32] {
         &self.values

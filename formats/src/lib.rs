@@ -30,6 +30,7 @@ pub mod area;
 pub mod block;
 pub mod catalog;
 mod codebook;
+pub mod encode;
 pub mod fit;
 pub mod generate;
 pub mod gptq;
@@ -49,6 +50,7 @@ pub mod select;
 pub use block::{BlockQuantizer, BlockSize, QuantizedMatrix, ScaleRule};
 pub use catalog::Format;
 pub use codebook::Codebook;
+pub use encode::{BlockEncode, EncodeTable, PortableEncode};
 pub use fit::{
     fit_block_standardized, fit_block_standardized_with, fit_student_t, fit_student_t_with,
     FitSampling, TFit,

@@ -92,6 +92,7 @@
 mod act;
 pub mod bf16;
 mod dispatch;
+pub mod encode;
 pub mod int8;
 mod isa;
 pub mod mapping;
@@ -108,6 +109,7 @@ mod x86_64;
 
 pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
 pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MIN_WORK};
+pub use encode::Encoder;
 pub use int8::{matmul_q8_0, matmul_q8_0_with, Q8Matrix};
 pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};

@@ -7,6 +7,8 @@
 //! the reason rather than passing without running; `dispatcher_uses_every_isa_the_cpu_has`
 //! checks, from the CPU's own feature flags, that no path the CPU has is left out.
 
+#[path = "isa_cases/encode.rs"]
+mod encode;
 #[path = "isa_cases/screen.rs"]
 mod screen;
 
@@ -630,7 +632,12 @@ type IsaCase = fn(Isa);
 
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, IsaCase); 11] = [
+    let per_isa: [(&str, IsaCase); 13] = [
+        ("encoder_matches_portable", encode::encoder_matches_portable),
+        (
+            "encoded_matrix_matches_portable",
+            encode::encoded_matrix_matches_portable,
+        ),
         ("screen_matches_reference", screen::screen_matches_reference),
         (
             "screen_errors_are_within_tolerance",

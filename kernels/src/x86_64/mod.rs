@@ -3,6 +3,7 @@
 mod avx2;
 mod avx512;
 mod bf16;
+pub(crate) mod encode;
 pub(crate) mod int8;
 pub(crate) mod panel256;
 pub(crate) mod panel512;
