@@ -28,6 +28,8 @@
 
 pub mod area;
 pub mod block;
+#[cfg(test)]
+mod block_fp4_tests;
 pub mod catalog;
 mod codebook;
 pub mod fit;
