@@ -212,6 +212,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
                 // The matrix's own table is stored with it (f32 values).
                 side_bytes += m.codebook.len() * 4;
             }
+            if m.global_scale.is_some() {
+                // NVFP4's f32 tensor scale (E4M3 block scales).
+                side_bytes += 4;
+            }
             if !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
             }
