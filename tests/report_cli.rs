@@ -257,3 +257,39 @@ fn existing_output_is_replaced_only_when_it_is_a_report() {
     );
     assert!(out.join("report.json").exists());
 }
+
+#[test]
+fn fp4_rows_have_their_own_bits_per_weight_and_the_e2m1_mac() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rep");
+    stdout_ok(&[
+        "report",
+        model().to_str().unwrap(),
+        "--formats",
+        "nvfp4,nvfp4+4over6,mxfp4,mxfp4+rceil",
+        "--weights-only",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let json = read_json(&out.join("report.json"));
+    let rows = json["rows"].as_array().unwrap();
+    let f = |name: &str, field: &str| row(rows, name)[field].as_f64().unwrap();
+    for nv in ["nvfp4", "nvfp4+4over6"] {
+        // 4 + 8/16, plus a 4-byte tensor scale per matrix.
+        let b = f(nv, "bits_per_weight");
+        assert!(b > 4.5 && b < 4.502, "{nv} {b}");
+    }
+    for mx in ["mxfp4", "mxfp4+rceil"] {
+        // 4 + 8/32, plus the short blocks at row ends.
+        let b = f(mx, "bits_per_weight");
+        assert!((4.25..4.26).contains(&b), "{mx} {b}");
+    }
+    // Four over six never errs more than the standard scale, block by block.
+    assert!(f("nvfp4+4over6", "nmse") < f("nvfp4", "nmse"));
+    assert!(f("mxfp4+rceil", "nmse") != f("mxfp4", "nmse"));
+    for r in rows {
+        assert_eq!(r["mac_area_um2"].as_f64(), Some(170.4), "{r}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("`nvfp4` rows: e2m1, block 16, e4m3"), "{md}");
+}

@@ -42,7 +42,7 @@ impl Candidate {
                     // on fewer rows (it only picks the table; the selection judges it on more).
                     let (sample, n) = match rule {
                         ScaleRule::Search => even_rows(values, rows, cols, NU_SEARCH_SAMPLES_SLOW),
-                        ScaleRule::Absmax => (std::borrow::Cow::Borrowed(values), rows),
+                        _ => (std::borrow::Cow::Borrowed(values), rows),
                     };
                     let best = search_nu_min_error(&sample, n, cols, *bits, q, rule)?;
                     Ok((Format::student_float(*bits, round_nu(best.nu))?, None))

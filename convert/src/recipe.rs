@@ -6,7 +6,8 @@
 //! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor),
 //! `custom:v0,v1,...` or `learned` (a 16-value table per matrix by k-means on its
 //! block-normalised values, from `sf4_opt`'s); AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
-//! weight error). `+search` searches each block's scale instead of the absmax rule; `gptq`
+//! weight error). `+search` searches each block's scale instead of the absmax rule (`+rceil`
+//! and `+4over6` choose it by the FP4 rules of [`ScaleRule`]); `gptq`
 //! quantizes with calibration statistics (given separately).
 //!
 //! A bare `sf4` means nu = 5 wherever a recipe is parsed (`tquant convert --format`, the
@@ -222,8 +223,8 @@ impl fmt::Display for Recipe {
             f.write_str("gptq:")?;
         }
         f.write_str(&self.base())?;
-        if self.scale_rule == ScaleRule::Search {
-            f.write_str("+search")?;
+        if self.scale_rule != ScaleRule::Absmax {
+            write!(f, "+{}", self.scale_rule)?;
         }
         if self.gptq && auto {
             f.write_str("+gptq")?;
@@ -254,10 +255,11 @@ impl FromStr for Recipe {
             }
             (rest, gptq) = (r, true);
         }
-        let (rest, scale_rule) = match rest.strip_suffix("+search") {
-            Some(r) => (r, ScaleRule::Search),
-            None => (rest, ScaleRule::Absmax),
-        };
+        let (rest, scale_rule) = [ScaleRule::Search]
+            .into_iter()
+            .chain(ScaleRule::FP4)
+            .find_map(|rule| Some((rest.strip_suffix(&format!("+{rule}"))?, rule)))
+            .unwrap_or((rest, ScaleRule::Absmax));
         let sf = |bits, nu| RecipeFormat::StudentFloat { bits, nu };
         let format = match rest {
             "" => return Err(syntax(s, "no format")),
@@ -331,7 +333,7 @@ mod tests {
             .map(String::from),
         );
         for base in names {
-            for rule in ["", "+search"] {
+            for rule in ["", "+search", "+rceil", "+4over6"] {
                 let plain = format!("{base}{rule}");
                 let calibrated = if base.starts_with("auto") {
                     format!("{plain}+gptq")

@@ -116,17 +116,29 @@ pub enum ScaleRule {
     /// and its two neighbours. The base scale is tried first and only a strictly smaller error
     /// replaces it, so the result is deterministic and never worse than [`ScaleRule::Absmax`].
     Search,
+    /// The smallest power of two at least `absmax / max|values|`, so no element saturates
+    /// (MXFP4's "rceil", triton_kernels' `downcast_to_mxfp`: `amax / 6` rounded up to a power
+    /// of two), then rounded to the scale dtype (exact for E8M0).
+    Rceil,
+    /// "Four over six" (NVFP4): per block, the base scale (block extreme onto the table's, 6 for
+    /// E2M1) or 1.5 times it (extreme onto 4, finer steps near zero), each rounded to the scale
+    /// dtype, whichever gives the smaller squared error; ties keep the base scale.
+    FourOverSix,
 }
 
 impl ScaleRule {
-    /// Every rule.
+    /// The general rules, for any table and scale dtype.
     pub const ALL: [ScaleRule; 2] = [Self::Absmax, Self::Search];
+    /// The FP4 rules (meant for E2M1: `rceil` with E8M0 scales, `4over6` with E4M3).
+    pub const FP4: [ScaleRule; 2] = [Self::Rceil, Self::FourOverSix];
 
-    /// The rule's name (`absmax`, `search`).
+    /// The rule's name (`absmax`, `search`, `rceil`, `4over6`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Absmax => "absmax",
             Self::Search => "search",
+            Self::Rceil => "rceil",
+            Self::FourOverSix => "4over6",
         }
     }
 }
@@ -142,6 +154,7 @@ impl FromStr for ScaleRule {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
+            .chain(Self::FP4)
             .find(|r| r.name() == s)
             .ok_or_else(|| FormatError::UnknownScaleRule { name: s.into() })
     }
@@ -335,6 +348,50 @@ impl BlockQuantizer {
         match rule {
             ScaleRule::Absmax => self.block_scale(cb, block),
             ScaleRule::Search => self.searched_block_scale(cb, block),
+            ScaleRule::Rceil => self.rceil_block_scale(cb, block),
+            ScaleRule::FourOverSix => self.four_over_six_block_scale(cb, block),
+        }
+    }
+
+    /// [`ScaleRule::Rceil`]'s scale of one block; 0 for an all-zero block.
+    pub fn rceil_block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
+        let (absmax, extreme) = block_extreme(block);
+        if absmax == 0.0 {
+            return 0.0;
+        }
+        let m = absmax / cb.max_abs();
+        // Up to the next power of two on the bits (a subnormal m goes to 2^-126).
+        let bits = (m.to_bits().saturating_add(0x7f_ffff) & 0x7f80_0000).min(254 << 23);
+        let p = f32::from_bits(bits);
+        let signed = cb.needs_signed_scale() && (extreme / cb.extreme()) < 0.0;
+        let p = if signed { -p } else { p };
+        match self.scale_dtype {
+            ScaleDtype::E8m0 => crate::scale::e8m0_to_f32((bits >> 23) as u8),
+            d => d.round(p),
+        }
+    }
+
+    /// [`ScaleRule::FourOverSix`]'s scale of one block; 0 for an all-zero block.
+    pub fn four_over_six_block_scale(&self, cb: &Codebook, block: &[f32]) -> f32 {
+        let (absmax, extreme) = block_extreme(block);
+        let six = self.scale_of_extreme(cb, absmax, extreme);
+        if six == 0.0 {
+            return 0.0;
+        }
+        // The extreme onto two thirds of the table's (4 of E2M1's 6).
+        let four = if cb.needs_signed_scale() {
+            extreme / (cb.extreme() / 1.5)
+        } else {
+            absmax / (cb.max_abs() / 1.5)
+        };
+        let four = self.scale_dtype.round(four);
+        if four != 0.0
+            && four.is_finite()
+            && block_sq_err(cb, block, four) < block_sq_err(cb, block, six)
+        {
+            four
+        } else {
+            six
         }
     }
 
@@ -421,6 +478,8 @@ impl BlockQuantizer {
                     ScaleRule::Search => {
                         self.searched_block_scale_in(cb, chunk, ext, table, screen, &mut scratch)
                     }
+                    ScaleRule::Rceil => self.rceil_block_scale(cb, chunk),
+                    ScaleRule::FourOverSix => self.four_over_six_block_scale(cb, chunk),
                 };
                 self.scale_dtype.push_bytes(s, &mut scales);
                 let out = &mut row_codes[b * block..b * block + chunk.len()];

@@ -28,6 +28,8 @@
 
 pub mod area;
 pub mod block;
+#[cfg(test)]
+mod block_fp4_tests;
 pub mod catalog;
 mod codebook;
 pub mod encode;
@@ -106,8 +108,8 @@ pub enum FormatError {
         /// The text given.
         text: String,
     },
-    /// A scale rule name that is not `absmax` or `search`.
-    #[error("unknown scale rule '{name}' (absmax, search)")]
+    /// A scale rule name that is not `absmax`, `search`, `rceil` or `4over6`.
+    #[error("unknown scale rule '{name}' (absmax, search, rceil, 4over6)")]
     UnknownScaleRule {
         /// The name given.
         name: String,

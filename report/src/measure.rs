@@ -71,7 +71,10 @@ pub fn parse_variants(
             if !seen.insert(name.clone()) {
                 return Err(ReportError::DuplicateFormat { name });
             }
-            let recipe: Recipe = name.parse()?;
+            let (recipe, block, scale_dtype) = match fp4_preset(&name) {
+                Some((text, b, d)) => (text.parse::<Recipe>()?, b, d),
+                None => (name.parse::<Recipe>()?, block, scale_dtype),
+            };
             if recipe.gptq {
                 return Err(ReportError::CalibratedInList { name });
             }
@@ -79,6 +82,23 @@ pub fn parse_variants(
                 .map_err(|e| e.context(format!("'{name}'")))
         })
         .collect()
+}
+
+/// The FP4 standards as rows, each at its own block and scale dtype whatever the report's:
+/// `nvfp4` (E2M1, blocks of 16, E4M3 scales under an f32 tensor scale), `nvfp4+4over6`,
+/// `mxfp4` (blocks of 32, E8M0 scales by the OCP floor rule) and `mxfp4+rceil`. The recipe
+/// each stands for, with its block and scale dtype; `None` for any other name.
+pub fn fp4_preset(name: &str) -> Option<(&'static str, BlockSize, ScaleDtype)> {
+    let nv = (BlockSize::Elements(16), ScaleDtype::E4m3);
+    let mx = (BlockSize::Elements(32), ScaleDtype::E8m0);
+    let (recipe, (block, dtype)) = match name {
+        "nvfp4" => ("e2m1", nv),
+        "nvfp4+4over6" => ("e2m1+4over6", nv),
+        "mxfp4" => ("e2m1", mx),
+        "mxfp4+rceil" => ("e2m1+rceil", mx),
+        _ => return None,
+    };
+    Some((recipe, block, dtype))
 }
 
 /// Each variant followed by its calibrated twin (same options, with the calibration; named
@@ -191,6 +211,10 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             if opts.learned {
                 // The matrix's own table is stored with it (f32 values).
                 side_bytes += m.codebook.len() * 4;
+            }
+            if m.global_scale.is_some() {
+                // NVFP4's f32 tensor scale (E4M3 block scales).
+                side_bytes += 4;
             }
             if !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
@@ -344,5 +368,57 @@ mod tests {
         assert!(parse_variants("nf5", BlockSize::Row, ScaleDtype::F32).is_err());
         assert!(parse_variants("nf4,nf4", BlockSize::Row, ScaleDtype::F32).is_err());
         assert!(parse_variants(" ", BlockSize::Row, ScaleDtype::F32).is_err());
+    }
+
+    #[test]
+    fn fp4_presets_pin_their_block_scale_dtype_and_rule() {
+        let v = parse_variants(
+            "nvfp4,nvfp4+4over6,mxfp4,mxfp4+rceil,e2m1+rceil",
+            BlockSize::Elements(64),
+            ScaleDtype::F16,
+        )
+        .unwrap();
+        let got: Vec<_> = v
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.opts.format.name(),
+                    v.opts.block,
+                    v.opts.scale_dtype,
+                    v.opts.scale_rule,
+                )
+            })
+            .collect();
+        let (nv, mx) = (BlockSize::Elements(16), BlockSize::Elements(32));
+        assert_eq!(
+            got,
+            [
+                ("nvfp4", "e2m1", nv, ScaleDtype::E4m3, ScaleRule::Absmax),
+                (
+                    "nvfp4+4over6",
+                    "e2m1",
+                    nv,
+                    ScaleDtype::E4m3,
+                    ScaleRule::FourOverSix
+                ),
+                ("mxfp4", "e2m1", mx, ScaleDtype::E8m0, ScaleRule::Absmax),
+                (
+                    "mxfp4+rceil",
+                    "e2m1",
+                    mx,
+                    ScaleDtype::E8m0,
+                    ScaleRule::Rceil
+                ),
+                (
+                    "e2m1+rceil",
+                    "e2m1",
+                    BlockSize::Elements(64),
+                    ScaleDtype::F16,
+                    ScaleRule::Rceil
+                ),
+            ]
+        );
+        assert!(parse_variants("nvfp4+search", BlockSize::Row, ScaleDtype::F32).is_err());
     }
 }

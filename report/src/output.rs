@@ -199,6 +199,18 @@ pub fn markdown(header: &Header, rows: &[Row], checks: &[ModelCheck]) -> String 
          (absmax rule; `+search` rows: per block the scale with the least squared error)",
         header.block, header.scale_dtype
     );
+    if rows
+        .iter()
+        .any(|r| crate::measure::fp4_preset(&r.format).is_some())
+    {
+        let _ = writeln!(
+            s,
+            "- `nvfp4` rows: e2m1, block 16, e4m3 scales under an f32 tensor scale (`+4over6`: \
+             per block the scale putting the extreme on 6 or on 4, whichever errs less); \
+             `mxfp4` rows: e2m1, block 32, e8m0 scales by the OCP floor rule (`+rceil`: \
+             rounded up, nothing clips)"
+        );
+    }
     if let Some(c) = &header.calibration {
         let _ = writeln!(
             s,

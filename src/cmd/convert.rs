@@ -33,7 +33,8 @@ pub struct Args {
     /// Student Float nu over the recipe's: a number, `fit` (per tensor) or `search` (least error).
     #[arg(long)]
     pub nu: Option<String>,
-    /// Block scales over the recipe's: `absmax` (default) or `search` (least squared error).
+    /// Block scales over the recipe's: `absmax` (default), `search` (least squared error), or
+    /// for e2m1 `rceil` (e8m0, rounded up: MXFP4 without clipping) or `4over6` (NVFP4, 6 or 4).
     #[arg(long)]
     pub scale_rule: Option<ScaleRule>,
     /// On-disk layout: tquant, bnb (bitsandbytes NF4), mxfp4 (Hugging Face's), compressed-tensors
