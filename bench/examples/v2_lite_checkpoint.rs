@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tquant_bench::roofline::v2_lite_config;
+use tquant_bench::roofline::{v2_lite_config, v2_lite_config_json};
 use tquant_convert::header::{serialize_header, OutEntry};
 use tquant_convert::Dtype;
 use tquant_formats::sample::Rng;
@@ -73,28 +73,9 @@ fn run(out: PathBuf, layers: usize, vocab: usize) -> Result<u64, String> {
         }
     }
     f.flush().map_err(io)?;
-    let text = config_json(layers, vocab);
-    std::fs::write(out.join("config.json"), text).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(out.join("config.json"), v2_lite_config_json(layers, vocab))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(pos)
-}
-
-/// The checkpoint's config.json: the roofline shape with the fields Hugging Face's and
-/// llama.cpp's DeepSeek-V2 loaders read.
-fn config_json(layers: usize, vocab: usize) -> String {
-    format!(
-        r#"{{"architectures":["DeepseekV2ForCausalLM"],"model_type":"deepseek_v2",
-"vocab_size":{vocab},"hidden_size":2048,"intermediate_size":10944,
-"moe_intermediate_size":1408,"num_hidden_layers":{layers},"num_attention_heads":16,
-"num_key_value_heads":16,"q_lora_rank":null,"kv_lora_rank":512,"qk_nope_head_dim":128,
-"qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":64,"n_shared_experts":2,
-"num_experts_per_tok":6,"first_k_dense_replace":1,"moe_layer_freq":1,"topk_method":"greedy",
-"n_group":1,"topk_group":1,"routed_scaling_factor":1.0,"norm_topk_prob":false,
-"scoring_func":"softmax","aux_loss_alpha":0.001,"seq_aux":true,"rms_norm_eps":1e-6,
-"max_position_embeddings":163840,"rope_theta":10000,"rope_scaling":{{"type":"yarn",
-"factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,
-"mscale":0.707,"mscale_all_dim":0.707}},"bos_token_id":100000,"eos_token_id":100001,
-"tie_word_embeddings":false,"torch_dtype":"bfloat16"}}"#
-    )
 }
 
 fn main() -> ExitCode {

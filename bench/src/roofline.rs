@@ -61,19 +61,29 @@ pub enum RooflineError {
 /// layer of width 10944, then MoE layers of 64 routed experts of width 1408, 6 active, 2
 /// shared), with `layers` decoder layers and a vocabulary of `vocab`.
 pub fn v2_lite_config(layers: usize, vocab: usize) -> Result<Config, ModelError> {
-    let text = format!(
-        r#"{{"model_type":"deepseek_v2","vocab_size":{vocab},"hidden_size":2048,
-        "intermediate_size":10944,"moe_intermediate_size":1408,"num_hidden_layers":{layers},
-        "num_attention_heads":16,"q_lora_rank":null,"kv_lora_rank":512,"qk_nope_head_dim":128,
-        "qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":64,"n_shared_experts":2,
-        "num_experts_per_tok":6,"first_k_dense_replace":1,"moe_layer_freq":1,
-        "topk_method":"greedy","n_group":1,"topk_group":1,"routed_scaling_factor":1.0,
-        "norm_topk_prob":false,"rms_norm_eps":1e-6,
-        "max_position_embeddings":163840,"rope_theta":10000,"rope_scaling":{{"type":"yarn",
-        "factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,
-        "mscale":0.707,"mscale_all_dim":0.707}}}}"#
-    );
-    Config::from_json(&text, "DeepSeek-V2-Lite shape")
+    Config::from_json(
+        &v2_lite_config_json(layers, vocab),
+        "DeepSeek-V2-Lite shape",
+    )
+}
+
+/// [`v2_lite_config`] as a Hugging Face `config.json`, with the fields transformers' and
+/// llama.cpp's DeepSeek-V2 loaders read besides the model's own.
+pub fn v2_lite_config_json(layers: usize, vocab: usize) -> String {
+    format!(
+        r#"{{"architectures":["DeepseekV2ForCausalLM"],"model_type":"deepseek_v2",
+"vocab_size":{vocab},"hidden_size":2048,"intermediate_size":10944,
+"moe_intermediate_size":1408,"num_hidden_layers":{layers},"num_attention_heads":16,
+"num_key_value_heads":16,"q_lora_rank":null,"kv_lora_rank":512,"qk_nope_head_dim":128,
+"qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":64,"n_shared_experts":2,
+"num_experts_per_tok":6,"first_k_dense_replace":1,"moe_layer_freq":1,"topk_method":"greedy",
+"n_group":1,"topk_group":1,"routed_scaling_factor":1.0,"norm_topk_prob":false,
+"scoring_func":"softmax","aux_loss_alpha":0.001,"seq_aux":true,"rms_norm_eps":1e-6,
+"max_position_embeddings":163840,"rope_theta":10000,"rope_scaling":{{"type":"yarn",
+"factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,
+"mscale":0.707,"mscale_all_dim":0.707}},"bos_token_id":100000,"eos_token_id":100001,
+"tie_word_embeddings":false,"torch_dtype":"bfloat16"}}"#
+    )
 }
 
 /// Random weights with `config`'s names and shapes (those of [`SyntheticSource`]), handed out
