@@ -171,6 +171,11 @@ fn presets_and_head_only_storage_are_refused_where_they_do_not_apply() {
         e.contains("--keep-as head-q8_0 needs --layout tquant"),
         "{e}"
     );
+    let e = with(&["--keep-as", "head-q8_0", "--layout", "gguf"]);
+    assert!(
+        e.contains("--keep-as head-q8_0 does not apply to --layout gguf"),
+        "{e}"
+    );
     let e = with(&["--quality", "good"]);
     assert!(e.contains("fast, balanced, best"), "{e}");
     assert!(!out.exists());

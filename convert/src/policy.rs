@@ -336,6 +336,38 @@ mod tests {
     }
 
     #[test]
+    fn head_q8_0_quantizes_the_embeddings_and_keeps_the_head_q8_0() {
+        let p = Policy::default();
+        let d = |n: &str, s: &[usize]| p.decide_keeping(n, s, Dtype::BF16, KeepAs::HeadQ8_0);
+        for n in [
+            "model.embed_tokens.weight",
+            "embeddings.word_embeddings.weight",
+        ] {
+            assert_eq!(d(n, &[8, 16]), Action::Quantize, "{n}");
+        }
+        assert_eq!(d("lm_head.weight", &[8, 16]), Action::Q8);
+        assert_eq!(d("model.mtp.lm_head.weight", &[8, 16]), Action::Q8);
+        assert_eq!(d("model.norm.weight", &[16]), Action::Keep);
+        assert_eq!(d("model.embed_tokens.weight", &[16]), Action::Keep);
+        let excluded = Policy {
+            exclude: vec!["model.embed_tokens.weight".into()],
+            ..Policy::default()
+        };
+        let e = excluded.decide_keeping(
+            "model.embed_tokens.weight",
+            &[8, 16],
+            Dtype::BF16,
+            KeepAs::HeadQ8_0,
+        );
+        assert_eq!(e, Action::Keep);
+        let name = KeepAs::HeadQ8_0.to_string();
+        assert_eq!(
+            (name.as_str(), name.parse()),
+            ("head-q8_0", Ok(KeepAs::HeadQ8_0))
+        );
+    }
+
+    #[test]
     fn exclude_beats_include_beats_default() {
         let p = Policy {
             include: vec!["lm_head.weight".into(), "*.q_proj.*".into()],
