@@ -20,5 +20,6 @@ mod convert_moe;
 mod convert_mxfp4;
 mod convert_numpy;
 mod convert_q8;
+mod convert_quality;
 mod convert_recipes;
 mod convert_tiny_lite;

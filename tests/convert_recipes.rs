@@ -1,6 +1,7 @@
 //! `tquant convert --format` takes a recipe, read as everywhere a recipe is parsed: a bare `sf4`
-//! is nu = 5, `sf4_fit` (the default) fits nu per tensor, `+search` searches block scales, and
-//! `--nu` / `--scale-rule` override what the recipe says.
+//! is nu = 5, `sf4_fit` fits nu per tensor, `+search` searches block scales, and `--nu` /
+//! `--scale-rule` override what the recipe says. The default is the `balanced` preset's recipe,
+//! `learned+search`.
 
 use crate::support::{path, stderr_of_failure, stdout_ok, tiny_lite};
 use serde_json::Value;
@@ -28,13 +29,17 @@ fn nus(summary: &Value) -> Vec<f64> {
 fn a_recipe_name_means_what_it_means_in_the_report() {
     let tmp = tempfile::tempdir().unwrap();
     let default = convert(tmp.path(), "default", &[]);
-    let fit = convert(tmp.path(), "fit", &["--format", "sf4_fit"]);
+    let learned = convert(tmp.path(), "learned", &["--format", "learned+search"]);
     assert_eq!(
-        (&default["format"], &default["nu"]),
-        (&fit["format"], &fit["nu"])
+        (&default["format"], &default["scale_rule"]),
+        (&learned["format"], &learned["scale_rule"])
     );
-    assert_eq!(default["nu"], "fit");
-    assert_eq!(nus(&default), nus(&fit));
+    assert_eq!(
+        (&default["format"], &default["scale_rule"]),
+        (&"learned".into(), &"search".into())
+    );
+    let fit = convert(tmp.path(), "fit", &["--format", "sf4_fit"]);
+    assert_eq!(fit["nu"], "fit");
     assert!(
         nus(&fit).iter().any(|&nu| nu != 5.0),
         "fitted nu: {:?}",

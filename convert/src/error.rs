@@ -224,6 +224,11 @@ pub enum ConvertError {
         /// The layout.
         layout: Layout,
     },
+    /// A q8_0 output head with 4-bit embeddings asked of a layout other than tquant's.
+    KeepAsHeadLayout {
+        /// The layout.
+        layout: Layout,
+    },
     /// A scale rule other than absmax for a layout that fixes its own.
     ScaleRuleLayout {
         /// The rule asked for.
@@ -672,6 +677,15 @@ impl ConvertError {
                 f,
                 "{OPTS}{} q8_0 needs {} tquant ({} stores the embeddings and the output head \
                  at source precision: {} source)",
+                n(Setting::KeepAs),
+                n(Setting::Layout),
+                layout.name(),
+                n(Setting::KeepAs),
+            ),
+            Self::KeepAsHeadLayout { layout } => write!(
+                f,
+                "{OPTS}{} head-q8_0 needs {} tquant ({} stores the embeddings and the output \
+                 head at source precision: {} source)",
                 n(Setting::KeepAs),
                 n(Setting::Layout),
                 layout.name(),

@@ -29,7 +29,8 @@
 //!
 //! Modules come in layers, each using only those below it:
 //! - data and options: [`schema`] (what files record), [`dtype`], [`header`], [`policy`],
-//!   [`options`] ([`ConvertOptions`], `auto`'s candidate lists), [`recipe`], and the error type;
+//!   [`options`] ([`ConvertOptions`], `auto`'s candidate lists), [`recipe`], [`quality`] (the
+//!   `fast` / `balanced` / `best` presets over recipes), and the error type;
 //! - strategies: [`layouts`], [`compressed_tensors`], [`auto`], [`calibration`] (GPTQ with the statistics) and
 //!   [`quantize`] (a tensor);
 //! - files and orchestration: [`fp8`], [`detect`], [`checkpoint`], [`quantized`] (views),
@@ -56,6 +57,7 @@ mod mmap;
 pub mod options;
 mod plan;
 pub mod policy;
+pub mod quality;
 pub mod quantize;
 pub mod quantized;
 pub mod recipe;
@@ -73,6 +75,7 @@ pub use convert::{convert, ConvertSummary, NoProgress, Progress, RunOptions};
 pub use error::{AutoListError, ConvertError, Setting, WithFlags};
 pub use options::{ConvertOptionsBuilder, FormatChoice};
 pub use policy::{Action, KeepAs, Policy};
+pub use quality::Quality;
 pub use quantize::{quantize_tensor, ConvertOptions, NuChoice};
 pub use quantized::{Layout, MatrixRef, QuantInfo, QuantizedTensor, QuantizedView};
 pub use recipe::{Overrides, Recipe, RecipeFormat};

@@ -9,7 +9,7 @@ use crate::fp8::is_fp8;
 use crate::header::{dtype_bytes, serialize_header, OutEntry};
 use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
-use crate::policy::{glob_match, Action};
+use crate::policy::{glob_match, is_head, Action, KeepAs};
 use crate::quantize::plan_info;
 use crate::schema::{
     scale_storage_dtype, FitInfo, Layout, MatrixInfo, QuantInfo, CODEBOOK_SUFFIX, CODES_SUFFIX,
@@ -214,6 +214,11 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
     let mut summaries = Vec::new();
     let mut n_results = 0;
     check_drop_globs(ckpt, opts)?;
+    let keep_as = match opts.keep_as() {
+        // Tied embeddings are the head too.
+        KeepAs::HeadQ8_0 if !ckpt.names().any(is_head) => KeepAs::Q8_0,
+        keep => keep,
+    };
     for (si, shard) in ckpt.shards().iter().enumerate() {
         let mut out = OutShard {
             file_name: shard.file_name(),
@@ -229,7 +234,7 @@ pub(crate) fn plan(ckpt: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, Con
             let fp8 = is_fp8(entry.dtype);
             let action =
                 opts.policy
-                    .decide_keeping(&entry.name, &entry.shape, entry.dtype, opts.keep_as());
+                    .decide_keeping(&entry.name, &entry.shape, entry.dtype, keep_as);
             let mut summary = TensorSummary {
                 name: entry.name.clone(),
                 action: action.name().into(),

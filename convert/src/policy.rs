@@ -44,6 +44,10 @@ pub enum KeepAs {
     Q8_0,
     /// Their source dtype, copied unchanged.
     Source,
+    /// The output head as q8_0, the token embeddings quantized like the decoder matrices (a
+    /// model reads one row of the embeddings per token, so their 4 bits cost little; the
+    /// converter stores tied embeddings, which are also the head, as q8_0).
+    HeadQ8_0,
 }
 
 impl KeepAs {
@@ -52,6 +56,7 @@ impl KeepAs {
         match self {
             Self::Q8_0 => "q8_0",
             Self::Source => "source",
+            Self::HeadQ8_0 => "head-q8_0",
         }
     }
 }
@@ -68,7 +73,8 @@ impl std::str::FromStr for KeepAs {
         match s {
             "q8_0" => Ok(Self::Q8_0),
             "source" => Ok(Self::Source),
-            _ => Err(format!("unknown storage '{s}' (q8_0, source)")),
+            "head-q8_0" => Ok(Self::HeadQ8_0),
+            _ => Err(format!("unknown storage '{s}' (q8_0, source, head-q8_0)")),
         }
     }
 }
@@ -137,11 +143,16 @@ impl Policy {
             return Action::Quantize;
         }
         if default_quantizes(name, shape) {
-            Action::Quantize
-        } else if keep == KeepAs::Q8_0 && shape.len() == 2 && is_embedding_or_head(name) {
-            Action::Q8
-        } else {
-            Action::Keep
+            return Action::Quantize;
+        }
+        if shape.len() != 2 || !is_embedding_or_head(name) {
+            return Action::Keep;
+        }
+        match keep {
+            KeepAs::Q8_0 => Action::Q8,
+            KeepAs::HeadQ8_0 if is_head(name) => Action::Q8,
+            KeepAs::HeadQ8_0 => Action::Quantize,
+            KeepAs::Source => Action::Keep,
         }
     }
 }
@@ -151,9 +162,12 @@ fn is_embedding_or_head(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.ends_with("weight")
         && !lower.contains("norm")
-        && (lower.contains("embed")
-            || name == "lm_head.weight"
-            || name.ends_with(".lm_head.weight"))
+        && (lower.contains("embed") || is_head(name))
+}
+
+/// The output head: `lm_head.weight`.
+pub fn is_head(name: &str) -> bool {
+    name == "lm_head.weight" || name.ends_with(".lm_head.weight")
 }
 
 fn default_quantizes(name: &str, shape: &[usize]) -> bool {
@@ -319,6 +333,38 @@ mod tests {
         assert_eq!("source".parse::<KeepAs>(), Ok(KeepAs::Source));
         assert_eq!(KeepAs::Q8_0.to_string().parse::<KeepAs>(), Ok(KeepAs::Q8_0));
         assert!("q4".parse::<KeepAs>().unwrap_err().contains("q8_0, source"));
+    }
+
+    #[test]
+    fn head_q8_0_quantizes_the_embeddings_and_keeps_the_head_q8_0() {
+        let p = Policy::default();
+        let d = |n: &str, s: &[usize]| p.decide_keeping(n, s, Dtype::BF16, KeepAs::HeadQ8_0);
+        for n in [
+            "model.embed_tokens.weight",
+            "embeddings.word_embeddings.weight",
+        ] {
+            assert_eq!(d(n, &[8, 16]), Action::Quantize, "{n}");
+        }
+        assert_eq!(d("lm_head.weight", &[8, 16]), Action::Q8);
+        assert_eq!(d("model.mtp.lm_head.weight", &[8, 16]), Action::Q8);
+        assert_eq!(d("model.norm.weight", &[16]), Action::Keep);
+        assert_eq!(d("model.embed_tokens.weight", &[16]), Action::Keep);
+        let excluded = Policy {
+            exclude: vec!["model.embed_tokens.weight".into()],
+            ..Policy::default()
+        };
+        let e = excluded.decide_keeping(
+            "model.embed_tokens.weight",
+            &[8, 16],
+            Dtype::BF16,
+            KeepAs::HeadQ8_0,
+        );
+        assert_eq!(e, Action::Keep);
+        let name = KeepAs::HeadQ8_0.to_string();
+        assert_eq!(
+            (name.as_str(), name.parse()),
+            ("head-q8_0", Ok(KeepAs::HeadQ8_0))
+        );
     }
 
     #[test]

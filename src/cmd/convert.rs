@@ -6,7 +6,7 @@ use indicatif::ProgressBar;
 use std::path::PathBuf;
 use tquant_convert::convert::{Progress, RunOptions};
 use tquant_convert::gguf::{convert_gguf, GgufError, GgufOptions};
-use tquant_convert::{KeepAs, Layout, Overrides, Policy, Recipe};
+use tquant_convert::{KeepAs, Layout, Overrides, Policy, Quality, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 use tquant_report::pipeline::layer_by_layer;
 
@@ -17,10 +17,16 @@ pub struct Args {
     /// Output directory, written atomically (with --layout gguf, the .gguf file).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Quality preset (tquant layout): fast (int4_full), balanced (learned+search; the
+    /// default), best (gptq:learned+search on 65536 tokens the model writes, or --calibrate
+    /// FILE). --format, --keep-as, --calibrate[-self] and the other settings replace the
+    /// preset's part.
+    #[arg(long)]
+    pub quality: Option<Quality>,
     /// Recipe: a format (`tquant formats`), sf4:nu=X, sf4_fit / sf4_search (nu per tensor),
     /// sf4_opt[:nu=X] (Lloyd-Max SF4), learned (a k-means table per tensor), X+search (block
     /// scale search), auto[:A/B/..] (least-error format per tensor), gptq:X / auto+gptq (needs
-    /// --calibrate[-self]). Default: sf4_fit (nf4 for bnb, e2m1 for mxfp4).
+    /// --calibrate[-self]). Default: the --quality preset's (nf4 for bnb, e2m1 for mxfp4).
     /// --layout gguf: q4_0 or iq4_nl (default), +search, +q8_0 (embeddings, output in Q8_0).
     #[arg(long)]
     pub format: Option<String>,
@@ -48,8 +54,9 @@ pub struct Args {
     #[arg(long)]
     pub exclude: Vec<String>,
     /// How the embeddings and lm_head are stored: q8_0 (the tquant layout's default; 8.5 bits
-    /// per weight) or source (at source precision, as other layouts keep them; with gguf, q8_0
-    /// is the +q8_0 suffix). --include and --exclude still win.
+    /// per weight), head-q8_0 (lm_head as q8_0, the embeddings in the recipe's format) or
+    /// source (at source precision, as other layouts keep them; with gguf, q8_0 is the +q8_0
+    /// suffix). --include and --exclude still win.
     #[arg(long)]
     pub keep_as: Option<KeepAs>,
     /// Leave tensors matching this glob out (e.g. 'model.layers.61.*'); repeatable; must match.
@@ -95,14 +102,26 @@ pub fn run(args: Args) -> Result<()> {
         exclude: args.exclude,
         drop: args.drop,
     };
-    let (input, output, format) = (&args.input, &args.output, args.format.as_deref());
-    let cal = &args.calibration;
+    let (input, output) = (&args.input, &args.output);
+    let (mut format, mut keep_as, mut cal) =
+        (args.format.as_deref(), args.keep_as, args.calibration);
+    if args.layout == Layout::Tquant {
+        let preset = args
+            .quality
+            .unwrap_or_default()
+            .apply(format, keep_as, cal.setting());
+        (format, keep_as) = (Some(preset.recipe), Some(preset.keep_as));
+        cal.calibrate_self = cal.calibrate_self.or(preset.self_calibration_tokens);
+    } else if args.quality.is_some() {
+        bail!("--quality is for --layout tquant");
+    }
+    let cal = &cal;
     if args.layout == Layout::Gguf {
         let opts = GgufOptions {
             policy,
             tokenizer: args.tokenizer,
             force: args.force,
-            ..GgufOptions::with_settings(format, &overrides, cal.setting(), args.keep_as)?
+            ..GgufOptions::with_settings(format, &overrides, cal.setting(), keep_as)?
         };
         let summary = convert_gguf(input, output, &opts).map_err(|e| match e {
             e @ GgufError::NoTokenizer { .. } => anyhow::anyhow!("{e} (--tokenizer DIR)"),
@@ -116,7 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--tokenizer is for --layout gguf");
     }
     let (recipe, b) = Recipe::builder_with(format, args.layout, &overrides)?;
-    let b = match args.keep_as {
+    let b = match keep_as {
         Some(keep) => b.keep_as(keep),
         None => b,
     };

@@ -144,6 +144,10 @@ impl GgufOptions {
         }
         match keep_as {
             Some(KeepAs::Q8_0) => recipe.keep_q8_0 = true,
+            Some(keep @ KeepAs::HeadQ8_0) => {
+                let (setting, value) = (Setting::KeepAs, Some(keep.to_string()));
+                return Err(ConvertError::GgufFixes { setting, value }.into());
+            }
             Some(KeepAs::Source) if recipe.keep_q8_0 => {
                 let recipe = recipe.to_string();
                 return Err(ConvertError::KeepAsContradicts { recipe }.into());

@@ -170,6 +170,9 @@ impl ConvertOptionsBuilder {
             (Some(KeepAs::Q8_0), layout) if layout != Layout::Tquant => {
                 return Err(ConvertError::KeepAsLayout { layout })
             }
+            (Some(KeepAs::HeadQ8_0), layout) if layout != Layout::Tquant => {
+                return Err(ConvertError::KeepAsHeadLayout { layout })
+            }
             (Some(keep), _) => keep,
             (None, Layout::Tquant) => KeepAs::Q8_0,
             (None, _) => KeepAs::Source,
