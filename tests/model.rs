@@ -9,6 +9,7 @@ mod support;
 mod auto_model;
 mod model_bf16;
 mod model_bf16_memory;
+mod model_f16;
 mod model_eval;
 mod model_quantized;
 mod model_reference;

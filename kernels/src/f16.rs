@@ -10,7 +10,7 @@
 //! The bytes as `u16` bits: [`crate::bf16_bits`] (the same little-endian view).
 
 use crate::widen::Half;
-pub use crate::widen::f16_to_f32;
+pub use crate::widen::{f16_to_f32, f32_to_f16};
 use crate::{Isa, KernelError, Mode};
 
 /// `y = x W^T` for f16 `w: [rows, cols]` on the best available path. `mode` is accepted for

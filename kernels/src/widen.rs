@@ -18,6 +18,12 @@ pub fn f16_to_f32(b: u16) -> f32 {
     half::f16::from_bits(b).to_f32()
 }
 
+/// IEEE binary16 bits of `v`, rounded to nearest even (out of range: infinity).
+#[inline]
+pub fn f32_to_f16(v: f32) -> u16 {
+    half::f16::from_f32(v).to_bits()
+}
+
 /// The 16-bit float encodings the half-width weight kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Half {
