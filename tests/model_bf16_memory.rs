@@ -90,9 +90,8 @@ fn peak_memory_stays_near_the_file_size(dtype: Dtype, suffix: &str) {
             ]
             .map(std::ffi::OsStr::new),
         );
-        if fast {
-            args.push("--fast".as_ref());
-        }
+        // `run` defaults to fast kernels.
+        args.push(if fast { "--fast" } else { "--exact" }.as_ref());
         let (o, peak) = tquant_peak_rss(std::iter::once("run".as_ref()).chain(args));
         let stderr = String::from_utf8_lossy(&o.stderr);
         let speed = stderr
@@ -105,7 +104,7 @@ fn peak_memory_stays_near_the_file_size(dtype: Dtype, suffix: &str) {
             size as f64 / 1e6,
             peak as f64 / 1e6,
             peak as f64 / size as f64,
-            if fast { " with --fast" } else { "" }
+            if fast { " with --fast" } else { " with --exact" }
         );
         assert!(
             (peak as f64) <= 1.1 * size as f64,

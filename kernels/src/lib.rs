@@ -12,7 +12,7 @@
 //!   [`reference`] (f64), `|y - y_ref| <= exact_budget(cols) * sum_k |w_k x_k|`.
 //! - [`Mode::Fast`]: ggml IQ4_NL-style integer arithmetic. The table becomes int8 (exactly when
 //!   its values are small integer multiples of one step, as for int4, E2M1, E3M0 and APoT, else
-//!   rounded to a step of `max|t| / 127`); each 32-element piece of every weight block of `x` is
+//!   rounded to the step, at most `max|t| / 64`, of least squared error over the table); each 32-element piece of every weight block of `x` is
 //!   quantized to int8 with its own scale (`amax / 127`, round to nearest even); products are
 //!   summed in int32 (VNNI where present) and rescaled in f32. The int8 arithmetic is defined
 //!   exactly by [`reference`] (`Mode::Fast`), which every path matches within
