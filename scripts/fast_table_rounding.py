@@ -6,10 +6,10 @@
 Each FORMAT_DIR is a tquant checkpoint (e.g. from scripts/fast_vs_exact.sh). Its weights are
 dequantized twice with numpy (scripts/dequantize.py): with the codebook as stored, and with the
 codebook replaced by the int8 image fast mode multiplies by (tquant_kernels' `int8_table`: exact
-when the table is an integer grid of one step, else `round(t * 127 / max|t|)` steps of
-`max|t| / 127`). Both are written as f32 checkpoints and scored with `tquant eval` (exact
-kernels, so activations stay f32). The difference is the table's share of fast mode's cost;
-the rest is the int8 activations. Prints a Markdown table. Needs numpy and safetensors.
+when the table is an integer grid of one step, else the step of least squared error;
+`MAPPING=max127` gives the earlier `max|t| / 127` steps instead). Both are written as f32
+checkpoints and scored with `tquant eval` (exact kernels, so activations stay f32). The
+difference is the table's share of fast mode's cost; the rest is the int8 activations. Prints a Markdown table. Needs numpy and safetensors.
 """
 import json
 import os
@@ -24,11 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dequantize import Checkpoint  # noqa: E402
 
 TEXT = "tests/data/model/heldout_head.txt"
-MAPPING = os.environ.get("MAPPING", "127")
+MAPPING = os.environ.get("MAPPING", "least")
 
 
 def int8_image(table):
-    """The values fast mode multiplies by, as tquant_kernels::qmatrix::int8_table makes them."""
+    """The values fast mode multiplies by, as tquant_kernels::qmatrix::int8_table makes them:
+    exact for an integer grid; else the step of least squared error (`MAPPING=least`, the
+    default) or `max|t| / 127` (`MAPPING=max127`, the earlier rule)."""
     t = np.zeros(16, np.float32)
     t[: len(table)] = table
     max_abs = np.float32(np.abs(t).max())
@@ -40,19 +42,22 @@ def int8_image(table):
         m = t / step
         if np.all(np.abs(m - np.round(m)) <= 1e-4 * np.maximum(np.abs(m), 1)):
             return (np.round(m) * step)[: len(table)].astype(np.float32)
-    if MAPPING != "127":
-        best = None
-        for q in np.arange(100, 127.00001, 0.001):
-            st = max_abs / q
-            e = np.round(t / st) * st - t
-            nz = t != 0
-            err = (e**2).sum() if MAPPING == "minmse" else ((e[nz] / t[nz]) ** 2).sum()
-            if best is None or err < best[0]:
-                best = (err, st)
-        return (np.round(t / best[1]) * best[1])[: len(table)].astype(np.float32)
-    step = np.float32(max_abs / np.float32(127))
-    q = np.clip(np.trunc(t / step + np.copysign(0.5, t)), -127, 127)
-    return (q * step)[: len(table)].astype(np.float32)
+
+    def image(step):
+        q = np.trunc(t / step + np.copysign(0.5, t))  # half away from zero, as Rust's round
+        if np.abs(q).max() > 127:
+            return None
+        return q, float(((t.astype(np.float64) - q * np.float64(step)) ** 2).sum())
+
+    best = (*image(np.float32(max_abs / np.float32(127))), np.float32(max_abs / np.float32(127)))
+    if MAPPING == "least":
+        for m in range(127, 63, -1):
+            q = np.trunc(t / (max_abs / np.float32(m)) + np.copysign(0.5, t)).astype(np.float64)
+            step = np.float32((t * q).sum() / (q * q).sum())
+            r = image(step) if step > 0 else None
+            if r is not None and r[1] < best[1]:
+                best = (*r, step)
+    return (best[0] * best[2])[: len(table)].astype(np.float32)
 
 
 class Imaged(Checkpoint):

@@ -104,7 +104,11 @@ fn peak_memory_stays_near_the_file_size(dtype: Dtype, suffix: &str) {
             size as f64 / 1e6,
             peak as f64 / 1e6,
             peak as f64 / size as f64,
-            if fast { " with --fast" } else { " with --exact" }
+            if fast {
+                " with --fast"
+            } else {
+                " with --exact"
+            }
         );
         assert!(
             (peak as f64) <= 1.1 * size as f64,

@@ -29,7 +29,7 @@ impl<S: TensorSource> TensorSource for Widened<S> {
 
 /// tiny-lite with every tensor stored as f16 (its bf16 values rounded to nearest even).
 fn write_f16_copy(dir: &Path) {
-    let src = Checkpoint::open(&tiny_lite()).unwrap();
+    let src = Checkpoint::open(tiny_lite()).unwrap();
     let mut names: Vec<String> = src.names().map(str::to_string).collect();
     names.sort();
     let (mut entries, mut data, mut pos) = (Vec::new(), Vec::new(), 0u64);
@@ -56,11 +56,7 @@ fn write_f16_copy(dir: &Path) {
     f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
     f.write_all(&header).unwrap();
     f.write_all(&data).unwrap();
-    std::fs::copy(
-        tiny_lite().join("config.json"),
-        dir.join("config.json"),
-    )
-    .unwrap();
+    std::fs::copy(tiny_lite().join("config.json"), dir.join("config.json")).unwrap();
 }
 
 fn logits(model: &Model) -> Vec<f32> {

@@ -14,8 +14,8 @@
 
 use crate::dispatch::{check_len, run_rows};
 use crate::isa::{Bf16Acts, Bf16Rows};
-pub use crate::widen::{bf16_to_f32, f32_to_bf16};
 use crate::widen::Half;
+pub use crate::widen::{bf16_to_f32, f32_to_bf16};
 use crate::{reference, Isa, KernelError, Mode};
 use std::sync::OnceLock;
 

@@ -206,29 +206,25 @@ impl<'a> QMatrix<'a> {
 
 /// The int8 image of a table: exact when every value is an integer multiple (up to 127) of one
 /// step, else the step of least squared error over the table (see [`least_error_image`]).
-/// Remembers the last few tables per thread: a view is built per product, and a model's
-/// matrices share a handful of tables.
+/// Remembered per thread (up to 2^16 tables, then forgotten at once): a view is built per
+/// product, and a model's matrices share a handful of tables (one per matrix for `learned`).
 fn int8_table(t: &[f32; 16]) -> ([i8; 16], f32) {
-    type Entry = ([u32; 16], [i8; 16], f32);
+    type Images = std::collections::HashMap<[u32; 16], ([i8; 16], f32)>;
     thread_local! {
-        static RECENT: std::cell::RefCell<(Vec<Entry>, usize)> =
-            const { std::cell::RefCell::new((Vec::new(), 0)) };
+        static SEEN: std::cell::RefCell<Images> = std::cell::RefCell::new(Images::new());
     }
     let key = t.map(f32::to_bits);
-    RECENT.with(|r| {
-        let mut r = r.borrow_mut();
-        if let Some(&(_, q, step)) = r.0.iter().find(|e| e.0 == key) {
-            return (q, step);
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if let Some(&image) = seen.get(&key) {
+            return image;
         }
-        let (q, step) = int8_image(t);
-        let (list, next) = &mut *r;
-        if list.len() < 8 {
-            list.push((key, q, step));
-        } else {
-            list[*next] = (key, q, step);
-            *next = (*next + 1) % 8;
+        if seen.len() >= 1 << 16 {
+            seen.clear();
         }
-        (q, step)
+        let image = int8_image(t);
+        seen.insert(key, image);
+        image
     })
 }
 
@@ -332,7 +328,11 @@ mod tests {
             let f: Format = name.parse().unwrap();
             let t = pad(f.codebook().values());
             let (q, step) = int8_table(&t);
-            assert_eq!(int8_table(&t), (q, step), "{name}: the same twice (remembered)");
+            assert_eq!(
+                int8_table(&t),
+                (q, step),
+                "{name}: the same twice (remembered)"
+            );
             let max_abs = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let base = max_abs / 127.0;
             let q127 = t.map(|v| (v / base).round() as i8);

@@ -16,7 +16,11 @@ impl Rng {
         let r = self.next();
         let sign = ((r >> 63) as u16) << 15;
         let mant = (r & 0x3ff) as u16;
-        let exp = if r % 8 == 0 { 0 } else { 1 + ((r >> 10) % 30) as u16 };
+        let exp = if r % 8 == 0 {
+            0
+        } else {
+            1 + ((r >> 10) % 30) as u16
+        };
         sign | exp << 10 | mant
     }
     /// Activations over several binades.
