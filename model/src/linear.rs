@@ -207,9 +207,7 @@ impl DenseMatrix {
             }),
             DenseData::F16(b) => b.with(|bits| {
                 let w = bits.get(o..o + len).unwrap_or(&[]);
-                Ok(kernels::matmul_f16(
-                    w, self.rows, self.cols, x, n, y, mode,
-                )?)
+                Ok(kernels::matmul_f16(w, self.rows, self.cols, x, n, y, mode)?)
             }),
         }
     }

@@ -185,9 +185,10 @@ impl Loader<'_> {
             TensorData::F16 { shape, data } if shape == [len] => Ok(data.f16_to_f32()),
             TensorData::Dense { shape, .. }
             | TensorData::Bf16 { shape, .. }
-            | TensorData::F16 { shape, .. } => Err(
-                ModelError::tensor(name, format!("shape {shape:?}, expected [{len}]")),
-            ),
+            | TensorData::F16 { shape, .. } => Err(ModelError::tensor(
+                name,
+                format!("shape {shape:?}, expected [{len}]"),
+            )),
             TensorData::Quantized(_) | TensorData::Q8 { .. } => Err(ModelError::tensor(
                 name,
                 "is quantized; norm weights must be stored as floats",
