@@ -46,8 +46,8 @@ for threads in 1 2; do
     # Q4_K_M's repacked path stops on this model.
     "$LLAMA/llama-bench" -m "$WORK/Q4_K_M.gguf" --repack 0 -p 512 -n 64 -t "$threads" -r 3 -o md
     for model in tquant-default tquant-nf4; do
-        for mode in "" --fast; do
-            echo "## $model ${mode:-(default mode)}, $threads thread(s), 3 runs"
+        for mode in --exact --fast; do
+            echo "## $model $mode, $threads thread(s), 3 runs"
             for _ in 1 2 3; do
                 "$TQ" run "$WORK/$model" --prompt-tokens "$PROMPT" --max-tokens 64 \
                     --ignore-eos --threads "$threads" $mode 2>&1 >/dev/null | grep -E 'prefill'

@@ -10,6 +10,7 @@ mod auto_model;
 mod model_bf16;
 mod model_bf16_memory;
 mod model_eval;
+mod model_f16;
 mod model_quantized;
 mod model_reference;
 mod model_synthetic;

@@ -2,8 +2,9 @@
 //! (DeepSeek-V2-Lite attention and widths at hidden 2048: a dense layer of width 10944, then a
 //! MoE layer of 16 routed experts of width 1408 and 2 shared; vocabulary 16384), measured with
 //! `/usr/bin/time -v`. bf16 matrices are multiplied straight from the file's map, so the peak
-//! stays near the file size (widened to f32 it would be about 2x + the file). Ignored by
-//! default (it writes 640 MB):
+//! stays near the file size (widened to f32 it would be about 2x + the file). The same file in
+//! f16 holds the same: f16 matrices multiply from the map through the f16 kernels. Ignored by
+//! default (each writes 640 MB):
 //!
 //!   cargo test --release --test model model_bf16_memory -- --ignored --nocapture
 //!
@@ -13,7 +14,8 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use support::{bf16_bytes, tquant_peak_rss, write_bf16_safetensors};
+use support::{bf16_bytes, f16_bytes, tquant_peak_rss, write_half_safetensors};
+use tquant::convert::Dtype;
 use tquant::formats::sample::Rng;
 use tquant::model::synthetic::SyntheticSource;
 use tquant::model::Config;
@@ -26,9 +28,9 @@ const CONFIG: &str = r#"{"model_type":"deepseek_v2","vocab_size":16384,"hidden_s
     "topk_method":"greedy","n_group":1,"topk_group":1,"routed_scaling_factor":1.0,
     "max_position_embeddings":4096,"rope_theta":10000,"torch_dtype":"bfloat16"}"#;
 
-/// Writes config.json and model.safetensors (bf16; values from a pool of Student-t samples at
-/// random offsets, norm weights 1). Returns the file's size.
-fn generate(dir: &Path) -> u64 {
+/// Writes config.json and model.safetensors (`dtype`, bf16 or f16; values from a pool of
+/// Student-t samples at random offsets, norm weights 1). Returns the file's size.
+fn generate(dir: &Path, dtype: Dtype) -> u64 {
     std::fs::create_dir_all(dir).unwrap();
     let config = Config::from_json(CONFIG, "generated").unwrap();
     let mut tensors: Vec<(String, Vec<usize>)> = SyntheticSource::new(&config, 0, false)
@@ -41,10 +43,13 @@ fn generate(dir: &Path) -> u64 {
     let pool: Vec<u8> = rng
         .student_t_vec(1 << 20, 5.0)
         .into_iter()
-        .flat_map(|v| bf16_bytes(v * 0.02))
+        .flat_map(|v| match dtype {
+            Dtype::F16 => f16_bytes(v * 0.02),
+            _ => bf16_bytes(v * 0.02),
+        })
         .collect();
     let file = dir.join("model.safetensors");
-    write_bf16_safetensors(&file, &tensors, &pool, &mut rng);
+    write_half_safetensors(&file, &tensors, &pool, &mut rng, dtype);
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
     std::fs::metadata(&file).unwrap().len()
 }
@@ -52,14 +57,26 @@ fn generate(dir: &Path) -> u64 {
 #[test]
 #[ignore]
 fn run_peak_memory_stays_near_the_file_size() {
+    peak_memory_stays_near_the_file_size(Dtype::BF16, "");
+}
+
+/// f16 matrices are not widened either: the same bound as bf16.
+#[test]
+#[ignore]
+fn f16_run_peak_memory_stays_near_the_file_size() {
+    peak_memory_stays_near_the_file_size(Dtype::F16, "-f16");
+}
+
+/// Runs the generated checkpoint of `dtype` in both modes under `/usr/bin/time -v`.
+fn peak_memory_stays_near_the_file_size(dtype: Dtype, suffix: &str) {
     if !support::time_available() {
         return;
     }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = std::env::var("TQUANT_LARGE_DIR")
-        .map(PathBuf::from)
+        .map(|d| PathBuf::from(d + suffix))
         .unwrap_or_else(|_| tmp.path().join("in"));
-    let size = generate(&dir);
+    let size = generate(&dir, dtype);
     for fast in [false, true] {
         let mut args = vec![dir.as_os_str()];
         args.extend(
@@ -73,9 +90,8 @@ fn run_peak_memory_stays_near_the_file_size() {
             ]
             .map(std::ffi::OsStr::new),
         );
-        if fast {
-            args.push("--fast".as_ref());
-        }
+        // `run` defaults to fast kernels.
+        args.push(if fast { "--fast" } else { "--exact" }.as_ref());
         let (o, peak) = tquant_peak_rss(std::iter::once("run".as_ref()).chain(args));
         let stderr = String::from_utf8_lossy(&o.stderr);
         let speed = stderr
@@ -84,11 +100,15 @@ fn run_peak_memory_stays_near_the_file_size() {
             .collect::<Vec<_>>()
             .join(" | ");
         eprintln!(
-            "file {:.0} MB; peak RSS {:.0} MB ({:.2} x the file){}; {speed}",
+            "{dtype:?} file {:.0} MB; peak RSS {:.0} MB ({:.2} x the file){}; {speed}",
             size as f64 / 1e6,
             peak as f64 / 1e6,
             peak as f64 / size as f64,
-            if fast { " with --fast" } else { "" }
+            if fast {
+                " with --fast"
+            } else {
+                " with --exact"
+            }
         );
         assert!(
             (peak as f64) <= 1.1 * size as f64,

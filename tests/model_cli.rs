@@ -134,3 +134,30 @@ fn missing_model_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
+
+/// `run` is fast by default (`--exact` opts out, `--fast` is still taken); `eval` and `logits`
+/// stay exact unless `--fast`, so their accuracy figures stay comparable.
+#[test]
+fn run_defaults_to_fast_kernels_and_takes_exact() {
+    let help = |cmd: &str| tquant(&[cmd, "--help"]).1;
+    let run = help("run");
+    assert!(
+        run.contains("--exact") && run.contains("--fast") && run.contains("the default of `run`"),
+        "{run}"
+    );
+    for cmd in ["eval", "logits"] {
+        assert!(
+            help(cmd).contains("the default of `eval` and `logits`"),
+            "{cmd}"
+        );
+    }
+    let tl = root().join("examples/tiny-lite");
+    let tl = tl.to_str().unwrap();
+    let base = ["run", tl, "--prompt-tokens", "102,110", "--max-tokens", "4"];
+    for flag in ["--exact", "--fast"] {
+        let (ok, out, err) = tquant(&[&base[..], &[flag]].concat());
+        assert!(ok && !out.is_empty(), "{flag}: {err}");
+    }
+    let (ok, _, err) = tquant(&[&base[..], &["--exact", "--fast"]].concat());
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}

@@ -14,6 +14,7 @@
 
 use crate::dispatch::{check_len, run_rows};
 use crate::isa::{Bf16Acts, Bf16Rows};
+use crate::widen::Half;
 pub use crate::widen::{bf16_to_f32, f32_to_bf16};
 use crate::{reference, Isa, KernelError, Mode};
 use std::sync::OnceLock;
@@ -92,13 +93,33 @@ pub(crate) fn run(
     y: &mut [f32],
     mode: Mode,
 ) -> Result<(), KernelError> {
-    if !isa.is_available() || (dot && !(isa == Isa::Avx512 && bf16_dot_available())) {
+    run_half(Half::Bf16, isa, dot, w, rows, cols, x, n, y, mode)
+}
+
+/// The dispatch of both 16-bit weight encodings. f16 weights take f32 activations in either
+/// mode (no `vdpbf16ps`, no rounding): their widening is exact and the product f32 arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_half(
+    half: Half,
+    isa: Isa,
+    dot: bool,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    mode: Mode,
+) -> Result<(), KernelError> {
+    let dot_ok = half == Half::Bf16 && isa == Isa::Avx512 && bf16_dot_available();
+    if !isa.is_available() || (dot && !dot_ok) {
         return Err(KernelError::Unavailable { isa });
     }
     check_len("weights w [rows, cols]", w.len(), rows, cols)?;
     check_len("activations x [n, cols]", x.len(), n, cols)?;
     check_len("output y [n, rows]", y.len(), n, rows)?;
-    // `vdpbf16ps` rounds activations to bf16: fast mode only.
+    // `vdpbf16ps` rounds activations to bf16: fast mode only. f16 weights: exact arithmetic.
+    let mode = if half == Half::F16 { Mode::Exact } else { mode };
     let dot = dot && mode == Mode::Fast;
     let acts = match (mode, dot) {
         (Mode::Exact, _) => Bf16Acts::Wide(x.into()),
@@ -112,12 +133,21 @@ pub(crate) fn run(
     };
     let kernel: Bf16Rows = match isa {
         Isa::Reference => {
-            reference::matmul_bf16(w, rows, cols, x, n, y, mode);
+            match half {
+                Half::Bf16 => reference::matmul_bf16(w, rows, cols, x, n, y, mode),
+                Half::F16 => reference::matmul_f16(w, rows, cols, x, n, y),
+            }
             return Ok(());
         }
-        Isa::Scalar => scalar_rows,
+        Isa::Scalar => match half {
+            Half::Bf16 => scalar_rows::<false>,
+            Half::F16 => scalar_rows::<true>,
+        },
         #[cfg(target_arch = "x86_64")]
-        simd => crate::x86_64::bf16_kernel(simd, dot),
+        simd => match half {
+            Half::Bf16 => crate::x86_64::bf16_kernel(simd, dot),
+            Half::F16 => crate::x86_64::f16_kernel(simd),
+        },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("no SIMD path is available off x86-64"),
     };
@@ -130,8 +160,17 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// The portable kernel: rows `r0..r0 + out.len() / n`, `out` is `[row][j]`.
-unsafe fn scalar_rows(w: &[u16], cols: usize, a: &Bf16Acts, n: usize, r0: usize, out: &mut [f32]) {
+/// The portable kernel (bf16, or f16 when `F16`): rows `r0..r0 + out.len() / n`, `out` is
+/// `[row][j]`.
+unsafe fn scalar_rows<const F16: bool>(
+    w: &[u16],
+    cols: usize,
+    a: &Bf16Acts,
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let half = if F16 { Half::F16 } else { Half::Bf16 };
     let Bf16Acts::Wide(x) = a else {
         unreachable!("the portable path takes widened activations")
     };
@@ -139,7 +178,7 @@ unsafe fn scalar_rows(w: &[u16], cols: usize, a: &Bf16Acts, n: usize, r0: usize,
     for (i, o) in out.chunks_exact_mut(n).enumerate() {
         let wr = &w[(r0 + i) * cols..(r0 + i + 1) * cols];
         for (d, &b) in wide.iter_mut().zip(wr) {
-            *d = bf16_to_f32(b);
+            *d = half.to_f32(b);
         }
         for (j, y) in o.iter_mut().enumerate() {
             *y = crate::scalar::dot_f32(&wide, &x[j * cols..(j + 1) * cols]);

@@ -12,7 +12,7 @@
 //!   [`reference`] (f64), `|y - y_ref| <= exact_budget(cols) * sum_k |w_k x_k|`.
 //! - [`Mode::Fast`]: ggml IQ4_NL-style integer arithmetic. The table becomes int8 (exactly when
 //!   its values are small integer multiples of one step, as for int4, E2M1, E3M0 and APoT, else
-//!   rounded to a step of `max|t| / 127`); each 32-element piece of every weight block of `x` is
+//!   rounded to the step, at most `max|t| / 64`, of least squared error over the table); each 32-element piece of every weight block of `x` is
 //!   quantized to int8 with its own scale (`amax / 127`, round to nearest even); products are
 //!   summed in int32 (VNNI where present) and rescaled in f32. The int8 arithmetic is defined
 //!   exactly by [`reference`] (`Mode::Fast`), which every path matches within
@@ -58,7 +58,8 @@
 //!
 //! [`matmul_f32`] is the dense f32 product written with the same care (same dispatch, same
 //! threading): the path for unquantized weights and the honest baseline for benchmarks.
-//! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]);
+//! [`matmul_bf16`] multiplies by bf16 weights without widening them in memory (see [`bf16`]),
+//! [`matmul_f16`] by IEEE f16 weights the same way (see [`f16`]);
 //! [`matmul_q8_0`] by 8-bit q8_0 weights (ggml's Q8_0; see [`int8`]).
 //!
 //! ```
@@ -93,6 +94,7 @@ mod act;
 pub mod bf16;
 mod dispatch;
 pub mod encode;
+pub mod f16;
 pub mod int8;
 mod isa;
 pub mod mapping;
@@ -110,6 +112,7 @@ mod x86_64;
 pub use bf16::{bf16_bits, bf16_dot_available, matmul_bf16, matmul_bf16_with, BF16_FAST_REL};
 pub use dispatch::{matmul, matmul_f32, matmul_f32_with, matmul_with, PARALLEL_MIN_WORK};
 pub use encode::Encoder;
+pub use f16::{matmul_f16, matmul_f16_with};
 pub use int8::{matmul_q8_0, matmul_q8_0_with, Q8Matrix};
 pub use isa::Isa;
 pub use qmatrix::{QMatrix, QMatrixParts};

@@ -205,8 +205,30 @@ impl<'a> QMatrix<'a> {
 }
 
 /// The int8 image of a table: exact when every value is an integer multiple (up to 127) of one
-/// step, else `round(v * 127 / max|v|)`.
+/// step, else the step of least squared error over the table (see [`least_error_image`]).
+/// Remembered per thread (up to 2^16 tables, then forgotten at once): a view is built per
+/// product, and a model's matrices share a handful of tables (one per matrix for `learned`).
 fn int8_table(t: &[f32; 16]) -> ([i8; 16], f32) {
+    type Images = std::collections::HashMap<[u32; 16], ([i8; 16], f32)>;
+    thread_local! {
+        static SEEN: std::cell::RefCell<Images> = std::cell::RefCell::new(Images::new());
+    }
+    let key = t.map(f32::to_bits);
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if let Some(&image) = seen.get(&key) {
+            return image;
+        }
+        if seen.len() >= 1 << 16 {
+            seen.clear();
+        }
+        let image = int8_image(t);
+        seen.insert(key, image);
+        image
+    })
+}
+
+fn int8_image(t: &[f32; 16]) -> ([i8; 16], f32) {
     let max_abs = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if max_abs == 0.0 {
         return ([0; 16], 1.0);
@@ -228,11 +250,41 @@ fn int8_table(t: &[f32; 16]) -> ([i8; 16], f32) {
             return (t.map(|v| (v / step).round() as i8), step);
         }
     }
-    let step = max_abs / 127.0;
-    (
-        t.map(|v| (v / step).round().clamp(-127.0, 127.0) as i8),
-        step,
-    )
+    least_error_image(t, max_abs)
+}
+
+/// The integers and step `(q, step)` with `|q| <= 127` of least `sum (t - q step)^2` among: the
+/// step `max|t| / 127`, and for each integer `m` in 64..=127 the least-squares step of the
+/// integers that rounding to `max|t| / m` gives. Rounding a table to `max|t| / 127` alone leaves
+/// errors up to half a step that fall the same way on every weight with that code; a 3-bit
+/// table (sf3) lost 0.005 bits per byte on tiny-lite to them (docs/fast-mode.md).
+fn least_error_image(t: &[f32; 16], max_abs: f32) -> ([i8; 16], f32) {
+    let image = |step: f32| -> Option<([i8; 16], f64)> {
+        let q = t.map(|v| (v / step).round());
+        if q.iter().any(|m| m.abs() > 127.0) {
+            return None;
+        }
+        let err = t
+            .iter()
+            .zip(&q)
+            .map(|(&v, &m)| (v as f64 - m as f64 * step as f64).powi(2))
+            .sum();
+        Some((q.map(|m| m as i8), err))
+    };
+    let step127 = max_abs / 127.0;
+    let (q127, err127) = image(step127).expect("max|t| / 127 keeps every value within 127");
+    let mut best = (q127, step127, err127);
+    for m in (64..=127).rev() {
+        let q = t.map(|v| (v / (max_abs / m as f32)).round() as f64);
+        let qq: f64 = q.iter().map(|m| m * m).sum();
+        let step = (t.iter().zip(&q).map(|(&v, m)| v as f64 * m).sum::<f64>() / qq) as f32;
+        if let Some((q, err)) = image(step).filter(|_| step > 0.0) {
+            if err < best.2 {
+                best = (q, step, err);
+            }
+        }
+    }
+    (best.0, best.1)
 }
 
 #[cfg(test)]
@@ -262,16 +314,45 @@ mod tests {
         }
     }
 
+    /// Other tables take the step of least squared error: never worse than `max|t| / 127`, no
+    /// worse than a fine search over steps, every value within half a step, `|q| <= 127`.
     #[test]
-    fn other_tables_use_127_steps() {
-        let f: Format = "nf4".parse().unwrap();
-        let (q, step) = int8_table(&pad(f.codebook().values()));
-        assert_eq!(step, 1.0 / 127.0);
-        assert_eq!(q[0], -127);
-        assert_eq!(q[15], 127);
-        for (v, q) in f.codebook().values().iter().zip(q) {
-            assert!((v - q as f32 * step).abs() <= 0.5 * step + 1e-7);
+    fn other_tables_take_the_step_of_least_error() {
+        let err = |t: &[f32; 16], q: &[i8; 16], step: f32| -> f64 {
+            t.iter()
+                .zip(q)
+                .map(|(&v, &m)| (v as f64 - m as f64 * step as f64).powi(2))
+                .sum()
+        };
+        for name in ["nf4", "sf4", "nf3", "sf3", "sf4_opt"] {
+            let f: Format = name.parse().unwrap();
+            let t = pad(f.codebook().values());
+            let (q, step) = int8_table(&t);
+            assert_eq!(
+                int8_table(&t),
+                (q, step),
+                "{name}: the same twice (remembered)"
+            );
+            let max_abs = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let base = max_abs / 127.0;
+            let q127 = t.map(|v| (v / base).round() as i8);
+            let e = err(&t, &q, step);
+            assert!(e <= err(&t, &q127, base), "{name}");
+            // A search over 20,000 steps from max/127 to max/64 does no better.
+            let fine = (0..=20_000)
+                .map(|i| max_abs / (127.0 - 63.0 * i as f32 / 20_000.0))
+                .map(|s| err(&t, &t.map(|v| (v / s).round() as i8), s))
+                .fold(f64::INFINITY, f64::min);
+            assert!(e <= fine * (1.0 + 1e-6) + 1e-12, "{name}: {e} vs {fine}");
+            for (v, q) in t.iter().zip(q) {
+                assert!((q as i32).abs() <= 127);
+                assert!((v - q as f32 * step).abs() <= 0.5 * step * (1.0 + 1e-5) + 1e-7);
+            }
         }
+        // sf3: the step of least error is not max/127 (its values' rounding errors were).
+        let f: Format = "sf3".parse().unwrap();
+        let (q, step) = int8_table(&pad(f.codebook().values()));
+        assert!(q[7] < 127 && step > 1.0 / 127.0, "{q:?} {step}");
     }
 
     fn pad(v: &[f32]) -> [f32; 16] {

@@ -129,3 +129,14 @@ pub fn matmul_bf16(
         }
     }
 }
+
+/// The f16-weight product, summed in f64: `w` widened exactly (both modes: see `f16`).
+pub fn matmul_f16(w: &[u16], rows: usize, cols: usize, x: &[f32], n: usize, y: &mut [f32]) {
+    for j in 0..n {
+        for r in 0..rows {
+            y[j * rows + r] = (0..cols)
+                .map(|c| crate::widen::f16_to_f32(w[r * cols + c]) as f64 * x[j * cols + c] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+}

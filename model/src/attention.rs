@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use crate::kernels::{self, Mode};
-use crate::linear::{Bf16Data, DenseMatrix, Linear, Q8Data, Q8Linear};
+use crate::linear::{Linear, Q8Data, Q8Linear};
 use crate::observe::{Site, TapAt};
 use crate::rope::Rope;
 use crate::weights::Loader;
@@ -181,7 +181,7 @@ impl Attention {
         self.w_uk_t.get_or_init(|| self.uk_transposed(d))
     }
 
-    /// Fast mode's `W_UK[h]^T`, at `kv_b_proj`'s width where that is float (bf16 stays bf16,
+    /// Fast mode's `W_UK[h]^T`, at `kv_b_proj`'s width where that is float (bf16 and f16 stay,
     /// values unchanged), and as q8_0 where `kv_b_proj` is quantized: the dequantized values
     /// rounded once more, to int8 with a scale per 32 (an error of at most `amax / 254` per
     /// weight, small beside the 4-bit code's), so the transposed copy reads about a quarter of
@@ -195,17 +195,8 @@ impl Attention {
             .uk_transposed(d)
             .into_iter()
             .map(|t| match &self.kv_b {
-                Linear::Dense(m) if m.f32_values().is_some() => {
-                    Ok(Linear::Dense(DenseMatrix::new(lora, nope, t)))
-                }
-                Linear::Dense(_) => {
-                    let bits: Vec<u16> = t.iter().map(|&v| kernels::bf16::f32_to_bf16(v)).collect();
-                    Ok(Linear::Dense(DenseMatrix::bf16(
-                        lora,
-                        nope,
-                        Bf16Data::Owned(bits.into()),
-                    )))
-                }
+                // The transposed values are the stored ones: no rounding at the same width.
+                Linear::Dense(m) => Ok(Linear::Dense(m.like(lora, nope, t))),
                 Linear::Quant(_) | Linear::Q8(_) => {
                     let q = Q8Matrix::quantize(&t, lora, nope)
                         .map_err(|e| ModelError::tensor("kv_b_proj (W_UK^T)", e.to_string()))?;

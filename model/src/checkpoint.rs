@@ -2,9 +2,9 @@
 //!
 //! Quantized tensors stay in the memory map: a [`Packed::Mapped`] (a q8_0 tensor's
 //! [`Q8Data::Mapped`]) holds the checkpoint and the tensor's name, and each product borrows the codes and scales from the map again (a lookup,
-//! no copy). bf16 matrices do the same through [`Bf16Data::Mapped`] (copied once, still bf16,
-//! if the file places them at an odd byte offset). Other float tensors (f16, f32, FP8 with
-//! block scales, 1-D bf16 vectors) are widened to f32 in memory.
+//! no copy). bf16 and f16 matrices do the same through [`Bf16Data::Mapped`] (copied once, still
+//! 16-bit, if the file places them at an odd byte offset). Other float tensors (f32, FP8 with
+//! block scales, 1-D bf16 and f16 vectors) are widened to f32 in memory.
 
 use crate::kernels;
 use crate::linear::{Bf16Data, Packed, Q8Data};
@@ -97,12 +97,16 @@ impl TensorSource for CheckpointSource {
     fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
         match self.ckpt.get(name)? {
             Weight::Dense(t)
-                if t.dtype == Dtype::BF16 && t.scales.is_none() && t.shape.len() >= 2 =>
+                if matches!(t.dtype, Dtype::BF16 | Dtype::F16)
+                    && t.scales.is_none()
+                    && t.shape.len() >= 2 =>
             {
+                let f16 = t.dtype == Dtype::F16;
                 if t.bytes.len() != 2 * t.numel() {
+                    let what = if f16 { "f16" } else { "bf16" };
                     return Err(ModelError::tensor(
                         name,
-                        format!("{} bytes for {} bf16 values", t.bytes.len(), t.numel()),
+                        format!("{} bytes for {} {what} values", t.bytes.len(), t.numel()),
                     ));
                 }
                 let data = match kernels::bf16_bits(t.bytes) {
@@ -117,9 +121,10 @@ impl TensorSource for CheckpointSource {
                             .collect(),
                     ),
                 };
-                Ok(TensorData::Bf16 {
-                    shape: t.shape.to_vec(),
-                    data,
+                let shape = t.shape.to_vec();
+                Ok(match f16 {
+                    true => TensorData::F16 { shape, data },
+                    false => TensorData::Bf16 { shape, data },
                 })
             }
             _ => self.tensor(name),

@@ -1,7 +1,8 @@
 //! Linear layers `y = x W^T` over float or packed 4-bit weights; every product goes through the
 //! kernels crate. bf16 weights stay bf16 (borrowed from the checkpoint's map where possible) and
 //! run through the bf16 kernels: exact mode widens them in registers (f32 arithmetic), fast mode
-//! rounds activations to bf16 (`vdpbf16ps` where the CPU has it).
+//! rounds activations to bf16 (`vdpbf16ps` where the CPU has it). f16 weights stay f16 the same
+//! way and run through the f16 kernels (widened in registers, f32 arithmetic in both modes).
 //!
 //! A quantized matrix holds its packed codes and scales through [`Packed`]: either bytes owned in
 //! memory (a model quantized on the fly) or a handle to a mapped checkpoint, from which a kernel
@@ -57,7 +58,8 @@ impl Packed {
     }
 }
 
-/// bf16 weights kept at their stored width (`u16` bits, row-major).
+/// 16-bit float weights kept at their stored width (`u16` bits, row-major): bf16, or f16 where
+/// the holder says so ([`TensorData::F16`](crate::TensorData::F16), [`DenseMatrix::f16`]).
 #[derive(Debug, Clone)]
 pub enum Bf16Data {
     /// In memory.
@@ -90,6 +92,11 @@ impl Bf16Data {
     pub fn to_f32(&self) -> Vec<f32> {
         self.with(|b| b.iter().map(|&v| kernels::bf16::bf16_to_f32(v)).collect())
     }
+
+    /// The bits read as IEEE f16, widened to f32 (norm vectors and quantize-on-load only).
+    pub fn f16_to_f32(&self) -> Vec<f32> {
+        self.with(|b| b.iter().map(|&v| kernels::f16::f16_to_f32(v)).collect())
+    }
 }
 
 /// Storage of a float matrix.
@@ -97,9 +104,10 @@ impl Bf16Data {
 enum DenseData {
     F32(Arc<[f32]>),
     Bf16(Bf16Data),
+    F16(Bf16Data),
 }
 
-/// A float matrix (f32, or bf16 at its stored width), possibly a row range of a larger shared
+/// A float matrix (f32, or bf16 or f16 at its stored width), possibly a row range of a larger shared
 /// buffer (one expert of a fused tensor).
 #[derive(Debug, Clone)]
 pub struct DenseMatrix {
@@ -133,11 +141,42 @@ impl DenseMatrix {
         }
     }
 
-    /// The row-major values when stored as f32 (`None` for bf16).
+    /// An f16 matrix, multiplied through the f16 kernels without widening.
+    pub fn f16(rows: usize, cols: usize, data: Bf16Data) -> Self {
+        Self {
+            rows,
+            cols,
+            data: DenseData::F16(data),
+            offset: 0,
+        }
+    }
+
+    /// The row-major values when stored as f32 (`None` for bf16 and f16).
     pub fn f32_values(&self) -> Option<&[f32]> {
         match &self.data {
             DenseData::F32(v) => Some(&v[self.offset..self.offset + self.rows * self.cols]),
-            DenseData::Bf16(_) => None,
+            DenseData::Bf16(_) | DenseData::F16(_) => None,
+        }
+    }
+
+    /// Whether the values are stored as f16.
+    pub fn is_f16(&self) -> bool {
+        matches!(self.data, DenseData::F16(_))
+    }
+
+    /// A new `[rows, cols]` matrix of `values` stored at this matrix's width (f32, bf16 or
+    /// f16; rounded to nearest even where narrower).
+    pub fn like(&self, rows: usize, cols: usize, values: Vec<f32>) -> Self {
+        match self.data {
+            DenseData::F32(_) => Self::new(rows, cols, values),
+            DenseData::Bf16(_) => {
+                let bits = values.iter().map(|&v| kernels::bf16::f32_to_bf16(v));
+                Self::bf16(rows, cols, Bf16Data::Owned(bits.collect()))
+            }
+            DenseData::F16(_) => {
+                let bits = values.iter().map(|&v| kernels::f16::f32_to_f16(v));
+                Self::f16(rows, cols, Bf16Data::Owned(bits.collect()))
+            }
         }
     }
 
@@ -145,7 +184,7 @@ impl DenseMatrix {
     fn width(&self) -> usize {
         match self.data {
             DenseData::F32(_) => 4,
-            DenseData::Bf16(_) => 2,
+            DenseData::Bf16(_) | DenseData::F16(_) => 2,
         }
     }
 
@@ -166,6 +205,10 @@ impl DenseMatrix {
                     w, self.rows, self.cols, x, n, y, mode,
                 )?)
             }),
+            DenseData::F16(b) => b.with(|bits| {
+                let w = bits.get(o..o + len).unwrap_or(&[]);
+                Ok(kernels::matmul_f16(w, self.rows, self.cols, x, n, y, mode)?)
+            }),
         }
     }
 
@@ -176,6 +219,11 @@ impl DenseMatrix {
             DenseData::Bf16(b) => b.with(|bits| {
                 for (o, &v) in out.iter_mut().zip(&bits[start..start + self.cols]) {
                     *o = kernels::bf16::bf16_to_f32(v);
+                }
+            }),
+            DenseData::F16(b) => b.with(|bits| {
+                for (o, &v) in out.iter_mut().zip(&bits[start..start + self.cols]) {
+                    *o = kernels::f16::f16_to_f32(v);
                 }
             }),
         }

@@ -40,6 +40,13 @@ pub enum TensorData {
         /// Its values.
         data: Bf16Data,
     },
+    /// f16 values at their stored width, row-major (from [`TensorSource::stored`]).
+    F16 {
+        /// The tensor's shape.
+        shape: Vec<usize>,
+        /// Its values (IEEE f16 bits).
+        data: Bf16Data,
+    },
     /// A block-quantized tensor.
     Quantized(QuantTensor),
     /// A q8_0 tensor (int8 codes, an f16 scale per 32 along a row).
@@ -55,7 +62,10 @@ impl TensorData {
     /// The tensor's shape.
     pub fn shape(&self) -> &[usize] {
         match self {
-            Self::Dense { shape, .. } | Self::Bf16 { shape, .. } | Self::Q8 { shape, .. } => shape,
+            Self::Dense { shape, .. }
+            | Self::Bf16 { shape, .. }
+            | Self::F16 { shape, .. }
+            | Self::Q8 { shape, .. } => shape,
             Self::Quantized(q) => &q.shape,
         }
     }
@@ -73,8 +83,8 @@ pub trait TensorSource: Sync {
         None
     }
     /// The tensor `name` as the model holds it: [`TensorSource::tensor`], except that a source
-    /// may hand out bf16 matrices at their stored width ([`TensorData::Bf16`]) instead of
-    /// widening them (the default widens).
+    /// may hand out bf16 and f16 matrices at their stored width ([`TensorData::Bf16`],
+    /// [`TensorData::F16`]) instead of widening them (the default widens).
     fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
         self.tensor(name)
     }
@@ -135,6 +145,10 @@ impl TensorSource for MemorySource<'_> {
                 shape: shape.clone(),
                 values: data.to_f32(),
             }),
+            (Some(TensorData::F16 { shape, data }), _) => Ok(TensorData::Dense {
+                shape: shape.clone(),
+                values: data.f16_to_f32(),
+            }),
             (Some(t), _) => Ok(t.clone()),
             (None, Some(f)) => f.tensor(name),
             (None, None) => Err(ModelError::tensor(name, "missing")),
@@ -168,9 +182,13 @@ impl Loader<'_> {
         match self.get(name)? {
             TensorData::Dense { shape, values } if shape == [len] => Ok(values),
             TensorData::Bf16 { shape, data } if shape == [len] => Ok(data.to_f32()),
-            TensorData::Dense { shape, .. } | TensorData::Bf16 { shape, .. } => Err(
-                ModelError::tensor(name, format!("shape {shape:?}, expected [{len}]")),
-            ),
+            TensorData::F16 { shape, data } if shape == [len] => Ok(data.f16_to_f32()),
+            TensorData::Dense { shape, .. }
+            | TensorData::Bf16 { shape, .. }
+            | TensorData::F16 { shape, .. } => Err(ModelError::tensor(
+                name,
+                format!("shape {shape:?}, expected [{len}]"),
+            )),
             TensorData::Quantized(_) | TensorData::Q8 { .. } => Err(ModelError::tensor(
                 name,
                 "is quantized; norm weights must be stored as floats",
@@ -267,6 +285,12 @@ fn to_linears(
                 .map(|e| whole.row_range(e * rows, rows))
                 .collect())
         }
+        TensorData::F16 { data, .. } => {
+            let whole = Linear::Dense(DenseMatrix::f16(experts * rows, cols, data));
+            Ok((0..experts)
+                .map(|e| whole.row_range(e * rows, rows))
+                .collect())
+        }
         TensorData::Q8 { data, .. } => {
             let whole = Q8Linear::new(experts * rows, cols, data, 0)
                 .map_err(|e| ModelError::tensor(name, e.to_string()))?;
@@ -332,13 +356,21 @@ where
         self.quantized(self.inner.tensor(name)?, name)
     }
 
-    /// A bf16 matrix left unquantized stays bf16; the policy sees its values widened.
+    /// A bf16 (f16) matrix left unquantized stays bf16 (f16); the policy sees its values
+    /// widened.
     fn stored(&self, name: &str) -> Result<TensorData, ModelError> {
         match self.inner.stored(name)? {
             TensorData::Bf16 { shape, data } if shape.len() >= 2 => {
                 let values = data.to_f32();
                 match self.quantized(TensorData::Dense { shape, values }, name)? {
                     TensorData::Dense { shape, .. } => Ok(TensorData::Bf16 { shape, data }),
+                    q => Ok(q),
+                }
+            }
+            TensorData::F16 { shape, data } if shape.len() >= 2 => {
+                let values = data.f16_to_f32();
+                match self.quantized(TensorData::Dense { shape, values }, name)? {
+                    TensorData::Dense { shape, .. } => Ok(TensorData::F16 { shape, data }),
                     q => Ok(q),
                 }
             }

@@ -1,4 +1,8 @@
 //! What `eval`, `logits` and `run` take: the model directory, threads and kernel mode.
+//!
+//! `run` defaults to fast kernels (measured within the noise of format choice, docs/fast-mode.md;
+//! the model keeps exact kernels for the tensors whose fast form is not); `eval` and `logits`
+//! default to exact kernels, so the accuracy figures they produce stay comparable.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -11,17 +15,36 @@ pub struct ModelArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Fast kernels: 8-bit activations for quantized layers, bf16 (AVX512-BF16) for bf16 weights.
-    #[arg(long)]
+    /// Fast kernels: 8-bit activations for quantized layers, bf16 (AVX512-BF16) for bf16 weights
+    /// (the default of `run`).
+    #[arg(long, conflicts_with = "exact")]
     pub fast: bool,
+    /// Exact kernels: f32 activations everywhere (the default of `eval` and `logits`).
+    #[arg(long)]
+    pub exact: bool,
 }
 
 impl ModelArgs {
-    /// Loads the model; what is worth knowing about how it loaded goes to stderr.
+    /// The kernel mode: `--fast` or `--exact` where given, else `default`.
+    pub fn mode(&self, default: Mode) -> Mode {
+        match (self.fast, self.exact) {
+            (true, _) => Mode::Fast,
+            (_, true) => Mode::Exact,
+            _ => default,
+        }
+    }
+
+    /// Loads the model with exact kernels unless `--fast` (`eval`, `logits`).
     pub fn open(&self) -> Result<Model> {
+        self.open_with(Mode::Exact)
+    }
+
+    /// Loads the model with kernel mode `default` unless a flag names one; what is worth
+    /// knowing about how it loaded goes to stderr.
+    pub fn open_with(&self, default: Mode) -> Result<Model> {
         let opts = Options {
             threads: self.threads,
-            mode: if self.fast { Mode::Fast } else { Mode::Exact },
+            mode: self.mode(default),
             ..Options::default()
         };
         let model = Model::open(&self.model, opts)
@@ -30,5 +53,33 @@ impl ModelArgs {
             eprintln!("note: {note}");
         }
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn mode(args: &[&str], default: Mode) -> Result<Mode, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("tquant").chain(args.iter().copied()))?;
+        Ok(cli.model.mode(default))
+    }
+
+    #[test]
+    fn the_command_default_holds_unless_a_flag_names_the_mode() {
+        // `run` passes Fast, `eval` and `logits` Exact.
+        for default in Mode::ALL {
+            assert_eq!(mode(&["m"], default).unwrap(), default);
+            assert_eq!(mode(&["m", "--exact"], default).unwrap(), Mode::Exact);
+            assert_eq!(mode(&["m", "--fast"], default).unwrap(), Mode::Fast);
+        }
+        assert!(mode(&["m", "--fast", "--exact"], Mode::Fast).is_err());
     }
 }

@@ -46,7 +46,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = args.model.open()?;
+    let model = args.model.open_with(tquant_model::Mode::Fast)?;
     let sampler = Sampler::with_filters(args.temperature, args.top_k, args.top_p, args.seed)?;
     let mut generation = Generation::new(&model, sampler, args.max_tokens);
     let (dir, vocab_size) = (&args.model.model, model.config().vocab_size);

@@ -121,6 +121,11 @@ pub fn bf16_bytes(v: f32) -> [u8; 2] {
     (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
 }
 
+/// `v` as IEEE f16 bytes (round to nearest even).
+pub fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_bits().to_le_bytes()
+}
+
 /// Writes a bf16 safetensors file of `tensors` (name, shape), streaming: each tensor's bytes
 /// come from `pool` (bf16 values) at random offsets, or, for names ending in `norm.weight`,
 /// are ones. Returns the data bytes written.
@@ -130,12 +135,29 @@ pub fn write_bf16_safetensors(
     pool: &[u8],
     rng: &mut Rng,
 ) -> u64 {
+    write_half_safetensors(path, tensors, pool, rng, Dtype::BF16)
+}
+
+/// [`write_bf16_safetensors`] for a 16-bit `dtype` (`BF16` or `F16`): `pool` holds values of
+/// that dtype.
+pub fn write_half_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    pool: &[u8],
+    rng: &mut Rng,
+    dtype: Dtype,
+) -> u64 {
+    let one = match dtype {
+        Dtype::BF16 => bf16_bytes(1.0),
+        Dtype::F16 => f16_bytes(1.0),
+        other => panic!("{other:?} is not a 16-bit float dtype"),
+    };
     let (mut entries, mut pos) = (Vec::new(), 0u64);
     for (name, shape) in tensors {
         let len = shape.iter().product::<usize>() as u64 * 2;
         entries.push(OutEntry {
             name: name.clone(),
-            dtype: Dtype::BF16,
+            dtype,
             shape: shape.clone(),
             begin: pos,
             end: pos + len,
@@ -150,7 +172,7 @@ pub fn write_bf16_safetensors(
         let mut left = shape.iter().product::<usize>() * 2;
         if name.ends_with("norm.weight") {
             for _ in 0..left / 2 {
-                f.write_all(&bf16_bytes(1.0)).unwrap();
+                f.write_all(&one).unwrap();
             }
             continue;
         }

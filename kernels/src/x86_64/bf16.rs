@@ -1,5 +1,8 @@
-//! bf16-weight kernels: AVX2 and AVX-512 widen 8 / 16 weights at a time to f32 (zero-extend to
-//! 32 bits, shift left 16) and FMA them with f32 activations; AVX512-BF16 dots 32 bf16 weights
+//! 16-bit float weight kernels: AVX2 and AVX-512 widen 8 / 16 weights at a time to f32 and FMA
+//! them with f32 activations. bf16 widens by a zero-extend to 32 bits and a shift left 16; f16 by
+//! `vcvtph2ps` (F16C on AVX2, AVX-512F at 16 lanes), which is exact, subnormals included. Each
+//! kernel is generic over `F16` (false: bf16), so one loop nest serves both encodings. AVX512-BF16
+//! dots 32 bf16 weights
 //! with 32 bf16 activations per `vdpbf16ps` (fast mode). Tiles of weight rows x activation rows
 //! as in the f32 kernels: a GEMV streams 4 weight rows at a time, a GEMM reuses each widened
 //! weight vector for several activation rows.
@@ -8,7 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::{tiles, with_tile};
 use crate::isa::Bf16Acts;
-use crate::widen::bf16_to_f32;
+use crate::widen::{bf16_to_f32, f16_to_f32};
 use std::arch::x86_64::*;
 
 /// GEMM tiles (weight rows, activation rows).
@@ -38,9 +41,13 @@ impl<X> Tile<'_, X> {
     }
 }
 
-/// Runs `tile::<MR, NB>` over every tile of rows `r0..r0 + out.len() / n`.
+/// Runs `tile::<[G,] MR, NB>` over every tile of rows `r0..r0 + out.len() / n`.
 macro_rules! tile_loop {
-    ($tile:ident, $gemm:expr, $w:expr, $x:expr, $cols:expr, $n:expr, $r0:expr, $out:expr) => {{
+    ($tile:ident, $gemm:expr, $w:expr, $x:expr, $cols:expr, $n:expr, $r0:expr, $out:expr) => {
+        tile_loop!($tile, [], $gemm, $w, $x, $cols, $n, $r0, $out)
+    };
+    ($tile:ident, [$($g:ident),*], $gemm:expr, $w:expr, $x:expr, $cols:expr, $n:expr, $r0:expr,
+     $out:expr) => {{
         let rows = $out.len() / $n;
         for (r, mr, j, nb) in tiles(rows, $n, $gemm) {
             let t = Tile {
@@ -54,7 +61,7 @@ macro_rules! tile_loop {
             };
             // SAFETY: the features are enabled in the enclosing function; `tiles` keeps the
             // tile inside rows `0..rows` of `out` and activation rows `0..n`.
-            unsafe { with_tile!($tile, mr, nb, (&t, $out)) }
+            unsafe { with_tile!($tile, [$($g),*], mr, nb, (&t, $out)) }
         }
     }};
 }
@@ -66,8 +73,19 @@ fn wide<'a>(a: &'a Bf16Acts<'_>) -> &'a [f32] {
     }
 }
 
-/// AVX2 widening kernel. Safety: the CPU must have AVX2 and FMA; `out` holds whole rows.
-pub(crate) unsafe fn avx2_rows(
+/// One stored weight as f32 (the scalar tails).
+#[inline(always)]
+fn widen1<const F16: bool>(b: u16) -> f32 {
+    if F16 {
+        f16_to_f32(b)
+    } else {
+        bf16_to_f32(b)
+    }
+}
+
+/// AVX2 widening kernel (bf16, or f16 when `F16`). Safety: the CPU must have AVX2, FMA and
+/// F16C; `out` holds whole rows.
+pub(crate) unsafe fn avx2_rows<const F16: bool>(
     w: &[u16],
     cols: usize,
     a: &Bf16Acts,
@@ -76,27 +94,42 @@ pub(crate) unsafe fn avx2_rows(
     out: &mut [f32],
 ) {
     // SAFETY: the caller checked the CPU features.
-    unsafe { avx2_rows_impl(w, cols, wide(a), n, r0, out) }
+    unsafe { avx2_rows_impl::<F16>(w, cols, wide(a), n, r0, out) }
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn avx2_rows_impl(w: &[u16], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+fn avx2_rows_impl<const F16: bool>(
+    w: &[u16],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
     out.fill(0.0);
-    tile_loop!(avx2_tile, AVX2_TILE, w, x, cols, n, r0, out)
+    tile_loop!(avx2_tile, [F16], AVX2_TILE, w, x, cols, n, r0, out)
 }
 
-/// 8 bf16 weights at `p` as f32. Safety: AVX2; 8 values readable at `p`.
-#[target_feature(enable = "avx2")]
+/// 8 weights at `p` (bf16, or f16 when `F16`) as f32. Safety: AVX2 and F16C; 8 values readable
+/// at `p`.
+#[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn widen8(p: *const u16) -> __m256 {
+unsafe fn widen8<const F16: bool>(p: *const u16) -> __m256 {
     // SAFETY: the caller's contract.
     let h = unsafe { _mm_loadu_si128(p.cast()) };
-    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    if F16 {
+        _mm256_cvtph_ps(h)
+    } else {
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
 }
 
-/// Safety: AVX2/FMA; the tile's rows exist.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_tile<const MR: usize, const NB: usize>(t: &Tile<f32>, out: &mut [f32]) {
+/// Safety: AVX2/FMA/F16C; the tile's rows exist.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_tile<const F16: bool, const MR: usize, const NB: usize>(
+    t: &Tile<f32>,
+    out: &mut [f32],
+) {
     let wr: [&[u16]; MR] = std::array::from_fn(|m| t.w_row(m));
     let xr: [&[f32]; NB] = std::array::from_fn(|j| t.x_row(j));
     // A GEMV tile keeps two accumulators per output to hide the FMA latency.
@@ -112,7 +145,7 @@ unsafe fn avx2_tile<const MR: usize, const NB: usize>(t: &Tile<f32>, out: &mut [
                 let xv: [__m256; NB] =
                     std::array::from_fn(|j| _mm256_loadu_ps(xr[j].as_ptr().add(kk)));
                 for m in 0..MR {
-                    let wv = widen8(wr[m].as_ptr().add(kk));
+                    let wv = widen8::<F16>(wr[m].as_ptr().add(kk));
                     for j in 0..NB {
                         acc[m][j][h] = _mm256_fmadd_ps(wv, xv[j], acc[m][j][h]);
                     }
@@ -123,7 +156,9 @@ unsafe fn avx2_tile<const MR: usize, const NB: usize>(t: &Tile<f32>, out: &mut [
     }
     for m in 0..MR {
         for j in 0..NB {
-            let tail: f32 = (k..t.cols).map(|c| bf16_to_f32(wr[m][c]) * xr[j][c]).sum();
+            let tail: f32 = (k..t.cols)
+                .map(|c| widen1::<F16>(wr[m][c]) * xr[j][c])
+                .sum();
             out[t.out_index(m, j)] += hsum256(_mm256_add_ps(acc[m][j][0], acc[m][j][1])) + tail;
         }
     }
@@ -137,8 +172,9 @@ fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// AVX-512F widening kernel. Safety: the CPU must have AVX-512 F/BW/VL; `out` holds whole rows.
-pub(crate) unsafe fn avx512_rows(
+/// AVX-512F widening kernel (bf16, or f16 when `F16`). Safety: the CPU must have AVX-512
+/// F/BW/VL; `out` holds whole rows.
+pub(crate) unsafe fn avx512_rows<const F16: bool>(
     w: &[u16],
     cols: usize,
     a: &Bf16Acts,
@@ -147,18 +183,28 @@ pub(crate) unsafe fn avx512_rows(
     out: &mut [f32],
 ) {
     // SAFETY: the caller checked the CPU features.
-    unsafe { avx512_rows_impl(w, cols, wide(a), n, r0, out) }
+    unsafe { avx512_rows_impl::<F16>(w, cols, wide(a), n, r0, out) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn avx512_rows_impl(w: &[u16], cols: usize, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+fn avx512_rows_impl<const F16: bool>(
+    w: &[u16],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
     out.fill(0.0);
-    tile_loop!(avx512_tile, AVX512_TILE, w, x, cols, n, r0, out)
+    tile_loop!(avx512_tile, [F16], AVX512_TILE, w, x, cols, n, r0, out)
 }
 
 /// Safety: AVX-512 F/BW/VL; the tile's rows exist.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn avx512_tile<const MR: usize, const NB: usize>(t: &Tile<f32>, out: &mut [f32]) {
+unsafe fn avx512_tile<const F16: bool, const MR: usize, const NB: usize>(
+    t: &Tile<f32>,
+    out: &mut [f32],
+) {
     let wp: [*const u16; MR] = std::array::from_fn(|m| t.w_row(m).as_ptr());
     let xp: [*const f32; NB] = std::array::from_fn(|j| t.x_row(j).as_ptr());
     let mut acc = [[[_mm512_setzero_ps(); 2]; NB]; MR];
@@ -171,7 +217,11 @@ unsafe fn avx512_tile<const MR: usize, const NB: usize>(t: &Tile<f32>, out: &mut
                 std::array::from_fn(|j| _mm512_maskz_loadu_ps(lanes, xp[j].add(k)));
             for m in 0..MR {
                 let h16 = _mm256_maskz_loadu_epi16(lanes, wp[m].add(k).cast());
-                let wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
+                let wv = if F16 {
+                    _mm512_cvtph_ps(h16)
+                } else {
+                    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16))
+                };
                 for j in 0..NB {
                     acc[m][j][h] = _mm512_fmadd_ps(wv, xv[j], acc[m][j][h]);
                 }

@@ -33,9 +33,18 @@ pub(crate) fn fast_kernel(isa: Isa) -> QRows {
 /// The bf16-weight kernel of `isa`: `dot` picks AVX512-BF16's `vdpbf16ps` (fast mode).
 pub(crate) fn bf16_kernel(isa: Isa, dot: bool) -> Bf16Rows {
     match (isa, dot) {
-        (Isa::Avx2, _) => bf16::avx2_rows,
-        (Isa::Avx512, false) => bf16::avx512_rows,
+        (Isa::Avx2, _) => bf16::avx2_rows::<false>,
+        (Isa::Avx512, false) => bf16::avx512_rows::<false>,
         (Isa::Avx512, true) => bf16::dot_rows,
+        _ => unreachable!("{isa} has no x86-64 kernel"),
+    }
+}
+
+/// The f16-weight kernel of `isa` (`vcvtph2ps` widening).
+pub(crate) fn f16_kernel(isa: Isa) -> Bf16Rows {
+    match isa {
+        Isa::Avx2 => bf16::avx2_rows::<true>,
+        Isa::Avx512 => bf16::avx512_rows::<true>,
         _ => unreachable!("{isa} has no x86-64 kernel"),
     }
 }
@@ -80,21 +89,25 @@ pub(crate) fn tiles(
 }
 
 /// Calls `$f::<MR, NB>(args)` for a tile shape from [`tiles`] (MR in 1, 2, 4; NB in 1..=4).
+/// `with_tile!(f, [G], ...)` puts the generic parameters `G` before MR and NB.
 macro_rules! with_tile {
     ($f:ident, $mr:expr, $nb:expr, ($($arg:expr),*)) => {
+        with_tile!($f, [], $mr, $nb, ($($arg),*))
+    };
+    ($f:ident, [$($g:ident),*], $mr:expr, $nb:expr, ($($arg:expr),*)) => {
         match ($mr, $nb) {
-            (4, 4) => $f::<4, 4>($($arg),*),
-            (4, 3) => $f::<4, 3>($($arg),*),
-            (4, 2) => $f::<4, 2>($($arg),*),
-            (4, _) => $f::<4, 1>($($arg),*),
-            (2, 4) => $f::<2, 4>($($arg),*),
-            (2, 3) => $f::<2, 3>($($arg),*),
-            (2, 2) => $f::<2, 2>($($arg),*),
-            (2, _) => $f::<2, 1>($($arg),*),
-            (_, 4) => $f::<1, 4>($($arg),*),
-            (_, 3) => $f::<1, 3>($($arg),*),
-            (_, 2) => $f::<1, 2>($($arg),*),
-            _ => $f::<1, 1>($($arg),*),
+            (4, 4) => $f::<$($g,)* 4, 4>($($arg),*),
+            (4, 3) => $f::<$($g,)* 4, 3>($($arg),*),
+            (4, 2) => $f::<$($g,)* 4, 2>($($arg),*),
+            (4, _) => $f::<$($g,)* 4, 1>($($arg),*),
+            (2, 4) => $f::<$($g,)* 2, 4>($($arg),*),
+            (2, 3) => $f::<$($g,)* 2, 3>($($arg),*),
+            (2, 2) => $f::<$($g,)* 2, 2>($($arg),*),
+            (2, _) => $f::<$($g,)* 2, 1>($($arg),*),
+            (_, 4) => $f::<$($g,)* 1, 4>($($arg),*),
+            (_, 3) => $f::<$($g,)* 1, 3>($($arg),*),
+            (_, 2) => $f::<$($g,)* 1, 2>($($arg),*),
+            _ => $f::<$($g,)* 1, 1>($($arg),*),
         }
     };
 }
