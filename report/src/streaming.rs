@@ -93,8 +93,14 @@ mod tests {
             &vocab,
             &mut conversation,
             || Ok::<_, crate::ReportError>(messages.pop()),
-            |piece| Ok(streamed.push_str(piece)),
-            |_, stats| Ok(prompts.push(stats.prompt_tokens)),
+            |piece| {
+                streamed.push_str(piece);
+                Ok(())
+            },
+            |_, stats| {
+                prompts.push(stats.prompt_tokens);
+                Ok(())
+            },
         )
         .unwrap();
         let m = conversation.messages();
