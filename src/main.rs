@@ -1,10 +1,8 @@
 //! The `tquant` command line: argument parsing, progress and output only; the work is in the crates.
 
 use clap::{Parser, Subcommand};
-use tquant_convert::gguf::GgufError;
-use tquant_convert::{ConvertError, Setting};
-use tquant_model::ModelError;
-use tquant_report::ReportError;
+use tquant_convert::Setting;
+use tquant_report::messages::{self, Spelling};
 
 mod cmd;
 
@@ -69,25 +67,6 @@ fn main() {
     }
 }
 
-/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them, with the converter's
-/// settings spelled as this command line's flags; a cause its parent already quotes is not
-/// repeated (a converter error quotes all of its own).
-fn message(e: &anyhow::Error) -> String {
-    let mut out = Vec::new();
-    for cause in e.chain() {
-        let converter = convert_message(cause);
-        let quotes_its_causes = converter.is_some();
-        let text = converter.unwrap_or_else(|| cause.to_string());
-        if !out.join(": ").contains(&text) {
-            out.push(text);
-        }
-        if quotes_its_causes {
-            break;
-        }
-    }
-    out.join(": ")
-}
-
 /// The flag that sets each converter setting this command line has one for.
 const FLAGS: [(Setting, &str); 15] = [
     (Setting::Format, "--format"),
@@ -107,43 +86,17 @@ const FLAGS: [(Setting, &str); 15] = [
     (Setting::KeepAs, "--keep-as"),
 ];
 
-/// The message of a converter error (also inside the report's and the model's errors) or of a
-/// model error that names a setting, with the flags that set what it names.
-fn convert_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// The error and its causes on one line, with the settings they name spelled as flags.
+fn message(e: &anyhow::Error) -> String {
     let flag = |s: Setting| -> &'static str {
         FLAGS
             .iter()
             .find(|(k, _)| *k == s)
             .map_or(s.name(), |f| f.1)
     };
-    let spell = |c: &ConvertError| Some(c.with_flags(&flag).to_string());
-    if let Some(c) = e.downcast_ref::<ConvertError>() {
-        return spell(c);
-    }
-    if let Some(GgufError::Checkpoint(c)) = e.downcast_ref::<GgufError>() {
-        return spell(c);
-    }
-    match e.downcast_ref::<ModelError>() {
-        Some(ModelError::Convert(c)) => return spell(c),
-        Some(&ModelError::ContextTooLong {
-            prompt,
-            max_tokens,
-            positions,
-            limit,
-        }) => {
-            return Some(format!(
-                "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) make {positions} \
-                 positions, more than the model's max_position_embeddings ({limit})"
-            ))
-        }
-        Some(_) => return None,
-        None => {}
-    }
-    match e.downcast_ref::<ReportError>()? {
-        ReportError::Convert(c) | ReportError::Model(ModelError::Convert(c)) => spell(c),
-        ReportError::Context { context, source } => {
-            convert_message(source.as_ref()).map(|t| format!("{context}: {t}"))
-        }
-        _ => None,
-    }
+    let spelling = Spelling {
+        setting: &flag,
+        max_tokens: "--max-tokens",
+    };
+    messages::one_line(e.chain(), &spelling)
 }

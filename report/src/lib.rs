@@ -17,6 +17,7 @@
 pub mod canvas;
 pub mod evaluation;
 pub mod measure;
+pub mod messages;
 pub mod output;
 pub mod pipeline;
 pub mod plot;

@@ -100,6 +100,24 @@ impl CalibrationOptions {
         }
     }
 
+    /// Calibration from `source` in chunks of `window` tokens with `settings` and `weighting`,
+    /// validated ([`Self::validate`]).
+    pub fn with_settings(
+        source: CalibrationSource,
+        window: usize,
+        settings: CalibrationSettings,
+        weighting: RouterWeighting,
+    ) -> Result<Self> {
+        let options = Self {
+            source,
+            window,
+            settings,
+            weighting,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
     /// Refuses a window of no tokens and a damping or token threshold that is not a number
     /// >= 0 (the settings each name, [`tquant_convert::Setting`]).
     pub fn validate(&self) -> Result<()> {

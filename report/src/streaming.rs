@@ -3,7 +3,7 @@
 
 use tquant_model::generate::Stats;
 use tquant_model::{Generation, ModelError};
-use tquant_text::{TextError, Vocabulary};
+use tquant_text::{Conversation, TextError, Vocabulary};
 
 /// Generates after `prompt`, giving `sink` each piece of output as it comes: text decoded with
 /// `vocab`, or comma-separated ids without one. Returns the whole output and the timings; the
@@ -48,4 +48,64 @@ pub fn generate<E: From<ModelError> + From<TextError>>(
         output.push_str(&rest);
     }
     Ok((output, stats))
+}
+
+/// A chat: for each user message `next_message` gives, the whole `conversation` so far (with
+/// the message) is the prompt of one answer, streamed to `sink` as [`generate`] does; after each
+/// answer, `answered` gets the generation and the answer's timings. Ends when `next_message`
+/// gives `None`; the first error ends the chat and is returned.
+pub fn chat<E: From<ModelError> + From<TextError>>(
+    generation: &mut Generation,
+    vocab: &Vocabulary,
+    conversation: &mut Conversation,
+    mut next_message: impl FnMut() -> Result<Option<String>, E>,
+    mut sink: impl FnMut(&str) -> Result<(), E>,
+    mut answered: impl FnMut(&Generation, &Stats) -> Result<(), E>,
+) -> Result<(), E> {
+    while let Some(user) = next_message()? {
+        // The template writes BOS itself.
+        let ids = vocab.encode(&conversation.ask(&user)?, false)?;
+        let (text, stats) = generate(generation, Some(vocab), &ids, &mut sink)?;
+        answered(generation, &stats)?;
+        conversation.answered(&text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tquant_model::{generate::Sampler, Generation, Model, Options};
+    use tquant_text::{ChatTemplate, Conversation, Vocabulary};
+
+    #[test]
+    fn a_chat_answers_each_message_with_the_conversation_as_the_prompt() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny-lite").as_ref();
+        let model = Model::open(dir, Options::default()).unwrap();
+        let vocab = Vocabulary::open(dir, Some(model.config().vocab_size)).unwrap();
+        let source = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}";
+        let template = ChatTemplate::new(source, None, None).unwrap();
+        let mut conversation = Conversation::new(&template, Some("Be brief."));
+        let mut generation = Generation::new(&model, Sampler::new(0.0, 0), 2);
+        let mut messages = vec!["Bye".to_string(), "Hi".to_string()];
+        let (mut streamed, mut prompts) = (String::new(), Vec::new());
+        super::chat(
+            &mut generation,
+            &vocab,
+            &mut conversation,
+            || Ok::<_, crate::ReportError>(messages.pop()),
+            |piece| {
+                streamed.push_str(piece);
+                Ok(())
+            },
+            |_, stats| {
+                prompts.push(stats.prompt_tokens);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let m = conversation.messages();
+        assert_eq!(m.len(), 5);
+        assert_eq!(streamed, format!("{}{}", m[2].content, m[4].content));
+        assert!(prompts[1] > prompts[0], "{prompts:?}");
+    }
 }

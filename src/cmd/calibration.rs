@@ -82,14 +82,9 @@ impl CalibrateArgs {
             min_tokens_per_column: self.min_tokens_per_column,
         };
         let (window, weighting) = (self.calibrate_window, self.router_weighting);
-        let options = CalibrationOptions {
-            source,
-            window,
-            settings,
-            weighting,
-        };
-        options.validate()?;
-        Ok(Some(options))
+        Ok(Some(CalibrationOptions::with_settings(
+            source, window, settings, weighting,
+        )?))
     }
 
     /// Runs `f` (collecting the calibration) for the model at `model`, its errors with the

@@ -3,7 +3,7 @@
 use super::model_args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
-use tquant_model::generate::Sampler;
+use tquant_model::generate::{Sampler, Stats};
 use tquant_model::Generation;
 use tquant_report::streaming;
 use tquant_text::{Conversation, UserTurns, Vocabulary};
@@ -62,27 +62,34 @@ pub fn run(args: Args) -> Result<()> {
         generation = generation.stop_at(v.eos_ids());
     }
     match (&args.prompt_tokens, &vocab, &args.prompt) {
-        (Some(ids), ..) => answer(&mut generation, None, ids).map(drop),
+        (Some(ids), ..) => answer(&mut generation, None, ids),
         (None, Some(v), _) if args.chat => chat(&args, &mut generation, v),
         (None, Some(v), Some(prompt)) => {
             let ids = v.encode(prompt, true).context("tokenizing --prompt")?;
-            answer(&mut generation, Some(v), &ids).map(drop)
+            answer(&mut generation, Some(v), &ids)
         }
         _ => bail!("give --prompt, --prompt-tokens or --chat"),
     }
 }
 
-/// Generates after `ids`, streaming the text (or the ids, without `vocab`) to stdout; returns it.
-fn answer(generation: &mut Generation, vocab: Option<&Vocabulary>, ids: &[u32]) -> Result<String> {
+/// Generates after `ids`, streaming the text (or the ids, without `vocab`) to stdout.
+fn answer(generation: &mut Generation, vocab: Option<&Vocabulary>, ids: &[u32]) -> Result<()> {
+    let (_, stats) = streaming::generate(generation, vocab, ids, print)?;
+    answered(generation, &stats)
+}
+
+fn print(piece: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let (text, stats) = streaming::generate(generation, vocab, ids, |piece| {
-        out.write_all(piece.as_bytes())
-            .and_then(|_| out.flush())
-            .context("writing the output")
-    })?;
-    writeln!(out)?;
-    eprintln!("{}", generation.speeds(&stats));
-    Ok(text)
+    out.write_all(piece.as_bytes())
+        .and_then(|_| out.flush())
+        .context("writing the output")
+}
+
+/// Ends an answer's line; its speeds go to stderr.
+fn answered(generation: &Generation, stats: &Stats) -> Result<()> {
+    writeln!(std::io::stdout())?;
+    eprintln!("{}", generation.speeds(stats));
+    Ok(())
 }
 
 /// One answer per user message; the whole conversation is the prompt of each answer.
@@ -95,13 +102,6 @@ fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<
         .chat_template()
         .with_context(|| format!("--chat: {dir} has no chat_template in tokenizer_config.json"))?;
     let mut conversation = Conversation::new(template, args.system.as_deref());
-    let mut turn = |user: &str| {
-        // The template writes BOS itself.
-        let ids = vocab.encode(&conversation.ask(user)?, false)?;
-        let text = answer(generation, Some(vocab), &ids)?;
-        conversation.answered(&text);
-        anyhow::Ok(())
-    };
     let stdin = std::io::stdin();
     let mut turns = UserTurns::new(stdin.lock(), stdin.is_terminal(), args.prompt.as_deref());
     let prompt = |first| {
@@ -110,11 +110,10 @@ fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<
         }
         eprint!("> ");
     };
-    while let Some(message) = turns
-        .next_message(prompt)
-        .context("reading the message from standard input")?
-    {
-        turn(&message)?;
-    }
-    Ok(())
+    let next = || {
+        turns
+            .next_message(prompt)
+            .context("reading the message from standard input")
+    };
+    streaming::chat(generation, vocab, &mut conversation, next, print, answered)
 }
