@@ -55,36 +55,45 @@ pub(crate) unsafe fn f32_rows(
     unsafe { f32_rows_impl(w, cols, x, n, r0, out) }
 }
 
-/// Converts the scales of row `r` to f32 into `out[..blocks]`.
+/// Converts the scales of row `r` to f32 into `out[..blocks]`, 16 at a time; the last group
+/// of a row whose block count is not a multiple of 16 is read masked (a scalar tail costs as
+/// much as the row's products on short rows).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
     let bytes = q.row_scales(r);
     let nb = q.blocks_per_row();
     let mut b = 0;
-    while b + 16 <= nb {
+    while b < nb {
+        let lanes = (nb - b).min(16);
+        let m = ((1u32 << lanes) - 1) as __mmask16;
         let v = match q.scale_dtype() {
-            // SAFETY (all four loads): blocks b..b + 16 exist, so the row holds at least
-            // (b + 16) * size bytes.
-            ScaleDtype::F32 => unsafe { _mm512_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
+            // SAFETY (all masked loads): blocks b..b + lanes exist, so the row holds at least
+            // (b + lanes) * size bytes, and the mask reads no more.
+            ScaleDtype::F32 => unsafe {
+                _mm512_maskz_loadu_ps(m, bytes.as_ptr().add(4 * b).cast())
+            },
             ScaleDtype::F16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                let h = unsafe { _mm256_maskz_loadu_epi16(m, bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_cvtph_ps(h)
             }
             ScaleDtype::Bf16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                let h = unsafe { _mm256_maskz_loadu_epi16(m, bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
             }
             ScaleDtype::E4m3 => {
                 // One byte each, decoded by table lookup (no SIMD conversion needed).
-                let t: [f32; 16] = std::array::from_fn(|i| q.scale_dtype().read(bytes, b + i));
+                let t: [f32; 16] = std::array::from_fn(|i| {
+                    if i < lanes {
+                        q.scale_dtype().read(bytes, b + i)
+                    } else {
+                        0.0
+                    }
+                });
                 // SAFETY: `t` holds 16 floats.
                 unsafe { _mm512_loadu_ps(t.as_ptr()) }
             }
             ScaleDtype::E8m0 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let e = unsafe { _mm_loadu_si128(bytes.as_ptr().add(b).cast()) };
+                let e = unsafe { _mm_maskz_loadu_epi8(m, bytes.as_ptr().add(b).cast()) };
                 let e = _mm512_cvtepu8_epi32(e);
                 let v = _mm512_slli_epi32(e, 23);
                 // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
@@ -95,12 +104,10 @@ pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
                 _mm512_castsi512_ps(v)
             }
         };
-        // SAFETY: `out` has room for `blocks_per_row` values (checked by the caller's sizing).
-        unsafe { _mm512_storeu_ps(out[b..b + 16].as_mut_ptr(), v) };
-        b += 16;
-    }
-    for (i, o) in out[b..nb].iter_mut().enumerate() {
-        *o = q.scale_dtype().read(bytes, b + i);
+        // SAFETY: `out` has room for `blocks_per_row` values (checked by the caller's sizing);
+        // the store is masked to the blocks that exist.
+        unsafe { _mm512_mask_storeu_ps(out[b..].as_mut_ptr(), m, v) };
+        b += lanes;
     }
 }
 
