@@ -9,9 +9,12 @@
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tquant_formats::q8_0::Q8Matrix;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, Format, FormatError, QuantizedMatrix};
-use tquant_kernels::{matmul_bf16_with, matmul_f32, matmul_with, Isa, KernelError, Mode, QMatrix};
+use tquant_kernels::{
+    matmul_bf16_with, matmul_f32, matmul_q8_0_with, matmul_with, Isa, KernelError, Mode, QMatrix,
+};
 
 /// Errors of the kernel benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,41 @@ pub enum BenchError {
     Pool(#[from] rayon::ThreadPoolBuildError),
 }
 
+/// The weights a benchmark multiplies: a catalog format at the spec's block quantizer, or
+/// q8_0 (int8 codes and an f16 scale per 32, as the converter stores embeddings and the head).
+#[derive(Debug, Clone)]
+pub enum Weights {
+    /// A codebook format of the catalog.
+    Table(Format),
+    /// ggml's Q8_0 layout; the spec's quantizer does not apply.
+    Q8_0,
+}
+
+impl std::str::FromStr for Weights {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "q8_0" => Ok(Self::Q8_0),
+            _ => s.parse().map(Self::Table),
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Table(format) => write!(f, "{format}"),
+            Self::Q8_0 => f.write_str("q8_0"),
+        }
+    }
+}
+
+impl From<Format> for Weights {
+    fn from(format: Format) -> Self {
+        Self::Table(format)
+    }
+}
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -38,7 +76,7 @@ pub struct Spec {
     /// Activation rows (1: GEMV).
     pub n: usize,
     /// The weight format.
-    pub format: Format,
+    pub format: Weights,
     /// Block length and scale dtype of the weights.
     pub quantizer: BlockQuantizer,
     /// Timed rounds (after one warm-up round).
@@ -94,24 +132,48 @@ pub struct Results {
 /// Runs the benchmark.
 pub fn run(spec: &Spec) -> Result<Results, BenchError> {
     let (rows, cols, n, reps) = (spec.rows, spec.cols, spec.n, spec.reps.max(1));
-    let format = &spec.format;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(spec.threads) // 0: rayon's default, one per core
         .build()?;
     let quantizer = spec.quantizer;
-    quantizer.check(format.codebook())?;
-    let (w, m) = pool.install(|| random_weights(format, quantizer, rows, cols));
-    let q = QMatrix::new(
-        rows,
-        cols,
-        m.block,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        format.codebook().values(),
-    )?;
+    let (w, m) = match &spec.format {
+        Weights::Table(format) => {
+            quantizer.check(format.codebook())?;
+            let (w, m) = pool.install(|| random_weights(format, quantizer, rows, cols));
+            (w, Quantized::Table(format.codebook().values(), m))
+        }
+        Weights::Q8_0 => {
+            let w = pool.install(|| student_t_weights(rows, cols));
+            let m = Q8Matrix::quantize(&w, rows, cols)?;
+            (w, Quantized::Q8(m))
+        }
+    };
     let x = Rng::new(7).normal_vec(n * cols);
-    let qbytes = m.codes.len() + m.scales.len();
+    let (qbytes, block, bits_per_weight) = match &m {
+        Quantized::Table(_, m) => (m.codes.len() + m.scales.len(), m.block, m.bits_per_weight()),
+        Quantized::Q8(m) => {
+            let bytes = m.codes.len() + 2 * m.scales.len();
+            (
+                bytes,
+                tquant_kernels::int8::Q8_BLOCK,
+                8.0 * bytes as f64 / (rows * cols) as f64,
+            )
+        }
+    };
+    let q = match &m {
+        Quantized::Table(values, m) => Kernel::Table(QMatrix::new(
+            rows,
+            cols,
+            m.block,
+            &m.codes,
+            &m.scales,
+            m.scale_dtype,
+            values,
+        )?),
+        Quantized::Q8(m) => Kernel::Q8(tquant_kernels::Q8Matrix::new(
+            rows, cols, &m.codes, &m.scales,
+        )?),
+    };
     let macs = rows * cols * n;
     let read_buf: Vec<u64> = pool.install(|| {
         (0..(spec.read_mib << 20) / 8)
@@ -149,8 +211,13 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
             let x = &x;
             let mut y = vec![0.0f32; n * rows];
             labels.push(Label::Quant(isa, mode));
+            let q = &q;
             runs.push(Box::new(move || {
-                matmul_with(isa, &q, x, n, &mut y, mode).expect("shapes were checked")
+                match q {
+                    Kernel::Table(q) => matmul_with(isa, q, x, n, &mut y, mode),
+                    Kernel::Q8(q) => matmul_q8_0_with(isa, q, x, n, &mut y, mode),
+                }
+                .expect("shapes were checked")
             }));
         }
         for mode in Mode::ALL {
@@ -209,11 +276,24 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
         bf16,
         f32: f32.expect("the f32 run is always there"),
         read_gbps,
-        block: m.block,
-        bits_per_weight: m.bits_per_weight(),
+        block,
+        bits_per_weight,
         threads: pool.current_num_threads(),
         sweep_bytes: sweep.len() * 8,
     })
+}
+
+/// The quantized weights as made: codebook codes and scales with the codebook's values, or
+/// q8_0.
+enum Quantized<'f> {
+    Table(&'f [f32], QuantizedMatrix),
+    Q8(Q8Matrix),
+}
+
+/// The kernels' view of [`Quantized`].
+enum Kernel<'a> {
+    Table(QMatrix<'a>),
+    Q8(tquant_kernels::Q8Matrix<'a>),
 }
 
 /// What a timed run multiplies: the quantized matrix, its weights as bf16, or as f32.
@@ -340,16 +420,11 @@ fn random_weights(
     rows: usize,
     cols: usize,
 ) -> (Vec<f32>, QuantizedMatrix) {
-    const BAND: usize = 256;
     let bands: Vec<(Vec<f32>, QuantizedMatrix)> = (0..rows.div_ceil(BAND))
         .into_par_iter()
         .map(|b| {
             let r = BAND.min(rows - b * BAND);
-            let w: Vec<f32> = Rng::new(1000 + b as u64)
-                .student_t_vec(r * cols, 5.0)
-                .into_iter()
-                .map(|v| v * 0.02)
-                .collect();
+            let w = student_t_band(b, r, cols);
             let m = quantizer
                 .quantize(format.codebook(), &w, r, cols)
                 .expect("the shape and format were checked");
@@ -371,6 +446,28 @@ fn random_weights(
         all.scales.extend_from_slice(&bm.scales);
     }
     (w, all)
+}
+
+/// Weight rows generated (and quantized) together.
+const BAND: usize = 256;
+
+/// Band `b` of the weights: `r` rows of Student-t(5) values times 0.02.
+fn student_t_band(b: usize, r: usize, cols: usize) -> Vec<f32> {
+    Rng::new(1000 + b as u64)
+        .student_t_vec(r * cols, 5.0)
+        .into_iter()
+        .map(|v| v * 0.02)
+        .collect()
+}
+
+/// The weights [`random_weights`] quantizes, unquantized, made band by band on the current
+/// pool.
+fn student_t_weights(rows: usize, cols: usize) -> Vec<f32> {
+    let bands: Vec<Vec<f32>> = (0..rows.div_ceil(BAND))
+        .into_par_iter()
+        .map(|b| student_t_band(b, BAND.min(rows - b * BAND), cols))
+        .collect();
+    bands.concat()
 }
 
 /// Elements of the read buffer summed before each timed run: 64 MiB, twice the last-level
@@ -401,6 +498,52 @@ fn sum(v: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_parse_q8_0_and_catalog_names() {
+        assert!(matches!("q8_0".parse::<Weights>(), Ok(Weights::Q8_0)));
+        let nf4: Weights = "nf4".parse().unwrap();
+        assert_eq!(nf4.to_string(), "nf4");
+        assert_eq!(Weights::Q8_0.to_string(), "q8_0");
+        assert!("q8_1".parse::<Weights>().is_err());
+    }
+
+    #[test]
+    fn q8_0_runs_every_path_and_mode() {
+        // 70 columns: a ragged last block of 6.
+        for (cols, bits) in [(64, 8.5), (70, 8.0 + 16.0 * 3.0 / 70.0)] {
+            let spec = Spec {
+                rows: 12,
+                cols,
+                n: 1,
+                format: Weights::Q8_0,
+                quantizer: BlockQuantizer {
+                    block: tquant_formats::BlockSize::new(32).unwrap(),
+                    scale_dtype: tquant_formats::ScaleDtype::F16,
+                },
+                reps: 1,
+                threads: 1,
+                read_mib: 1,
+            };
+            let r = run(&spec).unwrap();
+            let want: Vec<(Isa, Mode)> = Isa::available()
+                .into_iter()
+                .filter(|&i| i != Isa::Reference)
+                .flat_map(|i| Mode::ALL.map(|m| (i, m)))
+                .collect();
+            let got: Vec<(Isa, Mode)> = r.kernels.iter().map(|k| (k.0, k.1)).collect();
+            assert_eq!(got, want);
+            assert!(r.kernels.iter().all(|k| k.2.seconds > 0.0));
+            assert_eq!(r.block, 32);
+            assert!(
+                (r.bits_per_weight - bits).abs() < 1e-9,
+                "{}",
+                r.bits_per_weight
+            );
+            let table = r.table(&spec);
+            assert!(table.contains("q8_0 block 32 f16"), "{table}");
+        }
+    }
 
     #[test]
     fn cache_sizes_read_sysfs_layout_and_skip_instruction_caches() {

@@ -1,7 +1,7 @@
 //! What `tquant bench` prints of a kernel benchmark: a table of every path against the f32
 //! product and the read bandwidth, or one JSON object.
 
-use crate::kernel::{machine_cache_note, Measure, Results, Spec};
+use crate::kernel::{machine_cache_note, Measure, Results, Spec, Weights};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use tquant_kernels::{Isa, Mode};
@@ -48,7 +48,10 @@ impl Results {
             if n == 1 { "gemv" } else { "gemm" },
             spec.format,
             self.block,
-            spec.quantizer.scale_dtype,
+            match spec.format {
+                Weights::Q8_0 => "f16".to_string(),
+                Weights::Table(_) => spec.quantizer.scale_dtype.to_string(),
+            },
             self.bits_per_weight,
             self.threads
         );

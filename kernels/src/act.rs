@@ -227,7 +227,7 @@ pub(crate) fn quantize_piece(x: &[f32], out: &mut [i8]) -> f32 {
 /// rounds to nearest even). Unlike `round_ties_even`, which needs SSE4.1 and is a library
 /// call on baseline x86-64, this vectorizes everywhere.
 #[inline(always)]
-fn round_even(v: f32) -> f32 {
+pub(crate) fn round_even(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC) - MAGIC
 }

@@ -113,7 +113,9 @@ impl Q8Acts {
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 let out = &mut codes[(j * blocks + b) * Q8_BLOCK..];
                 for (o, &v) in out.iter_mut().zip(xb) {
-                    *o = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+                    // |v * id| <= 127 (or not finite), where `round_even` is `round_ties_even`
+                    // without a library call.
+                    *o = crate::act::round_even(v * id).clamp(-127.0, 127.0) as i8;
                 }
                 scales[j * blocks + b] = d;
             }

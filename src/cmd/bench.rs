@@ -1,8 +1,8 @@
 //! `tquant bench gemv|gemm`: the kernel benchmark of `tquant_bench::kernel`, printed.
 
 use anyhow::{bail, Result};
-use tquant_bench::kernel::{self, Spec};
-use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+use tquant_bench::kernel::{self, Spec, Weights};
+use tquant_formats::{BlockQuantizer, BlockSize, ScaleDtype};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -26,9 +26,9 @@ pub struct Args {
     /// Activation rows (gemm; default 64).
     #[arg(long)]
     batch: Option<usize>,
-    /// Weight format (any name `tquant formats` lists).
+    /// Weight format (any name `tquant formats` lists, or q8_0).
     #[arg(long, default_value = "nf4")]
-    format: Format,
+    format: Weights,
     /// Block length (16..4096 or `row`); 32 with f16 scales is 4.5 bits per weight.
     #[arg(long, default_value = "32")]
     block: BlockSize,

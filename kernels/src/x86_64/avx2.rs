@@ -47,51 +47,64 @@ pub(crate) unsafe fn f32_rows(
     unsafe { f32_rows_impl(w, cols, x, n, r0, out) }
 }
 
-/// Converts the scales of row `r` to f32 into `out[..blocks]`.
+/// Converts the scales of row `r` to f32 into `out[..blocks]`, 8 at a time; the last group of
+/// a row whose block count is not a multiple of 8 is converted from a zero-padded copy (a
+/// scalar tail costs as much as the row's products on short rows).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
     let bytes = q.row_scales(r);
     let nb = q.blocks_per_row();
+    let size = q.scale_dtype().size();
     let mut b = 0;
     while b + 8 <= nb {
-        let v = match q.scale_dtype() {
-            // SAFETY (all four loads): blocks b..b + 8 exist, so the row holds at least
-            // (b + 8) * size bytes.
-            ScaleDtype::F32 => unsafe { _mm256_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
-            ScaleDtype::F16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
-                _mm256_cvtph_ps(h)
-            }
-            ScaleDtype::Bf16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm_loadu_si128(bytes.as_ptr().add(2 * b).cast()) };
-                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-            }
-            ScaleDtype::E4m3 => {
-                // One byte each, decoded by table lookup (no SIMD conversion needed).
-                let t: [f32; 8] = std::array::from_fn(|i| q.scale_dtype().read(bytes, b + i));
-                // SAFETY: `t` holds 8 floats.
-                unsafe { _mm256_loadu_ps(t.as_ptr()) }
-            }
-            ScaleDtype::E8m0 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let e = unsafe { _mm_loadl_epi64(bytes.as_ptr().add(b).cast()) };
-                let e = _mm256_cvtepu8_epi32(e);
-                let v = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
-                // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
-                let zero = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
-                let nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
-                let v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(1 << 22)), zero);
-                _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc0_0000)), nan)
-            }
-        };
+        // SAFETY: blocks b..b + 8 exist, so the row holds (b + 8) * size bytes from there.
+        let v = unsafe { scales8(q.scale_dtype(), &bytes[b * size..]) };
         // SAFETY: `out` has room for `blocks_per_row` values.
         unsafe { _mm256_storeu_ps(out[b..b + 8].as_mut_ptr(), v) };
         b += 8;
     }
-    for (i, o) in out[b..nb].iter_mut().enumerate() {
-        *o = q.scale_dtype().read(bytes, b + i);
+    if b < nb {
+        let mut pad = [0u8; 32];
+        let rest = &bytes[b * size..nb * size];
+        pad[..rest.len()].copy_from_slice(rest);
+        // SAFETY: `pad` holds 8 scales of any dtype (at most 4 bytes each).
+        let v = unsafe { scales8(q.scale_dtype(), &pad) };
+        let mut t = [0.0f32; 8];
+        // SAFETY: `t` holds 8 floats.
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
+        out[b..nb].copy_from_slice(&t[..nb - b]);
+    }
+}
+
+/// 8 scales of `dtype` from the start of `bytes` as f32. Safety: AVX2/F16C; `bytes` holds 8
+/// scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn scales8(dtype: ScaleDtype, bytes: &[u8]) -> __m256 {
+    let p = bytes.as_ptr();
+    // SAFETY (all loads): the caller's contract, 8 scales at `p`.
+    match dtype {
+        ScaleDtype::F32 => unsafe { _mm256_loadu_ps(p.cast()) },
+        ScaleDtype::F16 => _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) }),
+        ScaleDtype::Bf16 => {
+            let h = unsafe { _mm_loadu_si128(p.cast()) };
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        }
+        ScaleDtype::E4m3 => {
+            // One byte each, decoded by table lookup (no SIMD conversion needed).
+            let t: [f32; 8] = std::array::from_fn(|i| dtype.read(bytes, i));
+            // SAFETY: `t` holds 8 floats.
+            unsafe { _mm256_loadu_ps(t.as_ptr()) }
+        }
+        ScaleDtype::E8m0 => {
+            let e = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) });
+            let v = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+            // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
+            let zero = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+            let nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
+            let v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(1 << 22)), zero);
+            _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc0_0000)), nan)
+        }
     }
 }
 

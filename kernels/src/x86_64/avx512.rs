@@ -55,36 +55,45 @@ pub(crate) unsafe fn f32_rows(
     unsafe { f32_rows_impl(w, cols, x, n, r0, out) }
 }
 
-/// Converts the scales of row `r` to f32 into `out[..blocks]`.
+/// Converts the scales of row `r` to f32 into `out[..blocks]`, 16 at a time; the last group
+/// of a row whose block count is not a multiple of 16 is read masked (a scalar tail costs as
+/// much as the row's products on short rows).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
     let bytes = q.row_scales(r);
     let nb = q.blocks_per_row();
     let mut b = 0;
-    while b + 16 <= nb {
+    while b < nb {
+        let lanes = (nb - b).min(16);
+        let m = ((1u32 << lanes) - 1) as __mmask16;
         let v = match q.scale_dtype() {
-            // SAFETY (all four loads): blocks b..b + 16 exist, so the row holds at least
-            // (b + 16) * size bytes.
-            ScaleDtype::F32 => unsafe { _mm512_loadu_ps(bytes.as_ptr().add(4 * b).cast()) },
+            // SAFETY (all masked loads): blocks b..b + lanes exist, so the row holds at least
+            // (b + lanes) * size bytes, and the mask reads no more.
+            ScaleDtype::F32 => unsafe {
+                _mm512_maskz_loadu_ps(m, bytes.as_ptr().add(4 * b).cast())
+            },
             ScaleDtype::F16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                let h = unsafe { _mm256_maskz_loadu_epi16(m, bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_cvtph_ps(h)
             }
             ScaleDtype::Bf16 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let h = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(2 * b).cast()) };
+                let h = unsafe { _mm256_maskz_loadu_epi16(m, bytes.as_ptr().add(2 * b).cast()) };
                 _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
             }
             ScaleDtype::E4m3 => {
                 // One byte each, decoded by table lookup (no SIMD conversion needed).
-                let t: [f32; 16] = std::array::from_fn(|i| q.scale_dtype().read(bytes, b + i));
+                let t: [f32; 16] = std::array::from_fn(|i| {
+                    if i < lanes {
+                        q.scale_dtype().read(bytes, b + i)
+                    } else {
+                        0.0
+                    }
+                });
                 // SAFETY: `t` holds 16 floats.
                 unsafe { _mm512_loadu_ps(t.as_ptr()) }
             }
             ScaleDtype::E8m0 => {
-                // SAFETY: as above, blocks b.. of this row exist.
-                let e = unsafe { _mm_loadu_si128(bytes.as_ptr().add(b).cast()) };
+                let e = unsafe { _mm_maskz_loadu_epi8(m, bytes.as_ptr().add(b).cast()) };
                 let e = _mm512_cvtepu8_epi32(e);
                 let v = _mm512_slli_epi32(e, 23);
                 // Byte 0 is 2^-127 (a subnormal), byte 255 NaN (OCP MX).
@@ -95,17 +104,27 @@ pub(super) fn row_scales(q: &QMatrix, r: usize, out: &mut [f32]) {
                 _mm512_castsi512_ps(v)
             }
         };
-        // SAFETY: `out` has room for `blocks_per_row` values (checked by the caller's sizing).
-        unsafe { _mm512_storeu_ps(out[b..b + 16].as_mut_ptr(), v) };
-        b += 16;
-    }
-    for (i, o) in out[b..nb].iter_mut().enumerate() {
-        *o = q.scale_dtype().read(bytes, b + i);
+        // SAFETY: `out` has room for `blocks_per_row` values (checked by the caller's sizing);
+        // the store is masked to the blocks that exist.
+        unsafe { _mm512_mask_storeu_ps(out[b..].as_mut_ptr(), m, v) };
+        b += lanes;
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32]) {
+    fast_rows_with(q, a, n, r0, out, vbmi_available())
+}
+
+/// Whether this CPU has AVX512-VBMI (`vpermb`), which the fast tile's lookups use when present.
+pub(crate) fn vbmi_available() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| std::is_x86_feature_detected!("avx512vbmi"))
+}
+
+/// [`fast_rows_impl`] with the lookup chosen: `vbmi` (which the CPU must have) or `vpshufb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn fast_rows_with(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32], vbmi: bool) {
     let rows = out.len() / n;
     // Room for 4 rows of scales, each padded by 16 so a 16-float window never runs past it.
     let stride = q.blocks_per_row() + 16;
@@ -127,73 +146,131 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             tail_f32: &[],
             tail_len: 0,
         };
-        // SAFETY: features enabled here; tile shapes are in range (tile_loop).
-        unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
+        // SAFETY: features enabled here (VBMI checked); tile shapes are in range (tile_loop).
+        unsafe {
+            if vbmi {
+                with_tile!(fast_tile_vbmi, mr, nb, (&t, a, out))
+            } else {
+                with_tile!(fast_tile, mr, nb, (&t, a, out))
+            }
+        }
     }
 }
 
-/// Safety: AVX-512 F/BW/VL/VNNI; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB`
-/// exist; `a` has the chunk order over `a.main` elements; `t.sc` holds MR rows of scales.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
-    let q = t.q;
-    let mask = _mm512_set1_epi8(0x0f);
-    let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
-    // SAFETY: `shifted` is 16 bytes.
-    let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
-    let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
-    // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
-    // there are zero).
-    let full = q.cols() / CHUNK;
-    let last: [[u8; CHUNK / 2]; MR] = std::array::from_fn(|m| padded_codes(q, t.r + m, full));
-    let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
-    let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); NB]; MR];
-    let ahead = Prefetch::next_tile(q, t.r, MR);
-    for (c, &base) in a.chunk_block.iter().enumerate() {
-        ahead.step(c, MR);
-        // SAFETY: chunk c < main / 128: a whole chunk (c < full) has 64 code bytes in its row,
-        // the last partial one is read from `last`; each activation row has c + 1 chunks
-        // (64-byte aligned); the lane block indices are < 16 and `base + 16 <= blocks + 16`,
-        // inside the padded scale rows.
-        unsafe {
-            let idx = _mm512_loadu_si512(a.lane_block.as_ptr().add(c * LANES).cast());
-            let mut wlo = [_mm512_setzero_si512(); MR];
-            let mut whi = [_mm512_setzero_si512(); MR];
-            let mut ws = [_mm512_setzero_ps(); MR];
-            for m in 0..MR {
-                let src = if c < full {
-                    codes[m].add(c * CHUNK / 2)
-                } else {
-                    last[m].as_ptr()
-                };
-                let v = _mm512_loadu_si512(src.cast());
-                let lo = _mm512_and_si512(v, mask);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-                wlo[m] = _mm512_shuffle_epi8(tbl, lo);
-                whi[m] = _mm512_shuffle_epi8(tbl, hi);
-                ws[m] = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(scp[m].add(base)));
+/// The fast tile with the table lookup `$lo(tbl, codes)` / `$hi(tbl, codes)` (the low and high
+/// nibbles' shifted table values).
+macro_rules! fast_tile {
+    ($name:ident, $features:literal, $lo:ident, $hi:ident) => {
+        /// Safety: the features; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB`
+        /// exist; `a` has the chunk order over `a.main` elements; `t.sc` holds MR rows of scales.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
+            let q = t.q;
+            let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
+            // SAFETY: `shifted` is 16 bytes.
+            let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
+            let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
+            // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
+            // there are zero).
+            let full = q.cols() / CHUNK;
+            let last: [[u8; CHUNK / 2]; MR] =
+                std::array::from_fn(|m| padded_codes(q, t.r + m, full));
+            let scp: [*const f32; MR] = std::array::from_fn(|m| t.sc[m * t.stride..].as_ptr());
+            let xc: [*const Chunk; NB] = std::array::from_fn(|j| a.row_chunks(t.j0 + j).as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+            let ahead = Prefetch::next_tile(q, t.r, MR);
+            for (c, &base) in a.chunk_block.iter().enumerate() {
+                ahead.step(c, MR);
+                // SAFETY: chunk c < main / 128: a whole chunk (c < full) has 64 code bytes in its row,
+                // the last partial one is read from `last`; each activation row has c + 1 chunks
+                // (64-byte aligned); the lane block indices are < 16 and `base + 16 <= blocks + 16`,
+                // inside the padded scale rows.
+                unsafe {
+                    let idx = _mm512_loadu_si512(a.lane_block.as_ptr().add(c * LANES).cast());
+                    let mut wlo = [_mm512_setzero_si512(); MR];
+                    let mut whi = [_mm512_setzero_si512(); MR];
+                    let mut ws = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let src = if c < full {
+                            codes[m].add(c * CHUNK / 2)
+                        } else {
+                            last[m].as_ptr()
+                        };
+                        let v = _mm512_loadu_si512(src.cast());
+                        wlo[m] = $lo(tbl, v);
+                        whi[m] = $hi(tbl, v);
+                        ws[m] = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(scp[m].add(base)));
+                    }
+                    for j in 0..NB {
+                        let ch = &*xc[j].add(c);
+                        let xl = _mm512_load_si512(ch.even.as_ptr().cast());
+                        let xh = _mm512_load_si512(ch.odd.as_ptr().cast());
+                        let corr = _mm512_load_si512(ch.ncorr.as_ptr().cast());
+                        let s = _mm512_load_ps(ch.scale.as_ptr());
+                        for m in 0..MR {
+                            let d = _mm512_dpbusd_epi32(corr, wlo[m], xl);
+                            let d = _mm512_dpbusd_epi32(d, whi[m], xh);
+                            let f = _mm512_cvtepi32_ps(d);
+                            acc[m][j] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, ws[m]), acc[m][j]);
+                        }
+                    }
+                }
             }
-            for j in 0..NB {
-                let ch = &*xc[j].add(c);
-                let xl = _mm512_load_si512(ch.even.as_ptr().cast());
-                let xh = _mm512_load_si512(ch.odd.as_ptr().cast());
-                let corr = _mm512_load_si512(ch.ncorr.as_ptr().cast());
-                let s = _mm512_load_ps(ch.scale.as_ptr());
-                for m in 0..MR {
-                    let d = _mm512_dpbusd_epi32(corr, wlo[m], xl);
-                    let d = _mm512_dpbusd_epi32(d, whi[m], xh);
-                    let f = _mm512_cvtepi32_ps(d);
-                    acc[m][j] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, ws[m]), acc[m][j]);
+            for m in 0..MR {
+                for j in 0..NB {
+                    out[t.out_index(m, j)] = _mm512_reduce_add_ps(acc[m][j]) * q.table_step();
                 }
             }
         }
-    }
-    for m in 0..MR {
-        for j in 0..NB {
-            out[t.out_index(m, j)] = _mm512_reduce_add_ps(acc[m][j]) * q.table_step();
-        }
-    }
+    };
+}
+
+fast_tile!(
+    fast_tile,
+    "avx512f,avx512bw,avx512vl,avx512vnni",
+    lo_shufb,
+    hi_shufb
+);
+fast_tile!(
+    fast_tile_vbmi,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi",
+    lo_permb,
+    hi_permb
+);
+
+/// The table values (`tbl`: 16 bytes in each 128-bit lane) of the low nibbles of `v`:
+/// `vpshufb` reads an index's low 4 bits and zeroes the byte when bit 7 is set, so the
+/// nibble is masked first.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn lo_shufb(tbl: __m512i, v: __m512i) -> __m512i {
+    _mm512_shuffle_epi8(tbl, _mm512_and_si512(v, _mm512_set1_epi8(0x0f)))
+}
+
+/// The table values of the high nibbles of `v` (as [`lo_shufb`]).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn hi_shufb(tbl: __m512i, v: __m512i) -> __m512i {
+    let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    _mm512_shuffle_epi8(tbl, hi)
+}
+
+/// The table values of the low nibbles of `v` by `vpermb`, which reads an index's low 6 bits
+/// and never zeroes: `tbl` repeats every 16 bytes, so bits 4 and 5 pick the same value and no
+/// mask is needed.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+#[inline]
+fn lo_permb(tbl: __m512i, v: __m512i) -> __m512i {
+    _mm512_permutexvar_epi8(v, tbl)
+}
+
+/// The table values of the high nibbles of `v` by `vpermb`: a 16-bit shift by 4 brings each
+/// byte's high nibble to its low bits (the bits shifted in above it are ignored, as in
+/// [`lo_permb`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+#[inline]
+fn hi_permb(tbl: __m512i, v: __m512i) -> __m512i {
+    _mm512_permutexvar_epi8(_mm512_srli_epi16(v, 4), tbl)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -422,5 +499,71 @@ unsafe fn f32_step<const MR: usize, const NB: usize>(
         for j in 0..NB {
             acc[m][j][half] = _mm512_fmadd_ps(wv, xv[j], acc[m][j][half]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isa;
+    use tquant_formats::sample::Rng;
+    use tquant_formats::{BlockQuantizer, BlockSize, Format};
+
+    /// The `vpermb` lookup gives the `vpshufb` one's table values, so both tiles agree bit for
+    /// bit (the `vpshufb` tile is checked against the reference on CPUs without VBMI, the
+    /// dispatched one on every CPU by `tests/isa.rs`).
+    #[test]
+    fn vbmi_tile_matches_shuffle_tile_bit_for_bit() {
+        if !Isa::Avx512.is_available() || !vbmi_available() {
+            eprintln!("not run: this CPU lacks AVX-512 VNNI or VBMI");
+            return;
+        }
+        let mut rng = Rng::new(0x7662_6d69);
+        let mut checked = 0;
+        for f in Format::all() {
+            for (rows, cols, block, n) in [
+                (5, 128, 32, 1),
+                (9, 1408, 32, 1),
+                (6, 320, 64, 3),
+                (3, 256, 16, 5),
+            ] {
+                let w = rng.student_t_vec(rows * cols, 5.0);
+                let quantizer = BlockQuantizer {
+                    block: BlockSize::new(block).unwrap(),
+                    scale_dtype: ScaleDtype::F16,
+                };
+                let m = quantizer.quantize(f.codebook(), &w, rows, cols).unwrap();
+                let q = QMatrix::new(
+                    rows,
+                    cols,
+                    m.block,
+                    &m.codes,
+                    &m.scales,
+                    m.scale_dtype,
+                    f.codebook().values(),
+                )
+                .unwrap();
+                if !q.simd_regular() {
+                    continue;
+                }
+                let x = rng.normal_vec(n * cols);
+                let a = FastActs::new(&x, n, cols, q.block(), true);
+                let (mut plain, mut vbmi) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n]);
+                // SAFETY: AVX-512 VNNI and VBMI are available (checked above).
+                unsafe {
+                    fast_rows_with(&q, &a, n, 0, &mut plain, false);
+                    fast_rows_with(&q, &a, n, 0, &mut vbmi, true);
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&plain),
+                    bits(&vbmi),
+                    "{f} [{rows}x{cols}] block {block} n {n}"
+                );
+                assert!(plain.iter().any(|&v| v != 0.0));
+                checked += 1;
+            }
+        }
+        assert!(checked >= Format::all().len(), "{checked} shapes ran");
     }
 }
