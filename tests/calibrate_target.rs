@@ -246,7 +246,13 @@ fn weight_only_learned_tables_on_blocks_of_32_lose_at_most_0_7x_of_the_best_rtn_
 #[test]
 fn learned_tables_on_blocks_of_32_calibrated_on_their_own_text_lose_at_most_0_4x_of_the_best_rtn_format(
 ) {
-    let twin = || row(&gptq_twin_on_blocks("learned+search", &self_calibration(), 32));
+    let twin = || {
+        row(&gptq_twin_on_blocks(
+            "learned+search",
+            &self_calibration(),
+            32,
+        ))
+    };
     let (row, best) = beside_best_rtn(twin);
     assert_within(&row, &best, 0.4);
 }
@@ -254,7 +260,13 @@ fn learned_tables_on_blocks_of_32_calibrated_on_their_own_text_lose_at_most_0_4x
 #[test]
 fn learned_tables_on_blocks_of_32_calibrated_on_held_out_text_lose_at_most_0_3x_of_the_best_rtn_format(
 ) {
-    let twin = || row(&gptq_twin_on_blocks("learned+search", &heldout_calibration(), 32));
+    let twin = || {
+        row(&gptq_twin_on_blocks(
+            "learned+search",
+            &heldout_calibration(),
+            32,
+        ))
+    };
     let (row, best) = beside_best_rtn(twin);
     assert_within(&row, &best, 0.3);
 }
