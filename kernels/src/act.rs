@@ -131,17 +131,21 @@ impl FastActs {
             chunks.extend_from_slice(&c);
         }
         let nl = main / 8;
+        // The padding past `cols` counts as the last block: its activations are zero, and a
+        // block index past the row's would read scales beyond the row's scale buffer.
+        let last = cols.div_ceil(block).max(1) - 1;
+        let block_of = |e: usize| (e / block).min(last);
         let mut lane_block = vec![0i32; nl];
         let mut chunk_block = vec![0usize; nc];
         for (c, base) in chunk_block.iter_mut().enumerate() {
-            *base = c * CHUNK / block;
+            *base = block_of(c * CHUNK);
             for l in 0..LANES {
-                lane_block[c * LANES + l] = ((c * CHUNK + 8 * l) / block - *base) as i32;
+                lane_block[c * LANES + l] = (block_of(c * CHUNK + 8 * l) - *base) as i32;
             }
         }
-        let half_block: Vec<usize> = (0..main / 64).map(|h| h * 64 / block).collect();
+        let half_block: Vec<usize> = (0..main / 64).map(|h| block_of(h * 64)).collect();
         let lane_block8 = (0..nl)
-            .map(|l| (8 * l / block - half_block[l / 8]) as i32)
+            .map(|l| (block_of(8 * l) - half_block[l / 8]) as i32)
             .collect();
         FastActs {
             lane_block8,
@@ -306,6 +310,33 @@ mod tests {
                         a.row_piece_scale(j)[pi]
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn block_indices_stay_inside_the_row_past_its_end() {
+        // A row shorter than a chunk (a whole-row block of 1 to 127 columns) is padded to 128:
+        // the padding's lanes must name the row's last block, not blocks past it.
+        for (cols, block) in [(1, 1), (7, 7), (33, 48), (100, 100), (300, 300), (129, 64)] {
+            let x = vec![1.0f32; cols];
+            let a = FastActs::new(&x, 1, cols, block, true);
+            let blocks = cols.div_ceil(block);
+            for (c, &base) in a.chunk_block.iter().enumerate() {
+                for l in 0..LANES {
+                    let b = base + a.lane_block[c * LANES + l] as usize;
+                    assert!(
+                        b < blocks,
+                        "cols {cols} block {block}: lane {l} of chunk {c}"
+                    );
+                }
+            }
+            for (l, &off) in a.lane_block8.iter().enumerate() {
+                let b = a.half_block[l / 8] + off as usize;
+                assert!(
+                    b < blocks && off < 8,
+                    "cols {cols} block {block}: 8-lane {l}"
+                );
             }
         }
     }
