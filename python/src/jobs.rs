@@ -5,6 +5,7 @@
 use crate::err;
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
+use tquant_convert::calibration::CalibrationSettings;
 use tquant_convert::convert::NoProgress;
 use tquant_convert::{Layout, Overrides, Policy, Recipe};
 use tquant_formats::{BlockSize, ScaleDtype};
@@ -44,17 +45,21 @@ impl Calibrate {
         ) else {
             return Ok(None);
         };
-        let mut c = CalibrationOptions::new(source);
-        c.window = self.calibrate_window;
-        c.settings.damp = self.damp.unwrap_or(c.settings.damp);
-        c.settings.min_tokens_per_column =
-            (self.min_tokens_per_column).unwrap_or(c.settings.min_tokens_per_column);
-        c.settings.act_order = self.act_order;
-        c.weighting = self.router_weighting.parse()?;
-        c.validate().map_err(|e| match e {
-            ReportError::Convert(e) => e.with_flags(&keyword).to_string(),
-            e => e.to_string(),
-        })?;
+        let defaults = CalibrationSettings::default();
+        let settings = CalibrationSettings {
+            damp: self.damp.unwrap_or(defaults.damp),
+            act_order: self.act_order,
+            min_tokens_per_column: (self.min_tokens_per_column)
+                .unwrap_or(defaults.min_tokens_per_column),
+        };
+        let weighting = self.router_weighting.parse()?;
+        let window = self.calibrate_window;
+        let c = CalibrationOptions::with_settings(source, window, settings, weighting).map_err(
+            |e| match e {
+                ReportError::Convert(e) => e.with_flags(&keyword).to_string(),
+                e => e.to_string(),
+            },
+        )?;
         Ok(Some(c))
     }
 }

@@ -5,12 +5,9 @@ use crate::text_input::TokenizedText;
 use crate::{ReportError, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tquant_convert::calibration::{
-    Calibration, CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN,
-};
+use tquant_convert::calibration::{Calibration, CalibrationSettings};
 use tquant_convert::convert::{NoProgress, Progress, RunOptions};
 use tquant_convert::{ConvertError, ConvertOptions, ConvertSummary, Recipe};
-use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_formats::{BlockSize, ScaleDtype};
 use tquant_model::calibrate::RouterWeighting;
 use tquant_model::calibration_run::{self, token_window, CalibrationPlan, LayerByLayer};
@@ -91,11 +88,7 @@ impl CalibrationOptions {
         Self {
             source,
             window: 256,
-            settings: CalibrationSettings {
-                damp: DEFAULT_DAMP,
-                act_order: false,
-                min_tokens_per_column: DEFAULT_MIN_TOKENS_PER_COLUMN,
-            },
+            settings: CalibrationSettings::default(),
             weighting: RouterWeighting::Routed,
         }
     }
