@@ -52,16 +52,7 @@ fn quantize(f: &Format, rows: usize, cols: usize) -> (Vec<f32>, QuantizedMatrix)
 fn bench_kind(c: &mut Criterion, kind: &str, rows: usize, cols: usize, n: usize) {
     for f in formats() {
         let (w, m) = quantize(&f, rows, cols);
-        let q = QMatrix::new(
-            rows,
-            cols,
-            m.block,
-            &m.codes,
-            &m.scales,
-            m.scale_dtype,
-            f.codebook().values(),
-        )
-        .unwrap();
+        let q = QMatrix::from_quantized(&m, f.codebook().values()).unwrap();
         let x = Rng::new(2).normal_vec(n * cols);
         let mut y = vec![0.0f32; n * rows];
         let shape = format!("{rows}x{cols}");
@@ -100,16 +91,7 @@ fn bench_batches(c: &mut Criterion, rows: usize, cols: usize, batches: &[usize])
     let isa = Isa::detect();
     for f in formats() {
         let (w, m) = quantize(&f, rows, cols);
-        let q = QMatrix::new(
-            rows,
-            cols,
-            m.block,
-            &m.codes,
-            &m.scales,
-            m.scale_dtype,
-            f.codebook().values(),
-        )
-        .unwrap();
+        let q = QMatrix::from_quantized(&m, f.codebook().values()).unwrap();
         let mut g = c.benchmark_group(format!("gemm-batch/{f}"));
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(500))

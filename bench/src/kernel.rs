@@ -161,15 +161,7 @@ pub fn run(spec: &Spec) -> Result<Results, BenchError> {
         }
     };
     let q = match &m {
-        Quantized::Table(values, m) => Kernel::Table(QMatrix::new(
-            rows,
-            cols,
-            m.block,
-            &m.codes,
-            &m.scales,
-            m.scale_dtype,
-            values,
-        )?),
+        Quantized::Table(values, m) => Kernel::Table(QMatrix::from_quantized(m, values)?),
         Quantized::Q8(m) => Kernel::Q8(tquant_kernels::Q8Matrix::new(
             rows, cols, &m.codes, &m.scales,
         )?),

@@ -136,16 +136,8 @@ pub fn quantized_reader(data: &[u8]) {
                         assert_eq!(m.len(), info.rows() * info.cols(), "{name}");
                     }
                     let Some(m) = q.matrix(e) else { continue };
-                    let qm = QMatrix::new(
-                        m.rows,
-                        m.cols,
-                        m.block,
-                        m.codes,
-                        m.scales,
-                        m.scale_dtype,
-                        m.table,
-                    )
-                    .expect("the reader hands the kernels only valid matrices");
+                    let qm = QMatrix::from_parts(m)
+                        .expect("the reader hands the kernels only valid matrices");
                     let x = vec![1.0f32; m.cols];
                     let mut y = vec![0.0f32; m.rows];
                     for mode in [Mode::Exact, Mode::Fast] {

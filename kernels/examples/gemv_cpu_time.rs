@@ -54,16 +54,7 @@ fn main() {
     let m = quantizer
         .quantize(format.codebook(), &w, rows, cols)
         .expect("quantize");
-    let qv = QMatrix::new(
-        rows,
-        cols,
-        m.block,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        format.codebook().values(),
-    )
-    .expect("view");
+    let qv = QMatrix::from_quantized(&m, format.codebook().values()).expect("view");
     let x = rng.normal_vec(cols);
     let mut y = vec![0.0f32; rows];
     let q8_bytes = q8v.bytes();

@@ -74,8 +74,7 @@
 //!     scale_dtype: ScaleDtype::F16,
 //! };
 //! let q = quantizer.quantize(nf4.codebook(), &w, rows, cols)?;
-//! let table = nf4.codebook().values();
-//! let view = QMatrix::new(rows, cols, q.block, &q.codes, &q.scales, q.scale_dtype, table)?;
+//! let view = QMatrix::from_quantized(&q, nf4.codebook().values())?;
 //! let x = vec![1.0f32; cols];
 //! let mut y = vec![0.0f32; rows];
 //! matmul(&view, &x, 1, &mut y, Mode::Exact)?;

@@ -2,6 +2,7 @@
 
 use crate::{KernelError, ScaleDtype};
 use tquant_formats::pack::row_bytes;
+use tquant_formats::QuantizedMatrix;
 
 /// A quantized weight matrix `[rows, cols]` (out x in) in tquant's layout, borrowed.
 ///
@@ -59,6 +60,35 @@ impl<'a> QMatrix<'a> {
             table,
         } = parts;
         Self::new(rows, cols, block, codes, scales, scale_dtype, table)
+    }
+
+    /// The view of a matrix [`tquant_formats::BlockQuantizer::quantize`] made, with `table`, the
+    /// codebook it was quantized with in code order (`Codebook::values`).
+    ///
+    /// ```
+    /// use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
+    /// use tquant_kernels::{matmul, Mode, QMatrix};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (rows, cols) = (2, 64);
+    /// let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.1).cos()).collect();
+    /// let nf4: Format = "nf4".parse()?;
+    /// let quantizer = BlockQuantizer {
+    ///     block: BlockSize::Elements(32),
+    ///     scale_dtype: ScaleDtype::F16,
+    /// };
+    /// let q = quantizer.quantize(nf4.codebook(), &w, rows, cols)?;
+    /// let view = QMatrix::from_quantized(&q, nf4.codebook().values())?;
+    /// assert_eq!((view.rows(), view.cols(), view.block()), (rows, cols, 32));
+    /// let mut y = vec![0.0f32; rows];
+    /// matmul(&view, &vec![1.0; cols], 1, &mut y, Mode::Exact)?;
+    /// // A table of the wrong length is refused like any other bad part.
+    /// assert!(QMatrix::from_quantized(&q, &[]).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_quantized(m: &'a QuantizedMatrix, table: &[f32]) -> Result<Self, KernelError> {
+        let (codes, scales) = (m.codes.as_slice(), m.scales.as_slice());
+        Self::new(m.rows, m.cols, m.block, codes, scales, m.scale_dtype, table)
     }
 
     /// [`QMatrix::from_parts`] with the parts in order: `rows, cols, block, codes, scales,

@@ -56,16 +56,7 @@ fn quantized(
 }
 
 fn view<'a>(m: &'a QuantizedMatrix, f: &Format) -> QMatrix<'a> {
-    QMatrix::new(
-        m.rows,
-        m.cols,
-        m.block,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        f.codebook().values(),
-    )
-    .unwrap()
+    QMatrix::from_quantized(m, f.codebook().values()).unwrap()
 }
 
 /// Checks one product on `isa` in both modes against the reference, within the budgets.

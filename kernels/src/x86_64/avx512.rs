@@ -533,16 +533,7 @@ mod tests {
                     scale_dtype: ScaleDtype::F16,
                 };
                 let m = quantizer.quantize(f.codebook(), &w, rows, cols).unwrap();
-                let q = QMatrix::new(
-                    rows,
-                    cols,
-                    m.block,
-                    &m.codes,
-                    &m.scales,
-                    m.scale_dtype,
-                    f.codebook().values(),
-                )
-                .unwrap();
+                let q = QMatrix::from_quantized(&m, f.codebook().values()).unwrap();
                 if !q.simd_regular() {
                     continue;
                 }
