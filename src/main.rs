@@ -68,7 +68,7 @@ fn main() {
 }
 
 /// The flag that sets each converter setting this command line has one for.
-const FLAGS: [(Setting, &str); 15] = [
+const FLAGS: [(Setting, &str); 20] = [
     (Setting::Format, "--format"),
     (Setting::Nu, "--nu"),
     (Setting::Block, "--block"),
@@ -84,6 +84,11 @@ const FLAGS: [(Setting, &str); 15] = [
     (Setting::CalibrationWindow, "--calibrate-window"),
     (Setting::MinTokensPerColumn, "--min-tokens-per-column"),
     (Setting::KeepAs, "--keep-as"),
+    (Setting::CalibrationIds, "--calibrate-ids"),
+    (Setting::CalibrationOffset, "--calibrate-offset"),
+    (Setting::CalibrationBytes, "--calibrate-bytes"),
+    (Setting::Quality, "--quality"),
+    (Setting::Tokenizer, "--tokenizer"),
 ];
 
 /// The error and its causes on one line, with the settings they name spelled as flags.
@@ -97,6 +102,11 @@ fn message(e: &anyhow::Error) -> String {
     let spelling = Spelling {
         setting: &flag,
         max_tokens: "--max-tokens",
+        window: "--window",
+        program: "tquant ",
+        formats: "--formats",
+        eval: "`tquant eval`",
+        generate: "`tquant run --temperature 1`",
     };
     messages::one_line(e.chain(), &spelling)
 }

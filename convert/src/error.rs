@@ -45,6 +45,16 @@ pub enum Setting {
     KeepAs,
     /// Calibration on text the model writes itself.
     SelfCalibration,
+    /// The calibration file holds token ids, not text.
+    CalibrationIds,
+    /// Where in the calibration file the calibration tokens start.
+    CalibrationOffset,
+    /// How much of the calibration file is used.
+    CalibrationBytes,
+    /// The quality preset (a recipe, calibration and storage of the embeddings and head).
+    Quality,
+    /// The directory of the tokenizer a GGUF file embeds.
+    Tokenizer,
 }
 
 impl Setting {
@@ -66,6 +76,11 @@ impl Setting {
             Self::MinTokensPerColumn => "min tokens per column",
             Self::KeepAs => "keep as",
             Self::SelfCalibration => "self calibration",
+            Self::CalibrationIds => "calibration ids",
+            Self::CalibrationOffset => "calibration offset",
+            Self::CalibrationBytes => "calibration bytes",
+            Self::Quality => "quality",
+            Self::Tokenizer => "tokenizer",
         }
     }
 }

@@ -32,6 +32,30 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The options a front end's switches give: `threads`, and the kernel mode `fast` or
+    /// `exact` names (`fast` where both are set), else `default` (the command's own).
+    ///
+    /// ```
+    /// use tquant_model::{Mode, Options};
+    /// assert_eq!(Options::with_switches(2, false, false, Mode::Fast).mode, Mode::Fast);
+    /// assert_eq!(Options::with_switches(2, false, true, Mode::Fast).mode, Mode::Exact);
+    /// assert_eq!(Options::with_switches(2, true, false, Mode::Exact).threads, 2);
+    /// ```
+    pub fn with_switches(threads: usize, fast: bool, exact: bool, default: Mode) -> Self {
+        let mode = match (fast, exact) {
+            (true, _) => Mode::Fast,
+            (_, true) => Mode::Exact,
+            _ => default,
+        };
+        Self {
+            threads,
+            mode,
+            ..Self::default()
+        }
+    }
+}
+
 /// Which positions to compute logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -446,4 +470,20 @@ pub(crate) fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ModelError
         .num_threads(threads)
         .build()
         .map_err(|source| ModelError::Threads { threads, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_default_holds_unless_a_switch_names_the_mode() {
+        // `run` passes Fast, `eval` and `logits` Exact; clap refuses both switches at once.
+        for default in Mode::ALL {
+            let mode = |fast, exact| Options::with_switches(0, fast, exact, default).mode;
+            assert_eq!(mode(false, false), default);
+            assert_eq!(mode(false, true), Mode::Exact);
+            assert_eq!(mode(true, false), Mode::Fast);
+        }
+    }
 }

@@ -2,10 +2,52 @@
 //! as a line of text or as JSON.
 
 use crate::text_input::{bits_per_byte, TokenizedText};
+use crate::{ReportError, Result};
 use serde_json::{json, Value};
 use std::fmt;
-use tquant_model::eval::Score;
+use std::path::Path;
+use tquant_model::eval::{read_token_ids, score_windows_observed, Score};
+use tquant_model::Model;
 use tquant_text::Vocabulary;
+
+/// Calls `done(chunks done, chunks)` as the chunks of a score finish (for progress).
+pub type Done<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// `model`'s score on the text at `path` (its first `max_bytes`, default all, read through
+/// `vocab`) in chunks of `window + 1` tokens; a scoring failure is a
+/// [`ReportError::Scoring`] in the context of the file.
+pub fn evaluate_text(
+    model: &Model,
+    vocab: &Vocabulary,
+    path: &Path,
+    window: usize,
+    max_bytes: Option<usize>,
+    done: Done,
+) -> Result<EvalSummary> {
+    let text = TokenizedText::read(vocab, path, 0, max_bytes)?;
+    let score = score_windows_observed(model, &text.ids, window, usize::MAX, done)
+        .map_err(|e| ReportError::Scoring(e).context(format!("scoring {}", path.display())))?;
+    Ok(EvalSummary::of_text(score, vocab, &text, window))
+}
+
+/// `model`'s perplexity on the little-endian u32 token ids at `path` (the first `max_tokens`,
+/// default all) in chunks of `window + 1`; a scoring failure is a [`ReportError::Scoring`].
+pub fn evaluate_ids(
+    model: &Model,
+    path: &Path,
+    window: usize,
+    max_tokens: Option<usize>,
+    done: Done,
+) -> Result<EvalSummary> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ReportError::io(format!("reading {}", path.display()), e))?;
+    let ids = read_token_ids(&bytes)
+        .map_err(|e| ReportError::from(e).context(path.display().to_string()))?;
+    let max = max_tokens.unwrap_or(usize::MAX);
+    let score =
+        score_windows_observed(model, &ids, window, max, done).map_err(ReportError::Scoring)?;
+    Ok(EvalSummary::Tokens(score))
+}
 
 /// A model's score on a text or on token ids, with what it means per byte where there are bytes.
 ///

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod canvas;
+pub mod conversion;
 pub mod evaluation;
 pub mod measure;
 pub mod messages;
@@ -25,14 +26,18 @@ pub mod report;
 pub mod streaming;
 pub mod table;
 pub mod text_input;
+pub mod verification;
 
+pub use conversion::{CalibrationRequest, ConvertRequest, Converted};
 pub use evaluation::EvalSummary;
 pub use measure::Variant;
 pub use output::{write_atomic, Header};
 pub use pipeline::{quantize_checkpoint, CalibrationOptions, CalibrationSource, QuantizeOptions};
-pub use report::{open_quantized, EvalText, Report, Setting, REPORT_FILES, SCHEMA_VERSION};
+pub use report::{open_quantized, EvalText, Report, ReportInput, ReportRequest, Setting};
+pub use report::{REPORT_FILES, SCHEMA_VERSION};
 pub use table::{Chosen, Measured, NuSummary, Row};
 pub use tquant_convert::{Recipe, RecipeFormat};
+pub use verification::verify_checkpoints;
 
 use tquant_convert::ConvertError;
 use tquant_model::ModelError;
@@ -137,6 +142,48 @@ pub enum ReportError {
         len: usize,
         /// `bytes` or `ids`.
         unit: &'static str,
+    },
+    /// Collecting the calibration for the float model failed; the error is its source.
+    #[error("loading {} for calibration", model.display())]
+    Calibration {
+        /// The float model.
+        model: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<ReportError>,
+    },
+    /// The GGUF converter failed.
+    #[error(transparent)]
+    Gguf(#[from] tquant_convert::gguf::GgufError),
+    /// Scoring a model on a text or token ids failed.
+    #[error(transparent)]
+    Scoring(ModelError),
+    /// A part of a report's request that could not be used; the error is its source.
+    #[error("{}", input.name())]
+    Input {
+        /// The part.
+        input: report::ReportInput,
+        /// Why.
+        #[source]
+        source: Box<ReportError>,
+    },
+    /// Two checkpoints that are not an original and a quantized one made from it.
+    #[error("{}", verification::pairing_message(*pairing, original, quantized, ""))]
+    Pairing {
+        /// How they stand.
+        pairing: verification::Pairing,
+        /// The checkpoint given as the original.
+        original: std::path::PathBuf,
+        /// The checkpoint given as the quantized one.
+        quantized: std::path::PathBuf,
+    },
+    /// A setting given for a layout it does not apply to.
+    #[error("{} is for layout {}", setting.name(), layout.name())]
+    OnlyForLayout {
+        /// The setting.
+        setting: tquant_convert::Setting,
+        /// The only layout it applies to.
+        layout: tquant_convert::Layout,
     },
     /// report.json could not be written or read.
     #[error("report.json: {0}")]

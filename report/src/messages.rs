@@ -1,11 +1,14 @@
 //! Error messages for a front end: an error and its causes on one line, with the settings they
 //! name spelled the front end's way (a command line's flags).
 
-use crate::ReportError;
+use crate::verification::pairing_message;
+use crate::{ReportError, ReportInput};
 use std::error::Error;
 use tquant_convert::gguf::GgufError;
 use tquant_convert::{ConvertError, Setting};
+use tquant_model::calibration_run::MemoryCheck;
 use tquant_model::ModelError;
+use tquant_text::TextError;
 
 /// How a front end names what its errors mention.
 pub struct Spelling<'a> {
@@ -13,12 +16,28 @@ pub struct Spelling<'a> {
     pub setting: &'a dyn Fn(Setting) -> &'static str,
     /// The name of the number of tokens a generation writes at most (e.g. `--max-tokens`).
     pub max_tokens: &'a str,
+    /// The name of the tokens an evaluation scores per chunk (e.g. `--window`).
+    pub window: &'a str,
+    /// The command line's program and a space (e.g. `tquant `), before its subcommands.
+    pub program: &'a str,
+    /// The name of a report's format list (e.g. `--formats`).
+    pub formats: &'a str,
+    /// Where a user scores a model on token ids (e.g. `` `tquant eval` ``).
+    pub eval: &'a str,
+    /// How a user has a quantized model write text at temperature 1 (e.g. `` `tquant run
+    /// --temperature 1` ``), what calibration that does not fit beside the float model takes.
+    pub generate: &'a str,
 }
 
 impl std::fmt::Debug for Spelling<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spelling")
             .field("max_tokens", &self.max_tokens)
+            .field("window", &self.window)
+            .field("program", &self.program)
+            .field("formats", &self.formats)
+            .field("eval", &self.eval)
+            .field("generate", &self.generate)
             .finish_non_exhaustive()
     }
 }
@@ -44,40 +63,135 @@ pub fn one_line<'e>(
     out.join(": ")
 }
 
-/// The message of a converter error (also inside the report's and the model's errors) or of a
-/// model error that names a setting, with the names `spelling` gives; `None` for other errors.
+/// The message of a converter error (also inside the report's and the model's errors), of a
+/// model error that names a setting or of an error a setting would avoid, with the names
+/// `spelling` gives and the advice it leads to; `None` for other errors.
 pub fn spelled(e: &(dyn Error + 'static), spelling: &Spelling) -> Option<String> {
     let spell = |c: &ConvertError| Some(c.with_flags(spelling.setting).to_string());
     if let Some(c) = e.downcast_ref::<ConvertError>() {
         return spell(c);
     }
-    if let Some(GgufError::Checkpoint(c)) = e.downcast_ref::<GgufError>() {
-        return spell(c);
+    if let Some(g) = e.downcast_ref::<GgufError>() {
+        return gguf(g, spelling);
     }
-    match e.downcast_ref::<ModelError>() {
-        Some(ModelError::Convert(c)) => return spell(c),
-        Some(&ModelError::ContextTooLong {
-            prompt,
-            max_tokens,
-            positions,
-            limit,
-        }) => {
-            let name = spelling.max_tokens;
-            return Some(format!(
-                "the prompt ({prompt} tokens) plus {name} ({max_tokens}) make {positions} \
-                 positions, more than the model's max_position_embeddings ({limit})"
-            ));
-        }
-        Some(_) => return None,
-        None => {}
+    if let Some(m) = e.downcast_ref::<ModelError>() {
+        return model(m, spelling);
     }
     match e.downcast_ref::<ReportError>()? {
         ReportError::Convert(c) | ReportError::Model(ModelError::Convert(c)) => spell(c),
         ReportError::Context { context, source } => {
             spelled(source.as_ref(), spelling).map(|t| format!("{context}: {t}"))
         }
+        ReportError::Input { input, source } => {
+            let causes = one_line(chain(source.as_ref()), spelling);
+            match input {
+                ReportInput::FormatList => Some(format!("{}: {causes}", spelling.formats)),
+                ReportInput::Text => Some(format!(
+                    "text needs tokenizer.json beside the model (or a 256-token byte \
+                     vocabulary); or give token ids to {}: {causes}",
+                    spelling.eval
+                )),
+            }
+        }
+        ReportError::Gguf(g) => gguf(g, spelling),
+        ReportError::Pairing {
+            pairing,
+            original,
+            quantized,
+        } => Some(pairing_message(
+            *pairing,
+            original,
+            quantized,
+            spelling.program,
+        )),
+        ReportError::Scoring(e @ ModelError::TooFewTokens { .. }) => Some(format!(
+            "{e}; use a smaller {} or more text",
+            spelling.window
+        )),
+        ReportError::Scoring(m) => model(m, spelling),
+        ReportError::Calibration { source, .. } => calibration(source, spelling),
+        &ReportError::OnlyForLayout { setting, layout } => Some(format!(
+            "{} is for {} {}",
+            (spelling.setting)(setting),
+            (spelling.setting)(Setting::Layout),
+            layout.name()
+        )),
         _ => None,
     }
+}
+
+/// `e` and its causes, in order.
+fn chain<'e>(e: &'e (dyn Error + 'static)) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
+    std::iter::successors(Some(e), |&e| e.source())
+}
+
+/// A model error that names a setting, spelled.
+fn model(e: &ModelError, spelling: &Spelling) -> Option<String> {
+    match e {
+        ModelError::Convert(c) => Some(c.with_flags(spelling.setting).to_string()),
+        &ModelError::ContextTooLong {
+            prompt,
+            max_tokens,
+            positions,
+            limit,
+        } => {
+            let name = spelling.max_tokens;
+            Some(format!(
+                "the prompt ({prompt} tokens) plus {name} ({max_tokens}) make {positions} \
+                 positions, more than the model's max_position_embeddings ({limit})"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// A GGUF converter error with the setting that avoids it.
+fn gguf(e: &GgufError, spelling: &Spelling) -> Option<String> {
+    let flag = spelling.setting;
+    match e {
+        GgufError::Checkpoint(c) => Some(c.with_flags(flag).to_string()),
+        GgufError::NoTokenizer { .. } => Some(format!("{e} ({} DIR)", flag(Setting::Tokenizer))),
+        GgufError::OutputExists { .. } => Some(format!("{e} ({})", flag(Setting::Force))),
+        _ => None,
+    }
+}
+
+/// A calibration error with the settings that would avoid it; `None` for the others, which
+/// [`ReportError::Calibration`]'s message (the model being loaded) and its causes describe.
+fn calibration(e: &ReportError, spelling: &Spelling) -> Option<String> {
+    let flag = spelling.setting;
+    let calibrate = flag(Setting::Calibration);
+    Some(match e {
+        ReportError::Model(ModelError::Memory { check, msg }) => match check {
+            MemoryCheck::Stages => format!(
+                "{msg}; take fewer tokens ({} or a smaller {})",
+                flag(Setting::CalibrationBytes),
+                flag(Setting::SelfCalibration)
+            ),
+            MemoryCheck::FloatModel => format!(
+                "{msg}; generate the text with {} from a quantized checkpoint and pass it with \
+                 {calibrate}",
+                spelling.generate
+            ),
+        },
+        ReportError::EmptyWindow {
+            path,
+            offset,
+            len,
+            unit,
+        } => format!(
+            "{calibrate} {}: nothing left after {} {offset} ({len} {unit} in the file)",
+            path.display(),
+            flag(Setting::CalibrationOffset)
+        ),
+        ReportError::Model(e @ ModelError::AlreadyQuantized { .. }) => format!("{calibrate}: {e}"),
+        ReportError::Text(t @ TextError::Unsupported { .. }) => format!(
+            "{calibrate}: text needs tokenizer.json beside the model (or a 256-token byte \
+             vocabulary); or give token ids with {}: {t}",
+            flag(Setting::CalibrationIds)
+        ),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -88,6 +202,11 @@ mod tests {
         Spelling {
             setting: &|s| if s == Setting::Nu { "--nu" } else { s.name() },
             max_tokens: "--max-tokens",
+            window: "--window",
+            program: "tquant ",
+            formats: "--formats",
+            eval: "`tquant eval`",
+            generate: "`tquant run --temperature 1`",
         }
     }
 

@@ -1,12 +1,14 @@
 //! A whole report: every variant quantized and measured, the rows with their area columns and
 //! Pareto flags, and the files written from them.
 
-use crate::measure::{self, Variant};
+use crate::conversion::CalibrationRequest;
+use crate::measure::{self, parse_variants, with_calibrated_twins, Variant};
 use crate::output::{self, Header};
 use crate::table::{self, Row};
 use crate::text_input::TokenizedText;
 use crate::{ReportError, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tquant_convert::calibration::Calibration;
 use tquant_formats::area::{self, Coefficients, ModelCheck};
 use tquant_formats::{BlockSize, ScaleDtype};
@@ -75,6 +77,92 @@ impl EvalText {
             window,
             max_bytes,
         })
+    }
+}
+
+/// A report as a front end's settings give it: [`ReportRequest::run`].
+#[derive(Debug, Clone)]
+pub struct ReportRequest {
+    /// The checkpoint with the original (unquantized) weights.
+    pub model: PathBuf,
+    /// The text bits per byte are measured on; `None`: weight errors only.
+    pub text: Option<PathBuf>,
+    /// Tokens scored per chunk.
+    pub window: usize,
+    /// The bytes of the text used (cut before tokenizing).
+    pub max_bytes: usize,
+    /// `all` or a comma-separated list of recipes ([`parse_variants`]).
+    pub formats: String,
+    /// Block length and scale dtype of every variant.
+    pub setting: Setting,
+    /// The directory the report goes to ([`check_output`]).
+    pub output: PathBuf,
+    /// Replace the report files of an existing output directory.
+    pub force: bool,
+    /// Calibration: with it, every format also gets a calibrated (GPTQ) twin.
+    pub calibration: CalibrationRequest,
+}
+
+impl ReportRequest {
+    /// Checks the output directory and the model, parses the format list (its errors as
+    /// [`ReportError::Input`]), collects the calibration when asked for, reads the text (its
+    /// errors as [`ReportError::Input`]) and measures; `step(steps, what)` is called before each
+    /// of the steps measured, with their number. The report is not written.
+    pub fn run(&self, mut step: impl FnMut(u64, &str)) -> Result<Report> {
+        check_output(&self.output, self.force)?;
+        tquant_model::checkpoint_source(&self.model)?;
+        let input = |input| {
+            move |e| ReportError::Input {
+                input,
+                source: Box::new(e),
+            }
+        };
+        let Setting { block, scale_dtype } = self.setting;
+        let mut variants = parse_variants(&self.formats, block, scale_dtype)
+            .map_err(input(ReportInput::FormatList))?;
+        let collect = |c: &crate::CalibrationOptions| c.collect(&self.model, 0).map(Arc::new);
+        let calibration = self.calibration.run(&self.model, collect)?;
+        if let Some(cal) = &calibration {
+            variants = with_calibrated_twins(variants, cal);
+        }
+        let eval = match &self.text {
+            Some(path) => Some(
+                EvalText::read(&self.model, path, self.window, self.max_bytes)
+                    .map_err(input(ReportInput::Text))?,
+            ),
+            None => None,
+        };
+        let steps = variants.len() as u64 + u64::from(eval.is_some());
+        let (model, calibration) = (&self.model, calibration.as_deref());
+        let measure_step = |what: &str| step(steps, what);
+        Report::measure(
+            model,
+            &variants,
+            &self.setting,
+            eval.as_ref(),
+            calibration,
+            measure_step,
+        )
+    }
+}
+
+/// The part of a [`ReportRequest`] an error of [`ReportError::Input`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportInput {
+    /// The format list.
+    FormatList,
+    /// The text bits per byte are measured on.
+    Text,
+}
+
+impl ReportInput {
+    /// Its name in messages: `format list`, `text`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FormatList => "format list",
+            Self::Text => "text",
+        }
     }
 }
 

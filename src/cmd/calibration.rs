@@ -1,16 +1,10 @@
 //! `--calibrate` and its settings (GPTQ; docs/calibration.md), shared by convert and report.
 
-use anyhow::{anyhow, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tquant_convert::calibration::{CalibrationSettings, DEFAULT_MIN_TOKENS_PER_COLUMN};
-use tquant_convert::Setting;
 use tquant_formats::gptq::DEFAULT_DAMP;
 use tquant_model::calibrate::RouterWeighting;
-use tquant_model::calibration_run::MemoryCheck;
-use tquant_model::ModelError;
-use tquant_report::pipeline::{CalibrationOptions, CalibrationSource};
-use tquant_report::ReportError;
-use tquant_text::TextError;
+use tquant_report::CalibrationRequest;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -55,75 +49,22 @@ pub struct CalibrateArgs {
 }
 
 impl CalibrateArgs {
-    /// The setting that asks for calibration, if any.
-    pub fn setting(&self) -> Option<Setting> {
-        match (&self.calibrate, self.calibrate_self) {
-            (Some(_), _) => Some(Setting::Calibration),
-            (None, Some(_)) => Some(Setting::SelfCalibration),
-            (None, None) => None,
+    /// The library's calibration request these options make.
+    pub fn request(&self) -> CalibrationRequest {
+        CalibrationRequest {
+            file: self.calibrate.clone(),
+            ids: self.calibrate_ids,
+            offset: self.calibrate_offset,
+            len: self.calibrate_bytes,
+            self_tokens: self.calibrate_self,
+            seed: self.calibrate_seed,
+            window: self.calibrate_window,
+            settings: CalibrationSettings {
+                damp: self.damp,
+                act_order: self.act_order,
+                min_tokens_per_column: self.min_tokens_per_column,
+            },
+            weighting: self.router_weighting,
         }
-    }
-
-    /// The library's calibration options; `None` without --calibrate(-self).
-    fn options(&self) -> Result<Option<CalibrationOptions>> {
-        let Some(source) = CalibrationSource::from_settings(
-            self.calibrate.clone(),
-            self.calibrate_ids,
-            self.calibrate_offset,
-            self.calibrate_bytes,
-            self.calibrate_self,
-            self.calibrate_seed,
-        ) else {
-            return Ok(None);
-        };
-        let settings = CalibrationSettings {
-            damp: self.damp,
-            act_order: self.act_order,
-            min_tokens_per_column: self.min_tokens_per_column,
-        };
-        let (window, weighting) = (self.calibrate_window, self.router_weighting);
-        Ok(Some(CalibrationOptions::with_settings(
-            source, window, settings, weighting,
-        )?))
-    }
-
-    /// Runs `f` (collecting the calibration) for the model at `model`, its errors with the
-    /// options that would avoid them; `None` without --calibrate(-self).
-    pub fn run<T>(
-        &self,
-        model: &Path,
-        f: impl FnOnce(&CalibrationOptions) -> Result<T, ReportError>,
-    ) -> Result<Option<T>> {
-        let Some(c) = self.options()? else {
-            return Ok(None);
-        };
-        Ok(Some(f(&c).map_err(|e| with_hints(e, model))?))
-    }
-}
-
-/// The library's error with the options that would avoid it.
-fn with_hints(e: ReportError, model: &Path) -> anyhow::Error {
-    match e {
-        ReportError::Model(ModelError::Memory { check, msg }) => anyhow!(match check {
-            MemoryCheck::Stages => format!(
-                "{msg}; take fewer tokens (--calibrate-bytes or a smaller --calibrate-self)"
-            ),
-            MemoryCheck::FloatModel => format!(
-                "{msg}; generate the text with `tquant run --temperature 1` from a quantized \
-                 checkpoint and pass it with --calibrate"
-            ),
-        }),
-        ReportError::EmptyWindow { path, offset, len, unit } => anyhow!(
-            "--calibrate {}: nothing left after --calibrate-offset {offset} ({len} {unit} in the file)",
-            path.display()
-        ),
-        ReportError::Model(e @ ModelError::AlreadyQuantized { .. }) => {
-            anyhow!("--calibrate: {e}")
-        }
-        ReportError::Text(t @ TextError::Unsupported { .. }) => anyhow::Error::new(t).context(
-            "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \
-             vocabulary); or give token ids with --calibrate-ids",
-        ),
-        e => anyhow::Error::new(e).context(format!("loading {} for calibration", model.display())),
     }
 }

@@ -1,14 +1,14 @@
 //! `tquant convert`: quantize a safetensors checkpoint into a self-describing quantized one.
 
 use super::calibration::CalibrateArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use indicatif::ProgressBar;
 use std::path::PathBuf;
-use tquant_convert::convert::{Progress, RunOptions};
-use tquant_convert::gguf::{convert_gguf, GgufError, GgufOptions};
-use tquant_convert::{KeepAs, Layout, Overrides, Policy, Quality, Recipe};
+use std::sync::OnceLock;
+use tquant_convert::convert::Progress;
+use tquant_convert::{KeepAs, Layout, Overrides, Policy, Quality};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
-use tquant_report::pipeline::layer_by_layer;
+use tquant_report::ConvertRequest;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,89 +78,52 @@ pub struct Args {
     pub calibration: Box<CalibrateArgs>,
 }
 
-/// The converter's progress as a bar of bytes.
-struct Bar(ProgressBar);
+/// The converter's progress as a bar of bytes, from the converter's start.
+struct Bar(OnceLock<ProgressBar>);
 
 impl Progress for Bar {
     fn start(&self, total_bytes: u64) {
-        self.0.set_length(total_bytes);
+        self.0.get_or_init(|| {
+            super::styled_bar(
+                total_bytes,
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+                "█░",
+            )
+        });
     }
     fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+        if let Some(bar) = self.0.get() {
+            bar.inc(bytes);
+        }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let overrides = Overrides {
-        nu: args.nu.as_deref().map(str::parse).transpose()?,
-        block: args.block,
-        scale_dtype: args.scale_dtype,
-        scale_rule: args.scale_rule,
-    };
-    let policy = Policy {
-        include: args.include,
-        exclude: args.exclude,
-        drop: args.drop,
-    };
-    let (input, output) = (&args.input, &args.output);
-    let (mut format, mut keep_as, mut cal) =
-        (args.format.as_deref(), args.keep_as, args.calibration);
-    if args.layout == Layout::Tquant {
-        let preset = args
-            .quality
-            .unwrap_or_default()
-            .apply(format, keep_as, cal.setting());
-        (format, keep_as) = (Some(preset.recipe), Some(preset.keep_as));
-        cal.calibrate_self = cal.calibrate_self.or(preset.self_calibration_tokens);
-    } else if args.quality.is_some() {
-        bail!("--quality is for --layout tquant");
-    }
-    let cal = &cal;
-    if args.layout == Layout::Gguf {
-        let opts = GgufOptions {
-            policy,
-            tokenizer: args.tokenizer,
-            force: args.force,
-            ..GgufOptions::with_settings(format, &overrides, cal.setting(), keep_as)?
-        };
-        let summary = convert_gguf(input, output, &opts).map_err(|e| match e {
-            e @ GgufError::NoTokenizer { .. } => anyhow::anyhow!("{e} (--tokenizer DIR)"),
-            e @ GgufError::OutputExists { .. } => anyhow::anyhow!("{e} (--force)"),
-            e => e.into(),
-        });
-        let summary = summary.with_context(|| format!("converting {}", input.display()))?;
-        return super::emit_either(args.json, &summary);
-    }
-    if args.tokenizer.is_some() {
-        bail!("--tokenizer is for --layout gguf");
-    }
-    let (recipe, b) = Recipe::builder_with(format, args.layout, &overrides)?;
-    let b = match keep_as {
-        Some(keep) => b.keep_as(keep),
-        None => b,
-    };
-    let mut opts = b.policy(policy).build()?;
-    recipe.check_calibrated(cal.setting().is_some())?;
-    let threads = args.threads;
-    let layerwise = cal.run(input, |c| {
-        layer_by_layer(input, output, &opts, c, threads.unwrap_or(0), args.force)
-    })?;
-    opts.staged_calibration = layerwise.as_ref().map(|l| l.staged());
-    opts.validate()?;
-    let run = RunOptions {
+    let request = ConvertRequest {
+        quality: args.quality,
+        format: args.format,
+        overrides: Overrides {
+            nu: args.nu.as_deref().map(str::parse).transpose()?,
+            block: args.block,
+            scale_dtype: args.scale_dtype,
+            scale_rule: args.scale_rule,
+        },
+        layout: args.layout,
+        policy: Policy {
+            include: args.include,
+            exclude: args.exclude,
+            drop: args.drop,
+        },
+        keep_as: args.keep_as,
+        threads: args.threads,
         force: args.force,
-        threads,
+        tokenizer: args.tokenizer,
+        calibration: args.calibration.request(),
     };
-    let bar = Bar(super::styled_bar(
-        0,
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-        "█░",
-    ));
-    let summary = tquant_convert::convert(input, output, &opts, &run, &bar);
-    bar.0.finish_and_clear();
-    let summary = summary.with_context(|| format!("converting {}", input.display()))?;
-    match &layerwise {
-        Some(cal) if !args.json => super::emit(&format!("{summary}{}\n", cal.describe())),
-        _ => super::emit_either(args.json, &summary),
+    let bar = Bar(OnceLock::new());
+    let converted = request.run(&args.input, &args.output, &bar);
+    if let Some(bar) = bar.0.get() {
+        bar.finish_and_clear();
     }
+    super::emit_either(args.json, &converted?)
 }

@@ -25,15 +25,6 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The kernel mode: `--fast` or `--exact` where given, else `default`.
-    pub fn mode(&self, default: Mode) -> Mode {
-        match (self.fast, self.exact) {
-            (true, _) => Mode::Fast,
-            (_, true) => Mode::Exact,
-            _ => default,
-        }
-    }
-
     /// Loads the model with exact kernels unless `--fast` (`eval`, `logits`).
     pub fn open(&self) -> Result<Model> {
         self.open_with(Mode::Exact)
@@ -42,44 +33,12 @@ impl ModelArgs {
     /// Loads the model with kernel mode `default` unless a flag names one; what is worth
     /// knowing about how it loaded goes to stderr.
     pub fn open_with(&self, default: Mode) -> Result<Model> {
-        let opts = Options {
-            threads: self.threads,
-            mode: self.mode(default),
-            ..Options::default()
-        };
+        let opts = Options::with_switches(self.threads, self.fast, self.exact, default);
         let model = Model::open(&self.model, opts)
             .with_context(|| format!("loading {}", self.model.display()))?;
         for note in model.notes() {
             eprintln!("note: {note}");
         }
         Ok(model)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        model: ModelArgs,
-    }
-
-    fn mode(args: &[&str], default: Mode) -> Result<Mode, clap::Error> {
-        let cli = Cli::try_parse_from(std::iter::once("tquant").chain(args.iter().copied()))?;
-        Ok(cli.model.mode(default))
-    }
-
-    #[test]
-    fn the_command_default_holds_unless_a_flag_names_the_mode() {
-        // `run` passes Fast, `eval` and `logits` Exact.
-        for default in Mode::ALL {
-            assert_eq!(mode(&["m"], default).unwrap(), default);
-            assert_eq!(mode(&["m", "--exact"], default).unwrap(), Mode::Exact);
-            assert_eq!(mode(&["m", "--fast"], default).unwrap(), Mode::Fast);
-        }
-        assert!(mode(&["m", "--fast", "--exact"], Mode::Fast).is_err());
     }
 }

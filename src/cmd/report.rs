@@ -1,12 +1,11 @@
 //! `tquant report`: weight error, bits per byte and MAC area of every format asked for.
 
 use super::calibration::CalibrateArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tquant_formats::{BlockSize, ScaleDtype};
-use tquant_report::measure::{parse_variants, with_calibrated_twins};
-use tquant_report::{CalibrationOptions, EvalText, Report, Setting};
+use tquant_report::{ReportRequest, Setting};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,41 +52,31 @@ pub fn run(args: Args) -> Result<()> {
              only the weight errors (any safetensors model)"
         );
     }
-    tquant_report::report::check_output(&args.output, args.force)?;
-    tquant_model::checkpoint_source(&args.model)?;
-    let (block, scale_dtype) = (args.block, args.scale_dtype);
-    let setting = Setting { block, scale_dtype };
-    let mut variants = parse_variants(&args.formats, block, scale_dtype).context("--formats")?;
-    let collect = |c: &CalibrationOptions| c.collect(&args.model, 0).map(Arc::new);
-    let calibration = args.calibration.run(&args.model, collect)?;
-    if let Some(cal) = &calibration {
-        variants = with_calibrated_twins(variants, cal);
-    }
-    let eval = match (&args.text, args.weights_only) {
-        (Some(path), false) => Some(
-            EvalText::read(&args.model, path, args.window, args.max_bytes).context(
-                "text needs tokenizer.json beside the model (or a 256-token byte vocabulary); \
-                 or give token ids to `tquant eval`",
-            )?,
-        ),
-        _ => None,
-    };
-    let bar = super::progress_bar(variants.len() as u64 + u64::from(eval.is_some()));
-    let mut started = false;
-    let report = Report::measure(
-        &args.model,
-        &variants,
-        &setting,
-        eval.as_ref(),
-        calibration.as_deref(),
-        |step| {
-            if std::mem::replace(&mut started, true) {
-                bar.inc(1);
-            }
-            bar.set_message(step.to_string());
+    let request = ReportRequest {
+        model: args.model,
+        text: args.text.filter(|_| !args.weights_only),
+        window: args.window,
+        max_bytes: args.max_bytes,
+        formats: args.formats,
+        setting: Setting {
+            block: args.block,
+            scale_dtype: args.scale_dtype,
         },
-    )?;
-    bar.finish_and_clear();
-    report.write(&args.output)?;
+        output: args.output,
+        force: args.force,
+        calibration: args.calibration.request(),
+    };
+    let mut bar: Option<ProgressBar> = None;
+    let report = request.run(|steps, what| {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+        let bar = bar.get_or_insert_with(|| super::progress_bar(steps));
+        bar.set_message(what.to_string());
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report.write(&request.output)?;
     super::emit(&report.markdown())
 }

@@ -1,9 +1,8 @@
 //! `tquant verify`: dequantize every quantized tensor and compare it with the original.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
-use tquant_convert::inspect::verify;
-use tquant_convert::Checkpoint;
+use tquant_report::verify_checkpoints;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,26 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let open =
-        |p: &PathBuf| Checkpoint::open(p).with_context(|| format!("opening {}", p.display()));
-    let (original, quantized) = (open(&args.original)?, open(&args.quantized)?);
-    let (a, b) = (args.original.display(), args.quantized.display());
-    match (original.is_quantized(), quantized.is_quantized()) {
-        (true, true) => bail!(
-            "{a} is quantized: verify compares the original (unquantized) checkpoint, given \
-             first, with a quantized one made from it"
-        ),
-        (true, false) => bail!(
-            "the arguments look swapped: {a} is quantized and {b} is not; the original comes \
-             first: tquant verify {b} {a}"
-        ),
-        (false, false) => bail!(
-            "{b} holds no quantized tensor: verify compares an original checkpoint with one \
-             `tquant convert` made from it"
-        ),
-        (false, true) => {}
-    }
-    let report = verify(&original, &quantized)?;
+    let report = verify_checkpoints(&args.original, &args.quantized)?;
     super::emit_either(args.json, &report)?;
     if !report.kept_different.is_empty() {
         bail!(
