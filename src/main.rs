@@ -57,53 +57,49 @@ fn main() {
     };
     let Err(e) = result else { return };
     // `tquant ... | head`: the reader has all it wanted.
-    let kind = |c: &(dyn std::error::Error + 'static)| c.downcast_ref().map(std::io::Error::kind);
-    if !e
-        .chain()
-        .any(|c| kind(c) == Some(std::io::ErrorKind::BrokenPipe))
-    {
+    if !messages::is_closed_pipe(e.chain()) {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
 }
 
 /// The flag that sets each converter setting this command line has one for.
-const FLAGS: [(Setting, &str); 20] = [
-    (Setting::Format, "--format"),
-    (Setting::Nu, "--nu"),
-    (Setting::Block, "--block"),
-    (Setting::ScaleDtype, "--scale-dtype"),
-    (Setting::ScaleRule, "--scale-rule"),
-    (Setting::Layout, "--layout"),
-    (Setting::Calibration, "--calibrate"),
-    (Setting::SelfCalibration, "--calibrate-self"),
-    (Setting::Exclude, "--exclude"),
-    (Setting::Drop, "--drop"),
-    (Setting::Force, "--force"),
-    (Setting::Damp, "--damp"),
-    (Setting::CalibrationWindow, "--calibrate-window"),
-    (Setting::MinTokensPerColumn, "--min-tokens-per-column"),
-    (Setting::KeepAs, "--keep-as"),
-    (Setting::CalibrationIds, "--calibrate-ids"),
-    (Setting::CalibrationOffset, "--calibrate-offset"),
-    (Setting::CalibrationBytes, "--calibrate-bytes"),
-    (Setting::Quality, "--quality"),
-    (Setting::Tokenizer, "--tokenizer"),
-];
+fn flag(s: Setting) -> &'static str {
+    match s {
+        Setting::Format => "--format",
+        Setting::Nu => "--nu",
+        Setting::Block => "--block",
+        Setting::ScaleDtype => "--scale-dtype",
+        Setting::ScaleRule => "--scale-rule",
+        Setting::Layout => "--layout",
+        Setting::Calibration => "--calibrate",
+        Setting::SelfCalibration => "--calibrate-self",
+        Setting::Exclude => "--exclude",
+        Setting::Drop => "--drop",
+        Setting::Force => "--force",
+        Setting::Damp => "--damp",
+        Setting::CalibrationWindow => "--calibrate-window",
+        Setting::MinTokensPerColumn => "--min-tokens-per-column",
+        Setting::KeepAs => "--keep-as",
+        Setting::CalibrationIds => "--calibrate-ids",
+        Setting::CalibrationOffset => "--calibrate-offset",
+        Setting::CalibrationBytes => "--calibrate-bytes",
+        Setting::Quality => "--quality",
+        Setting::Tokenizer => "--tokenizer",
+        s => s.name(),
+    }
+}
 
 /// The error and its causes on one line, with the settings they name spelled as flags.
 fn message(e: &anyhow::Error) -> String {
-    let flag = |s: Setting| -> &'static str {
-        FLAGS
-            .iter()
-            .find(|(k, _)| *k == s)
-            .map_or(s.name(), |f| f.1)
-    };
     let spelling = Spelling {
         setting: &flag,
         max_tokens: "--max-tokens",
         window: "--window",
         program: "tquant ",
+        prompt: "--prompt",
+        chat: "--chat",
+        text_ids: "--tokens-file",
         formats: "--formats",
         eval: "`tquant eval`",
         generate: "`tquant run --temperature 1`",

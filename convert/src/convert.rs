@@ -48,6 +48,37 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// Progress given to two functions, as a front end's progress bar takes it.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tquant_convert::convert::{Progress, ProgressFns};
+/// let (total, done) = (AtomicU64::new(0), AtomicU64::new(0));
+/// let progress = ProgressFns {
+///     start: |t| total.store(t, Ordering::Relaxed),
+///     advance: |b| _ = done.fetch_add(b, Ordering::Relaxed),
+/// };
+/// progress.start(10);
+/// progress.advance(4);
+/// assert_eq!((total.into_inner(), done.into_inner()), (10, 4));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressFns<S, A> {
+    /// Called once with the bytes of input the conversion will process.
+    pub start: S,
+    /// Called as more bytes of input are processed.
+    pub advance: A,
+}
+
+impl<S: Fn(u64) + Sync, A: Fn(u64) + Sync> Progress for ProgressFns<S, A> {
+    fn start(&self, total_bytes: u64) {
+        (self.start)(total_bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        (self.advance)(bytes);
+    }
+}
+
 /// How the conversion runs (not what it produces).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {

@@ -136,7 +136,7 @@ pub enum Converted {
     /// A safetensors checkpoint (any layout but GGUF).
     Safetensors {
         /// What was written.
-        summary: ConvertSummary,
+        summary: Box<ConvertSummary>,
         /// The layer-by-layer calibration it was quantized with.
         calibration: Option<Arc<LayerByLayer>>,
     },
@@ -218,7 +218,7 @@ impl ConvertRequest {
         let summary = tquant_convert::convert(input, output, &opts, &run, progress)
             .map_err(|e| converting(e.into()))?;
         Ok(Converted::Safetensors {
-            summary,
+            summary: Box::new(summary),
             calibration: layerwise,
         })
     }

@@ -2,32 +2,49 @@
 //! as a line of text or as JSON.
 
 use crate::text_input::{bits_per_byte, TokenizedText};
-use crate::{ReportError, Result};
+use crate::{ReportError, ReportInput, Result};
 use serde_json::{json, Value};
 use std::fmt;
 use std::path::Path;
 use tquant_model::eval::{read_token_ids, score_windows_observed, Score};
-use tquant_model::Model;
+use tquant_model::{Logits, Model, ModelError};
 use tquant_text::Vocabulary;
 
 /// Calls `done(chunks done, chunks)` as the chunks of a score finish (for progress).
 pub type Done<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
 /// `model`'s score on the text at `path` (its first `max_bytes`, default all, read through
-/// `vocab`) in chunks of `window + 1` tokens; a scoring failure is a
-/// [`ReportError::Scoring`] in the context of the file.
+/// the vocabulary of the model directory `dir`) in chunks of `window + 1` tokens. A vocabulary
+/// that cannot be opened is a [`ReportError::Input`] of [`ReportInput::Vocabulary`], a scoring
+/// failure a [`ReportError::Scoring`] in the context of the file.
 pub fn evaluate_text(
     model: &Model,
-    vocab: &Vocabulary,
+    dir: &Path,
     path: &Path,
     window: usize,
     max_bytes: Option<usize>,
     done: Done,
 ) -> Result<EvalSummary> {
+    let vocab = Vocabulary::open(dir, Some(model.config().vocab_size)).map_err(|e| {
+        let source = Box::new(e.into());
+        ReportError::Input {
+            input: ReportInput::Vocabulary,
+            source,
+        }
+    })?;
+    let vocab = &vocab;
     let text = TokenizedText::read(vocab, path, 0, max_bytes)?;
     let score = score_windows_observed(model, &text.ids, window, usize::MAX, done)
         .map_err(|e| ReportError::Scoring(e).context(format!("scoring {}", path.display())))?;
     Ok(EvalSummary::of_text(score, vocab, &text, window))
+}
+
+/// `model`'s logits for `tokens` from an empty cache (`which` positions), as `tquant logits`
+/// prints them: `{"logits": [[...], ...]}`, a row of the vocabulary's size per position.
+pub fn logits_json(model: &Model, tokens: &[u32], which: Logits) -> Result<Value, ModelError> {
+    let logits = model.forward(tokens, &mut model.new_cache(), which)?;
+    let rows: Vec<&[f32]> = logits.chunks(model.config().vocab_size).collect();
+    Ok(json!({ "logits": rows }))
 }
 
 /// `model`'s perplexity on the little-endian u32 token ids at `path` (the first `max_tokens`,

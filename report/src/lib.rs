@@ -177,6 +177,29 @@ pub enum ReportError {
         /// The checkpoint given as the quantized one.
         quantized: std::path::PathBuf,
     },
+    /// A chat asked of a model whose tokenizer has no chat template (or that has no
+    /// tokenizer.json at all: a byte vocabulary).
+    #[error(
+        "{}",
+        if *tokenizer {
+            format!("chat: {} has no chat_template in tokenizer_config.json", model.display())
+        } else {
+            format!(
+                "chat needs a tokenizer.json with a chat_template in its tokenizer_config.json \
+                 beside {}",
+                model.display()
+            )
+        }
+    )]
+    NoChatTemplate {
+        /// The model directory.
+        model: std::path::PathBuf,
+        /// Whether it has a tokenizer.json (without a chat template).
+        tokenizer: bool,
+    },
+    /// A text prompt without a vocabulary to read it.
+    #[error("a text prompt needs the model's vocabulary")]
+    NoVocabulary,
     /// A setting given for a layout it does not apply to.
     #[error("{} is for layout {}", setting.name(), layout.name())]
     OnlyForLayout {

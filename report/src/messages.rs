@@ -20,6 +20,12 @@ pub struct Spelling<'a> {
     pub window: &'a str,
     /// The command line's program and a space (e.g. `tquant `), before its subcommands.
     pub program: &'a str,
+    /// The name of a generation's text prompt (e.g. `--prompt`).
+    pub prompt: &'a str,
+    /// The name of the chat a generation holds (e.g. `--chat`).
+    pub chat: &'a str,
+    /// The name of the token ids an evaluation takes in place of a text (e.g. `--tokens-file`).
+    pub text_ids: &'a str,
     /// The name of a report's format list (e.g. `--formats`).
     pub formats: &'a str,
     /// Where a user scores a model on token ids (e.g. `` `tquant eval` ``).
@@ -35,6 +41,9 @@ impl std::fmt::Debug for Spelling<'_> {
             .field("max_tokens", &self.max_tokens)
             .field("window", &self.window)
             .field("program", &self.program)
+            .field("prompt", &self.prompt)
+            .field("chat", &self.chat)
+            .field("text_ids", &self.text_ids)
             .field("formats", &self.formats)
             .field("eval", &self.eval)
             .field("generate", &self.generate)
@@ -63,6 +72,15 @@ pub fn one_line<'e>(
     out.join(": ")
 }
 
+/// Whether the error or one of its causes is a closed pipe: the reader of the output (`| head`)
+/// has all it wanted, which a front end does not report as an error.
+pub fn is_closed_pipe<'e>(chain: impl IntoIterator<Item = &'e (dyn Error + 'static)>) -> bool {
+    chain.into_iter().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The message of a converter error (also inside the report's and the model's errors), of a
 /// model error that names a setting or of an error a setting would avoid, with the names
 /// `spelling` gives and the advice it leads to; `None` for other errors.
@@ -86,6 +104,12 @@ pub fn spelled(e: &(dyn Error + 'static), spelling: &Spelling) -> Option<String>
             let causes = one_line(chain(source.as_ref()), spelling);
             match input {
                 ReportInput::FormatList => Some(format!("{}: {causes}", spelling.formats)),
+                ReportInput::Vocabulary => Some(format!(
+                    "text needs tokenizer.json beside the model (or a 256-token byte \
+                     vocabulary); or give token ids with {}: {causes}",
+                    spelling.text_ids
+                )),
+                ReportInput::Prompt => Some(format!("tokenizing {}: {causes}", spelling.prompt)),
                 ReportInput::Text => Some(format!(
                     "text needs tokenizer.json beside the model (or a 256-token byte \
                      vocabulary); or give token ids to {}: {causes}",
@@ -94,6 +118,19 @@ pub fn spelled(e: &(dyn Error + 'static), spelling: &Spelling) -> Option<String>
             }
         }
         ReportError::Gguf(g) => gguf(g, spelling),
+        ReportError::NoChatTemplate { model, tokenizer } => Some(match tokenizer {
+            true => format!(
+                "{}: {} has no chat_template in tokenizer_config.json",
+                spelling.chat,
+                model.display()
+            ),
+            false => format!(
+                "{} needs a tokenizer.json with a chat_template in its tokenizer_config.json \
+                 beside {}",
+                spelling.chat,
+                model.display()
+            ),
+        }),
         ReportError::Pairing {
             pairing,
             original,
@@ -204,6 +241,9 @@ mod tests {
             max_tokens: "--max-tokens",
             window: "--window",
             program: "tquant ",
+            prompt: "--prompt",
+            chat: "--chat",
+            text_ids: "--tokens-file",
             formats: "--formats",
             eval: "`tquant eval`",
             generate: "`tquant run --temperature 1`",

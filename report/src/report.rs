@@ -154,6 +154,10 @@ pub enum ReportInput {
     FormatList,
     /// The text bits per byte are measured on.
     Text,
+    /// A generation's text prompt.
+    Prompt,
+    /// The vocabulary an evaluation reads a text with.
+    Vocabulary,
 }
 
 impl ReportInput {
@@ -162,6 +166,8 @@ impl ReportInput {
         match self {
             Self::FormatList => "format list",
             Self::Text => "text",
+            Self::Prompt => "prompt",
+            Self::Vocabulary => "vocabulary",
         }
     }
 }

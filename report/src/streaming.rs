@@ -1,9 +1,85 @@
 //! Generation with its output as it comes: decoded text through a vocabulary (streaming, so a
 //! multi-byte character or a merged token is given whole), or the ids themselves.
 
+use crate::{ReportError, ReportInput};
+use std::path::Path;
 use tquant_model::generate::Stats;
 use tquant_model::{Generation, ModelError};
 use tquant_text::{Conversation, TextError, Vocabulary};
+
+/// A generation's prompt as a front end's settings give it ([`respond`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Prompt<'a> {
+    /// Token ids (any vocabulary); the output is ids too.
+    Ids(&'a [u32]),
+    /// A text, through the vocabulary (with the tokens its configuration adds, e.g. BOS).
+    Text(&'a str),
+    /// A chat through the chat template of the model at `model`: one answer per user message.
+    Chat {
+        /// The system message.
+        system: Option<&'a str>,
+        /// The model directory, whose tokenizer_config.json holds the chat template.
+        model: &'a Path,
+    },
+}
+
+/// Whether a generation from the model at `dir` needs its vocabulary: always for a text or a
+/// chat; for a prompt of ids only to know which ids end the generation, so not when it goes
+/// on past them (`ignore_eos`) nor when no tokenizer.json beside the model says which.
+pub fn needs_vocabulary(dir: &Path, ids: bool, ignore_eos: bool) -> bool {
+    !(ids && (ignore_eos || !dir.join("tokenizer.json").is_file()))
+}
+
+/// Answers `prompt` with `generation`, which stops at the vocabulary's end-of-sequence ids
+/// unless `ignore_eos`: one answer streamed to `sink` as [`generate`] does (ids without a
+/// vocabulary), or a [`chat`] over the messages `next_message` gives. After each answer,
+/// `answered` gets the generation and its timings. A text or a chat needs `vocab`
+/// ([`ReportError::Input`] otherwise); a chat needs a tokenizer with a chat template
+/// ([`ReportError::NoChatTemplate`]).
+pub fn respond<E: From<ModelError> + From<TextError> + From<ReportError>>(
+    mut generation: Generation,
+    vocab: Option<&Vocabulary>,
+    prompt: Prompt,
+    ignore_eos: bool,
+    next_message: impl FnMut() -> Result<Option<String>, E>,
+    mut sink: impl FnMut(&str) -> Result<(), E>,
+    mut answered: impl FnMut(&Generation, &Stats) -> Result<(), E>,
+) -> Result<(), E> {
+    if let Some(v) = vocab.filter(|_| !ignore_eos) {
+        generation = generation.stop_at(v.eos_ids());
+    }
+    let input = |input, source| ReportError::Input {
+        input,
+        source: Box::new(source),
+    };
+    let (ids, vocab) = match (prompt, vocab) {
+        (Prompt::Ids(ids), _) => (ids.to_vec(), None),
+        (Prompt::Text(text), Some(v)) => {
+            let ids = v.encode(text, true);
+            (
+                ids.map_err(|e| input(ReportInput::Prompt, e.into()))?,
+                Some(v),
+            )
+        }
+        (Prompt::Chat { system, model }, Some(v)) => {
+            let (model, template) = (
+                model.to_path_buf(),
+                v.tokenizer().map(|t| t.chat_template()),
+            );
+            let Some(Some(template)) = template else {
+                let tokenizer = template.is_some();
+                return Err(ReportError::NoChatTemplate { model, tokenizer }.into());
+            };
+            let mut conversation = Conversation::new(template, system);
+            let g = &mut generation;
+            return chat(g, v, &mut conversation, next_message, sink, answered);
+        }
+        (_, None) => return Err(ReportError::NoVocabulary.into()),
+    };
+    let (_, stats) = generate(&mut generation, vocab, &ids, &mut sink)?;
+    answered(&generation, &stats)
+}
 
 /// Generates after `prompt`, giving `sink` each piece of output as it comes: text decoded with
 /// `vocab`, or comma-separated ids without one. Returns the whole output and the timings; the

@@ -2,10 +2,9 @@
 
 use super::calibration::CalibrateArgs;
 use anyhow::Result;
-use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use tquant_convert::convert::Progress;
+use tquant_convert::convert::ProgressFns;
 use tquant_convert::{KeepAs, Layout, Overrides, Policy, Quality};
 use tquant_formats::{BlockSize, ScaleDtype, ScaleRule};
 use tquant_report::ConvertRequest;
@@ -78,26 +77,6 @@ pub struct Args {
     pub calibration: Box<CalibrateArgs>,
 }
 
-/// The converter's progress as a bar of bytes, from the converter's start.
-struct Bar(OnceLock<ProgressBar>);
-
-impl Progress for Bar {
-    fn start(&self, total_bytes: u64) {
-        self.0.get_or_init(|| {
-            super::styled_bar(
-                total_bytes,
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-                "█░",
-            )
-        });
-    }
-    fn advance(&self, bytes: u64) {
-        if let Some(bar) = self.0.get() {
-            bar.inc(bytes);
-        }
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     let request = ConvertRequest {
         quality: args.quality,
@@ -120,9 +99,22 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer: args.tokenizer,
         calibration: args.calibration.request(),
     };
-    let bar = Bar(OnceLock::new());
-    let converted = request.run(&args.input, &args.output, &bar);
-    if let Some(bar) = bar.0.get() {
+    // A bar of bytes, from the converter's start (after any calibration).
+    let bar = OnceLock::new();
+    let template =
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})";
+    let progress = ProgressFns {
+        start: |total| {
+            bar.get_or_init(|| super::styled_bar(total, template, "█░"));
+        },
+        advance: |bytes| {
+            if let Some(bar) = bar.get() {
+                bar.inc(bytes);
+            }
+        },
+    };
+    let converted = request.run(&args.input, &args.output, &progress);
+    if let Some(bar) = bar.get() {
         bar.finish_and_clear();
     }
     super::emit_either(args.json, &converted?)

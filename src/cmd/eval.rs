@@ -34,23 +34,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = args.model.open()?;
-    let (dir, vocab_size) = (&args.model.model, model.config().vocab_size);
-    let vocab = match &args.text {
-        Some(_) => Some(super::vocabulary(dir, vocab_size, "--tokens-file")?),
-        None => None,
-    };
+    let model = args.model.open_with(tquant_model::Mode::Exact)?;
     let bar = super::progress_bar(0);
     bar.set_message("chunks scored");
     let done = |d: usize, n: usize| {
         bar.set_length(n as u64);
         bar.set_position(d as u64);
     };
-    let summary = match (&args.text, &args.tokens_file, &vocab) {
-        (Some(path), _, Some(v)) => {
-            evaluate_text(&model, v, path, args.window, args.max_bytes, &done)
-        }
-        (None, Some(path), _) => evaluate_ids(&model, path, args.window, args.max_tokens, &done),
+    let (dir, window) = (&args.model.model, args.window);
+    let summary = match (&args.text, &args.tokens_file) {
+        (Some(path), _) => evaluate_text(&model, dir, path, window, args.max_bytes, &done),
+        (None, Some(path)) => evaluate_ids(&model, path, window, args.max_tokens, &done),
         _ => anyhow::bail!("give --text or --tokens-file"),
     };
     bar.finish_and_clear();

@@ -2,7 +2,8 @@
 
 use super::model_args::ModelArgs;
 use anyhow::Result;
-use tquant_model::Logits;
+use tquant_model::{Logits, Mode};
+use tquant_report::evaluation::logits_json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,10 +18,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = args.model.open()?;
-    let mut cache = model.new_cache();
+    let model = args.model.open_with(Mode::Exact)?;
     let which = if args.last { Logits::Last } else { Logits::All };
-    let logits = model.forward(&args.tokens, &mut cache, which)?;
-    let rows: Vec<&[f32]> = logits.chunks(model.config().vocab_size).collect();
-    super::emit(&format!("{}\n", serde_json::json!({ "logits": rows })))
+    let logits = logits_json(&model, &args.tokens, which)?;
+    super::emit(&format!("{logits}\n"))
 }

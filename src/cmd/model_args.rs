@@ -25,13 +25,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model with exact kernels unless `--fast` (`eval`, `logits`).
-    pub fn open(&self) -> Result<Model> {
-        self.open_with(Mode::Exact)
-    }
-
-    /// Loads the model with kernel mode `default` unless a flag names one; what is worth
-    /// knowing about how it loaded goes to stderr.
+    /// Loads the model with kernel mode `default` (`run`: fast; `eval`, `logits`: exact) unless
+    /// a flag names one; what is worth knowing about how it loaded goes to stderr.
     pub fn open_with(&self, default: Mode) -> Result<Model> {
         let opts = Options::with_switches(self.threads, self.fast, self.exact, default);
         let model = Model::open(&self.model, opts)

@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
 use tquant_model::generate::{Sampler, Stats};
 use tquant_model::Generation;
-use tquant_report::streaming;
-use tquant_text::{Conversation, UserTurns, Vocabulary};
+use tquant_report::streaming::{self, needs_vocabulary, Prompt};
+use tquant_text::UserTurns;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,34 +48,36 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let model = args.model.open_with(tquant_model::Mode::Fast)?;
     let sampler = Sampler::with_filters(args.temperature, args.top_k, args.top_p, args.seed)?;
-    let mut generation = Generation::new(&model, sampler, args.max_tokens);
+    let generation = Generation::new(&model, sampler, args.max_tokens);
     let (dir, vocab_size) = (&args.model.model, model.config().vocab_size);
-    // With ids, a tokenizer beside the model, where there is one, says which id ends a generation.
-    let vocab = if args.prompt_tokens.is_some()
-        && (args.ignore_eos || !dir.join("tokenizer.json").is_file())
-    {
-        None
-    } else {
-        Some(super::vocabulary(dir, vocab_size, "--prompt-tokens")?)
-    };
-    if let Some(v) = vocab.as_ref().filter(|_| !args.ignore_eos) {
-        generation = generation.stop_at(v.eos_ids());
-    }
-    match (&args.prompt_tokens, &vocab, &args.prompt) {
-        (Some(ids), ..) => answer(&mut generation, None, ids),
-        (None, Some(v), _) if args.chat => chat(&args, &mut generation, v),
-        (None, Some(v), Some(prompt)) => {
-            let ids = v.encode(prompt, true).context("tokenizing --prompt")?;
-            answer(&mut generation, Some(v), &ids)
-        }
+    let ids = args.prompt_tokens.as_deref();
+    let vocab = needs_vocabulary(dir, ids.is_some(), args.ignore_eos)
+        .then(|| super::vocabulary(dir, vocab_size, "--prompt-tokens"))
+        .transpose()?;
+    let prompt = match (ids, &args.prompt) {
+        (Some(ids), _) => Prompt::Ids(ids),
+        (None, _) if args.chat => Prompt::Chat {
+            system: args.system.as_deref(),
+            model: dir,
+        },
+        (None, Some(text)) => Prompt::Text(text),
         _ => bail!("give --prompt, --prompt-tokens or --chat"),
-    }
-}
-
-/// Generates after `ids`, streaming the text (or the ids, without `vocab`) to stdout.
-fn answer(generation: &mut Generation, vocab: Option<&Vocabulary>, ids: &[u32]) -> Result<()> {
-    let (_, stats) = streaming::generate(generation, vocab, ids, print)?;
-    answered(generation, &stats)
+    };
+    let stdin = std::io::stdin();
+    let mut turns = UserTurns::new(stdin.lock(), stdin.is_terminal(), args.prompt.as_deref());
+    let prompt_user = |first| {
+        if first {
+            eprintln!("(an empty line or end of input ends the conversation)");
+        }
+        eprint!("> ");
+    };
+    let next = || {
+        turns
+            .next_message(prompt_user)
+            .context("reading the message from standard input")
+    };
+    let (v, ignore_eos) = (vocab.as_ref(), args.ignore_eos);
+    streaming::respond(generation, v, prompt, ignore_eos, next, print, answered)
 }
 
 fn print(piece: &str) -> Result<()> {
@@ -90,30 +92,4 @@ fn answered(generation: &Generation, stats: &Stats) -> Result<()> {
     writeln!(std::io::stdout())?;
     eprintln!("{}", generation.speeds(stats));
     Ok(())
-}
-
-/// One answer per user message; the whole conversation is the prompt of each answer.
-fn chat(args: &Args, generation: &mut Generation, vocab: &Vocabulary) -> Result<()> {
-    let dir = args.model.model.display();
-    let Some(tokenizer) = vocab.tokenizer() else {
-        bail!("--chat needs a tokenizer.json with a chat_template in its tokenizer_config.json beside {dir}");
-    };
-    let template = tokenizer
-        .chat_template()
-        .with_context(|| format!("--chat: {dir} has no chat_template in tokenizer_config.json"))?;
-    let mut conversation = Conversation::new(template, args.system.as_deref());
-    let stdin = std::io::stdin();
-    let mut turns = UserTurns::new(stdin.lock(), stdin.is_terminal(), args.prompt.as_deref());
-    let prompt = |first| {
-        if first {
-            eprintln!("(an empty line or end of input ends the conversation)");
-        }
-        eprint!("> ");
-    };
-    let next = || {
-        turns
-            .next_message(prompt)
-            .context("reading the message from standard input")
-    };
-    streaming::chat(generation, vocab, &mut conversation, next, print, answered)
 }

@@ -3,7 +3,7 @@
 use super::emit;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use tquant_text::Tokenizer;
+use tquant_text::{Tokenized, Tokenizer};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,24 +29,22 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let tok = Tokenizer::from_dir(&args.model)
         .with_context(|| format!("reading the tokenizer of {}", args.model.display()))?;
-    if let Some(ids) = &args.decode {
-        let text = tok.decode(ids)?;
-        if args.json {
-            return emit(&format!("{}\n", serde_json::json!({ "text": text })));
-        }
-        return emit(&format!("{text}\n"));
-    }
-    let text = match (&args.text, &args.prompt) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {} (UTF-8 text)", path.display()))?,
-        (None, Some(p)) => p.clone(),
-        (None, None) => bail!("give --text FILE, --prompt TEXT or --decode IDS"),
+    let out = if let Some(ids) = &args.decode {
+        Tokenized::Text(tok.decode(ids)?)
+    } else {
+        let text = match (&args.text, &args.prompt) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {} (UTF-8 text)", path.display()))?,
+            (None, Some(p)) => p.clone(),
+            (None, None) => bail!("give --text FILE, --prompt TEXT or --decode IDS"),
+        };
+        Tokenized::Ids(tok.encode(&text, args.special)?)
     };
-    let ids = tok.encode(&text, args.special)?;
-    if args.json {
-        return emit(&format!("{}\n", serde_json::json!({ "ids": ids })));
-    }
-    // Comma-separated, as --decode, `run --prompt-tokens` and `logits --tokens` take them.
-    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-    emit(&format!("{}\n", list.join(",")))
+    // One line of JSON; the ids comma-separated, as --decode, `run --prompt-tokens` and
+    // `logits --tokens` take them.
+    emit(&if args.json {
+        format!("{}\n", serde_json::to_string(&out)?)
+    } else {
+        out.to_string()
+    })
 }

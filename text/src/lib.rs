@@ -22,12 +22,14 @@
 mod chat;
 mod conversation;
 mod stream;
+mod tokenized;
 mod tokenizer;
 mod vocabulary;
 
 pub use chat::{ChatTemplate, Message};
 pub use conversation::{Conversation, UserTurns};
 pub use stream::StreamDecoder;
+pub use tokenized::Tokenized;
 pub use tokenizer::{Encoded, Tokenizer};
 pub use vocabulary::Vocabulary;
 
