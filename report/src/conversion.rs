@@ -227,3 +227,76 @@ impl ConvertRequest {
 fn only_for(setting: Setting, layout: Layout) -> ReportError {
     ReportError::OnlyForLayout { setting, layout }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calibration_request_names_its_source_and_validates_its_settings() {
+        let none = CalibrationRequest::default();
+        assert_eq!(none.setting(), None);
+        assert!(none.options().unwrap().is_none());
+        assert!(none.run(Path::new("/m"), |_| Ok(1)).unwrap().is_none());
+        let file = CalibrationRequest {
+            file: Some("/t.bin".into()),
+            ids: true,
+            offset: 4,
+            self_tokens: Some(64),
+            ..CalibrationRequest::default()
+        };
+        // A file wins over self-generated text.
+        assert_eq!(file.setting(), Some(Setting::Calibration));
+        let source = file.options().unwrap().unwrap().source;
+        let want = CalibrationSource::Ids {
+            path: "/t.bin".into(),
+            offset: 4,
+            len: None,
+        };
+        assert_eq!(source, want);
+        let generated = CalibrationRequest {
+            self_tokens: Some(64),
+            seed: 7,
+            ..CalibrationRequest::default()
+        };
+        assert_eq!(generated.setting(), Some(Setting::SelfCalibration));
+        let zero_window = CalibrationRequest {
+            window: 0,
+            ..generated.clone()
+        };
+        assert!(matches!(
+            zero_window.options(),
+            Err(ReportError::Convert(_))
+        ));
+        // Only the collection's errors are the calibration's, with the model they loaded.
+        let failed = generated.run(Path::new("/m"), |_| -> Result<()> {
+            Err(ReportError::EmptyFormatList)
+        });
+        match failed {
+            Err(ReportError::Calibration { model, source }) => {
+                assert_eq!(model, Path::new("/m"));
+                assert!(matches!(*source, ReportError::EmptyFormatList));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_for_another_layout_are_refused_before_any_file_is_read() {
+        let (input, output) = (Path::new("/nonexistent/in"), Path::new("/nonexistent/out"));
+        let progress = tquant_convert::convert::NoProgress;
+        let request = ConvertRequest {
+            quality: Some(Quality::Fast),
+            layout: Layout::Bnb,
+            ..ConvertRequest::default()
+        };
+        let e = request.run(input, output, &progress).unwrap_err();
+        assert_eq!(e.to_string(), "quality is for layout tquant");
+        let request = ConvertRequest {
+            tokenizer: Some("/tok".into()),
+            ..ConvertRequest::default()
+        };
+        let e = request.run(input, output, &progress).unwrap_err();
+        assert_eq!(e.to_string(), "tokenizer is for layout gguf");
+    }
+}

@@ -276,4 +276,193 @@ mod tests {
         assert!(line.starts_with("converting x: "), "{line}");
         assert_eq!(line.matches("--nu applies").count(), 1, "{line}");
     }
+
+    /// The command line's spelling (src/main.rs).
+    fn cli() -> Spelling<'static> {
+        Spelling {
+            setting: &|s| match s {
+                Setting::Calibration => "--calibrate",
+                Setting::SelfCalibration => "--calibrate-self",
+                Setting::CalibrationIds => "--calibrate-ids",
+                Setting::CalibrationOffset => "--calibrate-offset",
+                Setting::CalibrationBytes => "--calibrate-bytes",
+                Setting::Quality => "--quality",
+                Setting::Tokenizer => "--tokenizer",
+                Setting::Layout => "--layout",
+                Setting::Force => "--force",
+                s => s.name(),
+            },
+            ..spelling()
+        }
+    }
+
+    fn line(e: &ReportError) -> String {
+        one_line(chain(e), &cli())
+    }
+
+    fn calibrating(e: impl Into<ReportError>) -> ReportError {
+        let source = Box::new(e.into());
+        let model = "/m".into();
+        ReportError::Calibration { model, source }
+    }
+
+    // The texts below are those the command line printed when it added the hints itself.
+
+    #[test]
+    fn calibration_errors_name_the_options_that_avoid_them() {
+        let memory = |check| ModelError::Memory {
+            check,
+            msg: "needs 9 GB, 2 GB available".into(),
+        };
+        assert_eq!(
+            line(&calibrating(memory(MemoryCheck::Stages))),
+            "needs 9 GB, 2 GB available; take fewer tokens (--calibrate-bytes or a smaller \
+             --calibrate-self)"
+        );
+        assert_eq!(
+            line(&calibrating(memory(MemoryCheck::FloatModel))),
+            "needs 9 GB, 2 GB available; generate the text with `tquant run --temperature 1` \
+             from a quantized checkpoint and pass it with --calibrate"
+        );
+        let empty = ReportError::EmptyWindow {
+            path: "/t.txt".into(),
+            offset: 10,
+            len: 5,
+            unit: "bytes",
+        };
+        assert_eq!(
+            line(&calibrating(empty)),
+            "--calibrate /t.txt: nothing left after --calibrate-offset 10 (5 bytes in the file)"
+        );
+        let quantized = ModelError::AlreadyQuantized { path: "/q".into() };
+        let want = format!("--calibrate: {quantized}");
+        assert_eq!(line(&calibrating(quantized)), want);
+        let text = TextError::Unsupported {
+            dir: "/m".into(),
+            msg: "no tokenizer.json".into(),
+        };
+        assert_eq!(
+            line(&calibrating(text)),
+            "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \
+             vocabulary); or give token ids with --calibrate-ids: /m: no tokenizer.json"
+        );
+        // Any other error: the model being loaded, then the error and its causes.
+        assert_eq!(
+            line(&calibrating(ReportError::EmptyFormatList)),
+            "loading /m for calibration: the list names no format"
+        );
+    }
+
+    #[test]
+    fn conversion_errors_name_the_options_that_avoid_them() {
+        let only = |setting, layout| line(&ReportError::OnlyForLayout { setting, layout });
+        let (quality, tokenizer) = (Setting::Quality, Setting::Tokenizer);
+        let (tquant, gguf) = (tquant_convert::Layout::Tquant, tquant_convert::Layout::Gguf);
+        assert_eq!(only(quality, tquant), "--quality is for --layout tquant");
+        assert_eq!(only(tokenizer, gguf), "--tokenizer is for --layout gguf");
+        let converting = |e: GgufError| line(&ReportError::from(e).context("converting /in"));
+        let e = GgufError::NoTokenizer {
+            path: "/in/tokenizer.json".into(),
+        };
+        let want = format!("converting /in: {e} (--tokenizer DIR)");
+        assert_eq!(converting(e), want);
+        let e = GgufError::OutputExists {
+            path: "/o.gguf".into(),
+        };
+        let want = format!("converting /in: {e} (--force)");
+        assert_eq!(converting(e), want);
+    }
+
+    #[test]
+    fn evaluation_and_generation_errors_name_their_options() {
+        let few = ModelError::TooFewTokens {
+            tokens: 3,
+            chunk: 257,
+        };
+        let want = format!("scoring /t: {few}; use a smaller --window or more text");
+        let scoring = ReportError::Scoring(few).context("scoring /t");
+        assert_eq!(line(&scoring), want);
+        let input = |input, source: ReportError| ReportError::Input {
+            input,
+            source: Box::new(source),
+        };
+        let format_list = input(ReportInput::FormatList, ReportError::EmptyFormatList);
+        assert_eq!(line(&format_list), "--formats: the list names no format");
+        let unsupported = || {
+            ReportError::Text(TextError::Unsupported {
+                dir: "/m".into(),
+                msg: "no tokenizer.json".into(),
+            })
+        };
+        let hint = "text needs tokenizer.json beside the model (or a 256-token byte vocabulary); \
+                    or give token ids";
+        assert_eq!(
+            line(&input(ReportInput::Text, unsupported())),
+            format!("{hint} to `tquant eval`: /m: no tokenizer.json")
+        );
+        assert_eq!(
+            line(&input(ReportInput::Vocabulary, unsupported())),
+            format!("{hint} with --tokens-file: /m: no tokenizer.json")
+        );
+        assert_eq!(
+            line(&input(ReportInput::Prompt, unsupported())),
+            "tokenizing --prompt: /m: no tokenizer.json"
+        );
+        let chat = |tokenizer| {
+            let model = "/m".into();
+            line(&ReportError::NoChatTemplate { model, tokenizer })
+        };
+        assert_eq!(
+            chat(false),
+            "--chat needs a tokenizer.json with a chat_template in its tokenizer_config.json \
+             beside /m"
+        );
+        assert_eq!(
+            chat(true),
+            "--chat: /m has no chat_template in tokenizer_config.json"
+        );
+    }
+
+    #[test]
+    fn a_verify_pair_in_the_wrong_order_says_how_to_give_it() {
+        use crate::verification::Pairing;
+        let pair = |pairing| {
+            let (original, quantized) = ("/a".into(), "/b".into());
+            let e = ReportError::Pairing {
+                pairing,
+                original,
+                quantized,
+            };
+            (line(&e), e.to_string())
+        };
+        let (swapped, plain) = pair(Pairing::Swapped);
+        assert_eq!(
+            swapped,
+            "the arguments look swapped: /a is quantized and /b is not; the original comes \
+             first: tquant verify /b /a"
+        );
+        assert!(plain.ends_with("first: verify /b /a"), "{plain}");
+        assert_eq!(
+            pair(Pairing::BothQuantized).0,
+            "/a is quantized: verify compares the original (unquantized) checkpoint, given \
+             first, with a quantized one made from it"
+        );
+        assert_eq!(
+            pair(Pairing::NoneQuantized).0,
+            "/b holds no quantized tensor: verify compares an original checkpoint with one \
+             `tquant convert` made from it"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_found_among_the_causes() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = ReportError::Io {
+            what: "writing".into(),
+            err: pipe,
+        };
+        assert!(!is_closed_pipe(chain(&e)));
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_closed_pipe([&pipe as &(dyn Error + 'static)]));
+    }
 }

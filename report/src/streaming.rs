@@ -154,6 +154,19 @@ mod tests {
     use tquant_text::{ChatTemplate, Conversation, Vocabulary};
 
     #[test]
+    fn ids_need_the_vocabulary_only_to_stop_at_its_end_of_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A text or a chat always needs it; ids without a tokenizer.json to say where to stop
+        // do not.
+        assert!(super::needs_vocabulary(d, false, true));
+        assert!(!super::needs_vocabulary(d, true, false));
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+        assert!(super::needs_vocabulary(d, true, false));
+        assert!(!super::needs_vocabulary(d, true, true));
+    }
+
+    #[test]
     fn a_chat_answers_each_message_with_the_conversation_as_the_prompt() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny-lite").as_ref();
         let model = Model::open(dir, Options::default()).unwrap();
