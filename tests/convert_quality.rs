@@ -123,13 +123,15 @@ fn fast_preset_and_settings_that_replace_its_parts() {
     assert_eq!(own["q8_0"].as_u64(), Some(0));
 }
 
+/// The calibration a quantized checkpoint records in its config.
+fn calibration(dir: &Path) -> serde_json::Value {
+    let q = Checkpoint::open(dir).unwrap();
+    q.config().unwrap()["quantization_config"]["calibration"].clone()
+}
+
 #[test]
-fn best_preset_calibrates_on_its_own_text_unless_given_one() {
+fn best_preset_calibrates_on_its_own_text() {
     let tmp = tempfile::tempdir().unwrap();
-    let calibration = |dir: &Path| {
-        let q = Checkpoint::open(dir).unwrap();
-        q.config().unwrap()["quantization_config"]["calibration"].clone()
-    };
     let best = tmp.path().join("best");
     let s = convert(&best, &["--quality", "best"]);
     assert_eq!(stored(&s, GATE).1, "learned");
@@ -141,8 +143,13 @@ fn best_preset_calibrates_on_its_own_text_unless_given_one() {
     assert_eq!(gate.calibration.as_ref().unwrap().calibrated, [true]);
     // The embeddings have no input statistics: quantized without them.
     assert!(q.quant_info(EMBED).unwrap().calibration.is_none());
+}
 
-    // A calibration text replaces the self-generated one.
+/// A calibration text replaces the self-generated one (a test of its own: the two conversions
+/// run side by side).
+#[test]
+fn best_preset_calibrates_on_a_given_text_instead() {
+    let tmp = tempfile::tempdir().unwrap();
     let text = support::root().join("tests/data/model/heldout_head.txt");
     let file = tmp.path().join("file");
     let args = ["--quality", "best", "--calibrate", path(&text)];

@@ -12,8 +12,8 @@ use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, MatrixInfo, QuantizedMatrixOut};
 use rayon::prelude::*;
 use tquant_formats::block::ScaleRule;
-use tquant_formats::nu_search::search_nu_min_error;
-use tquant_formats::select::{argmin, evaluate, selection_sample, SelectionError};
+use tquant_formats::nu_search::search_nu_min_error_with_screen;
+use tquant_formats::select::{argmin, evaluate_with_screen, selection_sample, SelectionError};
 use tquant_formats::{BlockQuantizer, Format, FormatError, QuantizedMatrix};
 
 pub use crate::options::{is_auto, AutoSpec, Candidate, AUTO, DEFAULT_CANDIDATES};
@@ -44,7 +44,9 @@ impl Candidate {
                         ScaleRule::Search => even_rows(values, rows, cols, NU_SEARCH_SAMPLES_SLOW),
                         _ => (std::borrow::Cow::Borrowed(values), rows),
                     };
-                    let best = search_nu_min_error(&sample, n, cols, *bits, q, rule)?;
+                    let screen = tquant_kernels::ScaleScreen::detect();
+                    let best =
+                        search_nu_min_error_with_screen(&sample, n, cols, *bits, q, rule, &screen)?;
                     Ok((Format::student_float(*bits, round_nu(best.nu))?, None))
                 }
                 NuChoice::Fixed(v) => Ok((Format::student_float(*bits, *v)?, None)),
@@ -121,7 +123,9 @@ pub fn quantize_matrix_auto(
         .par_iter()
         .map(|c| {
             let (format, fit) = c.resolve(values, rows, cols, &q, rule)?;
-            let ev = evaluate(&sample, sample_rows, cols, format.codebook(), &q, rule, err)?;
+            let screen = tquant_kernels::ScaleScreen::detect();
+            let cb = format.codebook();
+            let ev = evaluate_with_screen(&sample, sample_rows, cols, cb, &q, rule, err, &screen)?;
             Ok((format, fit, ev))
         })
         .collect::<Result<Vec<_>, FormatError>>()?;

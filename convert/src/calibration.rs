@@ -92,7 +92,8 @@ pub fn quantize_matrix_for(
             .then(|| (0..cols).map(|c| h.sum()[c * cols + c]).collect());
         let base = quantize_matrix_weighted(values, rows, cols, opts, diag.as_deref())?;
         let cb = Codebook::new(base.info.codebook.clone())?;
-        let m = factor.quantize(&q, &cb, values, rows, cols, rule)?;
+        let screen = tquant_kernels::ScaleScreen::detect();
+        let m = factor.quantize_with_screen(&q, &cb, values, rows, cols, rule, &screen)?;
         return Ok(QuantizedMatrixOut {
             info: base.info,
             codes: m.codes,
@@ -104,7 +105,8 @@ pub fn quantize_matrix_for(
         .par_iter()
         .map(|c| {
             let (format, fit) = c.resolve(values, rows, cols, &q, rule)?;
-            let m = factor.quantize(&q, format.codebook(), values, rows, cols, rule)?;
+            let (cb, screen) = (format.codebook(), tquant_kernels::ScaleScreen::detect());
+            let m = factor.quantize_with_screen(&q, cb, values, rows, cols, rule, &screen)?;
             let deq = m.dequantize(format.codebook());
             let err = weighted_error(values, &deq, rows, cols, h.sum());
             Ok((format, fit, m, err))

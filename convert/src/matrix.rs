@@ -6,7 +6,7 @@ use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
 use tquant_formats::lloyd::learn_table;
-use tquant_formats::nu_search::search_nu_min_error;
+use tquant_formats::nu_search::search_nu_min_error_with_screen;
 use tquant_formats::nvfp4::nvfp4_global_scale;
 use tquant_formats::select::SquaredError;
 use tquant_formats::{BlockQuantizer, Codebook, Format, FormatError, ScaleDtype};
@@ -48,7 +48,9 @@ pub fn quantize_matrix_weighted(
                 scale_dtype: opts.scale_dtype,
             };
             let bits = opts.format.bits();
-            let best = search_nu_min_error(values, rows, cols, bits, &q, opts.scale_rule)?;
+            let (rule, screen) = (opts.scale_rule, tquant_kernels::ScaleScreen::detect());
+            let best =
+                search_nu_min_error_with_screen(values, rows, cols, bits, &q, rule, &screen)?;
             let format = Format::student_float(bits, round_nu(best.nu))?;
             let whole = fit_for_profile(values, block_len);
             (format, None, Some(FitInfo::from(whole)))

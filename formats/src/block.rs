@@ -345,9 +345,21 @@ impl BlockQuantizer {
 
     /// The scale of one block under `rule`.
     pub fn scale_for(&self, cb: &Codebook, block: &[f32], rule: ScaleRule) -> f32 {
+        self.scale_for_with(cb, block, rule, &PortableScreen)
+    }
+
+    /// [`BlockQuantizer::scale_for`] with [`ScaleRule::Search`]'s candidates screened by
+    /// `screen`; the same scale whatever the screen.
+    pub fn scale_for_with(
+        &self,
+        cb: &Codebook,
+        block: &[f32],
+        rule: ScaleRule,
+        screen: &dyn Screen,
+    ) -> f32 {
         match rule {
             ScaleRule::Absmax => self.block_scale(cb, block),
-            ScaleRule::Search => self.searched_block_scale(cb, block),
+            ScaleRule::Search => self.searched_block_scale_with(cb, block, screen),
             ScaleRule::Rceil => self.rceil_block_scale(cb, block),
             ScaleRule::FourOverSix => self.four_over_six_block_scale(cb, block),
         }

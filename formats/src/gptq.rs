@@ -19,6 +19,7 @@
 
 use crate::block::{blocks_per_row, check_matrix_len, encode_block};
 use crate::pack::{pack_row, row_bytes};
+use crate::screen::{PortableScreen, Screen};
 use crate::{BlockQuantizer, Codebook, FormatError, QuantizedMatrix, ScaleRule};
 
 /// Default relative damping: `lambda = 0.01 * mean(diag(H))`, GPTQ's `percdamp`.
@@ -170,6 +171,22 @@ impl GptqFactor {
         cols: usize,
         rule: ScaleRule,
     ) -> Result<QuantizedMatrix, FormatError> {
+        self.quantize_with_screen(quantizer, cb, w, rows, cols, rule, &PortableScreen)
+    }
+
+    /// [`GptqFactor::quantize`] with [`ScaleRule::Search`]'s candidates screened by `screen` (a
+    /// vectorized one lives in `tquant-kernels`); the same result whatever the screen.
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantize_with_screen(
+        &self,
+        quantizer: &BlockQuantizer,
+        cb: &Codebook,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        rule: ScaleRule,
+        screen: &dyn Screen,
+    ) -> Result<QuantizedMatrix, FormatError> {
         check_matrix_len(w.len(), rows, cols)?;
         if cols != self.dim {
             return Err(FormatError::MomentColumns {
@@ -192,6 +209,7 @@ impl GptqFactor {
                 tile,
                 block,
                 rule,
+                screen,
             );
             for t in 0..tile {
                 let r = r0 + t;
@@ -218,6 +236,7 @@ impl GptqFactor {
 
     /// GPTQ on `tile` consecutive rows: codes `[tile, cols]` in column order and scales
     /// `[tile, blocks]`.
+    #[allow(clippy::too_many_arguments)]
     fn quantize_tile(
         &self,
         quantizer: &BlockQuantizer,
@@ -226,6 +245,7 @@ impl GptqFactor {
         tile: usize,
         block: usize,
         rule: ScaleRule,
+        screen: &dyn Screen,
     ) -> (Vec<u8>, Vec<f32>) {
         let n = self.dim;
         let nb = blocks_per_row(n, block);
@@ -259,7 +279,7 @@ impl GptqFactor {
                     for (v, col) in vals.iter_mut().zip(c0..c1) {
                         *v = row[pos[col]] as f32;
                     }
-                    scales[t * nb + b] = quantizer.scale_for(cb, vals, rule);
+                    scales[t * nb + b] = quantizer.scale_for_with(cb, vals, rule, screen);
                     scaled[t * nb + b] = true;
                 }
                 let s = scales[t * nb + b];

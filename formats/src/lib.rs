@@ -58,7 +58,7 @@ pub use fit::{
     FitSampling, TFit,
 };
 pub use listing::{catalog_json, catalog_table};
-pub use nu_search::{search_nu_min_error, NuSearch};
+pub use nu_search::{search_nu_min_error, search_nu_min_error_with_screen, NuSearch};
 pub use scale::{e4m3_to_f32, f32_to_e4m3, ScaleDtype};
 pub use screen::{Screen, ScreenJob, ScreenTable};
 

@@ -8,6 +8,7 @@
 use crate::block::{check_matrix_len, BlockQuantizer, ScaleRule};
 use crate::fit::NU_MAX;
 use crate::sample::Rng;
+use crate::screen::{PortableScreen, Screen};
 use crate::{Format, FormatError};
 use rayon::prelude::*;
 
@@ -41,6 +42,20 @@ pub fn search_nu_min_error(
     q: &BlockQuantizer,
     rule: ScaleRule,
 ) -> Result<NuSearch, FormatError> {
+    search_nu_min_error_with_screen(w, rows, cols, bits, q, rule, &PortableScreen)
+}
+
+/// [`search_nu_min_error`] with [`ScaleRule::Search`]'s candidates screened by `screen` (a
+/// vectorized one lives in `tquant-kernels`); the same result whatever the screen.
+pub fn search_nu_min_error_with_screen(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    bits: u32,
+    q: &BlockQuantizer,
+    rule: ScaleRule,
+    screen: &(dyn Screen + Sync),
+) -> Result<NuSearch, FormatError> {
     check_matrix_len(w.len(), rows, cols)?;
     Format::student_float(bits, 5.0)?; // rejects bits other than 3 and 4 up front
     let sample = sample_rows(w, rows, cols);
@@ -49,7 +64,7 @@ pub fn search_nu_min_error(
     let var: f64 = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
     let error_at = |u: f64| -> Result<f64, FormatError> {
         let f = Format::student_float(bits, u.exp())?;
-        let m = q.quantize_with(f.codebook(), &sample, n_rows, cols, rule)?;
+        let m = q.quantize_with_screen(f.codebook(), &sample, n_rows, cols, rule, screen)?;
         let deq = m.dequantize(f.codebook());
         let err: f64 = sample
             .iter()

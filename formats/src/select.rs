@@ -8,6 +8,7 @@
 //! each input activation, the diagonal of the layer's Hessian `X^T X`), or any closure.
 
 use crate::block::{BlockQuantizer, QuantizedMatrix, ScaleRule};
+use crate::screen::{PortableScreen, Screen};
 use crate::{Codebook, FormatError};
 
 /// Matrices with more elements are compared on a deterministic sample of whole rows of about
@@ -119,7 +120,23 @@ pub fn evaluate(
     rule: ScaleRule,
     err: &dyn SelectionError,
 ) -> Result<Evaluated, FormatError> {
-    let matrix = q.quantize_with(cb, w, rows, cols, rule)?;
+    evaluate_with_screen(w, rows, cols, cb, q, rule, err, &PortableScreen)
+}
+
+/// [`evaluate`] with [`ScaleRule::Search`]'s candidates screened by `screen`; the same result
+/// whatever the screen.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with_screen(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    cb: &Codebook,
+    q: &BlockQuantizer,
+    rule: ScaleRule,
+    err: &dyn SelectionError,
+    screen: &dyn Screen,
+) -> Result<Evaluated, FormatError> {
+    let matrix = q.quantize_with_screen(cb, w, rows, cols, rule, screen)?;
     let deq = matrix.dequantize(cb);
     Ok(Evaluated {
         error: err.error(w, &deq, rows, cols),
