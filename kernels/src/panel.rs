@@ -91,8 +91,23 @@ pub(crate) unsafe fn rows(
             let rows: [usize; MR] = std::array::from_fn(|m| r0 + r + m.min(mr - 1));
             // SAFETY: the caller's contract.
             unsafe { decode(q, rows, &a.piece_block, &mut scratch, &mut tile) };
+            // The next tile's codes and scales are asked for while this one is multiplied, a
+            // share per micro-kernel: its rows are one page or less, where the hardware's
+            // stream prefetch stops, so each tile's first reads would otherwise wait on memory.
+            let next = r0 + r + MR;
+            let ahead = MR.min(q.rows().saturating_sub(next));
+            let (codes, scales) = if ahead > 0 {
+                (q.rows_codes(next, ahead), q.rows_scales(next, ahead))
+            } else {
+                (&[][..], &[][..])
+            };
+            let lines = codes.len().div_ceil(LINE) + scales.len().div_ceil(LINE);
+            let per_call = lines.div_ceil((j1 - j0).div_ceil(NB));
+            let mut line = 0;
             let mut j = j0;
             while j < j1 {
+                prefetch_lines(codes, scales, line, per_call);
+                line += per_call;
                 let nb = NB.min(j1 - j);
                 // SAFETY: the caller's contract; `j + nb <= n`.
                 let sums = unsafe { micro(&tile, a, j, nb) };
@@ -105,6 +120,33 @@ pub(crate) unsafe fn rows(
             }
         }
     }
+}
+
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+/// Prefetches `count` cache lines from line `from` on of `codes` followed by `scales` (a hint:
+/// nothing is read, and nothing happens off x86-64).
+#[inline(always)]
+fn prefetch_lines(codes: &[u8], scales: &[u8], from: usize, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let code_lines = codes.len().div_ceil(LINE);
+        for l in from..from + count {
+            let p = if l < code_lines {
+                codes[LINE * l..].as_ptr()
+            } else if LINE * (l - code_lines) < scales.len() {
+                scales[LINE * (l - code_lines)..].as_ptr()
+            } else {
+                return;
+            };
+            // SAFETY: `p` points into one of the slices; a prefetch has no architectural effect.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (codes, scales, from, count);
 }
 
 /// The portable decoder (see the module's layout).

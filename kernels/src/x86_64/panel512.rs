@@ -11,7 +11,7 @@
 // Tiles index small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
 use super::avx512::row_scales;
-use crate::panel_layout::{lane_sum, ActSuper, PanelActs, WSuper, MR, NB, PIECES, STEPS, SUPER};
+use crate::panel_layout::{ActSuper, PanelActs, WSuper, MR, NB, PIECES, STEPS, SUPER};
 use crate::QMatrix;
 use std::arch::x86_64::*;
 use tquant_formats::pack::row_bytes;
@@ -38,8 +38,15 @@ fn decode_impl(
     tile: &mut [WSuper],
 ) {
     let blocks = q.blocks_per_row();
-    // Block 32: a super-chunk's piece scales are 16 consecutive block scales.
+    // Block 32: a super-chunk's piece scales are 16 consecutive block scales; block 64: 8,
+    // each taken twice.
     let direct = q.block() == 32;
+    let pairs = q.block() == 64;
+    // SAFETY: 16 i32.
+    let twice = unsafe {
+        let v: [i32; 16] = std::array::from_fn(|l| (l / 2) as i32);
+        _mm512_loadu_si512(v.as_ptr().cast())
+    };
     let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
     // SAFETY: `shifted` is 16 bytes.
     let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
@@ -59,10 +66,14 @@ fn decode_impl(
         scratch[blocks..].fill(0.0);
         for (s, ws) in tile.iter_mut().enumerate() {
             // SAFETY: `scratch` holds `blocks + 16` values and every piece block is at most
-            // `blocks`; with block 32, `16 s < blocks`.
+            // `blocks`; with block 32, `16 s < blocks`; with block 64, `8 s < blocks`.
             let sc = unsafe {
                 if direct {
                     _mm512_loadu_ps(scratch.as_ptr().add(PIECES * s))
+                } else if pairs {
+                    // Blocks 8 s.. (8 s + 8 <= blocks + 7): past the row, the zeros.
+                    let eight = _mm256_loadu_ps(scratch.as_ptr().add(PIECES / 2 * s));
+                    _mm512_permutexvar_ps(twice, _mm512_castps256_ps512(eight))
                 } else {
                     let pb = _mm512_loadu_si512(piece_block.as_ptr().add(PIECES * s).cast());
                     _mm512_i32gather_ps::<4>(pb, scratch.as_ptr())
@@ -156,10 +167,42 @@ unsafe fn micro_impl<const B: usize>(
     }
     for m in 0..MR {
         for jj in 0..B {
-            let mut lanes = [0.0f32; PIECES];
-            // SAFETY: 16 f32.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), facc[m][jj]) };
-            out[m][jj] = lane_sum(&lanes);
+            out[m][jj] = lane_sum512(facc[m][jj]);
+        }
+    }
+}
+
+/// `lane_sum` of the 16 lanes in registers: the same additions in the same order (lanes
+/// `k + 8`, then `k + 4`, `k + 2`, `k + 1` onto lane `k`), so the same result.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lane_sum512(v: __m512) -> f32 {
+    let hi8 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let a = _mm256_add_ps(_mm512_castps512_ps256(v), hi8);
+    let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps::<1>(c, c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::panel_layout::lane_sum;
+
+    /// The register reduction gives `lane_sum`'s bits, rounding included.
+    #[test]
+    fn lane_sum512_matches_lane_sum() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for seed in 0..200u32 {
+            let v: [f32; PIECES] = std::array::from_fn(|i| {
+                let x = (seed * 31 + i as u32 * 7919) as f32;
+                (x * 0.618).sin() * 10f32.powi((i % 7) as i32 - 3)
+            });
+            // SAFETY: AVX-512 F is present (checked above); 16 f32.
+            let got = unsafe { lane_sum512(_mm512_loadu_ps(v.as_ptr())) };
+            assert_eq!(got.to_bits(), lane_sum(&v).to_bits(), "{v:?}");
         }
     }
 }
