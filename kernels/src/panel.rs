@@ -19,7 +19,11 @@
 //! (`MR` weight rows x up to `NB` activation rows over the whole row). `decode_scalar` and
 //! `micro_scalar` are the portable twins of the SIMD ones.
 
-use crate::panel_layout::{lane_sum, ActSuper, PanelActs, WSuper, EMPTY_W, MR, NB, PIECES, SUPER};
+use crate::panel_layout::{
+    lane_sum, quantize_piece_scalar, ActSuper, PanelActs, QuantizePiece, WSuper, EMPTY_W, MR, NB,
+    PIECES, SUPER,
+};
+use crate::shared_out::SharedOut;
 use crate::{Isa, QMatrix, ACT_BLOCK};
 use tquant_formats::pack::row_bytes;
 
@@ -45,17 +49,22 @@ pub(crate) type Decode = unsafe fn(&QMatrix, [usize; MR], &[i32], &mut [f32], &m
 /// over the row before the table step, `[row][activation row]`.
 pub(crate) type Micro = unsafe fn(&[WSuper], &PanelActs, usize, usize) -> [[f32; NB]; MR];
 
-/// The decoder and micro-kernel of `isa`.
-pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
+/// A path's kernels: the activation quantizer, the decoder and the micro-kernel.
+pub(crate) type Kernels = (QuantizePiece, Decode, Micro);
+
+/// The kernels of `isa`.
+pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
     match isa {
-        Isa::Scalar | Isa::Reference => Some((decode_scalar, micro_scalar)),
+        Isa::Scalar | Isa::Reference => Some((quantize_piece_scalar, decode_scalar, micro_scalar)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some((
+            quantize_piece_scalar,
             crate::x86_64::panel256::decode,
             crate::x86_64::panel256::micro,
         )),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => Some((
+            crate::x86_64::panel512::quantize_piece,
             crate::x86_64::panel512::decode,
             crate::x86_64::panel512::micro,
         )),
@@ -64,18 +73,21 @@ pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
     }
 }
 
-/// Rows `r0..r0 + out.len() / n` into `out` (`[row][j]`), with a path's decoder and
-/// micro-kernel. Safety: both belong to an ISA this CPU has.
+/// Rows `r0..r0 + count` of `y` (`[n, rows]`), with a path's decoder and micro-kernel.
+/// Safety: both belong to an ISA this CPU has; `y` holds `n * q.rows()` values and no other
+/// thread touches these rows meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn rows(
     q: &QMatrix,
     a: &PanelActs,
     n: usize,
     r0: usize,
-    out: &mut [f32],
+    count: usize,
+    y: &SharedOut,
     decode: Decode,
     micro: Micro,
 ) {
-    let count = out.len() / n;
+    let all = q.rows();
     let per_row = (a.supers * std::mem::size_of::<ActSuper>()).max(1);
     // Panels of equal size (in whole micro-kernels): a short last panel would decode every
     // weight tile for a few activation rows.
@@ -113,7 +125,8 @@ pub(crate) unsafe fn rows(
                 let sums = unsafe { micro(&tile, a, j, nb) };
                 for (m, sums) in sums.iter().enumerate().take(mr) {
                     for (jj, &s) in sums[..nb].iter().enumerate() {
-                        out[(r + m) * n + j + jj] = s * q.table_step();
+                        // SAFETY: `j + jj < n` and row `r0 + r + m` is this call's (contract).
+                        unsafe { y.write((j + jj) * all + r0 + r + m, s * q.table_step()) };
                     }
                 }
                 j += nb;
