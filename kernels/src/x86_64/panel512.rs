@@ -165,8 +165,10 @@ fn decode_impl(
             };
             // SAFETY: `src` holds 256 bytes; each store writes one 64-byte step of row m.
             unsafe {
-                let v: [__m512i; 4] =
-                    std::array::from_fn(|k| _mm512_loadu_si512(src.as_ptr().add(64 * k).cast()));
+                let mut v = [_mm512_setzero_si512(); 4];
+                for k in 0..4 {
+                    v[k] = _mm512_loadu_si512(src.as_ptr().add(64 * k).cast());
+                }
                 for d in 0..4 {
                     let lo8 = _mm512_permutex2var_epi32(v[0], idx[d], v[1]);
                     let hi8 = _mm512_permutex2var_epi32(v[2], idx[d], v[3]);
@@ -205,7 +207,10 @@ unsafe fn micro_impl<const B: usize>(
     j: usize,
     out: &mut [[f32; NB]; MR],
 ) {
-    let xr: [&[ActSuper]; B] = std::array::from_fn(|jj| a.row(j + jj));
+    let mut xr: [&[ActSuper]; B] = [a.row(j); B];
+    for jj in 1..B {
+        xr[jj] = a.row(j + jj);
+    }
     let mut facc = [[_mm512_setzero_ps(); B]; MR];
     for (s, ws) in tile.iter().enumerate() {
         // SAFETY: every activation row has `tile.len()` super-chunks (64-byte aligned), and the
@@ -219,8 +224,12 @@ unsafe fn micro_impl<const B: usize>(
                 }
             }
             for t in 0..STEPS {
-                let w: [__m512i; MR] =
-                    std::array::from_fn(|m| _mm512_load_si512(ws.vals[t][m].as_ptr().cast()));
+                // A loop, not `array::from_fn`: its closure does not inherit the target
+                // features and may stay a call in the innermost loop.
+                let mut w = [_mm512_setzero_si512(); MR];
+                for m in 0..MR {
+                    w[m] = _mm512_load_si512(ws.vals[t][m].as_ptr().cast());
+                }
                 for jj in 0..B {
                     let x = _mm512_load_si512(xr[jj][s].vals[t].as_ptr().cast());
                     for m in 0..MR {
