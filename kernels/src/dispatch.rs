@@ -2,6 +2,7 @@
 
 use crate::act::{exact_order, FastActs};
 use crate::isa::{Acts, F32Rows, Isa, QRows};
+use crate::shared_out::SharedOut;
 use crate::{panel, panel_layout, reference, scalar, KernelError, Mode, QMatrix};
 use rayon::prelude::*;
 
@@ -55,12 +56,16 @@ pub fn matmul_with(
     // Shapes whose blocks do not line up with vector lanes use the portable path.
     let isa = if q.simd_regular() { isa } else { Isa::Scalar };
     if mode == Mode::Fast && n >= panel::MIN_BATCH && panel::fits(q) {
-        if let Some((decode, micro)) = panel::kernels(isa) {
-            let acts = panel_layout::PanelActs::new(x, n, q.cols(), q.block());
+        if let Some((quantize, decode, micro)) = panel::kernels(isa) {
+            // SAFETY: the quantizer belongs to `isa`, available on this CPU (checked above).
+            let acts = unsafe { panel_layout::PanelActs::new(x, n, q.cols(), q.block(), quantize) };
             let work = q.rows().saturating_mul(q.cols()).saturating_mul(n);
-            run_rows(q.rows(), n, work, y, |r0, out| {
-                // SAFETY: the kernels belong to `isa`, available on this CPU (checked above).
-                unsafe { panel::rows(q, &acts, n, r0, out, decode, micro) }
+            // The tiles write `y` in place: no per-task buffer to fill and transpose.
+            let out = SharedOut(y.as_mut_ptr());
+            run_row_tasks(q.rows(), work, |r0, count| {
+                // SAFETY: the kernels belong to `isa`, available on this CPU (checked above);
+                // rows `r0..r0 + count` of `y` (`[n, rows]`) belong to this task alone.
+                unsafe { panel::rows(q, &acts, n, r0, count, &out, decode, micro) }
             });
             return Ok(());
         }
@@ -162,6 +167,23 @@ const ROW_TILE: usize = 4;
 /// are one cache line of `y`.
 const SCATTER_BAND: usize = 16;
 
+/// Runs `f(r0, count)` over tasks of whole output rows (a multiple of `ROW_TILE` each but
+/// the last), in parallel when the work is large: the split `run_rows` makes.
+pub(crate) fn run_row_tasks(rows: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
+    if rows == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work >= PARALLEL_MIN_WORK {
+        let per = rows.div_ceil(4 * threads).div_ceil(ROW_TILE) * ROW_TILE;
+        (0..rows.div_ceil(per))
+            .into_par_iter()
+            .for_each(|t| f(t * per, per.min(rows - t * per)));
+    } else {
+        f(0, rows);
+    }
+}
+
 /// Runs `f(r0, out)` over tasks of whole output rows, in parallel when the work is large, and
 /// writes `y` (`[n, rows]`) from the `[row][j]` results.
 pub(crate) fn run_rows(
@@ -216,19 +238,5 @@ pub(crate) fn run_rows(
             .for_each(|t| task(t * per, per.min(rows - t * per)));
     } else {
         task(0, rows);
-    }
-}
-
-/// The output, written by parallel tasks at disjoint indices (see `run_rows`).
-struct SharedOut(*mut f32);
-// SAFETY: tasks only write through the pointer at indices no other task writes, while the
-// slice it came from is exclusively borrowed.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// Safety: `i` is inside the output and no other thread accesses it meanwhile.
-    unsafe fn write(&self, i: usize, v: f32) {
-        // SAFETY: the caller's contract.
-        unsafe { *self.0.add(i) = v }
     }
 }

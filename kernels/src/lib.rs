@@ -104,6 +104,7 @@ mod qmatrix;
 pub mod reference;
 mod scalar;
 pub mod screen;
+mod shared_out;
 mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

@@ -19,7 +19,11 @@
 //! (`MR` weight rows x up to `NB` activation rows over the whole row). `decode_scalar` and
 //! `micro_scalar` are the portable twins of the SIMD ones.
 
-use crate::panel_layout::{lane_sum, ActSuper, PanelActs, WSuper, EMPTY_W, MR, NB, PIECES, SUPER};
+use crate::panel_layout::{
+    lane_sum, quantize_piece_scalar, ActSuper, PanelActs, QuantizePiece, WSuper, EMPTY_W, MR, NB,
+    PIECES, SUPER,
+};
+use crate::shared_out::SharedOut;
 use crate::{Isa, QMatrix, ACT_BLOCK};
 use tquant_formats::pack::row_bytes;
 
@@ -45,17 +49,22 @@ pub(crate) type Decode = unsafe fn(&QMatrix, [usize; MR], &[i32], &mut [f32], &m
 /// over the row before the table step, `[row][activation row]`.
 pub(crate) type Micro = unsafe fn(&[WSuper], &PanelActs, usize, usize) -> [[f32; NB]; MR];
 
-/// The decoder and micro-kernel of `isa`.
-pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
+/// A path's kernels: the activation quantizer, the decoder and the micro-kernel.
+pub(crate) type Kernels = (QuantizePiece, Decode, Micro);
+
+/// The kernels of `isa`.
+pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
     match isa {
-        Isa::Scalar | Isa::Reference => Some((decode_scalar, micro_scalar)),
+        Isa::Scalar | Isa::Reference => Some((quantize_piece_scalar, decode_scalar, micro_scalar)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some((
+            quantize_piece_scalar,
             crate::x86_64::panel256::decode,
             crate::x86_64::panel256::micro,
         )),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => Some((
+            crate::x86_64::panel512::quantize_piece,
             crate::x86_64::panel512::decode,
             crate::x86_64::panel512::micro,
         )),
@@ -64,18 +73,21 @@ pub(crate) fn kernels(isa: Isa) -> Option<(Decode, Micro)> {
     }
 }
 
-/// Rows `r0..r0 + out.len() / n` into `out` (`[row][j]`), with a path's decoder and
-/// micro-kernel. Safety: both belong to an ISA this CPU has.
+/// Rows `r0..r0 + count` of `y` (`[n, rows]`), with a path's decoder and micro-kernel.
+/// Safety: both belong to an ISA this CPU has; `y` holds `n * q.rows()` values and no other
+/// thread touches these rows meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn rows(
     q: &QMatrix,
     a: &PanelActs,
     n: usize,
     r0: usize,
-    out: &mut [f32],
+    count: usize,
+    y: &SharedOut,
     decode: Decode,
     micro: Micro,
 ) {
-    let count = out.len() / n;
+    let all = q.rows();
     let per_row = (a.supers * std::mem::size_of::<ActSuper>()).max(1);
     // Panels of equal size (in whole micro-kernels): a short last panel would decode every
     // weight tile for a few activation rows.
@@ -91,20 +103,63 @@ pub(crate) unsafe fn rows(
             let rows: [usize; MR] = std::array::from_fn(|m| r0 + r + m.min(mr - 1));
             // SAFETY: the caller's contract.
             unsafe { decode(q, rows, &a.piece_block, &mut scratch, &mut tile) };
+            // The next tile's codes and scales are asked for while this one is multiplied, a
+            // share per micro-kernel: its rows are one page or less, where the hardware's
+            // stream prefetch stops, so each tile's first reads would otherwise wait on memory.
+            let next = r0 + r + MR;
+            let ahead = MR.min(q.rows().saturating_sub(next));
+            let (codes, scales) = if ahead > 0 {
+                (q.rows_codes(next, ahead), q.rows_scales(next, ahead))
+            } else {
+                (&[][..], &[][..])
+            };
+            let lines = codes.len().div_ceil(LINE) + scales.len().div_ceil(LINE);
+            let per_call = lines.div_ceil((j1 - j0).div_ceil(NB));
+            let mut line = 0;
             let mut j = j0;
             while j < j1 {
+                prefetch_lines(codes, scales, line, per_call);
+                line += per_call;
                 let nb = NB.min(j1 - j);
                 // SAFETY: the caller's contract; `j + nb <= n`.
                 let sums = unsafe { micro(&tile, a, j, nb) };
                 for (m, sums) in sums.iter().enumerate().take(mr) {
                     for (jj, &s) in sums[..nb].iter().enumerate() {
-                        out[(r + m) * n + j + jj] = s * q.table_step();
+                        // SAFETY: `j + jj < n` and row `r0 + r + m` is this call's (contract).
+                        unsafe { y.write((j + jj) * all + r0 + r + m, s * q.table_step()) };
                     }
                 }
                 j += nb;
             }
         }
     }
+}
+
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+/// Prefetches `count` cache lines from line `from` on of `codes` followed by `scales` (a hint:
+/// nothing is read, and nothing happens off x86-64).
+#[inline(always)]
+fn prefetch_lines(codes: &[u8], scales: &[u8], from: usize, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let code_lines = codes.len().div_ceil(LINE);
+        for l in from..from + count {
+            let p = if l < code_lines {
+                codes[LINE * l..].as_ptr()
+            } else if LINE * (l - code_lines) < scales.len() {
+                scales[LINE * (l - code_lines)..].as_ptr()
+            } else {
+                return;
+            };
+            // SAFETY: `p` points into one of the slices; a prefetch has no architectural effect.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (codes, scales, from, count);
 }
 
 /// The portable decoder (see the module's layout).

@@ -47,6 +47,23 @@ pub(crate) const EMPTY_W: WSuper = WSuper {
     scale: [[0.0; PIECES]; MR],
 };
 
+/// Quantizes one piece of a row (`x`, at most `ACT_BLOCK` values) into lane `lane` of a
+/// super-chunk: its int8 values in the layout, `ncorr` and scale. Unsafe because SIMD versions
+/// may only run where their ISA is available.
+pub(crate) type QuantizePiece = unsafe fn(&[f32], &mut ActSuper, usize);
+
+/// The portable [`QuantizePiece`] (`act::quantize_piece`'s arithmetic).
+pub(crate) unsafe fn quantize_piece_scalar(x: &[f32], dst: &mut ActSuper, lane: usize) {
+    let mut q = [0i8; ACT_BLOCK];
+    let q = &mut q[..x.len()];
+    dst.scale[lane] = quantize_piece(x, q);
+    dst.ncorr[lane] = -128 * q.iter().map(|&v| v as i32).sum::<i32>();
+    for (k, &v) in q.iter().enumerate() {
+        let (d, e, h) = (k / 8, k % 8 / 2, k % 2);
+        dst.vals[2 * d + h][4 * lane + e] = v;
+    }
+}
+
 /// Activations quantized for this path, `n` rows of `supers` super-chunks.
 #[derive(Debug)]
 pub(crate) struct PanelActs {
@@ -58,25 +75,24 @@ pub(crate) struct PanelActs {
 }
 
 impl PanelActs {
-    /// Quantizes `x` (`[n, cols]`) with the fast mode's pieces for weight blocks of `block`.
-    pub fn new(x: &[f32], n: usize, cols: usize, block: usize) -> Self {
+    /// Quantizes `x` (`[n, cols]`) with the fast mode's pieces for weight blocks of `block`,
+    /// each piece by `quantize`. Safety: `quantize` belongs to an ISA this CPU has.
+    pub unsafe fn new(
+        x: &[f32],
+        n: usize,
+        cols: usize,
+        block: usize,
+        quantize: QuantizePiece,
+    ) -> Self {
         let supers = cols.div_ceil(SUPER);
         let pieces = pieces(cols, block);
         let mut data = vec![EMPTY_ACT; n * supers];
         let fill = |(j, out): (usize, &mut [ActSuper])| {
             let xr = &x[j * cols..(j + 1) * cols];
-            let mut q = [0i8; ACT_BLOCK];
             for p in &pieces {
-                let q = &mut q[..p.len];
-                let scale = quantize_piece(&xr[p.start..p.start + p.len], q);
                 let (s, lane) = (p.start / SUPER, p.start % SUPER / ACT_BLOCK);
-                let dst = &mut out[s];
-                dst.scale[lane] = scale;
-                dst.ncorr[lane] = -128 * q.iter().map(|&v| v as i32).sum::<i32>();
-                for (k, &v) in q.iter().enumerate() {
-                    let (d, e, h) = (k / 8, k % 8 / 2, k % 2);
-                    dst.vals[2 * d + h][4 * lane + e] = v;
-                }
+                // SAFETY: the caller's contract.
+                unsafe { quantize(&xr[p.start..p.start + p.len], &mut out[s], lane) };
             }
         };
         if supers > 0 {
@@ -127,7 +143,8 @@ mod tests {
         let cols = 600;
         // Distinct small integers, exactly representable after the piece scaling below.
         let x: Vec<f32> = (0..cols).map(|c| ((c % 32) as f32) - 10.0).collect();
-        let a = PanelActs::new(&x, 1, cols, 32);
+        // SAFETY: the portable quantizer runs anywhere.
+        let a = unsafe { PanelActs::new(&x, 1, cols, 32, quantize_piece_scalar) };
         assert_eq!(a.supers, 2);
         for (c, &want) in x.iter().enumerate() {
             let (s, lane, k) = (c / SUPER, c % SUPER / 32, c % 32);

@@ -213,6 +213,20 @@ impl<'a> QMatrix<'a> {
         &self.codes[r * rb..(r + 1) * rb]
     }
 
+    /// Packed codes of rows `r..r + count`, which lie one after another.
+    #[inline]
+    pub(crate) fn rows_codes(&self, r: usize, count: usize) -> &'a [u8] {
+        let rb = row_bytes(self.cols);
+        &self.codes[r * rb..(r + count) * rb]
+    }
+
+    /// Scale bytes of rows `r..r + count`.
+    #[inline]
+    pub(crate) fn rows_scales(&self, r: usize, count: usize) -> &'a [u8] {
+        let n = self.blocks_per_row() * self.scale_dtype.size();
+        &self.scales[r * n..(r + count) * n]
+    }
+
     /// Scale bytes of row `r`.
     #[inline]
     pub(crate) fn row_scales(&self, r: usize) -> &'a [u8] {

@@ -330,6 +330,14 @@ impl Attention {
             for (t, r) in qh.chunks_exact_mut(qk).enumerate() {
                 r.copy_from_slice(&q[t * heads * qk + h * qk..][..qk]);
             }
+            // V_h^T ([v, total]) once; each block copies the leading columns it needs.
+            let mut vt_all = vec![0.0f32; d.v * total];
+            for j in 0..total {
+                let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
+                for (c, &x) in v.iter().enumerate() {
+                    vt_all[c * total + j] = x;
+                }
+            }
             let mut o = vec![0.0f32; n * d.v];
             // Causal: a block of queries needs only the keys up to its last one, so the
             // products skip the masked part. Blocks are a multiple of the kernels' 4
@@ -355,11 +363,8 @@ impl Attention {
                 }
                 // P V_h as a product with V_h^T ([v, cols]) as the weight.
                 let mut vt = vec![0.0f32; d.v * cols];
-                for j in 0..cols {
-                    let v = &kv[j * heads * kvw + h * kvw + d.nope..][..d.v];
-                    for (c, &x) in v.iter().enumerate() {
-                        vt[c * cols + j] = x;
-                    }
+                for (dst, src) in vt.chunks_exact_mut(cols).zip(vt_all.chunks_exact(total)) {
+                    dst.copy_from_slice(&src[..cols]);
                 }
                 kernels::matmul_f32(&vt, d.v, cols, &p, nb, &mut o[t0 * d.v..t1 * d.v])?;
             }

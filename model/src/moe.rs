@@ -24,6 +24,9 @@ pub struct Mlp {
     width: usize,
 }
 
+/// Gated activations from which `silu(gate) * up` is spread over the threads.
+const SILU_PARALLEL_MIN: usize = 1 << 16;
+
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
@@ -86,22 +89,44 @@ impl Mlp {
         mode: Mode,
         act_tap: Option<Record<'_>>,
     ) -> Result<Vec<f32>, ModelError> {
+        use rayon::prelude::*;
         let w = self.width;
         let mut act = vec![0.0f32; n * w];
+        // Row by row, over the threads when there are many (a dense or shared MLP's prefill:
+        // millions of exponentials).
+        let parallel = n * w >= SILU_PARALLEL_MIN && rayon::current_num_threads() > 1;
         match &self.gate_up {
             GateUp::Fused(gu) => {
                 let y = gu.apply(x, n, mode)?;
-                for (a, r) in act.chunks_exact_mut(w).zip(y.chunks_exact(2 * w)) {
+                let row = |(a, r): (&mut [f32], &[f32])| {
                     for ((o, &g), &u) in a.iter_mut().zip(&r[..w]).zip(&r[w..]) {
                         *o = silu(g) * u;
                     }
+                };
+                if parallel {
+                    act.par_chunks_mut(w).zip(y.par_chunks(2 * w)).for_each(row);
+                } else {
+                    act.chunks_mut(w).zip(y.chunks(2 * w)).for_each(row);
                 }
             }
             GateUp::Split(g, u) => {
                 let gy = g.apply(x, n, mode)?;
                 let uy = u.apply(x, n, mode)?;
-                for ((o, &g), &u) in act.iter_mut().zip(&gy).zip(&uy) {
-                    *o = silu(g) * u;
+                let row = |((a, g), u): ((&mut [f32], &[f32]), &[f32])| {
+                    for ((o, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                        *o = silu(g) * u;
+                    }
+                };
+                if parallel {
+                    act.par_chunks_mut(w)
+                        .zip(gy.par_chunks(w))
+                        .zip(uy.par_chunks(w))
+                        .for_each(row);
+                } else {
+                    act.chunks_mut(w)
+                        .zip(gy.chunks(w))
+                        .zip(uy.chunks(w))
+                        .for_each(row);
                 }
             }
         }
