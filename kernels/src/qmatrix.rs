@@ -103,10 +103,15 @@ impl RowTables {
     }
 }
 
-impl RowTablesRef<'_> {
+impl<'a> RowTablesRef<'a> {
     /// Rows.
     pub fn rows(&self) -> usize {
         self.values.len()
+    }
+
+    /// Row `r`'s table, padded to 16 entries with zeros.
+    pub fn row_table(&self, r: usize) -> &'a [f32; 16] {
+        &self.values[r]
     }
 }
 
