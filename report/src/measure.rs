@@ -228,6 +228,12 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             if !m.codebook.is_empty() && !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
             }
+            // A table per row: each matrix's first row's table stands for its tables in the
+            // area model (every row's table is 16 values of the same kind).
+            let first_row = m.row_tables.get(..1usize << bits_of(info));
+            if let Some(t) = first_row.filter(|t| !codebooks.iter().any(|c| c[..] == t[..])) {
+                codebooks.push(t.to_vec());
+            }
             // The format's family: `sf4:nu=23.4` counts as sf4.
             let family = m.format.split(':').next().unwrap_or(&m.format);
             *chosen.entry(family.to_string()).or_default() += 1;
@@ -289,6 +295,11 @@ pub fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
         tables,
         row_tables: row_tables(q),
     })
+}
+
+/// Entries of each of a tensor's tables.
+fn bits_of(info: &tquant_convert::QuantInfo) -> u32 {
+    info.bits
 }
 
 /// `learned_row`: every matrix's row tables, for the model (`None` for a table per matrix).
