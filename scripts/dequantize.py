@@ -87,7 +87,7 @@ class Checkpoint:
             if key.startswith("tquant.") and key != "tquant.version":
                 w = key[len("tquant."):]
                 out.add(w)
-                parts |= {w + ".codes", w + ".scales", w + ".codebook"}
+                parts |= {w + ".codes", w + ".scales", w + ".codebook", w + ".row_tables"}
         for name in self.entries:
             if name.endswith(".quant_state.bitsandbytes__nf4"):
                 w = name[: -len(".quant_state.bitsandbytes__nf4")]
@@ -117,8 +117,14 @@ class Checkpoint:
             return (q * s[:, :, np.arange(cols) // block]).astype(np.float32).reshape(shape)
         codes = self.raw(name + ".codes").reshape(experts, rows, -1)
         idx = np.stack([codes & 0x0F, codes >> 4], axis=-1).reshape(experts, rows, -1)[:, :, :cols]
-        table = self.raw(name + ".codebook").reshape(experts, -1)
-        values = table[np.arange(experts)[:, None, None], idx]
+        if info["format"] == "learned_row":
+            # A table per row: f16 [E?, rows, 2^bits], widened to float32.
+            table = self.raw(name + ".row_tables").reshape(experts, rows, -1).astype(np.float32)
+            e, r = np.arange(experts)[:, None, None], np.arange(rows)[None, :, None]
+            values = table[e, r, idx]
+        else:
+            table = self.raw(name + ".codebook").reshape(experts, -1)
+            values = table[np.arange(experts)[:, None, None], idx]
         s = self.raw(name + ".scales").reshape(experts, rows, -1)
         s = {"f32": lambda x: x, "f16": lambda x: x.astype(np.float32), "bf16": bf16_to_f32,
              "e8m0": e8m0_to_f32}[info["scale_dtype"]](s)

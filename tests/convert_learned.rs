@@ -97,3 +97,100 @@ fn learned_is_refused_where_it_cannot_be_stored_or_takes_no_nu() {
     assert!(e.contains("not 'learned'"), "{e}");
     assert!(!out.exists());
 }
+
+/// `--format learned_row+search`: a table per row, stored as an F16 `[rows, 16]` part beside the
+/// codes and scales (no `.codebook`), 256 bits per row counted in bits per weight by convert,
+/// inspect and verify; less weight error than a table per matrix; and the model runs it (eval's
+/// bits per byte near `learned+search`'s on the same text).
+#[test]
+fn row_tables_are_stored_counted_and_run_by_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = ["--keep-as", "source", "--block", "64"];
+    let (rows, summary) = convert(
+        tmp.path(),
+        "row",
+        &[&["--format", "learned_row+search"], &keep[..]].concat(),
+    );
+    assert_eq!(summary["format"], "learned_row");
+    let (matrix, _) = convert(
+        tmp.path(),
+        "matrix",
+        &[&["--format", "learned+search"], &keep[..]].concat(),
+    );
+    let ckpt = tquant::convert::Checkpoint::open(&rows).unwrap();
+    let name = "model.layers.0.mlp.down_proj.weight";
+    let tquant::convert::Weight::Quantized(q) = ckpt.get(name).unwrap() else {
+        panic!("{name} is quantized")
+    };
+    let (r, c) = (q.shape()[0], q.shape()[1]);
+    let tables = q.row_tables(0).expect("a table per row");
+    assert_eq!(tables.len(), r * 16);
+    // f16 values, each row from -1 to 1 (Lloyd keeps the ends), rows different.
+    assert!(tables.iter().all(|&v| half::f16::from_f32(v).to_f32() == v));
+    assert_eq!((tables[0], tables[15]), (-1.0, 1.0));
+    assert_ne!(tables[..16], tables[16..32]);
+    let file = std::fs::read(rows.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+    let part = st.tensor(&format!("{name}.row_tables")).unwrap();
+    assert_eq!(
+        (part.dtype(), part.shape()),
+        (safetensors::Dtype::F16, &[r, 16][..])
+    );
+    assert!(st.tensor(&format!("{name}.codebook")).is_err());
+    drop(ckpt);
+    let (l, m) = (verify(&rows), verify(&matrix));
+    let (mut row_err, mut matrix_err) = (0.0, 0.0);
+    for ((t, format, nmse, bits), (_, _, m_nmse, m_bits)) in l.iter().zip(&m) {
+        assert_eq!(format, "learned_row", "{t}");
+        // 4-bit codes, one f16 scale per 64 and 16 f16 values per row, against 16 f32 values per
+        // matrix.
+        let v = verify_shape(&l, t);
+        let want =
+            4.0 + 16.0 / 64.0 * (v.1.div_ceil(64) * 64) as f64 / v.1 as f64 + 256.0 / v.1 as f64;
+        assert!((bits - want).abs() < 1e-9, "{t}: {bits} vs {want}");
+        assert!(*bits > *m_bits, "{t}");
+        row_err += nmse;
+        matrix_err += m_nmse;
+    }
+    assert!(row_err < matrix_err, "{row_err} vs {matrix_err}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&["inspect", path(&rows), "--json"])).unwrap();
+    let t = inspect["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap();
+    let want = 4.0 + 16.0 / 64.0 + 256.0 / c as f64;
+    assert!((t["bits_per_weight"].as_f64().unwrap() - want).abs() < 1e-9);
+    let text = crate::support::root().join("tests/data/model/heldout_head.txt");
+    let bpb = |dir: &std::path::Path| -> f64 {
+        let out = stdout_ok(&[
+            "eval",
+            path(dir),
+            "--text",
+            path(&text),
+            "--window",
+            "256",
+            "--max-bytes",
+            "8448",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["bits_per_byte"].as_f64().unwrap()
+    };
+    let (b_row, b_matrix) = (bpb(&rows), bpb(&matrix));
+    assert!(
+        b_row.is_finite() && (b_row - b_matrix).abs() < 0.05,
+        "{b_row} vs {b_matrix}"
+    );
+}
+
+/// (rows, cols) of verified tensor `name` from its shape in tiny-lite.
+fn verify_shape(_: &[(String, String, f64, f64)], name: &str) -> (usize, usize) {
+    let ckpt = tquant::convert::Checkpoint::open(tiny_lite()).unwrap();
+    let tquant::convert::Weight::Dense(t) = ckpt.get(name).unwrap() else {
+        panic!("{name} is dense in tiny-lite")
+    };
+    (t.shape[0], t.shape[1])
+}

@@ -104,6 +104,12 @@ fn numpy_reader_matches_tquant_exactly() {
         tmp.path(),
     );
     check(&py, &moe, &ConvertOptions::default(), tmp.path());
+    // A table per row (`.row_tables`), on fused experts too.
+    let row_tables = ConvertOptions::builder()
+        .format(tquant::convert::FormatChoice::LearnedRow)
+        .build()
+        .unwrap();
+    check(&py, &moe, &row_tables, tmp.path());
     // The other layouts are read from their own conventions.
     check(
         &py,

@@ -746,3 +746,72 @@ fn tampered_q8_0_tensors_are_refused_naming_file_and_tensor() {
         &[EMB, "is not finite"],
     );
 }
+
+/// A table per row (`learned_row`) whose `.row_tables` part has too few rows, the wrong dtype,
+/// a non-finite value or is missing: refused at open, naming the file and the tensor, by the
+/// reader and by inspect, verify and eval.
+#[test]
+fn tampered_row_tables_are_refused_naming_file_and_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"));
+    let good = tmp.path().join("good");
+    let opts = ConvertOptions::builder()
+        .format(tquant::convert::FormatChoice::LearnedRow)
+        .build()
+        .unwrap();
+    convert(&src, &good, &opts, &RunOptions::default(), &NoProgress).unwrap();
+    let ckpt = Checkpoint::open(&good).unwrap();
+    let Weight::Quantized(q) = ckpt.get(E).unwrap() else {
+        panic!("{E} is quantized")
+    };
+    assert_eq!(q.row_tables(1).map(<[f32]>::len), Some(8 * 16));
+    drop(ckpt);
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "abc").unwrap();
+    type RowEdit = fn(&mut Vec<T>);
+    let cases: [(&str, &str, RowEdit); 5] = [
+        ("row_tables_one_row_short", "", |t| {
+            let rt = find(t, &format!("{Q}.row_tables"));
+            rt.shape = vec![31, 16];
+            rt.bytes.truncate(31 * 32);
+        }),
+        ("row_tables_per_expert_flattened", "", |t| {
+            let rt = find(t, &format!("{E}.row_tables"));
+            rt.shape = vec![16 * 16];
+        }),
+        ("row_tables_not_f16", "", |t| {
+            let rt = find(t, &format!("{Q}.row_tables"));
+            rt.dtype = "BF16";
+        }),
+        ("row_tables_nan", "not finite", |t| {
+            let rt = find(t, &format!("{Q}.row_tables"));
+            rt.bytes[2..4].copy_from_slice(&0x7e00u16.to_le_bytes());
+        }),
+        ("row_tables_missing", "row_tables", |t| {
+            t.retain(|t| t.name != format!("{Q}.row_tables"));
+        }),
+    ];
+    for (name, needle, edit) in cases {
+        let dir = tmp.path().join(name);
+        copy_dir(&good, &dir);
+        rebuild(&dir.join("model.safetensors"), |t, _| edit(t));
+        let err = Checkpoint::open(&dir)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains("model.safetensors"), "{name}: {err}");
+        assert!(err.contains("row_tables"), "{name}: {err}");
+        assert!(
+            err.contains(Q) || err.contains(E),
+            "{name}: the tensor is named: {err}"
+        );
+        assert!(err.contains(needle), "{name}: '{needle}' not in {err}");
+        for args in [
+            vec!["inspect", p(&dir)],
+            vec!["verify", p(&src), p(&dir)],
+            vec!["eval", p(&dir), "--text", p(&text)],
+        ] {
+            assert_clean_error(&tquant(&args), &["model.safetensors", "row_tables"]);
+        }
+    }
+}

@@ -12,6 +12,11 @@
 //!   4096 x 4096 weights, batches of 32, 128 and 512 activation rows (prefill): the blocked GEMM
 //!   should hold its rate per token as the batch grows. Ids `<isa>-fast/<batch>`, `f32/<batch>`.
 //!
+//! - `gemv-row-tables`: one activation row, 8192 x 8192 nf4 weights in blocks of 32, on the
+//!   detected path: a table per row (`learned_row`, each row's values different) against the same
+//!   codes and scales with one shared table, ids `<isa>-<mode>-per-row/...` and
+//!   `<isa>-<mode>-shared/...` run back to back (`cargo bench --bench kernels -- gemv-row-tables`).
+//!
 //! Ids are `<isa>-<mode>/<rows>x<cols>` (`f32/...` for the dense path on the same weights,
 //! `reference-<mode>/...` for the oracle). Threads: rayon's global pool (`RAYON_NUM_THREADS`).
 //! Formats: nf4 and e2m1 (a table exact in int8); `TQUANT_BENCH_FORMATS=all` or a comma list
@@ -21,7 +26,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::Duration;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, QuantizedMatrix, ScaleDtype};
-use tquant_kernels::{matmul_f32_with, matmul_with, Isa, Mode, QMatrix};
+use tquant_kernels::{matmul_f32_with, matmul_with, Isa, Mode, QMatrix, RowTables};
 
 fn formats() -> Vec<Format> {
     match std::env::var("TQUANT_BENCH_FORMATS").ok().as_deref() {
@@ -111,7 +116,58 @@ fn bench_batches(c: &mut Criterion, rows: usize, cols: usize, batches: &[usize])
     }
 }
 
+/// GEMV with a table per row (`learned_row`) beside the same codes and scales with one shared
+/// table, on the detected path, each mode's two cases back to back (per-row tables cost at most
+/// 5% over a shared one at 8192 x 8192).
+fn bench_row_tables(c: &mut Criterion, rows: usize, cols: usize) {
+    let isa = Isa::detect();
+    let f: Format = "nf4".parse().unwrap();
+    let (_, m) = quantize(&f, rows, cols);
+    let t = f.codebook().values();
+    let shared = QMatrix::new(rows, cols, m.block, &m.codes, &m.scales, m.scale_dtype, t).unwrap();
+    // Every row's table differs: nf4's, its inner values moved by a few percent.
+    let mut rng = Rng::new(3);
+    let per_row: Vec<f32> = (0..rows)
+        .flat_map(|_| {
+            let mut row = t.to_vec();
+            for v in &mut row[1..15] {
+                *v *= 1.0 + 0.05 * (rng.uniform() as f32 - 0.5);
+            }
+            row
+        })
+        .collect();
+    let tables = RowTables::new(&per_row, 16).unwrap();
+    let q = QMatrix::with_row_tables(
+        rows,
+        cols,
+        m.block,
+        &m.codes,
+        &m.scales,
+        m.scale_dtype,
+        tables.view(),
+    )
+    .unwrap();
+    let x = Rng::new(2).normal_vec(cols);
+    let mut y = vec![0.0f32; rows];
+    let shape = format!("{rows}x{cols}");
+    let mut g = c.benchmark_group("gemv-row-tables");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes((m.codes.len() + m.scales.len()) as u64));
+    for mode in Mode::ALL {
+        for (what, view) in [("shared", &shared), ("per-row", &q)] {
+            let id = BenchmarkId::new(format!("{isa}-{mode}-{what}"), &shape);
+            g.bench_function(id, |b| {
+                b.iter(|| matmul_with(isa, view, &x, 1, &mut y, mode).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    bench_row_tables(c, 8192, 8192);
     bench_kind(c, "gemv", 4096, 4096, 1);
     bench_kind(c, "gemm", 2048, 2048, 32);
     bench_batches(c, 4096, 4096, &[32, 128, 512]);

@@ -280,6 +280,7 @@ impl GeneratedSource {
             scale_dtype: self.quantizer.scale_dtype,
             packed: Packed::owned(codes, scales),
             tables: vec![Arc::from(cb.values()); matrices],
+            row_tables: None,
         });
         Ok((t, bytes))
     }

@@ -184,6 +184,7 @@ pub(crate) fn chosen_output(
             fit,
             fit_tensor: Some(FitInfo::from(whole)),
             codebook: format.codebook().values().to_vec(),
+            row_tables: Vec::new(),
             global_scale: None,
         },
         codes: matrix.codes,

@@ -91,6 +91,25 @@ pub fn quantize_matrix_for(
             .learned
             .then(|| (0..cols).map(|c| h.sum()[c * cols + c]).collect());
         let base = quantize_matrix_weighted(values, rows, cols, opts, diag.as_deref())?;
+        if opts.row_tables {
+            // GPTQ's rows are independent given H: each row with its own table.
+            let len = base.info.row_tables.len() / rows.max(1);
+            let parts = (0..rows)
+                .into_par_iter()
+                .map(|r| {
+                    let cb = Codebook::new(base.info.row_tables[r * len..(r + 1) * len].to_vec())?;
+                    let row = &values[r * cols..(r + 1) * cols];
+                    let m = factor.quantize(&q, &cb, row, 1, cols, rule)?;
+                    Ok((m.codes, m.scales))
+                })
+                .collect::<Result<Vec<_>, FormatError>>()?;
+            let (codes, scales): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            return Ok(QuantizedMatrixOut {
+                info: base.info,
+                codes: codes.concat(),
+                scales: scales.concat(),
+            });
+        }
         let cb = Codebook::new(base.info.codebook.clone())?;
         let screen = tquant_kernels::ScaleScreen::detect();
         let m = factor.quantize_with_screen(&q, &cb, values, rows, cols, rule, &screen)?;

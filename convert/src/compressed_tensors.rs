@@ -192,6 +192,7 @@ pub(crate) fn quantize_nvfp4_with(
             nu: None,
             fit: None,
             fit_tensor: None,
+            row_tables: Vec::new(),
             codebook: match layout {
                 crate::schema::Layout::ModelOpt => tquant_formats::nvfp4::modelopt_e2m1().to_vec(),
                 _ => tquant_formats::layouts::mxfp4_codebook().values().to_vec(),

@@ -606,6 +606,12 @@ impl JobContext<'_> {
                         .global_scale
                         .map(|g| g.to_le_bytes().to_vec())
                         .unwrap_or_default()
+                } else if p.info.format == crate::schema::LEARNED_ROW {
+                    m.info
+                        .row_tables
+                        .iter()
+                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                        .collect()
                 } else {
                     m.info
                         .codebook

@@ -223,7 +223,7 @@ fn check_format(name: &str, bits: u32) -> Result<(), String> {
         }
         return Ok(());
     }
-    if name == crate::options::LEARNED {
+    if name == crate::options::LEARNED || name == crate::schema::LEARNED_ROW {
         // Each matrix's own table, named `custom:...` and checked on its own.
         return match bits {
             4 => Ok(()),
@@ -305,20 +305,41 @@ fn tquant_slot(
         scale_storage_dtype(info.scale_dtype),
         &part_shape(&info, &[rows, info.blocks_per_row()]),
     )?;
-    expect_part(
-        ckpt,
-        (&path, name),
-        &codebook,
-        Dtype::F32,
-        &part_shape(&info, &[table_len]),
-    )?;
-    for (m, values) in info
-        .matrices
-        .iter_mut()
-        .zip(read_codebooks(ckpt, &codebook, experts, table_len)?)
-    {
-        m.codebook = values;
-    }
+    let codebook = if info.format == crate::schema::LEARNED_ROW {
+        // A table per row instead of the matrix's codebook.
+        let tables = format!("{name}{}", crate::schema::ROW_TABLES_SUFFIX);
+        expect_part(
+            ckpt,
+            (&path, name),
+            &tables,
+            Dtype::F16,
+            &part_shape(&info, &[rows, table_len]),
+        )?;
+        for (m, values) in
+            info.matrices
+                .iter_mut()
+                .zip(read_codebooks(ckpt, &tables, experts, rows * table_len)?)
+        {
+            m.row_tables = values;
+        }
+        tables
+    } else {
+        expect_part(
+            ckpt,
+            (&path, name),
+            &codebook,
+            Dtype::F32,
+            &part_shape(&info, &[table_len]),
+        )?;
+        for (m, values) in info
+            .matrices
+            .iter_mut()
+            .zip(read_codebooks(ckpt, &codebook, experts, table_len)?)
+        {
+            m.codebook = values;
+        }
+        codebook
+    };
     if table_len < 16 {
         let stored = ckpt.entry(&codes)?.1;
         check_codes(stored, info.cols(), table_len).map_err(bad)?;
@@ -432,6 +453,7 @@ fn bnb_slot(ckpt: &ShardSet, base: &str, state_name: &str) -> Result<QuantSlot, 
             fit: None,
             fit_tensor: None,
             codebook,
+            row_tables: Vec::new(),
             global_scale: None,
         }],
     };
@@ -562,6 +584,7 @@ fn mxfp4_slot(
                 fit: None,
                 fit_tensor: None,
                 codebook: e2m1.codebook().values().to_vec(),
+                row_tables: Vec::new(),
                 global_scale: None,
             };
             experts
@@ -689,6 +712,7 @@ fn ct_slot(ckpt: &ShardSet, base: &str, packed: &str) -> Result<QuantSlot, Conve
             fit: None,
             fit_tensor: None,
             codebook: e2m1.codebook().values().to_vec(),
+            row_tables: Vec::new(),
             global_scale,
         }],
     };
@@ -779,6 +803,7 @@ fn modelopt_slot(ckpt: &ShardSet, base: &str, scale_2: &str) -> Result<QuantSlot
             fit_tensor: None,
             // ModelOpt decodes code 8 as +0.
             codebook: tquant_formats::nvfp4::modelopt_e2m1().to_vec(),
+            row_tables: Vec::new(),
             global_scale: Some(v),
         }],
     };

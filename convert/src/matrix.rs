@@ -5,7 +5,7 @@ use crate::fitting::{fit_for_codebook_with, fit_for_profile, round_nu};
 use crate::layouts;
 use crate::options::{ConvertOptions, NuChoice};
 use crate::schema::{FitInfo, Layout, MatrixInfo, QuantizedMatrixOut};
-use tquant_formats::lloyd::learn_table;
+use tquant_formats::lloyd::{learn_row_tables, learn_table};
 use tquant_formats::nu_search::search_nu_min_error_with_screen;
 use tquant_formats::nvfp4::nvfp4_global_scale;
 use tquant_formats::select::SquaredError;
@@ -33,6 +33,9 @@ pub fn quantize_matrix_weighted(
     if let Some(spec) = &opts.auto {
         return crate::auto::quantize_matrix_auto(values, rows, cols, opts, spec, &SquaredError)
             .map(|m| m.out);
+    }
+    if opts.learned && opts.row_tables {
+        return quantize_rows_learned(values, rows, cols, opts, col_weights);
     }
     let block_len = opts.block.len_for(cols);
     let (format, fit, fit_tensor) = match opts.nu {
@@ -117,10 +120,69 @@ pub fn quantize_matrix_weighted(
             fit,
             fit_tensor,
             codebook: cb.values().to_vec(),
+            row_tables: Vec::new(),
             global_scale,
         },
         codes,
         scales,
+    })
+}
+
+/// `learned_row` (tquant's layout only, checked by the options): a table per row learned by
+/// weighted k-means ([`learn_row_tables`]) and rounded to f16 as it is stored, each row then
+/// quantized with its own table.
+fn quantize_rows_learned(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    opts: &ConvertOptions,
+    col_weights: Option<&[f64]>,
+) -> Result<QuantizedMatrixOut, FormatError> {
+    use rayon::prelude::*;
+    let q = BlockQuantizer {
+        block: opts.block,
+        scale_dtype: opts.scale_dtype,
+    };
+    let start = opts.format.codebook().values();
+    let mut tables = learn_row_tables(&q, values, rows, cols, col_weights, start)?;
+    let mut global_scale = None;
+    if opts.scale_dtype == ScaleDtype::E4m3 {
+        // As for a shared table: one tensor scale for the matrix, every row's table divided by it.
+        let (_, g) = e4m3_tensor_scaled(opts.format.codebook(), values)?;
+        tables.iter_mut().for_each(|v| *v /= g);
+        global_scale = Some(g);
+    }
+    tables
+        .iter_mut()
+        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    let len = start.len();
+    let (screen, encoder) = (
+        tquant_kernels::ScaleScreen::detect(),
+        tquant_kernels::Encoder::detect(),
+    );
+    let parts = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let cb = Codebook::new(tables[r * len..(r + 1) * len].to_vec())?;
+            let row = &values[r * cols..(r + 1) * cols];
+            let m =
+                q.quantize_with_kernels(&cb, row, 1, cols, opts.scale_rule, &screen, &encoder)?;
+            Ok((m.codes, m.scales))
+        })
+        .collect::<Result<Vec<_>, FormatError>>()?;
+    let (codes, scales): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    Ok(QuantizedMatrixOut {
+        info: MatrixInfo {
+            format: crate::schema::LEARNED_ROW.to_string(),
+            nu: None,
+            fit: None,
+            fit_tensor: None,
+            codebook: Vec::new(),
+            row_tables: tables,
+            global_scale,
+        },
+        codes: codes.concat(),
+        scales: scales.concat(),
     })
 }
 

@@ -161,6 +161,9 @@ pub(crate) fn plan_format_name(opts: &ConvertOptions) -> String {
     if let Some(spec) = &opts.auto {
         return spec.name();
     }
+    if opts.learned && opts.row_tables {
+        return crate::schema::LEARNED_ROW.to_string();
+    }
     if opts.learned {
         return crate::schema::LEARNED.to_string();
     }
@@ -419,12 +422,22 @@ fn add_parts(
                 with(&[rows, info.blocks_per_row()]),
                 None,
             );
-            let b = push(
-                format!("{name}{CODEBOOK_SUFFIX}"),
-                Dtype::F32,
-                with(&[1 << info.bits]),
-                None,
-            );
+            // The third part: the matrix's table, or with `learned_row` a table per row.
+            let b = if info.format == crate::schema::LEARNED_ROW {
+                push(
+                    format!("{name}{}", crate::schema::ROW_TABLES_SUFFIX),
+                    Dtype::F16,
+                    with(&[rows, 1 << info.bits]),
+                    None,
+                )
+            } else {
+                push(
+                    format!("{name}{CODEBOOK_SUFFIX}"),
+                    Dtype::F32,
+                    with(&[1 << info.bits]),
+                    None,
+                )
+            };
             (c, s, Some(b))
         }
         Layout::Mxfp4 => {
@@ -579,6 +592,10 @@ pub(crate) fn shard_metadata(
                         m.nu = Some(WIDEST_F64);
                         m.fit = Some(widest);
                         m.fit_tensor = Some(widest);
+                    } else if opts.learned && opts.row_tables {
+                        // The tables are a part of their own; nothing here grows.
+                        m.format = crate::schema::LEARNED_ROW.to_string();
+                        m.nu = None;
                     } else if opts.learned {
                         // Each table is named `custom:v0,...`; an f32 in (-1, 1) prints as at
                         // most 48 characters (`-0.` and 45 digits, down to subnormals).

@@ -33,6 +33,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
         layout: opts.layout,
         format: match (&opts.auto, opts.nu) {
             (Some(spec), _) => spec.name(),
+            (None, _) if opts.learned && opts.row_tables => crate::schema::LEARNED_ROW.to_string(),
             (None, _) if opts.learned => crate::options::LEARNED.to_string(),
             (None, Some(NuChoice::Fit | NuChoice::Search)) => format!("sf{}", opts.bits()),
             _ => opts.format.name().to_string(),
@@ -51,6 +52,7 @@ pub fn plan_info(shape: &[usize], dtype: Dtype, opts: &ConvertOptions) -> QuantI
                 fit: None,
                 fit_tensor: None,
                 codebook: opts.format.codebook().values().to_vec(),
+                row_tables: Vec::new(),
                 global_scale: None,
             };
             matrices

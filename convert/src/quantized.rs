@@ -63,12 +63,24 @@ impl<'a> QuantizedView<'a> {
         &self.info.matrices[e].codebook
     }
 
+    /// `learned_row`: matrix `e`'s tables, `[rows, 16]` row by row (for
+    /// `tquant_kernels::RowTables::new(values, 16)`); `None` for a tensor with one table per matrix.
+    pub fn row_tables(&self, e: usize) -> Option<&'a [f32]> {
+        let t = &self.info.matrices.get(e)?.row_tables;
+        (!t.is_empty()).then_some(t.as_slice())
+    }
+
     /// Matrix `e` (0 for a 2-D tensor) in tquant's code layout, or `None` for bitsandbytes'
-    /// flattened layout, which no kernel reads directly, and for q8_0 (no codebook:
-    /// [`QuantizedView::q8_matrix`]).
+    /// flattened layout, which no kernel reads directly, for q8_0 (no codebook:
+    /// [`QuantizedView::q8_matrix`]) and for a table per row (`learned_row`:
+    /// [`QuantizedView::row_tables`] and `QMatrix::with_row_tables`).
     pub fn matrix(&self, e: usize) -> Option<MatrixRef<'a>> {
         let i = self.info;
-        if i.layout == Layout::Bnb || i.is_q8_0() || e >= i.experts() {
+        if i.layout == Layout::Bnb
+            || i.is_q8_0()
+            || e >= i.experts()
+            || self.row_tables(e).is_some()
+        {
             return None;
         }
         let (cb, sb) = (i.matrix_code_bytes(), i.matrix_scale_bytes());
@@ -106,6 +118,13 @@ impl<'a> QuantizedView<'a> {
         if self.info.is_q8_0() {
             return Err(invalid(
                 "q8_0 has no codebook: take it with QuantizedView::q8_matrix".into(),
+            ));
+        }
+        if self.row_tables(e).is_some() {
+            return Err(invalid(
+                "learned_row has a table per row: build the view with QMatrix::with_row_tables \
+                 from QuantizedView::row_tables"
+                    .into(),
             ));
         }
         let parts = self.matrix(e).ok_or_else(|| {
@@ -203,10 +222,17 @@ impl<'a> QuantizedView<'a> {
             }
             return Ok(out);
         }
-        let table = &i.matrices[e].codebook;
         let rb = row_bytes(cols);
         let nb = i.blocks_per_row();
+        let row_tables = self.row_tables(e);
         for r in 0..rows {
+            let table = match row_tables {
+                Some(t) => {
+                    let len = t.len() / rows;
+                    &t[r * len..(r + 1) * len]
+                }
+                None => &i.matrices[e].codebook[..],
+            };
             let packed = &codes[r * rb..(r + 1) * rb];
             for c in 0..cols {
                 let code = code_at(packed, c);

@@ -4,8 +4,8 @@
 //! Grammar: `[gptq:]BASE[+search]` or `AUTO[+search][+gptq]`, where BASE is a catalog name,
 //! `sf4` / `sf3` (the paper's fixed nu = 5), `sf4:nu=X`, `sf4_fit` / `sf3_fit` (nu fitted per
 //! tensor), `sf4_search` / `sf3_search` (nu with the least weight error per tensor),
-//! `custom:v0,v1,...` or `learned` (a 16-value table per matrix by k-means on its
-//! block-normalised values, from `sf4_opt`'s); AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
+//! `custom:v0,v1,...`, `learned` (a 16-value table per matrix by k-means on its
+//! block-normalised values, from `sf4_opt`'s) or `learned_row` (the same per row, stored in f16); AUTO is `auto` or `auto:A/B/...` (per matrix the candidate with the least
 //! weight error). `+search` searches each block's scale instead of the absmax rule (`+rceil`
 //! and `+4over6` choose it by the FP4 rules of [`ScaleRule`]); `gptq`
 //! quantizes with calibration statistics (given separately).
@@ -41,6 +41,8 @@ pub enum RecipeFormat {
     Custom(Vec<f32>),
     /// A table learned per matrix (`learned`).
     Learned,
+    /// A table learned per row (`learned_row`).
+    LearnedRow,
 }
 
 /// One way of quantizing: value set, nu rule, scale rule, and whether GPTQ runs.
@@ -105,6 +107,7 @@ impl Recipe {
             },
             RecipeFormat::Auto(_) => FormatChoice::Auto(self.base()),
             RecipeFormat::Learned => FormatChoice::Learned,
+            RecipeFormat::LearnedRow => FormatChoice::LearnedRow,
             RecipeFormat::Catalog(_) | RecipeFormat::Custom(_) => table(&self.base())?,
         };
         Ok(ConvertOptions::builder()
@@ -207,6 +210,7 @@ impl Recipe {
             },
             RecipeFormat::Auto(None) => "auto".into(),
             RecipeFormat::Learned => crate::options::LEARNED.into(),
+            RecipeFormat::LearnedRow => crate::schema::LEARNED_ROW.into(),
             RecipeFormat::Auto(Some(list)) => format!("auto:{}", list.join("/")),
             RecipeFormat::Custom(values) => {
                 let v: Vec<String> = values.iter().map(f32::to_string).collect();
@@ -269,6 +273,7 @@ impl FromStr for Recipe {
             "sf3_search" => sf(3, NuChoice::Search),
             "auto" => RecipeFormat::Auto(None),
             crate::options::LEARNED => RecipeFormat::Learned,
+            crate::schema::LEARNED_ROW => RecipeFormat::LearnedRow,
             _ => {
                 if let Some(list) = rest.strip_prefix("auto:") {
                     let names: Vec<String> = list
@@ -326,6 +331,7 @@ mod tests {
                 "auto:apot4_sp/int4_full",
                 "custom:-1,0,0.5,1",
                 "learned",
+                "learned_row",
                 "sf4_opt",
                 "sf4_opt:nu=3.5",
                 "auto:sf4_opt/int4_full",

@@ -12,6 +12,14 @@ use tquant_formats::{ScaleDtype, ScaleRule};
 /// each matrix then naming its table as `custom:...`).
 pub const LEARNED: &str = "learned";
 
+/// The format name of learned tables per row (a recipe, and a tensor's and each matrix's
+/// `format` in files): the tables are stored as the `.row_tables` part.
+pub const LEARNED_ROW: &str = "learned_row";
+
+/// Suffix of the row tables part (`learned_row`): F16 `[E?, rows, 16]`, row `r`'s values in code
+/// order.
+pub const ROW_TABLES_SUFFIX: &str = ".row_tables";
+
 /// Version of the on-disk description; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 /// `__metadata__` key prefix of a quantized tensor's description: `tquant.<name>`.
@@ -185,6 +193,10 @@ pub struct MatrixInfo {
     /// Values in code order; stored as the `.codebook` tensor, not in the metadata.
     #[serde(skip)]
     pub codebook: Vec<f32>,
+    /// `learned_row`: each row's table, `[rows, 2^bits]` values exact in f16 (stored as the
+    /// `.row_tables` part, not in the metadata); empty otherwise, and `codebook` is then empty.
+    #[serde(skip)]
+    pub row_tables: Vec<f32>,
     /// NVFP4's f32 tensor scale: a divisor (compressed-tensors' `weight_global_scale`), or in
     /// the ModelOpt layout a multiplier (`weight_scale_2`); `None`
     /// for every other format. In tquant's own layout the codebook already holds
@@ -379,6 +391,9 @@ impl QuantInfo {
         // A learned table belongs to its matrix alone: its f32 values count, as its scales do.
         let tables = if self.format == LEARNED {
             self.matrices.len() * (1usize << self.bits) * 4
+        } else if self.format == LEARNED_ROW {
+            // A table of f16 values per row.
+            self.matrices.len() * self.rows() * (1usize << self.bits) * 2
         } else {
             0
         };
@@ -407,6 +422,7 @@ impl QuantInfo {
                     fit: None,
                     fit_tensor: None,
                     codebook: Vec::new(),
+                    row_tables: Vec::new(),
                     global_scale: None,
                 };
                 experts

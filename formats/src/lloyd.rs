@@ -341,6 +341,28 @@ pub fn learn_table(
     Ok(distinct_f32(&levels))
 }
 
+/// A table per row: [`learn_table`] on each row of `values` alone (its blocks' points, the same
+/// column weights and start), `rows * init.len()` values, row by row; rows run in parallel.
+pub fn learn_row_tables(
+    q: &BlockQuantizer,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    col_weights: Option<&[f64]>,
+    init: &[f32],
+) -> Result<Vec<f32>, FormatError> {
+    use rayon::prelude::*;
+    crate::block::check_matrix_len(values.len(), rows, cols)?;
+    if cols == 0 {
+        return Ok(init.repeat(rows));
+    }
+    let tables = values
+        .par_chunks(cols)
+        .map(|row| learn_table(q, row, 1, cols, col_weights, init))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tables.concat())
+}
+
 /// Levels as f32, nudged apart where two would round to the same value (a table needs its codes
 /// to differ to use them all).
 fn distinct_f32(levels: &[f64]) -> Vec<f32> {

@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 use tquant_formats::lloyd::{
-    block_absmax_density, block_absmax_density_with, learn_table, sf4_opt_table,
+    block_absmax_density, block_absmax_density_with, learn_row_tables, learn_table, sf4_opt_table,
     symmetric_lloyd_max,
 };
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
@@ -130,4 +130,42 @@ fn sf4_opt_names_round_trip_and_bad_nu_is_refused() {
     assert!("sf4_opt:nu=-1".parse::<Format>().is_err());
     assert!("sf4_opt:x=3".parse::<Format>().is_err());
     assert!(Format::listed().iter().any(|f| f.name() == "sf4_opt"));
+}
+
+/// A table per row (`learned_row`) against numpy's k-means on each row alone
+/// (tests/data/formats/lloyd_row_tables.json, made by scripts/fixtures/lloyd_row_tables.py):
+/// rows of different magnitude, a short last block, one row of zeros (its table stays the start).
+#[test]
+fn row_tables_match_numpy_k_means_per_row() {
+    let f: Value = serde_json::from_str(include_str!(
+        "../../tests/data/formats/lloyd_row_tables.json"
+    ))
+    .unwrap();
+    let (rows, cols) = (
+        f["rows"].as_u64().unwrap() as usize,
+        f["cols"].as_u64().unwrap() as usize,
+    );
+    let q = BlockQuantizer {
+        block: BlockSize::Elements(f["block"].as_u64().unwrap() as usize),
+        scale_dtype: ScaleDtype::F16,
+    };
+    let values: Vec<f32> = floats(&f["values"]).iter().map(|&v| v as f32).collect();
+    let init: Vec<f32> = floats(&f["init"]).iter().map(|&v| v as f32).collect();
+    let weights = floats(&f["col_weights"]);
+    for (key, w) in [("tables", None), ("weighted_tables", Some(&weights[..]))] {
+        let got = learn_row_tables(&q, &values, rows, cols, w, &init).unwrap();
+        assert_eq!(got.len(), rows * 16);
+        let want = f[key].as_array().unwrap();
+        for (r, (g, want)) in got.chunks(16).zip(want).enumerate() {
+            for (i, (&g, &w)) in g.iter().zip(&floats(want)).enumerate() {
+                assert!(
+                    (g as f64 - w).abs() <= 1e-6,
+                    "{key} row {r} level {i}: {g} vs {w}"
+                );
+            }
+        }
+        // Rows learn different tables.
+        assert_ne!(got[..16], got[16..32], "{key}");
+    }
+    assert!(learn_row_tables(&q, &values[1..], rows, cols, None, &init).is_err());
 }

@@ -115,7 +115,7 @@ pub use encode::Encoder;
 pub use f16::{matmul_f16, matmul_f16_with};
 pub use int8::{matmul_q8_0, matmul_q8_0_with, Q8Matrix};
 pub use isa::Isa;
-pub use qmatrix::{QMatrix, QMatrixParts};
+pub use qmatrix::{QMatrix, QMatrixParts, RowTables, RowTablesRef};
 pub use screen::ScaleScreen;
 pub use tquant_formats::ScaleDtype;
 

@@ -126,7 +126,7 @@ pub(crate) unsafe fn rows(
                 for (m, sums) in sums.iter().enumerate().take(mr) {
                     for (jj, &s) in sums[..nb].iter().enumerate() {
                         // SAFETY: `j + jj < n` and row `r0 + r + m` is this call's (contract).
-                        unsafe { y.write((j + jj) * all + r0 + r + m, s * q.table_step()) };
+                        unsafe { y.write((j + jj) * all + r0 + r + m, s * q.row_table_step(r0 + r + m)) };
                     }
                 }
                 j += nb;
@@ -170,10 +170,10 @@ pub(crate) unsafe fn decode_scalar(
     scratch: &mut [f32],
     tile: &mut [WSuper],
 ) {
-    let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
     let rb = row_bytes(q.cols());
     let blocks = q.blocks_per_row();
     for (m, &r) in rows.iter().enumerate() {
+        let shifted: [u8; 16] = q.row_table_i8(r).map(|v| (v as i16 + 128) as u8);
         let codes = q.row_codes(r);
         crate::scalar::row_scales(q, r, &mut scratch[..blocks]);
         scratch[blocks..].fill(0.0);

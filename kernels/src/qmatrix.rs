@@ -24,6 +24,96 @@ pub struct QMatrix<'a> {
     table_len: usize,
     table_i8: [i8; 16],
     table_step: f32,
+    row_tables: Option<RowTablesRef<'a>>,
+}
+
+/// A table per row (`learned_row`), owned: each row's 16 values (codes past a shorter table
+/// decode to 0) and their int8 images for the fast mode, made once (a product only reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowTables {
+    values: Vec<[f32; 16]>,
+    int8: Vec<[i8; 16]>,
+    steps: Vec<f32>,
+}
+
+/// The tables of a run of rows of a [`RowTables`], for [`QMatrix::with_row_tables`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowTablesRef<'a> {
+    values: &'a [[f32; 16]],
+    int8: &'a [[i8; 16]],
+    steps: &'a [f32],
+}
+
+impl RowTables {
+    /// The tables of `values.len() / per_row` rows, `per_row` (1 to 16) values each in code
+    /// order; every value finite.
+    pub fn new(values: &[f32], per_row: usize) -> Result<Self, KernelError> {
+        if per_row == 0 || per_row > 16 {
+            return Err(KernelError::TableSize(per_row));
+        }
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(KernelError::TableValue {
+                index: index % per_row,
+                value,
+            });
+        }
+        if !values.len().is_multiple_of(per_row) {
+            return Err(KernelError::Length {
+                what: "row tables [rows, per_row]",
+                got: values.len(),
+                want: values.len().div_ceil(per_row) * per_row,
+            });
+        }
+        let values: Vec<[f32; 16]> = values
+            .chunks_exact(per_row)
+            .map(|t| {
+                let mut padded = [0.0f32; 16];
+                padded[..per_row].copy_from_slice(t);
+                padded
+            })
+            .collect();
+        // Each row's image is made here, not remembered per thread as a shared table's is:
+        // rows rarely share a table.
+        let (int8, steps) = values.iter().map(int8_image).unzip();
+        Ok(Self {
+            values,
+            int8,
+            steps,
+        })
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Every row's table.
+    pub fn view(&self) -> RowTablesRef<'_> {
+        self.slice(0, self.rows()).expect("the whole range")
+    }
+
+    /// The tables of rows `row0..row0 + rows` (an expert's rows of a fused tensor), or `None`
+    /// past the end.
+    pub fn slice(&self, row0: usize, rows: usize) -> Option<RowTablesRef<'_>> {
+        let end = row0.checked_add(rows)?;
+        Some(RowTablesRef {
+            values: self.values.get(row0..end)?,
+            int8: &self.int8[row0..end],
+            steps: &self.steps[row0..end],
+        })
+    }
+}
+
+impl<'a> RowTablesRef<'a> {
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Row `r`'s table, padded to 16 entries with zeros.
+    pub fn row_table(&self, r: usize) -> &'a [f32; 16] {
+        &self.values[r]
+    }
 }
 
 /// The parts of a quantized matrix by name, for [`QMatrix::from_parts`] (the same layout as
@@ -151,7 +241,77 @@ impl<'a> QMatrix<'a> {
             table_len: table.len(),
             table_i8,
             table_step,
+            row_tables: None,
         })
+    }
+
+    /// A view whose row `r` decodes with `tables`' row `r` (a table per row, `learned_row`):
+    /// the same checks as [`QMatrix::new`], and `tables` must have `rows` rows. [`QMatrix::table`]
+    /// is all zeros for such a view; every path reads [`QMatrix::row_table`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_row_tables(
+        rows: usize,
+        cols: usize,
+        block: usize,
+        codes: &'a [u8],
+        scales: &'a [u8],
+        scale_dtype: ScaleDtype,
+        tables: RowTablesRef<'a>,
+    ) -> Result<Self, KernelError> {
+        if tables.rows() != rows {
+            return Err(KernelError::Length {
+                what: "row tables [rows, 16]",
+                got: tables.rows().saturating_mul(16),
+                want: rows.saturating_mul(16),
+            });
+        }
+        let mut q = Self::new(rows, cols, block, codes, scales, scale_dtype, &[0.0; 16])?;
+        q.row_tables = Some(tables);
+        Ok(q)
+    }
+
+    /// Whether each row has its own table ([`QMatrix::with_row_tables`]).
+    pub fn has_row_tables(&self) -> bool {
+        self.row_tables.is_some()
+    }
+
+    /// Row `r`'s table (the matrix's own without row tables), padded to 16 entries.
+    #[inline]
+    pub fn row_table(&self, r: usize) -> &[f32; 16] {
+        match &self.row_tables {
+            Some(t) => &t.values[r],
+            None => &self.table,
+        }
+    }
+
+    /// Row `r`'s int8 table (see [`QMatrix::table_i8`]).
+    #[inline]
+    pub fn row_table_i8(&self, r: usize) -> &[i8; 16] {
+        match &self.row_tables {
+            Some(t) => &t.int8[r],
+            None => &self.table_i8,
+        }
+    }
+
+    /// The step of row `r`'s int8 table (see [`QMatrix::table_step`]).
+    #[inline]
+    pub fn row_table_step(&self, r: usize) -> f32 {
+        match &self.row_tables {
+            Some(t) => t.steps[r],
+            None => self.table_step,
+        }
+    }
+
+    /// Whether row `r`'s int8 table equals its f32 table (see [`QMatrix::table_i8_is_exact`]).
+    pub fn row_table_i8_is_exact(&self, r: usize) -> bool {
+        let (t, q, step) = (
+            self.row_table(r),
+            self.row_table_i8(r),
+            self.row_table_step(r),
+        );
+        t.iter()
+            .zip(q)
+            .all(|(&v, &m)| (v - m as f32 * step).abs() <= v.abs() * 1e-6)
     }
 
     /// Rows (outputs).

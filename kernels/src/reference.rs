@@ -6,7 +6,7 @@ use tquant_formats::pack::code_at;
 /// Weight `(r, c)` dequantized: `table[code] * scale`.
 pub fn weight(q: &QMatrix, r: usize, c: usize) -> f32 {
     let code = code_at(q.row_codes(r), c) as usize;
-    q.table()[code] * q.scale(r, c / q.block())
+    q.row_table(r)[code] * q.scale(r, c / q.block())
 }
 
 /// `y = x W^T` for `x: [n, cols]`, `y: [n, rows]`; sizes must match (checked by the caller).
@@ -38,7 +38,7 @@ fn dot_fast(q: &QMatrix, r: usize, x: &[f32]) -> f64 {
     for b in 0..q.blocks_per_row() {
         let b0 = b * q.block();
         let b1 = (b0 + q.block()).min(q.cols());
-        let ws = q.scale(r, b) as f64 * q.table_step() as f64;
+        let ws = q.scale(r, b) as f64 * q.row_table_step(r) as f64;
         let mut s = b0;
         while s < b1 {
             let e = (s + ACT_BLOCK).min(b1);
@@ -49,7 +49,7 @@ fn dot_fast(q: &QMatrix, r: usize, x: &[f32]) -> f64 {
                 let idot: i64 = (s..e)
                     .map(|c| {
                         let xq = (x[c] * inv).round_ties_even().clamp(-127.0, 127.0) as i64;
-                        q.table_i8()[code_at(codes, c) as usize] as i64 * xq
+                        q.row_table_i8(r)[code_at(codes, c) as usize] as i64 * xq
                     })
                     .sum();
                 total += idot as f64 * xs as f64 * ws;
@@ -75,13 +75,13 @@ pub fn fast_error_bound(q: &QMatrix, x_row: &[f32], r: usize) -> f64 {
     for b in 0..q.blocks_per_row() {
         let b0 = b * q.block();
         let b1 = (b0 + q.block()).min(q.cols());
-        let half_t = 0.5 * q.table_step() as f64 * q.scale(r, b).abs() as f64;
+        let half_t = 0.5 * q.row_table_step(r) as f64 * q.scale(r, b).abs() as f64;
         let mut s = b0;
         while s < b1 {
             let e = (s + ACT_BLOCK).min(b1);
             let amax = x_row[s..e].iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
             let half_x = 0.5 * amax / 127.0;
-            let table_exact = q.table_i8_is_exact();
+            let table_exact = q.row_table_i8_is_exact(r);
             let dt = if table_exact { 0.0 } else { half_t };
             for (c, xv) in x_row.iter().enumerate().take(e).skip(s) {
                 let w = weight(q, r, c).abs() as f64;

@@ -11,11 +11,14 @@ use tquant_formats::pack::code_at;
 /// Exact mode, rows `r0..r0 + out.len() / n`; `out` is `[row][j]`.
 pub(crate) fn qrows_exact(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
     let cols = q.cols();
-    let lut = pair_lut(q.table());
+    let mut lut = pair_lut(q.row_table(r0));
     let mut w = vec![0.0f32; 2 * cols.div_ceil(2)];
     let mut scales = vec![0.0f32; q.blocks_per_row()];
     for (i, o) in out.chunks_exact_mut(n).enumerate() {
         let r = r0 + i;
+        if q.has_row_tables() && i > 0 {
+            lut = pair_lut(q.row_table(r));
+        }
         for (pair, &b) in w.chunks_exact_mut(2).zip(q.row_codes(r)) {
             pair.copy_from_slice(&lut[b as usize]);
         }
@@ -33,13 +36,19 @@ pub(crate) fn qrows_exact(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut
 pub(crate) fn qrows_fast(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32]) {
     let cols = q.cols();
     let mut lut = [[0i8; 2]; 256];
-    for (b, e) in lut.iter_mut().enumerate() {
-        *e = [q.table_i8()[b & 15], q.table_i8()[b >> 4]];
-    }
+    let fill = |lut: &mut [[i8; 2]; 256], t: &[i8; 16]| {
+        for (b, e) in lut.iter_mut().enumerate() {
+            *e = [t[b & 15], t[b >> 4]];
+        }
+    };
+    fill(&mut lut, q.row_table_i8(r0));
     let mut w = vec![0i8; 2 * cols.div_ceil(2)];
     let mut scales = vec![0.0f32; q.blocks_per_row()];
     for (i, o) in out.chunks_exact_mut(n).enumerate() {
         let r = r0 + i;
+        if q.has_row_tables() && i > 0 {
+            fill(&mut lut, q.row_table_i8(r));
+        }
         for (pair, &b) in w.chunks_exact_mut(2).zip(q.row_codes(r)) {
             pair.copy_from_slice(&lut[b as usize]);
         }
@@ -52,7 +61,7 @@ pub(crate) fn qrows_fast(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &m
                 let d = dot_i8(&w[p.start..p.start + p.len], &xq[p.start..p.start + p.len]);
                 acc += d as f32 * (xs * scales[p.block]);
             }
-            *y = acc * q.table_step();
+            *y = acc * q.row_table_step(r);
         }
     }
 }
@@ -114,7 +123,7 @@ pub(crate) fn decode_tail_exact(
     out: &mut [f32],
 ) {
     let codes = q.row_codes(r);
-    let t = q.table();
+    let t = q.row_table(r);
     for (c, o) in (from..q.cols()).zip(out.iter_mut()) {
         *o = t[code_at(codes, c) as usize] * scales[c / q.block()];
     }

@@ -9,6 +9,8 @@
 
 #[path = "isa_cases/encode.rs"]
 mod encode;
+#[path = "isa_cases/row_tables.rs"]
+mod row_tables;
 #[path = "isa_cases/screen.rs"]
 mod screen;
 
@@ -618,12 +620,105 @@ fn q8_0_matches_reference(isa: Isa) {
     check(37, 1031, 9, 0, &mut rng);
 }
 
+/// The oracle's weights are each row's table value times the block scale, element by element,
+/// and its fast mode uses each row's int8 image and step.
+fn reference_reads_each_rows_table() {
+    let mut rng = Rng::new(41);
+    let f: Format = "nf4".parse().unwrap();
+    let (rows, cols) = (7, 45);
+    let m = quantized(
+        &f,
+        rows,
+        cols,
+        BlockSize::new(16).unwrap(),
+        ScaleDtype::F32,
+        &mut rng,
+    );
+    let values = row_tables::random_tables(rows, &mut rng);
+    let tables = tquant_kernels::RowTables::new(&values, 16).unwrap();
+    let q = QMatrix::with_row_tables(
+        rows,
+        cols,
+        16,
+        &m.codes,
+        &m.scales,
+        m.scale_dtype,
+        tables.view(),
+    )
+    .unwrap();
+    for r in 0..rows {
+        let t = &values[r * 16..(r + 1) * 16];
+        for c in 0..cols {
+            let code = tquant_formats::pack::code_at(&m.codes[r * cols.div_ceil(2)..], c) as usize;
+            let s = f32::from_le_bytes(m.scales[(r * 3 + c / 16) * 4..][..4].try_into().unwrap());
+            assert_eq!(reference::weight(&q, r, c), t[code] * s, "({r}, {c})");
+        }
+        assert_eq!(q.row_table(r)[..], *t);
+        let (qi, step) = (q.row_table_i8(r), q.row_table_step(r));
+        for (v, &i) in t.iter().zip(qi) {
+            assert!(
+                (v - i as f32 * step).abs() <= 0.5 * step * (1.0 + 1e-5) + 1e-7,
+                "row {r}"
+            );
+        }
+    }
+}
+
+/// Row tables of the wrong size or with a non-finite value, or a view with a table count other
+/// than its rows: errors, not panics.
+fn bad_row_tables_are_errors() {
+    use tquant_kernels::RowTables;
+    assert!(matches!(
+        RowTables::new(&[1.0; 34], 17),
+        Err(KernelError::TableSize(17))
+    ));
+    assert!(matches!(
+        RowTables::new(&[1.0; 34], 0),
+        Err(KernelError::TableSize(0))
+    ));
+    assert!(matches!(
+        RowTables::new(&[1.0; 33], 16),
+        Err(KernelError::Length { .. })
+    ));
+    let mut v = vec![1.0f32; 32];
+    v[18] = f32::INFINITY;
+    assert!(matches!(
+        RowTables::new(&v, 16),
+        Err(KernelError::TableValue { index: 2, .. })
+    ));
+    let t = RowTables::new(&[0.5f32; 48], 16).unwrap();
+    assert_eq!(t.rows(), 3);
+    assert!(t.slice(2, 2).is_none());
+    let (codes, scales) = ([0u8; 4], [0u8; 8]);
+    let e = QMatrix::with_row_tables(2, 3, 2, &codes, &scales, ScaleDtype::F16, t.view());
+    assert!(matches!(e, Err(KernelError::Length { .. })), "{e:?}");
+    let q = QMatrix::with_row_tables(
+        2,
+        3,
+        2,
+        &codes,
+        &scales,
+        ScaleDtype::F16,
+        t.slice(1, 2).unwrap(),
+    )
+    .unwrap();
+    assert!(q.has_row_tables() && q.row_table(1)[0] == 0.5);
+}
+
 /// A check run on each path.
 type IsaCase = fn(Isa);
 
 fn main() {
     let args = Arguments::from_args();
-    let per_isa: [(&str, IsaCase); 13] = [
+    let per_isa: [(&str, IsaCase); 15] = [
+        (
+            "row_tables_match_reference",
+            row_tables::row_tables_match_reference,
+        ),
+        (
+            "row_tables_equal_to_the_shared_table_give_its_result",
+            row_tables::row_tables_equal_to_the_shared_table_give_its_result,
+        ),
         ("encoder_matches_portable", encode::encoder_matches_portable),
         (
             "encoded_matrix_matches_portable",
@@ -661,7 +756,12 @@ fn main() {
             }));
         }
     }
-    let once: [(&str, fn()); 5] = [
+    let once: [(&str, fn()); 7] = [
+        (
+            "reference_reads_each_rows_table",
+            reference_reads_each_rows_table,
+        ),
+        ("bad_row_tables_are_errors", bad_row_tables_are_errors),
         (
             "dispatcher_uses_every_isa_the_cpu_has",
             dispatcher_uses_every_isa_the_cpu_has,

@@ -178,7 +178,27 @@ impl TensorSource for CheckpointSource {
                     name: name.into(),
                 },
                 tables: (0..v.experts()).map(|e| Arc::from(v.codebook(e))).collect(),
+                row_tables: row_tables(name, &v)?,
             })),
         }
     }
+}
+
+/// `learned_row`: every expert's row tables as one [`kernels::RowTables`] (rows of all experts in
+/// order, as the codes are), or `None` for a tensor with a table per matrix.
+fn row_tables(
+    name: &str,
+    v: &tquant_convert::QuantizedView<'_>,
+) -> Result<Option<Arc<kernels::RowTables>>, ModelError> {
+    if v.row_tables(0).is_none() {
+        return Ok(None);
+    }
+    let mut all = Vec::new();
+    for e in 0..v.experts() {
+        all.extend_from_slice(v.row_tables(e).unwrap_or_default());
+    }
+    let per_row = 1usize << v.info.bits;
+    kernels::RowTables::new(&all, per_row)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| ModelError::tensor(name, e.to_string()))
 }

@@ -38,7 +38,7 @@ pub use attention::AttentionPath;
 pub use calibration_run::{CalibrationPlan, LayerByLayer};
 pub use checkpoint::{checkpoint_source, CheckpointSource};
 pub use config::{Config, Family, RopeConfig, RopeScaling, TopkMethod, Yarn};
-pub use tquant_kernels::Mode;
+pub use tquant_kernels::{Mode, RowTables};
 
 pub use generation::Generation;
 pub use layerwise::{LayerwiseRun, Stage};

@@ -245,6 +245,9 @@ pub struct QuantMatrix {
     row0: usize,
     /// The codebook values in code order.
     table: Arc<[f32]>,
+    /// `learned_row`: a table per row of the whole packed tensor (row `row0 + r` is this
+    /// matrix's row `r`), used instead of `table`.
+    row_tables: Option<Arc<kernels::RowTables>>,
 }
 
 impl QuantMatrix {
@@ -266,6 +269,32 @@ impl QuantMatrix {
             packed,
             row0,
             table,
+            row_tables: None,
+        };
+        m.view(|q| q.map(|_| ()))?;
+        Ok(m)
+    }
+
+    /// [`QuantMatrix::new`] with a table per row instead of one table: `tables` holds the whole
+    /// packed tensor's rows (this matrix reads rows `row0..row0 + rows` of it).
+    pub fn with_row_tables(
+        rows: usize,
+        cols: usize,
+        block: usize,
+        scale_dtype: ScaleDtype,
+        packed: Packed,
+        row0: usize,
+        tables: Arc<kernels::RowTables>,
+    ) -> Result<Self, ModelError> {
+        let m = Self {
+            rows,
+            cols,
+            block,
+            scale_dtype,
+            packed,
+            row0,
+            table: Arc::from([]),
+            row_tables: Some(tables),
         };
         m.view(|q| q.map(|_| ()))?;
         Ok(m)
@@ -281,8 +310,8 @@ impl QuantMatrix {
         self.packed.with(|codes, scales| {
             let c = codes.get(self.row0 * rb..(self.row0 + self.rows) * rb);
             let s = scales.get(self.row0 * sb..(self.row0 + self.rows) * sb);
-            let q = match (c, s) {
-                (Some(c), Some(s)) => QMatrix::new(
+            let q = match (c, s, &self.row_tables) {
+                (Some(c), Some(s), None) => QMatrix::new(
                     self.rows,
                     self.cols,
                     self.block,
@@ -292,6 +321,23 @@ impl QuantMatrix {
                     &self.table,
                 )
                 .map_err(ModelError::from),
+                (Some(c), Some(s), Some(t)) => match t.slice(self.row0, self.rows) {
+                    Some(t) => QMatrix::with_row_tables(
+                        self.rows,
+                        self.cols,
+                        self.block,
+                        c,
+                        s,
+                        self.scale_dtype,
+                        t,
+                    )
+                    .map_err(ModelError::from),
+                    None => Err(ModelError::from(kernels::KernelError::Length {
+                        what: "row tables [rows, 16]",
+                        got: t.rows() * 16,
+                        want: (self.row0 + self.rows) * 16,
+                    })),
+                },
                 _ => Err(ModelError::PartsTooShort {
                     row0: self.row0,
                     rows: self.rows,
@@ -314,9 +360,16 @@ impl QuantMatrix {
         self.packed.with(|codes, scales| {
             let packed = &codes[row * rb..(row + 1) * rb];
             let sc = &scales[row * sb..(row + 1) * sb];
+            let table: &[f32] = match &self.row_tables {
+                Some(t) => &t
+                    .slice(row, 1)
+                    .expect("rows checked when built")
+                    .row_table(0)[..],
+                None => &self.table,
+            };
             for (c, o) in out.iter_mut().enumerate().take(self.cols) {
                 let s = self.scale_dtype.read(sc, c / self.block);
-                *o = self.table[code_at(packed, c) as usize] * s;
+                *o = table[code_at(packed, c) as usize] * s;
             }
         })
     }

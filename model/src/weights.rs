@@ -21,6 +21,9 @@ pub struct QuantTensor {
     pub packed: Packed,
     /// Codebook values in code order: one table, or one per expert of a 3-D tensor.
     pub tables: Vec<Arc<[f32]>>,
+    /// `learned_row`: a table per row of every expert (`experts * rows` rows), read instead of
+    /// `tables`.
+    pub row_tables: Option<Arc<crate::kernels::RowTables>>,
 }
 
 /// One tensor as a source hands it out.
@@ -312,15 +315,27 @@ fn to_linears(
             (0..experts)
                 .map(|e| {
                     let table = q.tables[e.min(q.tables.len() - 1)].clone();
-                    QuantMatrix::new(
-                        rows,
-                        cols,
-                        q.block,
-                        q.scale_dtype,
-                        q.packed.clone(),
-                        e * rows,
-                        table,
-                    )
+                    let (packed, row0) = (q.packed.clone(), e * rows);
+                    match &q.row_tables {
+                        Some(t) => QuantMatrix::with_row_tables(
+                            rows,
+                            cols,
+                            q.block,
+                            q.scale_dtype,
+                            packed,
+                            row0,
+                            t.clone(),
+                        ),
+                        None => QuantMatrix::new(
+                            rows,
+                            cols,
+                            q.block,
+                            q.scale_dtype,
+                            packed,
+                            row0,
+                            table,
+                        ),
+                    }
                     .map(Linear::Quant)
                     .map_err(|e| ModelError::tensor(name, e.to_string()))
                 })
@@ -437,6 +452,7 @@ impl QuantTensor {
             scale_dtype: sd,
             packed: Packed::owned(codes, scales),
             tables,
+            row_tables: None,
         })
     }
 }

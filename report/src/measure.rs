@@ -187,19 +187,28 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
             q.scales.len() / info.experts(),
         );
         for (e, m) in info.matrices.iter().enumerate() {
-            let cb = Codebook::new(m.codebook.clone()).map_err(|source| ReportError::Codebook {
-                tensor: name.clone(),
-                source,
-            })?;
-            let qm = QuantizedMatrix {
-                rows,
-                cols,
-                block: info.block,
-                scale_dtype: info.scale_dtype,
-                codes: q.codes[e * code_len..(e + 1) * code_len].to_vec(),
-                scales: q.scales[e * scale_len..(e + 1) * scale_len].to_vec(),
+            let deq = if m.row_tables.is_empty() {
+                let cb =
+                    Codebook::new(m.codebook.clone()).map_err(|source| ReportError::Codebook {
+                        tensor: name.clone(),
+                        source,
+                    })?;
+                let qm = QuantizedMatrix {
+                    rows,
+                    cols,
+                    block: info.block,
+                    scale_dtype: info.scale_dtype,
+                    codes: q.codes[e * code_len..(e + 1) * code_len].to_vec(),
+                    scales: q.scales[e * scale_len..(e + 1) * scale_len].to_vec(),
+                };
+                qm.dequantize(&cb)
+            } else {
+                // `learned_row`: each row with its own table (f16 values, stored with it).
+                side_bytes += m.row_tables.len() * 2;
+                q.view()
+                    .dequantize_matrix(e)
+                    .expect("quantizer output codes index their tables")
             };
-            let deq = qm.dequantize(&cb);
             for (&a, &b) in values[e * rows * cols..(e + 1) * rows * cols]
                 .iter()
                 .zip(&deq)
@@ -208,7 +217,7 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
                 sq_err += d * d;
                 sq_w += a as f64 * a as f64;
             }
-            if opts.learned {
+            if opts.learned && !opts.row_tables {
                 // The matrix's own table is stored with it (f32 values).
                 side_bytes += m.codebook.len() * 4;
             }
@@ -216,8 +225,14 @@ pub fn quantize_checkpoint(ckpt: &Checkpoint, variant: &Variant) -> Result<Quant
                 // NVFP4's f32 tensor scale (E4M3 block scales).
                 side_bytes += 4;
             }
-            if !codebooks.contains(&m.codebook) {
+            if !m.codebook.is_empty() && !codebooks.contains(&m.codebook) {
                 codebooks.push(m.codebook.clone());
+            }
+            // A table per row: each matrix's first row's table stands for its tables in the
+            // area model (every row's table is 16 values of the same kind).
+            let first_row = m.row_tables.get(..1usize << bits_of(info));
+            if let Some(t) = first_row.filter(|t| !codebooks.iter().any(|c| c[..] == t[..])) {
+                codebooks.push(t.to_vec());
             }
             // The format's family: `sf4:nu=23.4` counts as sf4.
             let family = m.format.split(':').next().unwrap_or(&m.format);
@@ -278,7 +293,28 @@ pub fn model_tensor(q: &tquant_convert::QuantizedTensor) -> TensorData {
         scale_dtype: q.info.scale_dtype,
         packed: Packed::owned(q.codes.clone(), q.scales.clone()),
         tables,
+        row_tables: row_tables(q),
     })
+}
+
+/// Entries of each of a tensor's tables.
+fn bits_of(info: &tquant_convert::QuantInfo) -> u32 {
+    info.bits
+}
+
+/// `learned_row`: every matrix's row tables, for the model (`None` for a table per matrix).
+fn row_tables(q: &tquant_convert::QuantizedTensor) -> Option<Arc<tquant_model::RowTables>> {
+    let m = &q.info.matrices;
+    if m.first()?.row_tables.is_empty() {
+        return None;
+    }
+    let all: Vec<f32> = m
+        .iter()
+        .flat_map(|m| m.row_tables.iter().copied())
+        .collect();
+    let t = tquant_model::RowTables::new(&all, 1 << q.info.bits)
+        .expect("learned tables are finite and of 2^bits values");
+    Some(Arc::new(t))
 }
 
 /// Bits per byte of the checkpoint with `quantized` tensors in front of the originals, on `ids`

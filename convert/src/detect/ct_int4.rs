@@ -134,6 +134,7 @@ pub(super) fn ct_int4_slot(
             fit: None,
             fit_tensor: None,
             codebook: crate::compressed_tensors::int4_offset_codebook(),
+            row_tables: Vec::new(),
             global_scale: None,
         }],
     };

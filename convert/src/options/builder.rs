@@ -25,6 +25,8 @@ pub enum FormatChoice {
     Auto(String),
     /// `learned`: a table per matrix by k-means, from [`super::LEARNED_START`]'s.
     Learned,
+    /// `learned_row`: a table per row by the same k-means, from [`super::LEARNED_START`]'s.
+    LearnedRow,
 }
 
 /// Builds [`ConvertOptions`]; every setting left out takes the layout's default (tquant: sf4
@@ -179,15 +181,24 @@ impl ConvertOptionsBuilder {
         };
         let block = self.block.unwrap_or(def_block);
         let scale_dtype = self.scale_dtype.unwrap_or(def_scale);
-        let mut learned = false;
+        let (mut learned, mut row_tables) = (false, false);
         let (format, nu, auto) = match (self.format.unwrap_or(def_format), self.nu) {
             (FormatChoice::Learned, None) => {
                 learned = true;
                 (catalog(super::LEARNED_START), None, None)
             }
+            (FormatChoice::LearnedRow, None) => {
+                (learned, row_tables) = (true, true);
+                (catalog(super::LEARNED_START), None, None)
+            }
             (FormatChoice::Learned, Some(_)) => {
                 return Err(ConvertError::NuNotApplicable {
                     format: super::LEARNED.to_string(),
+                })
+            }
+            (FormatChoice::LearnedRow, Some(_)) => {
+                return Err(ConvertError::NuNotApplicable {
+                    format: crate::schema::LEARNED_ROW.to_string(),
                 })
             }
             (FormatChoice::Auto(text), nu) => {
@@ -240,6 +251,7 @@ impl ConvertOptionsBuilder {
             fit_sampling: self.fit_sampling.unwrap_or(FitSampling::DEFAULT),
             keep_as,
             learned,
+            row_tables,
         };
         opts.validate()?;
         Ok(opts)

@@ -82,6 +82,9 @@ pub struct ConvertOptions {
     /// (weighted per column by the calibration's `diag(H)` when there is one) starting from
     /// `format`'s table ([`LEARNED_START`]); tquant's layout only.
     pub learned: bool,
+    /// With `learned`: a table per row instead of per matrix (`learned_row`), stored as each
+    /// tensor's `.row_tables` part.
+    pub row_tables: bool,
 }
 
 pub use crate::schema::LEARNED;
@@ -105,6 +108,7 @@ impl Default for ConvertOptions {
             fit_sampling: FitSampling::DEFAULT,
             keep_as: KeepAs::Q8_0,
             learned: false,
+            row_tables: false,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile};
+use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile, PER_ROW, SHARED};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP};
 use crate::isa::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
@@ -131,19 +131,37 @@ fn fast_rows_impl(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
             tail_len: 0,
         };
         // SAFETY: features enabled here; tile shapes are in range (tiles).
-        unsafe { with_tile!(fast_tile, mr, nb, (&t, a, out)) }
+        unsafe {
+            if q.has_row_tables() {
+                with_tile!(fast_tile, [PER_ROW], mr, nb, (&t, a, out))
+            } else {
+                with_tile!(fast_tile, [SHARED], mr, nb, (&t, a, out))
+            }
+        }
     }
 }
 
 /// Safety: AVX2/FMA; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB` exist; `a`
 /// has the chunk order over `a.main` elements; `t.sc` holds MR rows of padded scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
+unsafe fn fast_tile<const ROWS: bool, const MR: usize, const NB: usize>(
+    t: &Tile,
+    a: &FastActs,
+    out: &mut [f32],
+) {
     let q = t.q;
     let mask = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
-    // SAFETY: the int8 table is 16 bytes.
-    let tbl = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.table_i8().as_ptr().cast()) });
+    // SAFETY: an int8 table is 16 bytes.
+    let load = |r: usize| {
+        _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.row_table_i8(r).as_ptr().cast()) })
+    };
+    // One register for a shared table, one per row for row tables.
+    let tbl: [__m256i; MR] = if ROWS {
+        std::array::from_fn(|m| load(t.r + m))
+    } else {
+        [load(t.r); MR]
+    };
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
     // there are zero).
@@ -175,8 +193,8 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
                 let v = _mm256_loadu_si256(src.cast());
                 let lo = _mm256_and_si256(v, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                wlo[m] = _mm256_shuffle_epi8(tbl, lo);
-                whi[m] = _mm256_shuffle_epi8(tbl, hi);
+                wlo[m] = _mm256_shuffle_epi8(tbl[m], lo);
+                whi[m] = _mm256_shuffle_epi8(tbl[m], hi);
                 ws[m] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(scp[m].add(base)), idx);
             }
             let alo: [__m256i; MR] = std::array::from_fn(|m| _mm256_abs_epi8(wlo[m]));
@@ -199,7 +217,7 @@ unsafe fn fast_tile<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, ou
     }
     for m in 0..MR {
         for j in 0..NB {
-            out[t.out_index(m, j)] = hsum(acc[m][j]) * q.table_step();
+            out[t.out_index(m, j)] = hsum(acc[m][j]) * q.row_table_step(t.r + m);
         }
     }
 }
@@ -242,7 +260,13 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             tail_len,
         };
         // SAFETY: features enabled here; tile shapes are in range (tiles).
-        unsafe { with_tile!(exact_tile, mr, nb, (&t, x, out)) }
+        unsafe {
+            if q.has_row_tables() {
+                with_tile!(exact_tile, [PER_ROW], mr, nb, (&t, x, out))
+            } else {
+                with_tile!(exact_tile, [SHARED], mr, nb, (&t, x, out))
+            }
+        }
     }
 }
 
@@ -258,22 +282,30 @@ fn decode8(lo: __m256, hi: __m256, idx: __m256i) -> __m256 {
 /// Safety: AVX2/FMA; rows and activation rows of the tile exist; `x` is in the exact group
 /// order over `cols / 32 * 32` elements of each row; the shape is SIMD-regular.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out: &mut [f32]) {
+unsafe fn exact_tile<const ROWS: bool, const MR: usize, const NB: usize>(
+    t: &Tile,
+    x: &[f32],
+    out: &mut [f32],
+) {
     let q = t.q;
     let cols = q.cols();
     let main = cols / GROUP * GROUP;
-    // SAFETY: the table has 16 values.
-    let (tlo, thi) = unsafe {
-        (
-            _mm256_loadu_ps(q.table().as_ptr()),
-            _mm256_loadu_ps(q.table().as_ptr().add(8)),
-        )
+    // SAFETY: a table has 16 values.
+    let load = |r: usize| unsafe {
+        let p = q.row_table(r).as_ptr();
+        (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+    };
+    // The halves of one shared table, or of each row's table.
+    let halves: [(__m256, __m256); MR] = if ROWS {
+        std::array::from_fn(|m| load(t.r + m))
+    } else {
+        [load(t.r); MR]
     };
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     let xp: [*const f32; NB] = std::array::from_fn(|j| x[(t.j0 + j) * cols..].as_ptr());
     let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
     // Each half group (8 code bytes, 16 elements) lies in one block (block 16 or >= 32).
-    let mut tables = [[(tlo, thi); 2]; MR];
+    let mut tables: [[(__m256, __m256); 2]; MR] = std::array::from_fn(|m| [halves[m]; 2]);
     let mut table_block = [usize::MAX; 2];
     let ahead = Prefetch::next_tile(q, t.r, MR);
     for g in 0..main / GROUP {
@@ -284,6 +316,7 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
                 *tb = b;
                 for (m, tm) in tables.iter_mut().enumerate() {
                     let s = _mm256_set1_ps(t.scales(m)[b]);
+                    let (tlo, thi) = halves[m];
                     tm[u] = (_mm256_mul_ps(tlo, s), _mm256_mul_ps(thi, s));
                 }
             }

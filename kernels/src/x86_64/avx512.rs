@@ -15,7 +15,7 @@
 
 // Tiles index several small arrays (rows x activation rows) with the same loop variables.
 #![allow(clippy::needless_range_loop)]
-use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile};
+use super::{padded_codes, tiles, with_tile, F32Tile, Prefetch, Tile, PER_ROW, SHARED};
 use crate::act::{Chunk, FastActs, CHUNK, GROUP, LANES};
 use crate::isa::Acts;
 use crate::{scalar, QMatrix, ScaleDtype};
@@ -148,10 +148,11 @@ fn fast_rows_with(q: &QMatrix, a: &FastActs, n: usize, r0: usize, out: &mut [f32
         };
         // SAFETY: features enabled here (VBMI checked); tile shapes are in range (tile_loop).
         unsafe {
-            if vbmi {
-                with_tile!(fast_tile_vbmi, mr, nb, (&t, a, out))
-            } else {
-                with_tile!(fast_tile, mr, nb, (&t, a, out))
+            match (vbmi, q.has_row_tables()) {
+                (true, true) => with_tile!(fast_tile_vbmi, [PER_ROW], mr, nb, (&t, a, out)),
+                (true, false) => with_tile!(fast_tile_vbmi, [SHARED], mr, nb, (&t, a, out)),
+                (false, true) => with_tile!(fast_tile, [PER_ROW], mr, nb, (&t, a, out)),
+                (false, false) => with_tile!(fast_tile, [SHARED], mr, nb, (&t, a, out)),
             }
         }
     }
@@ -164,11 +165,23 @@ macro_rules! fast_tile {
         /// Safety: the features; rows `t.r..t.r + MR` and activation rows `t.j0..t.j0 + NB`
         /// exist; `a` has the chunk order over `a.main` elements; `t.sc` holds MR rows of scales.
         #[target_feature(enable = $features)]
-        unsafe fn $name<const MR: usize, const NB: usize>(t: &Tile, a: &FastActs, out: &mut [f32]) {
+        unsafe fn $name<const ROWS: bool, const MR: usize, const NB: usize>(
+            t: &Tile,
+            a: &FastActs,
+            out: &mut [f32],
+        ) {
             let q = t.q;
-            let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
-            // SAFETY: `shifted` is 16 bytes.
-            let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
+            let table = |r: usize| {
+                let shifted: [u8; 16] = q.row_table_i8(r).map(|v| (v as i16 + 128) as u8);
+                // SAFETY: `shifted` is 16 bytes.
+                _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) })
+            };
+            // One register for a shared table, one per row for row tables.
+            let tbl: [__m512i; MR] = if ROWS {
+                std::array::from_fn(|m| table(t.r + m))
+            } else {
+                [table(t.r); MR]
+            };
             let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
             // A row that ends inside its last chunk: that chunk's codes, zero-padded (the activations
             // there are zero).
@@ -197,8 +210,8 @@ macro_rules! fast_tile {
                             last[m].as_ptr()
                         };
                         let v = _mm512_loadu_si512(src.cast());
-                        wlo[m] = $lo(tbl, v);
-                        whi[m] = $hi(tbl, v);
+                        wlo[m] = $lo(tbl[m], v);
+                        whi[m] = $hi(tbl[m], v);
                         ws[m] = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(scp[m].add(base)));
                     }
                     for j in 0..NB {
@@ -218,7 +231,8 @@ macro_rules! fast_tile {
             }
             for m in 0..MR {
                 for j in 0..NB {
-                    out[t.out_index(m, j)] = _mm512_reduce_add_ps(acc[m][j]) * q.table_step();
+                    let step = q.row_table_step(t.r + m);
+                    out[t.out_index(m, j)] = _mm512_reduce_add_ps(acc[m][j]) * step;
                 }
             }
         }
@@ -302,19 +316,35 @@ fn exact_rows_impl(q: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32])
             tail_len,
         };
         // SAFETY: features enabled here; tile shapes are in range (tile_loop).
-        unsafe { with_tile!(exact_tile, mr, nb, (&t, x, out)) }
+        unsafe {
+            if q.has_row_tables() {
+                with_tile!(exact_tile, [PER_ROW], mr, nb, (&t, x, out))
+            } else {
+                with_tile!(exact_tile, [SHARED], mr, nb, (&t, x, out))
+            }
+        }
     }
 }
 
 /// Safety: AVX-512 F/BW/VL; rows and activation rows of the tile exist; `x` is in the exact
 /// group order over `cols / 32 * 32` elements of each row; the shape is SIMD-regular.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out: &mut [f32]) {
+unsafe fn exact_tile<const ROWS: bool, const MR: usize, const NB: usize>(
+    t: &Tile,
+    x: &[f32],
+    out: &mut [f32],
+) {
     let q = t.q;
     let cols = q.cols();
     let main = cols / GROUP * GROUP;
-    // SAFETY: the table has 16 values.
-    let table = unsafe { _mm512_loadu_ps(q.table().as_ptr()) };
+    // SAFETY: a table has 16 values.
+    let load = |r: usize| unsafe { _mm512_loadu_ps(q.row_table(r).as_ptr()) };
+    // One register for a shared table, one per row for row tables.
+    let table: [__m512; MR] = if ROWS {
+        std::array::from_fn(|m| load(t.r + m))
+    } else {
+        [load(t.r); MR]
+    };
     let codes: [*const u8; MR] = std::array::from_fn(|m| q.row_codes(t.r + m).as_ptr());
     let xp: [*const f32; NB] = std::array::from_fn(|j| x[(t.j0 + j) * cols..].as_ptr());
     let scp: [*const f32; MR] = std::array::from_fn(|m| t.scales(m).as_ptr());
@@ -338,7 +368,7 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
     } else {
         q.block() / GROUP
     };
-    let mut tables = [table; MR];
+    let mut tables = table;
     let (mut b, mut next) = (0, 0);
     for g in 0..main / GROUP {
         ahead.step(g, 1);
@@ -355,8 +385,8 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
                         _mm_loadu_si128(codes[m].add(16 * g).cast()),
                     )
                 };
-                let ta = _mm512_mul_ps(table, _mm512_set1_ps(sa));
-                let tb = _mm512_mul_ps(table, _mm512_set1_ps(sb));
+                let ta = _mm512_mul_ps(table[m], _mm512_set1_ps(sa));
+                let tb = _mm512_mul_ps(table[m], _mm512_set1_ps(sb));
                 let idx = _mm512_cvtepu8_epi32(bytes);
                 let ie = _mm512_or_si512(_mm512_and_si512(idx, low4), second);
                 let io = _mm512_or_si512(_mm512_srli_epi32(idx, 4), second);
@@ -368,7 +398,7 @@ unsafe fn exact_tile<const MR: usize, const NB: usize>(t: &Tile, x: &[f32], out:
                 for m in 0..MR {
                     // SAFETY: group g lies in block b < blocks_per_row.
                     let s = unsafe { *scp[m].add(b) };
-                    tables[m] = _mm512_mul_ps(table, _mm512_set1_ps(s));
+                    tables[m] = _mm512_mul_ps(table[m], _mm512_set1_ps(s));
                 }
                 b += 1;
                 next = next.saturating_add(per_block);

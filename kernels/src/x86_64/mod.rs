@@ -88,6 +88,11 @@ pub(crate) fn tiles(
     })
 }
 
+/// A tile's `ROWS` parameter: each row reads its own table.
+pub(crate) const PER_ROW: bool = true;
+/// A tile's `ROWS` parameter: every row reads the matrix's one table.
+pub(crate) const SHARED: bool = false;
+
 /// Calls `$f::<MR, NB>(args)` for a tile shape from [`tiles`] (MR in 1, 2, 4; NB in 1..=4).
 /// `with_tile!(f, [G], ...)` puts the generic parameters `G` before MR and NB.
 macro_rules! with_tile {

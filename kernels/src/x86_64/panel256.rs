@@ -40,8 +40,6 @@ fn decode_impl(
     tile: &mut [WSuper],
 ) {
     let blocks = q.blocks_per_row();
-    // SAFETY: the int8 table is 16 bytes.
-    let tbl = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.table_i8().as_ptr().cast()) });
     let mask = _mm256_set1_epi8(0x0f);
     // Within each register, the dwords of each pair of lanes `L` interleaved: qword `d` holds
     // dword `d` of lane `2k` and of lane `2k + 1`.
@@ -49,6 +47,11 @@ fn decode_impl(
     let rb = row_bytes(q.cols());
     let whole = rb / (SUPER / 2);
     for (m, &r) in rows.iter().enumerate() {
+        // Each row's own table (the same for every row without row tables).
+        // SAFETY: the int8 table is 16 bytes.
+        let tbl = _mm256_broadcastsi128_si256(unsafe {
+            _mm_loadu_si128(q.row_table_i8(r).as_ptr().cast())
+        });
         let codes = q.row_codes(r);
         row_scales(q, r, scratch);
         scratch[blocks..].fill(0.0);

@@ -120,9 +120,6 @@ fn decode_impl(
         let v: [i32; 16] = std::array::from_fn(|l| (l / 2) as i32);
         _mm512_loadu_si512(v.as_ptr().cast())
     };
-    let shifted: [u8; 16] = q.table_i8().map(|v| (v as i16 + 128) as u8);
-    // SAFETY: `shifted` is 16 bytes.
-    let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
     let mask = _mm512_set1_epi8(0x0f);
     // Dword `4 (L % 8) + d` of a register pair: lanes 0-7 from the first two registers of the
     // super-chunk, lanes 8-15 from the last two.
@@ -134,6 +131,10 @@ fn decode_impl(
     let rb = row_bytes(q.cols());
     let whole = rb / (SUPER / 2);
     for (m, &r) in rows.iter().enumerate() {
+        // Each row's own table (the same for every row without row tables).
+        let shifted: [u8; 16] = q.row_table_i8(r).map(|v| (v as i16 + 128) as u8);
+        // SAFETY: `shifted` is 16 bytes.
+        let tbl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(shifted.as_ptr().cast()) });
         let codes = q.row_codes(r);
         row_scales(q, r, scratch);
         scratch[blocks..].fill(0.0);
