@@ -126,7 +126,12 @@ pub(crate) unsafe fn rows(
                 for (m, sums) in sums.iter().enumerate().take(mr) {
                     for (jj, &s) in sums[..nb].iter().enumerate() {
                         // SAFETY: `j + jj < n` and row `r0 + r + m` is this call's (contract).
-                        unsafe { y.write((j + jj) * all + r0 + r + m, s * q.row_table_step(r0 + r + m)) };
+                        unsafe {
+                            y.write(
+                                (j + jj) * all + r0 + r + m,
+                                s * q.row_table_step(r0 + r + m),
+                            )
+                        };
                     }
                 }
                 j += nb;
