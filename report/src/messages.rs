@@ -146,7 +146,12 @@ pub fn spelled(e: &(dyn Error + 'static), spelling: &Spelling) -> Option<String>
             spelling.window
         )),
         ReportError::Scoring(m) => model(m, spelling),
-        ReportError::Calibration { source, .. } => calibration(source, spelling),
+        ReportError::Calibration { model, source } => {
+            Some(calibration(source, spelling).unwrap_or_else(|| {
+                let causes = one_line(chain(source.as_ref()), spelling);
+                format!("loading {} for calibration: {causes}", model.display())
+            }))
+        }
         &ReportError::OnlyForLayout { setting, layout } => Some(format!(
             "{} is for {} {}",
             (spelling.setting)(setting),
@@ -194,7 +199,7 @@ fn gguf(e: &GgufError, spelling: &Spelling) -> Option<String> {
 }
 
 /// A calibration error with the settings that would avoid it; `None` for the others, which
-/// [`ReportError::Calibration`]'s message (the model being loaded) and its causes describe.
+/// the model being loaded and the error's causes describe.
 fn calibration(e: &ReportError, spelling: &Spelling) -> Option<String> {
     let flag = spelling.setting;
     let calibrate = flag(Setting::Calibration);
@@ -346,11 +351,20 @@ mod tests {
             "--calibrate: text needs tokenizer.json beside the model (or a 256-token byte \
              vocabulary); or give token ids with --calibrate-ids: /m: no tokenizer.json"
         );
-        // Any other error: the model being loaded, then the error and its causes.
+        // Any other error: the model being loaded, then the error and its causes, spelled.
         assert_eq!(
             line(&calibrating(ReportError::EmptyFormatList)),
             "loading /m for calibration: the list names no format"
         );
+        let layout = ConvertError::CalibrationLayout {
+            layout: tquant_convert::Layout::Bnb,
+        };
+        let want = format!(
+            "loading /m for calibration: {}",
+            layout.with_flags(cli().setting)
+        );
+        assert!(want.contains("--calibrate needs --layout tquant"), "{want}");
+        assert_eq!(line(&calibrating(layout)), want);
     }
 
     #[test]
