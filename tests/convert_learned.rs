@@ -98,6 +98,27 @@ fn learned_is_refused_where_it_cannot_be_stored_or_takes_no_nu() {
     assert!(!out.exists());
 }
 
+#[test]
+fn learned_row_is_refused_by_name_where_it_cannot_be_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, out) = (tiny_lite(), tmp.path().join("x"));
+    let e = stderr_of_failure(&[
+        "convert",
+        path(&model),
+        "-o",
+        path(&out),
+        "--format",
+        "learned_row",
+        "--layout",
+        "bnb",
+    ]);
+    assert!(
+        e.contains("--format learned_row needs --layout tquant (bnb stores fixed tables only)"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
 /// `--format learned_row+search`: a table per row, stored as an F16 `[rows, 16]` part beside the
 /// codes and scales (no `.codebook`), 256 bits per row counted in bits per weight by convert,
 /// inspect and verify; less weight error than a table per matrix; and the model runs it (eval's

@@ -251,10 +251,13 @@ pub enum ConvertError {
         /// The layout.
         layout: Layout,
     },
-    /// A learned table (`learned`) for a layout that stores only its own fixed table.
+    /// A learned table (`learned`, or `learned_row` with `row_tables`) for a layout that stores
+    /// only its own fixed table.
     LearnedLayout {
         /// The layout.
         layout: Layout,
+        /// Tables per row (`learned_row`) rather than per matrix.
+        row_tables: bool,
     },
     /// Settings bitsandbytes' layout cannot store; each field is set when it is one of them.
     BnbSettings {
@@ -713,10 +716,11 @@ impl ConvertError {
                 n(Setting::Layout),
                 layout.name()
             ),
-            Self::LearnedLayout { layout } => write!(
+            Self::LearnedLayout { layout, row_tables } => write!(
                 f,
-                "{OPTS}{} learned needs {} tquant ({} stores fixed tables only)",
+                "{OPTS}{} {} needs {} tquant ({} stores fixed tables only)",
                 n(Setting::Format),
+                if *row_tables { "learned_row" } else { "learned" },
                 n(Setting::Layout),
                 layout.name()
             ),

@@ -223,6 +223,7 @@ impl ConvertOptions {
         if self.learned && self.layout != Layout::Tquant {
             return Err(ConvertError::LearnedLayout {
                 layout: self.layout,
+                row_tables: self.row_tables,
             });
         }
         if self.scale_rule != ScaleRule::Absmax && self.layout != Layout::Tquant {
