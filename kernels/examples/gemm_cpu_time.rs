@@ -6,28 +6,12 @@
 //! (defaults 4096 4096 32; nf4, f16 scales): batches 32, 128 and 512, one thread, the best of
 //! 5 rounds, in GFLOP/s (2 per multiply-add) and microseconds per activation row.
 
-use std::time::Duration;
+mod common;
+
+use common::thread_cpu_time;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
 use tquant_kernels::{matmul, Mode, QMatrix};
-
-/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid timespec (two 64-bit fields on x86-64 Linux).
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.sec as u64, ts.nsec as u32)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,16 +32,7 @@ fn main() {
     let m = quantizer
         .quantize(format.codebook(), &w, rows, cols)
         .expect("quantize");
-    let qv = QMatrix::new(
-        rows,
-        cols,
-        m.block,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        format.codebook().values(),
-    )
-    .expect("view");
+    let qv = QMatrix::from_quantized(&m, format.codebook().values()).expect("view");
     println!("[{rows} x {cols}] nf4, block {block}, f16 scales, fast mode, 1 thread, best of 5");
     for batch in [32, 128, 512] {
         let x = rng.normal_vec(batch * cols);

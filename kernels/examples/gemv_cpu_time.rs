@@ -7,29 +7,13 @@
 //! (defaults 768 2048 nf4; block 32, f16 scales): q8_0 and FORMAT, fast and exact mode, one
 //! thread, the best of 24 rounds of 40 products, in GB/s of weights (codes and scales).
 
-use std::time::Duration;
+mod common;
+
+use common::thread_cpu_time;
 use tquant_formats::q8_0::Q8Matrix as Q8Owned;
 use tquant_formats::sample::Rng;
 use tquant_formats::{BlockQuantizer, BlockSize, Format, ScaleDtype};
 use tquant_kernels::{matmul, matmul_q8_0, Mode, Q8Matrix, QMatrix};
-
-/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid timespec (two 64-bit fields on x86-64 Linux).
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.sec as u64, ts.nsec as u32)
-}
 
 /// One timed product, writing `y`.
 type Product<'a> = Box<dyn Fn(&mut [f32]) + Sync + Send + 'a>;
