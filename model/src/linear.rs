@@ -243,15 +243,35 @@ pub struct QuantMatrix {
     pub scale_dtype: ScaleDtype,
     packed: Packed,
     row0: usize,
-    /// The codebook values in code order.
-    table: Arc<[f32]>,
-    /// `learned_row`: a table per row of the whole packed tensor (row `row0 + r` is this
-    /// matrix's row `r`), used instead of `table`.
-    row_tables: Option<Arc<kernels::RowTables>>,
+    tables: QuantTables,
+}
+
+/// The values a [`QuantMatrix`]'s codes stand for.
+#[derive(Debug, Clone)]
+pub enum QuantTables {
+    /// One codebook for every row, its values in code order.
+    Shared(Arc<[f32]>),
+    /// `learned_row`: a table per row of the whole packed tensor (row `row0 + r` is the
+    /// matrix's row `r`).
+    PerRow(Arc<kernels::RowTables>),
+}
+
+impl From<Arc<[f32]>> for QuantTables {
+    fn from(table: Arc<[f32]>) -> Self {
+        Self::Shared(table)
+    }
+}
+
+impl From<Arc<kernels::RowTables>> for QuantTables {
+    fn from(tables: Arc<kernels::RowTables>) -> Self {
+        Self::PerRow(tables)
+    }
 }
 
 impl QuantMatrix {
-    /// Checks the byte lengths once; later views are built per call without copying.
+    /// Checks the byte lengths (and that per-row tables cover the rows) once; later views are
+    /// built per call without copying. `tables`: one codebook (`Arc<[f32]>`) or a table per row
+    /// (`Arc<RowTables>`).
     pub fn new(
         rows: usize,
         cols: usize,
@@ -259,7 +279,7 @@ impl QuantMatrix {
         scale_dtype: ScaleDtype,
         packed: Packed,
         row0: usize,
-        table: Arc<[f32]>,
+        tables: impl Into<QuantTables>,
     ) -> Result<Self, ModelError> {
         let m = Self {
             rows,
@@ -268,33 +288,7 @@ impl QuantMatrix {
             scale_dtype,
             packed,
             row0,
-            table,
-            row_tables: None,
-        };
-        m.view(|q| q.map(|_| ()))?;
-        Ok(m)
-    }
-
-    /// [`QuantMatrix::new`] with a table per row instead of one table: `tables` holds the whole
-    /// packed tensor's rows (this matrix reads rows `row0..row0 + rows` of it).
-    pub fn with_row_tables(
-        rows: usize,
-        cols: usize,
-        block: usize,
-        scale_dtype: ScaleDtype,
-        packed: Packed,
-        row0: usize,
-        tables: Arc<kernels::RowTables>,
-    ) -> Result<Self, ModelError> {
-        let m = Self {
-            rows,
-            cols,
-            block,
-            scale_dtype,
-            packed,
-            row0,
-            table: Arc::from([]),
-            row_tables: Some(tables),
+            tables: tables.into(),
         };
         m.view(|q| q.map(|_| ()))?;
         Ok(m)
@@ -310,18 +304,18 @@ impl QuantMatrix {
         self.packed.with(|codes, scales| {
             let c = codes.get(self.row0 * rb..(self.row0 + self.rows) * rb);
             let s = scales.get(self.row0 * sb..(self.row0 + self.rows) * sb);
-            let q = match (c, s, &self.row_tables) {
-                (Some(c), Some(s), None) => QMatrix::new(
+            let q = match (c, s, &self.tables) {
+                (Some(c), Some(s), QuantTables::Shared(table)) => QMatrix::new(
                     self.rows,
                     self.cols,
                     self.block,
                     c,
                     s,
                     self.scale_dtype,
-                    &self.table,
+                    table,
                 )
                 .map_err(ModelError::from),
-                (Some(c), Some(s), Some(t)) => match t.slice(self.row0, self.rows) {
+                (Some(c), Some(s), QuantTables::PerRow(t)) => match t.slice(self.row0, self.rows) {
                     Some(t) => QMatrix::with_row_tables(
                         self.rows,
                         self.cols,
@@ -360,12 +354,12 @@ impl QuantMatrix {
         self.packed.with(|codes, scales| {
             let packed = &codes[row * rb..(row + 1) * rb];
             let sc = &scales[row * sb..(row + 1) * sb];
-            let table: &[f32] = match &self.row_tables {
-                Some(t) => &t
+            let table: &[f32] = match &self.tables {
+                QuantTables::PerRow(t) => &t
                     .slice(row, 1)
                     .expect("rows checked when built")
                     .row_table(0)[..],
-                None => &self.table,
+                QuantTables::Shared(table) => table,
             };
             for (c, o) in out.iter_mut().enumerate().take(self.cols) {
                 let s = self.scale_dtype.read(sc, c / self.block);

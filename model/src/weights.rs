@@ -1,7 +1,9 @@
 //! Where the model's tensors come from: a [`TensorSource`] hands out float or quantized tensors by
 //! checkpoint name; [`Loader`] checks names and shapes and builds [`Linear`] layers from them.
 
-use crate::linear::{Bf16Data, DenseMatrix, Linear, Packed, Q8Data, Q8Linear, QuantMatrix};
+use crate::linear::{
+    Bf16Data, DenseMatrix, Linear, Packed, Q8Data, Q8Linear, QuantMatrix, QuantTables,
+};
 use crate::ModelError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -314,28 +316,19 @@ fn to_linears(
             }
             (0..experts)
                 .map(|e| {
-                    let table = q.tables[e.min(q.tables.len() - 1)].clone();
-                    let (packed, row0) = (q.packed.clone(), e * rows);
-                    match &q.row_tables {
-                        Some(t) => QuantMatrix::with_row_tables(
-                            rows,
-                            cols,
-                            q.block,
-                            q.scale_dtype,
-                            packed,
-                            row0,
-                            t.clone(),
-                        ),
-                        None => QuantMatrix::new(
-                            rows,
-                            cols,
-                            q.block,
-                            q.scale_dtype,
-                            packed,
-                            row0,
-                            table,
-                        ),
-                    }
+                    let tables: QuantTables = match &q.row_tables {
+                        Some(t) => t.clone().into(),
+                        None => q.tables[e.min(q.tables.len() - 1)].clone().into(),
+                    };
+                    QuantMatrix::new(
+                        rows,
+                        cols,
+                        q.block,
+                        q.scale_dtype,
+                        q.packed.clone(),
+                        e * rows,
+                        tables,
+                    )
                     .map(Linear::Quant)
                     .map_err(|e| ModelError::tensor(name, e.to_string()))
                 })
