@@ -124,7 +124,7 @@ fn bench_row_tables(c: &mut Criterion, rows: usize, cols: usize) {
     let f: Format = "nf4".parse().unwrap();
     let (_, m) = quantize(&f, rows, cols);
     let t = f.codebook().values();
-    let shared = QMatrix::new(rows, cols, m.block, &m.codes, &m.scales, m.scale_dtype, t).unwrap();
+    let shared = QMatrix::from_quantized(&m, t).unwrap();
     // Every row's table differs: nf4's, its inner values moved by a few percent.
     let mut rng = Rng::new(3);
     let per_row: Vec<f32> = (0..rows)
@@ -137,16 +137,7 @@ fn bench_row_tables(c: &mut Criterion, rows: usize, cols: usize) {
         })
         .collect();
     let tables = RowTables::new(&per_row, 16).unwrap();
-    let q = QMatrix::with_row_tables(
-        rows,
-        cols,
-        m.block,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        tables.view(),
-    )
-    .unwrap();
+    let q = QMatrix::from_quantized_with_row_tables(&m, tables.view()).unwrap();
     let x = Rng::new(2).normal_vec(cols);
     let mut y = vec![0.0f32; rows];
     let shape = format!("{rows}x{cols}");

@@ -181,6 +181,23 @@ impl<'a> QMatrix<'a> {
         Self::new(m.rows, m.cols, m.block, codes, scales, m.scale_dtype, table)
     }
 
+    /// [`QMatrix::from_quantized`] with a table per row ([`QMatrix::with_row_tables`]).
+    pub fn from_quantized_with_row_tables(
+        m: &'a QuantizedMatrix,
+        tables: RowTablesRef<'a>,
+    ) -> Result<Self, KernelError> {
+        let (codes, scales) = (m.codes.as_slice(), m.scales.as_slice());
+        Self::with_row_tables(
+            m.rows,
+            m.cols,
+            m.block,
+            codes,
+            scales,
+            m.scale_dtype,
+            tables,
+        )
+    }
+
     /// [`QMatrix::from_parts`] with the parts in order: `rows, cols, block, codes, scales,
     /// scale_dtype, table`.
     pub fn new(

@@ -636,16 +636,7 @@ fn reference_reads_each_rows_table() {
     );
     let values = row_tables::random_tables(rows, &mut rng);
     let tables = tquant_kernels::RowTables::new(&values, 16).unwrap();
-    let q = QMatrix::with_row_tables(
-        rows,
-        cols,
-        16,
-        &m.codes,
-        &m.scales,
-        m.scale_dtype,
-        tables.view(),
-    )
-    .unwrap();
+    let q = QMatrix::from_quantized_with_row_tables(&m, tables.view()).unwrap();
     for r in 0..rows {
         let t = &values[r * 16..(r + 1) * 16];
         for c in 0..cols {

@@ -40,16 +40,7 @@ pub fn row_tables_match_reference(isa: Isa) {
             let dtype = ScaleDtype::ALL[bi % 4];
             let m = quantized(&f, rows, cols, block, dtype, &mut rng);
             let tables = RowTables::new(&random_tables(rows, &mut rng), 16).unwrap();
-            let q = QMatrix::with_row_tables(
-                rows,
-                cols,
-                m.block,
-                &m.codes,
-                &m.scales,
-                dtype,
-                tables.view(),
-            )
-            .unwrap();
+            let q = QMatrix::from_quantized_with_row_tables(&m, tables.view()).unwrap();
             let x = rng.normal_vec(n * cols);
             let what = format!("row tables {dtype} [{rows}x{cols}] block {block} n {n}");
             check(isa, &q, &x, n, &what);
@@ -66,16 +57,7 @@ pub fn row_tables_match_reference(isa: Isa) {
         &mut rng,
     );
     let tables = RowTables::new(&random_tables(rows, &mut rng), 16).unwrap();
-    let q = QMatrix::with_row_tables(
-        rows,
-        cols,
-        64,
-        &m.codes,
-        &m.scales,
-        ScaleDtype::F16,
-        tables.view(),
-    )
-    .unwrap();
+    let q = QMatrix::from_quantized_with_row_tables(&m, tables.view()).unwrap();
     for n in [1, 3, 12] {
         let x = rng.normal_vec(n * cols);
         rayon::ThreadPoolBuilder::new()
@@ -96,20 +78,10 @@ pub fn row_tables_equal_to_the_shared_table_give_its_result(isa: Isa) {
             let bs = BlockSize::new(block).unwrap();
             let m = quantized(&f, rows, cols, bs, ScaleDtype::F16, &mut rng);
             let t = f.codebook().values();
-            let shared =
-                QMatrix::new(rows, cols, m.block, &m.codes, &m.scales, m.scale_dtype, t).unwrap();
+            let shared = QMatrix::from_quantized(&m, t).unwrap();
             let per_row: Vec<f32> = (0..rows).flat_map(|_| t.iter().copied()).collect();
             let tables = RowTables::new(&per_row, t.len()).unwrap();
-            let q = QMatrix::with_row_tables(
-                rows,
-                cols,
-                m.block,
-                &m.codes,
-                &m.scales,
-                m.scale_dtype,
-                tables.view(),
-            )
-            .unwrap();
+            let q = QMatrix::from_quantized_with_row_tables(&m, tables.view()).unwrap();
             for n in [1, 2, 5, 9] {
                 let x = rng.normal_vec(n * cols);
                 for mode in Mode::ALL {
